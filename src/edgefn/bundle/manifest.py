@@ -1,0 +1,433 @@
+"""The ``edgefn.toml`` schema: parse, validate, and describe every mistake precisely.
+
+How it works: ``tomllib`` turns the text into plain dicts, then one small validator per section
+walks its table against a declared set of keys. Every problem raises ``ManifestError`` carrying
+the file path, the dotted key (``limits.cpu_ms``, ``kv_namespaces[1].binding``), the expected type
+or range, and a hint (a close spelling for unknown keys, the allowed values otherwise). Validation
+stops at the first error so that the message is about one thing.
+
+The schema::
+
+    name = "hello"                  # [a-z0-9-]{1,63}, not starting or ending with '-'
+    main = "main.py"                # relative .py path inside the function directory
+    routes = ["example.com/api/*"]  # host ("*." allowed) + path glob, or [[routes]] pattern
+    [vars]                          # identifier = str | int | float | bool
+    [limits]                        # cpu_ms, memory_mb, timeout_ms, max_body_kb, subrequests,
+                                    # requests_per_s (see LIMIT_BOUNDS)
+    [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any host
+    [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
+    [placement] mode = "everywhere" | "regions" | "smart"; regions = [...]; affinity =
+                "header:<name>" | "cookie:<name>"; retry_safe = false
+    [runtime] preload = ["json", "re"]   # modules the zygote pre-imports
+
+This module is pure: it reads files only in ``load_manifest``, and imports no driver.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from types import MappingProxyType
+from typing import Any, Final
+
+from edgefn.errors import ManifestError
+
+__all__ = [
+    "LIMIT_BOUNDS",
+    "MANIFEST_FILENAME",
+    "PLACEMENT_MODES",
+    "Egress",
+    "KVNamespace",
+    "Limits",
+    "Manifest",
+    "Placement",
+    "Route",
+    "Runtime",
+    "load_manifest",
+    "parse_manifest",
+]
+
+MANIFEST_FILENAME: Final = "edgefn.toml"
+PLACEMENT_MODES: Final = ("everywhere", "regions", "smart")
+
+# Inclusive bounds; generous enough for real functions, tight enough to catch unit mistakes
+# (a timeout given in seconds, a memory limit given in bytes).
+LIMIT_BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
+    {
+        "cpu_ms": (1, 300_000),
+        "memory_mb": (16, 4096),
+        "timeout_ms": (1, 900_000),
+        "max_body_kb": (1, 102_400),
+        "subrequests": (0, 1000),
+        "requests_per_s": (0.001, 1_000_000),
+    }
+)
+
+_NAME_RE: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_NAMESPACE_RE: Final = re.compile(r"^[a-z0-9_-]{1,63}$")
+_REGION_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+_LABEL: Final = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_RE: Final = re.compile(rf"^(?:\*\.)?{_LABEL}(?:\.{_LABEL})*(?::(\d{{1,5}}))?$")
+_TOKEN_RE: Final = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+_MODULE_RE: Final = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
+_PATH_GLOB_RE: Final = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+_TOML_POS_RE: Final = re.compile(r"\(at line (\d+), column (\d+)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-request resource limits, enforced by the node and the sandbox supervisor."""
+
+    cpu_ms: int = 1000
+    memory_mb: int = 128
+    timeout_ms: int = 30000
+    max_body_kb: int = 1024
+    subrequests: int = 50
+    requests_per_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Egress:
+    """Hosts function code may fetch. ``None`` allows any host; ``()`` allows none."""
+
+    allow: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KVNamespace:
+    """A KV namespace bound into ``env`` under ``binding``."""
+
+    binding: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where the function runs and how requests stick to a location."""
+
+    mode: str = "everywhere"
+    regions: tuple[str, ...] = ()
+    affinity: str | None = None
+    retry_safe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A host + path glob such as ``example.com/api/*``."""
+
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Sandbox options: modules the zygote pre-imports."""
+
+    preload: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """A validated ``edgefn.toml``. ``path`` is where it was read from (for messages)."""
+
+    name: str
+    main: str = "main.py"
+    vars: Mapping[str, str | int | float | bool] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    limits: Limits = Limits()
+    egress: Egress = Egress()
+    kv_namespaces: tuple[KVNamespace, ...] = ()
+    placement: Placement = Placement()
+    routes: tuple[Route, ...] = ()
+    runtime: Runtime = Runtime()
+    path: str = ""
+
+
+class _Ctx:
+    """Carries the file path so every helper can raise a fully located error."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def fail(self, key: str, message: str, hint: str = "") -> ManifestError:
+        return ManifestError(message, path=self.path, key=key, hint=hint)
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "boolean", int: "integer", float: "float", str: "string", list: "array"}
+    return names.get(type(value), "table" if isinstance(value, dict) else type(value).__name__)
+
+
+def _check_keys(ctx: _Ctx, table: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in table:
+        if key in allowed:
+            continue
+        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else f"allowed keys: {', '.join(allowed)}"
+        raise ctx.fail(f"{prefix}{key}", "unknown key", hint)
+
+
+def _table(ctx: _Ctx, value: object, key: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise ctx.fail(key, f"expected a table, got {_type_name(value)}", f"write it as [{key}]")
+    return value
+
+
+def _string(ctx: _Ctx, value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise ctx.fail(key, f"expected a string, got {_type_name(value)}", "quote the value")
+    return value
+
+
+def _strings(ctx: _Ctx, value: object, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ctx.fail(key, f"expected an array of strings, got {_type_name(value)}")
+    return tuple(_string(ctx, item, f"{key}[{i}]") for i, item in enumerate(value))
+
+
+def _parse_name(ctx: _Ctx, value: object) -> str:
+    name = _string(ctx, value, "name")
+    if not _NAME_RE.match(name):
+        raise ctx.fail(
+            "name",
+            f"invalid function name {name!r}",
+            "use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+        )
+    return name
+
+
+def _parse_main(ctx: _Ctx, value: object) -> str:
+    main = _string(ctx, value, "main")
+    pure = PurePosixPath(main)
+    hint = "give a relative path to a .py file inside the function directory, like 'main.py'"
+    if "\\" in main or pure.is_absolute() or ".." in pure.parts or not main:
+        raise ctx.fail("main", f"{main!r} is not a relative path inside the directory", hint)
+    if pure.suffix != ".py":
+        raise ctx.fail("main", f"{main!r} is not a .py file", hint)
+    return pure.as_posix()
+
+
+def _parse_vars(ctx: _Ctx, value: object) -> Mapping[str, str | int | float | bool]:
+    table = _table(ctx, value, "vars")
+    out: dict[str, str | int | float | bool] = {}
+    for name, item in table.items():
+        if not name.isidentifier():
+            raise ctx.fail(f"vars.{name}", "variable names must be identifiers", "e.g. API_URL")
+        if not isinstance(item, str | int | float | bool):
+            raise ctx.fail(
+                f"vars.{name}",
+                f"expected a string, integer, float or boolean, got {_type_name(item)}",
+                "encode structured values as a JSON string",
+            )
+        out[name] = item
+    return MappingProxyType(out)
+
+
+def _parse_limit(ctx: _Ctx, key: str, value: object) -> int | float:
+    low, high = LIMIT_BOUNDS[key]
+    dotted = f"limits.{key}"
+    is_float_key = key == "requests_per_s"
+    ok_type = isinstance(value, int | float) if is_float_key else isinstance(value, int)
+    if isinstance(value, bool) or not ok_type:
+        expected = "a number" if is_float_key else "an integer"
+        raise ctx.fail(dotted, f"expected {expected}, got {_type_name(value)}", "write e.g. 100")
+    assert isinstance(value, int | float)
+    if not low <= value <= high:
+        raise ctx.fail(dotted, f"{value} is out of range", f"use a value from {low:g} to {high:g}")
+    return float(value) if is_float_key else value
+
+
+def _parse_limits(ctx: _Ctx, value: object) -> Limits:
+    table = _table(ctx, value, "limits")
+    _check_keys(ctx, table, tuple(LIMIT_BOUNDS), "limits.")
+    parsed = {key: _parse_limit(ctx, key, item) for key, item in table.items()}
+    return Limits(**parsed)  # type: ignore[arg-type]
+
+
+def _parse_host(ctx: _Ctx, host: str, key: str) -> str:
+    lowered = host.lower()
+    match = _HOST_RE.match(lowered)
+    if not match or (match.group(1) is not None and not 1 <= int(match.group(1)) <= 65535):
+        raise ctx.fail(
+            key, f"invalid host {host!r}", "use a hostname, '*.example.com', optionally ':port'"
+        )
+    return lowered
+
+
+def _parse_egress(ctx: _Ctx, value: object) -> Egress:
+    table = _table(ctx, value, "egress")
+    _check_keys(ctx, table, ("allow",), "egress.")
+    if "allow" not in table:
+        return Egress()
+    hosts = _strings(ctx, table["allow"], "egress.allow")
+    return Egress(
+        allow=tuple(_parse_host(ctx, h, f"egress.allow[{i}]") for i, h in enumerate(hosts))
+    )
+
+
+def _parse_kv(ctx: _Ctx, value: object) -> tuple[KVNamespace, ...]:
+    if not isinstance(value, list):
+        raise ctx.fail(
+            "kv_namespaces", f"expected an array of tables, got {_type_name(value)}", _KV_HINT
+        )
+    out: list[KVNamespace] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        key = f"kv_namespaces[{i}]"
+        table = _table(ctx, item, key)
+        _check_keys(ctx, table, ("binding", "namespace"), f"{key}.")
+        for required in ("binding", "namespace"):
+            if required not in table:
+                raise ctx.fail(f"{key}.{required}", "missing required key", _KV_HINT)
+        binding = _string(ctx, table["binding"], f"{key}.binding")
+        namespace = _string(ctx, table["namespace"], f"{key}.namespace")
+        if not binding.isidentifier():
+            raise ctx.fail(f"{key}.binding", f"{binding!r} is not an identifier", "e.g. CACHE")
+        if binding in seen:
+            raise ctx.fail(f"{key}.binding", f"duplicate binding {binding!r}", "rename one")
+        if not _NAMESPACE_RE.match(namespace):
+            raise ctx.fail(
+                f"{key}.namespace", f"invalid namespace {namespace!r}", "use 1-63 of a-z 0-9 - _"
+            )
+        seen.add(binding)
+        out.append(KVNamespace(binding=binding, namespace=namespace))
+    return tuple(out)
+
+
+_KV_HINT: Final = 'write [[kv_namespaces]] with binding = "CACHE" and namespace = "cache"'
+
+
+def _parse_affinity(ctx: _Ctx, value: object) -> str:
+    text = _string(ctx, value, "placement.affinity")
+    kind, _, name = text.partition(":")
+    if kind not in ("header", "cookie") or not _TOKEN_RE.match(name):
+        raise ctx.fail(
+            "placement.affinity",
+            f"invalid affinity {text!r}",
+            "use 'header:<name>' or 'cookie:<name>'",
+        )
+    return f"{kind}:{name.lower()}" if kind == "header" else text
+
+
+def _parse_placement(ctx: _Ctx, value: object) -> Placement:
+    table = _table(ctx, value, "placement")
+    _check_keys(ctx, table, ("mode", "regions", "affinity", "retry_safe"), "placement.")
+    mode = _string(ctx, table.get("mode", "everywhere"), "placement.mode")
+    if mode not in PLACEMENT_MODES:
+        raise ctx.fail("placement.mode", f"unknown mode {mode!r}", f"use one of {PLACEMENT_MODES}")
+    regions = _strings(ctx, table.get("regions", []), "placement.regions")
+    for i, region in enumerate(regions):
+        if not _REGION_RE.match(region):
+            raise ctx.fail(f"placement.regions[{i}]", f"invalid region {region!r}", "e.g. 'eu'")
+    if mode == "regions" and not regions:
+        raise ctx.fail(
+            "placement.regions", "mode 'regions' needs at least one region", "e.g. ['eu']"
+        )
+    affinity = _parse_affinity(ctx, table["affinity"]) if "affinity" in table else None
+    retry_safe = table.get("retry_safe", False)
+    if not isinstance(retry_safe, bool):
+        raise ctx.fail(
+            "placement.retry_safe",
+            f"expected a boolean, got {_type_name(retry_safe)}",
+            "true/false",
+        )
+    return Placement(mode=mode, regions=regions, affinity=affinity, retry_safe=retry_safe)
+
+
+def _parse_route(ctx: _Ctx, value: object, key: str) -> Route:
+    if isinstance(value, dict):
+        _check_keys(ctx, value, ("pattern",), f"{key}.")
+        if "pattern" not in value:
+            raise ctx.fail(f"{key}.pattern", "missing required key", 'e.g. "example.com/api/*"')
+        key, value = f"{key}.pattern", value["pattern"]
+    pattern = _string(ctx, value, key)
+    host, slash, path = pattern.partition("/")
+    hint = "write host + path glob, like 'example.com/api/*' or '*.example.com/*'"
+    if not slash or not _HOST_RE.match(host.lower()) or not _PATH_GLOB_RE.match("/" + path):
+        raise ctx.fail(key, f"invalid route pattern {pattern!r}", hint)
+    return Route(pattern=f"{host.lower()}/{path}")
+
+
+def _parse_routes(ctx: _Ctx, value: object) -> tuple[Route, ...]:
+    if not isinstance(value, list):
+        raise ctx.fail("routes", f"expected an array, got {_type_name(value)}", 'e.g. ["a.com/*"]')
+    return tuple(_parse_route(ctx, item, f"routes[{i}]") for i, item in enumerate(value))
+
+
+def _parse_runtime(ctx: _Ctx, value: object) -> Runtime:
+    table = _table(ctx, value, "runtime")
+    _check_keys(ctx, table, ("preload",), "runtime.")
+    modules = _strings(ctx, table.get("preload", []), "runtime.preload")
+    for i, module in enumerate(modules):
+        if not _MODULE_RE.match(module):
+            raise ctx.fail(
+                f"runtime.preload[{i}]", f"invalid module name {module!r}", "e.g. 'json'"
+            )
+    return Runtime(preload=modules)
+
+
+_SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyType(
+    {
+        "name": _parse_name,
+        "main": _parse_main,
+        "vars": _parse_vars,
+        "limits": _parse_limits,
+        "egress": _parse_egress,
+        "kv_namespaces": _parse_kv,
+        "placement": _parse_placement,
+        "routes": _parse_routes,
+        "runtime": _parse_runtime,
+    }
+)
+
+
+def parse_manifest(text: str, *, path: str) -> Manifest:
+    """Parse and validate manifest ``text``; ``path`` is only used in error messages."""
+    ctx = _Ctx(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        pos = _TOML_POS_RE.search(str(err))
+        where = f" at line {pos.group(1)}, column {pos.group(2)}" if pos else ""
+        detail = _TOML_POS_RE.sub("", str(err)).strip()
+        raise ManifestError(
+            f"invalid TOML{where}: {detail}", path=path, hint="fix the TOML syntax there"
+        ) from None
+    _check_keys(ctx, data, tuple(_SECTIONS), "")
+    if "name" not in data:
+        raise ctx.fail("name", "missing required key", 'add name = "my-function" at the top')
+    fields = {key: parse(ctx, data[key]) for key, parse in _SECTIONS.items() if key in data}
+    return Manifest(**fields, path=path)  # type: ignore[arg-type]
+
+
+def load_manifest(dir_or_file: Path) -> Manifest:
+    """Read ``edgefn.toml`` from a function directory (or the file itself) and validate it.
+
+    Besides the schema, checks that the ``main`` module exists next to the manifest.
+    """
+    path = dir_or_file / MANIFEST_FILENAME if dir_or_file.is_dir() else dir_or_file
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            "no manifest found",
+            path=str(path),
+            hint=f"create one with `edgefn new NAME`, or write {MANIFEST_FILENAME} by hand",
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(
+            f"cannot read manifest: {err}", path=str(path), hint="check the file"
+        ) from None
+    manifest = parse_manifest(text, path=str(path))
+    if not (path.parent / manifest.main).is_file():
+        raise ManifestError(
+            f"main module {manifest.main!r} does not exist in {path.parent}",
+            path=str(path),
+            key="main",
+            hint=f"create {manifest.main} defining `async def fetch(request, env, ctx)`",
+        )
+    return manifest
