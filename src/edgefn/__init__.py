@@ -1,0 +1,44 @@
+"""edgefn: Python edge functions at many locations.
+
+Function code imports from here: ``from edgefn import Request, Response, fetch``.
+"""
+
+from __future__ import annotations
+
+from edgefn.errors import (
+    EdgefnError,
+    EgressDeniedError,
+    FetchError,
+    FetchTimeoutError,
+    KVConflict,
+    KVError,
+    KVLimitError,
+    KVUnavailable,
+    ResponseTooLargeError,
+    SubrequestLimitError,
+)
+from edgefn.sdk import Context, EdgeInfo, Env, Headers, QueryParams, Request, Response, fetch
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Context",
+    "EdgeInfo",
+    "EdgefnError",
+    "EgressDeniedError",
+    "Env",
+    "FetchError",
+    "FetchTimeoutError",
+    "Headers",
+    "KVConflict",
+    "KVError",
+    "KVLimitError",
+    "KVUnavailable",
+    "QueryParams",
+    "Request",
+    "Response",
+    "ResponseTooLargeError",
+    "SubrequestLimitError",
+    "__version__",
+    "fetch",
+]

@@ -1,0 +1,217 @@
+"""The node ⇄ worker (and node ⇄ zygote) IPC protocol: length-prefixed msgpack frames.
+
+A frame is a 4-byte big-endian length followed by that many bytes of msgpack encoding one tagged
+struct below. Frames over ``MAX_FRAME_BYTES`` or that do not decode to a known message are a
+:class:`~edgefn.errors.ProtocolError`; the receiving side drops the peer instead of guessing.
+
+Node → worker: Load, Invoke, Cancel, FetchResult, KVResult, Shutdown.
+Worker → node: Ready, Loaded, ResponseStart, ResponseChunk, ResponseEnd, InvokeError, Log,
+FetchCall, KVCall.
+Node → zygote: Spawn. Zygote → node: Spawned (with the worker's socket attached by SCM_RIGHTS).
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Union
+
+import msgspec
+
+from edgefn.errors import ProtocolError
+
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+_LEN = struct.Struct(">I")
+
+
+class _Msg(msgspec.Struct, tag_field="t", array_like=True, omit_defaults=False):
+    pass
+
+
+class Load(_Msg, tag="load"):
+    """Specialise a generic worker to one function version."""
+
+    function: str
+    version: str
+    code_dir: str
+    main: str
+    vars: dict[str, Any]
+    memory_mb: int
+    bindings: list[str] = []
+
+
+class Invoke(_Msg, tag="inv"):
+    id: int
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    location: str
+    client_location: str
+    request_id: str
+
+
+class Cancel(_Msg, tag="cancel"):
+    id: int
+
+
+class FetchResult(_Msg, tag="fres"):
+    id: int
+    fetch_id: int
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    error_kind: str = ""
+    error_message: str = ""
+
+
+class KVResult(_Msg, tag="kvres"):
+    id: int
+    call_id: int
+    ok: bool
+    value: Any = None
+    error_kind: str = ""
+    error_message: str = ""
+
+
+class Shutdown(_Msg, tag="bye"):
+    pass
+
+
+class Ready(_Msg, tag="ready"):
+    pid: int
+
+
+class Loaded(_Msg, tag="loaded"):
+    ok: bool
+    error: str = ""
+    load_ms: float = 0.0
+
+
+class ResponseStart(_Msg, tag="rstart"):
+    id: int
+    status: int
+    headers: list[tuple[str, str]]
+
+
+class ResponseChunk(_Msg, tag="rchunk"):
+    id: int
+    data: bytes
+
+
+class ResponseEnd(_Msg, tag="rend"):
+    id: int
+
+
+class InvokeError(_Msg, tag="ierr"):
+    """The function failed: kind is ``exception``, ``bad_response`` or ``exceeded_memory``."""
+
+    id: int
+    kind: str
+    message: str
+    traceback: str = ""
+
+
+class Log(_Msg, tag="log"):
+    request_id: str
+    level: str
+    message: str
+
+
+class FetchCall(_Msg, tag="fcall"):
+    id: int
+    fetch_id: int
+    url: str
+    method: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    timeout_ms: int
+
+
+class KVCall(_Msg, tag="kvcall"):
+    id: int
+    call_id: int
+    binding: str
+    op: str
+    args: dict[str, Any]
+
+
+class Spawn(_Msg, tag="spawn"):
+    count: int
+
+
+class Spawned(_Msg, tag="spawned"):
+    pid: int
+
+
+Message = Union[
+    Load,
+    Invoke,
+    Cancel,
+    FetchResult,
+    KVResult,
+    Shutdown,
+    Ready,
+    Loaded,
+    ResponseStart,
+    ResponseChunk,
+    ResponseEnd,
+    InvokeError,
+    Log,
+    FetchCall,
+    KVCall,
+    Spawn,
+    Spawned,
+]
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
+
+
+def encode(msg: Message) -> bytes:
+    """One frame: length prefix + msgpack."""
+    payload = _encoder.encode(msg)
+    if len(payload) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            f"frame of {len(payload)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit",
+            hint="stream large bodies in chunks",
+        )
+    return _LEN.pack(len(payload)) + payload
+
+
+def decode_length(header: bytes) -> int:
+    """Validate a 4-byte length prefix."""
+    if len(header) != _LEN.size:
+        raise ProtocolError(f"truncated frame header ({len(header)} of 4 bytes)")
+    (n,) = _LEN.unpack(header)
+    if n > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame length {n} exceeds the {MAX_FRAME_BYTES}-byte limit")
+    return int(n)
+
+
+def decode(payload: bytes) -> Message:
+    """Decode one frame's payload into a message."""
+    try:
+        return _decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        raise ProtocolError(f"malformed IPC frame ({len(payload)} bytes): {err}") from None
+
+
+class FrameBuffer:
+    """Incremental decoder for a byte stream of frames (bounded by MAX_FRAME_BYTES per frame)."""
+
+    __slots__ = ("_buf",)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[Message]:
+        """Add received bytes; return the complete messages decoded so far."""
+        self._buf += data
+        out: list[Message] = []
+        while len(self._buf) >= 4:
+            n = decode_length(bytes(self._buf[:4]))
+            if len(self._buf) < 4 + n:
+                break
+            out.append(decode(bytes(self._buf[4 : 4 + n])))
+            del self._buf[: 4 + n]
+        return out

@@ -1,0 +1,563 @@
+"""The sandbox pool driver: a zygote, its forked workers, and the limits enforced from outside.
+
+:class:`SandboxPool` carries out :class:`~edgefn.runtime.pool_policy.PoolPolicy` decisions with real
+processes. The node calls :meth:`SandboxPool.invoke` per request and gets an :class:`Invocation`
+whose frames arrive on a per-request queue fed by the worker's reader task.
+
+Limits are enforced here, never inside the sandbox: the wall-clock deadline by the invocation (the
+worker is told to cancel; a worker still burning CPU after the grace period is killed), CPU time and
+resident memory by a monitor that reads ``/proc/<pid>`` of busy workers every ``MONITOR_MS``. A killed
+or crashed worker fails only the requests it was running; the pool replaces it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgefn.errors import ProtocolError, SandboxError
+from edgefn.runtime import pool_policy as pp
+from edgefn.runtime import protocol as p
+
+MONITOR_MS = 20
+TICK_MS = 1000
+ACQUIRE_TIMEOUT_S = 10.0
+CANCEL_GRACE_S = 0.2
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _now_ms() -> int:
+    return int(time.monotonic() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSpec:
+    """Everything a worker needs to specialise to one function version."""
+
+    function: str
+    version: str
+    code_dir: str
+    main: str
+    vars: dict[str, Any]
+    memory_mb: int
+    cpu_ms: int
+    bindings: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.function}@{self.version}"
+
+
+class InvokeFailed(Exception):
+    """The invocation failed; ``kind`` is the JSON error name, ``status`` the HTTP status."""
+
+    def __init__(self, kind: str, status: int, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.message = message
+        self.traceback = traceback
+
+
+_KIND_STATUS = {
+    "exception": 500,
+    "bad_response": 500,
+    "exceeded_memory": 503,
+    "exceeded_cpu": 503,
+    "timeout": 504,
+    "worker_crashed": 503,
+    "load_failed": 500,
+    "overloaded": 503,
+}
+
+
+def failure(kind: str, message: str, traceback: str = "") -> InvokeFailed:
+    return InvokeFailed(kind, _KIND_STATUS.get(kind, 500), message, traceback)
+
+
+@dataclass(slots=True)
+class _Inflight:
+    queue: asyncio.Queue[p.Message | InvokeFailed]
+    cpu_start_ms: float
+    cpu_ms: int
+    request_id: str
+
+
+@dataclass(slots=True)
+class Host:
+    """What workers may ask of the node: subrequests, KV calls, logs."""
+
+    on_fetch: Callable[[str, p.FetchCall], Awaitable[p.FetchResult]]
+    on_kv: Callable[[str, p.KVCall], Awaitable[p.KVResult]]
+    on_log: Callable[[str, p.Log], None]
+
+
+class WorkerProcess:
+    """The node's handle on one worker: its socket, reader task and in-flight requests."""
+
+    def __init__(self, pid: int, sock: socket.socket, host: Host) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.host = host
+        self.spec: LoadSpec | None = None
+        self.inflight: dict[int, _Inflight] = {}
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.loaded: asyncio.Future[p.Loaded] | None = None
+        self.dead = False
+        self.kill_reason = ""
+        self.rss_base_pages = 0
+        self.doom: Callable[[WorkerProcess, str], None] = lambda w, reason: w.kill(reason)
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self, on_exit: Callable[[WorkerProcess], None]) -> None:
+        reader, self._writer = await asyncio.open_unix_connection(sock=self.sock)
+        self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, on_exit))
+
+    def send(self, msg: p.Message) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(p.encode(msg))
+
+    async def load(self, spec: LoadSpec) -> p.Loaded:
+        if self.loaded is None:
+            self.spec = spec
+            self.loaded = asyncio.get_running_loop().create_future()
+            self.send(
+                p.Load(
+                    spec.function,
+                    spec.version,
+                    spec.code_dir,
+                    spec.main,
+                    spec.vars,
+                    spec.memory_mb,
+                    list(spec.bindings),
+                )
+            )
+        return await asyncio.shield(self.loaded)
+
+    def cpu_ms(self) -> float:
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) * 1000.0 / _CLK_TCK
+
+    def rss_pages(self) -> int:
+        try:
+            with open(f"/proc/{self.pid}/statm", "rb") as f:
+                return int(f.read().split()[1])
+        except OSError:
+            return 0
+
+    def kill(self, reason: str) -> None:
+        if not self.kill_reason:
+            self.kill_reason = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    async def _read(
+        self, reader: asyncio.StreamReader, on_exit: Callable[[WorkerProcess], None]
+    ) -> None:
+        buf = p.FrameBuffer()
+        try:
+            while True:
+                data = await reader.read(256 * 1024)
+                if not data:
+                    break
+                for msg in buf.feed(data):
+                    self._route(msg)
+        except (ConnectionError, SandboxError, ProtocolError):
+            pass
+        finally:
+            self._die(on_exit)
+
+    def _route(self, msg: p.Message) -> None:
+        match msg:
+            case p.Ready():
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            case p.Loaded():
+                if self.loaded is not None and not self.loaded.done():
+                    self.loaded.set_result(msg)
+                self.rss_base_pages = self.rss_pages()
+            case p.ResponseStart() | p.ResponseChunk() | p.ResponseEnd() | p.InvokeError():
+                inf = self.inflight.get(msg.id)
+                if inf is not None:
+                    inf.queue.put_nowait(msg)
+                if isinstance(msg, p.InvokeError) and msg.kind == "exceeded_memory":
+                    # The worker exits by itself after a MemoryError; take it out of service now
+                    # so that no new request is dispatched to it meanwhile.
+                    self.doom(self, "exceeded_memory")
+            case p.Log():
+                fn = self.spec.function if self.spec else ""
+                self.host.on_log(fn, msg)
+            case p.FetchCall():
+                self._spawn_side(self._answer_fetch(msg))
+            case p.KVCall():
+                self._spawn_side(self._answer_kv(msg))
+            case _:
+                raise ProtocolError(f"worker {self.pid} sent unexpected {type(msg).__name__}")
+
+    def _spawn_side(self, coro: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    async def _answer_fetch(self, call: p.FetchCall) -> None:
+        inf = self.inflight.get(call.id)
+        rid = inf.request_id if inf else ""
+        self.send(await self.host.on_fetch(rid, call))
+
+    async def _answer_kv(self, call: p.KVCall) -> None:
+        inf = self.inflight.get(call.id)
+        rid = inf.request_id if inf else ""
+        self.send(await self.host.on_kv(rid, call))
+
+    def _die(self, on_exit: Callable[[WorkerProcess], None]) -> None:
+        if self.dead:
+            return
+        self.dead = True
+        kind = self.kill_reason or "worker_crashed"
+        for inf in self.inflight.values():
+            inf.queue.put_nowait(failure(kind, f"the worker stopped ({kind})"))
+        if self.loaded is not None and not self.loaded.done():
+            self.loaded.set_result(p.Loaded(ok=False, error="the worker died while loading"))
+        if not self.ready.done():
+            self.ready.set_exception(SandboxError("the worker died before it was ready"))
+        for task in self._side_tasks:
+            task.cancel()
+        self.close()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        on_exit(self)
+
+
+class Invocation:
+    """One request running in a worker. Use ``start()``, then ``chunks()``; always ``finish()``."""
+
+    def __init__(
+        self,
+        pool: SandboxPool,
+        worker: WorkerProcess,
+        invoke_id: int,
+        *,
+        cold: bool,
+        deadline: float,
+        inflight: _Inflight,
+    ) -> None:
+        self.pool = pool
+        self.worker = worker
+        self.id = invoke_id
+        self.cold = cold
+        self.deadline = deadline
+        self._inf = inflight
+        self._finished = False
+
+    async def _next(self) -> p.Message:
+        remaining = self.deadline - time.monotonic()
+        try:
+            item = await asyncio.wait_for(self._inf.queue.get(), timeout=max(0.0, remaining))
+        except TimeoutError:
+            self.pool.on_timeout(self.worker, self.id)
+            raise failure("timeout", "the function did not respond within its timeout") from None
+        if isinstance(item, InvokeFailed):
+            raise item
+        if isinstance(item, p.InvokeError):
+            raise failure(item.kind, item.message, item.traceback)
+        return item
+
+    async def start(self) -> tuple[int, list[tuple[str, str]]]:
+        msg = await self._next()
+        if not isinstance(msg, p.ResponseStart):
+            raise failure("bad_response", f"unexpected {type(msg).__name__} before the response")
+        return msg.status, msg.headers
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while True:
+            msg = await self._next()
+            if isinstance(msg, p.ResponseEnd):
+                return
+            if isinstance(msg, p.ResponseChunk):
+                yield msg.data
+
+    def finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.pool.release(self.worker, self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxStatistics:
+    workers: int
+    zygote_pid: int
+    pool: pp.PoolStatistics
+    killed: dict[str, int] = field(default_factory=dict)
+
+
+class SandboxPool:
+    """Real processes under a :class:`PoolPolicy`."""
+
+    def __init__(
+        self,
+        host: Host,
+        *,
+        config: pp.PoolConfig | None = None,
+        preload: tuple[str, ...] = (),
+        sandbox: bool = True,
+    ) -> None:
+        self.host = host
+        self.policy = pp.PoolPolicy(config)
+        self.preload = preload
+        self.sandbox = sandbox
+        self.specs: dict[str, LoadSpec] = {}
+        self.workers: dict[int, WorkerProcess] = {}
+        self.killed: dict[str, int] = {}
+        self._zygote: subprocess.Popen[bytes] | None = None
+        self._ctl: socket.socket | None = None
+        self._ctl_buf = p.FrameBuffer()
+        self._fds: deque[int] = deque()
+        self._changed = asyncio.Event()
+        self._next_invoke = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        node_end, zyg_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        args = [
+            sys.executable,
+            "-m",
+            "edgefn.runtime.zygote",
+            "--fd",
+            str(zyg_end.fileno()),
+            "--preload",
+            ",".join(self.preload),
+        ]
+        if not self.sandbox:
+            args.append("--no-sandbox")
+        self._zygote = subprocess.Popen(args, pass_fds=[zyg_end.fileno()], stdin=subprocess.DEVNULL)
+        zyg_end.close()
+        node_end.setblocking(False)
+        self._ctl = node_end
+        asyncio.get_running_loop().add_reader(node_end.fileno(), self._on_ctl_readable)
+        self._apply(self.policy.handle(pp.Tick(_now_ms())))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._ticker())]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for w in list(self.workers.values()):
+            w.kill("shutdown")
+        if self._ctl is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+            self._ctl.close()
+        if self._zygote is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self._zygote.terminate()
+            try:
+                await asyncio.to_thread(self._zygote.wait, 5)
+            except subprocess.TimeoutExpired:
+                self._zygote.kill()
+                self._zygote.wait()
+        while self._fds:
+            os.close(self._fds.popleft())
+
+    def statistics(self) -> SandboxStatistics:
+        return SandboxStatistics(
+            workers=len(self.workers),
+            zygote_pid=self._zygote.pid if self._zygote else 0,
+            pool=self.policy.statistics(),
+            killed=dict(self.killed),
+        )
+
+    # -- versions --------------------------------------------------------------------------
+    def register(self, spec: LoadSpec, *, prewarm: bool = True) -> None:
+        self.specs[spec.key] = spec
+        if prewarm:
+            self._apply(self.policy.handle(pp.Prewarm(spec.key, _now_ms())))
+
+    def retire(self, key: str) -> None:
+        self._apply(self.policy.handle(pp.VersionRetired(key, _now_ms())))
+
+    async def check_load(self, spec: LoadSpec, *, timeout_s: float = 10.0) -> p.Loaded:
+        """Load ``spec`` into a fresh worker and report whether it loads (then keep it warm)."""
+        self.specs[spec.key] = spec
+        worker, _ = await self._acquire(spec.key, time.monotonic() + timeout_s)
+        try:
+            assert worker.loaded is not None
+            return worker.loaded.result()
+        finally:
+            self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
+
+    # -- requests --------------------------------------------------------------------------
+    async def invoke(self, key: str, msg: p.Invoke, *, timeout_ms: int) -> Invocation:
+        """Start ``msg`` on a worker of ``key``; raises InvokeFailed if it cannot start."""
+        spec = self.specs[key]
+        deadline = time.monotonic() + timeout_ms / 1000
+        worker, cold = await self._acquire(key, min(deadline, time.monotonic() + ACQUIRE_TIMEOUT_S))
+        self._next_invoke += 1
+        iid = self._next_invoke
+        inf = _Inflight(asyncio.Queue(), worker.cpu_ms(), spec.cpu_ms, msg.request_id)
+        worker.inflight[iid] = inf
+        msg.id = iid
+        worker.send(msg)
+        return Invocation(self, worker, iid, cold=cold, deadline=deadline, inflight=inf)
+
+    def release(self, worker: WorkerProcess, invoke_id: int) -> None:
+        if worker.inflight.pop(invoke_id, None) is not None and not worker.dead:
+            self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
+
+    def on_timeout(self, worker: WorkerProcess, invoke_id: int) -> None:
+        worker.send(p.Cancel(invoke_id))
+        cpu0 = worker.cpu_ms()
+        loop = asyncio.get_running_loop()
+
+        def check() -> None:
+            # A worker that keeps burning CPU after being told to cancel is stuck: kill it.
+            if not worker.dead and worker.cpu_ms() - cpu0 > CANCEL_GRACE_S * 1000 * 0.5:
+                self._kill(worker, "timeout")
+
+        loop.call_later(CANCEL_GRACE_S, check)
+
+    async def _acquire(self, key: str, deadline: float) -> tuple[WorkerProcess, bool]:
+        while True:
+            changed = self._changed
+            for ins in self._apply(self.policy.handle(pp.RequestArrived(key, _now_ms()))):
+                if isinstance(ins, pp.Dispatch):
+                    return self.workers[ins.worker_id], False
+                if isinstance(ins, pp.Specialize) and ins.for_request:
+                    worker = self.workers[ins.worker_id]
+                    loaded = await self._load(worker, key)
+                    if not loaded.ok:
+                        raise failure("load_failed", loaded.error)
+                    return worker, True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise failure("overloaded", "no sandbox worker became free in time")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), timeout=remaining)
+
+    async def _load(self, worker: WorkerProcess, key: str) -> p.Loaded:
+        fresh = worker.loaded is None
+        loaded = await worker.load(self.specs[key])
+        if fresh:
+            self._apply(self.policy.handle(pp.WorkerLoaded(worker.pid, loaded.ok, _now_ms())))
+        return loaded
+
+    # -- carrying out instructions -------------------------------------------------------------
+    def _apply(self, instructions: list[pp.Instruction]) -> list[pp.Instruction]:
+        for ins in instructions:
+            match ins:
+                case pp.Spawn():
+                    self._spawn(ins.count)
+                case pp.Retire():
+                    w = self.workers.get(ins.worker_id)
+                    if w is not None:
+                        w.send(p.Shutdown())
+                        w.close()
+                case pp.Specialize() if not ins.for_request:
+                    task = asyncio.ensure_future(self._load(self.workers[ins.worker_id], ins.key))
+                    task.add_done_callback(lambda t: t.exception())
+                case _:
+                    pass
+        if instructions:
+            self._notify()
+        return instructions
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _spawn(self, count: int) -> None:
+        if self._ctl is None or count <= 0:
+            return
+        self._ctl.setblocking(True)
+        try:
+            self._ctl.sendall(p.encode(p.Spawn(count)))
+        finally:
+            self._ctl.setblocking(False)
+
+    def _on_ctl_readable(self) -> None:
+        assert self._ctl is not None
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self._ctl, 65536, 64)
+        except BlockingIOError:
+            return
+        except OSError:
+            data, fds = b"", []
+        if not data:
+            asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+            return
+        self._fds.extend(fds)
+        for msg in self._ctl_buf.feed(data):
+            if isinstance(msg, p.Spawned) and self._fds:
+                sock = socket.socket(fileno=self._fds.popleft())
+                asyncio.ensure_future(self._adopt(msg.pid, sock))
+
+    async def _adopt(self, pid: int, sock: socket.socket) -> None:
+        worker = WorkerProcess(pid, sock, self.host)
+        worker.doom = self._kill
+        self.workers[pid] = worker
+        await worker.start(self._on_worker_exit)
+        try:
+            await asyncio.wait_for(worker.ready, timeout=10)
+        except (TimeoutError, SandboxError):
+            worker.kill("start failed")
+            return
+        self._apply(self.policy.handle(pp.WorkerSpawned(pid, _now_ms())))
+        self._notify()
+
+    def _on_worker_exit(self, worker: WorkerProcess) -> None:
+        if self.workers.pop(worker.pid, None) is not None and not self._stopping:
+            self._apply(self.policy.handle(pp.WorkerExited(worker.pid, _now_ms())))
+
+    def _kill(self, worker: WorkerProcess, reason: str) -> None:
+        """Kill ``worker`` and take it out of the policy at once (its EOF arrives later)."""
+        self.killed[reason] = self.killed.get(reason, 0) + 1
+        worker.kill(reason)
+        self._on_worker_exit(worker)
+
+    # -- background loops -----------------------------------------------------------------
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_MS / 1000)
+            self._apply(self.policy.handle(pp.Tick(_now_ms())))
+
+    async def _monitor(self) -> None:
+        while True:
+            await asyncio.sleep(MONITOR_MS / 1000)
+            for worker in list(self.workers.values()):
+                if worker.inflight and not worker.dead:
+                    self._check_limits(worker)
+
+    def _check_limits(self, worker: WorkerProcess) -> None:
+        cpu = worker.cpu_ms()
+        for inf in worker.inflight.values():
+            if cpu - inf.cpu_start_ms > inf.cpu_ms:
+                self._kill(worker, "exceeded_cpu")
+                return
+        spec = worker.spec
+        if spec is not None and worker.rss_base_pages:
+            grown_mb = (worker.rss_pages() - worker.rss_base_pages) * _PAGE / 2**20
+            if grown_mb > spec.memory_mb:
+                self._kill(worker, "exceeded_memory")

@@ -1,0 +1,349 @@
+"""The sandbox worker: runs inside a process forked from the zygote.
+
+A worker starts *generic* (no function) and sends ``Ready``. ``Load`` specialises it: the memory
+limit is applied (``RLIMIT_AS``), the user's module is imported from the bundle directory and its
+``fetch`` checked. From then on every ``Invoke`` runs ``fetch(request, env, ctx)`` as an asyncio task,
+so one worker serves many concurrent requests. Responses go back as ``ResponseStart``, ``ResponseChunk``
+(streamed as the function yields) and ``ResponseEnd``; a failure as ``InvokeError``. ``print`` and
+``logging`` become ``Log`` frames tagged with the request id. ``edgefn.fetch`` becomes a ``FetchCall``
+answered by the node, which enforces the subrequest rules.
+
+The worker never enforces its own CPU or wall-clock limits: the node watches it from outside and kills
+it. A ``MemoryError`` is reported as ``exceeded_memory`` and the worker exits afterwards, since its
+heap can no longer be trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import importlib.util
+import inspect
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from edgefn.errors import (
+    EgressDeniedError,
+    FetchError,
+    FetchTimeoutError,
+    KVConflict,
+    KVError,
+    KVLimitError,
+    KVUnavailable,
+    ResponseTooLargeError,
+    SubrequestLimitError,
+)
+from edgefn.runtime import protocol as p
+from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
+from edgefn.sdk._fetch import Subrequest, fetch_backend
+
+CHUNK_BYTES = 64 * 1024
+WAIT_UNTIL_TIMEOUT_S = 30.0
+NOFILE_LIMIT = 256
+
+current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("rid", default="")
+current_invoke_id: contextvars.ContextVar[int] = contextvars.ContextVar("iid", default=0)
+
+FETCH_ERRORS: dict[str, type[FetchError]] = {
+    "subrequest_limit": SubrequestLimitError,
+    "egress_denied": EgressDeniedError,
+    "timeout": FetchTimeoutError,
+    "too_large": ResponseTooLargeError,
+    "error": FetchError,
+}
+KV_ERRORS: dict[str, type[KVError]] = {
+    "conflict": KVConflict,
+    "unavailable": KVUnavailable,
+    "limit": KVLimitError,
+    "error": KVError,
+}
+
+
+class _LogStream:
+    """A text stream that turns each written line into a ``Log`` frame."""
+
+    def __init__(self, worker: Worker, level: str) -> None:
+        self._worker = worker
+        self._level = level
+        self._partial = ""
+
+    def write(self, text: str) -> int:
+        self._partial += text
+        while "\n" in self._partial:
+            line, self._partial = self._partial.split("\n", 1)
+            self._worker.log(self._level, line)
+        if len(self._partial) > 8192:
+            self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        if self._partial:
+            self._worker.log(self._level, self._partial)
+            self._partial = ""
+
+    def isatty(self) -> bool:
+        return False
+
+
+class _LogHandler(logging.Handler):
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self._worker = worker
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._worker.log(record.levelname.lower(), self.format(record))
+
+
+class Worker:
+    """State of one worker process (lives only in the child)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.writer: asyncio.StreamWriter | None = None
+        self.fetch_fn: Callable[..., Any] | None = None
+        self.env = Env({})
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.pending: dict[tuple[int, int], asyncio.Future[Any]] = {}
+        self.next_call = 0
+        self.function = ""
+
+    def send(self, msg: p.Message) -> None:
+        assert self.writer is not None
+        self.writer.write(p.encode(msg))
+
+    def log(self, level: str, message: str) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.send(
+                p.Log(request_id=current_request_id.get(), level=level, message=message[:8192])
+            )
+
+    # -- loading --------------------------------------------------------------------------
+    def load(self, msg: p.Load) -> p.Loaded:
+        t0 = time.perf_counter()
+        try:
+            self._apply_memory_limit(msg.memory_mb)
+            self.fetch_fn = _import_fetch(msg.code_dir, msg.main, msg.version)
+        except Exception as err:
+            return p.Loaded(ok=False, error=str(err))
+        self.function = msg.function
+        values: dict[str, Any] = dict(msg.vars)
+        for binding in msg.bindings:
+            values[binding] = _KVBinding(self, binding)
+        self.env = Env(values)
+        return p.Loaded(ok=True, load_ms=(time.perf_counter() - t0) * 1000)
+
+    @staticmethod
+    def _apply_memory_limit(memory_mb: int) -> None:
+        with open("/proc/self/statm") as f:
+            vm_pages = int(f.read().split()[0])
+        base = vm_pages * os.sysconf("SC_PAGE_SIZE")
+        limit = base + memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    # -- invocation -----------------------------------------------------------------------
+    async def invoke(self, msg: p.Invoke) -> None:
+        current_request_id.set(msg.request_id)
+        current_invoke_id.set(msg.id)
+        fetch_backend.set(self._subrequest)
+        edge = EdgeInfo(msg.location, msg.client_location, msg.request_id)
+        req = Request(msg.url, method=msg.method, headers=msg.headers, body=msg.body, edge=edge)
+        ctx = Context()
+        try:
+            assert self.fetch_fn is not None
+            resp = await self.fetch_fn(req, self.env, ctx)
+            if not isinstance(resp, Response):
+                self._error(msg.id, "bad_response", f"fetch returned {type(resp).__name__}")
+                return
+            self.send(p.ResponseStart(msg.id, resp.status, resp.headers.items()))
+            async for chunk in resp.iter_body():
+                for i in range(0, len(chunk), CHUNK_BYTES):
+                    self.send(p.ResponseChunk(msg.id, chunk[i : i + CHUNK_BYTES]))
+                assert self.writer is not None
+                await self.writer.drain()
+            self.send(p.ResponseEnd(msg.id))
+        except asyncio.CancelledError:
+            return
+        except MemoryError:
+            self._error(msg.id, "exceeded_memory", "the function ran out of memory")
+            self._exit_soon()
+            return
+        except Exception as err:
+            tb = traceback.format_exc()
+            self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb)
+        finally:
+            self.tasks.pop(msg.id)
+        for exc in await ctx.drain(timeout_s=WAIT_UNTIL_TIMEOUT_S):
+            self.log("error", f"wait_until task failed: {type(exc).__name__}: {exc}")
+
+    def _error(self, invoke_id: int, kind: str, message: str, tb: str = "") -> None:
+        self.send(p.InvokeError(invoke_id, kind, message[:4096], tb[-16384:]))
+
+    def _exit_soon(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.05, os._exit, 3)
+
+    async def _call(self, make: Callable[[int], p.Message]) -> Any:
+        self.next_call += 1
+        key = (current_invoke_id.get(), self.next_call)
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.pending[key] = fut
+        try:
+            self.send(make(self.next_call))
+            return await fut
+        finally:
+            self.pending.pop(key, None)
+
+    async def _subrequest(self, sub: Subrequest) -> Response:
+        iid = current_invoke_id.get()
+        res: p.FetchResult = await self._call(
+            lambda n: p.FetchCall(
+                iid, n, sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
+            )
+        )
+        if res.error_kind:
+            raise FETCH_ERRORS.get(res.error_kind, FetchError)(res.error_message)
+        return Response(res.body, status=res.status, headers=res.headers)
+
+    async def kv_call(self, binding: str, op: str, args: dict[str, Any]) -> Any:
+        iid = current_invoke_id.get()
+        res: p.KVResult = await self._call(lambda n: p.KVCall(iid, n, binding, op, args))
+        if not res.ok:
+            raise KV_ERRORS.get(res.error_kind, KVError)(res.error_message)
+        return res.value
+
+    def resolve(self, invoke_id: int, call_id: int, result: Any) -> None:
+        fut = self.pending.get((invoke_id, call_id))
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    # -- main loop ------------------------------------------------------------------------
+    async def serve(self) -> None:
+        reader, self.writer = await asyncio.open_unix_connection(sock=self.sock)
+        self.send(p.Ready(os.getpid()))
+        buf = p.FrameBuffer()
+        while True:
+            data = await reader.read(256 * 1024)
+            if not data:
+                return
+            for msg in buf.feed(data):
+                if not self._dispatch(msg):
+                    return
+
+    def _dispatch(self, msg: p.Message) -> bool:
+        match msg:
+            case p.Load():
+                self.send(self.load(msg))
+            case p.Invoke():
+                task = asyncio.get_running_loop().create_task(self.invoke(msg))
+                self.tasks[msg.id] = task
+            case p.Cancel():
+                if msg.id in self.tasks:
+                    self.tasks[msg.id].cancel()
+            case p.FetchResult():
+                self.resolve(msg.id, msg.fetch_id, msg)
+            case p.KVResult():
+                self.resolve(msg.id, msg.call_id, msg)
+            case p.Shutdown():
+                return False
+            case _:
+                raise AssertionError(f"unexpected message for a worker: {type(msg).__name__}")
+        return True
+
+
+class _KVBinding:
+    """``env.<BINDING>`` inside a worker: every call goes to the node's KV replica over IPC."""
+
+    def __init__(self, worker: Worker, binding: str) -> None:
+        self._worker = worker
+        self._binding = binding
+
+    async def get(self, key: str, *, consistency: str = "eventual", type: str = "text") -> Any:
+        args = {"key": key, "consistency": consistency, "type": type}
+        return await self._worker.kv_call(self._binding, "get", args)
+
+    async def get_entry(self, key: str, *, consistency: str = "eventual") -> Any:
+        args = {"key": key, "consistency": consistency}
+        return await self._worker.kv_call(self._binding, "get_entry", args)
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl_s: float | None = None,
+        metadata: Any = None,
+        if_revision: int | None = None,
+        consistency: str = "eventual",
+    ) -> Any:
+        args = {
+            "key": key,
+            "value": value,
+            "ttl_s": ttl_s,
+            "metadata": metadata,
+            "if_revision": if_revision,
+            "consistency": consistency,
+        }
+        return await self._worker.kv_call(self._binding, "put", args)
+
+    async def delete(
+        self, key: str, *, if_revision: int | None = None, consistency: str = "eventual"
+    ) -> Any:
+        args = {"key": key, "if_revision": if_revision, "consistency": consistency}
+        return await self._worker.kv_call(self._binding, "delete", args)
+
+    async def list(self, prefix: str = "", limit: int = 1000, cursor: str | None = None) -> Any:
+        args = {"prefix": prefix, "limit": limit, "cursor": cursor}
+        return await self._worker.kv_call(self._binding, "list", args)
+
+
+def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:
+    path = os.path.join(code_dir, main)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{main}: no such file in the bundle (main = {main!r})")
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    name = f"edgefn_user_{version.replace('-', '_')}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as err:
+        tb = traceback.format_exc(limit=-3)
+        raise RuntimeError(f"{main}: importing failed: {type(err).__name__}: {err}\n{tb}") from None
+    fn = getattr(module, "fetch", None)
+    if fn is None:
+        raise RuntimeError(f"{main}: defines no `fetch`; add `async def fetch(request, env, ctx)`")
+    if not inspect.iscoroutinefunction(fn):
+        raise RuntimeError(f"{main}: `fetch` must be declared `async def fetch(request, env, ctx)`")
+    return fn  # type: ignore[no-any-return]
+
+
+def run_worker(sock: socket.socket, *, sandbox: bool = True) -> None:
+    """Entry point in the forked child: harden, then serve frames until the node hangs up."""
+    from edgefn.runtime import _seccomp
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    if sandbox:
+        _seccomp.install()
+    worker = Worker(sock)
+    out: TextIO = _LogStream(worker, "info")  # type: ignore[assignment]
+    err: TextIO = _LogStream(worker, "error")  # type: ignore[assignment]
+    sys.stdout, sys.stderr = out, err
+    root = logging.getLogger()
+    root.handlers[:] = [_LogHandler(worker)]
+    root.setLevel(logging.INFO)
+    try:
+        asyncio.run(worker.serve())
+    finally:
+        os._exit(0)

@@ -1,0 +1,21 @@
+"""What function code imports: Request, Response, Headers, Env, Context and ``fetch``."""
+
+from __future__ import annotations
+
+from edgefn.sdk._env import Context, Env
+from edgefn.sdk._fetch import Subrequest, fetch
+from edgefn.sdk._headers import Headers
+from edgefn.sdk._request import EdgeInfo, QueryParams, Request
+from edgefn.sdk._response import Response
+
+__all__ = [
+    "Context",
+    "EdgeInfo",
+    "Env",
+    "Headers",
+    "QueryParams",
+    "Request",
+    "Response",
+    "Subrequest",
+    "fetch",
+]
