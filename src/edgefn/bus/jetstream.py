@@ -1,0 +1,206 @@
+"""NATS connections and JetStream resources shared by the control plane, hubs and edge nodes.
+
+Always get a JetStream context from :func:`jetstream` (never ``nc.jetstream()``): it addresses the
+core's JetStream domain and prefixes KV and object-store publishes (``$KV.b.k`` becomes
+``$JS.edgefn.API.$KV.b.k``), which is what lets a client connected to a regional hub, whose
+leafnode does not carry ``$JS.API.>`` or ``$KV.>``, use the core's buckets. A client connected to
+the core directly works the same way. Reads need nothing special: direct gets and consumer creation
+go through the (prefixed) API, and consumers deliver to the client's ``_INBOX``, which does cross.
+
+:func:`connect` opens a nats-py client that reconnects forever by default (an edge node must ride
+out any partition), with a bounded wait between attempts; the *first* connection is retried until
+``connect_deadline_s`` and then fails with :class:`BusConnectError` naming every URL tried.
+
+:func:`ensure_kv` and :func:`ensure_object_store` open a bucket, creating it when missing. Several
+processes may race to create the same bucket; JetStream accepts an identical create, and a loser
+that sees "already exists" just opens it. A bucket that exists with a different history or replica
+count raises :class:`BusSetupError` rather than silently running with the other settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import nats
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
+from nats.js.errors import Error as JsError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from edgefn.bus.errors import BusConnectError, BusSetupError
+from edgefn.bus.subjects import JETSTREAM_DOMAIN
+
+__all__ = ["connect", "ensure_kv", "ensure_object_store", "jetstream"]
+
+Callback = Callable[[], Awaitable[None]]
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+_CONNECT_RETRY_S = 0.2
+
+
+async def _quiet_error_cb(_err: Exception) -> None:
+    # nats-py's default callback logs every failed reconnect attempt at ERROR level; during an
+    # emulated partition that is expected and would drown the log. Callers pass their own to see it.
+    return None
+
+
+async def connect(
+    urls: str | Sequence[str],
+    *,
+    name: str,
+    max_reconnect_attempts: int = -1,
+    reconnect_time_wait_s: float = 0.5,
+    connect_timeout_s: float = 2.0,
+    connect_deadline_s: float = 10.0,
+    ping_interval_s: float = 5.0,
+    error_cb: ErrorCallback | None = None,
+    disconnected_cb: Callback | None = None,
+    reconnected_cb: Callback | None = None,
+) -> Client:
+    """Connect to NATS at ``urls``; retry the first connection until ``connect_deadline_s``.
+
+    After the first connection, nats-py reconnects by itself: ``max_reconnect_attempts`` times
+    (``-1``: forever) with ``reconnect_time_wait_s`` between rounds. ``ping_interval_s`` bounds how
+    long a silently dead connection (a cut link that drops no packets) goes unnoticed: two missed
+    pings.
+    """
+    servers = [urls] if isinstance(urls, str) else list(urls)
+    assert servers, "connect() needs at least one URL"
+    assert reconnect_time_wait_s > 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + connect_deadline_s
+    last: Exception | None = None
+    while True:
+        try:
+            return await nats.connect(
+                servers,
+                name=name,
+                max_reconnect_attempts=max_reconnect_attempts,
+                reconnect_time_wait=reconnect_time_wait_s,
+                connect_timeout=connect_timeout_s,
+                ping_interval=ping_interval_s,
+                max_outstanding_pings=2,
+                allow_reconnect=True,
+                error_cb=error_cb if error_cb is not None else _quiet_error_cb,
+                disconnected_cb=disconnected_cb,
+                reconnected_cb=reconnected_cb,
+            )
+        except (TimeoutError, OSError, NatsError) as err:
+            last = err
+        if loop.time() + _CONNECT_RETRY_S >= deadline:
+            break
+        await asyncio.sleep(_CONNECT_RETRY_S)
+    raise BusConnectError(
+        f"client {name!r} could not connect to NATS at {', '.join(servers)} within "
+        f"{connect_deadline_s:g}s (last error: {last!r})",
+        hint="check that the server (or planet: `edgefn up`) is running and the URL is right",
+    )
+
+
+class _DomainJetStream(JetStreamContext):
+    """A JetStream context whose KV and object-store publishes carry the domain's API prefix."""
+
+    def _route(self, subject: str) -> str:
+        if subject.startswith(("$KV.", "$O.")):
+            return f"{self._prefix}.{subject}"
+        return subject
+
+    async def publish(self, subject: str, *args: Any, **kwargs: Any) -> Any:
+        return await super().publish(self._route(subject), *args, **kwargs)
+
+    async def publish_async(self, subject: str, *args: Any, **kwargs: Any) -> Any:
+        return await super().publish_async(self._route(subject), *args, **kwargs)
+
+
+def jetstream(nc: Client, *, timeout_s: float = 5.0) -> JetStreamContext:
+    """Return a JetStream context on ``nc`` that works through a hub as well as at the core."""
+    return _DomainJetStream(nc, domain=JETSTREAM_DOMAIN, timeout=timeout_s)
+
+
+async def ensure_kv(
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    history: int = 1,
+    replicas: int = 1,
+    max_value_bytes: int = 1024 * 1024,
+    max_bytes: int = 256 * 1024 * 1024,
+) -> KeyValue:
+    """Open the KV ``bucket``, creating it (file storage, bounded size) when it does not exist."""
+    assert 1 <= history <= 64, "JetStream KV history is 1..64"
+    assert replicas in (1, 3, 5), "use 1, 3 or 5 replicas"
+    try:
+        kv = await js.key_value(bucket)
+    except BucketNotFoundError:
+        config = KeyValueConfig(
+            bucket=bucket,
+            history=history,
+            replicas=replicas,
+            max_value_size=max_value_bytes,
+            max_bytes=max_bytes,
+            storage=StorageType.FILE,
+        )
+        try:
+            kv = await js.create_key_value(config=config)
+        except BadRequestError:
+            kv = await js.key_value(bucket)  # Another process created it first.
+        except JsError as err:
+            raise _setup_error("key-value bucket", bucket, err) from err
+    except JsError as err:
+        raise _setup_error("key-value bucket", bucket, err) from err
+    await _check_kv_settings(js, bucket, history=history, replicas=replicas)
+    return kv
+
+
+async def _check_kv_settings(
+    js: JetStreamContext, bucket: str, *, history: int, replicas: int
+) -> None:
+    info = await js.stream_info(f"KV_{bucket}")
+    have_history = info.config.max_msgs_per_subject
+    have_replicas = info.config.num_replicas
+    if have_history != history or have_replicas != replicas:
+        raise BusSetupError(
+            f"key-value bucket {bucket!r} exists with history={have_history}, "
+            f"replicas={have_replicas}; this process wants history={history}, replicas={replicas}",
+            hint=f"make every process agree, or delete the bucket (nats kv del {bucket}) first",
+        )
+
+
+async def ensure_object_store(
+    js: JetStreamContext,
+    bucket: str,
+    *,
+    replicas: int = 1,
+    max_bytes: int = 1024 * 1024 * 1024,
+) -> ObjectStore:
+    """Open the object store ``bucket``, creating it (file storage, bounded size) if missing."""
+    assert replicas in (1, 3, 5), "use 1, 3 or 5 replicas"
+    try:
+        return await js.object_store(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        pass
+    except JsError as err:
+        raise _setup_error("object store", bucket, err) from err
+    config = ObjectStoreConfig(
+        bucket=bucket, replicas=replicas, max_bytes=max_bytes, storage=StorageType.FILE
+    )
+    try:
+        return await js.create_object_store(bucket, config=config)
+    except BadRequestError:
+        return await js.object_store(bucket)  # Another process created it first.
+    except JsError as err:
+        raise _setup_error("object store", bucket, err) from err
+
+
+def _setup_error(kind: str, bucket: str, err: Exception) -> BusSetupError:
+    return BusSetupError(
+        f"could not open or create the {kind} {bucket!r}: {err!r}",
+        hint="check that the core runs JetStream and is reachable (a hub forwards to its core); "
+        "with replicas > 1 the core must be a 3-server cluster",
+    )

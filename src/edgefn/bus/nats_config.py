@@ -1,0 +1,147 @@
+"""nats-server configuration for the backbone's two roles: core and regional hub.
+
+A config is a frozen dataclass; :func:`render_config` turns it into the dict that the driver writes
+as the server's config file. nats-server's config parser accepts JSON, so the file is JSON and no
+value ever needs escaping. Rendering is pure: ports must already be concrete (the driver replaces a
+``0`` port with a free one before rendering).
+
+Core: JetStream with ``sync_interval: always``, because Jepsen (2025) found that NATS' default lazy
+fsync loses acknowledged writes on power loss; a client port; an HTTP monitoring port
+(``/healthz``); a leafnode listen port where the regional hubs connect; and, for the three-server
+HA core, a ``cluster`` block whose routes name the other two servers.
+
+Hub: no JetStream of its own and one leafnode ``remotes`` entry listing the core's leafnode URLs
+(in the local planet those are link-emulator addresses, not the core's own).
+
+JetStream through a hub (verified by tests/integration/bus): with an empty JetStream domain,
+nats-server does not extend ``$JS.API.>`` across a leafnode, and it never extends ``$KV.>`` or
+``$O.>``. So the core runs JetStream in domain ``edgefn`` (:data:`JETSTREAM_DOMAIN`): the server
+then maps ``$JS.edgefn.API.<op>`` to ``$JS.API.<op>`` and ``$JS.edgefn.API.$KV.>`` to ``$KV.>`` and
+those subjects do cross leafnodes. Its built-in object-store mapping names ``$OBJ.>`` while object
+stores publish on ``$O.>``, so the core config adds the mapping ``$JS.edgefn.API.$O.>`` -> ``$O.>``
+itself.
+Clients use :func:`edgefn.bus.jetstream.jetstream`, which prefixes KV and object-store publishes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgefn.bus.subjects import JETSTREAM_DOMAIN
+
+__all__ = [
+    "ClusterConfig",
+    "CoreConfig",
+    "HubConfig",
+    "NatsConfig",
+    "render_config",
+]
+
+_MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """The ``cluster`` block of one server of an HA core.
+
+    ``routes`` are the other servers' cluster addresses as ``host:port`` (the own address may be
+    included; nats-server ignores a route to itself).
+    """
+
+    name: str
+    port: int
+    routes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """A core server: JetStream, clients, monitoring and a leafnode port for the hubs."""
+
+    name: str
+    store_dir: Path
+    host: str = "127.0.0.1"
+    client_port: int = 0
+    monitor_port: int = 0
+    leafnode_port: int = 0
+    cluster: ClusterConfig | None = None
+    max_memory_store_bytes: int = 256 * _MIB
+    max_file_store_bytes: int = 2048 * _MIB
+    max_payload_bytes: int = 1 * _MIB
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """A regional hub: clients and monitoring, a leafnode connection to the core, no JetStream.
+
+    ``core_leafnode_urls`` are ``nats-leaf://host:port`` URLs; the hub fails over between them.
+    ``reconnect_ms`` is how long the hub waits between attempts to re-establish a lost leafnode
+    connection (nats-server's default is one second).
+    """
+
+    name: str
+    core_leafnode_urls: tuple[str, ...]
+    host: str = "127.0.0.1"
+    client_port: int = 0
+    monitor_port: int = 0
+    reconnect_ms: int = 250
+    max_payload_bytes: int = 1 * _MIB
+
+
+NatsConfig = CoreConfig | HubConfig
+
+
+def _common(config: NatsConfig) -> dict[str, Any]:
+    assert config.client_port > 0, "resolve ports before rendering"
+    assert config.monitor_port > 0, "resolve ports before rendering"
+    return {
+        "server_name": config.name,
+        "host": config.host,
+        "port": config.client_port,
+        "http": f"{config.host}:{config.monitor_port}",
+        "max_payload": config.max_payload_bytes,
+        # Bounded client write backlog: a slow consumer is cut instead of growing server memory.
+        "max_pending": 64 * _MIB,
+    }
+
+
+def _render_core(config: CoreConfig) -> dict[str, Any]:
+    assert config.leafnode_port > 0, "resolve ports before rendering"
+    out = _common(config)
+    out["jetstream"] = {
+        "store_dir": str(config.store_dir),
+        "sync_interval": "always",
+        "domain": JETSTREAM_DOMAIN,
+        "max_memory_store": config.max_memory_store_bytes,
+        "max_file_store": config.max_file_store_bytes,
+    }
+    out["leafnodes"] = {"host": config.host, "port": config.leafnode_port}
+    out["mappings"] = {f"$JS.{JETSTREAM_DOMAIN}.API.$O.>": "$O.>"}
+    if config.cluster is not None:
+        assert config.cluster.port > 0, "resolve ports before rendering"
+        out["cluster"] = {
+            "name": config.cluster.name,
+            "host": config.host,
+            "port": config.cluster.port,
+            "routes": [f"nats-route://{r}" for r in config.cluster.routes],
+        }
+    return out
+
+
+def _render_hub(config: HubConfig) -> dict[str, Any]:
+    assert config.core_leafnode_urls, "a hub needs at least one core leafnode URL"
+    out = _common(config)
+    reconnect_s = max(config.reconnect_ms, 1) / 1000
+    out["leafnodes"] = {
+        "reconnect": f"{reconnect_s:g}s",
+        "remotes": [{"urls": list(config.core_leafnode_urls)}],
+    }
+    return out
+
+
+def render_config(config: NatsConfig) -> dict[str, Any]:
+    """Return the nats-server configuration (as a JSON-ready dict) for ``config``."""
+    if isinstance(config, CoreConfig):
+        return _render_core(config)
+    return _render_hub(config)
