@@ -1,0 +1,437 @@
+"""The edge node: one location's HTTP ingress, function table, sandbox pool and telemetry.
+
+Request path: ASGI ``http`` scope → ``/_edgefn/*`` internal endpoints, else the function table
+(Host header or manifest route) → body read with the ``max_body_kb`` cap → a version picked →
+``SandboxPool.invoke`` → the response streamed back with ``x-edgefn-location``, ``x-edgefn-version``,
+``x-edgefn-request-id`` and ``x-edgefn-cold: 1`` on a cold start. Every failure becomes a JSON body
+``{"error": kind, "request_id": ...}``; exception text and tracebacks go only to the log.
+
+The node runs its ASGI app on uvicorn inside the caller's event loop (``start``/``stop``), so a test,
+``edgefn dev`` or a planet node process can embed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from edgefn.bundle import Manifest, build_bundle, extract_bundle
+from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
+from edgefn.edge.outbound import Outbound, SubrequestRules
+from edgefn.errors import ManifestError
+from edgefn.observe import JsonLog, NodeMetrics
+from edgefn.runtime import pool_policy as pp
+from edgefn.runtime import protocol as p
+from edgefn.runtime.sandbox import Host, InvokeFailed, LoadSpec, SandboxPool
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_JSON = [(b"content-type", b"application/json")]
+KVHandler = Callable[[str, str, p.KVCall], Awaitable[p.KVResult]]
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class EdgeNode:
+    """One location. ``await node.start()``; ``node.url``; ``await node.stop()``."""
+
+    def __init__(
+        self,
+        location: str = "local",
+        *,
+        region: str = "",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        state_dir: Path | None = None,
+        log: JsonLog | None = None,
+        pool_config: pp.PoolConfig | None = None,
+        preload: tuple[str, ...] = (),
+        sandbox: bool = True,
+        access_log: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.location = location
+        self.region = region
+        self.host = host
+        self.port = port
+        self.state_dir = state_dir
+        self.log = log or JsonLog(location=location)
+        self.access_log = access_log
+        self.metrics = NodeMetrics(location)
+        self.table = FunctionTable()
+        self.outbound = Outbound()
+        self.kv_handler: KVHandler | None = None
+        self.started_at = time.monotonic()
+        self._rng = random.Random(seed)
+        self._rules: dict[str, SubrequestRules] = {}
+        self._request_fn: dict[str, str] = {}
+        self.pool = SandboxPool(
+            Host(self._on_fetch, self._on_kv, self._on_log),
+            config=pool_config,
+            preload=preload,
+            sandbox=sandbox,
+        )
+        self._server: uvicorn.Server | None = None
+        self._serve_task: asyncio.Task[None] | None = None
+        self._tmp_dirs: list[Path] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        await self.pool.start()
+        config = uvicorn.Config(
+            self,
+            host=self.host,
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http="httptools",
+            loop="none",
+            timeout_graceful_shutdown=5,
+        )
+        self._server = _EmbeddedServer(config)
+        self._serve_task = asyncio.get_running_loop().create_task(self._server.serve())
+        while not self._server.started:
+            if self._serve_task.done():
+                self._serve_task.result()
+                raise OSError(f"the HTTP server for {self.location} stopped during start-up")
+            await asyncio.sleep(0.005)
+        sock = self._server.servers[0].sockets[0]
+        self.port = sock.getsockname()[1]
+        self.log.emit("node", event="started", url=self.url)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._serve_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._serve_task
+        await self.pool.stop()
+        await self.outbound.aclose()
+        for d in self._tmp_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+
+    # -- functions -------------------------------------------------------------------------
+    def _versions_dir(self) -> Path:
+        if self.state_dir is None:
+            import tempfile
+
+            self.state_dir = Path(tempfile.mkdtemp(prefix="edgefn-node-"))
+            self._tmp_dirs.append(self.state_dir)
+        d = self.state_dir / "versions"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def spec_for(self, manifest: Manifest, version: str, code_dir: Path) -> LoadSpec:
+        return LoadSpec(
+            function=manifest.name,
+            version=version,
+            code_dir=str(code_dir),
+            main=manifest.main,
+            vars=dict(manifest.vars),
+            memory_mb=manifest.limits.memory_mb,
+            cpu_ms=manifest.limits.cpu_ms,
+            bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
+        )
+
+    async def install_bundle(
+        self, data: bytes, sha256: str, version: str
+    ) -> tuple[Manifest, LoadSpec]:
+        """Verify and unpack a bundle; check that it loads in a worker. Raises on any problem."""
+        dest = self._versions_dir() / version
+        if dest.exists():
+            shutil.rmtree(dest)
+        manifest = extract_bundle(data, dest, expected_sha256=sha256)
+        spec = self.spec_for(manifest, version, dest)
+        loaded = await self.pool.check_load(spec)
+        if not loaded.ok:
+            raise ManifestError(loaded.error, path=str(dest / manifest.main))
+        return manifest, spec
+
+    async def deploy_dir(self, directory: Path) -> str:
+        """Build, install and activate the function in ``directory`` (used by ``edgefn dev``)."""
+        bundle = build_bundle(directory)
+        version = bundle.version_id
+        manifest, spec = await self.install_bundle(bundle.data, bundle.sha256, version)
+        self.activate(manifest.name, [(version, 1.0, spec, manifest)])
+        return version
+
+    def activate(self, name: str, versions: list[tuple[str, float, LoadSpec, Manifest]]) -> None:
+        """Atomically make ``versions`` (with traffic weights) the live ones for ``name``."""
+        fn = ActiveFunction(name, tuple(ActiveVersion(v, w, s, m) for v, w, s, m in versions))
+        for _, _, spec, manifest in versions:
+            self.pool.register(spec)
+            self._rules[spec.key] = SubrequestRules(
+                manifest.limits.subrequests, manifest.egress.allow
+            )
+        for key in self.table.activate(fn):
+            self.pool.retire(key)
+        self.log.emit("node", event="activated", function=name, versions=[v[0] for v in versions])
+
+    def active_versions(self) -> dict[str, list[str]]:
+        return {n: [v.version for v in f.versions] for n, f in self.table.functions.items()}
+
+    # -- host callbacks (from workers) ------------------------------------------------------
+    async def _on_fetch(self, request_id: str, call: p.FetchCall) -> p.FetchResult:
+        key = self._request_fn.get(request_id, "")
+        rules = self._rules.get(key, SubrequestRules(0, ()))
+        return await self.outbound.fetch(request_id, call, rules)
+
+    async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
+        if self.kv_handler is None:
+            return p.KVResult(
+                call.id,
+                call.call_id,
+                False,
+                None,
+                "unavailable",
+                "this node has no KV store configured",
+            )
+        return await self.kv_handler(self._request_fn.get(request_id, ""), request_id, call)
+
+    def _on_log(self, function: str, msg: p.Log) -> None:
+        self.log.emit(
+            "function",
+            function=function,
+            request_id=msg.request_id,
+            level=msg.level,
+            message=msg.message,
+        )
+
+    # -- HTTP ------------------------------------------------------------------------------
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/_edgefn/"):
+            await self._internal(scope, send)
+            return
+        await self._handle(scope, receive, send)
+
+    async def _internal(self, scope: Scope, send: Send) -> None:
+        path = scope["path"]
+        if path == "/_edgefn/health":
+            body = {
+                "status": "ok",
+                "location": self.location,
+                "region": self.region,
+                "functions": self.active_versions(),
+                "uptime_s": round(time.monotonic() - self.started_at, 3),
+            }
+            await _respond(send, 200, body)
+        elif path == "/_edgefn/metrics":
+            self._refresh_pool_gauges()
+            data = self.metrics.render()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-type", b"text/plain; version=0.0.4")],
+                }
+            )
+            await send({"type": "http.response.body", "body": data})
+        else:
+            await _respond(send, 404, {"error": "not_found", "path": path})
+
+    def _refresh_pool_gauges(self) -> None:
+        stats = self.pool.statistics().pool
+        self.metrics.pool_workers.clear()
+        for key, n in stats.per_key.items():
+            fn, _, version = key.partition("@")
+            self.metrics.pool_workers.labels(self.location, fn, version).set(n)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        t0 = time.perf_counter()
+        rid = os.urandom(8).hex()
+        headers = _decode_headers(scope["headers"])
+        host = next((v for k, v in headers if k == "host"), "")
+        fn = self.table.resolve(host, scope["path"])
+        if fn is None:
+            await _respond(
+                send,
+                404,
+                {"error": "no_such_function", "host": host, "request_id": rid},
+                self._base_headers(rid, ""),
+            )
+            self._access(rid, scope, "", "", 404, t0, False)
+            return
+        active = fn.pick(self._rng)
+        limits = active.manifest.limits
+        try:
+            body = await _read_body(receive, headers, limits.max_body_kb * 1024)
+        except _BodyTooLarge:
+            await self._fail(send, rid, fn.name, active.version, "body_too_large", 413, t0, scope)
+            return
+        await self._run(scope, send, rid, headers, body, active, t0)
+
+    async def _run(
+        self,
+        scope: Scope,
+        send: Send,
+        rid: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        active: ActiveVersion,
+        t0: float,
+    ) -> None:
+        name, version, key = active.spec.function, active.version, active.spec.key
+        client_loc = next((v for k, v in headers if k == "x-edgefn-client-location"), "")
+        qs = scope.get("query_string", b"").decode("latin-1")
+        url = f"http://{next((v for k, v in headers if k == 'host'), 'localhost')}{scope['path']}"
+        url += f"?{qs}" if qs else ""
+        msg = p.Invoke(0, scope["method"], url, headers, body, self.location, client_loc, rid)
+        self._request_fn[rid] = key
+        try:
+            inv = await self.pool.invoke(key, msg, timeout_ms=active.manifest.limits.timeout_ms)
+        except InvokeFailed as err:
+            self._request_fn.pop(rid, None)
+            await self._fail(send, rid, name, version, err.kind, err.status, t0, scope, err)
+            return
+        started = False
+        try:
+            status, resp_headers = await inv.start()
+            out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp_headers]
+            out += self._base_headers(rid, version, cold=inv.cold)
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            started = True
+            self.metrics.latency.labels(self.location, name).observe(time.perf_counter() - t0)
+            async for chunk in inv.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            self._count(name, status, inv.cold)
+            self._access(rid, scope, name, version, status, t0, inv.cold)
+        except InvokeFailed as err:
+            if started:  # too late to change the status: end the stream and log
+                self.log.emit(
+                    "error", request_id=rid, function=name, error=err.kind, message=err.message
+                )
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b""})
+                self.metrics.errors.labels(self.location, name, err.kind).inc()
+            else:
+                await self._fail(
+                    send, rid, name, version, err.kind, err.status, t0, scope, err, cold=inv.cold
+                )
+        finally:
+            inv.finish()
+            self._request_fn.pop(rid, None)
+            self.outbound.forget(rid)
+
+    def _base_headers(
+        self, rid: str, version: str, *, cold: bool = False
+    ) -> list[tuple[bytes, bytes]]:
+        out = [
+            (b"x-edgefn-location", self.location.encode()),
+            (b"x-edgefn-request-id", rid.encode()),
+        ]
+        if version:
+            out.append((b"x-edgefn-version", version.encode()))
+        if cold:
+            out.append((b"x-edgefn-cold", b"1"))
+        return out
+
+    async def _fail(
+        self,
+        send: Send,
+        rid: str,
+        name: str,
+        version: str,
+        kind: str,
+        status: int,
+        t0: float,
+        scope: Scope,
+        err: InvokeFailed | None = None,
+        *,
+        cold: bool = False,
+    ) -> None:
+        if err is not None:
+            self.log.emit(
+                "error",
+                request_id=rid,
+                function=name,
+                version=version,
+                error=kind,
+                message=err.message,
+                traceback=err.traceback or None,
+            )
+        self.metrics.errors.labels(self.location, name, kind).inc()
+        headers = self._base_headers(rid, version, cold=cold)
+        await _respond(send, status, {"error": kind, "request_id": rid}, headers)
+        self._count(name, status, cold)
+        self._access(rid, scope, name, version, status, t0, cold)
+
+    def _count(self, name: str, status: int, cold: bool) -> None:
+        self.metrics.requests.labels(self.location, name, str(status)).inc()
+        if cold:
+            self.metrics.cold_starts.labels(self.location, name).inc()
+
+    def _access(
+        self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
+    ) -> None:
+        if self.access_log:
+            self.log.emit(
+                "access",
+                request_id=rid,
+                method=scope["method"],
+                path=scope["path"],
+                function=name,
+                version=version,
+                status=status,
+                cold=cold,
+                duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+            )
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """uvicorn without its signal handling: the process that embeds the node owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+
+
+async def _read_body(receive: Receive, headers: list[tuple[str, str]], limit: int) -> bytes:
+    declared = next((v for k, v in headers if k == "content-length"), None)
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLarge
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message.get("body", b"")
+        if len(body) > limit:
+            raise _BodyTooLarge
+        if not message.get("more_body", False):
+            break
+    return bytes(body)
+
+
+async def _respond(
+    send: Send, status: int, obj: Any, extra: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": _JSON + (extra or [])})
+    await send({"type": "http.response.body", "body": json.dumps(obj).encode()})
