@@ -1,0 +1,132 @@
+"""Locations where functions run, and the built-in set of real Cloudflare PoPs.
+
+``data/pops.csv`` holds 327 Cloudflare data centres (IATA code, city, country, airport
+coordinates); see ``data/ATTRIBUTION.md`` for sources and licences. Region and continent come from
+the coordinates, cost and carbon from :mod:`edgefn.world._countries`.
+
+:func:`spread` orders all PoPs once: the first pick is the medoid (least total distance to all
+others), then one PoP per continent not yet covered (the farthest from those already chosen),
+then plain farthest-point order. ``spread(n)`` is the first ``n`` of that order, so it is
+deterministic and ``spread(n)`` is a prefix of ``spread(n + 1)``.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import functools
+import io
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+
+from edgefn.errors import UsageError
+from edgefn.world._countries import carbon_for, cost_for
+from edgefn.world._geo import CONTINENTS, REGIONS, GeoPoint, haversine_km, region_of
+
+__all__ = ["Location", "get_location", "pops", "spread"]
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place that runs functions. ``id`` is a lowercase code (IATA for built-in PoPs)."""
+
+    id: str
+    city: str
+    country: str
+    lat: float
+    lon: float
+    region: str
+    continent: str
+    capacity: int = 100
+    cost_per_hour: float = 0.11
+    carbon_g_per_kwh: float = 400.0
+
+    def __post_init__(self) -> None:
+        assert self.id == self.id.lower(), self.id
+        assert self.region in REGIONS, self.region
+        assert self.continent in CONTINENTS, self.continent
+        assert self.capacity >= 0, self.capacity
+
+    @property
+    def point(self) -> GeoPoint:
+        return GeoPoint(self.lat, self.lon)
+
+
+def make_location(
+    id: str, city: str, country: str, lat: float, lon: float, region: str | None = None
+) -> Location:
+    """A location with region, continent, cost and carbon derived from its position and country."""
+    reg = region if region is not None else region_of(lat, lon)
+    continent = REGIONS[reg][1]
+    return Location(
+        id=id.lower(),
+        city=city,
+        country=country,
+        lat=lat,
+        lon=lon,
+        region=reg,
+        continent=continent,
+        cost_per_hour=cost_for(reg),
+        carbon_g_per_kwh=carbon_for(country, continent),
+    )
+
+
+@functools.cache
+def pops() -> tuple[Location, ...]:
+    """The built-in Cloudflare PoPs, sorted by id."""
+    text = resources.files("edgefn.world").joinpath("data/pops.csv").read_text(encoding="utf-8")
+    rows = csv.DictReader(io.StringIO(text))
+    out = [
+        make_location(r["id"], r["city"], r["country"], float(r["lat"]), float(r["lon"]))
+        for r in rows
+    ]
+    out.sort(key=lambda loc: loc.id)
+    return tuple(out)
+
+
+@functools.cache
+def _by_id() -> MappingProxyType[str, Location]:
+    return MappingProxyType({loc.id: loc for loc in pops()})
+
+
+def get_location(id: str) -> Location:
+    """The built-in PoP with this IATA code (any case)."""
+    found = _by_id().get(id.strip().lower())
+    if found is not None:
+        return found
+    close = difflib.get_close_matches(id.strip().lower(), list(_by_id()), n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `edgefn locations` for the list"
+    raise UsageError(f"unknown location {id!r}: not a built-in PoP (IATA code)", hint=hint)
+
+
+@functools.cache
+def _spread_order() -> tuple[Location, ...]:
+    locs = pops()
+    n = len(locs)
+    dist = [[haversine_km(a, b) for b in locs] for a in locs]
+    first = min(range(n), key=lambda i: (sum(dist[i]), locs[i].id))
+    chosen = [first]
+    chosen_set = {first}
+    min_dist = list(dist[first])
+    covered = {locs[first].continent}
+    while len(chosen) < n:
+        rest = [i for i in range(n) if i not in chosen_set]
+        candidates = [i for i in rest if locs[i].continent not in covered] or rest
+        pick = max(candidates, key=lambda i: (min_dist[i], locs[i].id))
+        chosen.append(pick)
+        chosen_set.add(pick)
+        covered.add(locs[pick].continent)
+        min_dist = [min(m, d) for m, d in zip(min_dist, dist[pick], strict=True)]
+    return tuple(locs[i] for i in chosen)
+
+
+def spread(n: int) -> tuple[Location, ...]:
+    """``n`` PoPs spread over the world: every continent first, then farthest-point order."""
+    total = len(pops())
+    if not 1 <= n <= total:
+        raise UsageError(
+            f"cannot spread {n} locations: the built-in set has {total} PoPs",
+            hint=f"choose a number of locations from 1 to {total}",
+        )
+    return _spread_order()[:n]
