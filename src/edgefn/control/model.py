@@ -1,0 +1,131 @@
+"""Wire types between the control plane and edge nodes: desired and observed state, as JSON.
+
+The reconciler writes one ``DesiredState`` per location to the ``edgefn-desired`` KV bucket
+(key = location id); each node writes one ``ObservedState`` to ``edgefn-observed`` (same key).
+Both are msgspec Structs encoded as JSON, so a node can decode them with ``decode_desired`` /
+``decode_observed`` and a human can read them with ``nats kv get``.
+
+``DesiredState.generation`` increases every time the content for that location changes; a node
+applies the state and reports the generation it applied, which gives the reconciler a version
+vector ``{location: applied generation}``. Within a function's ``versions`` the weights are the
+traffic split at that location and sum to 1; ``signatures`` maps each referenced sha256 to its
+base64 Ed25519 signature (see ``edgefn.bundle.signing``) so a node can verify what it fetches.
+
+Example desired state (JSON)::
+
+    {"generation": 7, "location": "fra",
+     "functions": {"hello": {"versions": [["3f2a9c...", "3f2a9c<64 hex>", 0.9],
+                                          ["b81e07...", "b81e07<64 hex>", 0.1]]}},
+     "signatures": {"3f2a9c<64 hex>": "base64..."}}
+
+Observed stats per version are cumulative since the node loaded that version (requests,
+errors), with latency percentiles over the node's recent window. ``errors`` lists versions the
+node could not load (bad hash, bad signature, import error) with the reason.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import msgspec
+
+from edgefn.errors import ProtocolError
+
+__all__ = [
+    "MAX_STATE_BYTES",
+    "DesiredState",
+    "FunctionDesired",
+    "ObservedState",
+    "VersionRef",
+    "VersionStats",
+    "VersionWeight",
+    "decode_desired",
+    "decode_observed",
+    "encode_desired",
+    "encode_observed",
+]
+
+# A location's state is small (a few KiB per function); refusing larger payloads bounds memory.
+MAX_STATE_BYTES = 4 * 1024 * 1024
+
+
+class VersionWeight(NamedTuple):
+    """One version served at a location and its share of the traffic there."""
+
+    version_id: str
+    sha256: str
+    weight: float
+
+
+class VersionRef(msgspec.Struct, frozen=True):
+    """A bundle version as the reconciler knows it."""
+
+    version_id: str
+    sha256: str
+    signature: str = ""
+
+
+class FunctionDesired(msgspec.Struct, frozen=True):
+    versions: tuple[VersionWeight, ...]
+
+
+class DesiredState(msgspec.Struct, frozen=True):
+    generation: int
+    functions: dict[str, FunctionDesired]
+    location: str = ""
+    signatures: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class VersionStats(msgspec.Struct, frozen=True):
+    requests: int = 0
+    errors: int = 0
+    latency_ms_p50: float = 0.0
+    latency_ms_p99: float = 0.0
+
+
+class ObservedState(msgspec.Struct, frozen=True):
+    location: str
+    generation: int
+    functions: dict[str, dict[str, VersionStats]] = msgspec.field(default_factory=dict)
+    errors: dict[str, str] = msgspec.field(default_factory=dict)
+    at_ms: int = 0
+    region: str = ""
+    url: str = ""
+
+
+_desired_decoder = msgspec.json.Decoder(DesiredState)
+_observed_decoder = msgspec.json.Decoder(ObservedState)
+_encoder = msgspec.json.Encoder()
+
+
+def encode_desired(state: DesiredState) -> bytes:
+    return _encoder.encode(state)
+
+
+def encode_observed(state: ObservedState) -> bytes:
+    return _encoder.encode(state)
+
+
+def _decode(decoder: msgspec.json.Decoder[object], data: bytes, what: str) -> object:
+    if len(data) > MAX_STATE_BYTES:
+        raise ProtocolError(f"{what} is {len(data)} bytes, over {MAX_STATE_BYTES}")
+    try:
+        return decoder.decode(data)
+    except msgspec.ValidationError as err:
+        raise ProtocolError(f"malformed {what}: {err}", hint="check the writer's version") from None
+    except msgspec.DecodeError as err:
+        raise ProtocolError(f"{what} is not JSON: {err}", hint="check the writer") from None
+
+
+def decode_desired(data: bytes) -> DesiredState:
+    """Decode a desired-state JSON document; raises ``ProtocolError`` if malformed."""
+    state = _decode(_desired_decoder, data, "desired state")  # type: ignore[arg-type]
+    assert isinstance(state, DesiredState)
+    return state
+
+
+def decode_observed(data: bytes) -> ObservedState:
+    """Decode an observed-state JSON document; raises ``ProtocolError`` if malformed."""
+    state = _decode(_observed_decoder, data, "observed state")  # type: ignore[arg-type]
+    assert isinstance(state, ObservedState)
+    return state
