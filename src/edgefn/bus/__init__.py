@@ -1,4 +1,4 @@
-"""The NATS backbone: nats-server processes, client connections, JetStream setup, subjects."""
+"""The NATS backbone (nats-server processes, connections, JetStream, subjects) and link emulator."""
 
 from __future__ import annotations
 
@@ -12,6 +12,23 @@ from edgefn.bus.errors import (
     NatsServerStartError,
 )
 from edgefn.bus.jetstream import connect, ensure_kv, ensure_object_store, jetstream
+from edgefn.bus.link_control import LinkControlClient
+from edgefn.bus.link_emulator import Link, LinkStatistics
+from edgefn.bus.link_group import LinkEmulatorGroup, LinkGroupStatistics
+from edgefn.bus.links import (
+    AddLink,
+    CutLink,
+    Heal,
+    HealLink,
+    LinkEvent,
+    LinkInstruction,
+    LinkState,
+    LinkTable,
+    LinkTableStatistics,
+    Partition,
+    SetDelay,
+    SetLinkRtt,
+)
 from edgefn.bus.nats_config import ClusterConfig, CoreConfig, HubConfig, NatsConfig, render_config
 from edgefn.bus.nats_server import NatsServer, NatsServerStatistics, find_nats_server
 from edgefn.bus.subjects import (
@@ -32,18 +49,35 @@ __all__ = [
     "JETSTREAM_DOMAIN",
     "OBSERVED_BUCKET",
     "REGISTRY_BUCKET",
+    "AddLink",
     "BusConnectError",
     "BusError",
     "BusSetupError",
     "ClusterConfig",
     "CoreConfig",
+    "CutLink",
+    "Heal",
+    "HealLink",
     "HubConfig",
+    "Link",
+    "LinkControlClient",
+    "LinkEmulatorGroup",
+    "LinkEvent",
+    "LinkGroupStatistics",
+    "LinkInstruction",
+    "LinkState",
+    "LinkStatistics",
+    "LinkTable",
     "LinkTableError",
+    "LinkTableStatistics",
     "NatsConfig",
     "NatsServer",
     "NatsServerNotFound",
     "NatsServerStartError",
     "NatsServerStatistics",
+    "Partition",
+    "SetDelay",
+    "SetLinkRtt",
     "bundle_request_subject",
     "connect",
     "ensure_kv",
