@@ -1,0 +1,75 @@
+"""Weighted rendezvous (highest-random-weight) hashing.
+
+Every (key, member) pair gets a pseudo-random number ``u`` in (0, 1) from a BLAKE2b digest of
+the two strings; the member's score is ``-weight / ln(u)`` (Schindelhauer & Schomaker's logarithmic
+method), and the member with the highest score owns the key. With equal weights this is plain HRW.
+The score of a pair never depends on the other members, which gives the two properties affinity
+routing needs:
+
+* removing a member moves only the keys it owned (each to its own second choice);
+* adding a member moves only the keys the new member now wins;
+* a member with weight ``w`` owns a fraction ``w / sum(weights)`` of the keys in expectation.
+
+BLAKE2b rather than ``hash()``: Python's string hash is salted per process, and every location must
+agree on the owner of a key. Ties (equal scores, which needs a 64-bit collision) are broken by
+member name. Members with a weight <= 0 (or not finite) never own a key.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from hashlib import blake2b
+
+__all__ = ["rendezvous_choose", "rendezvous_rank", "rendezvous_score"]
+
+_TWO_64 = float(1 << 64)
+
+
+def _unit(key: str, member: str) -> float:
+    """A deterministic number in the open interval (0, 1) for the pair."""
+    raw_key = key.encode()
+    # The key's length goes first so that ("ab", "c") and ("a", "bc") hash differently.
+    data = len(raw_key).to_bytes(4, "big") + raw_key + member.encode()
+    digest = blake2b(data, digest_size=8).digest()
+    return (int.from_bytes(digest, "big") + 0.5) / _TWO_64
+
+
+def rendezvous_score(key: str, member: str, weight: float = 1.0) -> float:
+    """The pair's HRW score; higher wins. ``-inf`` when the member cannot own keys."""
+    if not (weight > 0 and math.isfinite(weight)):
+        return -math.inf
+    return -weight / math.log(_unit(key, member))
+
+
+def _items(members: Mapping[str, float] | Iterable[str]) -> Iterable[tuple[str, float]]:
+    if isinstance(members, Mapping):
+        return members.items()
+    return ((m, 1.0) for m in members)
+
+
+def rendezvous_choose(key: str, members: Mapping[str, float] | Iterable[str]) -> str | None:
+    """The member that owns ``key``, or None if no member has a positive weight.
+
+    ``members`` is either an iterable of names (equal weights) or a mapping name -> weight.
+    """
+    best: str | None = None
+    best_score = -math.inf
+    for member, weight in _items(members):
+        score = rendezvous_score(key, member, weight)
+        if score == -math.inf:
+            continue
+        if best is None or score > best_score or (score == best_score and member < best):
+            best, best_score = member, score
+    return best
+
+
+def rendezvous_rank(key: str, members: Mapping[str, float] | Iterable[str]) -> list[str]:
+    """Members that can own ``key``, best first: the owner, then its failover order."""
+    scored = [
+        (-rendezvous_score(key, member, weight), member)
+        for member, weight in _items(members)
+        if weight > 0 and math.isfinite(weight)
+    ]
+    scored.sort()
+    return [member for _, member in scored]
