@@ -13,7 +13,9 @@ import typer
 from edgefn.errors import EdgefnError
 
 # One line per command module; keep sorted.
-_COMMAND_MODULES: list[str] = []
+_COMMAND_MODULES: list[str] = [
+    "_dev",
+]
 
 app = typer.Typer(
     name="edgefn",
@@ -22,7 +24,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-bench = typer.Typer(help="Benchmarks: print JSON, compare side by side in one run.", no_args_is_help=True)
+bench = typer.Typer(
+    help="Benchmarks: print JSON, compare side by side in one run.", no_args_is_help=True
+)
 app.add_typer(bench, name="bench")
 
 for _name in _COMMAND_MODULES:

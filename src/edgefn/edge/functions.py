@@ -47,6 +47,8 @@ class FunctionTable:
     def __init__(self) -> None:
         self.functions: dict[str, ActiveFunction] = {}
         self._routes: list[tuple[str, str, str]] = []  # (host glob, path glob, function)
+        # `edgefn dev` serves one function; requests whose Host names none go to it.
+        self.default: str | None = None
 
     def activate(self, fn: ActiveFunction) -> list[str]:
         """Install ``fn``; return the keys of versions no longer active (to retire)."""
@@ -76,4 +78,7 @@ class FunctionTable:
             if fnmatch.fnmatchcase(host, host_glob) and fnmatch.fnmatchcase(path, path_glob):
                 return self.functions.get(name)
         first = host.split(".", 1)[0]
-        return self.functions.get(first)
+        found = self.functions.get(first)
+        if found is None and self.default is not None:
+            return self.functions.get(self.default)
+        return found

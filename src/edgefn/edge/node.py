@@ -171,7 +171,15 @@ class EdgeNode:
         """Build, install and activate the function in ``directory`` (used by ``edgefn dev``)."""
         bundle = build_bundle(directory)
         version = bundle.version_id
-        manifest, spec = await self.install_bundle(bundle.data, bundle.sha256, version)
+        try:
+            manifest, spec = await self.install_bundle(bundle.data, bundle.sha256, version)
+        except ManifestError as err:
+            # Name the user's file, not the unpacked copy.
+            raise ManifestError(
+                err.message.split(": ", 1)[-1],
+                path=str(directory / bundle.manifest.main),
+                hint=err.hint,
+            ) from None
         self.activate(manifest.name, [(version, 1.0, spec, manifest)])
         return version
 

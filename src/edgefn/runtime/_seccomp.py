@@ -63,10 +63,26 @@ _SYS = {
     "execveat": 322,
     "clone3": 435,
 }
-_DENY = (
-    "fork vfork execve execveat ptrace pivot_root chroot mount umount2 reboot init_module "
-    "delete_module kexec_load unshare setns process_vm_writev finit_module tkill"
-).split()
+_DENY = [
+    "fork",
+    "vfork",
+    "execve",
+    "execveat",
+    "ptrace",
+    "pivot_root",
+    "chroot",
+    "mount",
+    "umount2",
+    "reboot",
+    "init_module",
+    "delete_module",
+    "kexec_load",
+    "unshare",
+    "setns",
+    "process_vm_writev",
+    "finit_module",
+    "tkill",
+]
 
 
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:

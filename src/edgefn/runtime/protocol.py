@@ -13,7 +13,7 @@ Node → zygote: Spawn. Zygote → node: Spawned (with the worker's socket attac
 from __future__ import annotations
 
 import struct
-from typing import Any, Union
+from typing import Any
 
 import msgspec
 
@@ -143,25 +143,25 @@ class Spawned(_Msg, tag="spawned"):
     pid: int
 
 
-Message = Union[
-    Load,
-    Invoke,
-    Cancel,
-    FetchResult,
-    KVResult,
-    Shutdown,
-    Ready,
-    Loaded,
-    ResponseStart,
-    ResponseChunk,
-    ResponseEnd,
-    InvokeError,
-    Log,
-    FetchCall,
-    KVCall,
-    Spawn,
-    Spawned,
-]
+Message = (
+    Load
+    | Invoke
+    | Cancel
+    | FetchResult
+    | KVResult
+    | Shutdown
+    | Ready
+    | Loaded
+    | ResponseStart
+    | ResponseChunk
+    | ResponseEnd
+    | InvokeError
+    | Log
+    | FetchCall
+    | KVCall
+    | Spawn
+    | Spawned
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)

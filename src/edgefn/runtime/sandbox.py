@@ -337,6 +337,7 @@ class SandboxPool:
         self._next_invoke = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._adopting: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -352,7 +353,10 @@ class SandboxPool:
         ]
         if not self.sandbox:
             args.append("--no-sandbox")
-        self._zygote = subprocess.Popen(args, pass_fds=[zyg_end.fileno()], stdin=subprocess.DEVNULL)
+        # Popen only forks and execs (about a millisecond); the zygote's start-up runs concurrently.
+        self._zygote = subprocess.Popen(  # noqa: ASYNC220
+            args, pass_fds=[zyg_end.fileno()], stdin=subprocess.DEVNULL
+        )
         zyg_end.close()
         node_end.setblocking(False)
         self._ctl = node_end
@@ -402,7 +406,10 @@ class SandboxPool:
     async def check_load(self, spec: LoadSpec, *, timeout_s: float = 10.0) -> p.Loaded:
         """Load ``spec`` into a fresh worker and report whether it loads (then keep it warm)."""
         self.specs[spec.key] = spec
-        worker, _ = await self._acquire(spec.key, time.monotonic() + timeout_s)
+        try:
+            worker, _ = await self._acquire(spec.key, time.monotonic() + timeout_s)
+        except InvokeFailed as err:
+            return p.Loaded(ok=False, error=err.message)
         try:
             assert worker.loaded is not None
             return worker.loaded.result()
@@ -512,7 +519,9 @@ class SandboxPool:
         for msg in self._ctl_buf.feed(data):
             if isinstance(msg, p.Spawned) and self._fds:
                 sock = socket.socket(fileno=self._fds.popleft())
-                asyncio.ensure_future(self._adopt(msg.pid, sock))
+                task = asyncio.ensure_future(self._adopt(msg.pid, sock))
+                self._adopting.add(task)
+                task.add_done_callback(self._adopting.discard)
 
     async def _adopt(self, pid: int, sock: socket.socket) -> None:
         worker = WorkerProcess(pid, sock, self.host)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import functools
 import json as _json
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
-from typing import Any, Union, overload
+from typing import Any, overload
 
 from edgefn.sdk._headers import Headers, HeadersInit
 
-Body = Union[bytes, bytearray, memoryview, str, AsyncIterable[bytes], None]
+Body = bytes | bytearray | memoryview | str | AsyncIterable[bytes] | None
 _REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 
 

@@ -1,0 +1,276 @@
+"""Unit-test a function in-process, without a server: ``edgefn.testing.TestClient``.
+
+    from edgefn.testing import TestClient
+
+    def test_hello():
+        client = TestClient("path/to/function")       # reads edgefn.toml, imports main
+        resp = client.request("/hello?name=Ada")
+        assert resp.status == 200
+        assert resp.text_body == "Hello, Ada!"
+
+The function runs in the test's own process with the same ``Request``/``Env``/``Context`` objects the
+sandbox uses. ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` and ``[egress] allow``
+rules, and KV bindings are real in-memory namespaces with revisions, so ``if_revision`` conflicts
+behave as on the platform (eventual semantics only: there is one replica).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefn.bundle import Manifest, load_manifest
+from edgefn.errors import (
+    EgressDeniedError,
+    KVConflict,
+    KVLimitError,
+    ManifestError,
+    SubrequestLimitError,
+)
+from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
+from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
+from edgefn.sdk._headers import HeadersInit
+
+__all__ = ["MemoryKV", "TestClient", "TestResponse"]
+
+MAX_KEY_BYTES = 512
+MAX_VALUE_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TestResponse:
+    """A finished response: status, headers and the whole body."""
+
+    __test__ = False  # not a pytest test class
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    chunks: list[bytes] = field(default_factory=list)
+
+    @property
+    def text_body(self) -> str:
+        return self.body.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(slots=True)
+class _Entry:
+    value: bytes
+    revision: int
+    metadata: Any
+    expires_at: float | None
+
+
+class MemoryKV:
+    """A single-replica KV namespace with revisions, for tests of function code."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, _Entry] = {}
+        self._revision = 0
+
+    def _live(self, key: str) -> _Entry | None:
+        e = self._data.get(key)
+        if e is not None and e.expires_at is not None and e.expires_at <= time.monotonic():
+            del self._data[key]
+            return None
+        return e
+
+    @staticmethod
+    def _check_key(key: str) -> None:
+        if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES:
+            raise KVLimitError(f"keys must be non-empty strings of at most {MAX_KEY_BYTES} bytes")
+
+    async def get(self, key: str, *, consistency: str = "eventual", type: str = "text") -> Any:
+        self._check_key(key)
+        e = self._live(key)
+        if e is None:
+            return None
+        if type == "bytes":
+            return e.value
+        text = e.value.decode()
+        return json.loads(text) if type == "json" else text
+
+    async def get_entry(self, key: str, *, consistency: str = "eventual") -> dict[str, Any]:
+        self._check_key(key)
+        e = self._live(key)
+        if e is None:
+            return {"value": None, "revision": 0, "metadata": None}
+        return {"value": e.value.decode(), "revision": e.revision, "metadata": e.metadata}
+
+    async def put(
+        self,
+        key: str,
+        value: Any,
+        *,
+        ttl_s: float | None = None,
+        metadata: Any = None,
+        if_revision: int | None = None,
+        consistency: str = "eventual",
+    ) -> int:
+        self._check_key(key)
+        data = (
+            value
+            if isinstance(value, bytes)
+            else (value.encode() if isinstance(value, str) else json.dumps(value).encode())
+        )
+        if len(data) > MAX_VALUE_BYTES:
+            raise KVLimitError(f"value of {len(data)} bytes exceeds {MAX_VALUE_BYTES} bytes")
+        current = self._live(key)
+        if if_revision is not None and (current.revision if current else 0) != if_revision:
+            raise KVConflict(
+                f"{key!r} is at revision {current.revision if current else 0}, not {if_revision}",
+                key=key,
+            )
+        self._revision += 1
+        expires = time.monotonic() + ttl_s if ttl_s else None
+        self._data[key] = _Entry(data, self._revision, metadata, expires)
+        return self._revision
+
+    async def delete(
+        self, key: str, *, if_revision: int | None = None, consistency: str = "eventual"
+    ) -> None:
+        current = self._live(key)
+        if if_revision is not None and (current.revision if current else 0) != if_revision:
+            raise KVConflict(
+                f"{key!r} changed (revision {current.revision if current else 0})", key=key
+            )
+        self._data.pop(key, None)
+
+    async def list(
+        self, prefix: str = "", limit: int = 1000, cursor: str | None = None
+    ) -> dict[str, Any]:
+        keys = sorted(k for k in list(self._data) if k.startswith(prefix) and self._live(k))
+        if cursor:
+            keys = [k for k in keys if k > cursor]
+        page = keys[:limit]
+        more = len(keys) > limit
+        return {"keys": page, "cursor": page[-1] if more and page else None}
+
+
+class TestClient:
+    """Runs ``fetch(request, env, ctx)`` of the function in ``path`` in this process."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        path: str | Path = ".",
+        *,
+        vars: Mapping[str, Any] | None = None,
+        location: str = "test",
+        fetch: FetchBackend | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.manifest: Manifest = load_manifest(self.path)
+        self._fn = _import(self.path, self.manifest)
+        values: dict[str, Any] = dict(self.manifest.vars)
+        values.update(vars or {})
+        self.kv = {ns.binding: MemoryKV() for ns in self.manifest.kv_namespaces}
+        values.update(self.kv)
+        self.env = Env(values)
+        self.location = location
+        self._backend = fetch
+        self._counter = 0
+
+    async def fetch(
+        self,
+        path: str = "/",
+        *,
+        method: str = "GET",
+        headers: HeadersInit = None,
+        body: bytes | str = b"",
+        client_location: str = "",
+    ) -> TestResponse:
+        """Call the function; returns the whole response (streamed bodies are collected)."""
+        self._counter += 1
+        rid = f"test-{self._counter}"
+        url = path if "://" in path else f"http://{self.manifest.name}.localhost{path}"
+        data = body.encode() if isinstance(body, str) else body
+        req = Request(
+            url,
+            method=method,
+            headers=headers,
+            body=data,
+            edge=EdgeInfo(self.location, client_location, rid),
+        )
+        token = fetch_backend.set(self._rules_backend())
+        ctx = Context()
+        try:
+            resp = await self._fn(req, self.env, ctx)
+            if not isinstance(resp, Response):
+                raise TypeError(f"fetch returned {type(resp).__name__}, not edgefn.Response")
+            chunks = [c async for c in resp.iter_body()]
+        finally:
+            fetch_backend.reset(token)
+        await ctx.drain(timeout_s=30)
+        return TestResponse(resp.status, dict(resp.headers.items()), b"".join(chunks), chunks)
+
+    def request(self, path: str = "/", **kwargs: Any) -> TestResponse:
+        """Synchronous :meth:`fetch` (for plain pytest without an async plugin)."""
+        return asyncio.run(self.fetch(path, **kwargs))
+
+    def _rules_backend(self) -> FetchBackend:
+        limits, allow = self.manifest.limits, self.manifest.egress.allow
+        used = 0
+        inner = self._backend or _httpx_backend
+
+        async def backend(sub: Subrequest) -> Response:
+            nonlocal used
+            from edgefn.edge.outbound import host_allowed
+
+            used += 1
+            if used > limits.subrequests:
+                raise SubrequestLimitError(f"more than {limits.subrequests} subrequests")
+            if not host_allowed(allow, sub.url):
+                raise EgressDeniedError(f"{sub.url} is not in [egress] allow = {list(allow or [])}")
+            return await inner(sub)
+
+        return backend
+
+
+async def _httpx_backend(sub: Subrequest) -> Response:
+    import httpx
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        r = await client.request(
+            sub.method,
+            sub.url,
+            headers=sub.headers,
+            content=sub.body or None,
+            timeout=sub.timeout_ms / 1000,
+        )
+        return Response(r.content, status=r.status_code, headers=list(r.headers.items()))
+
+
+def _import(path: Path, manifest: Manifest) -> Callable[..., Any]:
+    main = path / manifest.main
+    name = f"edgefn_test_{manifest.name.replace('-', '_')}_{os.getpid()}"
+    spec = importlib.util.spec_from_file_location(name, main)
+    if spec is None or spec.loader is None:
+        raise ManifestError(f"cannot import {main}", path=str(main))
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(path))
+    fn = getattr(module, "fetch", None)
+    if fn is None or not inspect.iscoroutinefunction(fn):
+        raise ManifestError(
+            "defines no `async def fetch(request, env, ctx)`",
+            path=str(main),
+            hint="add an async fetch handler",
+        )
+    return fn  # type: ignore[no-any-return]
