@@ -44,3 +44,7 @@ def main() -> None:
             fail_from(err)
         except typer.Exit as exit_:
             raise SystemExit(exit_.exit_code) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -181,7 +181,7 @@ class PoolPolicy:
         match event:
             case WorkerSpawned():
                 self._spawning = max(0, self._spawning - 1)
-                self._workers[event.worker_id] = _Worker(event.worker_id, "generic")
+                self._workers.setdefault(event.worker_id, _Worker(event.worker_id, "generic"))
                 out = []
             case RequestArrived():
                 out = self._arrive(event.key, event.now_ms)
@@ -298,7 +298,7 @@ class PoolPolicy:
 
     def _loaded(self, event: WorkerLoaded) -> list[Instruction]:
         w = self._workers.get(event.worker_id)
-        if w is None:
+        if w is None or w.state != "loading":
             return []
         if not event.ok:
             self._retired += 1

@@ -1,0 +1,93 @@
+"""As a user: `edgefn new`, the scaffolded test passes, `edgefn dev` serves and hot-reloads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(predicate: object, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def test_new_then_dev_with_hot_reload(tmp_path: Path) -> None:
+    subprocess.run([*EDGEFN, "new", "hello"], cwd=tmp_path, check=True, capture_output=True)
+    fn = tmp_path / "hello"
+    assert (fn / "tests" / "test_main.py").exists()
+    test_run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(fn / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert test_run.returncode == 0, test_run.stdout + test_run.stderr
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [*EDGEFN, "dev", str(fn), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/?name=Ada"
+
+    def body() -> str:
+        try:
+            return httpx.get(url, timeout=2).json()["message"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return ""
+
+    try:
+        _wait_for(lambda: body() == "Hello, Ada!", 30)
+        main = fn / "main.py"
+        main.write_text(main.read_text().replace('f"{env.GREETING}, {name}!"', 'f"Hi {name}"'))
+        _wait_for(lambda: body() == "Hi Ada", 15)
+        main.write_text(main.read_text() + "\ndef broken(\n")  # a syntax error: old version stays
+        time.sleep(1.0)
+        assert body() == "Hi Ada"
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        proc.stdout.close()
+    assert "reloaded" in out
+    assert "reload failed" in out
+
+
+def test_dev_on_missing_manifest_says_how_to_fix(tmp_path: Path) -> None:
+    res = subprocess.run([*EDGEFN, "dev", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "edgefn new" in res.stderr
+
+
+def test_new_rejects_bad_name(tmp_path: Path) -> None:
+    res = subprocess.run([*EDGEFN, "new", "Bad_Name"], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 2
+    assert "invalid function name" in res.stderr
