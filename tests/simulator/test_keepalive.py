@@ -15,7 +15,7 @@ MIN = 60_000
 
 
 def _invoke_with_idle(policy: HybridHistogramPolicy, fn: str, idles_ms: list[int]) -> int:
-    """Run back-to-back invocations of ``fn`` separated by the given idle times; return the clock."""
+    """Run invocations of ``fn`` separated by the given idle times; return the clock."""
     now = 0
     policy.on_invocation_start(fn, now)
     policy.on_invocation_end(fn, now + 100)
@@ -107,15 +107,19 @@ def test_hybrid_out_of_bounds_idles_use_the_forecast() -> None:
 
 
 def test_hybrid_overlapping_invocations_count_one_idle_period() -> None:
-    p = HybridHistogramPolicy(min_samples=1)
+    """Starts while another invocation is in flight are not idle periods."""
+    p = HybridHistogramPolicy(min_samples=1, cv_threshold=0.0)
     p.on_invocation_start("f", 0)
-    p.on_invocation_start("f", 10)  # concurrent: no idle period yet
+    p.on_invocation_start("f", 10)
     p.on_invocation_end("f", 50)
+    p.on_invocation_start("f", 55)  # the second invocation is still running
     p.on_invocation_end("f", 60)
-    p.on_invocation_start("f", 60 + 2 * MIN)
-    p.on_invocation_start("f", 60 + 2 * MIN + 1)  # no end in between: not an idle sample
+    p.on_invocation_end("f", 70)
+    p.on_invocation_start("f", 70 + 2 * MIN)  # the only idle period: 2 min
     p.check_invariants()
-    assert p.statistics().functions_tracked == 1
+    d = p.decision("f", 0)
+    assert d.prewarm_after_ms == int(2 * MIN * 0.9)
+    assert is_warm(d, 2 * MIN)
 
 
 def test_hybrid_memory_is_bounded() -> None:

@@ -128,7 +128,7 @@ class FixedKeepAlive:
 class _History:
     """One function's idle-time histogram; ``last_end_ms`` is -1 before the first end."""
 
-    __slots__ = ("bins", "forecast_ms", "last_end_ms", "last_start_ms", "oob", "samples", "sumsq")
+    __slots__ = ("bins", "forecast_ms", "in_flight", "last_end_ms", "oob", "samples", "sumsq")
 
     def __init__(self, n_bins: int) -> None:
         self.bins = [0] * n_bins
@@ -137,7 +137,7 @@ class _History:
         self.samples = 0
         self.forecast_ms = 0.0
         self.last_end_ms = -1
-        self.last_start_ms = -1
+        self.in_flight = 0
 
 
 class HybridHistogramPolicy:
@@ -177,12 +177,13 @@ class HybridHistogramPolicy:
         self._counts = [0, 0, 0]  # histogram, forecast, fallback
 
     def on_invocation_start(self, function: str, now_ms: int) -> None:
-        """Record the idle time since the function's last end, if it was idle."""
+        """Record the idle time since the function's last end, if no invocation was in flight."""
         h = self._history(function)
-        h.last_start_ms = now_ms
-        if h.last_end_ms < 0 or now_ms < h.last_end_ms:
+        idle = h.in_flight == 0 and h.last_end_ms >= 0
+        h.in_flight += 1
+        if not idle:
             return
-        idle_ms = now_ms - h.last_end_ms
+        idle_ms = max(now_ms - h.last_end_ms, 0)
         h.samples += 1
         if idle_ms >= self._range_ms:
             h.oob += 1
@@ -192,12 +193,11 @@ class HybridHistogramPolicy:
             i = idle_ms // self._bin_ms
             h.sumsq += 2 * h.bins[i] + 1
             h.bins[i] += 1
-        # Each idle period is counted once, even when several invocations overlap.
-        h.last_end_ms = -1
 
     def on_invocation_end(self, function: str, now_ms: int) -> None:
-        """The instance may go idle from ``now_ms``."""
+        """One invocation ended; the instance is idle from ``now_ms`` once none is in flight."""
         h = self._history(function)
+        h.in_flight = max(h.in_flight - 1, 0)
         h.last_end_ms = max(h.last_end_ms, now_ms)
 
     def decision(self, function: str, now_ms: int) -> KeepAliveDecision:
@@ -234,6 +234,7 @@ class HybridHistogramPolicy:
             assert sum(h.bins) + h.oob == h.samples, (sum(h.bins), h.oob, h.samples)
             assert sum(b * b for b in h.bins) == h.sumsq
             assert h.oob == 0 or h.forecast_ms >= self._range_ms
+            assert h.in_flight >= 0
 
     def _history(self, function: str) -> _History:
         h = self._histories.get(function)

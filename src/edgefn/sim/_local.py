@@ -1,0 +1,118 @@
+"""Queue scenarios: explicit ``[[locations]]``, each an independent FIFO multi-server queue.
+
+A location receives ``share / sum(shares)`` of the workload. Its requests are sampled up front
+from per-component random streams keyed by (replication, location), so a location's result does
+not depend on which process ran it or on the other locations. Each job returns a :class:`Tally`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgefn.runtime.keepalive import FixedKeepAlive, HybridHistogramPolicy, KeepAlivePolicy
+from edgefn.sim._arrivals import workload_arrivals_ms
+from edgefn.sim._fastpath import run_fast
+from edgefn.sim._location import run_exact
+from edgefn.sim._requests import LocationOutcome, RequestArrays
+from edgefn.sim._rng import numpy_stream
+from edgefn.sim._scenario import ColdStartSpec, Scenario
+from edgefn.sim._tally import Tally, TallyShape
+from edgefn.sim._traces import trace_arrivals
+
+__all__ = ["LocalJob", "make_keep_alive", "run_local_job", "tally_shape", "zipf_weights"]
+
+
+@dataclass(frozen=True, slots=True)
+class LocalJob:
+    """One location of one replication."""
+
+    scenario: Scenario
+    seed: int
+    replication: int
+    location: int
+
+
+def tally_shape(s: Scenario) -> TallyShape:
+    duration_ms = s.run.duration_s * 1000.0
+    return TallyShape(
+        warmup_ms=s.run.warmup_s * 1000.0,
+        duration_ms=duration_ms,
+        batches=s.run.batches,
+        timeline_bin_ms=max(duration_ms / 144.0, 1.0),
+    )
+
+
+def make_keep_alive(c: ColdStartSpec) -> KeepAlivePolicy | None:
+    """The scenario's keep-alive policy, or None when cold starts are off."""
+    if not c.enabled:
+        return None
+    if c.keep_alive == "hybrid":
+        return HybridHistogramPolicy()
+    return FixedKeepAlive(keep_alive_ms=int(c.keep_alive_s * 1000.0))
+
+
+def zipf_weights(n: int, s: float) -> np.ndarray:
+    """Normalised Zipf popularity of ``n`` items (rank 1 most popular)."""
+    w = np.arange(1, n + 1, dtype=float) ** -s
+    return np.asarray(w / w.sum())
+
+
+def _requests(job: LocalJob) -> tuple[RequestArrays, tuple[str, ...]]:
+    s = job.scenario
+    w = s.workload
+    key = ("rep", job.replication, "loc", job.location)
+    duration_ms = s.run.duration_s * 1000.0
+    shares = np.array([loc.share for loc in s.locations])
+    share = float(shares[job.location] / shares.sum())
+    service: np.ndarray | None = None
+    if w.arrivals == "trace":
+        tr = trace_arrivals(
+            w.trace, w.trace_format, numpy_stream(job.seed, "rep", job.replication, "trace")
+        )
+        owner = numpy_stream(job.seed, "rep", job.replication, "split").choice(
+            len(shares), size=len(tr.arrival_ms), p=shares / shares.sum()
+        )
+        mine = (owner == job.location) & (tr.arrival_ms < duration_ms)
+        arrival, fn, names = tr.arrival_ms[mine], tr.function[mine], tr.names
+        if tr.service_ms is not None:
+            service = tr.service_ms[mine]
+    else:
+        arrival = workload_arrivals_ms(w, duration_ms, share, numpy_stream(job.seed, *key, "arr"))
+        cdf = np.cumsum(zipf_weights(w.functions, w.zipf_s))
+        u = numpy_stream(job.seed, *key, "function").random(len(arrival))
+        fn = np.minimum(np.searchsorted(cdf, u), w.functions - 1)
+        names = tuple(f"f{i}" for i in range(w.functions))
+    n = len(arrival)
+    if service is None:
+        service = s.service.sample(numpy_stream(job.seed, *key, "service"), n)
+    cold = s.cold_start.duration.sample(numpy_stream(job.seed, *key, "cold"), n)
+    return RequestArrays(arrival, fn.astype(np.int64), service, cold), names
+
+
+def run_local_job(job: LocalJob) -> Tally:
+    """Simulate one location of one replication."""
+    s = job.scenario
+    loc = s.locations[job.location]
+    req, names = _requests(job)
+    policy = make_keep_alive(s.cold_start)
+    out: LocationOutcome
+    if s.run.engine == "exact":
+        out = run_exact(
+            req,
+            servers=loc.servers,
+            keep_alive=policy,
+            function_names=names,
+            memory_mb=[s.cold_start.memory_mb] * len(names),
+            memory_budget_mb=loc.memory_budget_mb,
+        )
+    else:
+        assert loc.memory_budget_mb == math.inf or policy is None
+        out = run_fast(req, servers=loc.servers, keep_alive=policy, function_names=names)
+    tally = Tally(tally_shape(s))
+    wait = out.wait_ms(req)
+    busy = out.busy_ms(req)
+    tally.add(req.arrival_ms, wait, wait + busy, busy, out.cold)
+    return tally
