@@ -239,7 +239,8 @@ class Reconciler:
         if fn is None:
             out.append(Rejected(ev.function, "function was never deployed", "deploy it first"))
             return
-        if ev.to is None and fn.rollout is not None:
+        if fn.rollout is not None and ev.to in (None, fn.active):
+            # Going back to the active version is abandoning the rollout, nothing more.
             self._roll_back(ev.function, fn, "manual rollback", ev.now_ms, out, automatic=False)
             return
         target = ev.to if ev.to is not None else fn.previous

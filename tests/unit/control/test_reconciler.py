@@ -1,0 +1,290 @@
+"""Rollout reconciler transitions: immediate, canary stages, gates, rollbacks, partitions."""
+
+from __future__ import annotations
+
+import pytest
+from _control_harness import Node, World, ref
+
+from edgefn.control import (
+    DeploymentCompleted,
+    DeploymentStarted,
+    DeployRequested,
+    GateThresholds,
+    LocationForgotten,
+    NodeObserved,
+    ObservedState,
+    Reconciler,
+    ReconcilerOptions,
+    Rejected,
+    RollbackRequested,
+    RolledBack,
+    StageAdvanced,
+    Tick,
+    VersionStats,
+    WriteDesired,
+)
+
+GATES = GateThresholds(min_requests=100, min_soak_ms=5000, advance_requests=1000)
+OPTIONS = ReconcilerOptions(gates=GATES, canary_weight=0.1, max_region_waves=3)
+FN = "hello"
+
+
+def _world(layout: dict[str, str] | None = None) -> World:
+    layout = layout or {"ams": "eu", "fra": "eu", "iad": "us", "sfo": "us", "nrt": "ap"}
+    w = World(Reconciler(OPTIONS), [Node(loc, region) for loc, region in layout.items()])
+    w.register_all()
+    return w
+
+
+def _deploy(w: World, n: int, strategy: str = "immediate", regions: tuple[str, ...] = ()) -> None:
+    w.feed(DeployRequested(FN, ref(n), strategy, w.now_ms, regions))
+
+
+def _completed(w: World) -> bool:
+    return any(isinstance(i, DeploymentCompleted) for i in w.log)
+
+
+def _serving(w: World, n: int) -> set[str]:
+    vid = ref(n).version_id
+    return {loc for loc, node in w.nodes.items() if node.weights(FN).get(vid) == 1.0}
+
+
+def test_registration_writes_generation_for_every_location() -> None:
+    """Each node that reports generation 0 gets an (empty) desired state with a fresh generation."""
+    w = _world()
+    writes = [i for i in w.log if isinstance(i, WriteDesired)]
+    assert sorted(i.location for i in writes) == sorted(w.nodes)
+    assert len({i.state.generation for i in writes}) == len(writes)
+    assert all(i.state.functions == {} for i in writes)
+    w.step()
+    assert all(s.converged for s in w.r.location_status())
+
+
+def test_immediate_deploy_converges_everywhere() -> None:
+    w = _world()
+    _deploy(w, 1)
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert not status.converged
+    assert set(status.waiting_for) == set(w.nodes)
+    w.run_until(lambda: _completed(w))
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.converged
+    assert status.active == ref(1)
+    assert status.deployment is not None
+    assert status.deployment.status == "completed"
+    assert _serving(w, 1) == set(w.nodes)
+    assert dict(status.version_vector) == {loc: n.generation for loc, n in w.nodes.items()}
+    desired = w.r.desired("ams")
+    assert desired is not None
+    assert desired.signatures == {ref(1).sha256: "sig1"}
+
+
+def test_canary_stages_weights_and_waves() -> None:
+    """Canary: ams at 10% (90% old), then region eu, then ap (regions by name), then all."""
+    w = _world()
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    w.log.clear()
+    _deploy(w, 2, "canary")
+    started = [i for i in w.log if isinstance(i, DeploymentStarted)]
+    assert started[0].stages == 4  # canary, eu, ap, all (us, the last region, is the final wave)
+    w.step()
+    assert w.nodes["ams"].weights(FN) == pytest.approx(
+        {ref(2).version_id: 0.1, ref(1).version_id: 0.9}
+    )
+    assert w.nodes["fra"].weights(FN) == {ref(1).version_id: 1.0}
+    w.run_until(lambda: _completed(w))
+    stages = [(i.stage, i.locations) for i in w.log if isinstance(i, StageAdvanced)]
+    assert stages == [
+        (1, ("ams", "fra")),
+        (2, ("ams", "fra", "nrt")),
+        (3, ("ams", "fra", "iad", "nrt", "sfo")),
+    ]
+    assert _serving(w, 2) == set(w.nodes)
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert (status.active, status.previous) == (ref(2), ref(1))
+    # Each of 4 stages soaked >= 5 s of simulated time; nothing advanced early.
+    assert w.now_ms >= 4 * GATES.min_soak_ms
+
+
+def test_canary_advances_early_on_request_count() -> None:
+    w = _world({"ams": "eu"})
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    w.log.clear()
+    _deploy(w, 2, "canary")
+    w.step()
+    w.nodes["ams"].stats = {FN: {ref(2).version_id: VersionStats(1000, 0, 5, 10)}}
+    out = w.step(advance_ms=1)
+    assert any(isinstance(i, StageAdvanced) for i in out)
+
+
+def test_failing_canary_rolls_back_automatically() -> None:
+    """New version's error rate 10% vs previous 1%: the gate fails and every location goes back."""
+    w = _world()
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    for node in w.nodes.values():
+        node.stats = {FN: {ref(1).version_id: VersionStats(1000, 10, 5, 20)}}
+    w.log.clear()
+    _deploy(w, 2, "canary")
+    w.step()
+    w.nodes["ams"].stats[FN][ref(2).version_id] = VersionStats(200, 20, 5, 20)
+    w.step()
+    rolled = [i for i in w.log if isinstance(i, RolledBack)]
+    assert len(rolled) == 1
+    assert rolled[0].automatic
+    assert rolled[0].to_version_id == ref(1).version_id
+    assert "error rate 10.00%" in rolled[0].reason
+    w.step()
+    assert _serving(w, 1) == set(w.nodes)
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.active == ref(1)
+    assert status.deployment is not None
+    assert status.deployment.status == "rolled_back"
+    assert w.r.statistics().rollbacks_automatic == 1
+
+
+def test_slow_canary_rolls_back_on_p99() -> None:
+    w = _world({"ams": "eu", "fra": "eu"})
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    w.nodes["fra"].stats = {FN: {ref(1).version_id: VersionStats(1000, 0, 5, 100)}}
+    _deploy(w, 2, "canary")
+    w.step()
+    w.nodes["ams"].stats = {FN: {ref(2).version_id: VersionStats(150, 0, 50, 171)}}
+    w.step()
+    rolled = [i for i in w.log if isinstance(i, RolledBack)]
+    assert rolled
+    assert "p99 171.0 ms > limit 170.0 ms" in rolled[0].reason
+
+
+def test_load_error_rolls_back_even_first_deploy() -> None:
+    """A node that cannot load the new version fails the gate; with no previous, function drops."""
+    w = _world({"ams": "eu", "fra": "eu"})
+    _deploy(w, 1, "canary")
+    w.step()
+    assert w.nodes["ams"].weights(FN) == {ref(1).version_id: 1.0}  # first deploy: no split
+    w.nodes["ams"].errors = {ref(1).version_id: "ImportError: no module named foo"}
+    w.step()
+    rolled = [i for i in w.log if isinstance(i, RolledBack)]
+    assert rolled[0].to_version_id is None
+    assert "ams could not load" in rolled[0].reason
+    w.step()
+    assert all(n.weights(FN) == {} for n in w.nodes.values())
+
+
+def test_partitioned_location_blocks_stage_until_heal() -> None:
+    """A silent location never reports the stage generation; the rollout waits, then converges."""
+    w = _world()
+    w.silent.add("iad")
+    _deploy(w, 1)
+    for _ in range(50):
+        w.step()
+    assert not _completed(w)
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.waiting_for == ("iad",)
+    assert not status.converged
+    w.silent.clear()
+    w.run_until(lambda: _completed(w))
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.converged
+
+
+def test_manual_rollback_to_previous_and_to_named_version() -> None:
+    w = _world({"ams": "eu"})
+    for n in (1, 2, 3):
+        w.log.clear()
+        _deploy(w, n)
+        w.run_until(lambda: _completed(w))
+    w.feed(RollbackRequested(FN, None, w.now_ms))
+    w.step()
+    assert _serving(w, 2) == {"ams"}
+    w.feed(RollbackRequested(FN, ref(1), w.now_ms))
+    w.step()
+    assert _serving(w, 1) == {"ams"}
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert (status.active, status.previous) == (ref(1), ref(2))
+    assert w.r.statistics().rollbacks_manual == 2
+    assert w.r.pinned_versions(FN) == {ref(1).version_id, ref(2).version_id}
+
+
+def test_manual_rollback_during_canary_aborts_it() -> None:
+    w = _world()
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    _deploy(w, 2, "canary")
+    w.step()
+    out = w.feed(RollbackRequested(FN, None, w.now_ms))
+    assert [type(i) for i in out if not isinstance(i, WriteDesired)] == [RolledBack]
+    w.step()
+    assert _serving(w, 1) == set(w.nodes)
+    assert w.r.deployments(FN)[-1].status == "rolled_back"
+
+
+def test_new_deploy_supersedes_running_rollout() -> None:
+    w = _world()
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    _deploy(w, 2, "canary")
+    w.step()
+    _deploy(w, 3, "immediate")
+    w.run_until(lambda: _serving(w, 3) == set(w.nodes))
+    assert [d.status for d in w.r.deployments(FN)] == ["completed", "superseded", "completed"]
+
+
+@pytest.mark.parametrize(
+    ("event_factory", "needle"),
+    [
+        (lambda: DeployRequested(FN, ref(1), "blue-green", 0), "unknown strategy"),
+        (lambda: DeployRequested(FN, ref(1), "immediate", 0), "is active"),
+        (lambda: RollbackRequested("nope", None, 0), "never deployed"),
+        (lambda: RollbackRequested(FN, None, 0), "no previous version"),
+        (lambda: RollbackRequested(FN, ref(1), 0), "already active"),
+    ],
+)
+def test_rejections(event_factory: object, needle: str) -> None:
+    w = _world({"ams": "eu"})
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    out = w.feed(event_factory())  # type: ignore[operator]
+    rejected = [i for i in out if isinstance(i, Rejected)]
+    assert len(rejected) == 1
+    assert needle in rejected[0].reason
+
+
+def test_placement_regions_limit_targets() -> None:
+    w = _world()
+    _deploy(w, 1, regions=("us",))
+    w.run_until(lambda: _completed(w))
+    assert _serving(w, 1) == {"iad", "sfo"}
+    assert w.r.targets(FN) == ("iad", "sfo")
+
+
+def test_restarted_reconciler_writes_past_node_generation() -> None:
+    """A node that applied generation 40 from a previous reconciler gets generation 41+."""
+    r = Reconciler(OPTIONS)
+    out = r.handle(NodeObserved(ObservedState("ams", 40, region="eu"), 0))
+    writes = [i for i in out if isinstance(i, WriteDesired)]
+    assert writes[0].state.generation == 41
+    r.check_invariants()
+
+
+def test_forgotten_location_stops_blocking() -> None:
+    w = _world({"ams": "eu", "fra": "eu"})
+    w.silent.add("fra")
+    _deploy(w, 1)
+    w.step()
+    assert not _completed(w)
+    w.feed(LocationForgotten("fra"))
+    del w.nodes["fra"]
+    w.feed(Tick(w.now_ms))
+    w.run_until(lambda: _completed(w))
+    assert w.r.statistics().locations == 1

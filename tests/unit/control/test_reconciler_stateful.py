@@ -1,0 +1,122 @@
+"""Hypothesis stateful test: random deploys, rollbacks, partitions and bad versions vs a model.
+
+The model tracks the active, previous and pending version. Whatever the interleaving, every step
+keeps the reconciler's invariants, a completion is only ever of the pending good version, an
+automatic rollback only ever of a bad one, and after healing and settling every location serves
+exactly the model's active version.
+"""
+
+from __future__ import annotations
+
+from _control_harness import Node, World, ref
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from edgefn.control import (
+    DeploymentCompleted,
+    DeployRequested,
+    GateThresholds,
+    Reconciler,
+    ReconcilerOptions,
+    Rejected,
+    RollbackRequested,
+    RolledBack,
+)
+
+FN = "fn"
+BAD = 5  # versions >= BAD fail to load
+LAYOUT = {"ams": "eu", "fra": "eu", "iad": "us", "nrt": "ap"}
+OPTIONS = ReconcilerOptions(
+    gates=GateThresholds(min_soak_ms=2000), canary_weight=0.25, max_region_waves=2
+)
+
+
+class ReconcilerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        bad = frozenset(ref(n).version_id for n in range(BAD, 8))
+        nodes = [Node(loc, region, bad_versions=bad) for loc, region in LAYOUT.items()]
+        self.w = World(Reconciler(OPTIONS), nodes)
+        self.w.register_all()
+        self.active: int | None = None
+        self.previous: int | None = None
+        self.pending: int | None = None
+        self.deployed = False
+
+    def _apply(self, out: list[object]) -> None:
+        for ins in out:
+            if isinstance(ins, DeploymentCompleted):
+                assert self.pending is not None
+                assert ins.version_id == ref(self.pending).version_id
+                assert self.pending < BAD
+                self.previous, self.active, self.pending = self.active, self.pending, None
+            elif isinstance(ins, RolledBack) and ins.automatic:
+                assert self.pending is not None
+                assert self.pending >= BAD, ins.reason
+                self.pending = None
+
+    @rule(n=st.integers(1, 7), strategy=st.sampled_from(["immediate", "canary"]))
+    def deploy(self, n: int, strategy: str) -> None:
+        out = self.w.feed(DeployRequested(FN, ref(n), strategy, self.w.now_ms))
+        if n == self.active:
+            assert any(isinstance(i, Rejected) for i in out)
+            return
+        assert not any(isinstance(i, Rejected) for i in out)
+        self.deployed = True
+        self.pending = n
+        self._apply(list(out))
+
+    @rule(to=st.none() | st.integers(1, 4))
+    def rollback(self, to: int | None) -> None:
+        out = self.w.feed(RollbackRequested(FN, None if to is None else ref(to), self.w.now_ms))
+        rejected = any(isinstance(i, Rejected) for i in out)
+        if not self.deployed:
+            assert rejected
+        elif self.pending is not None and to in (None, self.active):
+            self.pending = None
+        elif to is None:
+            assert rejected == (self.previous is None)
+            if not rejected:
+                self.active, self.previous = self.previous, self.active
+        elif self.pending is None and to == self.active:
+            assert rejected
+        else:
+            assert not rejected
+            self.pending = None
+            self.previous, self.active = self.active, to
+
+    @rule(silent=st.sets(st.sampled_from(sorted(LAYOUT))), ms=st.integers(1, 3000))
+    def step(self, silent: set[str], ms: int) -> None:
+        self.w.silent = silent
+        self._apply(list(self.w.step(ms)))
+
+    @rule()
+    def heal_and_settle(self) -> None:
+        self.w.silent = set()
+        for _ in range(60):
+            self._apply(list(self.w.step(1000)))
+            if self.pending is None and not self.w.pending:
+                break
+        assert self.pending is None
+        expected = {ref(self.active).version_id: 1.0} if self.active else {}
+        for node in self.w.nodes.values():
+            assert node.weights(FN) == expected, (node.location, node.weights(FN), expected)
+        status = self.w.r.function_status(FN)
+        assert status is None or status.converged
+
+    @invariant()
+    def reconciler_agrees_with_model(self) -> None:
+        status = self.w.r.function_status(FN)
+        if status is None:
+            return
+        assert status.active == (ref(self.active) if self.active else None)
+        assert status.previous == (ref(self.previous) if self.previous else None)
+        pending = status.deployment is not None and status.deployment.status == "in_progress"
+        assert pending == (self.pending is not None)
+
+
+ReconcilerMachine.TestCase.settings = settings(
+    max_examples=80, stateful_step_count=30, deadline=None
+)
+test_reconciler_stateful = ReconcilerMachine.TestCase
