@@ -46,7 +46,9 @@ class ConcurrencyLimit(Protocol):
     @property
     def limit(self) -> int: ...
 
-    def update(self, latency_ms: float, inflight: int, ok: bool) -> None: ...
+    def update(
+        self, latency_ms: float, inflight: int, ok: bool, *, saturated: bool = False
+    ) -> None: ...
 
 
 class Gradient2Limit:
@@ -76,13 +78,19 @@ class Gradient2Limit:
             self._long_ms += factor * (latency_ms - self._long_ms)
         return self._long_ms
 
-    def update(self, latency_ms: float, inflight: int, ok: bool) -> None:
+    def update(
+        self, latency_ms: float, inflight: int, ok: bool, *, saturated: bool = False
+    ) -> None:
         # A failed request's latency says nothing about queueing (it may have failed fast).
         if not ok or latency_ms <= 0:
             return
         cfg = self.config
         short = latency_ms
-        long = self._add_long(latency_ms)
+        # Under sustained overload every sample is inflated; letting the long average follow them
+        # makes the limit creep up without end (the gradient tolerates 1.5x of an ever higher
+        # baseline). So while requests wait in our queue the baseline is frozen (after warm-up).
+        frozen = saturated and self._samples >= cfg.warmup_samples
+        long = self._long_ms if frozen else self._add_long(latency_ms)
         if long / short > 2.0:
             self._long_ms *= 0.95
         if inflight < self._estimate / 2:
@@ -104,7 +112,9 @@ class AimdLimit:
     def limit(self) -> int:
         return self._limit
 
-    def update(self, latency_ms: float, inflight: int, ok: bool) -> None:
+    def update(
+        self, latency_ms: float, inflight: int, ok: bool, *, saturated: bool = False
+    ) -> None:
         cfg = self.config
         if not ok or latency_ms > cfg.timeout_ms:
             self._limit = max(cfg.min_limit, int(self._limit * cfg.backoff_ratio))

@@ -236,7 +236,7 @@ class AdmissionController:
             self._unknown += 1
             return []
         inflight_before = len(self._inflight) + 1
-        self._limiter.update(event.latency_ms, inflight_before, event.ok)
+        self._limiter.update(event.latency_ms, inflight_before, event.ok, saturated=self.overloaded)
         if event.ok and event.latency_ms > 0:
             alpha = self.config.service_ewma_alpha
             self._service_ms += alpha * (event.latency_ms - self._service_ms)

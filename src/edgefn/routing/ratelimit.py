@@ -49,6 +49,7 @@ __all__ = [
 
 # Float slack when comparing times, far below any meaningful request spacing.
 _EPS_S = 1e-9
+_MAX_DEMAND_PER_S = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,14 +260,15 @@ class GlobalRateShare:
         self._shares: dict[str, float] = {}
         self._dropped = 0
         self._membership_changed = False
-        for location in locations:
-            self._join(location, 0.0, -math.inf)
-        if len(self._demand) > max_locations:
+        initial = tuple(dict.fromkeys(locations))
+        if len(initial) > max_locations:
             raise RoutingConfigError(
-                f"{len(self._demand)} locations, more than max_locations={max_locations}",
+                f"{len(initial)} locations, more than max_locations={max_locations}",
                 key="[limits] max_locations",
                 hint="raise max_locations",
             )
+        for location in initial:
+            self._join(location, 0.0, -math.inf)
 
     def _join(self, location: str, demand: float, now_s: float) -> bool:
         if location in self._demand:
@@ -289,8 +291,10 @@ class GlobalRateShare:
         return self._rebalance(event.now_s)
 
     def _report(self, event: DemandReport) -> None:
-        demand = event.demand_per_s if math.isfinite(event.demand_per_s) else 0.0
-        demand = max(0.0, demand)
+        # Bad numbers from a report must not poison the split: NaN counts as no demand, and
+        # demand is capped far above any real rate so that sums cannot overflow.
+        demand = event.demand_per_s if not math.isnan(event.demand_per_s) else 0.0
+        demand = min(max(0.0, demand), _MAX_DEMAND_PER_S)
         entry = self._demand.get(event.location)
         if entry is None:
             self._join(event.location, demand, event.now_s)
@@ -317,7 +321,7 @@ class GlobalRateShare:
         else:
             floor = self.floor_fraction * limit / n
             spread = limit - floor * n
-            shares = {loc: floor + spread * d / total for loc, d in demand.items()}
+            shares = {loc: floor + spread * (d / total) for loc, d in demand.items()}
         largest = max(sorted(shares), key=lambda loc: shares[loc])
         shares[largest] += limit - math.fsum(shares.values())
         return shares
