@@ -19,6 +19,7 @@ __all__ = [
     "DeploymentRecord",
     "DeploymentStarted",
     "Event",
+    "FunctionRestored",
     "FunctionStatus",
     "Instruction",
     "LocationForgotten",
@@ -80,7 +81,24 @@ class LocationForgotten:
     location: str
 
 
-Event = NodeObserved | Tick | DeployRequested | RollbackRequested | LocationForgotten
+@dataclass(frozen=True, slots=True)
+class FunctionRestored:
+    """At start-up, adopt a function's persisted stable state (ignored if already known).
+
+    A rollout that was running when the previous reconciler stopped is not restored: its
+    locations go back to ``active``, the last version that completed.
+    """
+
+    function: str
+    active: VersionRef | None
+    previous: VersionRef | None
+    regions: tuple[str, ...]
+    now_ms: int
+
+
+Event = (
+    NodeObserved | Tick | DeployRequested | RollbackRequested | LocationForgotten | FunctionRestored
+)
 
 
 # -- instructions ---------------------------------------------------------------------------------
@@ -188,6 +206,7 @@ class FunctionStatus:
     active: VersionRef | None
     previous: VersionRef | None
     deployment: DeploymentRecord | None
+    regions: tuple[str, ...]
     targets: tuple[str, ...]
     version_vector: tuple[tuple[str, int], ...]
     converged: bool

@@ -43,6 +43,7 @@ from edgefn.control.events import (
     DeploymentStarted,
     DeployRequested,
     Event,
+    FunctionRestored,
     FunctionStatus,
     Instruction,
     LocationForgotten,
@@ -164,6 +165,8 @@ class Reconciler:
                 self._rollback_requested(event, out)
             case LocationForgotten(location=location):
                 self._forget(location)
+            case FunctionRestored():
+                self._restore(event)
         clock_ms = None if isinstance(event, LocationForgotten) else event.now_ms
         self._write_changed(out, force)
         if clock_ms is not None:
@@ -205,6 +208,12 @@ class Reconciler:
         self._locations.pop(location, None)
         self._content.pop(location, None)
         self._desired_gen.pop(location, None)
+
+    def _restore(self, ev: FunctionRestored) -> None:
+        if ev.function in self._functions or len(self._functions) >= MAX_FUNCTIONS:
+            return
+        fn = self._functions[ev.function] = _Function(ev.regions, ev.active, ev.previous)
+        assert fn.rollout is None
 
     def _deploy(self, ev: DeployRequested, out: list[Instruction]) -> None:
         if ev.strategy not in STRATEGIES:
@@ -478,6 +487,7 @@ class Reconciler:
             fn.active,
             fn.previous,
             fn.history[-1] if fn.history else None,
+            fn.regions,
             targets,
             vector,
             not waiting,

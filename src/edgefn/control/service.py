@@ -1,0 +1,412 @@
+"""The control service: the Reconciler and the Registry driven over JetStream.
+
+How it works. ``ControlService.start()`` opens the buckets (``edgefn-desired``, ``edgefn-observed``,
+``edgefn-registry``, object store ``edgefn-bundles``), loads every function's registry record and
+its persisted stable state (``state.<name>``: active and previous version, placement regions), and
+feeds the latter to the reconciler as ``FunctionRestored`` before any node is heard, so a restarted
+control plane never tells nodes to drop what they serve. Then two tasks run:
+
+- the watcher: every put to ``edgefn-observed`` becomes ``NodeObserved`` (a delete becomes
+  ``LocationForgotten``); the first put of a location registers it;
+- the ticker: every ``tick_ms`` (200) a ``Tick`` advances soaks and gates, and any desired state
+  whose write failed (NATS unreachable) is written again.
+
+Every ``handle()`` and the execution of its instructions happen under one lock, so writes to a
+location's desired key keep the reconciler's order. ``WriteDesired`` puts the JSON to
+``edgefn-desired``; the rest are logged, kept in a bounded recent-events list for ``/v1/status``,
+and change the persisted stable state when a rollout completes or rolls back.
+
+API operations (``upload``, ``deploy``, ``rollback`` and the queries) are methods here; the HTTP
+layer in ``edgefn.control.api`` only translates. Time comes from ``time.time_ns`` (a driver).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
+from edgefn.bundle.signing import key_id, verify_signature
+from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
+from edgefn.bus.subjects import (
+    BUNDLES_OBJECT_STORE,
+    DESIRED_BUCKET,
+    OBSERVED_BUCKET,
+    REGISTRY_BUCKET,
+)
+from edgefn.control.errors import Conflict, NotFound, Untrusted
+from edgefn.control.events import (
+    DeploymentRecord,
+    DeploymentStarted,
+    DeployRequested,
+    Event,
+    FunctionRestored,
+    FunctionStatus,
+    Instruction,
+    LocationForgotten,
+    NodeObserved,
+    Rejected,
+    RollbackRequested,
+    RolledBack,
+    Tick,
+    WriteDesired,
+)
+from edgefn.control.model import (
+    ObservedState,
+    VersionRef,
+    decode_observed,
+    encode_desired,
+)
+from edgefn.control.reconciler import Reconciler, ReconcilerOptions
+from edgefn.control.registry import (
+    DEFAULT_KEEP_VERSIONS,
+    Registry,
+    VersionInfo,
+    decode_record,
+    encode_record,
+    record_key,
+    summarize_manifest,
+)
+from edgefn.errors import BundleError, EdgefnError, ProtocolError
+
+__all__ = ["ControlService", "ControlStatistics", "StableState"]
+
+log = logging.getLogger("edgefn.control")
+
+_T = TypeVar("_T")
+
+MAX_RECENT_EVENTS: Final = 200
+_STATE_PREFIX: Final = "state."
+
+
+class StableState(msgspec.Struct, frozen=True):
+    """What survives a control-plane restart for one function."""
+
+    active: VersionRef | None
+    previous: VersionRef | None
+    regions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ControlStatistics:
+    locations: int
+    functions: int
+    versions: int
+    rollouts_in_progress: int
+    generation: int
+    unwritten_desired: int
+    observed_total: int
+    malformed_observed_total: int
+    ticks_total: int
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class ControlService:
+    """Reconciler + registry over JetStream. ``await start()``; ``await stop()``."""
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        trusted_keys: Sequence[str],
+        options: ReconcilerOptions | None = None,
+        tick_ms: int = 200,
+        keep_versions: int = DEFAULT_KEEP_VERSIONS,
+    ) -> None:
+        assert tick_ms > 0
+        self._nc = nc
+        self._trusted = {key_id(pem): pem for pem in trusted_keys}
+        self._reconciler = Reconciler(options)
+        self._registry = Registry(keep_versions=keep_versions)
+        self._tick_s = tick_ms / 1000
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._observed: dict[str, ObservedState] = {}
+        self._unwritten: dict[str, bytes] = {}
+        self._stable: dict[str, StableState] = {}
+        self._recent: deque[dict[str, Any]] = deque(maxlen=MAX_RECENT_EVENTS)
+        self._observed_total = self._malformed_total = self._ticks_total = 0
+        self._desired_kv: KeyValue | None = None
+        self._observed_kv: KeyValue | None = None
+        self._registry_kv: KeyValue | None = None
+        self._bundles: ObjectStore | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        js = jetstream(self._nc)
+        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET)
+        self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET)
+        self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET)
+        self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE)
+        await self._load_registry()
+        watcher = await self._observed_kv.watchall()
+        self._tasks = [
+            asyncio.create_task(self._watch(watcher), name="control-watch"),
+            asyncio.create_task(self._tick_loop(), name="control-tick"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+
+    async def _load_registry(self) -> None:
+        kv = self._registry_kv
+        assert kv is not None
+        try:
+            keys = await kv.keys()
+        except NotFoundError:  # NoKeysError: an empty bucket
+            keys = []
+        now = _now_ms()
+        for key in sorted(keys):
+            entry = await kv.get(key)
+            if entry.value is None:
+                continue
+            if key.startswith("fn."):
+                self._registry.load(decode_record(entry.value))
+            elif key.startswith(_STATE_PREFIX):
+                name = key[len(_STATE_PREFIX) :]
+                state = msgspec.json.decode(entry.value, type=StableState)
+                self._stable[name] = state
+                event = FunctionRestored(name, state.active, state.previous, state.regions, now)
+                self._reconciler.handle(event)
+        log.info("restored %d functions from the registry", len(self._stable))
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    async def _watch(self, watcher: KeyValue.KeyWatcher) -> None:
+        async for entry in watcher:
+            if entry is None:
+                continue  # end of the initial replay
+            if entry.operation in ("DEL", "PURGE"):
+                await self._handle(LocationForgotten(entry.key))
+                self._observed.pop(entry.key, None)
+                continue
+            try:
+                observed = decode_observed(entry.value or b"")
+            except ProtocolError as err:
+                self._malformed_total += 1
+                log.warning("ignoring observed state of %s: %s", entry.key, err)
+                continue
+            if observed.location != entry.key:
+                self._malformed_total += 1
+                log.warning("observed key %s holds location %s", entry.key, observed.location)
+                continue
+            self._observed_total += 1
+            self._observed[observed.location] = observed
+            await self._handle(NodeObserved(observed, _now_ms()))
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            self._ticks_total += 1
+            await self._handle(Tick(_now_ms()))
+
+    async def _handle(self, event: Event) -> list[Instruction]:
+        async with self._lock:
+            out = self._reconciler.handle(event)
+            for ins in out:
+                await self._execute(ins)
+            await self._flush_desired()
+            await self._persist_stable()
+            return out
+
+    async def _execute(self, ins: Instruction) -> None:
+        if isinstance(ins, WriteDesired):
+            self._unwritten[ins.location] = encode_desired(ins.state)
+            return
+        record = {"at_ms": _now_ms(), "type": type(ins).__name__, **msgspec.to_builtins(ins)}
+        self._recent.append(record)
+        log.info("%s", record)
+
+    async def _flush_desired(self) -> None:
+        kv = self._desired_kv
+        assert kv is not None
+        for location, data in list(self._unwritten.items()):
+            try:
+                await kv.put(location, data)
+            except Exception as err:
+                log.warning("writing desired state of %s failed (will retry): %r", location, err)
+                return
+            if self._unwritten.get(location) is data:
+                del self._unwritten[location]
+
+    async def _persist_stable(self) -> None:
+        kv = self._registry_kv
+        assert kv is not None
+        for name in self._reconciler.functions():
+            status = self._reconciler.function_status(name)
+            assert status is not None
+            state = StableState(status.active, status.previous, status.regions)
+            if self._stable.get(name) == state:
+                continue
+            await kv.put(_STATE_PREFIX + name, msgspec.json.encode(state))
+            self._stable[name] = state
+
+    # -- operations -------------------------------------------------------------------------------
+
+    async def upload(self, name: str, data: bytes, signature: str) -> VersionInfo:
+        """Verify and store a signed bundle as a new version of ``name`` (idempotent)."""
+        sha = sha256_hex(data)
+        manifest = read_bundle_manifest(data)
+        if manifest.name != name:
+            raise BundleError(
+                f"bundle {version_id(sha)} is function {manifest.name!r}, uploaded as {name!r}",
+                hint=f"upload it to /v1/functions/{manifest.name}/versions",
+            )
+        signer = self._verify(sha, signature)
+        info = VersionInfo(
+            version_id(sha),
+            sha,
+            signature,
+            signer,
+            _now_ms(),
+            len(data),
+            summarize_manifest(manifest),
+        )
+        async with self._lock:
+            bundles, kv = self._bundles, self._registry_kv
+            assert bundles is not None
+            assert kv is not None
+            pinned = self._reconciler.pinned_versions(name)
+            existing = self._registry.find_version(name, info.version_id)
+            if existing is not None:
+                return existing
+            await bundles.put(sha, data)
+            record, pruned = self._registry.add_version(info, now_ms=info.created_ms, pinned=pinned)
+            await kv.put(record_key(name), encode_record(record))
+            for old in pruned:
+                if not self._registry.has_sha256(old.sha256):
+                    await bundles.delete(old.sha256)
+        log.info("stored %s version %s (%d bytes)", name, info.version_id, len(data))
+        return info
+
+    def _verify(self, sha: str, signature: str) -> str:
+        if not self._trusted:
+            raise Untrusted(
+                "the control plane trusts no signing keys, so it accepts no uploads",
+                hint="start it with the public key of your signing key (--trust KEY.pem)",
+            )
+        for kid, pem in sorted(self._trusted.items()):
+            try:
+                verify_signature(pem, sha, signature)
+            except BundleError:
+                continue
+            return kid
+        raise Untrusted(
+            f"signature mismatch for bundle {version_id(sha)}: not signed by a trusted key "
+            f"(trusted: {', '.join(sorted(self._trusted))})",
+            hint="the bundle was tampered with, or signed with an untrusted key",
+        )
+
+    def _version(self, name: str, ref: str) -> VersionInfo:
+        if self._registry.get_function(name) is None:
+            raise NotFound(f"unknown function {name!r}", hint="upload a version first")
+        info = self._registry.find_version(name, ref)
+        if info is None:
+            raise NotFound(
+                f"function {name!r} has no version {ref!r}",
+                hint=f"list versions with GET /v1/functions/{name}/versions",
+            )
+        return info
+
+    async def deploy(self, name: str, ref: str, strategy: str) -> DeploymentStarted:
+        info = self._version(name, ref)
+        regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
+        version = VersionRef(info.version_id, info.sha256, info.signature)
+        out = await self._handle(DeployRequested(name, version, strategy, _now_ms(), regions))
+        return self._expect(out, DeploymentStarted)
+
+    async def rollback(self, name: str, to: str | None) -> RolledBack:
+        target = None
+        if to is not None:
+            info = self._version(name, to)
+            target = VersionRef(info.version_id, info.sha256, info.signature)
+        out = await self._handle(RollbackRequested(name, target, _now_ms()))
+        return self._expect(out, RolledBack)
+
+    @staticmethod
+    def _expect(out: list[Instruction], kind: type[_T]) -> _T:
+        for ins in out:
+            if isinstance(ins, Rejected):
+                raise Conflict(ins.reason, hint=ins.hint)
+            if isinstance(ins, kind):
+                return ins
+        raise EdgefnError(f"the reconciler produced no {kind.__name__}")  # a bug, not user error
+
+    async def bundle(self, sha256: str) -> bytes:
+        bundles = self._bundles
+        assert bundles is not None
+        try:
+            result = await bundles.get(sha256)
+        except (ObjectNotFoundError, NotFoundError, KeyNotFoundError):
+            raise NotFound(f"no bundle {sha256}", hint="check the sha256") from None
+        return bytes(result.data or b"")
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def registry(self) -> Registry:
+        return self._registry
+
+    def function_status(self, name: str) -> FunctionStatus | None:
+        return self._reconciler.function_status(name)
+
+    def deployments(self, name: str) -> tuple[DeploymentRecord, ...]:
+        return self._reconciler.deployments(name)
+
+    def status(self) -> dict[str, Any]:
+        """Per location: observed and desired generation; per function: versions, convergence."""
+        locations = []
+        for loc in self._reconciler.location_status():
+            observed = self._observed.get(loc.location)
+            locations.append(
+                {
+                    **msgspec.to_builtins(loc),
+                    "converged": loc.converged,
+                    "observed": msgspec.to_builtins(observed) if observed else None,
+                }
+            )
+        functions = []
+        for name in self._reconciler.functions():
+            status = self._reconciler.function_status(name)
+            assert status is not None
+            functions.append(msgspec.to_builtins(status))
+        return {
+            "locations": locations,
+            "functions": functions,
+            "recent_events": list(self._recent),
+            "statistics": msgspec.to_builtins(self.statistics()),
+        }
+
+    def statistics(self) -> ControlStatistics:
+        rec = self._reconciler.statistics()
+        return ControlStatistics(
+            rec.locations,
+            rec.functions,
+            self._registry.statistics().versions,
+            rec.rollouts_in_progress,
+            rec.generation,
+            len(self._unwritten),
+            self._observed_total,
+            self._malformed_total,
+            self._ticks_total,
+        )
