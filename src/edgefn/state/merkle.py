@@ -14,6 +14,7 @@ entries of those buckets are then exchanged.
 from __future__ import annotations
 
 import hashlib
+import struct
 
 __all__ = ["FANOUT", "LEAVES", "MerkleTree", "bucket_of", "diff"]
 
@@ -28,10 +29,8 @@ def bucket_of(key: str) -> int:
 
 
 def _hash_ints(values: list[int]) -> int:
-    h = hashlib.blake2b(digest_size=8)
-    for v in values:
-        h.update(v.to_bytes(8, "big"))
-    return int.from_bytes(h.digest(), "big")
+    raw = struct.pack(f">{len(values)}Q", *values)
+    return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
 class MerkleTree:
