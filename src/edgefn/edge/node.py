@@ -321,7 +321,7 @@ class EdgeNode:
             out += self._base_headers(rid, version, cold=inv.cold)
             await send({"type": "http.response.start", "status": status, "headers": out})
             started = True
-            self.metrics.latency.labels(self.location, name).observe(time.perf_counter() - t0)
+            self.metrics.observe_latency(name, time.perf_counter() - t0)
             async for chunk in inv.chunks():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -388,9 +388,7 @@ class EdgeNode:
         self._access(rid, scope, name, version, status, t0, cold)
 
     def _count(self, name: str, status: int, cold: bool) -> None:
-        self.metrics.requests.labels(self.location, name, str(status)).inc()
-        if cold:
-            self.metrics.cold_starts.labels(self.location, name).inc()
+        self.metrics.count(name, status, cold)
 
     def _access(
         self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool

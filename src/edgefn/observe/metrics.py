@@ -46,6 +46,24 @@ class NodeMetrics:
             registry=self.registry,
         )
         self.location = location
+        # labels() costs a lock and a dict lookup per call; keep the children per function.
+        self._children: dict[tuple[str, str], Counter] = {}
+        self._latency: dict[str, object] = {}
+
+    def count(self, function: str, status: int, cold: bool) -> None:
+        key = (function, str(status))
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.requests.labels(self.location, function, key[1])
+        child.inc()
+        if cold:
+            self.cold_starts.labels(self.location, function).inc()
+
+    def observe_latency(self, function: str, seconds: float) -> None:
+        child = self._latency.get(function)
+        if child is None:
+            child = self._latency[function] = self.latency.labels(self.location, function)
+        child.observe(seconds)  # type: ignore[attr-defined]
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

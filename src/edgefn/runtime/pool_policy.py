@@ -278,6 +278,10 @@ class PoolPolicy:
         if out:
             return out
         # No generic worker: fork one, first making room by evicting an idle worker if needed.
+        # A request re-polls after every pool event: fork only when no fork is already under way,
+        # or every re-poll would ask for another worker.
+        if self._spawning:
+            return [Wait(key)]
         evicted = [] if self._can_fork() else self._evict_lru_idle(now_ms, need=1)
         return [*evicted, *self._spawn(1), Wait(key)]
 

@@ -5,7 +5,7 @@ struct below. Frames over ``MAX_FRAME_BYTES`` or that do not decode to a known m
 :class:`~edgefn.errors.ProtocolError`; the receiving side drops the peer instead of guessing.
 
 Node → worker: Load, Invoke, Cancel, FetchResult, KVResult, Shutdown.
-Worker → node: Ready, Loaded, ResponseStart, ResponseChunk, ResponseEnd, InvokeError, Log,
+Worker → node: Ready, Loaded, Respond, ResponseStart, ResponseChunk, ResponseEnd, InvokeError, Log,
 FetchCall, KVCall.
 Node → zygote: Spawn. Zygote → node: Spawned (with the worker's socket attached by SCM_RIGHTS).
 """
@@ -93,6 +93,15 @@ class ResponseStart(_Msg, tag="rstart"):
     headers: list[tuple[str, str]]
 
 
+class Respond(_Msg, tag="resp"):
+    """A whole (non-streamed) response in one frame: start, body and end together."""
+
+    id: int
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
 class ResponseChunk(_Msg, tag="rchunk"):
     id: int
     data: bytes
@@ -153,6 +162,7 @@ Message = (
     | Ready
     | Loaded
     | ResponseStart
+    | Respond
     | ResponseChunk
     | ResponseEnd
     | InvokeError

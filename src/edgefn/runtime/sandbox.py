@@ -197,7 +197,13 @@ class WorkerProcess:
                 if self.loaded is not None and not self.loaded.done():
                     self.loaded.set_result(msg)
                 self.rss_base_pages = self.rss_pages()
-            case p.ResponseStart() | p.ResponseChunk() | p.ResponseEnd() | p.InvokeError():
+            case (
+                p.Respond()
+                | p.ResponseStart()
+                | p.ResponseChunk()
+                | p.ResponseEnd()
+                | p.InvokeError()
+            ):
                 inf = self.inflight.get(msg.id)
                 if inf is not None:
                     inf.queue.put_nowait(msg)
@@ -269,11 +275,18 @@ class Invocation:
         self.deadline = deadline
         self._inf = inflight
         self._finished = False
+        loop = asyncio.get_running_loop()
+        self._loop_deadline = loop.time() + (deadline - time.monotonic())
+        self._body: bytes | None = None
 
     async def _next(self) -> p.Message:
-        remaining = self.deadline - time.monotonic()
+        queue = self._inf.queue
         try:
-            item = await asyncio.wait_for(self._inf.queue.get(), timeout=max(0.0, remaining))
+            if not queue.empty():
+                item = queue.get_nowait()
+            else:
+                async with asyncio.timeout_at(self._loop_deadline):
+                    item = await queue.get()
         except TimeoutError:
             self.pool.on_timeout(self.worker, self.id)
             raise failure("timeout", "the function did not respond within its timeout") from None
@@ -285,11 +298,18 @@ class Invocation:
 
     async def start(self) -> tuple[int, list[tuple[str, str]]]:
         msg = await self._next()
+        if isinstance(msg, p.Respond):
+            self._body = msg.body
+            return msg.status, msg.headers
         if not isinstance(msg, p.ResponseStart):
             raise failure("bad_response", f"unexpected {type(msg).__name__} before the response")
         return msg.status, msg.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self._body is not None:
+            if self._body:
+                yield self._body
+            return
         while True:
             msg = await self._next()
             if isinstance(msg, p.ResponseEnd):
@@ -337,6 +357,7 @@ class SandboxPool:
         self._next_invoke = 0
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._waiters = 0
         self._adopting: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -433,6 +454,8 @@ class SandboxPool:
     def release(self, worker: WorkerProcess, invoke_id: int) -> None:
         if worker.inflight.pop(invoke_id, None) is not None and not worker.dead:
             self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
+            if self._waiters:
+                self._notify()  # a slot freed up: let waiting requests re-poll
 
     def on_timeout(self, worker: WorkerProcess, invoke_id: int) -> None:
         worker.send(p.Cancel(invoke_id))
@@ -461,8 +484,12 @@ class SandboxPool:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise failure("overloaded", "no sandbox worker became free in time")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), timeout=remaining)
+            self._waiters += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), timeout=remaining)
+            finally:
+                self._waiters -= 1
 
     async def _load(self, worker: WorkerProcess, key: str) -> p.Loaded:
         fresh = worker.loaded is None
@@ -487,7 +514,7 @@ class SandboxPool:
                     task.add_done_callback(lambda t: t.exception())
                 case _:
                     pass
-        if instructions:
+        if any(not isinstance(i, pp.Dispatch | pp.Wait) for i in instructions):
             self._notify()
         return instructions
 

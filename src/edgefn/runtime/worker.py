@@ -161,6 +161,11 @@ class Worker:
             if not isinstance(resp, Response):
                 self._error(msg.id, "bad_response", f"fetch returned {type(resp).__name__}")
                 return
+            if not resp.is_streaming:
+                body = await resp.body()
+                if len(body) <= CHUNK_BYTES:
+                    self.send(p.Respond(msg.id, resp.status, resp.headers.items(), body))
+                    return
             self.send(p.ResponseStart(msg.id, resp.status, resp.headers.items()))
             async for chunk in resp.iter_body():
                 for i in range(0, len(chunk), CHUNK_BYTES):
@@ -179,6 +184,10 @@ class Worker:
             self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb)
         finally:
             self.tasks.pop(msg.id)
+            if ctx._pending:
+                asyncio.get_running_loop().create_task(self._drain(ctx))
+
+    async def _drain(self, ctx: Context) -> None:
         for exc in await ctx.drain(timeout_s=WAIT_UNTIL_TIMEOUT_S):
             self.log("error", f"wait_until task failed: {type(exc).__name__}: {exc}")
 

@@ -1,0 +1,310 @@
+"""``edgefn bench runtime``: cold start, warm throughput against the bare server, worker memory.
+
+Everything is measured in one run on this machine, side by side:
+
+* **cold start** — request arrival to response for a function version that is not loaded yet,
+  p50/p99 over ``samples`` fresh versions; for a stdlib-only function and for one importing a heavy
+  module the zygote pre-imported (numpy); with ``python -c pass`` and ``python -c "import numpy"``
+  process starts as the reference a fork-per-request or process-per-function design would pay.
+* **warm throughput** — closed-loop load at ``concurrency`` through the full node (ingress, routing,
+  IPC, sandbox) against a hello-world ASGI app on the same uvicorn/httptools server (the ceiling),
+  and against Cloudflare's ``workerd`` when it is installed; ratios are reported.
+* **idle worker memory** — proportional set size (PSS, from ``/proc/<pid>/smaps_rollup``) of idle
+  warm workers forked from the zygote, and how many would fit in 4 GiB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HELLO = """from edgefn import Response
+
+
+async def fetch(request, env, ctx):
+    return Response("Hello, world!")
+"""
+HEAVY = """import numpy
+
+from edgefn import Response
+
+
+async def fetch(request, env, ctx):
+    return Response(str(numpy.arange(3).sum()))
+"""
+
+
+def _pct(values: list[float], q: float) -> float:
+    s = sorted(values)
+    return round(s[min(len(s) - 1, int(q * len(s)))], 3) if s else 0.0
+
+
+def _write_fn(root: Path, name: str, code: str, salt: str = "") -> Path:
+    d = root / f"{name}{salt}"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "edgefn.toml").write_text(f'name = "{name}"\n[runtime]\npreload = ["numpy"]\n')
+    (d / "main.py").write_text(code + (f"\n# {salt}\n" if salt else ""))
+    return d
+
+
+def _process_start_ms(code: str, runs: int) -> dict[str, float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append((time.perf_counter() - t0) * 1000)
+    return {"p50_ms": _pct(times, 0.5), "p99_ms": _pct(times, 0.99)}
+
+
+async def _cold_starts(root: Path, samples: int) -> dict[str, Any]:
+    import httpx
+
+    from edgefn.edge import EdgeNode
+    from edgefn.observe import JsonLog
+    from edgefn.runtime.pool_policy import PoolConfig
+
+    node = EdgeNode(
+        "bench",
+        log=JsonLog(io.StringIO()),
+        access_log=False,
+        preload=("numpy",),
+        pool_config=PoolConfig(generic_target=4),
+    )
+    await node.start()
+    out: dict[str, Any] = {}
+    try:
+        async with httpx.AsyncClient(base_url=node.url, timeout=30) as client:
+            for label, code in (("stdlib", HELLO), ("preloaded_numpy", HEAVY)):
+                times, loads = [], []
+                for i in range(samples):
+                    fn = _write_fn(root, f"cold-{label.replace('_', '-')}", code, salt=f"-{i}")
+                    version = await _install_cold(node, fn)
+                    await _wait_generic(node)
+                    t0 = time.perf_counter()
+                    r = await client.get(
+                        "/", headers={"host": f"cold-{label.replace('_', '-')}.localhost"}
+                    )
+                    times.append((time.perf_counter() - t0) * 1000)
+                    assert r.status_code == 200, r.text
+                    assert r.headers.get("x-edgefn-cold") == "1", "expected a cold start"
+                    assert r.headers["x-edgefn-version"] == version
+                    loads.append(1)
+                out[label] = {
+                    "p50_ms": _pct(times, 0.5),
+                    "p99_ms": _pct(times, 0.99),
+                    "mean_ms": round(statistics.fmean(times), 3),
+                    "samples": samples,
+                }
+    finally:
+        await node.stop()
+    return out
+
+
+async def _install_cold(node: Any, fn: Path) -> str:
+    """Activate a new version without pre-warming it, so the next request is a cold start."""
+    from edgefn.bundle import build_bundle, extract_bundle
+
+    bundle = build_bundle(fn)
+    dest = node._versions_dir() / bundle.version_id
+    manifest = extract_bundle(bundle.data, dest, expected_sha256=bundle.sha256)
+    spec = node.spec_for(manifest, bundle.version_id, dest)
+    node.pool.specs[spec.key] = spec
+    from edgefn.edge.functions import ActiveFunction, ActiveVersion
+
+    for key in node.table.activate(
+        ActiveFunction(manifest.name, (ActiveVersion(bundle.version_id, 1.0, spec, manifest),))
+    ):
+        node.pool.retire(key)
+    return str(bundle.version_id)
+
+
+async def _wait_generic(node: Any, timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while node.pool.statistics().pool.workers_generic < 1 and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)  # let the refill fork settle so it does not overlap the sample
+
+
+def _start_server(args: list[str]) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgefn.bench._serve", *args], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY"):
+        proc.kill()
+        raise RuntimeError(f"bench server failed to start: {line!r}")
+    return proc, int(line.split()[1])
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def _load(port: int, host_header: str, concurrency: int, duration_s: float) -> dict[str, Any]:
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefn.bench._http_load",
+            "--port",
+            str(port),
+            "--host-header",
+            host_header,
+            "--concurrency",
+            str(concurrency),
+            "--duration",
+            str(duration_s),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return dict(json.loads(res.stdout))
+
+
+def _throughput(root: Path, concurrency: int, duration_s: float) -> dict[str, Any]:
+    fn = _write_fn(root, "hello", HELLO)
+    results: dict[str, Any] = {}
+    for label, args, host in (
+        ("bare_uvicorn", ["--mode", "bare"], "localhost"),
+        ("edgefn_node", ["--mode", "node", "--function-dir", str(fn)], "hello.localhost"),
+    ):
+        proc, port = _start_server(args)
+        try:
+            results[label] = _load(port, host, concurrency, duration_s)
+        finally:
+            _stop(proc)
+    results["workerd"] = _workerd(root, concurrency, duration_s)
+    bare = results["bare_uvicorn"]["rps"] or 1.0
+    results["ratio_node_vs_bare"] = round(results["edgefn_node"]["rps"] / bare, 3)
+    if isinstance(results["workerd"], dict) and "rps" in results["workerd"]:
+        results["ratio_node_vs_workerd"] = round(
+            results["edgefn_node"]["rps"] / results["workerd"]["rps"], 3
+        )
+    return results
+
+
+def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] | str:
+    exe = shutil.which("workerd")
+    if exe is None:
+        return "not installed (npm package `workerd`); skipped"
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (root / "w.js").write_text(
+        'export default { async fetch() { return new Response("Hello, world!"); } };\n'
+    )
+    (root / "config.capnp").write_text(
+        'using Workerd = import "/workerd/workerd.capnp";\n'
+        "const config :Workerd.Config = (\n"
+        '  services = [(name = "main", worker = .w)],\n'
+        f'  sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")]\n'
+        ");\n"
+        'const w :Workerd.Worker = (modules = [(name = "w", esModule = embed "w.js")], '
+        'compatibilityDate = "2024-01-01");\n'
+    )
+    proc = subprocess.Popen(
+        [exe, "serve", str(root / "config.capnp")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        return _load(port, "localhost", concurrency, duration_s)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _idle_memory(root: Path, workers: int) -> dict[str, Any]:
+    from edgefn.edge import EdgeNode
+    from edgefn.observe import JsonLog
+    from edgefn.runtime.pool_policy import PoolConfig
+
+    node = EdgeNode(
+        "bench",
+        log=JsonLog(io.StringIO()),
+        access_log=False,
+        pool_config=PoolConfig(generic_target=0),
+    )
+    await node.start()
+    try:
+        for i in range(workers):
+            fn = _write_fn(root, f"idle-{i}", HELLO)
+            await node.deploy_dir(fn)
+        await asyncio.sleep(0.5)
+        pss = []
+        for w in node.pool.workers.values():
+            with open(f"/proc/{w.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        pss.append(int(line.split()[1]) / 1024)
+        mean = statistics.fmean(pss)
+        return {
+            "workers": len(pss),
+            "pss_mb_mean": round(mean, 2),
+            "pss_mb_max": round(max(pss), 2),
+            "idle_workers_per_4gib": int(4096 / mean),
+        }
+    finally:
+        await node.stop()
+
+
+def run(
+    *, samples: int = 30, concurrency: int = 64, duration_s: float = 5.0, idle_workers: int = 40
+) -> dict[str, Any]:
+    from edgefn._loop import run as run_loop
+
+    root = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
+    try:
+        result: dict[str, Any] = {
+            "benchmark": "runtime",
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        }
+        result["process_start"] = {
+            "python_c_pass": _process_start_ms("pass", 10),
+            "python_c_import_numpy": _process_start_ms("import numpy", 5),
+        }
+        result["cold_start"] = run_loop(_cold_starts(root, samples))
+        ref = result["process_start"]["python_c_pass"]["p50_ms"]
+        result["cold_start"]["speedup_vs_python_start_p50"] = round(
+            ref / result["cold_start"]["stdlib"]["p50_ms"], 1
+        )
+        result["warm"] = _throughput(root, concurrency, duration_s)
+        result["warm"]["concurrency"] = concurrency
+        result["idle_memory"] = run_loop(_idle_memory(root, idle_workers))
+        result["targets"] = {
+            "cold_start_p50_ms<=5": result["cold_start"]["stdlib"]["p50_ms"] <= 5,
+            "cold_start_p99_ms<=20": result["cold_start"]["stdlib"]["p99_ms"] <= 20,
+            "throughput>=50%_of_bare": result["warm"]["ratio_node_vs_bare"] >= 0.5,
+            "idle_workers_per_4gib>=1000": result["idle_memory"]["idle_workers_per_4gib"] >= 1000,
+        }
+        return result
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,73 @@
+"""``edgefn bench runtime``: sandbox runtime benchmarks (JSON, committed under benchmarks/results/)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefn.cli._output import emit_json, fail, print_table
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    bench.command("runtime")(bench_runtime)
+
+
+def bench_runtime(
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    samples: Annotated[int, typer.Option(help="Cold starts to measure per function")] = 30,
+    concurrency: Annotated[int, typer.Option(help="Concurrent connections for throughput")] = 64,
+    duration: Annotated[float, typer.Option(help="Seconds of load per server")] = 5.0,
+    idle_workers: Annotated[int, typer.Option(help="Idle warm workers to measure PSS on")] = 40,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Cold start, warm throughput vs the bare server (and workerd), idle worker memory."""
+    from edgefn.bench import runtime
+
+    if samples < 1 or concurrency < 1 or duration <= 0 or idle_workers < 1:
+        fail("--samples, --concurrency, --duration and --idle-workers must be positive")
+    if not json_out:
+        typer.echo(
+            "running: cold starts, throughput (node vs bare server), idle memory ...", err=True
+        )
+    result = runtime.run(
+        samples=samples, concurrency=concurrency, duration_s=duration, idle_workers=idle_workers
+    )
+    target = out or (Path("benchmarks/results/runtime.json") if json_out else None)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+    if json_out:
+        emit_json(result)
+        return
+    cs, warm, mem = result["cold_start"], result["warm"], result["idle_memory"]
+    print_table(
+        "edgefn bench runtime",
+        ["measure", "value"],
+        [
+            [
+                "cold start p50/p99 (stdlib)",
+                f"{cs['stdlib']['p50_ms']} / {cs['stdlib']['p99_ms']} ms",
+            ],
+            [
+                "cold start p50/p99 (numpy, preloaded)",
+                f"{cs['preloaded_numpy']['p50_ms']} / {cs['preloaded_numpy']['p99_ms']} ms",
+            ],
+            ["python -c pass p50", f"{result['process_start']['python_c_pass']['p50_ms']} ms"],
+            [
+                "node rps (p99)",
+                f"{warm['edgefn_node']['rps']} ({warm['edgefn_node']['p99_ms']} ms)",
+            ],
+            [
+                "bare uvicorn rps (p99)",
+                f"{warm['bare_uvicorn']['rps']} ({warm['bare_uvicorn']['p99_ms']} ms)",
+            ],
+            ["node / bare", warm["ratio_node_vs_bare"]],
+            [
+                "idle worker PSS",
+                f"{mem['pss_mb_mean']} MB → {mem['idle_workers_per_4gib']} per 4 GiB",
+            ],
+        ],
+    )
