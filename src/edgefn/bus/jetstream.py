@@ -23,7 +23,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
@@ -77,22 +76,30 @@ async def connect(
     deadline = loop.time() + connect_deadline_s
     last: Exception | None = None
     while True:
+        nc = Client()
         try:
-            return await nats.connect(
-                servers,
-                name=name,
-                max_reconnect_attempts=max_reconnect_attempts,
-                reconnect_time_wait=reconnect_time_wait_s,
-                connect_timeout=connect_timeout_s,
-                ping_interval=ping_interval_s,
-                max_outstanding_pings=2,
-                allow_reconnect=True,
-                error_cb=error_cb if error_cb is not None else _quiet_error_cb,
-                disconnected_cb=disconnected_cb,
-                reconnected_cb=reconnected_cb,
+            # nats-py applies max_reconnect_attempts to the first connection as well, so with -1
+            # it would try forever: bound each round by what is left of our deadline.
+            await asyncio.wait_for(
+                nc.connect(
+                    servers,
+                    name=name,
+                    max_reconnect_attempts=max_reconnect_attempts,
+                    reconnect_time_wait=reconnect_time_wait_s,  # type: ignore[arg-type]
+                    connect_timeout=connect_timeout_s,  # type: ignore[arg-type]
+                    ping_interval=ping_interval_s,  # type: ignore[arg-type]
+                    max_outstanding_pings=2,
+                    allow_reconnect=True,
+                    error_cb=error_cb if error_cb is not None else _quiet_error_cb,
+                    disconnected_cb=disconnected_cb,
+                    reconnected_cb=reconnected_cb,
+                ),
+                timeout=max(deadline - loop.time(), 0.01),
             )
+            return nc
         except (TimeoutError, OSError, NatsError) as err:
             last = err
+            await nc.close()
         if loop.time() + _CONNECT_RETRY_S >= deadline:
             break
         await asyncio.sleep(_CONNECT_RETRY_S)

@@ -56,11 +56,11 @@ class LinkControlClient:
         if resp.status_code == 404:
             raise LinkTableError(
                 f"{method} {url}: {payload.get('detail', 'not found')}",
-                hint=f"list the links and their endpoints with GET {self._base}/links",
+                hint=payload.get("hint") or f"list the links with GET {self._base}/links",
             )
         if resp.status_code != 200:
             raise BusError(
                 f"{method} {url} answered {resp.status_code}: {payload.get('detail', '')}",
-                hint="check the arguments; see docs/design/0007-backbone.md for the API",
+                hint=payload.get("hint") or "check the arguments (docs/design/0007-backbone.md)",
             )
         return payload

@@ -13,7 +13,7 @@ uvicorn on a socket bound here (port 0 allowed) on 127.0.0.1. It speaks JSON:
     POST /delay {"a": "core", "b": "hub-eu", "rtt_ms": 80} -> {"link": "...", "rtt_ms": 80}
 
 Bad requests answer 400 ``{"error": "bad_request", "detail": ...}``; unknown endpoints or links
-answer 404 ``{"error": "unknown_endpoint", "detail": ...}``.
+answer 404 ``{"error": "unknown_endpoint", "detail": ..., "hint": ...}``.
 """
 
 from __future__ import annotations
@@ -248,6 +248,10 @@ def _bad(detail: str) -> JSONResponse:
 def _error(err: LinkTableError) -> JSONResponse:
     unknown = "unknown" in err.message or "no link joins" in err.message
     return JSONResponse(
-        {"error": "unknown_endpoint" if unknown else "bad_request", "detail": str(err)},
+        {
+            "error": "unknown_endpoint" if unknown else "bad_request",
+            "detail": err.message,
+            "hint": err.hint,
+        },
         status_code=404 if unknown else 400,
     )

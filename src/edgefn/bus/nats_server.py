@@ -28,7 +28,7 @@ import httpx
 
 from edgefn.bus._ports import free_port
 from edgefn.bus.errors import NatsServerNotFound, NatsServerStartError
-from edgefn.bus.nats_config import ClusterConfig, CoreConfig, HubConfig, NatsConfig, render_config
+from edgefn.bus.nats_config import CoreConfig, HubConfig, NatsConfig, render_config
 
 __all__ = ["NatsServer", "NatsServerStatistics", "find_nats_server"]
 
@@ -78,19 +78,24 @@ class NatsServerStatistics:
     bind_retries_total: int
 
 
-def _resolve_ports(config: NatsConfig, original: NatsConfig) -> NatsConfig:
-    """Replace each port that was 0 in ``original`` with a free one."""
-    client = free_port(config.host) if original.client_port == 0 else config.client_port
-    monitor = free_port(config.host) if original.monitor_port == 0 else config.monitor_port
+def _resolve_ports(config: NatsConfig) -> NatsConfig:
+    """Replace each port that is 0 with a free one."""
+
+    def pick(port: int) -> int:
+        return free_port(config.host) if port == 0 else port
+
+    client, monitor = pick(config.client_port), pick(config.monitor_port)
     if isinstance(config, HubConfig):
         return replace(config, client_port=client, monitor_port=monitor)
-    assert isinstance(original, CoreConfig)
-    leaf = free_port(config.host) if original.leafnode_port == 0 else config.leafnode_port
-    cluster: ClusterConfig | None = config.cluster
-    if cluster is not None and original.cluster is not None and original.cluster.port == 0:
-        cluster = replace(cluster, port=free_port(config.host))
+    cluster = config.cluster
+    if cluster is not None:
+        cluster = replace(cluster, port=pick(cluster.port))
     return replace(
-        config, client_port=client, monitor_port=monitor, leafnode_port=leaf, cluster=cluster
+        config,
+        client_port=client,
+        monitor_port=monitor,
+        leafnode_port=pick(config.leafnode_port),
+        cluster=cluster,
     )
 
 
@@ -104,12 +109,14 @@ class NatsServer:
         work_dir: Path,
         binary: Path | None = None,
         start_timeout_s: float = 15.0,
+        stop_timeout_s: float = 5.0,
     ) -> None:
         self._original = config
         self._config = config
         self._work_dir = work_dir
         self._binary = binary
         self._start_timeout_s = start_timeout_s
+        self._stop_timeout_s = stop_timeout_s
         self._proc: subprocess.Popen[bytes] | None = None
         self._starts_total = 0
         self._bind_retries_total = 0
@@ -197,9 +204,9 @@ class NatsServer:
                     raise
                 self._bind_retries_total += 1
         raise NatsServerStartError(
-            f"nats-server {self.name}: every auto-chosen port was taken {_BIND_ATTEMPTS} times",
+            f"nats-server {self.name}: a port was still in use after {_BIND_ATTEMPTS} attempts",
             log_tail=self.log_tail(),
-            hint="too many processes are binding loopback ports; retry, or give fixed ports",
+            hint="the log names the port; free it, or leave ports at 0 so fresh ones are chosen",
         )
 
     def _has_auto_ports(self) -> bool:
@@ -215,8 +222,7 @@ class NatsServer:
         """Write the config and spawn the server without waiting for it to become healthy."""
         assert not self.running(), f"nats-server {self.name} is already running"
         binary = self._binary if self._binary is not None else find_nats_server()
-        base = self._original if fresh_ports else self._config
-        self._config = _resolve_ports(base, self._original)
+        self._config = _resolve_ports(self._original if fresh_ports else self._config)
         self._work_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(self._config, CoreConfig):
             self._config.store_dir.mkdir(parents=True, exist_ok=True)
@@ -261,8 +267,10 @@ class NatsServer:
             hint="an HA core needs its peers running; otherwise read the log lines above",
         )
 
-    async def stop(self, *, timeout_s: float = 5.0) -> None:
+    async def stop(self, *, timeout_s: float | None = None) -> None:
         """SIGTERM the server, wait up to ``timeout_s``, then SIGKILL it (always by pid)."""
+        if timeout_s is None:
+            timeout_s = self._stop_timeout_s
         proc = self._proc
         if proc is None or proc.poll() is not None:
             return
