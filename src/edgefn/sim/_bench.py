@@ -33,7 +33,7 @@ def _planet(requests_per_day: float) -> dict[str, Any]:
         "run": {"duration_s": 86_400, "seed": 7},
         "world": {
             "pops": 300,
-            "servers": 4,
+            "servers": 0,
             "requests_per_day": requests_per_day,
             "functions": 1000,
         },
