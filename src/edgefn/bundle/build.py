@@ -156,6 +156,10 @@ def _inflate(data: bytes, max_bytes: int) -> bytes:
         raise BundleError(
             f"bundle inflates to more than {max_bytes} bytes", hint="the bundle is too large"
         )
+    if not inflater.eof or inflater.unused_data:
+        raise BundleError(
+            "bundle is truncated or has trailing bytes", hint="upload or fetch it again"
+        )
     return raw
 
 

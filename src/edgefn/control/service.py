@@ -33,7 +33,7 @@ from typing import Any, Final, TypeVar
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.errors import KeyNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -174,7 +174,7 @@ class ControlService:
         assert kv is not None
         try:
             keys = await kv.keys()
-        except NotFoundError:  # NoKeysError: an empty bucket
+        except NoKeysError:  # an empty bucket
             keys = []
         now = _now_ms()
         for key in sorted(keys):

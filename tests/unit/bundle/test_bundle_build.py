@@ -193,6 +193,8 @@ def test_existing_symlink_in_dest_is_not_written_through(tmp_path: Path) -> None
         (_tar_gz([(_member("edgefn.toml"), b'name = "x"\n')]), "main module 'main.py' missing"),
         (_tar_gz([(_member("edgefn.toml"), b"\xff"), (_member("main.py"), b"")]), "not UTF-8"),
         (gzip.compress(b"\0" * 200_000, mtime=0), "inflates to more than"),
+        (_tar_gz(GOOD)[:-10], "truncated"),
+        (_tar_gz(GOOD) + b"extra", "trailing bytes"),
     ],
 )
 def test_malformed_bundles_are_refused(data: bytes, needle: str) -> None:

@@ -1,0 +1,123 @@
+"""Helpers for the control integration tests: the control service + API, simulated nodes.
+
+Simulated nodes are plain nats-py clients: each writes its observed state (generation 0 at
+start), watches its desired-state key, "applies" each desired state at once and reports the
+generation back together with per-version stats chosen by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import httpx
+import uvicorn
+from nats.aio.client import Client
+
+from edgefn.bundle import SigningKey
+from edgefn.bus import ensure_kv, free_port
+from edgefn.bus.jetstream import jetstream
+from edgefn.bus.subjects import DESIRED_BUCKET, OBSERVED_BUCKET
+from edgefn.control import (
+    DesiredState,
+    GateThresholds,
+    ObservedState,
+    ReconcilerOptions,
+    VersionStats,
+    decode_desired,
+    encode_observed,
+)
+from edgefn.control.api import create_app
+from edgefn.control.service import ControlService
+
+OPTIONS = ReconcilerOptions(
+    gates=GateThresholds(min_requests=10, min_soak_ms=300, advance_requests=10),
+    canary_weight=0.2,
+)
+
+StatsFor = Callable[[str, str], VersionStats | None]
+
+
+async def eventually(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
+    """Poll ``predicate`` until it is true or the deadline passes."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Control:
+    url: str
+    http: httpx.AsyncClient
+    service: ControlService
+
+
+async def start_control(nc: Client, key: SigningKey) -> tuple[ControlService, uvicorn.Server]:
+    service = ControlService(nc, trusted_keys=[key.public_key_pem()], options=OPTIONS, tick_ms=50)
+    await service.start()
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    server.config.ws = "none"
+    return service, server
+
+
+class SimNode:
+    """A stand-in edge node on the bus (no HTTP, no sandboxes)."""
+
+    def __init__(self, nc: Client, location: str, region: str, stats_for: StatsFor) -> None:
+        self.nc, self.location, self.region, self.stats_for = nc, location, region, stats_for
+        self.applied: DesiredState | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        js = jetstream(self.nc)
+        self._desired = await ensure_kv(js, DESIRED_BUCKET)
+        self._observed = await ensure_kv(js, OBSERVED_BUCKET)
+        watcher = await self._desired.watch(self.location)
+        await self.report()
+        self._task = asyncio.create_task(self._run(watcher))
+
+    async def _run(self, watcher: object) -> None:
+        async for entry in watcher:  # type: ignore[attr-defined]
+            if entry is None or entry.value is None:
+                continue
+            self.applied = decode_desired(entry.value)
+            await self.report()
+
+    async def report(self) -> None:
+        functions: dict[str, dict[str, VersionStats]] = {}
+        if self.applied is not None:
+            for name, desired in self.applied.functions.items():
+                for v in desired.versions:
+                    stats = self.stats_for(name, v.version_id)
+                    if stats is not None:
+                        functions.setdefault(name, {})[v.version_id] = stats
+        state = ObservedState(
+            self.location,
+            self.applied.generation if self.applied else 0,
+            functions,
+            {},
+            0,
+            self.region,
+            f"http://{self.location}.test",
+        )
+        await self._observed.put(self.location, encode_observed(state))
+
+    def weights(self, function: str) -> dict[str, float]:
+        if self.applied is None or function not in self.applied.functions:
+            return {}
+        return {v.version_id: v.weight for v in self.applied.functions[function].versions}
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
