@@ -1,10 +1,10 @@
 """Weighted rendezvous (highest-random-weight) hashing.
 
-Every (key, member) pair gets a pseudo-random number ``u`` in (0, 1) from a BLAKE2b digest of
-the two strings; the member's score is ``-weight / ln(u)`` (Schindelhauer & Schomaker's logarithmic
-method), and the member with the highest score owns the key. With equal weights this is plain HRW.
-The score of a pair never depends on the other members, which gives the two properties affinity
-routing needs:
+Every (key, member) pair gets a pseudo-random number ``u`` in (0, 1) by mixing (splitmix64) the
+BLAKE2b digests of the two strings; the member's score is ``-weight / ln(u)`` (Schindelhauer &
+Schomaker's logarithmic method), and the member with the highest score owns the key. With equal
+weights this is plain HRW. The score of a pair never depends on the other members, which gives the
+properties affinity routing needs:
 
 * removing a member moves only the keys it owned (each to its own second choice);
 * adding a member moves only the keys the new member now wins;
@@ -19,27 +19,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from hashlib import blake2b
 
 __all__ = ["rendezvous_choose", "rendezvous_rank", "rendezvous_score"]
 
 _TWO_64 = float(1 << 64)
+_MASK = (1 << 64) - 1
 
 
-def _unit(key: str, member: str) -> float:
-    """A deterministic number in the open interval (0, 1) for the pair."""
-    raw_key = key.encode()
-    # The key's length goes first so that ("ab", "c") and ("a", "bc") hash differently.
-    data = len(raw_key).to_bytes(4, "big") + raw_key + member.encode()
-    digest = blake2b(data, digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 0.5) / _TWO_64
+def _digest(text: str, person: bytes) -> int:
+    return int.from_bytes(blake2b(text.encode(), digest_size=8, person=person).digest(), "big")
+
+
+@lru_cache(maxsize=8_192)
+def _member_hash(member: str) -> int:
+    # Members (location ids) repeat on every request; caching their digest halves the cost.
+    return _digest(member, b"edgefn-member")
+
+
+def _unit(key_hash: int, member: str) -> float:
+    """A deterministic number in the open interval (0, 1) for the pair (splitmix64 finaliser over
+    the two digests: a bijection, so distinct members never collide for one key)."""
+    x = key_hash ^ _member_hash(member)
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK
+    x ^= x >> 31
+    return (x + 0.5) / _TWO_64
+
+
+def _score(key_hash: int, member: str, weight: float) -> float:
+    if not (weight > 0 and math.isfinite(weight)):
+        return -math.inf
+    return -weight / math.log(_unit(key_hash, member))
 
 
 def rendezvous_score(key: str, member: str, weight: float = 1.0) -> float:
     """The pair's HRW score; higher wins. ``-inf`` when the member cannot own keys."""
-    if not (weight > 0 and math.isfinite(weight)):
-        return -math.inf
-    return -weight / math.log(_unit(key, member))
+    return _score(_digest(key, b"edgefn-key"), member, weight)
 
 
 def _items(members: Mapping[str, float] | Iterable[str]) -> Iterable[tuple[str, float]]:
@@ -53,10 +70,11 @@ def rendezvous_choose(key: str, members: Mapping[str, float] | Iterable[str]) ->
 
     ``members`` is either an iterable of names (equal weights) or a mapping name -> weight.
     """
+    key_hash = _digest(key, b"edgefn-key")
     best: str | None = None
     best_score = -math.inf
     for member, weight in _items(members):
-        score = rendezvous_score(key, member, weight)
+        score = _score(key_hash, member, weight)
         if score == -math.inf:
             continue
         if best is None or score > best_score or (score == best_score and member < best):
@@ -66,8 +84,9 @@ def rendezvous_choose(key: str, members: Mapping[str, float] | Iterable[str]) ->
 
 def rendezvous_rank(key: str, members: Mapping[str, float] | Iterable[str]) -> list[str]:
     """Members that can own ``key``, best first: the owner, then its failover order."""
+    key_hash = _digest(key, b"edgefn-key")
     scored = [
-        (-rendezvous_score(key, member, weight), member)
+        (-_score(key_hash, member, weight), member)
         for member, weight in _items(members)
         if weight > 0 and math.isfinite(weight)
     ]

@@ -291,19 +291,27 @@ class RoutingPolicy:
 
     def score_ms(self, ingress: str, location: str, now_ms: int) -> float:
         """Predicted extra latency of serving at ``location`` for a request at ``ingress``."""
+        # This is the per-request hot path of the simulator: it inlines queue_delay_ms().
         cfg = self.config
-        score = self.rtt_ms(ingress, location)
-        if location != ingress:
-            score += cfg.forward_cost_ms
-        wait = self.queue_delay_ms(location, now_ms)
-        if wait is None:
+        if location == ingress:
+            score = 0.0
+        else:
+            rtt = self._rtt_cache.get((ingress, location))
+            score = (self.rtt_ms(ingress, location) if rtt is None else rtt) + cfg.forward_cost_ms
+        report = self._reports.get(location)
+        if report is None or now_ms - report.at_ms > cfg.report_ttl_ms:
             return score + cfg.unknown_load_penalty_ms
-        report = self._reports[location]
+        servers = report.limit if report.limit > 0 else 1
+        backlog: float = report.queue_len + report.concurrency - servers + 1
+        if self._pending and location in self._pending:
+            backlog += self._pending_now(location, report, now_ms)
+        if backlog > 0:
+            score += min(backlog * report.service_ms_ewma / servers, cfg.max_queue_delay_ms)
         if report.overloaded:
             score += cfg.overloaded_penalty_ms
         if report.draining:
             score += cfg.draining_penalty_ms
-        return score + wait
+        return score
 
     # -- decisions -----------------------------------------------------------------------------
 
@@ -318,50 +326,49 @@ class RoutingPolicy:
         scored = self._scored(request)
         if not scored:
             return self._finish(RouteDecision(None, RouteReason.NO_CANDIDATE))
-        best_score, best = scored[0]
+        best_score, _, best = scored[0]
         reason = RouteReason.LOCAL_BEST if best == ingress else RouteReason.FORWARD_BETTER
         target: str | None = None
         if request.client_region is not None and self._weights:
             target = self._weighted(request, scored)
             reason = RouteReason.WEIGHTS
         if target is None and request.affinity_key is not None:
-            pool = [
-                loc for score, loc in scored if score <= best_score + self.config.affinity_slack_ms
-            ]
+            slack = best_score + self.config.affinity_slack_ms
+            pool = [loc for score, _, loc in scored if score <= slack]
             target = rendezvous_choose(request.affinity_key, pool)
             reason = RouteReason.AFFINITY
         if target is None:
             target = best
             reason = RouteReason.LOCAL_BEST if best == ingress else RouteReason.FORWARD_BETTER
-        score = next(score for score, loc in scored if loc == target)
+        score = next(score for score, _, loc in scored if loc == target)
         alternates = tuple(
-            loc for _, loc in scored[: self.config.max_alternates + 1] if loc != target
+            loc for _, _, loc in scored[: self.config.max_alternates + 1] if loc != target
         )[: self.config.max_alternates]
         decision = RouteDecision(target, reason, alternates, score, serve_here=target == ingress)
         return self._finish(decision, now_ms=request.now_ms)
 
-    def _scored(self, request: RouteRequest) -> list[tuple[float, str]]:
-        """Eligible candidates as (score, location), best first, ties to the ingress then by
-        name."""
+    def _scored(self, request: RouteRequest) -> list[tuple[float, int, str]]:
+        """Eligible candidates as (score, 0 for the ingress else 1, location), best first: ties go
+        to the ingress, then to the smallest name."""
         ingress = request.ingress
         excluded = request.forwarded_from
         unhealthy = self._unhealthy
         now_ms = request.now_ms
-        scored: list[tuple[float, int, str]] = []
-        for loc in request.candidates:
-            if loc == ingress:
-                scored.append((self.score_ms(ingress, loc, now_ms), 0, loc))
-            elif loc not in unhealthy and loc not in excluded:
-                scored.append((self.score_ms(ingress, loc, now_ms), 1, loc))
+        score = self.score_ms
+        scored = [
+            (score(ingress, loc, now_ms), 0 if loc == ingress else 1, loc)
+            for loc in request.candidates
+            if loc == ingress or not (loc in unhealthy or loc in excluded)
+        ]
         scored.sort()
-        return [(score, loc) for score, _, loc in scored]
+        return scored
 
-    def _weighted(self, request: RouteRequest, scored: list[tuple[float, str]]) -> str | None:
+    def _weighted(self, request: RouteRequest, scored: list[tuple[float, int, str]]) -> str | None:
         assert request.client_region is not None
         entries = self._weights.get((request.client_region, request.function))
         if not entries:
             return None
-        eligible = {loc for _, loc in scored}
+        eligible = {loc for _, _, loc in scored}
         choices: dict[str, float] = {}
         for loc, weight in entries:
             report = self._reports.get(loc)
