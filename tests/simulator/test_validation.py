@@ -15,6 +15,7 @@ of freedom. The seed is fixed; no seed was searched for.
 from __future__ import annotations
 
 import pytest
+from simulator_helpers import queue_scenario
 
 from edgefn.sim import (
     Distribution,
@@ -24,8 +25,6 @@ from edgefn.sim import (
     parse_scenario,
     simulate,
 )
-
-from simulator_helpers import queue_scenario
 
 # Requests per run grow with the load: near saturation the waits are strongly correlated.
 REQUESTS = {0.5: 400_000, 0.8: 1_000_000, 0.95: 3_000_000}

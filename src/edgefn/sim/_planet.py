@@ -187,9 +187,9 @@ def _placement(
     # Popularity: the most popular function runs everywhere, the tail on fewer, well spread PoPs.
     order = np.array(_spread_order(pops, cs))
     want = np.ceil(n_pop * np.sqrt(weight / weight.max())).astype(np.int64)
-    want = np.clip(
-        np.where(replicas > 0, replicas, want), min(s.policies.min_replicas, n_pop), n_pop
-    )
+    want = np.clip(want, min(s.policies.min_replicas, n_pop), n_pop)
+    # An explicit replica count in [[functions]] overrides the popularity rule.
+    want = np.where(replicas > 0, np.minimum(replicas, n_pop), want)
     for f, k in enumerate(want):
         mask[f, order[:k]] = True
     return Placement(mask, "popularity")

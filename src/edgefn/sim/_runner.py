@@ -99,8 +99,10 @@ def _run_planet(
 ) -> tuple[list[Tally], list[Tally], dict[str, Tally], list[dict[str, Any]]]:
     m = build_planet(s)
     n_pop = len(m.pops)
-    # Chunks interleave PoPs so that big and small ones are spread over the workers.
-    n_chunks = min(n_pop, max(1, 4 * workers))
+    # Chunks interleave PoPs so that big and small ones are spread over the workers. Their
+    # number is fixed, not tied to the worker count, so float sums merge in the same order
+    # however many processes run them (same seed, same JSON).
+    n_chunks = min(n_pop, 32)
     chunks = [tuple(range(c, n_pop, n_chunks)) for c in range(n_chunks)]
     jobs = [PlanetJob(m, s.run.seed, r, ch) for r in range(s.run.replications) for ch in chunks]
     parts = map_jobs(run_planet_job, jobs, workers=workers)

@@ -264,10 +264,12 @@ def _workload(t: Table | None) -> WorkloadSpec:
     )
 
 
-def _distribution(t: Table | None, kind: str, mean_ms: float, scv: float) -> Distribution:
+def _distribution(
+    t: Table | None, kind: str, mean_ms: float, scv: float, extra: frozenset[str] = frozenset()
+) -> Distribution:
     if t is None:
         return Distribution(kind, mean_ms, scv)
-    t.check_keys({"distribution", "mean_ms", "scv"})
+    t.check_keys({"distribution", "mean_ms", "scv"} | extra)
     kind = t.choice("distribution", DISTRIBUTIONS, kind)
     mean = t.number("mean_ms", mean_ms, minimum=1e-9)
     scv = t.number("scv", scv, minimum=0.0)
@@ -333,7 +335,9 @@ def _function(t: Table) -> FunctionSpec:
     return FunctionSpec(
         name=t.string("name"),
         weight=t.number("weight", 1.0, minimum=0.0),
-        service=_distribution(t, "exponential", 100.0, 1.0),
+        service=_distribution(
+            t, "exponential", 100.0, 1.0, frozenset({"name", "weight", "memory_mb", "replicas"})
+        ),
         memory_mb=t.number("memory_mb", 128.0, minimum=0.0),
         replicas=t.integer("replicas", 0, minimum=0, maximum=100_000),
     )
