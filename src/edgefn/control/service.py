@@ -267,13 +267,14 @@ class ControlService:
     async def upload(self, name: str, data: bytes, signature: str) -> VersionInfo:
         """Verify and store a signed bundle as a new version of ``name`` (idempotent)."""
         sha = sha256_hex(data)
+        # Authenticate before parsing: unsigned bytes never reach the gzip and tar readers.
+        signer = self._verify(sha, signature)
         manifest = read_bundle_manifest(data)
         if manifest.name != name:
             raise BundleError(
                 f"bundle {version_id(sha)} is function {manifest.name!r}, uploaded as {name!r}",
                 hint=f"upload it to /v1/functions/{manifest.name}/versions",
             )
-        signer = self._verify(sha, signature)
         info = VersionInfo(
             version_id(sha),
             sha,

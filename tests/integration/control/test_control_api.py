@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from _control_fixtures import Control, SimNode, eventually, start_control
 from nats.aio.client import Client
 
 from edgefn.bundle import SigningKey, build_bundle, extract_bundle
 from edgefn.control import VersionStats
-from edgefn.control.api import SIGNATURE_HEADER
+from edgefn.control.api import SIGNATURE_HEADER, create_app
+from edgefn.control.errors import Untrusted
+from edgefn.control.service import ControlService
 
 pytestmark = pytest.mark.integration
 
@@ -190,10 +194,10 @@ async def test_tampered_and_bad_uploads_are_refused(
     resp = await control.http.post(url, content=evil.data, headers={SIGNATURE_HEADER: sig})
     assert (resp.status_code, resp.json()["error"]) == (403, "untrusted_signature")
     assert "signature mismatch" in resp.json()["message"]
-    # Corrupted bytes in transit: refused as a malformed bundle before the signature matters.
+    # Corrupted bytes in transit: the signature no longer covers them; refused before parsing.
     corrupt = bundle.data[:-10]
     resp = await control.http.post(url, content=corrupt, headers={SIGNATURE_HEADER: sig})
-    assert (resp.status_code, resp.json()["error"]) == (400, "bad_bundle")
+    assert (resp.status_code, resp.json()["error"]) == (403, "untrusted_signature")
     other = SigningKey.generate().sign(bundle.sha256)
     resp = await control.http.post(url, content=bundle.data, headers={SIGNATURE_HEADER: other})
     assert resp.status_code == 403
@@ -205,8 +209,10 @@ async def test_tampered_and_bad_uploads_are_refused(
     )
     assert resp.status_code == 400
     assert "uploaded as 'other'" in resp.json()["message"]
-    resp = await control.http.post(url, content=b"junk", headers={SIGNATURE_HEADER: sig})
+    junk_sig = signing_key.sign(hashlib.sha256(b"junk").hexdigest())
+    resp = await control.http.post(url, content=b"junk", headers={SIGNATURE_HEADER: junk_sig})
     assert (resp.status_code, resp.json()["error"]) == (400, "bad_bundle")
+    assert "not valid gzip" in resp.json()["message"]
     assert (await control.http.get("/v1/functions")).json() == {"functions": []}
 
 
@@ -239,3 +245,27 @@ async def test_api_error_paths(control: Control, signing_key: SigningKey, tmp_pa
     assert "is active" in resp.json()["message"]
     history = (await http.get(deployments)).json()["deployments"]
     assert [d["version_id"] for d in history] == [v1["version_id"]]
+
+
+async def test_no_trusted_keys_and_oversize_upload(
+    control: Control, nc: Client, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    bundle = build_bundle(_bundle_dir(tmp_path / "v1", "return 1"))
+    untrusting = ControlService(nc, trusted_keys=[])
+    await untrusting.start()
+    try:
+        with pytest.raises(Untrusted, match="trusts no signing keys") as info:
+            await untrusting.upload(FN, bundle.data, signing_key.sign(bundle.sha256))
+        assert "--trust" in info.value.hint
+    finally:
+        await untrusting.stop()
+    # The same app with a tiny upload cap answers 413 before reading the whole body.
+    app = create_app(control.service, max_upload_bytes=100)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://control") as http:
+        resp = await http.post(
+            f"/v1/functions/{FN}/versions",
+            content=bundle.data,
+            headers={SIGNATURE_HEADER: signing_key.sign(bundle.sha256)},
+        )
+    assert (resp.status_code, resp.json()["error"]) == (413, "too_large")
