@@ -6,6 +6,7 @@
 * :mod:`.admission` — adaptive concurrency limit, bounded queue, early 503 with Retry-After.
 * :mod:`.hashing` — weighted rendezvous hashing for session affinity.
 * :mod:`.headers` — signed forwarding headers (hop count, forwarders).
+* :mod:`.loadgen_plan` — open-loop arrival schedule and the summary ``edgefn load`` prints.
 """
 
 from __future__ import annotations
@@ -56,6 +57,15 @@ from edgefn.routing.health import (
     SendProbe,
     Track,
 )
+from edgefn.routing.loadgen_plan import (
+    ClientCity,
+    LoadResult,
+    LoadSummary,
+    PlannedRequest,
+    percentile,
+    plan_arrivals,
+    select_clients,
+)
 from edgefn.routing.policy import (
     HealthChanged,
     LoadReport,
@@ -96,6 +106,7 @@ __all__ = [
     "AimdLimit",
     "Arrived",
     "Cancelled",
+    "ClientCity",
     "Completed",
     "DemandReport",
     "Forget",
@@ -115,11 +126,14 @@ __all__ = [
     "LimitConfig",
     "LoadReport",
     "LoadReported",
+    "LoadResult",
+    "LoadSummary",
     "LocationLeft",
     "MarkHealthy",
     "MarkUnhealthy",
     "OutlierConfig",
     "PhiAccrualDetector",
+    "PlannedRequest",
     "ProbeResult",
     "Queue",
     "RateDecision",
@@ -145,10 +159,13 @@ __all__ = [
     "WeightsChanged",
     "inspect_forward",
     "next_forward",
+    "percentile",
+    "plan_arrivals",
     "rendezvous_choose",
     "rendezvous_rank",
     "rendezvous_score",
     "retry_after_header",
+    "select_clients",
     "sign_forward",
     "strip_forward_headers",
     "verify_forward",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import edgefn.routing
 
-SUBMODULES = ["admission", "hashing", "headers", "health", "policy", "ratelimit"]
+SUBMODULES = ["admission", "hashing", "headers", "health", "loadgen_plan", "policy", "ratelimit"]
 FORBIDDEN = {
     "asyncio",
     "socket",
