@@ -16,6 +16,7 @@ from edgefn.errors import EdgefnError
 _COMMAND_MODULES: list[str] = [
     "_bench",
     "_dev",
+    "_roles",
     "_simulate",
 ]
 

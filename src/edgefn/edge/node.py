@@ -30,6 +30,7 @@ from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, NodeMetrics
+from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import Host, InvokeFailed, LoadSpec, SandboxPool
@@ -73,6 +74,8 @@ class EdgeNode:
         self.log = log or JsonLog(location=location)
         self.access_log = access_log
         self.metrics = NodeMetrics(location)
+        self.version_stats = VersionStatsTracker()
+        self.on_change: Callable[[], None] | None = None
         self.table = FunctionTable()
         self.outbound = Outbound()
         self.kv_handler: KVHandler | None = None
@@ -193,7 +196,15 @@ class EdgeNode:
             )
         for key in self.table.activate(fn):
             self.pool.retire(key)
+        self.version_stats.forget(name, {v[0] for v in versions})
         self.log.emit("node", event="activated", function=name, versions=[v[0] for v in versions])
+
+    def deactivate(self, name: str) -> None:
+        """Stop serving ``name`` (in-flight requests finish on their workers)."""
+        for key in self.table.remove(name):
+            self.pool.retire(key)
+        self.version_stats.forget(name, set())
+        self.log.emit("node", event="deactivated", function=name)
 
     def active_versions(self) -> dict[str, list[str]]:
         return {n: [v.version for v in f.versions] for n, f in self.table.functions.items()}
@@ -393,6 +404,10 @@ class EdgeNode:
     def _access(
         self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
     ) -> None:
+        if name:
+            self.version_stats.record(
+                name, version, ok=status < 500, latency_ms=(time.perf_counter() - t0) * 1000
+            )
         if self.access_log:
             self.log.emit(
                 "access",

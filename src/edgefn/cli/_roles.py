@@ -1,0 +1,124 @@
+"""``edgefn core``, ``edgefn region``, ``edgefn node``: the planet's roles, one process each.
+
+Use these to run a planet across several machines (each role takes its peers' URLs); ``edgefn up``
+starts the same roles on one machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgefn.cli._output import fail
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    app.command("core")(core)
+    app.command("region")(region)
+    app.command("node")(node)
+
+
+def _keys(paths: list[Path]) -> list[str]:
+    keys = []
+    for p in paths:
+        if not p.is_file():
+            fail(f"--trusted-key {p}: no such file", hint="pass the planet's public key PEM file")
+        keys.append(p.read_text())
+    if not keys:
+        fail(
+            "at least one --trusted-key is required",
+            hint="edgefn up writes .edgefn/signing-key.pub",
+        )
+    return keys
+
+
+def core(
+    state_dir: Annotated[Path, typer.Option(help="Where JetStream and logs live")] = Path(
+        ".edgefn/core"
+    ),
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    client_port: Annotated[int, typer.Option(help="NATS client port (0: any)")] = 0,
+    leafnode_port: Annotated[int, typer.Option(help="NATS leafnode port for hubs (0: any)")] = 0,
+    api_port: Annotated[int, typer.Option(help="Control API port (0: any)")] = 0,
+    trusted_key: Annotated[
+        list[Path], typer.Option(help="Public key PEM trusted for bundles")
+    ] = [],  # noqa: B006
+) -> None:
+    """Run the core: nats-server with JetStream plus the control API and reconciler."""
+    from edgefn._loop import run
+    from edgefn.planet.roles import run_core
+
+    run(
+        run_core(
+            state_dir=state_dir,
+            host=host,
+            client_port=client_port,
+            leafnode_port=leafnode_port,
+            api_port=api_port,
+            trusted_keys=_keys(trusted_key),
+        )
+    )
+
+
+def region(
+    name: Annotated[str, typer.Option(help="Region id (e.g. eu-west)")],
+    core_leaf: Annotated[list[str], typer.Option(help="Core leafnode URL nats-leaf://host:port")],
+    state_dir: Annotated[Path, typer.Option(help="Where the hub's files live")] = Path(
+        ".edgefn/region"
+    ),
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    client_port: Annotated[int, typer.Option(help="NATS client port for nodes (0: any)")] = 0,
+) -> None:
+    """Run a regional hub: nats-server leafnode to the core, plus the region's bundle cache."""
+    from edgefn._loop import run
+    from edgefn.planet.roles import run_region
+
+    if not core_leaf:
+        fail("--core-leaf is required", hint="the core prints its leafnode_url when it starts")
+    run(
+        run_region(
+            name=name,
+            state_dir=state_dir,
+            host=host,
+            client_port=client_port,
+            core_leafnode_urls=core_leaf,
+        )
+    )
+
+
+def node(
+    location: Annotated[str, typer.Option(help="Location id (IATA code, e.g. fra)")],
+    region: Annotated[str, typer.Option(help="Region id of the hub this node uses")],
+    nats: Annotated[list[str], typer.Option(help="The regional hub's NATS URL(s)")],
+    trusted_key: Annotated[
+        list[Path], typer.Option(help="Public key PEM trusted for bundles")
+    ] = [],  # noqa: B006
+    state_dir: Annotated[Path, typer.Option(help="Where desired state and bundles persist")] = Path(
+        ".edgefn/node"
+    ),
+    host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port (0: any)")] = 0,
+    preload: Annotated[
+        str, typer.Option(help="Modules the zygote pre-imports, comma-separated")
+    ] = "",
+) -> None:
+    """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
+    from edgefn._loop import run
+    from edgefn.planet.roles import run_node
+
+    if not nats:
+        fail("--nats is required", hint="the region prints its client_url when it starts")
+    run(
+        run_node(
+            location=location,
+            region=region,
+            state_dir=state_dir,
+            host=host,
+            port=port,
+            nats_urls=nats,
+            trusted_keys=_keys(trusted_key),
+            preload=tuple(x for x in preload.split(",") if x),
+        )
+    )

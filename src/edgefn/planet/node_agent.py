@@ -1,0 +1,286 @@
+"""The node agent: keeps an edge node's functions equal to its desired state, and reports back.
+
+How it works. At start the agent restores the last desired state and its bundles from the node's
+state directory and activates them, so a node that restarts while cut off from its hub serves at
+once (edge autonomy). Then, connected to its regional hub, it watches its key in ``edgefn-desired``
+(and re-reads it every ``resync_s`` as a backstop for a watch lost across a partition). For a newer
+generation it fetches each missing bundle through the region's cache, verifies the sha256 and the
+Ed25519 signature against the planet's trusted keys, unpacks and test-loads it, then swaps the
+function's versions (with their traffic weights) atomically. A version that fails any step is
+reported in ``errors`` and the previous versions keep serving. The applied desired state and the
+bundles are persisted before the generation is reported as applied.
+
+Every ``report_s`` the agent writes its ``ObservedState`` (applied generation, per-version request
+counts and latency, errors, region, URL) to ``edgefn-observed``; the control plane's reconciler
+computes convergence from these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+
+from edgefn.bundle import Manifest
+from edgefn.bundle.signing import verify_signature
+from edgefn.bus.jetstream import connect, jetstream
+from edgefn.bus.subjects import DESIRED_BUCKET, OBSERVED_BUCKET
+from edgefn.control.model import (
+    DesiredState,
+    ObservedState,
+    VersionStats,
+    decode_desired,
+    encode_observed,
+)
+from edgefn.edge.node import EdgeNode
+from edgefn.errors import BundleError, EdgefnError
+from edgefn.planet.bundles import fetch_bundle
+from edgefn.runtime.sandbox import LoadSpec
+
+
+class NodeAgent:
+    """Desired state in, observed state out, for one :class:`EdgeNode`."""
+
+    def __init__(
+        self,
+        node: EdgeNode,
+        *,
+        nats_urls: list[str],
+        region: str,
+        trusted_keys: list[str],
+        state_dir: Path,
+        report_s: float = 1.0,
+        resync_s: float = 3.0,
+    ) -> None:
+        self.node = node
+        self.nats_urls = nats_urls
+        self.region = region
+        self.trusted_keys = trusted_keys
+        self.state_dir = state_dir
+        self.report_s = report_s
+        self.resync_s = resync_s
+        self.applied: DesiredState = DesiredState(generation=0, functions={})
+        self.errors: dict[str, str] = {}
+        self.nc: Client | None = None
+        self._installed: dict[str, tuple[LoadSpec, Manifest]] = {}
+        self._apply_lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._kick = asyncio.Event()
+        (state_dir / "bundles").mkdir(parents=True, exist_ok=True)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self._restore()
+        self._tasks = [asyncio.create_task(self._run(), name="agent-run")]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        if self.nc is not None and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.close()
+
+    async def _restore(self) -> None:
+        path = self.state_dir / "desired.json"
+        if not path.exists():
+            return
+        try:
+            desired = decode_desired(path.read_bytes())
+        except EdgefnError as err:
+            self.node.log.emit("agent", event="restore_failed", error=str(err))
+            return
+        await self.apply(desired, offline=True)
+        self.node.log.emit("agent", event="restored", generation=desired.generation)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                self.nc = await connect(
+                    self.nats_urls,
+                    name=f"node-{self.node.location}",
+                    connect_deadline_s=3600,
+                    reconnected_cb=self._on_reconnect,
+                )
+                break
+            except Exception as err:  # keep serving from disk and keep trying
+                self.node.log.emit("agent", event="connect_failed", error=str(err))
+                await asyncio.sleep(1.0)
+        self._tasks += [
+            asyncio.create_task(self._report_loop(), name="agent-report"),
+            asyncio.create_task(self._watch_loop(), name="agent-watch"),
+        ]
+        await self._resync_loop()
+
+    async def _on_reconnect(self) -> None:
+        self._kick.set()
+
+    # -- desired state ---------------------------------------------------------------------
+    async def _resync_loop(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                await self._resync_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), timeout=self.resync_s)
+            self._kick.clear()
+
+    async def _resync_once(self) -> None:
+        assert self.nc is not None
+        kv = await jetstream(self.nc).key_value(DESIRED_BUCKET)
+        entry = await kv.get(self.node.location)
+        if entry.value:
+            await self.apply(decode_desired(entry.value))
+
+    async def _watch_loop(self) -> None:
+        assert self.nc is not None
+        while True:
+            try:
+                kv = await jetstream(self.nc).key_value(DESIRED_BUCKET)
+                watcher = await kv.watch(self.node.location)
+                async for entry in watcher:
+                    if entry is not None and entry.value:
+                        await self.apply(decode_desired(entry.value))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(1.0)
+
+    async def apply(self, desired: DesiredState, *, offline: bool = False) -> None:
+        """Make the node serve ``desired`` (if newer than what it serves)."""
+        async with self._apply_lock:
+            if desired.generation <= self.applied.generation and not offline:
+                return
+            errors: dict[str, str] = {}
+            for name, fd in desired.functions.items():
+                versions: list[tuple[str, float, LoadSpec, Manifest]] = []
+                for vw in fd.versions:
+                    try:
+                        spec, manifest = await self._ensure(
+                            name, vw.version_id, vw.sha256, desired.signatures, offline=offline
+                        )
+                    except EdgefnError as err:
+                        errors[vw.version_id] = err.message
+                        self.node.log.emit(
+                            "agent",
+                            event="version_refused",
+                            function=name,
+                            version=vw.version_id,
+                            error=err.message,
+                        )
+                        continue
+                    versions.append((vw.version_id, vw.weight, spec, manifest))
+                total = sum(v[1] for v in versions)
+                if versions and total > 0:
+                    self.node.activate(name, [(v, w / total, s, m) for v, w, s, m in versions])
+            for name in set(self.node.table.functions) - set(desired.functions):
+                self.node.deactivate(name)
+            self._persist(desired)
+            self.applied, self.errors = desired, errors
+            self.node.log.emit(
+                "agent", event="applied", generation=desired.generation, errors=len(errors)
+            )
+        self._kick_report()
+
+    async def _ensure(
+        self, name: str, version: str, sha256: str, signatures: dict[str, str], *, offline: bool
+    ) -> tuple[LoadSpec, Manifest]:
+        if version in self._installed:
+            return self._installed[version]
+        path = self.state_dir / "bundles" / f"{sha256}.bundle"
+        if path.exists():
+            data = path.read_bytes()
+        elif offline or self.nc is None:
+            raise BundleError(f"bundle {version} is not on local disk and the hub is unreachable")
+        else:
+            data = await fetch_bundle(self.nc, self.region, sha256)
+        self._verify(version, sha256, signatures.get(sha256, ""))
+        manifest, spec = await self.node.install_bundle(data, sha256, version)
+        if manifest.name != name:
+            raise BundleError(f"bundle {version} is function {manifest.name!r}, not {name!r}")
+        if not path.exists():
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        self._installed[version] = (spec, manifest)
+        return spec, manifest
+
+    def _verify(self, version: str, sha256: str, signature: str) -> None:
+        if not signature:
+            raise BundleError(f"bundle {version} has no signature in the desired state")
+        reasons = []
+        for pem in self.trusted_keys:
+            try:
+                verify_signature(pem, sha256, signature)
+                return
+            except BundleError as err:
+                reasons.append(err.message)
+        raise BundleError(
+            f"bundle {version}: signature mismatch (no trusted key verifies it)",
+            hint="deploy with the planet's signing key",
+        )
+
+    def _persist(self, desired: DesiredState) -> None:
+        import msgspec
+
+        path = self.state_dir / "desired.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(msgspec.json.encode(desired))
+        os.replace(tmp, path)
+
+    # -- observed state --------------------------------------------------------------------
+    def observed(self) -> ObservedState:
+        functions: dict[str, dict[str, VersionStats]] = {}
+        for fn, versions in self.node.version_stats.snapshot().items():
+            functions[fn] = {v: VersionStats(*t) for v, t in versions.items()}
+        for fn, versions_list in self.node.active_versions().items():
+            for v in versions_list:
+                functions.setdefault(fn, {}).setdefault(v, VersionStats())
+        return ObservedState(
+            location=self.node.location,
+            generation=self.applied.generation,
+            functions=functions,
+            errors=dict(self.errors),
+            at_ms=time.time_ns() // 1_000_000,
+            region=self.region,
+            url=self.node.url,
+        )
+
+    def _kick_report(self) -> None:
+        self._report_now = True
+
+    async def _report_loop(self) -> None:
+        assert self.nc is not None
+        kv: Any = None
+        while True:
+            try:
+                if kv is None:
+                    kv = await jetstream(self.nc).key_value(OBSERVED_BUCKET)
+                await kv.put(self.node.location, encode_observed(self.observed()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                kv = None
+            await asyncio.sleep(self.report_s)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "generation": self.applied.generation,
+            "errors": self.errors,
+            "connected": bool(self.nc is not None and self.nc.is_connected),
+        }
+
+
+def load_trusted_keys(paths: list[Path]) -> list[str]:
+    return [p.read_text() for p in paths]
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, default=str)
