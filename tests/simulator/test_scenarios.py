@@ -232,3 +232,23 @@ def test_replications_give_replication_intervals() -> None:
     r = simulate(parse_scenario(doc), replications=4, workers=2)
     assert r["ci95"]["wait_ms_mean"]["method"] == "replications"
     assert r["ci95"]["wait_ms_mean"]["n"] == 4
+
+
+def test_edgefn_routing_policy_routes_flows_like_nearest_without_load() -> None:
+    """With no load reports the platform's RoutingPolicy serves at the ingress when it can."""
+    doc = _planet_doc(pops=12, functions=10)
+    doc["policies"] = {"placement": "everywhere", "routing": "edgefn"}
+    routed = build_planet(parse_scenario(doc))
+    doc["policies"]["routing"] = "nearest"
+    nearest = build_planet(parse_scenario(doc))
+    assert np.array_equal(routed.assignment, nearest.assignment)
+    r = simulate(parse_scenario(doc | {"policies": {"routing": "edgefn"}}), workers=1)
+    assert r["requests"] > 0
+
+
+def test_planner_placement_is_refused_until_available() -> None:
+    doc = _planet_doc()
+    doc["policies"] = {"placement": "planner"}
+    with pytest.raises(ScenarioError) as info:
+        build_planet(parse_scenario(doc))
+    assert info.value.key == "policies.placement"

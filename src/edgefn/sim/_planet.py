@@ -42,6 +42,7 @@ from edgefn.sim._tally import Tally, TallyShape
 from edgefn.world import City, Location, cities, get_location, haversine_km, rtt_ms, spread
 
 __all__ = [
+    "EdgefnRouter",
     "NearestRouter",
     "Placement",
     "PlanetJob",
@@ -85,6 +86,44 @@ class NearestRouter:
             best = np.where(ok, self.rtt_ms, np.inf).argmin(axis=1).astype(np.int32)
             best[~ok.any(axis=1)] = -1
             out[:, inverse.ravel() == m] = best[:, None]
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class EdgefnRouter:
+    """The platform's own :class:`edgefn.routing.RoutingPolicy` picks the PoP for each flow.
+
+    A client enters at its nearest reachable PoP (anycast); the policy at that ingress scores
+    the reachable PoPs running the function (RTT from the ingress + forwarding cost + penalties)
+    and picks one. There are no load reports in a precomputed epoch, so the policy routes on
+    RTT alone. The client's RTT is then counted to the chosen PoP directly: the extra
+    ingress-to-target hop of a forwarded request is not modelled.
+    """
+
+    rtt_ms: np.ndarray  # cities × PoPs
+    pop_rtt_ms: np.ndarray  # PoPs × PoPs
+    pop_ids: tuple[str, ...]
+
+    def assign(self, placement: np.ndarray, reachable: np.ndarray) -> np.ndarray:
+        from edgefn.routing import RouteRequest, RoutingPolicy
+
+        index = {p: i for i, p in enumerate(self.pop_ids)}
+        policy = RoutingPolicy(lambda a, b: float(self.pop_rtt_ms[index[a], index[b]]))
+        out = np.full((self.rtt_ms.shape[0], placement.shape[0]), -1, dtype=np.int32)
+        masks, inverse = np.unique(placement, axis=0, return_inverse=True)
+        ingress = np.where(reachable, self.rtt_ms, np.inf).argmin(axis=1)
+        for c in range(self.rtt_ms.shape[0]):
+            if not reachable[c].any():
+                continue
+            for m, mask in enumerate(masks):
+                cands = [self.pop_ids[i] for i in np.flatnonzero(mask & reachable[c])]
+                if not cands:
+                    continue
+                d = policy.decide(
+                    RouteRequest(self.pop_ids[ingress[c]], f"group{m}", cands, now_ms=0)
+                )
+                if d.target is not None:
+                    out[c, inverse.ravel() == m] = index[d.target]
         return out
 
 
@@ -181,6 +220,17 @@ def _placement(
 ) -> Placement:
     n_pop = len(pops)
     mask = np.zeros((len(weight), n_pop), dtype=bool)
+    if s.policies.placement == "planner":
+        from edgefn.errors import ScenarioError
+
+        # edgefn.placement exports no solver API yet (no __init__.py when this was written);
+        # refuse rather than silently fall back to another placement.
+        raise ScenarioError(
+            "placement = 'planner' is not available: edgefn.placement exports no solver yet",
+            path=s.path,
+            key="policies.placement",
+            hint="use 'popularity' or 'everywhere'",
+        )
     if s.policies.placement == "everywhere":
         mask[:] = True
         return Placement(mask, "everywhere")
@@ -282,6 +332,9 @@ def build_planet(s: Scenario) -> PlanetModel:
 
 
 def _router(s: Scenario, rtt: np.ndarray, pops: tuple[Location, ...]) -> Router:
+    if s.policies.routing == "edgefn":
+        pop_rtt = np.array([[rtt_ms(a, b) for b in pops] for a in pops])
+        return EdgefnRouter(rtt, pop_rtt, tuple(p.id for p in pops))
     return NearestRouter(rtt)
 
 
