@@ -168,7 +168,11 @@ class Reconciler:
             case FunctionRestored():
                 self._restore(event)
         clock_ms = None if isinstance(event, LocationForgotten) else event.now_ms
-        self._write_changed(out, force)
+        # Desired content depends only on functions, rollouts and the set of locations; a report
+        # from a known location or a tick changes none of them unless evaluation emits something,
+        # so only then is every location recomputed (the common event stays O(1) in locations).
+        changed = bool(out) or not isinstance(event, NodeObserved | Tick) or bool(force)
+        self._write_changed(out, force, everything=changed)
         if clock_ms is not None:
             # Evaluating can end a stage or a rollout, which changes desired state again; a
             # bounded number of passes lets an immediately-ready stage chain (e.g. no locations).
@@ -176,9 +180,9 @@ class Reconciler:
                 before = len(out)
                 for name in sorted(self._functions):
                     self._evaluate(name, clock_ms, out)
-                self._write_changed(out, set())
                 if len(out) == before:
                     break
+                self._write_changed(out, set(), everything=True)
         return out
 
     # -- events -----------------------------------------------------------------------------------
@@ -442,9 +446,11 @@ class Reconciler:
         wanted = {v.sha256 for f in content.values() for v in f.versions}
         return {sha: known[sha] for sha in sorted(wanted) if sha in known}
 
-    def _write_changed(self, out: list[Instruction], force: set[str]) -> None:
+    def _write_changed(self, out: list[Instruction], force: set[str], *, everything: bool) -> None:
+        if not everything and not force:
+            return
         stage_sets = self._stage_sets()
-        for location in sorted(self._locations):
+        for location in sorted(self._locations) if everything else sorted(force):
             content = self._content_for(location, stage_sets)
             if location not in force and self._content.get(location) == content:
                 continue
