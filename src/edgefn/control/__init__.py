@@ -8,6 +8,7 @@ importing the model does not pull in starlette and nats.
 
 from __future__ import annotations
 
+from edgefn.control.errors import Conflict, ControlError, NotFound, Untrusted
 from edgefn.control.events import (
     STRATEGIES,
     DeploymentCompleted,
@@ -42,9 +43,18 @@ from edgefn.control.model import (
     encode_observed,
 )
 from edgefn.control.reconciler import Reconciler, ReconcilerOptions, ReconcilerStatistics, Stage
+from edgefn.control.registry import (
+    FunctionRecord,
+    ManifestSummary,
+    Registry,
+    RegistryStatistics,
+    VersionInfo,
+)
 
 __all__ = [
     "STRATEGIES",
+    "Conflict",
+    "ControlError",
     "DeployRequested",
     "DeploymentCompleted",
     "DeploymentRecord",
@@ -52,6 +62,7 @@ __all__ = [
     "DesiredState",
     "Event",
     "FunctionDesired",
+    "FunctionRecord",
     "FunctionRestored",
     "FunctionStatus",
     "GateOutcome",
@@ -60,17 +71,23 @@ __all__ = [
     "Instruction",
     "LocationForgotten",
     "LocationStatus",
+    "ManifestSummary",
     "NodeObserved",
+    "NotFound",
     "ObservedState",
     "Reconciler",
     "ReconcilerOptions",
     "ReconcilerStatistics",
+    "Registry",
+    "RegistryStatistics",
     "Rejected",
     "RollbackRequested",
     "RolledBack",
     "Stage",
     "StageAdvanced",
     "Tick",
+    "Untrusted",
+    "VersionInfo",
     "VersionRef",
     "VersionStats",
     "VersionWeight",

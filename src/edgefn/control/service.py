@@ -219,7 +219,11 @@ class ControlService:
         while True:
             await asyncio.sleep(self._tick_s)
             self._ticks_total += 1
-            await self._handle(Tick(_now_ms()))
+            try:
+                await self._handle(Tick(_now_ms()))
+            except Exception:
+                # A bug must not silently stop rollouts forever: log it loudly and keep ticking.
+                log.exception("control tick failed")
 
     async def _handle(self, event: Event) -> list[Instruction]:
         async with self._lock:
@@ -259,7 +263,12 @@ class ControlService:
             state = StableState(status.active, status.previous, status.regions)
             if self._stable.get(name) == state:
                 continue
-            await kv.put(_STATE_PREFIX + name, msgspec.json.encode(state))
+            try:
+                await kv.put(_STATE_PREFIX + name, msgspec.json.encode(state))
+            except Exception as err:
+                # Any NATS failure: _stable is unchanged, so the next event retries the write.
+                log.warning("persisting state of %s failed (will retry): %r", name, err)
+                return
             self._stable[name] = state
 
     # -- operations -------------------------------------------------------------------------------
