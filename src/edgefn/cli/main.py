@@ -16,6 +16,8 @@ from edgefn.errors import EdgefnError
 _COMMAND_MODULES: list[str] = [
     "_bench",
     "_dev",
+    "_plan",
+    "_planet",
     "_roles",
     "_simulate",
 ]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from pathlib import Path
@@ -72,6 +71,7 @@ class NodeAgent:
         self._apply_lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
         self._kick = asyncio.Event()
+        self._report_event = asyncio.Event()
         (state_dir / "bundles").mkdir(parents=True, exist_ok=True)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -254,7 +254,7 @@ class NodeAgent:
         )
 
     def _kick_report(self) -> None:
-        self._report_now = True
+        self._report_event.set()
 
     async def _report_loop(self) -> None:
         assert self.nc is not None
@@ -268,7 +268,10 @@ class NodeAgent:
                 raise
             except Exception:
                 kv = None
-            await asyncio.sleep(self.report_s)
+            # Report at once after a change (the reconciler waits on it), else every report_s.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_event.wait(), timeout=self.report_s)
+            self._report_event.clear()
 
     def status(self) -> dict[str, Any]:
         return {
@@ -276,11 +279,3 @@ class NodeAgent:
             "errors": self.errors,
             "connected": bool(self.nc is not None and self.nc.is_connected),
         }
-
-
-def load_trusted_keys(paths: list[Path]) -> list[str]:
-    return [p.read_text() for p in paths]
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, default=str)

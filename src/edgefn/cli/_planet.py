@@ -1,0 +1,487 @@
+"""The local planet and deploys: ``up``, ``down``, ``deploy``, ``status``, ``rollback``,
+``versions`` and ``net partition|heal|delay|kill|revive|links``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.errors import EdgefnError
+
+StateDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir", help="The planet's state directory (default .edgefn, or $EDGEFN_STATE_DIR)"
+    ),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON")]
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    app.command("up")(up)
+    app.command("down")(down)
+    app.command("deploy")(deploy)
+    app.command("status")(status)
+    app.command("rollback")(rollback)
+    app.command("versions")(versions)
+    net = typer.Typer(
+        help="Chaos on the local planet: partitions, delays, killed locations.",
+        no_args_is_help=True,
+    )
+    net.command("partition")(net_partition)
+    net.command("heal")(net_heal)
+    net.command("delay")(net_delay)
+    net.command("kill")(net_kill)
+    net.command("revive")(net_revive)
+    net.command("links")(net_links)
+    app.add_typer(net, name="net")
+
+
+def _state_dir(state_dir: Path | None) -> Path:
+    from edgefn.planet.client import default_state_dir
+
+    return state_dir or default_state_dir()
+
+
+def _client(state_dir: Path | None) -> Any:
+    from edgefn.planet.client import PlanetClient
+
+    try:
+        return PlanetClient(_state_dir(state_dir))
+    except EdgefnError as err:
+        fail_from(err)
+
+
+def choose_locations(locations: int | None, topology: Path | None) -> list[Any]:
+    from edgefn.world import load_topology, spread
+
+    if topology is not None and locations is not None:
+        fail("give --locations or --topology, not both")
+    try:
+        if topology is not None:
+            return list(load_topology(topology))
+        n = locations or 6
+        if n < 1 or n > 300:
+            fail(f"--locations {n} is out of range", hint="use 1 to 300")
+        return list(spread(n))
+    except EdgefnError as err:
+        fail_from(err)
+
+
+def up(
+    locations: Annotated[
+        int | None, typer.Option(help="How many real PoPs (spread worldwide)")
+    ] = None,
+    topology: Annotated[Path | None, typer.Option(help="A topology TOML file instead")] = None,
+    detach: Annotated[bool, typer.Option(help="Return once every location is healthy")] = False,
+    state_dir: StateDir = None,
+    entry_port: Annotated[int, typer.Option(help="Port of the anycast entry")] = 8787,
+    emulate_rtt: Annotated[bool, typer.Option(help="Delay users by their modelled RTT")] = True,
+    preload: Annotated[
+        str, typer.Option(help="Modules every zygote pre-imports (comma list)")
+    ] = "",
+    json_out: JsonOut = False,
+) -> None:
+    """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
+    from edgefn.planet.supervisor import read_planet
+
+    sd = _state_dir(state_dir)
+    try:
+        read_planet(sd)
+        fail(f"a planet is already running in {sd}", hint="stop it with `edgefn down` first")
+    except EdgefnError:
+        pass
+    chosen = choose_locations(locations, topology)
+    if detach:
+        _up_detached(sd, locations, topology, entry_port, emulate_rtt, preload, json_out)
+        return
+    from edgefn._loop import run
+
+    run(_up_foreground(sd, chosen, entry_port, emulate_rtt, preload, quiet=json_out))
+
+
+async def _up_foreground(
+    sd: Path, chosen: list[Any], entry_port: int, emulate_rtt: bool, preload: str, *, quiet: bool
+) -> None:
+    import asyncio
+    import signal
+
+    from edgefn.planet.supervisor import Planet
+
+    planet = Planet(
+        chosen,
+        state_dir=sd,
+        entry_port=entry_port,
+        emulate_rtt=emulate_rtt,
+        preload=tuple(x for x in preload.split(",") if x),
+        on_progress=lambda m: print(m, file=sys.stderr, flush=True),
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await planet.start()
+        if not quiet:
+            _print_planet(planet.describe())
+        print("READY", flush=True)
+        await stop.wait()
+    except EdgefnError as err:
+        print(f"error: {err}", file=sys.stderr)
+    finally:
+        await planet.stop()
+
+
+def _up_detached(
+    sd: Path,
+    locations: int | None,
+    topology: Path | None,
+    entry_port: int,
+    emulate_rtt: bool,
+    preload: str,
+    json_out: bool,
+) -> None:
+    from rich.console import Console
+
+    from edgefn.planet.supervisor import read_planet
+
+    (sd / "logs").mkdir(parents=True, exist_ok=True)
+    args = [
+        sys.executable,
+        "-m",
+        "edgefn.cli.main",
+        "up",
+        "--state-dir",
+        str(sd),
+        "--entry-port",
+        str(entry_port),
+        "--json",
+    ]
+    args += ["--topology", str(topology)] if topology else ["--locations", str(locations or 6)]
+    args += [] if emulate_rtt else ["--no-emulate-rtt"]
+    args += ["--preload", preload] if preload else []
+    log_path = sd / "logs" / "supervisor.log"
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    console = Console(stderr=True)
+    deadline = time.monotonic() + 180
+    with console.status("starting the planet…") as spinner:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-3000:]
+                fail(
+                    f"the planet failed to start (exit {proc.returncode}):\n{tail}",
+                    hint=f"full log: {log_path}",
+                )
+            try:
+                planet = read_planet(sd)
+                if planet.get("supervisor_pid") == proc.pid:
+                    break
+            except EdgefnError:
+                pass
+            lines = log_path.read_text(errors="replace").strip().splitlines()
+            if lines:
+                spinner.update(lines[-1][:100])
+            time.sleep(0.1)
+        else:
+            proc.terminate()
+            fail("the planet did not become ready within 180 s", hint=f"see {log_path}")
+    if json_out:
+        emit_json(planet)
+    else:
+        _print_planet(planet)
+        typer.echo(
+            f"Planet up (supervisor pid {proc.pid}). Try:\n"
+            f"  edgefn deploy examples/hello --wait\n"
+            f"  curl -H 'Host: hello.localhost' -H 'x-edgefn-client-location: NRT' "
+            f"{planet['entry_url']}/\n  edgefn down"
+        )
+
+
+def _print_planet(planet: dict[str, Any]) -> None:
+    rows = [
+        [loc["name"], loc["city"], loc["region"], f"{loc['lat']:.2f},{loc['lon']:.2f}", loc["url"]]
+        for loc in planet["locations"]
+    ]
+    print_table(
+        f"planet — entry {planet['entry_url']}  control {planet['api_url']}",
+        ["location", "city", "region", "lat,lon", "url"],
+        rows,
+    )
+
+
+def down(state_dir: StateDir = None) -> None:
+    """Stop the planet running in the state directory (every process, by pid)."""
+    import signal
+
+    from edgefn.planet.supervisor import read_planet
+
+    sd = _state_dir(state_dir)
+    try:
+        planet = read_planet(sd)
+    except EdgefnError as err:
+        fail_from(err)
+    pid = int(planet["supervisor_pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            typer.echo(f"planet in {sd} stopped")
+            return
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    typer.echo(f"planet in {sd} did not stop in 60 s; killed it")
+
+
+def deploy(
+    path: Annotated[Path, typer.Argument(help="Function directory")] = Path("."),
+    strategy: Annotated[str, typer.Option(help="immediate | canary")] = "immediate",
+    wait: Annotated[bool, typer.Option(help="Wait until every location serves it")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Build, sign and upload the function in PATH, then roll it out to the planet."""
+    if strategy not in ("immediate", "canary"):
+        fail(f"--strategy {strategy!r} is not known", hint="use immediate or canary")
+    client = _client(state_dir)
+    try:
+        uploaded = client.upload(path)
+        name, version = uploaded["function"], uploaded["version_id"]
+        started = client.deploy(name, version, strategy)
+        out: dict[str, Any] = {
+            "function": name,
+            "version": version,
+            "strategy": strategy,
+            "deployment_id": started.get("deployment_id"),
+        }
+        if wait:
+            out["convergence_s"] = _wait(client, name, version, timeout, quiet=json_out)
+            times = sorted(out["convergence_s"].values())
+            out["converged_all_s"] = times[-1] if times else None
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(out)
+        return
+    typer.echo(f"deployed {name} version {version} ({strategy})")
+    if wait:
+        print_table(
+            "convergence",
+            ["location", "serving after (s)"],
+            sorted(out["convergence_s"].items(), key=lambda kv: kv[1]),
+        )
+
+
+def _wait(client: Any, name: str, version: str, timeout: float, *, quiet: bool) -> dict[str, float]:
+    from rich.progress import Progress
+
+    if quiet:
+        return dict(client.wait_converged(name, version, timeout_s=timeout))
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"rolling out {name} {version}", total=None)
+
+        def update(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total or None)
+
+        return dict(client.wait_converged(name, version, timeout_s=timeout, on_progress=update))
+
+
+def status(
+    name: Annotated[str | None, typer.Argument(help="Only this function")] = None,
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Per location: region, coordinates, URL, health and versions; per function: convergence."""
+    import httpx
+
+    client = _client(state_dir)
+    try:
+        st = client.status()
+    except EdgefnError as err:
+        fail_from(err)
+    observed = {loc["location"]: loc for loc in st.get("locations", [])}
+    locations = []
+    for loc in client.planet["locations"]:
+        try:
+            healthy = httpx.get(f"{loc['url']}/_edgefn/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            healthy = False
+        fns = ((observed.get(loc["name"]) or {}).get("observed") or {}).get("functions", {})
+        versions = {fn: sorted(vs) for fn, vs in fns.items() if name in (None, fn)}
+        locations.append(
+            {
+                "name": loc["name"],
+                "region": loc["region"],
+                "lat": loc["lat"],
+                "lon": loc["lon"],
+                "url": loc["url"],
+                "healthy": healthy,
+                "versions": versions,
+                "load_errors": (observed.get(loc["name"]) or {}).get("load_errors", []),
+            }
+        )
+    functions = [
+        {
+            "name": f["function"],
+            "desired_version": (f.get("active") or {}).get("version_id"),
+            "converged": f.get("converged"),
+            "waiting_for": f.get("waiting_for", []),
+            "deployment": f.get("deployment"),
+        }
+        for f in st.get("functions", [])
+        if name in (None, f["function"])
+    ]
+    out = {"locations": locations, "functions": functions}
+    if json_out:
+        emit_json(out)
+        return
+    print_table(
+        "locations",
+        ["location", "region", "healthy", "versions", "errors"],
+        [
+            [
+                x["name"],
+                x["region"],
+                "yes" if x["healthy"] else "NO",
+                " ".join(f"{k}={','.join(v)}" for k, v in x["versions"].items()),
+                x["load_errors"] or "",
+            ]
+            for x in locations
+        ],
+    )
+    print_table(
+        "functions",
+        ["function", "desired", "converged", "waiting for"],
+        [
+            [f["name"], f["desired_version"], f["converged"], " ".join(f["waiting_for"])]
+            for f in functions
+        ],
+    )
+
+
+def rollback(
+    name: Annotated[str, typer.Argument(help="Function name")],
+    to: Annotated[str | None, typer.Option(help="Version id (default: the previous one)")] = None,
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Roll NAME back to its previous version (or --to a kept version)."""
+    client = _client(state_dir)
+    try:
+        out = client.rollback(name, to)
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(out)
+    else:
+        typer.echo(f"rolling {name} back to {out.get('version_id', out)}")
+
+
+def versions(
+    name: Annotated[str, typer.Argument(help="Function name")],
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """The kept versions of NAME (newest first)."""
+    client = _client(state_dir)
+    try:
+        out = client.versions(name)
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(out)
+        return
+    rows = [
+        [v["version_id"], v.get("created_ms"), v.get("size_bytes"), v.get("key_id")]
+        for v in out.get("versions", [])
+    ]
+    print_table(f"versions of {name}", ["version", "created_ms", "bytes", "signed by"], rows)
+
+
+def net_partition(
+    locations: Annotated[list[str], typer.Argument(help="Locations to cut off")],
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Cut these locations off from the rest of the backbone (users still reach them)."""
+    client = _client(state_dir)
+    try:
+        out = client.partition(locations)
+    except EdgefnError as err:
+        fail_from(err)
+    emit_json(out) if json_out else typer.echo(f"cut {len(out.get('cut', []))} links")
+
+
+def net_heal(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
+    """Restore every cut link."""
+    client = _client(state_dir)
+    try:
+        healed = client.heal()
+    except EdgefnError as err:
+        fail_from(err)
+    emit_json({"healed": healed}) if json_out else typer.echo(f"healed {len(healed)} links")
+
+
+def net_delay(
+    a: Annotated[str, typer.Argument(help="Endpoint (core, hub-<region>, loc-<id>)")],
+    b: Annotated[str, typer.Argument(help="Endpoint")],
+    ms: Annotated[float, typer.Argument(help="New round-trip time in ms")],
+    state_dir: StateDir = None,
+) -> None:
+    """Set the RTT of the link between endpoints A and B."""
+    if ms < 0:
+        fail("the delay must be >= 0 ms")
+    client = _client(state_dir)
+    try:
+        typer.echo(f"link {client.delay(a, b, ms)} now has RTT {ms:g} ms")
+    except EdgefnError as err:
+        fail_from(err)
+
+
+def net_kill(location: Annotated[str, typer.Argument()], state_dir: StateDir = None) -> None:
+    """SIGKILL a location's node and keep it down (the supervisor does not restart it)."""
+    client = _client(state_dir)
+    try:
+        client.kill(location)
+    except EdgefnError as err:
+        fail_from(err)
+    typer.echo(f"{location} killed; `edgefn net revive {location}` brings it back")
+
+
+def net_revive(location: Annotated[str, typer.Argument()], state_dir: StateDir = None) -> None:
+    """Start a killed location's node again."""
+    client = _client(state_dir)
+    try:
+        out = client.revive(location)
+    except EdgefnError as err:
+        fail_from(err)
+    typer.echo(f"{location} is back at {out.get('url')}")
+
+
+def net_links(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
+    """List the emulated links with their RTT and state."""
+    client = _client(state_dir)
+    try:
+        links = client.links()
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(links)
+        return
+    print_table(
+        "links",
+        ["name", "a", "b", "rtt_ms", "cut"],
+        [[x.get("name"), x.get("a"), x.get("b"), x.get("rtt_ms"), x.get("cut")] for x in links],
+    )

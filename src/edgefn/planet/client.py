@@ -1,0 +1,184 @@
+"""Talking to a running planet: what ``edgefn deploy|status|rollback|versions|net`` do.
+
+Commands find the planet through its state directory (``.edgefn/`` by default, ``--state-dir`` or
+``EDGEFN_STATE_DIR``), whose ``planet.json`` names the control API, the supervisor API, the link
+control API and the signing key. Control-API errors come back as ``{"error", "message", "hint"}``
+and are raised as :class:`~edgefn.errors.PlanetError` with the same words.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from edgefn.errors import PlanetError
+from edgefn.planet.supervisor import read_planet
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("EDGEFN_STATE_DIR", ".edgefn"))
+
+
+class PlanetClient:
+    def __init__(self, state_dir: Path | None = None, *, timeout_s: float = 30.0) -> None:
+        self.state_dir = state_dir or default_state_dir()
+        self.planet = read_planet(self.state_dir)
+        self.api = self.planet["api_url"]
+        self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, method: str, url: str, **kw: Any) -> Any:
+        try:
+            resp = self._http.request(method, url, **kw)
+        except httpx.HTTPError as err:
+            raise PlanetError(
+                f"cannot reach {url}: {err}", hint="is the planet still running? `edgefn status`"
+            ) from None
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"message": resp.text}
+            raise PlanetError(
+                str(body.get("message") or body.get("error") or resp.text),
+                hint=str(body.get("hint", "")),
+            )
+        return resp.json() if resp.content else {}
+
+    # -- control API -----------------------------------------------------------------------
+    def upload(self, path: Path) -> dict[str, Any]:
+        from edgefn.bundle import build_bundle, load_or_create_signing_key
+
+        bundle = build_bundle(path)
+        key = load_or_create_signing_key(Path(self.planet["signing_key"]))
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"{self.api}/v1/functions/{bundle.manifest.name}/versions",
+            content=bundle.data,
+            headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+        )
+        result["function"] = bundle.manifest.name
+        return result
+
+    def deploy(self, name: str, version: str, strategy: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._call(
+            "POST",
+            f"{self.api}/v1/functions/{name}/deployments",
+            json={"version": version, "strategy": strategy},
+        )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = self._call("GET", f"{self.api}/v1/status")
+        return out
+
+    def versions(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._call("GET", f"{self.api}/v1/functions/{name}/versions")
+        return out
+
+    def rollback(self, name: str, to: str | None) -> dict[str, Any]:
+        out: dict[str, Any] = self._call(
+            "POST", f"{self.api}/v1/functions/{name}/rollback", json={"to": to} if to else {}
+        )
+        return out
+
+    def function_status(self, name: str) -> dict[str, Any] | None:
+        for fn in self.status().get("functions", []):
+            if fn.get("function") == name:
+                return dict(fn)
+        return None
+
+    def wait_converged(
+        self,
+        name: str,
+        version: str,
+        *,
+        timeout_s: float = 120.0,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> dict[str, float]:
+        """Poll until every targeted location serves ``version`` as its only active version.
+
+        Returns location → seconds since the call when it was first seen serving it.
+        """
+        t0 = time.monotonic()
+        seen: dict[str, float] = {}
+        while time.monotonic() - t0 < timeout_s:
+            status = self.status()
+            fn = next((f for f in status.get("functions", []) if f.get("function") == name), None)
+            deployment = (fn or {}).get("deployment") or {}
+            if deployment.get("status") == "rolled_back":
+                raise PlanetError(
+                    f"the rollout of {name} {version} rolled back: {deployment.get('reason', '')}",
+                    hint=f"see `edgefn status {name}`",
+                )
+            targets = set((fn or {}).get("targets", []))
+            for loc in status.get("locations", []):
+                versions = ((loc.get("observed") or {}).get("functions") or {}).get(name, {})
+                if loc["location"] in targets and set(versions) == {version}:
+                    seen.setdefault(loc["location"], round(time.monotonic() - t0, 3))
+            if on_progress is not None:
+                on_progress(len(seen), len(targets))
+            if targets and targets <= set(seen) and (fn or {}).get("converged"):
+                return seen
+            time.sleep(0.05)
+        raise PlanetError(
+            f"{name} {version} did not converge within {timeout_s:g}s "
+            f"({len(seen)} locations serve it)",
+            hint="a partitioned location converges after `edgefn net heal`",
+        )
+
+    # -- supervisor and links --------------------------------------------------------------
+    def kill(self, location: str) -> dict[str, Any]:
+        return self._checked(
+            self._call("POST", f"{self.planet['supervisor_url']}/kill", json={"location": location})
+        )
+
+    def revive(self, location: str) -> dict[str, Any]:
+        return self._checked(
+            self._call(
+                "POST", f"{self.planet['supervisor_url']}/revive", json={"location": location}
+            )
+        )
+
+    @staticmethod
+    def _checked(out: dict[str, Any]) -> dict[str, Any]:
+        if "error" in out:
+            raise PlanetError(out["error"], hint=out.get("hint", ""))
+        return out
+
+    def _known(self, locations: list[str]) -> None:
+        known = {loc["name"] for loc in self.planet["locations"]}
+        for loc in locations:
+            if loc not in known:
+                raise PlanetError(
+                    f"unknown location {loc!r}", hint=f"locations: {', '.join(sorted(known))}"
+                )
+
+    def partition(self, locations: list[str]) -> dict[str, Any]:
+        from edgefn.bus.link_control import LinkControlClient
+
+        self._known(locations)
+        out = LinkControlClient(self.planet["links_url"]).partition([f"loc-{x}" for x in locations])
+        return dict(out)
+
+    def heal(self) -> list[str]:
+        from edgefn.bus.link_control import LinkControlClient
+
+        return list(LinkControlClient(self.planet["links_url"]).heal())
+
+    def delay(self, a: str, b: str, ms: float) -> str:
+        from edgefn.bus.link_control import LinkControlClient
+
+        return str(LinkControlClient(self.planet["links_url"]).delay(a, b, ms))
+
+    def links(self) -> list[dict[str, Any]]:
+        from edgefn.bus.link_control import LinkControlClient
+
+        return list(LinkControlClient(self.planet["links_url"]).links())

@@ -1,0 +1,440 @@
+"""The local planet (``edgefn up``): every role as a process on 127.0.0.1, links emulated.
+
+Layout. One ``core`` process (nats-server with JetStream + control API) sits at the first chosen
+location. Each region present among the locations gets one hub (``region`` process) placed at the
+region's first location; its leafnode to the core goes through a link-emulator ``Link`` whose RTT
+is the world model's RTT between the two places. Each location runs a ``node`` process whose NATS
+connection goes through a link to its region's hub. Every link is named by its endpoints
+(``core``, ``hub-<region>``, ``loc-<id>``) so ``edgefn net partition fra`` cuts ``loc-fra`` off
+from everything else while users can still reach the location over HTTP (edge autonomy).
+
+The anycast entry (``127.0.0.1:8787`` by default) sends each user to the nearest healthy location.
+A small supervisor API (``/state``, ``/kill``, ``/revive``) lets ``edgefn net kill|revive`` stop a
+node and keep it down; any other node that exits is restarted. ``planet.json`` in the state
+directory records every address and pid, so other commands find the running planet; ``down`` (or
+SIGTERM/SIGINT) stops every child by pid. Children also get ``PR_SET_PDEATHSIG`` so none outlives a
+supervisor that is killed outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgefn.errors import PlanetError
+from edgefn.world import Location, rtt_ms
+
+PLANET_FILE = "planet.json"
+RESTART_BACKOFF_S = 1.0
+
+
+@dataclass(slots=True)
+class Child:
+    """One role process the supervisor owns."""
+
+    name: str
+    args: list[str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    restarts: int = 0
+    held_down: bool = False
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def _pdeathsig() -> None:
+    from edgefn.runtime._seccomp import set_parent_death_signal
+
+    set_parent_death_signal(signal.SIGTERM)
+    os.setpgrp()
+
+
+async def _start_child(child: Child, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Start ``child`` and wait for its ``{"ready": true}`` line."""
+    log = child.log_path.open("ab")
+    child.proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; readiness is awaited below
+        [sys.executable, "-m", "edgefn.cli.main", *child.args],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_pdeathsig,
+    )
+    log.close()
+    assert child.proc.stdout is not None
+    loop = asyncio.get_running_loop()
+    line = await asyncio.wait_for(loop.run_in_executor(None, child.proc.stdout.readline), timeout_s)
+    if not line:
+        code = child.proc.wait()
+        tail = child.log_path.read_text(errors="replace")[-2000:]
+        raise PlanetError(
+            f"{child.name} exited with code {code} during start-up:\n{tail}",
+            hint=f"see {child.log_path}",
+        )
+    child.info = json.loads(line)
+    return child.info
+
+
+def _stop_child(child: Child, timeout_s: float = 10.0) -> None:
+    proc = child.proc
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def read_planet(state_dir: Path) -> dict[str, Any]:
+    """The running planet's ``planet.json``; a clear error when none runs there."""
+    path = state_dir / PLANET_FILE
+    if not path.exists():
+        raise PlanetError(
+            f"no planet is running in {state_dir}",
+            hint="start one with `edgefn up --locations 6 --detach` "
+            "(or pass --state-dir / set EDGEFN_STATE_DIR)",
+        )
+    data: dict[str, Any] = json.loads(path.read_text())
+    pid = int(data.get("supervisor_pid", 0))
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        raise PlanetError(
+            f"the planet in {state_dir} is not running (supervisor {pid} is gone)",
+            hint="start it again with `edgefn up --detach`",
+        ) from None
+    return data
+
+
+def hub_sites(locations: list[Location]) -> dict[str, Location]:
+    """Region id → the location its hub sits at (the region's first location)."""
+    sites: dict[str, Location] = {}
+    for loc in locations:
+        sites.setdefault(loc.region, loc)
+    return sites
+
+
+class Planet:
+    """Starts, supervises and stops a local planet."""
+
+    def __init__(
+        self,
+        locations: list[Location],
+        *,
+        state_dir: Path,
+        entry_port: int = 8787,
+        emulate_rtt: bool = True,
+        preload: tuple[str, ...] = (),
+        on_progress: Callable[[str], None] | None = None,
+    ) -> None:
+        if not locations:
+            raise PlanetError("a planet needs at least one location")
+        self.locations = locations
+        self.state_dir = state_dir.resolve()
+        self.entry_port = entry_port
+        self.emulate_rtt = emulate_rtt
+        self.preload = preload
+        self.progress = on_progress or (lambda _msg: None)
+        self.core: Child | None = None
+        self.regions: dict[str, Child] = {}
+        self.nodes: dict[str, Child] = {}
+        self.links: Any = None
+        self.entry: Any = None
+        self._api: Any = None
+        self._api_task: asyncio.Task[None] | None = None
+        self._supervise_task: asyncio.Task[None] | None = None
+        self.api_url = ""
+
+    # -- start -----------------------------------------------------------------------------
+    def _signing_key(self) -> Path:
+        from edgefn.bundle import load_or_create_signing_key
+
+        key = load_or_create_signing_key(self.state_dir / "signing-key.pem")
+        pub = self.state_dir / "signing-key.pub"
+        pub.write_text(key.public_key_pem())
+        return pub
+
+    async def start(self) -> None:
+        from edgefn.bus.link_group import LinkEmulatorGroup
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "logs").mkdir(exist_ok=True)
+        pub = self._signing_key()
+        core_site = self.locations[0]
+        self.progress("starting core (nats-server + JetStream + control API)")
+        self.core = Child(
+            "core",
+            ["core", "--state-dir", str(self.state_dir / "core"), "--trusted-key", str(pub)],
+            self.state_dir / "logs/core.log",
+        )
+        core_info = await _start_child(self.core)
+        self.links = LinkEmulatorGroup()
+        await self.links.start_control()
+        leaf_port = int(core_info["leafnode_url"].rsplit(":", 1)[1])
+        sites = hub_sites(self.locations)
+        for region, site in sites.items():
+            self.progress(f"starting hub for region {region} at {site.id}")
+            link = await self.links.add_link(
+                f"core~hub-{region}",
+                f"hub-{region}",
+                "core",
+                target_host="127.0.0.1",
+                target_port=leaf_port,
+                rtt_ms=rtt_ms(site, core_site),
+            )
+            child = Child(
+                f"hub-{region}",
+                [
+                    "region",
+                    "--name",
+                    region,
+                    "--core-leaf",
+                    f"nats-leaf://127.0.0.1:{link.port}",
+                    "--state-dir",
+                    str(self.state_dir / f"regions/{region}"),
+                ],
+                self.state_dir / f"logs/hub-{region}.log",
+            )
+            self.regions[region] = child
+        await asyncio.gather(*(_start_child(c) for c in self.regions.values()))
+        for loc in self.locations:
+            hub = self.regions[loc.region]
+            hub_port = int(hub.info["client_url"].rsplit(":", 1)[1])
+            link = await self.links.add_link(
+                f"hub-{loc.region}~loc-{loc.id}",
+                f"loc-{loc.id}",
+                f"hub-{loc.region}",
+                target_host="127.0.0.1",
+                target_port=hub_port,
+                rtt_ms=rtt_ms(loc, sites[loc.region]),
+            )
+            args = [
+                "node",
+                "--location",
+                loc.id,
+                "--region",
+                loc.region,
+                "--nats",
+                f"nats://127.0.0.1:{link.port}",
+                "--trusted-key",
+                str(pub),
+                "--state-dir",
+                str(self.state_dir / f"nodes/{loc.id}"),
+            ]
+            if self.preload:
+                args += ["--preload", ",".join(self.preload)]
+            self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
+        self.progress(f"starting {len(self.nodes)} edge nodes")
+        await asyncio.gather(*(_start_child(c) for c in self.nodes.values()))
+        await self._start_entry()
+        await self._start_api()
+        self._write_state()
+        self._supervise_task = asyncio.create_task(self._supervise())
+        self.progress("planet ready")
+
+    async def _start_entry(self) -> None:
+        from edgefn.planet.anycast import AnycastEntry
+
+        self.entry = AnycastEntry(
+            self._entry_locations(), port=self.entry_port, emulate_rtt=self.emulate_rtt
+        )
+        try:
+            await self.entry.start()
+        except OSError as err:
+            raise PlanetError(
+                f"cannot listen on 127.0.0.1:{self.entry_port}: {err}",
+                hint="stop what uses the port, or pass --entry-port",
+            ) from None
+        for loc in self.locations:
+            await self.entry.wait_health(loc.id, healthy=True, timeout_s=20)
+
+    def _entry_locations(self) -> list[Any]:
+        from edgefn.planet._anycast_choice import EntryLocation
+
+        return [
+            EntryLocation(loc.id, loc.lat, loc.lon, self.nodes[loc.id].info.get("url", ""))
+            for loc in self.locations
+            if self.nodes[loc.id].info.get("url")
+        ]
+
+    async def _start_api(self) -> None:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        from edgefn.planet.roles import _serve_asgi
+
+        async def state(_r: Request) -> JSONResponse:
+            return JSONResponse(self.describe())
+
+        async def kill(r: Request) -> JSONResponse:
+            loc = (await r.json()).get("location", "")
+            return JSONResponse(self.kill(loc))
+
+        async def revive(r: Request) -> JSONResponse:
+            loc = (await r.json()).get("location", "")
+            return JSONResponse(await self.revive(loc))
+
+        app = Starlette(
+            routes=[
+                Route("/state", state),
+                Route("/kill", kill, methods=["POST"]),
+                Route("/revive", revive, methods=["POST"]),
+            ]
+        )
+        self._api, self._api_task, port = await _serve_asgi(app, "127.0.0.1", 0)
+        self.api_url = f"http://127.0.0.1:{port}"
+
+    # -- chaos -----------------------------------------------------------------------------
+    def _node(self, location: str) -> Child:
+        child = self.nodes.get(location)
+        if child is None:
+            raise PlanetError(
+                f"unknown location {location!r}", hint=f"locations: {', '.join(sorted(self.nodes))}"
+            )
+        return child
+
+    def kill(self, location: str) -> dict[str, Any]:
+        """SIGKILL a node and keep it down until :meth:`revive`."""
+        try:
+            child = self._node(location)
+        except PlanetError as err:
+            return {"error": err.message, "hint": err.hint}
+        child.held_down = True
+        if child.proc is not None and child.alive():
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+        return {"location": location, "killed": True}
+
+    async def revive(self, location: str) -> dict[str, Any]:
+        try:
+            child = self._node(location)
+        except PlanetError as err:
+            return {"error": err.message, "hint": err.hint}
+        child.held_down = False
+        if not child.alive():
+            await self._restart(child)
+        return {"location": location, "revived": True, "url": child.info.get("url")}
+
+    async def _restart(self, child: Child) -> None:
+        child.restarts += 1
+        port = child.info.get("url", "").rsplit(":", 1)[-1]
+        if port.isdigit() and "--port" not in child.args:
+            child.args += ["--port", port]  # keep the URL stable across restarts
+        await _start_child(child)
+        self.entry.set_locations(self._entry_locations())
+        self._write_state()
+
+    async def _supervise(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for child in list(self.nodes.values()):
+                if not child.alive() and not child.held_down:
+                    with contextlib.suppress(Exception):
+                        await asyncio.sleep(RESTART_BACKOFF_S if child.restarts else 0)
+                        await self._restart(child)
+
+    # -- state -----------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        assert self.core is not None
+        sites = hub_sites(self.locations)
+        return {
+            "supervisor_pid": os.getpid(),
+            "supervisor_url": self.api_url,
+            "state_dir": str(self.state_dir),
+            "api_url": self.core.info["api_url"],
+            "core": {"pid": self.core.pid, "at": self.locations[0].id, **self.core.info},
+            "entry_url": self.entry.url if self.entry else "",
+            "links_url": self.links.control_url if self.links else "",
+            "signing_key": str(self.state_dir / "signing-key.pem"),
+            "regions": {
+                r: {"pid": c.pid, "at": sites[r].id, **c.info} for r, c in self.regions.items()
+            },
+            "locations": [
+                {
+                    "name": loc.id,
+                    "city": loc.city,
+                    "region": loc.region,
+                    "lat": loc.lat,
+                    "lon": loc.lon,
+                    "url": self.nodes[loc.id].info.get("url", ""),
+                    "pid": self.nodes[loc.id].pid,
+                    "alive": self.nodes[loc.id].alive(),
+                    "held_down": self.nodes[loc.id].held_down,
+                    "restarts": self.nodes[loc.id].restarts,
+                    "log": str(self.state_dir / f"nodes/{loc.id}/node.log"),
+                }
+                for loc in self.locations
+            ],
+        }
+
+    def _write_state(self) -> None:
+        path = self.state_dir / PLANET_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.describe(), indent=2))
+        os.replace(tmp, path)
+
+    # -- stop ------------------------------------------------------------------------------
+    async def stop(self) -> None:
+        if self._supervise_task is not None:
+            self._supervise_task.cancel()
+        with contextlib.suppress(FileNotFoundError):
+            (self.state_dir / PLANET_FILE).unlink()
+        if self._api is not None:
+            self._api.should_exit = True
+            assert self._api_task is not None
+            await self._api_task
+        if self.entry is not None:
+            await self.entry.close()
+        loop = asyncio.get_running_loop()
+        children = [
+            *self.nodes.values(),
+            *self.regions.values(),
+            *([self.core] if self.core else []),
+        ]
+        await asyncio.gather(
+            *(
+                loop.run_in_executor(None, _stop_child, c)
+                for c in children
+                if c in self.nodes.values()
+            )
+        )
+        await asyncio.gather(
+            *(loop.run_in_executor(None, _stop_child, c) for c in self.regions.values())
+        )
+        if self.core is not None:
+            await loop.run_in_executor(None, _stop_child, self.core)
+        if self.links is not None:
+            with contextlib.suppress(Exception):
+                await self.links.close()
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return predicate()
