@@ -12,6 +12,8 @@ from _control_fixtures import Control, SimNode, eventually, start_control
 from nats.aio.client import Client
 
 from edgefn.bundle import SigningKey, build_bundle, extract_bundle
+from edgefn.bus.jetstream import jetstream
+from edgefn.bus.subjects import OBSERVED_BUCKET
 from edgefn.control import VersionStats
 from edgefn.control.api import SIGNATURE_HEADER, create_app
 from edgefn.control.errors import Untrusted
@@ -269,3 +271,31 @@ async def test_no_trusted_keys_and_oversize_upload(
             headers={SIGNATURE_HEADER: signing_key.sign(bundle.sha256)},
         )
     assert (resp.status_code, resp.json()["error"]) == (413, "too_large")
+
+
+async def test_malformed_reports_are_counted_and_deleted_locations_forgotten(
+    control: Control, nodes: list[SimNode], nc: Client
+) -> None:
+    observed = await jetstream(nc).key_value(OBSERVED_BUCKET)
+
+    async def locations() -> list[str]:
+        status = (await control.http.get("/v1/status")).json()
+        return [loc["location"] for loc in status["locations"]]
+
+    async def all_registered() -> bool:
+        return await locations() == ["ams", "fra", "iad"]
+
+    await eventually(all_registered)
+    await observed.put("lhr", b"{not json")
+    await observed.put("cdg", b'{"location": "ams", "generation": 0}')
+
+    async def both_counted() -> bool:
+        return control.service.statistics().malformed_observed_total == 2
+
+    await eventually(both_counted)
+    await observed.delete("iad")
+
+    async def iad_forgotten() -> bool:
+        return await locations() == ["ams", "fra"]
+
+    await eventually(iad_forgotten)
