@@ -497,10 +497,10 @@ class Simulation:
         problems = check_convergence(contents)
         final = contents[self.names[0]]
         problems += check_no_lost_writes(self.hist, final)
-        session = [h for h in self.hist if self._level(h.session) is Consistency.SESSION]
-        causal = [h for h in self.hist if self._level(h.session) is Consistency.CAUSAL]
-        problems += check_sessions(session)
-        problems += check_causal(causal)
+        session = {c.name for c in self.clients if c.level is Consistency.SESSION}
+        causal = {c.name for c in self.clients if c.level is Consistency.CAUSAL}
+        problems += check_sessions(self.hist, only=session)
+        problems += check_causal(self.hist, only=causal)
         lin = check_linearizable(self.lin)
         if not lin.ok:
             problems.append(f"strong history not linearizable: {lin.reason}")
@@ -508,9 +508,6 @@ class Simulation:
         if pending:
             problems.append(f"clients never finished: {pending}")
         return problems
-
-    def _level(self, client_name: str) -> Consistency:
-        return next(c.level for c in self.clients if c.name == client_name)
 
 
 def run_seed(

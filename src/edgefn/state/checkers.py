@@ -19,7 +19,7 @@ Each returns a list of human-readable violations (empty means the history passed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 
 from edgefn.state.events import Item
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 _NONE: Stamp = (0, "")
+_ANY: Stamp = (1 << 80, "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +59,18 @@ class HistOp:
 
 
 class _Ctx:
-    """Per key, the newest write a session depends on, and whether that write was a delete."""
+    """Per key, the newest write a session depends on, and whether that write was a delete.
 
-    __slots__ = ("by_key",)
+    ``deletes`` holds, per key, the newest delete anywhere in the history (``_ANY`` if some delete
+    has an unknown stamp): a read that finds no record is fine if such a delete is newer than what
+    the session depends on, because its tombstone may since have been collected.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("by_key", "deletes")
+
+    def __init__(self, deletes: Mapping[str, Stamp]) -> None:
         self.by_key: dict[str, tuple[Stamp, bool]] = {}
+        self.deletes = deletes
 
     def add(self, key: str, stamp: Stamp, is_delete: bool) -> None:
         if stamp > self.by_key.get(key, (_NONE, False))[0]:
@@ -76,9 +83,9 @@ class _Ctx:
     def violates_read(self, key: str, stamp: Stamp | None) -> bool:
         needed, is_delete = self.by_key.get(key, (_NONE, False))
         if stamp is None:
-            # No record at all: fine only if the newest write we depend on was a delete whose
-            # tombstone has since been collected.
-            return needed != _NONE and not is_delete
+            # No record at all: fine only if a delete at least as new as what we depend on
+            # exists, whose tombstone has since been collected.
+            return needed != _NONE and not is_delete and self.deletes.get(key, _NONE) < needed
         return stamp < needed
 
 
@@ -91,39 +98,50 @@ def _sessions(ops: Iterable[HistOp]) -> dict[str, list[HistOp]]:
     return out
 
 
-def check_sessions(ops: Iterable[HistOp]) -> list[str]:
-    """Read-your-writes, monotonic reads and monotonic writes, per session and key."""
-    return _check(ops, transitive=False)
+def check_sessions(ops: Iterable[HistOp], *, only: Collection[str] | None = None) -> list[str]:
+    """Read-your-writes, monotonic reads and monotonic writes, per session and key.
+
+    ``ops`` is the whole history (other sessions' deletes matter); ``only`` limits which
+    sessions are judged (those that asked for the guarantee).
+    """
+    return _check(ops, transitive=False, only=only)
 
 
-def check_causal(ops: Iterable[HistOp]) -> list[str]:
+def check_causal(ops: Iterable[HistOp], *, only: Collection[str] | None = None) -> list[str]:
     """Reads never return a write older than one in the session's causal past."""
-    return _check(ops, transitive=True)
+    return _check(ops, transitive=True, only=only)
 
 
-def _check(ops: Iterable[HistOp], *, transitive: bool) -> list[str]:
+def _check(ops: Iterable[HistOp], *, transitive: bool, only: Collection[str] | None) -> list[str]:
     ops = list(ops)
     # The causal past recorded at each causal write, looked up when someone reads that write.
     past: dict[Stamp, dict[str, tuple[Stamp, bool]]] = {}
     violations: list[str] = []
+    deletes: dict[str, Stamp] = {}
+    for op in ops:
+        if op.kind == "delete" and (op.ok or op.indeterminate):
+            stamp = op.stamp if op.ok and op.stamp is not None else _ANY
+            deletes[op.key] = max(deletes.get(op.key, _NONE), stamp)
     sessions = _sessions(ops)
     if transitive:
         # Pasts must exist before any session reads them: compute all sessions once first.
         for seq in sessions.values():
-            _walk(seq, past, None, transitive)
+            _walk(seq, past, deletes, None, transitive)
     for name, seq in sorted(sessions.items()):
-        _walk(seq, past, violations, transitive, name)
+        if only is None or name in only:
+            _walk(seq, past, deletes, violations, transitive, name)
     return violations
 
 
 def _walk(
     seq: list[HistOp],
     past: dict[Stamp, dict[str, tuple[Stamp, bool]]],
+    deletes: Mapping[str, Stamp],
     violations: list[str] | None,
     transitive: bool,
     name: str = "",
 ) -> None:
-    ctx = _Ctx()
+    ctx = _Ctx(deletes)
     for op in seq:
         if not op.ok:
             continue

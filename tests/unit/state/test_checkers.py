@@ -94,3 +94,13 @@ def test_no_lost_writes() -> None:
     assert len(check_no_lost_writes(history, wrong_value)) == 1
     deleted = [*history, HistOp("u", 1, "delete", "k", True, (13, "c"), None)]
     assert check_no_lost_writes(deleted, {}) == []
+
+
+def test_reading_nothing_is_allowed_after_someone_elses_newer_delete() -> None:
+    """The other session's delete's tombstone may have been collected since."""
+    history = [w("s", 1, "k", 10), r("s", 2, "k", None, None)]
+    assert len(check_sessions(history)) == 1
+    other = HistOp("t", 1, "delete", "k", True, (11, "b"), None)
+    assert check_sessions([*history, other]) == []
+    older = HistOp("t", 1, "delete", "k", True, (9, "b"), None)
+    assert len(check_sessions([*history, older])) == 1
