@@ -134,14 +134,23 @@ class _Connection:
         outs = [asyncio.create_task(line.pump_out()) for line in self.lines]
         self._tasks = ins + outs
         pending: set[asyncio.Task[None]] = set(self._tasks)
+        clean = False
         try:
             while not all(task.done() for task in outs):
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 # A reset from either peer, or cut(), ends the whole connection, as it ends TCP.
                 if any(task.cancelled() or task.exception() is not None for task in done):
                     break
+            else:
+                clean = not any(t.cancelled() or t.exception() is not None for t in outs)
         finally:
-            self.abort()
+            if clean:
+                # Both ends said goodbye: close normally so data still in the kernel's send
+                # buffers is delivered (a reset would discard it).
+                for writer in self._writers:
+                    writer.close()
+            else:
+                self.abort()
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def abort(self) -> None:

@@ -191,3 +191,32 @@ async def test_a_dead_target_resets_the_client() -> None:
         reader, _writer = await asyncio.open_connection("127.0.0.1", link.port)
         assert await _closed_by_peer(reader)
         assert link.statistics().connect_failures_total == 1
+
+
+async def test_a_graceful_close_delivers_everything_still_buffered() -> None:
+    """Client half-closes, server answers 1 MiB and closes: the client still reads all of it.
+
+    The client reads only after the link has written the whole answer, so most of it sits in the
+    kernel's buffers when the link closes; a reset (instead of a close) would throw it away.
+    """
+    answer = os.urandom(1024 * 1024)
+
+    async def answer_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async with (
+        serving(answer_then_close) as port,
+        Link("l", target_host="127.0.0.1", target_port=port, rtt_ms=10) as link,
+    ):
+        reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
+        writer.write(b"request")
+        writer.write_eof()
+        await wait_for(lambda: link.statistics().bytes_backward == len(answer))
+        await wait_for(lambda: link.statistics().connections_open == 0)
+        got = await asyncio.wait_for(reader.read(), timeout=30)
+        assert len(got) == len(answer)
+        assert got == answer
+        writer.close()
