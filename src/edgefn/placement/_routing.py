@@ -77,7 +77,8 @@ class RoutingWeights:
             raise PlanInputError("`routes` must be a list", path=source, key="routes")
         routes: dict[tuple[str, str], tuple[tuple[str, float], ...]] = {}
         for k, row in enumerate(rows):
-            routes[_route_key(row, source, k)] = _route_entries(row, source, k)
+            key = _route_key(row, source, k)
+            routes[key] = _route_entries(row, source, k)
         return cls(routes)
 
 

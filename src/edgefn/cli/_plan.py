@@ -1,0 +1,235 @@
+"""`edgefn plan` (OR-Library instances or a world topology) and `edgefn bench plan`."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.errors import EdgefnError
+
+_DEFAULT_ORLIB_DIR = "tests/data/orlib"
+
+
+@contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A rich progress bar on stderr fed by the solvers' progress callbacks."""
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done, total=total)
+
+        yield report
+
+
+def solve_orlib_file(
+    path: str, capacity: float | None, uncapacitated: bool, time_limit_s: float
+) -> dict[str, Any]:
+    from edgefn.placement import read_orlib, solve_facility
+
+    problem = read_orlib(path, capacity=capacity)
+    if uncapacitated:
+        problem = problem.uncapacitated()
+    start = time.perf_counter()
+    result = solve_facility(problem, time_limit_s=time_limit_s)
+    solve_s = time.perf_counter() - start
+    return {
+        "instance": Path(path).stem,
+        "objective": result.objective,
+        "status": result.status,
+        "bound": result.bound,
+        "gap": result.gap,
+        "open": [i + 1 for i in result.open],
+        "solve_s": round(solve_s, 4),
+    }
+
+
+def _plan_world(topology: str, demand: str, functions: str, method: str, time_limit: float,
+                show_progress: bool) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    from edgefn.placement import build_problem, plan, read_demand, read_functions
+    from edgefn.world import load_topology, pops
+
+    locations = pops() if topology == "world" else load_topology(topology)
+    spec = read_functions(functions)
+    clients, rates = read_demand(demand, spec.functions)
+    problem = build_problem(spec.functions, locations, clients, rates, weights=spec.weights,
+                            budget_per_hour=spec.budget_per_hour)  # fmt: skip
+    start = time.perf_counter()
+    with _progress(show_progress) as report:
+        result = plan(problem, method=method, time_limit_s=time_limit, progress=report)  # type: ignore[arg-type]
+    out = result.to_json()
+    out["solve_s"] = round(time.perf_counter() - start, 3)
+    return out, result
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_cmd(
+        orlib: Annotated[str | None, typer.Option(help="OR-Library cap*/pmed* file")] = None,
+        capacity: Annotated[float | None, typer.Option(help="capacity for capa/capb/capc")] = None,
+        uncapacitated: Annotated[bool, typer.Option(help="ignore capacities (UFLP)")] = False,
+        time_limit: Annotated[float, typer.Option(help="solver time limit, seconds")] = 60.0,
+        topology: Annotated[str | None, typer.Option(help="'world' or a topology TOML")] = None,
+        demand: Annotated[str | None, typer.Option(help="demand CSV client,function,rps")] = None,
+        functions: Annotated[str | None, typer.Option(help="functions TOML")] = None,
+        method: Annotated[str, typer.Option(help="auto, milp or lagrangian")] = "auto",
+        routing_out: Annotated[str | None, typer.Option(help="write routing weights JSON")] = None,
+        json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    ) -> None:
+        """Solve a placement: an OR-Library instance, or functions over a topology."""
+        if method not in ("auto", "milp", "lagrangian"):
+            fail(f"unknown --method {method!r}", hint="use auto, milp or lagrangian")
+        if time_limit <= 0:
+            fail(f"--time-limit must be > 0, got {time_limit}")
+        try:
+            if orlib is not None:
+                if topology or demand or functions:
+                    fail("--orlib cannot be combined with --topology/--demand/--functions")
+                out = solve_orlib_file(orlib, capacity, uncapacitated, time_limit)
+                if json_:
+                    emit_json(out)
+                else:
+                    print_table(f"OR-Library {out['instance']}", list(out), [list(out.values())])
+                return
+            if not (topology and demand and functions):
+                fail("give --orlib FILE, or all of --topology, --demand and --functions",
+                     hint="see examples/plan/ for input files")  # fmt: skip
+            out, _ = _plan_world(topology, demand, functions, method, time_limit, not json_)
+        except EdgefnError as err:
+            fail_from(err)
+        if routing_out:
+            Path(routing_out).write_text(json.dumps(out["routing"], indent=1), encoding="utf-8")
+        if json_:
+            emit_json(out)
+            return
+        _print_world(out)
+
+    @bench.command("plan")
+    def bench_plan(
+        orlib_dir: Annotated[str, typer.Option(help="directory of OR-Library files")] = (
+            _DEFAULT_ORLIB_DIR
+        ),
+        sites: Annotated[int, typer.Option(help="world instance: locations")] = 300,
+        functions: Annotated[int, typer.Option(help="world instance: functions")] = 1000,
+        clients: Annotated[int, typer.Option(help="world instance: client regions")] = 500,
+        json_: Annotated[bool, typer.Option("--json", help="print JSON and write --out")] = False,
+        out: Annotated[str, typer.Option(help="result file")] = "benchmarks/results/plan.json",
+    ) -> None:
+        """OR-Library instances vs their optima, and the synthetic world instance."""
+        try:
+            result = _bench(orlib_dir, sites, functions, clients, not json_)
+        except EdgefnError as err:
+            fail_from(err)
+        if json_:
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            Path(out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+            emit_json(result)
+            return
+        rows = [[r["instance"], r["mode"], r["objective"], r["optimum"], r["match"], r["solve_s"]]
+                for r in result["orlib"]]  # fmt: skip
+        print_table("OR-Library", ["instance", "mode", "objective", "optimum", "match", "s"], rows)
+        print_table("world", list(result["world"]), [list(result["world"].values())])
+
+
+def _print_world(out: dict[str, Any]) -> None:
+    print_table(
+        f"plan: {out['status']} ({out['method']}), objective {out['objective']:.1f}, "
+        f"bound {out['bound']:.1f}, gap {out['gap']:.2%}",
+        ["function", "locations"],
+        [[f, " ".join(locs)] for f, locs in out["placement"].items()],
+    )
+    worst = sorted(out["latency_by_client_ms"].items(), key=lambda kv: -kv[1])[:15]
+    print_table("predicted latency by client region (worst 15)", ["client", "ms"],
+                [[c, f"{ms:.1f}"] for c, ms in worst])  # fmt: skip
+    print_table("totals", ["cost $/h", "carbon kg/h", "mean latency ms", "unmet SLA", "solve s"],
+                [[f"{out['cost_per_hour']:.2f}", f"{out['carbon_kg_per_hour']:.3f}",
+                  f"{out['mean_latency_ms']:.1f}", len(out["unmet_sla"]), out["solve_s"]]])  # fmt: skip
+
+
+def _optima(directory: Path) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for name in ("capopt.txt", "pmedopt.txt"):
+        path = directory / name
+        if path.exists():
+            for line in path.read_text(encoding="ascii").splitlines()[1:]:
+                parts = line.split()
+                if len(parts) == 2:
+                    found[parts[0]] = float(parts[1])
+    return found
+
+
+def _bench(orlib_dir: str, sites: int, functions: int, clients: int,
+           show: bool) -> dict[str, Any]:  # fmt: skip
+    directory = Path(orlib_dir)
+    if not directory.is_dir():
+        fail(f"OR-Library directory not found: {orlib_dir}", hint="pass --orlib-dir DIR")
+    optima = _optima(directory)
+    uncap = {}
+    if (directory / "uncapopt.txt").exists():
+        for line in (directory / "uncapopt.txt").read_text(encoding="ascii").splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                uncap[parts[0]] = float(parts[1])
+    jobs = [(n, "p-median" if n.startswith("pmed") else "capacitated", opt)
+            for n, opt in sorted(optima.items())]  # fmt: skip
+    jobs += [(name, "uncapacitated", opt) for name, opt in sorted(uncap.items())]
+    results = []
+    with _progress(show) as report:
+        for k, (name, mode, opt) in enumerate(jobs):
+            path = directory / f"{name}.txt"
+            if not path.exists():
+                continue
+            r = solve_orlib_file(str(path), None, mode == "uncapacitated", 120.0)
+            match = abs(r["objective"] - opt) <= 1e-6 * max(1.0, abs(opt)) + 1e-3
+            results.append({"instance": name, "mode": mode, "objective": r["objective"],
+                            "optimum": opt, "match": match, "status": r["status"],
+                            "solve_s": r["solve_s"]})  # fmt: skip
+            if report is not None:
+                report("or-library", k + 1, len(jobs))
+        world = _bench_world(sites, functions, clients, report)
+    return {
+        "orlib": results,
+        "orlib_all_optimal": all(r["match"] for r in results),
+        "world": world,
+    }
+
+
+def _bench_world(sites: int, functions: int, clients: int, report: Any) -> dict[str, Any]:
+    from edgefn.placement import plan, world_instance
+
+    start = time.perf_counter()
+    problem = world_instance(n_sites=sites, n_functions=functions, n_clients=clients)
+    built = time.perf_counter() - start
+    start = time.perf_counter()
+    result = plan(problem, method="lagrangian", progress=report)
+    solve_s = time.perf_counter() - start
+    return {
+        "sites": sites,
+        "functions": functions,
+        "clients": clients,
+        "build_s": round(built, 3),
+        "solve_s": round(solve_s, 3),
+        "status": result.status,
+        "objective": result.objective,
+        "bound": result.bound,
+        "gap": result.gap,
+        "gap_at_most_1pct": result.gap <= 0.01,
+        "mean_latency_ms": result.mean_latency_ms,
+        "cost_per_hour": result.cost_per_hour,
+        "notes": list(result.notes),
+    }
