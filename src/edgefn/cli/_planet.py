@@ -88,8 +88,23 @@ def up(
         str, typer.Option(help="Modules every zygote pre-imports (comma list)")
     ] = "",
     json_out: JsonOut = False,
+    gate_min_requests: Annotated[
+        int, typer.Option(help="Requests a new version needs before its health gate is judged")
+    ] = 100,
+    gate_soak_ms: Annotated[int, typer.Option(help="Minimum time a rollout stage soaks")] = 60_000,
+    gate_advance_requests: Annotated[
+        int, typer.Option(help="Requests after which a healthy stage advances early")
+    ] = 1000,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
+    core_args = (
+        "--gate-min-requests",
+        str(gate_min_requests),
+        "--gate-soak-ms",
+        str(gate_soak_ms),
+        "--gate-advance-requests",
+        str(gate_advance_requests),
+    )
     from edgefn.planet.supervisor import read_planet
 
     sd = _state_dir(state_dir)
@@ -100,15 +115,22 @@ def up(
         pass
     chosen = choose_locations(locations, topology)
     if detach:
-        _up_detached(sd, locations, topology, entry_port, emulate_rtt, preload, json_out)
+        _up_detached(sd, locations, topology, entry_port, emulate_rtt, preload, json_out, core_args)
         return
     from edgefn._loop import run
 
-    run(_up_foreground(sd, chosen, entry_port, emulate_rtt, preload, quiet=json_out))
+    run(_up_foreground(sd, chosen, entry_port, emulate_rtt, preload, core_args, quiet=json_out))
 
 
 async def _up_foreground(
-    sd: Path, chosen: list[Any], entry_port: int, emulate_rtt: bool, preload: str, *, quiet: bool
+    sd: Path,
+    chosen: list[Any],
+    entry_port: int,
+    emulate_rtt: bool,
+    preload: str,
+    core_args: tuple[str, ...],
+    *,
+    quiet: bool,
 ) -> None:
     import asyncio
     import signal
@@ -121,6 +143,7 @@ async def _up_foreground(
         entry_port=entry_port,
         emulate_rtt=emulate_rtt,
         preload=tuple(x for x in preload.split(",") if x),
+        core_args=core_args,
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     stop = asyncio.Event()
@@ -147,6 +170,7 @@ def _up_detached(
     emulate_rtt: bool,
     preload: str,
     json_out: bool,
+    core_args: tuple[str, ...],
 ) -> None:
     from rich.console import Console
 
@@ -167,6 +191,7 @@ def _up_detached(
     args += ["--topology", str(topology)] if topology else ["--locations", str(locations or 6)]
     args += [] if emulate_rtt else ["--no-emulate-rtt"]
     args += ["--preload", preload] if preload else []
+    args += list(core_args)
     log_path = sd / "logs" / "supervisor.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -259,12 +284,18 @@ def deploy(
     try:
         uploaded = client.upload(path)
         name, version = uploaded["function"], uploaded["version_id"]
-        started = client.deploy(name, version, strategy)
+        current = client.function_status(name) or {}
+        if (current.get("active") or {}).get("version_id") == version:
+            # Same content as the active version: nothing to roll out.
+            started: dict[str, Any] = {"deployment_id": None, "unchanged": True}
+        else:
+            started = client.deploy(name, version, strategy)
         out: dict[str, Any] = {
             "function": name,
             "version": version,
             "strategy": strategy,
             "deployment_id": started.get("deployment_id"),
+            "unchanged": bool(started.get("unchanged")),
         }
         if wait:
             out["convergence_s"] = _wait(client, name, version, timeout, quiet=json_out)

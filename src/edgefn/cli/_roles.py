@@ -45,10 +45,30 @@ def core(
     trusted_key: Annotated[
         list[Path], typer.Option(help="Public key PEM trusted for bundles")
     ] = [],  # noqa: B006
+    gate_min_requests: Annotated[
+        int, typer.Option(help="Requests a new version needs before its health gate is judged")
+    ] = 100,
+    gate_soak_ms: Annotated[int, typer.Option(help="Minimum time a rollout stage soaks")] = 60_000,
+    gate_advance_requests: Annotated[
+        int, typer.Option(help="Requests after which a healthy stage advances early")
+    ] = 1000,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler."""
     from edgefn._loop import run
+    from edgefn.control.gates import GateThresholds
     from edgefn.planet.roles import run_core
+
+    if gate_min_requests < 1 or gate_soak_ms < 0 or gate_advance_requests < gate_min_requests:
+        fail(
+            "gate options out of range",
+            hint="--gate-min-requests >= 1, --gate-soak-ms >= 0, "
+            "--gate-advance-requests >= --gate-min-requests",
+        )
+    gates = GateThresholds(
+        min_requests=gate_min_requests,
+        min_soak_ms=gate_soak_ms,
+        advance_requests=gate_advance_requests,
+    )
 
     run(
         run_core(
@@ -58,6 +78,7 @@ def core(
             leafnode_port=leafnode_port,
             api_port=api_port,
             trusted_keys=_keys(trusted_key),
+            gates=gates,
         )
     )
 

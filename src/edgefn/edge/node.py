@@ -20,6 +20,7 @@ import random
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,29 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 _JSON = [(b"content-type", b"application/json")]
-KVHandler = Callable[[str, str, p.KVCall], Awaitable[p.KVResult]]
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """What the node knows about one in-flight request (for KV calls, subrequests, headers).
+
+    ``response_headers`` collects headers that host services (the KV binding's session token,
+    for example) add to the response while the function runs.
+    """
+
+    request_id: str
+    function: str
+    version: str
+    key: str
+    manifest: Manifest
+    headers: list[tuple[str, str]]
+    response_headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def header(self, name: str) -> str | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+KVHandler = Callable[[RequestContext, p.KVCall], Awaitable[p.KVResult]]
 
 
 class _BodyTooLarge(Exception):
@@ -82,7 +105,7 @@ class EdgeNode:
         self.started_at = time.monotonic()
         self._rng = random.Random(seed)
         self._rules: dict[str, SubrequestRules] = {}
-        self._request_fn: dict[str, str] = {}
+        self._requests: dict[str, RequestContext] = {}
         self.pool = SandboxPool(
             Host(self._on_fetch, self._on_kv, self._on_log),
             config=pool_config,
@@ -211,12 +234,13 @@ class EdgeNode:
 
     # -- host callbacks (from workers) ------------------------------------------------------
     async def _on_fetch(self, request_id: str, call: p.FetchCall) -> p.FetchResult:
-        key = self._request_fn.get(request_id, "")
-        rules = self._rules.get(key, SubrequestRules(0, ()))
+        ctx = self._requests.get(request_id)
+        rules = self._rules.get(ctx.key if ctx else "", SubrequestRules(0, ()))
         return await self.outbound.fetch(request_id, call, rules)
 
     async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
-        if self.kv_handler is None:
+        ctx = self._requests.get(request_id)
+        if self.kv_handler is None or ctx is None:
             return p.KVResult(
                 call.id,
                 call.call_id,
@@ -225,7 +249,7 @@ class EdgeNode:
                 "unavailable",
                 "this node has no KV store configured",
             )
-        return await self.kv_handler(self._request_fn.get(request_id, ""), request_id, call)
+        return await self.kv_handler(ctx, call)
 
     def _on_log(self, function: str, msg: p.Log) -> None:
         self.log.emit(
@@ -318,11 +342,12 @@ class EdgeNode:
         url = f"http://{next((v for k, v in headers if k == 'host'), 'localhost')}{scope['path']}"
         url += f"?{qs}" if qs else ""
         msg = p.Invoke(0, scope["method"], url, headers, body, self.location, client_loc, rid)
-        self._request_fn[rid] = key
+        ctx = RequestContext(rid, name, version, key, active.manifest, headers)
+        self._requests[rid] = ctx
         try:
             inv = await self.pool.invoke(key, msg, timeout_ms=active.manifest.limits.timeout_ms)
         except InvokeFailed as err:
-            self._request_fn.pop(rid, None)
+            self._requests.pop(rid, None)
             await self._fail(send, rid, name, version, err.kind, err.status, t0, scope, err)
             return
         started = False
@@ -330,6 +355,7 @@ class EdgeNode:
             status, resp_headers = await inv.start()
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp_headers]
             out += self._base_headers(rid, version, cold=inv.cold)
+            out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.response_headers]
             await send({"type": "http.response.start", "status": status, "headers": out})
             started = True
             self.metrics.observe_latency(name, time.perf_counter() - t0)
@@ -352,7 +378,7 @@ class EdgeNode:
                 )
         finally:
             inv.finish()
-            self._request_fn.pop(rid, None)
+            self._requests.pop(rid, None)
             self.outbound.forget(rid)
 
     def _base_headers(

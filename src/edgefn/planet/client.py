@@ -113,7 +113,10 @@ class PlanetClient:
             status = self.status()
             fn = next((f for f in status.get("functions", []) if f.get("function") == name), None)
             deployment = (fn or {}).get("deployment") or {}
-            if deployment.get("status") == "rolled_back":
+            if (
+                deployment.get("status") == "rolled_back"
+                and deployment.get("version_id") == version
+            ):
                 raise PlanetError(
                     f"the rollout of {name} {version} rolled back: {deployment.get('reason', '')}",
                     hint=f"see `edgefn status {name}`",

@@ -70,8 +70,10 @@ async def run_core(
     leafnode_port: int,
     api_port: int,
     trusted_keys: list[str],
+    gates: Any = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
+    from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.api import create_app
     from edgefn.control.service import ControlService
 
@@ -89,7 +91,8 @@ async def run_core(
     await nats.start()
     try:
         nc = await connect(nats.client_url, name="edgefn-control")
-        service = ControlService(nc, trusted_keys=trusted_keys)
+        options = ReconcilerOptions(gates=gates) if gates is not None else None
+        service = ControlService(nc, trusted_keys=trusted_keys, options=options)
         await service.start()
         server, task, port = await _serve_asgi(create_app(service), host, api_port)
         announce(

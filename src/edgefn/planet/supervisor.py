@@ -144,6 +144,7 @@ class Planet:
         entry_port: int = 8787,
         emulate_rtt: bool = True,
         preload: tuple[str, ...] = (),
+        core_args: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
     ) -> None:
         if not locations:
@@ -153,6 +154,7 @@ class Planet:
         self.entry_port = entry_port
         self.emulate_rtt = emulate_rtt
         self.preload = preload
+        self.core_args = core_args
         self.progress = on_progress or (lambda _msg: None)
         self.core: Child | None = None
         self.regions: dict[str, Child] = {}
@@ -183,7 +185,14 @@ class Planet:
         self.progress("starting core (nats-server + JetStream + control API)")
         self.core = Child(
             "core",
-            ["core", "--state-dir", str(self.state_dir / "core"), "--trusted-key", str(pub)],
+            [
+                "core",
+                "--state-dir",
+                str(self.state_dir / "core"),
+                "--trusted-key",
+                str(pub),
+                *self.core_args,
+            ],
             self.state_dir / "logs/core.log",
         )
         core_info = await _start_child(self.core)

@@ -79,6 +79,7 @@ _KIND_STATUS = {
     "worker_crashed": 503,
     "load_failed": 500,
     "overloaded": 503,
+    "consistency_unavailable": 503,
 }
 
 

@@ -175,6 +175,10 @@ class Worker:
             self.send(p.ResponseEnd(msg.id))
         except asyncio.CancelledError:
             return
+        except KVUnavailable as err:
+            # Uncaught: the platform answers 503 consistency_unavailable (the level asked for
+            # cannot be served here now, e.g. strong on the far side of a partition).
+            self._error(msg.id, "consistency_unavailable", str(err))
         except MemoryError:
             self._error(msg.id, "exceeded_memory", "the function ran out of memory")
             self._exit_soon()
