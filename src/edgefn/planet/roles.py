@@ -73,8 +73,8 @@ async def run_core(
     gates: Any = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
-    from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.api import create_app
+    from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.service import ControlService
 
     state_dir.mkdir(parents=True, exist_ok=True)
