@@ -102,27 +102,52 @@ def get_location(id: str) -> Location:
 
 @functools.cache
 def _spread_order() -> tuple[Location, ...]:
+    """PoPs in the order a planet of n locations should take them.
+
+    First one PoP per continent, most populous continent first: the PoP nearest that continent's
+    largest metro area. Then greedy population-weighted
+    p-median over the whole world: each step adds the PoP that most reduces the sum over the
+    built-in metro areas of population x distance to the nearest chosen PoP. So small planets sit
+    where people are (Tokyo, New York, Sao Paulo, ...), not at geographic extremes. Ties break by id.
+    """
+    import numpy as np
+
+    from edgefn.world._cities import cities
+
     locs = pops()
-    n = len(locs)
-    dist = [[haversine_km(a, b) for b in locs] for a in locs]
-    first = min(range(n), key=lambda i: (sum(dist[i]), locs[i].id))
-    chosen = [first]
-    chosen_set = {first}
-    min_dist = list(dist[first])
-    covered = {locs[first].continent}
-    while len(chosen) < n:
-        rest = [i for i in range(n) if i not in chosen_set]
-        candidates = [i for i in rest if locs[i].continent not in covered] or rest
-        pick = max(candidates, key=lambda i: (min_dist[i], locs[i].id))
+    metros = cities()
+    weight = np.array([float(c.population) for c in metros])
+    dist = np.array([[haversine_km(loc, c) for c in metros] for loc in locs])
+    ids = [loc.id for loc in locs]
+    chosen: list[int] = []
+    by_continent: dict[str, float] = {}
+    for c in metros:
+        by_continent[c.continent] = by_continent.get(c.continent, 0.0) + c.population
+    for continent in sorted(by_continent, key=lambda k: (-by_continent[k], k)):
+        on = [i for i, loc in enumerate(locs) if loc.continent == continent]
+        if not on:
+            continue
+        # The continent's largest metro area gets the continent's first PoP.
+        biggest = max(
+            (j for j, c in enumerate(metros) if c.continent == continent),
+            key=lambda j: (metros[j].population, metros[j].name),
+        )
+        chosen.append(min(on, key=lambda i: (dist[i, biggest], ids[i])))
+    best = dist[chosen].min(axis=0)
+    taken = set(chosen)
+    while len(chosen) < len(locs):
+        rest = [i for i in range(len(locs)) if i not in taken]
+        cost = np.minimum(dist[rest], best) @ weight
+        pick = rest[min(range(len(rest)), key=lambda j: (cost[j], ids[rest[j]]))]
         chosen.append(pick)
-        chosen_set.add(pick)
-        covered.add(locs[pick].continent)
-        min_dist = [min(m, d) for m, d in zip(min_dist, dist[pick], strict=True)]
+        taken.add(pick)
+        best = np.minimum(best, dist[pick])
     return tuple(locs[i] for i in chosen)
 
 
 def spread(n: int) -> tuple[Location, ...]:
-    """``n`` PoPs spread over the world: every continent first, then farthest-point order."""
+    """``n`` PoPs spread over the world where people are: every continent first (see
+    :func:`_spread_order`); deterministic, and ``spread(n)`` is a prefix of ``spread(n + 1)``."""
     total = len(pops())
     if not 1 <= n <= total:
         raise UsageError(

@@ -105,10 +105,18 @@ def test_spread_covers_continents_then_spreads() -> None:
     assert spread(10) == spread(10)
     everything = spread(len(pops()))
     assert sorted(loc.id for loc in everything) == [loc.id for loc in pops()]
-    # Farthest-point: the closest pair among 12 spread PoPs is far apart (> 1,000 km).
-    twelve = spread(12)
-    closest = min(haversine_km(a, b) for i, a in enumerate(twelve) for b in twelve[i + 1 :])
-    assert closest > 1000.0
+    # Where people are: the first PoP is the one nearest the largest metro area, and adding PoPs
+    # never increases the population-weighted distance to the nearest PoP.
+    biggest = max(cities(), key=lambda c: c.population)
+    assert spread(1)[0] == min(pops(), key=lambda p: (haversine_km(p, biggest), p.id))
+
+    def weighted(n: int) -> float:
+        chosen = spread(n)
+        return sum(c.population * min(haversine_km(p, c) for p in chosen) for c in cities())
+
+    costs = [weighted(n) for n in (6, 8, 12, 20)]
+    assert costs == sorted(costs, reverse=True)
+    assert costs[-1] < 0.5 * costs[0]
 
 
 @pytest.mark.parametrize("n", [0, -1, 10_000])
