@@ -15,6 +15,7 @@ from edgefn.errors import EdgefnError
 # One line per command module; keep sorted.
 _COMMAND_MODULES: list[str] = [
     "_bench",
+    "_demo",
     "_dev",
     "_plan",
     "_planet",
