@@ -102,6 +102,8 @@ class EdgeNode:
         self.table = FunctionTable()
         self.outbound = Outbound()
         self.kv_handler: KVHandler | None = None
+        # Internal KV endpoints /_edgefn/kv* (edgefn.edge.kv_binding.KVService.asgi).
+        self.kv_http: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
         self.started_at = time.monotonic()
         self._rng = random.Random(seed)
         self._rules: dict[str, SubrequestRules] = {}
@@ -265,6 +267,9 @@ class EdgeNode:
         if scope["type"] != "http":
             return
         path: str = scope["path"]
+        if path.startswith("/_edgefn/kv") and self.kv_http is not None:
+            await self.kv_http(scope, receive, send)
+            return
         if path.startswith("/_edgefn/"):
             await self._internal(scope, send)
             return

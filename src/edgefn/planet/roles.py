@@ -171,6 +171,7 @@ async def run_node(
         preload=preload,
     )
     await node.start()
+    kv, kv_task = _start_kv(node, location, state_dir, nats_urls)
     agent = NodeAgent(
         node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
     )
@@ -180,5 +181,21 @@ async def run_node(
         await _until_signalled()
     finally:
         await agent.stop()
+        kv_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await kv_task
+        await kv.stop()
         await node.stop()
         log_file.close()
+
+
+def _start_kv(
+    node: Any, location: str, state_dir: Path, nats_urls: list[str]
+) -> tuple[Any, asyncio.Task[None]]:
+    """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
+    from edgefn.edge.kv_binding import KVService
+
+    kv = KVService(location=location, state_dir=state_dir, nats_urls=nats_urls)
+    node.kv_handler = kv.handle_call
+    node.kv_http = kv.asgi
+    return kv, asyncio.create_task(kv.run(node), name="kv-sync")

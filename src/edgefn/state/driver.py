@@ -14,6 +14,16 @@ allow only ``[-/_=.a-zA-Z0-9]``):
   ``update(key, value, last=revision)`` (compare-and-set; the revision is the fencing token),
   ``if_revision=0`` is ``create``. A timeout or lost connection is ``unreachable``.
 
+- KV bucket ``edgefn-kv-members``, key ``<ns>.<replica>``: every replica registers itself there; the
+  driver reads the keys at start and every few seconds, learns senders of announcements as they
+  arrive, and remembers all of them in the store (``MembersChanged``). Membership only grows.
+
+Connecting happens in the background: ``start`` recovers from the store and the replica serves
+local reads and eventual writes at once, even when NATS cannot be reached (a node restarted during
+a partition); strong operations fail with ``KVUnavailable`` until the home answers. Every
+JetStream context comes from :func:`edgefn.bus.jetstream.jetstream`, so the driver works through a
+regional hub (JetStream domain ``edgefn``) as well as at the core.
+
 The driver feeds events to the machine one at a time on the event loop and carries out the
 instructions in order (``Persist`` runs synchronously in SQLite before anything is sent). A write
 that could not be published while NATS was unreachable is still in the replica's replay log; peers
@@ -31,13 +41,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
-from edgefn.errors import KVUnavailable
+from edgefn.bus.jetstream import connect, ensure_kv, jetstream
+from edgefn.errors import EdgefnError, KVUnavailable
 from edgefn.state.events import (
     AskHome,
     Broadcast,
@@ -49,6 +60,7 @@ from edgefn.state.events import (
     Instruction,
     List,
     ListDone,
+    MembersChanged,
     Persist,
     Put,
     Reply,
@@ -74,7 +86,18 @@ from edgefn.state.messages import (
 from edgefn.state.records import Consistency
 from edgefn.state.store import SqliteStore
 
-__all__ = ["DriverStatistics", "KVDriver"]
+__all__ = ["MEMBERS_BUCKET", "DriverStatistics", "KVDriver"]
+
+MEMBERS_BUCKET = "edgefn-kv-members"
+# Values up to 1 MiB plus key, metadata and framing.
+_HOME_VALUE_BYTES_MAX = 2 * 1024 * 1024
+# JetStream reserves max_bytes of every stream up front from the core's file store (2 GiB on a
+# planet), so these bounds decide how many namespaces fit: (64 + 32) MiB each.
+_STREAM_BYTES_MAX = 64 * 1024 * 1024
+_HOME_BYTES_MAX = 32 * 1024 * 1024
+_MEMBERS_BYTES_MAX = 1024 * 1024
+_MEMBERS_POLL_S = 3.0
+_SETUP_RETRY_S = 0.5
 
 _HOME_VALUE = msgspec.msgpack.Decoder(tuple[bytes, bytes, int])
 _ENC = msgspec.msgpack.Encoder()
@@ -95,6 +118,9 @@ class DriverStatistics:
     consumed: int
     home_calls: int
     home_failures: int
+    connected: bool
+    members: tuple[str, ...]
+    last_setup_error: str
 
 
 def _now_ms() -> int:
@@ -118,14 +144,19 @@ class KVDriver:
         namespace: str,
         replica: Replica,
         store: SqliteStore,
-        servers: str,
+        servers: str | list[str],
         home_timeout_s: float = 2.0,
+        ack_wait_s: float = 5.0,
     ) -> None:
         self.namespace = namespace
         self.replica = replica
         self.store = store
         self.servers = servers
         self.home_timeout_s = home_timeout_s
+        self.ack_wait_s = ack_wait_s
+        self._ready = asyncio.Event()
+        self._last_setup_error = ""
+        self._members_kv: Any = None
         self._nc: NATS | None = None
         self._js: Any = None
         self._kv: Any = None
@@ -140,18 +171,74 @@ class KVDriver:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> None:
-        """Recover from the store, connect, create the stream/bucket if needed, subscribe."""
-        ns, me = self.namespace, self.replica.id
+    async def start(self, *, wait_connected: bool = True, timeout_s: float = 10.0) -> None:
+        """Recover from the store, then connect and subscribe (in the background).
+
+        With ``wait_connected`` wait until subscriptions are in place (raises
+        :class:`KVUnavailable` after ``timeout_s``; the driver keeps trying in the background).
+        """
         self._feed(self.store.recover(_now_ms()))
-        self._nc = await nats.connect(
-            self.servers, max_reconnect_attempts=-1, reconnect_time_wait=0.2, connect_timeout=2
+        self._learn_members((self.replica.id, *self.store.members()))
+        self._spawn(self._ticker())
+        self._spawn(self._setup_loop())
+        self._feed(Tick(_now_ms()))
+        if wait_connected:
+            await self.wait_connected(timeout_s=timeout_s)
+
+    async def wait_connected(self, *, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout=timeout_s)
+        except TimeoutError:
+            raise KVUnavailable(
+                f"KV namespace {self.namespace!r} at {self.replica.id}: not connected to NATS at "
+                f"{self.servers} within {timeout_s:g}s",
+                hint="check that the planet's core and this location's hub are running",
+            ) from None
+
+    @property
+    def connected(self) -> bool:
+        return self._ready.is_set() and self._nc is not None and self._nc.is_connected
+
+    async def _setup_loop(self) -> None:
+        while True:
+            try:
+                await self._setup()
+                break
+            except (*_HOME_ERRORS, EdgefnError) as err:
+                # The core or hub is unreachable: keep serving locally and try again.
+                self._last_setup_error = f"{type(err).__name__}: {err}"
+                if self._nc is not None:
+                    with contextlib.suppress(*_HOME_ERRORS):
+                        await self._nc.close()
+                    self._nc = None
+                await asyncio.sleep(_SETUP_RETRY_S)
+        self._ready.set()
+        self._spawn(self._members_loop())
+
+    async def _setup(self) -> None:
+        ns, me = self.namespace, self.replica.id
+        self._nc = await connect(
+            self.servers, name=f"kv-{ns}-{me}", reconnect_time_wait_s=0.2, connect_deadline_s=5
         )
-        self._js = self._nc.jetstream(timeout=self.home_timeout_s)
+        self._js = jetstream(self._nc, timeout_s=self.home_timeout_s)
         stream = f"EDGEFN_KV_{ns}"
+        config = StreamConfig(
+            name=stream,
+            subjects=[f"edgefn.kv.{ns}.*"],
+            storage=StorageType.FILE,
+            max_bytes=_STREAM_BYTES_MAX,
+            discard=DiscardPolicy.OLD,
+        )
         with contextlib.suppress(nats.js.errors.BadRequestError):
-            await self._js.add_stream(name=stream, subjects=[f"edgefn.kv.{ns}.*"])
-        self._kv = await self._js.create_key_value(bucket=f"edgefn-kv-{ns}", history=1)
+            await self._js.add_stream(config)
+        bucket = f"edgefn-kv-{ns}"
+        self._kv = await ensure_kv(
+            self._js, bucket, max_value_bytes=_HOME_VALUE_BYTES_MAX, max_bytes=_HOME_BYTES_MAX
+        )
+        self._members_kv = await ensure_kv(
+            self._js, MEMBERS_BUCKET, max_value_bytes=1024, max_bytes=_MEMBERS_BYTES_MAX
+        )
+        await self._members_kv.put(f"{ns}.{me}", b"")
         await self._nc.subscribe(f"edgefn.kvctl.{ns}.{me}", cb=self._on_control)
         await self._nc.subscribe(f"edgefn.kvctl.{ns}._all", cb=self._on_control)
         await self._js.subscribe(
@@ -160,9 +247,31 @@ class KVDriver:
             stream=stream,
             cb=self._on_stream,
             manual_ack=True,
+            config=ConsumerConfig(ack_wait=self.ack_wait_s, max_ack_pending=4096),
         )
-        self._spawn(self._ticker())
-        self._feed(Tick(_now_ms()))
+        await self._refresh_members()
+
+    async def _members_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_MEMBERS_POLL_S)
+            with contextlib.suppress(*_HOME_ERRORS):
+                await self._refresh_members()
+
+    async def _refresh_members(self) -> None:
+        prefix = f"{self.namespace}."
+        try:
+            keys = await self._members_kv.keys()
+        except nats.js.errors.NoKeysError:
+            keys = []
+        names = tuple(k[len(prefix) :] for k in keys if k.startswith(prefix))
+        self._learn_members(names)
+
+    def _learn_members(self, names: tuple[str, ...]) -> None:
+        new = tuple(n for n in names if n and n not in self.replica.config.replicas)
+        if names:
+            self.store.add_members(tuple(set(names)))
+        if new:
+            self._feed(MembersChanged(new, _now_ms()))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -170,13 +279,16 @@ class KVDriver:
         for task in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._nc is not None:
+        if self._nc is not None and self._nc.is_connected:
             try:
-                await self._nc.drain()
+                await asyncio.wait_for(self._nc.drain(), timeout=2.0)
             except _HOME_ERRORS:
                 # Draining needs the server; when it is gone, just close the connection.
                 with contextlib.suppress(*_HOME_ERRORS):
                     await self._nc.close()
+        elif self._nc is not None:
+            with contextlib.suppress(*_HOME_ERRORS):
+                await self._nc.close()
         for future in self._futures.values():
             if not future.done():
                 future.set_exception(KVUnavailable(f"replica {self.replica.id} stopped"))
@@ -281,6 +393,10 @@ class KVDriver:
 
     async def _broadcast(self, message: Message) -> None:
         if isinstance(message, Replication):
+            if not self.connected:
+                # Not connected: the write stays in the replay log for the peers to fetch.
+                self._stats["publish_failures"] += 1
+                return
             subject = f"edgefn.kv.{self.namespace}.{self.replica.id}"
             try:
                 await self._js.publish(subject, encode_message(message))
@@ -294,6 +410,8 @@ class KVDriver:
         await self._publish(f"edgefn.kvctl.{self.namespace}._all", Broadcast(message))
 
     async def _publish(self, subject: str, ins: SendTo | Broadcast) -> None:
+        if not self.connected:
+            return  # Control messages are retried by the machine (ticks, announcements).
         assert self._nc is not None
         with contextlib.suppress(*_HOME_ERRORS):
             await self._nc.publish(subject, encode_message(ins.message))
@@ -303,8 +421,11 @@ class KVDriver:
             message = decode_message(msg.data)
         except msgspec.DecodeError:
             return
-        if getattr(message, "sender", None) == self.replica.id:
+        sender = getattr(message, "sender", None)
+        if sender == self.replica.id:
             return
+        if isinstance(sender, str) and sender not in self.replica.config.replicas:
+            self._learn_members((sender,))
         self._feed(received(message, _now_ms()))
 
     async def _on_stream(self, msg: Msg) -> None:
@@ -336,6 +457,8 @@ class KVDriver:
     async def _ask_home(self, op: StrongOp) -> None:
         self._stats["home_calls"] += 1
         try:
+            if self._kv is None or not self.connected:
+                raise ConnectionError("not connected to the home (JetStream KV in the core)")
             outcome = await asyncio.wait_for(self._home(op), timeout=self.home_timeout_s)
         except _HOME_ERRORS as err:
             self._stats["home_failures"] += 1
@@ -405,4 +528,11 @@ class KVDriver:
         return StrongOutcome("ok", records=tuple(records), cursor=cursor)
 
     def statistics(self) -> DriverStatistics:
-        return DriverStatistics(self.namespace, self.replica.id, **self._stats)
+        return DriverStatistics(
+            self.namespace,
+            self.replica.id,
+            **self._stats,
+            connected=self.connected,
+            members=self.replica.config.replicas,
+            last_setup_error=self._last_setup_error,
+        )

@@ -151,6 +151,19 @@ class Tick:
 
 
 @dataclass(frozen=True, slots=True)
+class MembersChanged:
+    """The driver learned of replicas of the namespace (membership only grows).
+
+    A replica that joins later is added before it can send anything that matters: until a
+    replica knows every member, tombstone GC waits for their floors (rule 7), so a wider set only
+    makes GC more conservative.
+    """
+
+    replicas: tuple[str, ...]
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class StrongResult:
     op_id: int
     outcome: StrongOutcome
@@ -190,6 +203,7 @@ Event = (
     | Tick
     | StrongResult
     | Restarted
+    | MembersChanged
 )
 
 

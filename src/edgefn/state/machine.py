@@ -51,6 +51,7 @@ from edgefn.state.events import (
     Item,
     List,
     ListDone,
+    MembersChanged,
     PeerAnnounced,
     Persist,
     Put,
@@ -221,12 +222,21 @@ class Replica:
             self._on_strong_result(event, out)
         elif isinstance(event, Tick):
             self._on_tick(out)
+        elif isinstance(event, MembersChanged):
+            self._on_members(event)
         else:
             self._on_restarted(event)
         if self._frontier_total() != frontier_before:
             out.dirty = True
             self._retry_waiting(out)
         return self._finish(out)
+
+    def _on_members(self, event: MembersChanged) -> None:
+        known = set(self.config.replicas)
+        if known.issuperset(event.replicas):
+            return
+        replicas = tuple(sorted(known | set(event.replicas)))
+        self.config = dataclasses.replace(self.config, replicas=replicas)
 
     def _finish(self, out: _Out) -> list[Instruction]:
         if not (out.upserts or out.removes or out.log or out.dirty):

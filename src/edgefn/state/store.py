@@ -8,7 +8,9 @@ Tables (values are msgpack, the same encoding as the wire):
 
 - ``entries(key PRIMARY KEY, body)``: the current entry (value or tombstone) of every key;
 - ``meta(id = 0, body)``: the applied frontier, own write counter and clock high-water mark;
-- ``log(seq PRIMARY KEY, body)``: this replica's own recent writes, for replay to peers.
+- ``log(seq PRIMARY KEY, body)``: this replica's own recent writes, for replay to peers;
+- ``members(name PRIMARY KEY)``: every replica of the namespace this one has learned of, so a
+  replica restarted while cut off still waits for all of them before collecting tombstones.
 
 Each ``Persist`` is one transaction, so entries, frontier and log never disagree after a crash.
 """
@@ -32,6 +34,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (key TEXT PRIMARY KEY, body BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS members (name TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
@@ -122,6 +125,15 @@ class SqliteStore:
                 "refill the replica from its peers",
             ) from None
         return Restarted(entries=entries, meta=meta, now_ms=now_ms, log=log)
+
+    def add_members(self, names: tuple[str, ...]) -> None:
+        """Remember replicas of the namespace (durably; membership only grows)."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO members (name) VALUES (?)", [(n,) for n in names]
+        )
+
+    def members(self) -> tuple[str, ...]:
+        return tuple(n for (n,) in self._db.execute("SELECT name FROM members ORDER BY name"))
 
     def journal_mode(self) -> str:
         return str(self._db.execute("PRAGMA journal_mode").fetchone()[0])

@@ -1,0 +1,435 @@
+"""The node side of KV: one replica per namespace, serving function code and the CLI.
+
+How it works. :class:`KVService` owns one :class:`~edgefn.state.driver.KVDriver` (a replica of the
+namespace, an SQLite file under ``<state_dir>/kv/`` and a NATS connection through the location's
+hub) per namespace that this location's functions bind. Drivers start when a function binding the
+namespace is activated (``sync_namespaces``, called every second by ``run``) or on first use; they
+recover from disk and serve local operations at once, even while NATS cannot be reached.
+
+- :meth:`KVService.handle_call` is the node's ``kv_handler``: it maps a worker's ``KVCall``
+  (binding → namespace through the manifest, consistency, ``if_revision``, ``ttl_s``, metadata) to
+  a driver operation. The session token comes from the request's ``x-edgefn-session`` header, and
+  the newest token goes back as a response header, replacing an earlier one of the same request.
+  Errors map to ``error_kind``: ``conflict``, ``unavailable`` (uncaught → 503
+  ``consistency_unavailable``), ``limit`` and ``error``.
+- :meth:`KVService.asgi` serves ``/_edgefn/kv/<ns>[/<key>]`` (GET, PUT, DELETE) and
+  ``/_edgefn/kvstate/<ns>`` (content digest and statistics) for ``edgefn kv`` and the tests, to
+  callers on 127.0.0.1 only.
+
+Values: ``put`` stores ``str`` as UTF-8, ``bytes`` as is, and anything else as JSON; ``get``
+returns text, parsed JSON or bytes as ``type`` asks; metadata is JSON (at most 1024 bytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import json
+import urllib.parse
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgefn.errors import KVConflict, KVError, KVLimitError, KVUnavailable
+from edgefn.runtime import protocol as p
+from edgefn.state import SESSION_HEADER, Consistency, Item, Replica, ReplicaConfig
+from edgefn.state.driver import KVDriver
+from edgefn.state.store import SqliteStore
+
+if TYPE_CHECKING:
+    from edgefn.edge.node import EdgeNode, RequestContext
+
+__all__ = ["NAMESPACES_MAX", "KVService", "KVServiceStatistics", "decode_value", "encode_value"]
+
+NAMESPACES_MAX = 64
+_SYNC_INTERVAL_S = 1.0
+_LOCAL_CALLERS = ("127.0.0.1", "::1")
+_KIND_STATUS = {"conflict": 409, "unavailable": 503, "limit": 400, "error": 400}
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class KVServiceStatistics:
+    location: str
+    namespaces: tuple[str, ...]
+    calls: int
+    call_errors: int
+    http_requests: int
+
+
+def encode_value(value: Any, *, key: str) -> bytes:
+    """``str`` → UTF-8, ``bytes`` → as is, anything else → JSON."""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    try:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise KVLimitError(
+            f"key {key!r}: value of type {type(value).__name__} cannot be stored ({err})",
+            hint="put a str, bytes, or a JSON-serialisable dict/list/number",
+        ) from None
+
+
+def decode_value(data: bytes | None, kind: str, *, key: str) -> Any:
+    """Bytes from the store as ``kind``: ``text`` (default), ``json`` or ``bytes``."""
+    if data is None:
+        return None
+    if kind == "bytes":
+        return data
+    try:
+        text = data.decode("utf-8")
+        return json.loads(text) if kind == "json" else text
+    except (UnicodeDecodeError, ValueError) as err:
+        raise KVError(
+            f"key {key!r}: the stored value is not valid {kind} ({err})",
+            hint='read it with type="bytes"',
+        ) from None
+
+
+def _consistency(name: Any) -> Consistency:
+    try:
+        return Consistency(name or "eventual")
+    except ValueError:
+        raise KVLimitError(
+            f"unknown consistency {name!r}",
+            hint="use one of: " + ", ".join(c.value for c in Consistency),
+        ) from None
+
+
+def _metadata(value: Any, *, key: str) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    try:
+        return json.dumps(value, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as err:
+        raise KVLimitError(
+            f"key {key!r}: metadata must be JSON-serialisable ({err})",
+            hint="pass a dict of strings and numbers",
+        ) from None
+
+
+def _meta_out(data: bytes) -> Any:
+    if not data:
+        return None
+    with contextlib.suppress(UnicodeDecodeError, ValueError):
+        return json.loads(data)
+    return data
+
+
+def _entry(item: Item) -> dict[str, Any]:
+    value: Any = item.value
+    if value is not None:
+        with contextlib.suppress(UnicodeDecodeError):
+            value = value.decode("utf-8")
+    return {"value": value, "revision": item.revision, "metadata": _meta_out(item.metadata)}
+
+
+def _error_kind(err: KVError) -> str:
+    if isinstance(err, KVConflict):
+        return "conflict"
+    if isinstance(err, KVUnavailable):
+        return "unavailable"
+    if isinstance(err, KVLimitError):
+        return "limit"
+    return "error"
+
+
+class KVService:
+    """KV replicas of one location. ``node.kv_handler = service.handle_call``."""
+
+    def __init__(
+        self,
+        *,
+        location: str,
+        state_dir: Path,
+        nats_urls: list[str],
+        config: dict[str, int] | None = None,
+    ) -> None:
+        self.location = location
+        self.dir = state_dir / "kv"
+        self.nats_urls = nats_urls
+        self.config = dict(config or {})
+        self.drivers: dict[str, KVDriver] = {}
+        self._starting: dict[str, asyncio.Future[KVDriver]] = {}
+        self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0}
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def driver(self, namespace: str) -> KVDriver:
+        """The running driver of ``namespace``, started on first use."""
+        if namespace in self.drivers:
+            return self.drivers[namespace]
+        if namespace in self._starting:
+            return await self._starting[namespace]
+        _check_namespace(namespace)
+        if len(self.drivers) + len(self._starting) >= NAMESPACES_MAX:
+            raise KVLimitError(
+                f"location {self.location} already serves {NAMESPACES_MAX} KV namespaces; "
+                f"cannot open {namespace!r}",
+                hint="bind fewer namespaces in the functions deployed here",
+            )
+        future: asyncio.Future[KVDriver] = asyncio.get_running_loop().create_future()
+        self._starting[namespace] = future
+        try:
+            driver = self._make(namespace)
+            await driver.start(wait_connected=False)
+            self.drivers[namespace] = driver
+            future.set_result(driver)
+        except BaseException as err:
+            future.set_exception(err)
+            future.exception()  # Retrieved here so an unawaited future does not warn.
+            raise
+        finally:
+            self._starting.pop(namespace, None)
+        return driver
+
+    def _make(self, namespace: str) -> KVDriver:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        config = ReplicaConfig(replica_id=self.location, replicas=(self.location,), **self.config)
+        return KVDriver(
+            namespace=namespace,
+            replica=Replica(config),
+            store=SqliteStore(self.dir / f"{namespace}.sqlite3"),
+            servers=self.nats_urls,
+        )
+
+    async def sync_namespaces(self, node: EdgeNode) -> None:
+        """Start a driver for every namespace that an active function here binds."""
+        wanted = {
+            ns.namespace
+            for fn in node.table.functions.values()
+            for version in fn.versions
+            for ns in version.manifest.kv_namespaces
+        }
+        for namespace in sorted(wanted - set(self.drivers)):
+            try:
+                await self.driver(namespace)
+            except KVError as err:
+                node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
+
+    async def run(self, node: EdgeNode) -> None:
+        """Keep drivers for the namespaces of the active functions (until cancelled)."""
+        while True:
+            await self.sync_namespaces(node)
+            await asyncio.sleep(_SYNC_INTERVAL_S)
+
+    async def stop(self) -> None:
+        for driver in list(self.drivers.values()):
+            await driver.stop()
+        self.drivers.clear()
+
+    def statistics(self) -> KVServiceStatistics:
+        return KVServiceStatistics(self.location, tuple(sorted(self.drivers)), **self._counts)
+
+    # -- function code ---------------------------------------------------------------------
+    async def handle_call(self, ctx: RequestContext, call: p.KVCall) -> p.KVResult:
+        """Carry out one ``env.<BINDING>.<op>(...)`` from a worker."""
+        self._counts["calls"] += 1
+        try:
+            value = await self._call(ctx, call)
+        except KVError as err:
+            self._counts["call_errors"] += 1
+            kind = _error_kind(err)
+            return p.KVResult(call.id, call.call_id, False, None, kind, str(err))
+        return p.KVResult(call.id, call.call_id, True, value)
+
+    async def _call(self, ctx: RequestContext, call: p.KVCall) -> Any:
+        namespace = next(
+            (ns.namespace for ns in ctx.manifest.kv_namespaces if ns.binding == call.binding), None
+        )
+        if namespace is None:
+            raise KVError(
+                f"function {ctx.function}: no KV binding named {call.binding!r}",
+                hint="declare it under [[kv_namespaces]] in edgefn.toml",
+            )
+        session = _current_session(ctx)
+        args = call.args
+        out, token = await self._op(namespace, call.op, args, session)
+        if token and token != session:
+            ctx.response_headers[:] = [h for h in ctx.response_headers if h[0] != SESSION_HEADER]
+            ctx.response_headers.append((SESSION_HEADER, token))
+        return out
+
+    async def _op(
+        self, namespace: str, op: str, args: dict[str, Any], session: str
+    ) -> tuple[Any, str]:
+        driver = await self.driver(namespace)
+        key = str(args.get("key", ""))
+        level = _consistency(args.get("consistency"))
+        if op in ("get", "get_entry"):
+            got = await driver.get(key, consistency=level, session=session)
+            if op == "get":
+                return decode_value(got.item.value, str(args.get("type") or "text"), key=key), (
+                    got.session
+                )
+            return _entry(got.item), got.session
+        if op == "put":
+            ttl_s = args.get("ttl_s")
+            done = await driver.put(
+                key,
+                encode_value(args.get("value"), key=key),
+                consistency=level,
+                metadata=_metadata(args.get("metadata"), key=key),
+                ttl_ms=int(float(ttl_s) * 1000) if ttl_s else 0,
+                if_revision=_revision(args.get("if_revision")),
+                session=session,
+            )
+            return done.revision, done.session
+        if op == "delete":
+            done = await driver.delete(
+                key,
+                consistency=level,
+                if_revision=_revision(args.get("if_revision")),
+                session=session,
+            )
+            return done.revision, done.session
+        if op == "list":
+            listed = await driver.list_keys(
+                prefix=str(args.get("prefix") or ""),
+                limit=int(args.get("limit") or 1000),
+                cursor=str(args.get("cursor") or ""),
+                consistency=level,
+                session=session,
+            )
+            keys = [
+                {"name": i.key, "revision": i.revision, "metadata": _meta_out(i.metadata)}
+                for i in listed.items
+            ]
+            return {"keys": keys, "cursor": listed.cursor or None}, listed.session
+        raise KVError(
+            f"unknown KV operation {op!r}", hint="use get, get_entry, put, delete or list"
+        )
+
+    # -- internal HTTP (the CLI) -----------------------------------------------------------
+    async def asgi(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``/_edgefn/kv/<ns>[/<key>]`` and ``/_edgefn/kvstate/<ns>``, for 127.0.0.1 only."""
+        self._counts["http_requests"] += 1
+        client = scope.get("client") or ("", 0)
+        if client[0] not in _LOCAL_CALLERS:
+            await _reply(send, 403, {"error": "forbidden", "hint": "call from 127.0.0.1"})
+            return
+        try:
+            status, body = await self._http(scope, receive)
+        except KVError as err:
+            kind = _error_kind(err)
+            error = "consistency_unavailable" if kind == "unavailable" else kind
+            body = {"error": error, "message": err.message, "hint": err.hint}
+            status = _KIND_STATUS[kind]
+        body["location"] = self.location
+        await _reply(send, status, body)
+
+    async def _http(self, scope: Scope, receive: Receive) -> tuple[int, dict[str, Any]]:
+        path: str = scope["path"]
+        query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        session = query.get("session") or headers.get(SESSION_HEADER, "")
+        if path.startswith("/_edgefn/kvstate/"):
+            return 200, await self._state(path.removeprefix("/_edgefn/kvstate/"))
+        rest = path.removeprefix("/_edgefn/kv/")
+        namespace, _, key = rest.partition("/")
+        method = scope["method"]
+        args: dict[str, Any] = {"key": key, "consistency": query.get("consistency")}
+        if not key:
+            if method != "GET":
+                return 405, {"error": "method_not_allowed", "hint": "GET lists keys"}
+            args |= {k: query.get(k) for k in ("prefix", "limit", "cursor")}
+            listed, token = await self._op(namespace, "list", args, session)
+            return 200, {"namespace": namespace, **listed, "session": token}
+        if method == "GET":
+            item, token = await self._op(namespace, "get_entry", args, session)
+            return 200, {"namespace": namespace, "key": key, **item, "session": token}
+        if method == "PUT":
+            args |= {"value": await _read_body(receive, key), "ttl_s": query.get("ttl_s")}
+            args["if_revision"] = query.get("if_revision")
+            revision, token = await self._op(namespace, "put", args, session)
+            return 200, {"namespace": namespace, "key": key, "revision": revision, "session": token}
+        if method == "DELETE":
+            args["if_revision"] = query.get("if_revision")
+            revision, token = await self._op(namespace, "delete", args, session)
+            return 200, {"namespace": namespace, "key": key, "revision": revision, "session": token}
+        return 405, {"error": "method_not_allowed", "hint": "use GET, PUT or DELETE"}
+
+    async def _state(self, namespace: str) -> dict[str, Any]:
+        driver = await self.driver(namespace)
+        content = driver.replica.content()
+        digest = hashlib.sha256()
+        for key in sorted(content):
+            item = content[key]
+            digest.update(json.dumps([key, item.revision]).encode())
+            digest.update(hashlib.sha256(item.value or b"").digest())
+        return {
+            "namespace": namespace,
+            "keys": len(content),
+            "digest": digest.hexdigest(),
+            "values": {
+                k: base64.b64encode(v.value or b"").decode() for k, v in sorted(content.items())
+            }
+            if len(content) <= 1000
+            else None,
+            "replica": asdict(driver.replica.statistics()),
+            "driver": asdict(driver.statistics()),
+        }
+
+
+def _current_session(ctx: RequestContext) -> str:
+    for name, value in reversed(ctx.response_headers):
+        if name == SESSION_HEADER:
+            return value
+    return ctx.header(SESSION_HEADER) or ""
+
+
+def _revision(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        revision = int(value)
+    except (TypeError, ValueError):
+        raise KVLimitError(
+            f"if_revision must be an integer, got {value!r}", hint="pass the revision you read"
+        ) from None
+    if revision < 0:
+        raise KVLimitError(f"if_revision must be >= 0, got {revision}", hint="0 means 'absent'")
+    return revision
+
+
+def _check_namespace(namespace: str) -> None:
+    from edgefn.bus.errors import BusError
+    from edgefn.bus.subjects import subject_token
+
+    try:
+        subject_token(namespace, what="KV namespace")
+    except BusError as err:
+        raise KVLimitError(
+            f"KV namespace {namespace!r} is not a valid name: {err}",
+            hint="use 1-64 letters, digits, '-' or '_'",
+        ) from None
+
+
+async def _read_body(receive: Receive, key: str, limit: int = 2 * 1024 * 1024) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise KVLimitError(f"key {key!r}: request body over {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body, default=str).encode()
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})
