@@ -124,6 +124,21 @@ def node(
     preload: Annotated[
         str, typer.Option(help="Modules the zygote pre-imports, comma-separated")
     ] = "",
+    secret_file: Annotated[
+        Path | None, typer.Option(help="Planet forwarding secret (enables routing/admission)")
+    ] = None,
+    locations_file: Annotated[
+        Path | None, typer.Option(help="The planet's locations.json (positions for RTTs)")
+    ] = None,
+    routing: Annotated[
+        str, typer.Option(envvar="EDGEFN_ROUTING", help="smart | nearest (baseline)")
+    ] = "smart",
+    client_rps: Annotated[
+        float, typer.Option(help="Per-client-key requests/s limit (0: off)")
+    ] = 0.0,
+    max_concurrency: Annotated[
+        int, typer.Option(envvar="EDGEFN_MAX_CONCURRENCY", help="Admission limit ceiling")
+    ] = 200,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -131,6 +146,13 @@ def node(
 
     if not nats:
         fail("--nats is required", hint="the region prints its client_url when it starts")
+    traffic = None
+    if secret_file is not None:
+        from edgefn.edge.traffic import TrafficOptions
+
+        traffic = TrafficOptions(
+            secret_file, locations_file, routing, max(0.0, client_rps), max_concurrency
+        )
     run(
         run_node(
             location=location,
@@ -141,5 +163,6 @@ def node(
             nats_urls=nats,
             trusted_keys=_keys(trusted_key),
             preload=tuple(x for x in preload.split(",") if x),
+            traffic=traffic,
         )
     )

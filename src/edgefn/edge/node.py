@@ -29,6 +29,7 @@ import uvicorn
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
+from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, NodeMetrics
 from edgefn.observe.version_stats import VersionStatsTracker
@@ -101,6 +102,8 @@ class EdgeNode:
         self.on_change: Callable[[], None] | None = None
         self.table = FunctionTable()
         self.outbound = Outbound()
+        # Routing, rate limits and admission (edgefn.edge.traffic); None serves every request here.
+        self.traffic: TrafficDriver | None = None
         self.kv_handler: KVHandler | None = None
         # Internal KV endpoints /_edgefn/kv* (edgefn.edge.kv_binding.KVService.asgi).
         self.kv_http: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
@@ -313,6 +316,15 @@ class EdgeNode:
         headers = _decode_headers(scope["headers"])
         host = next((v for k, v in headers if k == "host"), "")
         fn = self.table.resolve(host, scope["path"])
+        gate = None
+        if self.traffic is not None:  # serve here or forward; 429/503 (edgefn.edge.traffic)
+            name = fn.name if fn else (host.split(":", 1)[0].split(".", 1)[0].lower() or None)
+            manifest = fn.versions[0].manifest if fn else None
+            gate = await self.traffic.enter(scope, receive, send, headers, name, manifest, rid)
+            if gate.handled:
+                self._access(gate.request_id, scope, name or "", "", gate.status, t0, False)
+                return
+            rid, headers, send = gate.request_id, gate.headers, gate.send
         if fn is None:
             await _respond(
                 send,
@@ -325,11 +337,17 @@ class EdgeNode:
         active = fn.pick(self._rng)
         limits = active.manifest.limits
         try:
-            body = await _read_body(receive, headers, limits.max_body_kb * 1024)
-        except _BodyTooLarge:
-            await self._fail(send, rid, fn.name, active.version, "body_too_large", 413, t0, scope)
-            return
-        await self._run(scope, send, rid, headers, body, active, t0)
+            try:
+                body = await _read_body(receive, headers, limits.max_body_kb * 1024)
+            except _BodyTooLarge:
+                await self._fail(
+                    send, rid, fn.name, active.version, "body_too_large", 413, t0, scope
+                )
+                return
+            await self._run(scope, send, rid, headers, body, active, t0)
+        finally:
+            if gate is not None and self.traffic is not None:
+                self.traffic.leave(gate)  # frees the admission slot
 
     async def _run(
         self,

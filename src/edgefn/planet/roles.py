@@ -154,6 +154,7 @@ async def run_node(
     nats_urls: list[str],
     trusted_keys: list[str],
     preload: tuple[str, ...],
+    traffic: Any = None,
 ) -> None:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
@@ -175,12 +176,16 @@ async def run_node(
     agent = NodeAgent(
         node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
     )
+    driver: Any = None
     try:
         await agent.start()
+        driver = await _start_traffic(node, location, region, traffic, nats_urls)
         announce({"role": "node", "location": location, "url": node.url})
         await _until_signalled()
     finally:
         await agent.stop()
+        if driver is not None:
+            await driver.stop()
         kv_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await kv_task
@@ -199,3 +204,18 @@ def _start_kv(
     node.kv_handler = kv.handle_call
     node.kv_http = kv.asgi
     return kv, asyncio.create_task(kv.run(node), name="kv-sync")
+
+
+async def _start_traffic(
+    node: Any, location: str, region: str, options: Any, nats_urls: list[str]
+) -> Any:
+    """Routing, health, rate limits and admission for this node (see edge/traffic.py)."""
+    if options is None:
+        return None
+    from edgefn.edge.traffic import TrafficDriver, load_traffic_config
+
+    driver = TrafficDriver(load_traffic_config(location, region, options))
+    driver.functions = lambda: frozenset(node.table.functions)
+    node.traffic = driver
+    await driver.start(nats_urls, url=node.url)
+    return driver

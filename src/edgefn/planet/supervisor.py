@@ -175,12 +175,22 @@ class Planet:
         pub.write_text(key.public_key_pem())
         return pub
 
+    def _traffic_files(self) -> list[str]:
+        """The forwarding secret and location table every node reads (edge/traffic.py)."""
+        from edgefn.edge.traffic import write_planet_files
+
+        secret, table = write_planet_files(
+            self.state_dir, self.locations, emulate_rtt=self.emulate_rtt
+        )
+        return ["--secret-file", str(secret), "--locations-file", str(table)]
+
     async def start(self) -> None:
         from edgefn.bus.link_group import LinkEmulatorGroup
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         pub = self._signing_key()
+        traffic_args = self._traffic_files()
         core_site = self.locations[0]
         self.progress("starting core (nats-server + JetStream + control API)")
         self.core = Child(
@@ -251,6 +261,7 @@ class Planet:
             ]
             if self.preload:
                 args += ["--preload", ",".join(self.preload)]
+            args += traffic_args
             self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
         self.progress(f"starting {len(self.nodes)} edge nodes")
         await asyncio.gather(*(_start_child(c) for c in self.nodes.values()))
