@@ -17,10 +17,12 @@ _COMMAND_MODULES: list[str] = [
     "_bench",
     "_demo",
     "_dev",
+    "_kv",
     "_plan",
     "_planet",
     "_roles",
     "_simulate",
+    "_traffic",
 ]
 
 app = typer.Typer(

@@ -1,0 +1,298 @@
+"""``edgefn bench kv``: the replicated KV measured on a real local planet with emulated links.
+
+One run starts ``edgefn up --locations N`` (every link between node, hub and core delays by the
+world model's RTT), deploys a small function binding namespace ``bench``, and measures:
+
+* **propagation** — an eventual write acknowledged at one location (origins rotate), then every
+  location's replica is polled (every ~5 ms, through ``/_edgefn/kv``) until it returns the value:
+  per location, acknowledgement → first seen. p50/p99/max over all (write, location) pairs, beside
+  the slowest replication path's RTT (location → hub → core, round trip) and the modelled one-way
+  floor of the worst pair (origin → core → target), so queueing shows as the difference.
+* **function reads** — ``env.BENCH.get`` timed with ``perf_counter`` *inside* the function (local
+  replica, eventual), p50/p99, at a few locations.
+* **strong writes** — ``put(..., consistency="strong")`` through ``/_edgefn/kv`` at the location
+  nearest the core (the home) and at the one farthest from it, client-observed, p50/p99.
+* **writes/s per location** — closed-loop eventual puts at one location (16 in flight) for
+  ``duration_s``: acknowledged writes per second, each durable in SQLite and published to the
+  stream.
+
+The planet is stopped by ``edgefn down`` (and its supervisor killed by pid) whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from edgefn.errors import PlanetError
+
+FUNCTION = '''"""Times a local KV read from inside the function."""
+import time
+
+from edgefn import Response
+
+
+async def fetch(request, env, ctx):
+    key = request.query.get("key", "k")
+    t0 = time.perf_counter()
+    value = await env.BENCH.get(key)
+    read_ms = (time.perf_counter() - t0) * 1000
+    return Response.json({"read_ms": read_ms, "found": value is not None})
+'''
+MANIFEST = """name = "kvbench"
+main = "main.py"
+
+[[kv_namespaces]]
+binding = "BENCH"
+namespace = "bench"
+
+[limits]
+cpu_ms = 500
+timeout_ms = 10000
+"""
+NAMESPACE = "bench"
+_POLL_S = 0.005
+_PROPAGATION_TIMEOUT_S = 30.0
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return round(ordered[idx], 2)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {
+        "n": len(values),
+        "p50": _pct(values, 50),
+        "p99": _pct(values, 99),
+        "max": round(max(values), 2) if values else float("nan"),
+    }
+
+
+def _edgefn(*args: str, state_dir: Path, timeout_s: float = 900) -> dict[str, Any]:
+    res = subprocess.run(
+        [sys.executable, "-m", "edgefn.cli.main", *args, "--json", "--state-dir", str(state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+    if res.returncode != 0:
+        raise PlanetError(
+            f"edgefn {' '.join(args)} failed ({res.returncode}): {res.stderr[-2000:]}",
+            hint=f"see the logs under {state_dir}/logs",
+        )
+    out: dict[str, Any] = json.loads(res.stdout)
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def path_rtts_ms(locations: list[Any]) -> dict[str, float]:
+    """Round-trip time of each location's replication path: location → hub → core (model)."""
+    from edgefn.planet.supervisor import hub_sites
+    from edgefn.world import rtt_ms
+
+    sites = hub_sites(locations)
+    core = locations[0]
+    return {
+        loc.id: rtt_ms(loc, sites[loc.region]) + rtt_ms(sites[loc.region], core)
+        for loc in locations
+    }
+
+
+def run(
+    *, locations: int, writes: int, reads: int, strong: int, duration_s: float
+) -> dict[str, Any]:
+    from edgefn.world import spread
+
+    state = Path(tempfile.mkdtemp(prefix="edgefn-bench-kv-"))
+    planet: dict[str, Any] = {}
+    t_start = time.monotonic()
+    try:
+        planet = _edgefn(
+            "up",
+            "--detach",
+            "--locations",
+            str(locations),
+            "--entry-port",
+            str(_free_port()),
+            state_dir=state,
+        )
+        up_s = time.monotonic() - t_start
+        fn_dir = state / "kvbench"
+        fn_dir.mkdir()
+        (fn_dir / "main.py").write_text(FUNCTION)
+        (fn_dir / "edgefn.toml").write_text(MANIFEST)
+        _edgefn("deploy", str(fn_dir), "--wait", state_dir=state)
+        urls = {loc["name"]: loc["url"] for loc in planet["locations"]}
+        rtts = path_rtts_ms(list(spread(locations)))
+        result = asyncio.run(_measure(urls, rtts, writes, reads, strong, duration_s))
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "edgefn.cli.main", "down", "--state-dir", str(state)],
+            capture_output=True,
+            timeout=300,
+        )
+        pid = planet.get("supervisor_pid")
+        if pid:
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    worst = max(rtts.values())
+    floor = max(rtts.values()) / 2 + sorted(rtts.values())[-2] / 2 if len(rtts) > 1 else worst
+    return {
+        "benchmark": "kv",
+        "locations": locations,
+        "planet_up_s": round(up_s, 1),
+        "machine": {"cores": os.cpu_count(), "load_avg_1m": round(os.getloadavg()[0], 2)},
+        "slowest_link_rtt_ms": round(worst, 1),
+        "propagation_floor_ms": round(floor, 1),
+        **result,
+    }
+
+
+async def _measure(
+    urls: dict[str, str],
+    rtts: dict[str, float],
+    writes: int,
+    reads: int,
+    strong: int,
+    duration_s: float,
+) -> dict[str, Any]:
+    import httpx
+
+    limits = httpx.Limits(max_connections=len(urls) * 4 + 32)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await _wait_replicas(client, urls)
+        propagation, misses = await _propagation(client, urls, writes)
+        names = list(urls)
+        read_ms = await _function_reads(client, [urls[n] for n in names[:3]], reads)
+        near = min(rtts, key=lambda n: rtts[n])
+        far = max(rtts, key=lambda n: rtts[n])
+        strong_near = await _strong_writes(client, urls[near], strong)
+        strong_far = await _strong_writes(client, urls[far], strong)
+        rate = await _write_rate(client, urls[names[-1]], duration_s)
+    return {
+        "propagation_ms": _summary(propagation),
+        "propagation_not_seen_in_30s": misses,
+        "function_read_ms": _summary(read_ms),
+        "strong_write_ms": {
+            "near": {
+                "location": near,
+                "path_rtt_ms": round(rtts[near], 1),
+                **_summary(strong_near),
+            },
+            "far": {"location": far, "path_rtt_ms": round(rtts[far], 1), **_summary(strong_far)},
+        },
+        "writes_per_s_per_location": rate,
+    }
+
+
+async def _wait_replicas(client: Any, urls: dict[str, str]) -> None:
+    """Every location's replica connected and aware of every other one."""
+    deadline = time.monotonic() + 120
+    while True:
+        states = await asyncio.gather(
+            *(client.get(f"{u}/_edgefn/kvstate/{NAMESPACE}") for u in urls.values())
+        )
+        ready = [
+            s.status_code == 200
+            and s.json()["driver"]["connected"]
+            and len(s.json()["driver"]["members"]) == len(urls)
+            for s in states
+        ]
+        if all(ready):
+            return
+        if time.monotonic() > deadline:
+            raise PlanetError(
+                f"{ready.count(False)} KV replicas not connected after 120 s",
+                hint="the machine may be overloaded; try fewer --locations",
+            )
+        await asyncio.sleep(0.5)
+
+
+async def _propagation(client: Any, urls: dict[str, str], writes: int) -> tuple[list[float], int]:
+    names = list(urls)
+    samples: list[float] = []
+    misses = 0
+    for i in range(writes):
+        origin = names[i % len(names)]
+        key, value = f"prop-{i}", f"v{i}"
+        r = await client.put(f"{urls[origin]}/_edgefn/kv/{NAMESPACE}/{key}", content=value)
+        r.raise_for_status()
+        t0 = time.perf_counter()
+        seen = await asyncio.gather(
+            *(_first_seen(client, urls[n], key, value, t0) for n in names if n != origin)
+        )
+        samples += [s for s in seen if s is not None]
+        misses += sum(1 for s in seen if s is None)
+    return samples, misses
+
+
+async def _first_seen(client: Any, url: str, key: str, value: str, t0: float) -> float | None:
+    deadline = t0 + _PROPAGATION_TIMEOUT_S
+    while time.perf_counter() < deadline:
+        r = await client.get(f"{url}/_edgefn/kv/{NAMESPACE}/{key}")
+        if r.status_code == 200 and r.json().get("value") == value:
+            return (time.perf_counter() - t0) * 1000
+        await asyncio.sleep(_POLL_S)
+    return None
+
+
+async def _function_reads(client: Any, urls: list[str], reads: int) -> list[float]:
+    out: list[float] = []
+    headers = {"host": "kvbench.localhost"}
+    for i in range(reads):
+        r = await client.get(f"{urls[i % len(urls)]}/?key=prop-0", headers=headers)
+        r.raise_for_status()
+        out.append(float(r.json()["read_ms"]))
+    return out
+
+
+async def _strong_writes(client: Any, url: str, n: int) -> list[float]:
+    out: list[float] = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        r = await client.put(
+            f"{url}/_edgefn/kv/{NAMESPACE}/strong-{i}",
+            params={"consistency": "strong"},
+            content=b"x",
+        )
+        r.raise_for_status()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+async def _write_rate(client: Any, url: str, duration_s: float, in_flight: int = 16) -> float:
+    done = 0
+    stop_at = time.perf_counter() + duration_s
+
+    async def writer(w: int) -> None:
+        nonlocal done
+        i = 0
+        while time.perf_counter() < stop_at:
+            r = await client.put(f"{url}/_edgefn/kv/{NAMESPACE}/rate-{w}-{i}", content=b"v")
+            r.raise_for_status()
+            done += 1
+            i += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(writer(w) for w in range(in_flight)))
+    return round(done / (time.perf_counter() - t0), 1)
