@@ -23,6 +23,7 @@ _COMMAND_MODULES: list[str] = [
     "_roles",
     "_simulate",
     "_traffic",
+    "_traffic",
 ]
 
 app = typer.Typer(
