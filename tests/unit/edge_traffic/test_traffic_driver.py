@@ -1,0 +1,141 @@
+"""The traffic driver without a bus: config files and their errors, the request body replay,
+affinity keys, nearest-only routing, and enter()/leave() over a recorded ASGI exchange."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefn.bundle.manifest import Limits, Manifest, Placement
+from edgefn.edge.forward import ReplayableBody
+from edgefn.edge.traffic import (
+    PeerLocation,
+    TrafficConfig,
+    TrafficDriver,
+    TrafficOptions,
+    _affinity_key,
+    load_traffic_config,
+    write_planet_files,
+)
+from edgefn.errors import ConfigError
+from edgefn.world import spread
+
+SECRET = b"0123456789abcdef0123456789abcdef"
+
+
+def test_planet_files_round_trip(tmp_path: Path) -> None:
+    locs = list(spread(3))
+    secret, table = write_planet_files(tmp_path, locs, emulate_rtt=True)
+    first = secret.read_text()
+    write_planet_files(tmp_path, locs, emulate_rtt=True)
+    assert secret.read_text() == first, "the secret must survive a restart"
+    assert secret.stat().st_mode & 0o077 == 0
+    config = load_traffic_config("x", "eu", TrafficOptions(secret, table, "nearest"))
+    assert config.emulate_rtt
+    assert not config.smart_routing
+    assert [p.id for p in config.locations] == [loc.id for loc in locs]
+
+
+def test_config_errors_name_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match="nope") as err:
+        load_traffic_config("x", "", TrafficOptions(missing))
+    assert "planet-secret" in err.value.hint
+    short = tmp_path / "short"
+    short.write_text("abc")
+    with pytest.raises(ConfigError, match="3 bytes"):
+        load_traffic_config("x", "", TrafficOptions(short))
+    good = tmp_path / "secret"
+    good.write_text(SECRET.decode())
+    with pytest.raises(ConfigError, match="routing mode"):
+        load_traffic_config("x", "", TrafficOptions(good, routing="fastest"))
+    bad = tmp_path / "locations.json"
+    bad.write_text('{"locations": [{"id": "a"}]}')
+    with pytest.raises(ConfigError, match="malformed location table"):
+        load_traffic_config("x", "", TrafficOptions(good, bad))
+    with pytest.raises(ConfigError, match="cannot read the location table"):
+        load_traffic_config("x", "", TrafficOptions(good, tmp_path / "absent.json"))
+
+
+def _receive(chunks: list[bytes]) -> Any:
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    return receive
+
+
+async def test_body_replays_while_small_and_refuses_when_large() -> None:
+    body = ReplayableBody(_receive([b"ab", b"cd"]), replay_limit_bytes=10)
+    first = [c async for c in body.stream()]
+    again = [c async for c in body.stream()]
+    assert first == again == [b"ab", b"cd"]
+    big = ReplayableBody(_receive([b"x" * 8, b"y" * 8]), replay_limit_bytes=10)
+    assert b"".join([c async for c in big.stream()]) == b"x" * 8 + b"y" * 8
+    assert not big.replayable
+
+
+def test_affinity_key_from_header_or_cookie() -> None:
+    header = Manifest(name="f", placement=Placement(affinity="header:x-user"))
+    cookie = Manifest(name="f", placement=Placement(affinity="cookie:sid"))
+    assert _affinity_key(header, [("x-user", "u1")]) == "u1"
+    assert _affinity_key(header, []) is None
+    assert _affinity_key(cookie, [("cookie", "a=1; sid=s9")]) == "s9"
+    assert _affinity_key(Manifest(name="f"), [("x-user", "u1")]) is None
+
+
+def _driver(**kw: Any) -> TrafficDriver:
+    peers = tuple(PeerLocation(loc.id, loc.region, loc.lat, loc.lon) for loc in spread(3))
+    config = TrafficConfig(location=peers[0].id, secret=SECRET, locations=peers, **kw)
+    driver = TrafficDriver(config)
+    driver.functions = lambda: frozenset({"f"})
+    return driver
+
+
+async def _call(driver: TrafficDriver, manifest: Manifest | None, headers: Any = ()) -> Any:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"method": "GET", "path": "/", "headers": [], "client": ("10.0.0.1", 1)}
+    gate = await driver.enter(scope, _receive([b""]), send, list(headers), "f", manifest, "rid1")
+    return gate, sent
+
+
+async def test_rate_limit_then_admission_and_leave() -> None:
+    driver = _driver()
+    manifest = Manifest(name="f", limits=Limits(requests_per_s=2))
+    statuses = []
+    for _ in range(6):
+        gate, sent = await _call(driver, manifest)
+        statuses.append(sent[0]["status"] if gate.handled else 200)
+        if not gate.handled:
+            assert gate.admission_id is not None
+            gate.status = 200
+            driver.leave(gate)
+    assert statuses[0] == 200
+    assert statuses.count(429) >= 3, statuses
+    stats = driver.statistics()
+    assert stats.rate_limited == statuses.count(429)
+    assert stats.admission_inflight == 0
+    driver.check_invariants()
+    await driver.forwarder.aclose()
+
+
+async def test_unplaced_function_with_no_runner_falls_through_and_forged_headers_count() -> None:
+    driver = _driver(smart_routing=False)
+    gate, sent = await _call(driver, None, [("x-edgefn-hop", "1"), ("host", "f.localhost")])
+    assert not gate.handled
+    assert not sent
+    assert gate.headers == [("host", "f.localhost")]
+    assert driver.statistics().stripped_headers == 1
+    decision = driver._nearest([], here=False, hop=5, forwarded_from=())
+    assert decision.target is None
+    await driver.forwarder.aclose()
