@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["NAMESPACES_MAX", "KVService", "KVServiceStatistics", "decode_value", "encode_value"]
 
 NAMESPACES_MAX = 64
+_STATE_ITEMS_MAX = 1000
 _SYNC_INTERVAL_S = 1.0
 _LOCAL_CALLERS = ("127.0.0.1", "::1")
 _KIND_STATUS = {"conflict": 409, "unavailable": 503, "limit": 400, "error": 400}
@@ -262,16 +263,23 @@ class KVService:
     async def _op(
         self, namespace: str, op: str, args: dict[str, Any], session: str
     ) -> tuple[Any, str]:
+        result, token, _stamp = await self._op_stamped(namespace, op, args, session)
+        return result, token
+
+    async def _op_stamped(
+        self, namespace: str, op: str, args: dict[str, Any], session: str
+    ) -> tuple[Any, str, Any]:
+        """Run one operation: (result for the caller, new session token, write/read stamp)."""
         driver = await self.driver(namespace)
         key = str(args.get("key", ""))
         level = _consistency(args.get("consistency"))
         if op in ("get", "get_entry"):
             got = await driver.get(key, consistency=level, session=session)
+            stamp = list(got.item.stamp) if got.item.stamp else None
             if op == "get":
-                return decode_value(got.item.value, str(args.get("type") or "text"), key=key), (
-                    got.session
-                )
-            return _entry(got.item), got.session
+                kind = str(args.get("type") or "text")
+                return decode_value(got.item.value, kind, key=key), got.session, stamp
+            return _entry(got.item), got.session, stamp
         if op == "put":
             ttl_s = args.get("ttl_s")
             done = await driver.put(
@@ -283,7 +291,7 @@ class KVService:
                 if_revision=_revision(args.get("if_revision")),
                 session=session,
             )
-            return done.revision, done.session
+            return done.revision, done.session, list(done.stamp) if done.stamp else None
         if op == "delete":
             done = await driver.delete(
                 key,
@@ -291,11 +299,11 @@ class KVService:
                 if_revision=_revision(args.get("if_revision")),
                 session=session,
             )
-            return done.revision, done.session
+            return done.revision, done.session, list(done.stamp) if done.stamp else None
         if op == "list":
             listed = await driver.list_keys(
                 prefix=str(args.get("prefix") or ""),
-                limit=int(args.get("limit") or 1000),
+                limit=_int_arg(args.get("limit"), 1000, "limit"),
                 cursor=str(args.get("cursor") or ""),
                 consistency=level,
                 session=session,
@@ -304,7 +312,7 @@ class KVService:
                 {"name": i.key, "revision": i.revision, "metadata": _meta_out(i.metadata)}
                 for i in listed.items
             ]
-            return {"keys": keys, "cursor": listed.cursor or None}, listed.session
+            return {"keys": keys, "cursor": listed.cursor or None}, listed.session, None
         raise KVError(
             f"unknown KV operation {op!r}", hint="use get, get_entry, put, delete or list"
         )
@@ -323,6 +331,8 @@ class KVService:
             kind = _error_kind(err)
             error = "consistency_unavailable" if kind == "unavailable" else kind
             body = {"error": error, "message": err.message, "hint": err.hint}
+            if isinstance(err, KVConflict):
+                body["revision"] = err.revision  # the current one: retry with it
             status = _KIND_STATUS[kind]
         body["location"] = self.location
         await _reply(send, status, body)
@@ -344,18 +354,19 @@ class KVService:
             args |= {k: query.get(k) for k in ("prefix", "limit", "cursor")}
             listed, token = await self._op(namespace, "list", args, session)
             return 200, {"namespace": namespace, **listed, "session": token}
+        found = {"namespace": namespace, "key": key}
         if method == "GET":
-            item, token = await self._op(namespace, "get_entry", args, session)
-            return 200, {"namespace": namespace, "key": key, **item, "session": token}
+            item, token, stamp = await self._op_stamped(namespace, "get_entry", args, session)
+            return 200, {**found, **item, "stamp": stamp, "session": token}
         if method == "PUT":
             args |= {"value": await _read_body(receive, key), "ttl_s": query.get("ttl_s")}
             args["if_revision"] = query.get("if_revision")
-            revision, token = await self._op(namespace, "put", args, session)
-            return 200, {"namespace": namespace, "key": key, "revision": revision, "session": token}
+            revision, token, stamp = await self._op_stamped(namespace, "put", args, session)
+            return 200, {**found, "revision": revision, "stamp": stamp, "session": token}
         if method == "DELETE":
             args["if_revision"] = query.get("if_revision")
-            revision, token = await self._op(namespace, "delete", args, session)
-            return 200, {"namespace": namespace, "key": key, "revision": revision, "session": token}
+            revision, token, stamp = await self._op_stamped(namespace, "delete", args, session)
+            return 200, {**found, "revision": revision, "stamp": stamp, "session": token}
         return 405, {"error": "method_not_allowed", "hint": "use GET, PUT or DELETE"}
 
     async def _state(self, namespace: str) -> dict[str, Any]:
@@ -370,10 +381,16 @@ class KVService:
             "namespace": namespace,
             "keys": len(content),
             "digest": digest.hexdigest(),
-            "values": {
-                k: base64.b64encode(v.value or b"").decode() for k, v in sorted(content.items())
+            # Whole items for checkers (tests), only for small namespaces.
+            "items": {
+                k: {
+                    "value_b64": base64.b64encode(v.value or b"").decode(),
+                    "revision": v.revision,
+                    "stamp": list(v.stamp) if v.stamp else None,
+                }
+                for k, v in sorted(content.items())
             }
-            if len(content) <= 1000
+            if len(content) <= _STATE_ITEMS_MAX
             else None,
             "replica": asdict(driver.replica.statistics()),
             "driver": asdict(driver.statistics()),
@@ -399,6 +416,15 @@ def _revision(value: Any) -> int | None:
     if revision < 0:
         raise KVLimitError(f"if_revision must be >= 0, got {revision}", hint="0 means 'absent'")
     return revision
+
+
+def _int_arg(value: Any, default: int, name: str) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise KVLimitError(f"{name} must be an integer, got {value!r}") from None
 
 
 def _check_namespace(namespace: str) -> None:
