@@ -7,16 +7,21 @@ location problem (UFLP) per function, with replication ``>= r_f``:
 1. Upper bound. Each UFLP is solved by greedy addition (open the site with the largest saving,
    forced until ``r_f`` sites and the availability target are met), then alternating drop/add
    passes until no move improves. Sites that overflow get their price raised and only the
-   functions using them are re-solved (``capacity_rounds`` times). The routing LP then assigns
-   clients exactly under the real capacities.
-2. Lower bound. For each UFLP, relaxing "every client fully served" with multipliers ``v_c`` gives
-   ``L_f(v) = sum_c v_c + min over open sets S with |S| >= r_f of sum_{i in S} rho_i`` with
-   ``rho_i = F_i - sum_c max(0, v_c - a_ci)``; any ``v`` gives a valid bound, and subgradient ascent
-   (Polyak steps towards the function's upper bound) tightens it. Only each client's ``K``
-   cheapest sites are stored; clamping ``v_c`` to the (K+1)-th cheapest cost keeps the excluded
-   terms at zero, so the bound stays valid. All functions iterate together on flat arrays.
-   ``sum_f L_f - lam . cpu_capacity - mu . mem_capacity`` bounds the whole problem; dropping the
-   availability rows only loosens it.
+   functions using them are re-solved (``capacity_rounds`` times).
+2. Lower bound (:mod:`edgefn.placement._bound`): the Lagrangian relaxation of each UFLP's
+   assignment rows, improved by dual ascent and subgradient steps, all functions of a chunk at
+   once. ``sum_f L_f - lam . cpu_capacity - mu . mem_capacity`` bounds the whole problem;
+   dropping the availability rows only loosens it.
+3. Lagrangian heuristic. Half-way through the subgradient and at its end, the open set that gave
+   each function its best bound is repaired (greedy addition from it, then drop/add passes) and
+   kept when cheaper than the current placement; the better upper bound also sharpens the
+   remaining subgradient steps. This matters most under tight SLAs, where greedy addition acts
+   like set cover and opens far too many sites. If the changed placements would overflow a site,
+   they are all reverted (the capacity prices were fitted to the greedy placements).
+
+Functions are split into ``chunks`` that are solved independently by ``mapper`` (the CLI passes a
+process pool: this module stays pure). The bound of the whole problem is the sum of the chunks'.
+The routing LP then assigns clients exactly under the real capacities (see ``_plan``).
 
 SLA: disallowed pairs cost a large finite penalty, so the bound stays one of a relaxation while the
 heuristic never uses such a pair when an allowed site can be opened.
@@ -24,20 +29,27 @@ heuristic never uses such a pair when an allowed site can be opened.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from edgefn.placement._bound import LowerBound, candidates, replication_for_bound
 
 if TYPE_CHECKING:
     from edgefn.placement._model import FloatArray, PlacementProblem
 
-__all__ = ["LagrangianResult", "Progress", "solve_lagrangian"]
+__all__ = ["LagrangianResult", "Mapper", "Progress", "solve_lagrangian"]
 
 Progress = Callable[[str, int, int], None]
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], list[Any]]
 
 _MAX_PASSES = 20
-_MAX_ASCENT_ROUNDS = 60
+_MAX_CHUNKS = 64
+# Second pass (see _refine): functions whose bound is this far below their upper bound get
+# this many candidate sites per client and this many subgradient steps.
+_REFINE_GAP = 0.15
+_REFINE_SITES = 96
+_REFINE_ITERATIONS = 80
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,7 @@ class LagrangianResult:
     bound: float
     iterations: int
     capacity_rounds: int
+    improved: int = 0
 
 
 @dataclass(slots=True)
@@ -58,13 +71,28 @@ class _Sub:
     need_nines: float
 
 
-def _greedy(sub: _Sub, nines: Any) -> list[int]:
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """What a chunk's worker needs; pickled to the worker when ``mapper`` is a process pool."""
+
+    problem: PlacementProblem
+    functions: tuple[int, ...]
+    fixed: Any
+    lam: Any
+    mu: Any
+    placement: tuple[tuple[int, ...], ...] = ()
+    iterations: int = 0
+    candidates: int = 32
+    target_gap: float = 0.0
+
+
+def _greedy(sub: _Sub, nines: Any, start: list[int] | None = None) -> list[int]:
+    """Greedy addition then drop/add passes, from ``start`` (a Lagrangian open set) or empty."""
     import numpy as np
 
     a, fixed = sub.a, sub.fixed
-    first = int(np.argmin(a.sum(axis=0) + fixed))
-    opened = [first]
-    cur = a[:, first].copy()
+    opened = list(start) if start else [int(np.argmin(a.sum(axis=0) + fixed))]
+    cur = a[:, opened].min(axis=1)
     for _ in range(_MAX_PASSES):
         changed = False
         while len(opened) < a.shape[1]:
@@ -127,6 +155,8 @@ def solve_lagrangian(
     capacity_rounds: int = 4,
     target_gap: float = 0.002,
     progress: Progress | None = None,
+    mapper: Mapper | None = None,
+    chunks: int = 1,
 ) -> LagrangianResult:
     """Heuristic placement with a proven lower bound (see the module docstring)."""
     import numpy as np
@@ -134,25 +164,24 @@ def solve_lagrangian(
     assert 1 <= iterations <= 10_000, iterations
     assert candidates >= 1, candidates
     assert 0 <= capacity_rounds <= 50, capacity_rounds
+    assert 1 <= chunks <= _MAX_CHUNKS, chunks
+    run: Mapper = mapper if mapper is not None else _serial
     nf, ns = len(problem.functions), len(problem.sites)
     fixed = problem.fixed_cost() + (extra_fixed if extra_fixed is not None else 0.0)
-    nines = np.array([s.nines for s in problem.sites])
     cap = np.array([s.capacity for s in problem.sites])
     mem_cap = cap * 1024.0
     cpu = np.array([f.cpu_ms_per_request / 1e3 for f in problem.functions])
     mem = np.array([f.memory_mb for f in problem.functions])
     lam, mu = np.zeros(ns), np.zeros(ns)
     placement: dict[int, tuple[int, ...]] = {}
-    cands: dict[int, _Cand] = {}
     todo = list(range(nf))
     rounds = 0
     for rounds in range(capacity_rounds + 1):
-        for k, f in enumerate(todo):
-            _, sub = _subproblem(problem, f, fixed, lam, mu)
-            placement[f] = tuple(_greedy(sub, nines))
-            cands[f] = _candidates(sub, placement[f], candidates)
-            if progress is not None and k % 50 == 0:
-                progress("place", k, len(todo))
+        jobs = [_Job(problem, part, fixed, lam, mu) for part in _split(todo, chunks)]
+        for part_result in run(_place_chunk, jobs):
+            placement.update(part_result)
+        if progress is not None:
+            progress("place", rounds + 1, capacity_rounds + 1)
         load, used_mem = _loads(problem, placement, cpu, mem)
         over_cpu, over_mem = load > cap * (1 + 1e-9), used_mem > mem_cap * (1 + 1e-9)
         if not (over_cpu.any() or over_mem.any()) or rounds == capacity_rounds:
@@ -160,15 +189,112 @@ def solve_lagrangian(
         unit = _mean_cost_per_core(problem, placement, fixed, lam, mu, load)
         lam = lam + 0.5 * unit * np.maximum(load / np.maximum(cap, 1e-9) - 1.0, 0.0)
         mu = mu + 0.5 * unit / 1024.0 * np.maximum(used_mem / np.maximum(mem_cap, 1e-9) - 1.0, 0)
-        hot = np.flatnonzero(over_cpu | over_mem)
-        todo = [f for f in range(nf) if set(placement[f]) & set(hot.tolist())]
-    if rounds > 0:  # prices moved: every function's bound must use the final prices
-        for f in range(nf):
-            _, sub = _subproblem(problem, f, fixed, lam, mu)
-            cands[f] = _candidates(sub, placement[f], candidates)
-    bound, its = _lower_bound(problem, cands, iterations, target_gap, progress)
+        hot = set(np.flatnonzero(over_cpu | over_mem).tolist())
+        todo = [f for f in range(nf) if set(placement[f]) & hot]
+    parts = _split(list(range(nf)), chunks)
+    jobs = [
+        _Job(problem, part, fixed, lam, mu, tuple(placement[f] for f in part), iterations,
+             candidates, target_gap)
+        for part in parts
+    ]  # fmt: skip
+    bound, its, improved = 0.0, 0, placement.copy()
+    for k, (b, n, better) in enumerate(run(_bound_chunk, jobs)):
+        bound, its = bound + b, max(its, n)
+        improved.update(better)
+        if progress is not None:
+            progress("bound", k + 1, len(jobs))
+    load, used_mem = _loads(problem, improved, cpu, mem)
+    fits = bool((load <= cap * (1 + 1e-9)).all() and (used_mem <= mem_cap * (1 + 1e-9)).all())
+    changed = sum(improved[f] != placement[f] for f in range(nf)) if fits else 0
     bound -= float(lam @ cap + mu @ mem_cap)
-    return LagrangianResult(placement, bound, its, rounds)
+    return LagrangianResult(improved if fits else placement, bound, its, rounds, changed)
+
+
+def _serial(fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+    return [fn(j) for j in jobs]
+
+
+def _split(items: list[int], chunks: int) -> list[tuple[int, ...]]:
+    """Round-robin split: heavy and light functions spread evenly over the chunks."""
+    n = max(1, min(chunks, len(items)))
+    return [tuple(items[k::n]) for k in range(n) if items[k::n]]
+
+
+def _nines(problem: PlacementProblem) -> Any:
+    import numpy as np
+
+    return np.array([s.nines for s in problem.sites])
+
+
+def _place_chunk(job: _Job) -> dict[int, tuple[int, ...]]:
+    nines = _nines(job.problem)
+    out: dict[int, tuple[int, ...]] = {}
+    for f in job.functions:
+        _, sub = _subproblem(job.problem, f, job.fixed, job.lam, job.mu)
+        out[f] = tuple(_greedy(sub, nines))
+    return out
+
+
+def _bound_chunk(job: _Job) -> tuple[float, int, dict[int, tuple[int, ...]]]:
+    """Bound of a chunk, with the Lagrangian heuristic half-way and at the end."""
+    fs, problem = job.functions, job.problem
+    nines = _nines(problem)
+    placement = dict(zip(fs, job.placement, strict=True))
+    cands = []
+    for f in fs:
+        _, sub = _subproblem(problem, f, job.fixed, job.lam, job.mu)
+        cands.append(candidates(sub.a, sub.fixed, placement[f], job.candidates))
+    lb = LowerBound(cands, replication_for_bound(problem, fs))
+    half = job.iterations // 2
+    for its in (half, job.iterations - half):
+        lb.run(its, job.target_gap)
+        _repair(job, lb, placement, nines)
+        if lb.gap() <= job.target_gap:
+            break
+    best = lb.best.copy()
+    _refine(job, lb, placement, best)
+    return float(best.sum()), lb.iterations, placement
+
+
+def _refine(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], best: Any) -> None:
+    """Re-bound the functions still far from their upper bound with wider candidate rows.
+
+    These are global functions with few replicas: their far-served clients have more than
+    ``candidates`` sites nearer than their replica, and the clamp holds their multipliers down.
+    Only a few dozen functions qualify, so wide rows for them cost about as much as the rest.
+    """
+    import numpy as np
+
+    hard = np.flatnonzero(lb.ub - lb.best > _REFINE_GAP * np.abs(lb.ub))
+    if hard.size == 0 or job.candidates >= _REFINE_SITES:
+        return
+    fs = [job.functions[k] for k in hard]
+    cands = []
+    for f in fs:
+        _, sub = _subproblem(job.problem, f, job.fixed, job.lam, job.mu)
+        cands.append(candidates(sub.a, sub.fixed, placement[f], _REFINE_SITES))
+    wide = LowerBound(cands, [int(x) for x in lb.r[hard]])
+    wide.ub[:] = lb.ub[hard]
+    wide.run(_REFINE_ITERATIONS, job.target_gap)
+    best[hard] = np.maximum(best[hard], wide.best)
+
+
+def _repair(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], nines: Any) -> None:
+    """The Lagrangian heuristic (module docstring, step 3) for the chunk's open gaps."""
+    import numpy as np
+
+    for k, f in enumerate(job.functions):
+        if lb.ub[k] - lb.best[k] <= 1e-6 * abs(lb.ub[k]):
+            continue
+        start = np.flatnonzero(lb.best_set[k]).tolist()
+        if not start or start == list(placement[f]):
+            continue
+        _, sub = _subproblem(job.problem, f, job.fixed, job.lam, job.mu)
+        cand = _greedy(sub, nines, start)
+        cost = float(sub.a[:, cand].min(axis=1).sum() + sub.fixed[cand].sum())
+        if cost < lb.ub[k] - 1e-9 * abs(lb.ub[k]):
+            placement[f] = tuple(cand)
+            lb.improve_upper(k, cost)
 
 
 def _loads(
@@ -191,149 +317,3 @@ def _mean_cost_per_core(problem: PlacementProblem, placement: Any, fixed: Any, l
                         mu: Any, load: Any) -> float:  # fmt: skip
     total = sum(float(fixed[f, list(s)].sum()) for f, s in placement.items())
     return max(total / max(float(load.sum()), 1e-9), 1e-6) + float(lam.max())
-
-
-@dataclass(frozen=True, slots=True)
-class _Cand:
-    """A function's clients restricted to their k cheapest sites, for the bound."""
-
-    a: Any  # (clients, k) costs
-    sites: Any  # (clients, k) site indices
-    clamp: Any  # (clients,) the cheapest excluded cost: v_c may not exceed it
-    start: Any  # (clients,) initial multipliers: the upper bound's assignment costs
-    fixed: Any  # (sites,)
-    ub: float
-
-
-def _candidates(sub: _Sub, opened: tuple[int, ...], kmax: int) -> _Cand:
-    """Keep every site cheaper than 1.5x the client's assigned cost (4..kmax per client)."""
-    import numpy as np
-
-    a = sub.a
-    n, ns = a.shape
-    cur = a[:, list(opened)].min(axis=1)
-    need = int((a <= 1.5 * cur[:, None]).sum(axis=1).max())
-    k = max(min(need, kmax, ns), min(4, ns))
-    if k < ns:
-        idx = np.argpartition(a, k, axis=1)[:, : k + 1]
-        rows = np.arange(n)[:, None]
-        vals = a[rows, idx]
-        order = np.argsort(vals, axis=1)
-        idx, vals = idx[rows, order], vals[rows, order]
-        clamp = vals[:, k]
-        idx, vals = idx[:, :k], vals[:, :k]
-    else:
-        idx = np.argsort(a, axis=1)
-        vals = np.take_along_axis(a, idx, axis=1)
-        clamp = np.full(n, np.inf)
-    ub = float(cur.sum() + sub.fixed[list(opened)].sum())
-    return _Cand(vals, idx, clamp, np.minimum(cur, clamp), sub.fixed, ub)
-
-
-def _dual_ascent(
-    start: Any, clamp: Any, a_e: Any, pair_e: Any, key_e: Any, f_fixed: Any, starts: Any
-) -> Any:
-    """Erlenkotter-style dual ascent, all clients at once: multipliers that start the subgradient.
-
-    Every client starts at its cheapest cost and rises to its next cost breakpoint, scaled down so
-    that no site's slack ``F_i - sum_c max(0, v_c - a_ci)`` turns negative; clients blocked by a
-    tight site stop. A feasible dual gives ``L(v) = sum v`` and is usually close to the LP bound.
-    """
-    import numpy as np
-
-    fixed = f_fixed.ravel()
-    v = np.minimum(a_e[starts], clamp)
-    for _ in range(_MAX_ASCENT_ROUNDS):
-        vp = v[pair_e]
-        nxt = np.minimum.reduceat(np.where(a_e > vp + 1e-12, a_e, np.inf), starts)
-        delta = np.minimum(nxt, clamp) - v
-        delta = np.where(np.isfinite(delta), delta, 0.0)
-        if not (delta > 1e-12).any():
-            break
-        cover = a_e <= vp
-        slack = fixed - np.bincount(key_e, np.maximum(vp - a_e, 0.0), minlength=fixed.size)
-        demand = np.bincount(key_e[cover], delta[pair_e[cover]], minlength=fixed.size)
-        ratio = np.where(demand > 0, np.maximum(slack, 0.0) / np.maximum(demand, 1e-300), np.inf)
-        frac = np.minimum.reduceat(np.where(cover, ratio[key_e], np.inf), starts)
-        step = delta * np.minimum(frac, 1.0)
-        if not (step > 1e-12).any():
-            break
-        v = v + step
-    # The start (the upper bound's assignment costs) may already be a better point.
-    return np.where(np.isfinite(v), v, start)
-
-
-def _lower_bound(
-    problem: PlacementProblem,
-    cands: dict[int, _Cand],
-    iterations: int,
-    target_gap: float,
-    progress: Progress | None,
-) -> tuple[float, int]:
-    import numpy as np
-
-    nf, ns = len(problem.functions), len(problem.sites)
-    order = range(nf)
-    a_e = np.concatenate([cands[f].a.ravel() for f in order])
-    site_e = np.concatenate([cands[f].sites.ravel() for f in order])
-    v = np.concatenate([cands[f].start for f in order])
-    cap_v = np.concatenate([cands[f].clamp for f in order])
-    owner = np.concatenate([np.full(cands[f].a.shape[0], f) for f in order])
-    width = np.concatenate([np.full(cands[f].a.shape[0], cands[f].a.shape[1]) for f in order])
-    f_fixed = np.stack([cands[f].fixed for f in order])
-    ub = np.array([cands[f].ub for f in order])
-    npairs = v.size
-    pair_e = np.repeat(np.arange(npairs), width)
-    key_e = owner[pair_e] * ns + site_e
-    # Any feasible open set also has enough sites to meet the availability target, even if
-    # each were the most available site: a valid tightening of "at least r_f".
-    best_nines = max(s.nines for s in problem.sites)
-    r = np.array(
-        [
-            max(f.replicas_min, math.ceil(f.nines_required / best_nines - 1e-9))
-            for f in problem.functions
-        ]
-    )
-    r = np.minimum(r, ns)
-    rmax = int(r.max())
-    starts = np.concatenate([[0], np.cumsum(width)[:-1]])
-    v = _dual_ascent(v, cap_v, a_e, pair_e, key_e, f_fixed, starts)
-    best = np.full(nf, -np.inf)
-    theta = np.full(nf, 1.0)
-    stall = np.zeros(nf, dtype=int)
-    fs = np.arange(nf)
-    done = 0
-    for done in range(1, iterations + 1):
-        vp = v[pair_e]
-        rho = f_fixed - np.bincount(key_e, np.maximum(vp - a_e, 0.0), minlength=nf * ns).reshape(
-            nf, ns
-        )
-        neg = rho < 0
-        nneg = neg.sum(axis=1)
-        part = np.sort(np.partition(rho, rmax - 1, axis=1)[:, :rmax], axis=1)
-        cols = np.arange(rmax)[None, :]
-        extra = (part * ((cols >= nneg[:, None]) & (cols < r[:, None]))).sum(axis=1)
-        value = np.bincount(owner, v, minlength=nf) + np.where(neg, rho, 0.0).sum(axis=1) + extra
-        finite = np.isfinite(best)
-        better = ~finite | (
-            value > np.where(finite, best, 0.0) + 1e-12 * np.abs(np.where(finite, best, 0.0))
-        )
-        stall = np.where(better, 0, stall + 1)
-        theta = np.where(stall >= 8, theta / 2.0, theta)
-        stall = np.where(stall >= 8, 0, stall)
-        best = np.maximum(best, value)
-        gap = (ub - best).sum() / max(ub.sum(), 1e-12)
-        if progress is not None and done % 10 == 0:
-            progress("bound", done, iterations)
-        if gap <= target_gap:
-            break
-        thr = part[fs, r - 1]
-        chosen = neg | ((nneg < r)[:, None] & (rho <= thr[:, None]))
-        served = chosen.ravel()[key_e] & (vp > a_e)
-        g = 1.0 - np.bincount(pair_e, served, minlength=npairs)
-        g = np.where((v >= cap_v) & (g > 0), 0.0, g)
-        norm = np.bincount(owner, g * g, minlength=nf)
-        active = (ub - best) > 1e-6 * np.abs(ub)
-        step = np.where(active & (norm > 0), theta * (ub - value) / np.maximum(norm, 1e-12), 0.0)
-        v = np.minimum(v + step[owner] * g, cap_v)
-    return float(best.sum()), done

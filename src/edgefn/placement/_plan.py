@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from edgefn.errors import PlanInputError
-from edgefn.placement._lagrange import Progress, solve_lagrangian
+from edgefn.placement._lagrange import Mapper, Progress, solve_lagrangian
 from edgefn.placement._milp import MAX_MILP_VARIABLES, milp_variable_count, solve_milp
 from edgefn.placement._model import _WATTS_PER_CORE, _WATTS_PER_GB, PlacementPlan
 from edgefn.placement._routing import route
@@ -36,8 +36,14 @@ def plan(
     time_limit_s: float = 30.0,
     extra_fixed: FloatArray | None = None,
     progress: Progress | None = None,
+    mapper: Mapper | None = None,
+    chunks: int = 1,
 ) -> PlacementPlan:
-    """Best placement of every function, its routing weights and its evaluation."""
+    """Best placement of every function, its routing weights and its evaluation.
+
+    ``mapper``/``chunks``: the Lagrangian path solves ``chunks`` groups of functions through
+    ``mapper`` (e.g. a process pool's ``map``); the result does not depend on the mapper.
+    """
     nvars = milp_variable_count(problem)
     use_milp = method == "milp" or (method == "auto" and nvars <= MAX_MILP_VARIABLES)
     notes: list[str] = []
@@ -48,11 +54,13 @@ def plan(
         placement, bound, status = res.placement, res.bound, res.status
         notes.append(f"milp: {nvars} variables")
     else:
-        lag = solve_lagrangian(problem, extra_fixed=extra_fixed, progress=progress)
+        lag = solve_lagrangian(problem, extra_fixed=extra_fixed, progress=progress,
+                               mapper=mapper, chunks=chunks)  # fmt: skip
         placement, bound, status = lag.placement, lag.bound, "feasible"
         notes.append(
             f"lagrangian: {lag.iterations} subgradient iterations, {lag.capacity_rounds} "
-            "capacity-pricing rounds"
+            f"capacity-pricing rounds, {lag.improved} placements improved by the Lagrangian "
+            "heuristic"
         )
     names = {
         problem.functions[f].name: tuple(problem.sites[i].id for i in sites)
@@ -74,6 +82,8 @@ def replan(
     method: Method = "auto",
     time_limit_s: float = 30.0,
     progress: Progress | None = None,
+    mapper: Mapper | None = None,
+    chunks: int = 1,
 ) -> PlacementPlan:
     """The best next placement given ``current`` (function -> site ids) and a cost per new replica."""
     import numpy as np
@@ -90,7 +100,7 @@ def replan(
                                      key=spec.name, hint="use ids of the topology's locations")  # fmt: skip
             extra[f, site_index[sid]] = 0.0
     result = plan(problem, method=method, time_limit_s=time_limit_s, extra_fixed=extra,
-                  progress=progress)  # fmt: skip
+                  progress=progress, mapper=mapper, chunks=chunks)  # fmt: skip
     moves = sum(
         len(set(sites) - set(current.get(name, ()))) for name, sites in result.placement.items()
     )
