@@ -13,6 +13,44 @@ from edgefn.cli._output import emit_json, fail, print_table
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("runtime")(bench_runtime)
+    bench.command("deploy")(bench_deploy)
+
+
+def bench_deploy(
+    locations: Annotated[int, typer.Option(help="Locations in the planet")] = 50,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Time from a deploy being accepted to every location serving it; long-haul bytes."""
+    from edgefn.bench import deploy
+
+    if not 1 <= locations <= 300:
+        fail("--locations must be from 1 to 300")
+    if not json_out:
+        typer.echo(f"starting a {locations}-location planet and deploying ...", err=True)
+    result = deploy.run(locations=locations)
+    target = out or (Path("benchmarks/results/deploy.json") if json_out else None)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+    if json_out:
+        emit_json(result)
+        return
+    c = result["convergence_ms"] or {}
+    print_table(
+        "edgefn bench deploy",
+        ["measure", "value"],
+        [
+            ["locations converged", f"{result['converged_locations']} / {locations}"],
+            ["convergence p50 / p99 / max", f"{c.get('p50')} / {c.get('p99')} / {c.get('max')} ms"],
+            ["slowest backbone path RTT", f"{result['slowest_path_rtt_ms']} ms"],
+            ["target (max <= RTT + 250 ms)", "met" if result["target_met"] else "missed"],
+            [
+                "bundle / long-haul bytes per hub",
+                f"{result['bundle_bytes']} / {result['long_haul_bytes_per_hub']}",
+            ],
+        ],
+    )
 
 
 def bench_runtime(

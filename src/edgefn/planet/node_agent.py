@@ -237,12 +237,15 @@ class NodeAgent:
 
     # -- observed state --------------------------------------------------------------------
     def observed(self) -> ObservedState:
+        # Only the versions being served: a request that started on a retired version may finish
+        # (and be counted) after the swap, but the location no longer serves that version.
+        snapshot = self.node.version_stats.snapshot()
         functions: dict[str, dict[str, VersionStats]] = {}
-        for fn, versions in self.node.version_stats.snapshot().items():
-            functions[fn] = {v: VersionStats(*t) for v, t in versions.items()}
         for fn, versions_list in self.node.active_versions().items():
-            for v in versions_list:
-                functions.setdefault(fn, {}).setdefault(v, VersionStats())
+            stats = snapshot.get(fn, {})
+            functions[fn] = {
+                v: VersionStats(*stats[v]) if v in stats else VersionStats() for v in versions_list
+            }
         return ObservedState(
             location=self.node.location,
             generation=self.applied.generation,
