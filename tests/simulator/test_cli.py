@@ -29,7 +29,7 @@ REQUIRED = (
 def _write_small_planet(tmp_path: Path) -> Path:
     text = (EXAMPLES / "planet.toml").read_text()
     text = text.replace("requests_per_day = 10_000_000", "requests_per_day = 100_000")
-    text = text.replace("pops = 300", "pops = 40").replace('location = "fra"', 'location = "waw"')
+    text = text.replace("pops = 300", "pops = 40").replace('location = "fra"', 'location = "ist"')
     p = tmp_path / "planet.toml"
     p.write_text(text)
     return p

@@ -244,11 +244,3 @@ def test_edgefn_routing_policy_routes_flows_like_nearest_without_load() -> None:
     assert np.array_equal(routed.assignment, nearest.assignment)
     r = simulate(parse_scenario(doc | {"policies": {"routing": "edgefn"}}), workers=1)
     assert r["requests"] > 0
-
-
-def test_planner_placement_is_refused_until_available() -> None:
-    doc = _planet_doc()
-    doc["policies"] = {"placement": "planner"}
-    with pytest.raises(ScenarioError) as info:
-        build_planet(parse_scenario(doc))
-    assert info.value.key == "policies.placement"

@@ -37,6 +37,24 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
         yield report
 
 
+def _pool_mapper(workers: int) -> tuple[Callable[..., list[Any]] | None, int]:
+    """A process-pool ``map`` for the planner's independent chunks of functions (the driver side:
+    the planner itself stays pure). One worker: no pool, no chunks."""
+    import os
+
+    n = workers or max(1, len(os.sched_getaffinity(0)))
+    if n <= 1:
+        return None, 1
+
+    def mapper(fn: Callable[[Any], Any], jobs: Any) -> list[Any]:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(max_workers=min(n, len(jobs))) as pool:
+            return list(pool.map(fn, jobs))
+
+    return mapper, n
+
+
 def solve_orlib_file(
     path: str, capacity: float | None, uncapacitated: bool, time_limit_s: float
 ) -> dict[str, Any]:
@@ -60,7 +78,7 @@ def solve_orlib_file(
 
 
 def _plan_world(topology: str, demand: str, functions: str, method: str, time_limit: float,
-                show_progress: bool) -> tuple[dict[str, Any], Any]:  # fmt: skip
+                show_progress: bool, workers: int = 0) -> tuple[dict[str, Any], Any]:  # fmt: skip
     from edgefn.placement import build_problem, plan, read_demand, read_functions
     from edgefn.world import load_topology, pops
 
@@ -71,7 +89,9 @@ def _plan_world(topology: str, demand: str, functions: str, method: str, time_li
                             budget_per_hour=spec.budget_per_hour)  # fmt: skip
     start = time.perf_counter()
     with _progress(show_progress) as report:
-        result = plan(problem, method=method, time_limit_s=time_limit, progress=report)  # type: ignore[arg-type]
+        mapper, chunks = _pool_mapper(workers)
+        result = plan(problem, method=method, time_limit_s=time_limit, progress=report,  # type: ignore[arg-type]
+                      mapper=mapper, chunks=chunks)  # fmt: skip
     out = result.to_json()
     out["solve_s"] = round(time.perf_counter() - start, 3)
     return out, result
@@ -89,6 +109,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         functions: Annotated[str | None, typer.Option(help="functions TOML")] = None,
         method: Annotated[str, typer.Option(help="auto, milp or lagrangian")] = "auto",
         routing_out: Annotated[str | None, typer.Option(help="write routing weights JSON")] = None,
+        workers: Annotated[int, typer.Option(help="processes for the planner (0: all CPUs)")] = 0,
         json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
         """Solve a placement: an OR-Library instance, or functions over a topology."""
@@ -109,7 +130,8 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             if not (topology and demand and functions):
                 fail("give --orlib FILE, or all of --topology, --demand and --functions",
                      hint="see examples/plan/ for input files")  # fmt: skip
-            out, _ = _plan_world(topology, demand, functions, method, time_limit, not json_)
+            out, _ = _plan_world(topology, demand, functions, method, time_limit, not json_,
+                                 workers)  # fmt: skip
         except EdgefnError as err:
             fail_from(err)
         if routing_out:
@@ -127,12 +149,13 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         sites: Annotated[int, typer.Option(help="world instance: locations")] = 300,
         functions: Annotated[int, typer.Option(help="world instance: functions")] = 1000,
         clients: Annotated[int, typer.Option(help="world instance: client regions")] = 500,
+        workers: Annotated[int, typer.Option(help="processes for the planner (0: all CPUs)")] = 0,
         json_: Annotated[bool, typer.Option("--json", help="print JSON and write --out")] = False,
         out: Annotated[str, typer.Option(help="result file")] = "benchmarks/results/plan.json",
     ) -> None:
         """OR-Library instances vs their optima, and the synthetic world instance."""
         try:
-            result = _bench(orlib_dir, sites, functions, clients, not json_)
+            result = _bench(orlib_dir, sites, functions, clients, not json_, workers)
         except EdgefnError as err:
             fail_from(err)
         if json_:
@@ -174,7 +197,7 @@ def _optima(directory: Path) -> dict[str, float]:
 
 
 def _bench(orlib_dir: str, sites: int, functions: int, clients: int,
-           show: bool) -> dict[str, Any]:  # fmt: skip
+           show: bool, workers: int = 0) -> dict[str, Any]:  # fmt: skip
     directory = Path(orlib_dir)
     if not directory.is_dir():
         fail(f"OR-Library directory not found: {orlib_dir}", hint="pass --orlib-dir DIR")
@@ -201,7 +224,7 @@ def _bench(orlib_dir: str, sites: int, functions: int, clients: int,
                             "solve_s": r["solve_s"]})  # fmt: skip
             if report is not None:
                 report("or-library", k + 1, len(jobs))
-        world = _bench_world(sites, functions, clients, report)
+        world = _bench_world(sites, functions, clients, report, workers)
     return {
         "orlib": results,
         "orlib_all_optimal": all(r["match"] for r in results),
@@ -209,19 +232,22 @@ def _bench(orlib_dir: str, sites: int, functions: int, clients: int,
     }
 
 
-def _bench_world(sites: int, functions: int, clients: int, report: Any) -> dict[str, Any]:
+def _bench_world(sites: int, functions: int, clients: int, report: Any,
+                 workers: int = 0) -> dict[str, Any]:  # fmt: skip
     from edgefn.placement import plan, world_instance
 
     start = time.perf_counter()
     problem = world_instance(n_sites=sites, n_functions=functions, n_clients=clients)
     built = time.perf_counter() - start
+    mapper, chunks = _pool_mapper(workers)
     start = time.perf_counter()
-    result = plan(problem, method="lagrangian", progress=report)
+    result = plan(problem, method="lagrangian", progress=report, mapper=mapper, chunks=chunks)
     solve_s = time.perf_counter() - start
     return {
         "sites": sites,
         "functions": functions,
         "clients": clients,
+        "workers": chunks,
         "build_s": round(built, 3),
         "solve_s": round(solve_s, 3),
         "status": result.status,

@@ -25,8 +25,9 @@ world's latency model + wait + cold start + service.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -63,6 +64,9 @@ class Placement:
 
     mask: np.ndarray
     source: str
+    # placement = "planner": the routing LP's weights per (city, function), and the plan summary.
+    weights: Mapping[tuple[str, str], tuple[tuple[str, float], ...]] | None = None
+    summary: Mapping[str, Any] | None = None
 
 
 class Router(Protocol):
@@ -220,17 +224,6 @@ def _placement(
 ) -> Placement:
     n_pop = len(pops)
     mask = np.zeros((len(weight), n_pop), dtype=bool)
-    if s.policies.placement == "planner":
-        from edgefn.errors import ScenarioError
-
-        # edgefn.placement exports no solver API yet (no __init__.py when this was written);
-        # refuse rather than silently fall back to another placement.
-        raise ScenarioError(
-            "placement = 'planner' is not available: edgefn.placement exports no solver yet",
-            path=s.path,
-            key="policies.placement",
-            hint="use 'popularity' or 'everywhere'",
-        )
     if s.policies.placement == "everywhere":
         mask[:] = True
         return Placement(mask, "everywhere")
@@ -274,6 +267,28 @@ def _fault_state(
     return down, reach & ~down[None, :]
 
 
+def _planned(
+    s: Scenario,
+    pops: tuple[Location, ...],
+    servers: np.ndarray,
+    cs: tuple[City, ...],
+    rtt: np.ndarray,
+    functions: tuple[np.ndarray, tuple[str, ...], tuple[Distribution, ...], np.ndarray, np.ndarray],
+) -> Placement:
+    """``placement = "planner"``: solve the scenario's placement problem (see ``_planner``)."""
+    from edgefn.sim._planner import plan_placement
+
+    assert s.world is not None
+    weight, names, service, memory, replicas = functions
+    want = np.where(replicas > 0, replicas, s.policies.min_replicas)
+    planned = plan_placement(
+        pops=pops, servers=servers, cities=cs, rtt_ms=rtt, function_names=names,
+        function_weight=weight, service_mean_ms=[d.mean_ms for d in service],
+        memory_mb=memory, replicas_min=want, requests_per_day=s.world.requests_per_day,
+    )  # fmt: skip
+    return Placement(planned.mask, "planner", planned.weights, planned.summary)
+
+
 def build_planet(s: Scenario) -> PlanetModel:
     """Precompute PoPs, demand, placement and the routing of every epoch."""
     assert s.world is not None
@@ -292,15 +307,19 @@ def build_planet(s: Scenario) -> PlanetModel:
     cs = cities()
     servers = np.array([s.world.servers or p.capacity for p in pops], dtype=np.int64)
     rtt = np.array([[rtt_ms(c, p) for p in pops] for c in cs])
-    weight, names, service, memory, replicas = _functions(s)
-    placement = _placement(s, pops, cs, weight, replicas)
+    functions = _functions(s)
+    weight, names, service, memory, replicas = functions
+    if s.policies.placement == "planner":
+        placement = _planned(s, pops, servers, cs, rtt, functions)
+    else:
+        placement = _placement(s, pops, cs, weight, replicas)
     edges = _intervals(s)
     mid_h = (edges[:-1] + edges[1:]) / 2.0 / 3_600_000.0
     pop_w = np.array([c.population for c in cs], dtype=float)
     tz = np.array([c.utc_offset_h for c in cs])
     shape = diurnal_factor((mid_h[:, None] + tz[None, :]) % 24.0, s.world.peak_to_trough)
     rate = s.world.requests_per_day / 86_400.0 * (pop_w / pop_w.sum())[None, :] * shape
-    router = _router(s, rtt, pops)
+    router = _router(s, rtt, pops, cs, names, placement)
     states: dict[bytes, int] = {}
     epoch_of = np.zeros(len(edges) - 1, dtype=np.int64)
     downs, assigns = [], []
@@ -331,7 +350,14 @@ def build_planet(s: Scenario) -> PlanetModel:
     )
 
 
-def _router(s: Scenario, rtt: np.ndarray, pops: tuple[Location, ...]) -> Router:
+def _router(s: Scenario, rtt: np.ndarray, pops: tuple[Location, ...], cs: tuple[City, ...],
+            names: tuple[str, ...], placement: Placement) -> Router:  # fmt: skip
+    if placement.weights is not None:
+        from edgefn.sim._planner import PlannerRouter
+
+        pop_rtt = np.array([[rtt_ms(a, b) for b in pops] for a in pops])
+        return PlannerRouter(rtt, pop_rtt, tuple(p.id for p in pops),
+                             tuple(c.name for c in cs), names, placement.weights)  # fmt: skip
     if s.policies.routing == "edgefn":
         pop_rtt = np.array([[rtt_ms(a, b) for b in pops] for a in pops])
         return EdgefnRouter(rtt, pop_rtt, tuple(p.id for p in pops))

@@ -57,12 +57,20 @@ def simulate(
     s = replace(scenario, run=run)
     workers = workers or s.run.workers or default_workers()
     t0 = time.perf_counter()
+    placement: dict[str, Any] | None = None
     if s.world is None:
         reps, by_loc, by_region, meta = _run_local(s, workers)
     else:
-        reps, by_loc, by_region, meta = _run_planet(s, workers)
+        m = build_planet(s)
+        placement = {"source": m.placement.source, "replicas": int(m.placement.mask.sum())}
+        if m.placement.summary is not None:
+            placement["plan"] = dict(m.placement.summary)
+        reps, by_loc, by_region, meta = _run_planet(m, workers)
     wall = time.perf_counter() - t0
-    return _result(s, reps, by_loc, by_region, meta, wall, workers)
+    out = _result(s, reps, by_loc, by_region, meta, wall, workers)
+    if placement is not None:
+        out["placement"] = placement
+    return out
 
 
 def _run_local(
@@ -95,9 +103,9 @@ def _run_local(
 
 
 def _run_planet(
-    s: Scenario, workers: int
+    m: PlanetModel, workers: int
 ) -> tuple[list[Tally], list[Tally], dict[str, Tally], list[dict[str, Any]]]:
-    m = build_planet(s)
+    s = m.scenario
     n_pop = len(m.pops)
     # Chunks interleave PoPs so that big and small ones are spread over the workers. Their
     # number is fixed, not tied to the worker count, so float sums merge in the same order
