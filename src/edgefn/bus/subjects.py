@@ -14,6 +14,7 @@ from edgefn.bus.errors import BusError
 
 __all__ = [
     "BUNDLES_OBJECT_STORE",
+    "BUNDLE_ANNOUNCE",
     "BUNDLE_REQUEST_ALL",
     "DESIRED_BUCKET",
     "HEALTH_ALL",
@@ -42,6 +43,9 @@ JETSTREAM_DOMAIN = "edgefn"
 
 SUBJECT_PREFIX = "edgefn"
 BUNDLE_REQUEST_ALL = f"{SUBJECT_PREFIX}.bundle.request.*"
+# The control plane publishes every newly uploaded bundle here once; each region's cache stores it,
+# so the bundle crosses each core-to-hub (long-haul) link once, before any node asks for it.
+BUNDLE_ANNOUNCE = f"{SUBJECT_PREFIX}.bundle.announce"
 HEALTH_ALL = f"{SUBJECT_PREFIX}.health.*"
 LOAD_REPORT_ALL = f"{SUBJECT_PREFIX}.load.*"
 TELEMETRY_ALL = f"{SUBJECT_PREFIX}.telemetry.*"

@@ -41,6 +41,7 @@ from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
 from edgefn.bundle.signing import key_id, verify_signature
 from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
 from edgefn.bus.subjects import (
+    BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
     DESIRED_BUCKET,
     OBSERVED_BUCKET,
@@ -88,6 +89,8 @@ log = logging.getLogger("edgefn.control")
 _T = TypeVar("_T")
 
 MAX_RECENT_EVENTS: Final = 200
+# Bundles up to this size are pushed to region caches at upload (NATS max payload is 1 MiB).
+MAX_ANNOUNCE_BYTES: Final = 900 * 1024
 _STATE_PREFIX: Final = "state."
 
 
@@ -302,6 +305,7 @@ class ControlService:
             if existing is not None:
                 return existing
             await bundles.put(sha, data)
+            await self._announce_bundle(sha, data)
             record, pruned = self._registry.add_version(info, now_ms=info.created_ms, pinned=pinned)
             await kv.put(record_key(name), encode_record(record))
             for old in pruned:
@@ -309,6 +313,15 @@ class ControlService:
                     await bundles.delete(old.sha256)
         log.info("stored %s version %s (%d bytes)", name, info.version_id, len(data))
         return info
+
+    async def _announce_bundle(self, sha: str, data: bytes) -> None:
+        """Push a new bundle to every region's cache (best effort: caches fetch on a miss)."""
+        if len(data) > MAX_ANNOUNCE_BYTES:
+            return
+        try:
+            await self._nc.publish(BUNDLE_ANNOUNCE, data, headers={"Edgefn-Sha256": sha})
+        except Exception as err:  # the object store has it; a cache miss will fetch it
+            log.warning("could not announce bundle %s: %s", sha[:12], err)
 
     def _verify(self, sha: str, signature: str) -> str:
         if not self._trusted:

@@ -1,6 +1,8 @@
 """Bundle distribution: each region's hub caches bundles, so a bundle crosses each long-haul link once.
 
-The region process runs a :class:`BundleCache` on its hub. An edge node asks its region for a bundle
+The region process runs a :class:`BundleCache` on its hub. The control plane pushes each new
+bundle (up to 900 KiB) on ``BUNDLE_ANNOUNCE`` at upload time, so caches usually hold a bundle
+before any deploy asks for it and it crosses each core-to-hub link exactly once. An edge node asks its region for a bundle
 by sha256 on ``bundle_request_subject(region)`` (request/reply, in chunks of ``CHUNK_BYTES`` so that
 no message exceeds NATS's payload limit). On a miss the cache reads the bundle from the core's
 JetStream object store once, checks its sha256 and keeps it on local disk; concurrent misses for
@@ -18,7 +20,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from edgefn.bus.jetstream import jetstream
-from edgefn.bus.subjects import BUNDLES_OBJECT_STORE, bundle_request_subject
+from edgefn.bus.subjects import BUNDLE_ANNOUNCE, BUNDLES_OBJECT_STORE, bundle_request_subject
 from edgefn.errors import BundleError
 
 CHUNK_BYTES = 512 * 1024
@@ -40,6 +42,7 @@ _SHA_RE = re.compile(r"^[0-9a-f]{64}$")
 class BundleCacheStatistics:
     hits: int
     misses: int
+    pushed: int
     bytes_from_core: int
     bytes_served: int
     cached: int
@@ -69,20 +72,44 @@ class BundleCache:
         self._downloads: dict[str, asyncio.Future[bytes]] = {}
         self._hits = self._misses = self._from_core = self._served = 0
         self._sub: Any = None
+        self._announce_sub: Any = None
+        self._stats_sub: Any = None
+        self._pushed = 0
 
     async def start(self) -> None:
+        self._announce_sub = await self.nc.subscribe(BUNDLE_ANNOUNCE, cb=self._on_announce)
+        self._stats_sub = await self.nc.subscribe(
+            f"{bundle_request_subject(self.region)}.stats", cb=self._on_stats
+        )
         self._sub = await self.nc.subscribe(
             bundle_request_subject(self.region), queue="edgefn-bundle-cache", cb=self._on_request
         )
 
     async def stop(self) -> None:
-        if self._sub is not None:
-            await self._sub.unsubscribe()
+        for sub in (self._sub, self._announce_sub, self._stats_sub):
+            if sub is not None:
+                await sub.unsubscribe()
+
+    async def _on_announce(self, msg: Msg) -> None:
+        """Store a bundle the control plane pushed at upload, if its sha256 checks out."""
+        sha = (msg.headers or {}).get("Edgefn-Sha256", "")
+        if not _SHA_RE.match(sha) or hashlib.sha256(msg.data).hexdigest() != sha:
+            return
+        path = self.cache_dir / f"{sha}.bundle"
+        if not path.exists():
+            self._pushed += 1
+            self._from_core += len(msg.data)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(msg.data)
+            os.replace(tmp, path)
+
+    async def _on_stats(self, msg: Msg) -> None:
+        await msg.respond(json.dumps(asdict(self.statistics())).encode())
 
     def statistics(self) -> BundleCacheStatistics:
         cached = sum(1 for _ in self.cache_dir.glob("*.bundle"))
         return BundleCacheStatistics(
-            self._hits, self._misses, self._from_core, self._served, cached
+            self._hits, self._misses, self._pushed, self._from_core, self._served, cached
         )
 
     async def get(self, sha256: str) -> bytes:
@@ -120,6 +147,13 @@ class BundleCache:
         chunk = data[offset : offset + CHUNK_BYTES]
         self._served += len(chunk)
         await self.nc.publish(msg.reply, chunk, headers={"Edgefn-Total": str(len(data))})
+
+
+async def region_cache_statistics(nc: Client, region: str) -> dict[str, Any]:
+    """Ask a region's bundle cache for its counters (bytes fetched from the core, pushes, hits)."""
+    reply = await nc.request(f"{bundle_request_subject(region)}.stats", b"", timeout=5)
+    out: dict[str, Any] = json.loads(reply.data)
+    return out
 
 
 async def fetch_bundle(nc: Client, region: str, sha256: str, *, timeout_s: float = 10.0) -> bytes:
