@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -155,6 +156,7 @@ def run(
                 os.killpg(int(pid), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
+        shutil.rmtree(state, ignore_errors=True)
     worst = max(rtts.values())
     floor = max(rtts.values()) / 2 + sorted(rtts.values())[-2] / 2 if len(rtts) > 1 else worst
     return {

@@ -98,6 +98,7 @@ _HOME_BYTES_MAX = 32 * 1024 * 1024
 _MEMBERS_BYTES_MAX = 1024 * 1024
 _MEMBERS_POLL_S = 3.0
 _SETUP_RETRY_S = 0.5
+_STOP_WAIT_S = 3.0
 
 _HOME_VALUE = msgspec.msgpack.Decoder(tuple[bytes, bytes, int])
 _ENC = msgspec.msgpack.Encoder()
@@ -125,6 +126,17 @@ class DriverStatistics:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _probe(servers: str | list[str]) -> None:
+    url = servers if isinstance(servers, str) else servers[0]
+    host, _, port = url.rsplit("/", 1)[-1].rpartition(":")
+    _reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host or "127.0.0.1", int(port or 4222)), timeout=2.0
+    )
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
 
 
 def _home_key(key: str) -> str:
@@ -217,6 +229,9 @@ class KVDriver:
 
     async def _setup(self) -> None:
         ns, me = self.namespace, self.replica.id
+        # Probe the first server with a plain (cancellable) TCP connect before handing over to
+        # nats-py, whose connect loop may swallow a cancellation while the server is down.
+        await _probe(self.servers)
         self._nc = await connect(
             self.servers, name=f"kv-{ns}-{me}", reconnect_time_wait_s=0.2, connect_deadline_s=5
         )
@@ -276,9 +291,9 @@ class KVDriver:
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: nats-py's first connect can ignore a cancellation for a while.
+            await asyncio.wait(list(self._tasks), timeout=_STOP_WAIT_S)
         if self._nc is not None and self._nc.is_connected:
             try:
                 await asyncio.wait_for(self._nc.drain(), timeout=2.0)
