@@ -209,7 +209,7 @@ async def _measure(
 
 async def _wait_replicas(client: Any, urls: dict[str, str]) -> None:
     """Every location's replica connected and aware of every other one."""
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300
     while True:
         states = await asyncio.gather(
             *(client.get(f"{u}/_edgefn/kvstate/{NAMESPACE}") for u in urls.values())
@@ -223,8 +223,11 @@ async def _wait_replicas(client: Any, urls: dict[str, str]) -> None:
         if all(ready):
             return
         if time.monotonic() > deadline:
+            errors = {
+                s.json()["driver"]["last_setup_error"] for s in states if s.status_code == 200
+            }
             raise PlanetError(
-                f"{ready.count(False)} KV replicas not connected after 120 s",
+                f"{ready.count(False)} KV replicas not ready after 300 s (setup errors: {errors})",
                 hint="the machine may be overloaded; try fewer --locations",
             )
         await asyncio.sleep(0.5)

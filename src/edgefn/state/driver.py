@@ -99,6 +99,7 @@ _MEMBERS_BYTES_MAX = 1024 * 1024
 _MEMBERS_POLL_S = 3.0
 _SETUP_RETRY_S = 0.5
 _STOP_WAIT_S = 3.0
+_JS_TIMEOUT_S = 10.0
 
 _HOME_VALUE = msgspec.msgpack.Decoder(tuple[bytes, bytes, int])
 _ENC = msgspec.msgpack.Encoder()
@@ -235,7 +236,9 @@ class KVDriver:
         self._nc = await connect(
             self.servers, name=f"kv-{ns}-{me}", reconnect_time_wait_s=0.2, connect_deadline_s=5
         )
-        self._js = jetstream(self._nc, timeout_s=self.home_timeout_s)
+        # Setup calls may queue behind other nodes' at a busy core; home operations are bounded
+        # separately by home_timeout_s (in _ask_home).
+        self._js = jetstream(self._nc, timeout_s=_JS_TIMEOUT_S)
         stream = f"EDGEFN_KV_{ns}"
         config = StreamConfig(
             name=stream,
