@@ -379,12 +379,19 @@ class EdgeNode:
             out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp_headers]
             out += self._base_headers(rid, version, cold=inv.cold)
             out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.response_headers]
+            whole = inv.whole_body
+            if whole is not None and not any(k == b"content-length" for k, _ in out):
+                # A non-streamed response: one body message with a length, no chunked encoding.
+                out.append((b"content-length", str(len(whole)).encode()))
             await send({"type": "http.response.start", "status": status, "headers": out})
             started = True
             self.metrics.observe_latency(name, time.perf_counter() - t0)
-            async for chunk in inv.chunks():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
+            if whole is not None:
+                await send({"type": "http.response.body", "body": whole})
+            else:
+                async for chunk in inv.chunks():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
             self._count(name, status, inv.cold)
             self._access(rid, scope, name, version, status, t0, inv.cold)
         except InvokeFailed as err:

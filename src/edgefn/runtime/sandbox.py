@@ -90,7 +90,7 @@ def failure(kind: str, message: str, traceback: str = "") -> InvokeFailed:
 @dataclass(slots=True)
 class _Inflight:
     queue: asyncio.Queue[p.Message | InvokeFailed]
-    cpu_start_ms: float
+    cpu_start_ms: float | None
     cpu_ms: int
     request_id: str
 
@@ -306,6 +306,11 @@ class Invocation:
             raise failure("bad_response", f"unexpected {type(msg).__name__} before the response")
         return msg.status, msg.headers
 
+    @property
+    def whole_body(self) -> bytes | None:
+        """The body of a non-streamed response (after :meth:`start`), else None."""
+        return self._body
+
     async def chunks(self) -> AsyncIterator[bytes]:
         if self._body is not None:
             if self._body:
@@ -446,7 +451,9 @@ class SandboxPool:
         worker, cold = await self._acquire(key, min(deadline, time.monotonic() + ACQUIRE_TIMEOUT_S))
         self._next_invoke += 1
         iid = self._next_invoke
-        inf = _Inflight(asyncio.Queue(), worker.cpu_ms(), spec.cpu_ms, msg.request_id)
+        # CPU accounting starts at the monitor's first sample (<= MONITOR_MS later): reading /proc
+        # on every request would cost more than the request itself.
+        inf = _Inflight(asyncio.Queue(), None, spec.cpu_ms, msg.request_id)
         worker.inflight[iid] = inf
         msg.id = iid
         worker.send(msg)
@@ -590,7 +597,9 @@ class SandboxPool:
     def _check_limits(self, worker: WorkerProcess) -> None:
         cpu = worker.cpu_ms()
         for inf in worker.inflight.values():
-            if cpu - inf.cpu_start_ms > inf.cpu_ms:
+            if inf.cpu_start_ms is None:
+                inf.cpu_start_ms = cpu
+            elif cpu - inf.cpu_start_ms > inf.cpu_ms:
                 self._kill(worker, "exceeded_cpu")
                 return
         spec = worker.spec

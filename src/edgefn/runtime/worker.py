@@ -357,6 +357,8 @@ def run_worker(sock: socket.socket, *, sandbox: bool = True) -> None:
     root.handlers[:] = [_LogHandler(worker)]
     root.setLevel(logging.INFO)
     try:
-        asyncio.run(worker.serve())
+        from edgefn._loop import run
+
+        run(worker.serve())
     finally:
         os._exit(0)

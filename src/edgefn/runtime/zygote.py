@@ -22,7 +22,16 @@ import sys
 import edgefn.sdk  # noqa: F401  (pre-import: the point of the zygote)
 from edgefn.runtime import _seccomp, protocol, worker
 
-BASE_PRELOAD = ("asyncio", "json", "logging", "msgspec", "traceback", "urllib.parse")
+BASE_PRELOAD = (
+    "asyncio",
+    "edgefn._loop",
+    "json",
+    "logging",
+    "msgspec",
+    "traceback",
+    "urllib.parse",
+    "uvloop",
+)
 
 
 def _read_frame(sock: socket.socket) -> protocol.Message | None:
