@@ -1,0 +1,156 @@
+"""The three roles as separate processes, wired by URL as on several machines (no supervisor)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from tests.planet_helpers import REPO, wait_for
+
+from edgefn.bundle import build_bundle, load_or_create_signing_key
+
+pytestmark = pytest.mark.integration
+
+
+class _Role:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefn.cli.main", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise AssertionError(f"role {args[0]} failed to start: {log.read_text()[-2000:]}")
+        self.info: dict[str, Any] = json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture
+def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
+    key = load_or_create_signing_key(tmp_path / "key.pem")
+    pub = tmp_path / "key.pub"
+    pub.write_text(key.public_key_pem())
+    started: list[_Role] = []
+    try:
+        core = _Role(
+            ["core", "--state-dir", str(tmp_path / "core"), "--trusted-key", str(pub)],
+            tmp_path / "core.log",
+        )
+        started.append(core)
+        region = _Role(
+            [
+                "region",
+                "--name",
+                "eu-west",
+                "--core-leaf",
+                core.info["leafnode_url"],
+                "--state-dir",
+                str(tmp_path / "region"),
+            ],
+            tmp_path / "region.log",
+        )
+        started.append(region)
+        node = _Role(
+            [
+                "node",
+                "--location",
+                "fra",
+                "--region",
+                "eu-west",
+                "--nats",
+                region.info["client_url"],
+                "--trusted-key",
+                str(pub),
+                "--state-dir",
+                str(tmp_path / "node"),
+            ],
+            tmp_path / "node.log",
+        )
+        started.append(node)
+        yield core, region, node, tmp_path
+    finally:
+        for role in reversed(started):
+            role.stop()
+
+
+def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role, Path]) -> None:
+    core, _region, node, tmp = roles
+    api, url = core.info["api_url"], node.info["url"]
+    fn = tmp / "hello"
+    shutil.copytree(REPO / "examples" / "hello", fn)
+    bundle = build_bundle(fn)
+    key = load_or_create_signing_key(tmp / "key.pem")
+    up = httpx.post(
+        f"{api}/v1/functions/hello/versions",
+        content=bundle.data,
+        headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+        timeout=10,
+    )
+    assert up.status_code == 201, up.text
+    version = up.json()["version_id"]
+    dep = httpx.post(
+        f"{api}/v1/functions/hello/deployments",
+        json={"version": version, "strategy": "immediate"},
+        timeout=10,
+    )
+    assert dep.status_code == 202, dep.text
+
+    def served() -> bool:
+        r = httpx.get(f"{url}/", headers={"host": "hello.localhost"}, timeout=5)
+        return r.status_code == 200 and r.headers.get("x-edgefn-version") == version
+
+    wait_for(served, timeout_s=30, what="the node serving the deployed version")
+    status = httpx.get(f"{api}/v1/status", timeout=10).json()
+    loc = next(x for x in status["locations"] if x["location"] == "fra")
+    assert loc["region"] == "eu-west"
+    wait_for(
+        lambda: httpx.get(f"{api}/v1/status", timeout=10).json()["functions"][0]["converged"],
+        timeout_s=20,
+        what="convergence reported by the control plane",
+    )
+
+    # The core goes away: the node keeps serving what it has (edge autonomy).
+    core.stop()
+    time.sleep(0.5)
+    assert served()
+
+
+def test_untrusted_bundle_is_refused(roles: tuple[_Role, _Role, _Role, Path]) -> None:
+    core, _region, _node, tmp = roles
+    fn = tmp / "hello"
+    shutil.copytree(REPO / "examples" / "hello", fn)
+    bundle = build_bundle(fn)
+    other = load_or_create_signing_key(tmp / "other.pem")
+    r = httpx.post(
+        f"{core.info['api_url']}/v1/functions/hello/versions",
+        content=bundle.data,
+        headers={"x-edgefn-signature": other.sign(bundle.sha256)},
+        timeout=10,
+    )
+    assert r.status_code == 403
+    assert "trusted" in r.text
