@@ -203,9 +203,9 @@ def _throughput(root: Path, concurrency: int, duration_s: float) -> dict[str, An
 
 
 def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] | str:
-    exe = shutil.which("workerd")
+    exe = os.environ.get("EDGEFN_WORKERD") or shutil.which("workerd")
     if exe is None:
-        return "not installed (npm package `workerd`); skipped"
+        return "not installed (npm package `workerd`; or set EDGEFN_WORKERD); skipped"
     import socket
 
     with socket.socket() as s:
