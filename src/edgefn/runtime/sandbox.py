@@ -136,6 +136,12 @@ class WorkerProcess:
             self._transport.write(p.encode(msg))
 
     async def load(self, spec: LoadSpec) -> p.Loaded:
+        self.begin_load(spec)
+        assert self.loaded is not None
+        return await asyncio.shield(self.loaded)
+
+    def begin_load(self, spec: LoadSpec) -> None:
+        """Send the Load frame once; ``self.loaded`` resolves with the worker's answer."""
         if self.loaded is None:
             self.spec = spec
             self.loaded = asyncio.get_running_loop().create_future()
@@ -150,7 +156,6 @@ class WorkerProcess:
                     list(spec.bindings),
                 )
             )
-        return await asyncio.shield(self.loaded)
 
     def cpu_ms(self) -> float:
         try:
@@ -373,7 +378,7 @@ class SandboxPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._waiters = 0
-        self._adopting: set[asyncio.Future[None]] = set()
+        self._adopting: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -407,6 +412,7 @@ class SandboxPool:
             task.cancel()
         for w in list(self.workers.values()):
             w.kill("shutdown")
+            w.close()
         if self._ctl is not None:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self._ctl.fileno())
@@ -448,7 +454,7 @@ class SandboxPool:
             return p.Loaded(ok=False, error=err.message)
         try:
             assert worker.loaded is not None
-            return worker.loaded.result()
+            return await asyncio.shield(worker.loaded)
         finally:
             self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
 
@@ -493,10 +499,15 @@ class SandboxPool:
                 if isinstance(ins, pp.Dispatch):
                     return self.workers[ins.worker_id], False
                 if isinstance(ins, pp.Specialize) and ins.for_request:
+                    # Pipelined cold start: the Load frame is sent now and the request's Invoke
+                    # follows it on the same socket, so the worker imports and serves without a
+                    # round trip in between. A failed load answers the request `load_failed`.
                     worker = self.workers[ins.worker_id]
-                    loaded = await self._load(worker, key)
-                    if not loaded.ok:
-                        raise failure("load_failed", loaded.error)
+                    if worker.loaded is None:
+                        worker.begin_load(self.specs[key])  # now, before the Invoke is sent
+                        self._track(asyncio.ensure_future(self._load(worker, key, fresh=True)))
+                    elif worker.loaded.done() and not worker.loaded.result().ok:
+                        raise failure("load_failed", worker.loaded.result().error)
                     return worker, True
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -508,9 +519,15 @@ class SandboxPool:
             finally:
                 self._waiters -= 1
 
-    async def _load(self, worker: WorkerProcess, key: str) -> p.Loaded:
-        fresh = worker.loaded is None
-        loaded = await worker.load(self.specs[key])
+    def _track(self, task: asyncio.Future[Any]) -> None:
+        self._adopting.add(task)
+        task.add_done_callback(self._adopting.discard)
+
+    async def _load(self, worker: WorkerProcess, key: str, *, fresh: bool = False) -> p.Loaded:
+        fresh = fresh or worker.loaded is None
+        worker.begin_load(self.specs[key])
+        assert worker.loaded is not None
+        loaded = await asyncio.shield(worker.loaded)
         if fresh:
             self._apply(self.policy.handle(pp.WorkerLoaded(worker.pid, loaded.ok, _now_ms())))
         return loaded

@@ -113,6 +113,7 @@ class Worker:
         self.pending: dict[tuple[int, int], asyncio.Future[Any]] = {}
         self.next_call = 0
         self.function = ""
+        self.load_error = ""
 
     def send(self, msg: p.Message) -> None:
         assert self.writer is not None
@@ -131,6 +132,7 @@ class Worker:
             self._apply_memory_limit(msg.memory_mb)
             self.fetch_fn = _import_fetch(msg.code_dir, msg.main, msg.version)
         except Exception as err:
+            self.load_error = str(err)
             return p.Loaded(ok=False, error=str(err))
         self.function = msg.function
         values: dict[str, Any] = dict(msg.vars)
@@ -156,7 +158,9 @@ class Worker:
         req = Request(msg.url, method=msg.method, headers=msg.headers, body=msg.body, edge=edge)
         ctx = Context()
         try:
-            assert self.fetch_fn is not None
+            if self.fetch_fn is None:  # the pipelined Load before this Invoke failed
+                self._error(msg.id, "load_failed", self.load_error or "the function is not loaded")
+                return
             resp = await self.fetch_fn(req, self.env, ctx)
             if not isinstance(resp, Response):
                 self._error(msg.id, "bad_response", f"fetch returned {type(resp).__name__}")
