@@ -188,8 +188,8 @@ async def _measure(
         read_ms = await _function_reads(client, [urls[n] for n in names[:3]], reads)
         near = min(rtts, key=lambda n: rtts[n])
         far = max(rtts, key=lambda n: rtts[n])
-        strong_near = await _strong_writes(client, urls[near], strong)
-        strong_far = await _strong_writes(client, urls[far], strong)
+        strong_near, near_503 = await _strong_writes(client, urls[near], strong)
+        strong_far, far_503 = await _strong_writes(client, urls[far], strong)
         rate = await _write_rate(client, urls[names[-1]], duration_s)
     return {
         "propagation_ms": _summary(propagation),
@@ -199,9 +199,15 @@ async def _measure(
             "near": {
                 "location": near,
                 "path_rtt_ms": round(rtts[near], 1),
+                "unavailable_503": near_503,
                 **_summary(strong_near),
             },
-            "far": {"location": far, "path_rtt_ms": round(rtts[far], 1), **_summary(strong_far)},
+            "far": {
+                "location": far,
+                "path_rtt_ms": round(rtts[far], 1),
+                "unavailable_503": far_503,
+                **_summary(strong_far),
+            },
         },
         "writes_per_s_per_location": rate,
     }
@@ -271,8 +277,10 @@ async def _function_reads(client: Any, urls: list[str], reads: int) -> list[floa
     return out
 
 
-async def _strong_writes(client: Any, url: str, n: int) -> list[float]:
+async def _strong_writes(client: Any, url: str, n: int) -> tuple[list[float], int]:
+    """Latencies of acknowledged strong writes, and how many answered 503 (home too slow)."""
     out: list[float] = []
+    unavailable = 0
     for i in range(n):
         t0 = time.perf_counter()
         r = await client.put(
@@ -280,9 +288,12 @@ async def _strong_writes(client: Any, url: str, n: int) -> list[float]:
             params={"consistency": "strong"},
             content=b"x",
         )
+        if r.status_code == 503:
+            unavailable += 1
+            continue
         r.raise_for_status()
         out.append((time.perf_counter() - t0) * 1000)
-    return out
+    return out, unavailable
 
 
 async def _write_rate(client: Any, url: str, duration_s: float, in_flight: int = 16) -> float:
@@ -294,7 +305,7 @@ async def _write_rate(client: Any, url: str, duration_s: float, in_flight: int =
         i = 0
         while time.perf_counter() < stop_at:
             r = await client.put(f"{url}/_edgefn/kv/{NAMESPACE}/rate-{w}-{i}", content=b"v")
-            r.raise_for_status()
+            r.raise_for_status()  # eventual writes never wait for other locations
             done += 1
             i += 1
 
