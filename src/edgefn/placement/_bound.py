@@ -16,7 +16,6 @@ improve; the steps then aim at the better target.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -125,8 +124,9 @@ class LowerBound:
             cover = a_e <= vp
             slack = fixed - np.bincount(key_e, np.maximum(vp - a_e, 0.0), minlength=fixed.size)
             demand = np.bincount(key_e[cover], delta[pair_e[cover]], minlength=fixed.size)
-            ratio = np.where(demand > 0, np.maximum(slack, 0.0) / np.maximum(demand, 1e-300),
-                             np.inf)  # fmt: skip
+            with np.errstate(over="ignore"):  # tiny demand: the ratio is +inf, as intended
+                ratio = np.where(demand > 0, np.maximum(slack, 0.0) / np.maximum(demand, 1e-300),
+                                 np.inf)  # fmt: skip
             frac = np.minimum.reduceat(np.where(cover, ratio[key_e], np.inf), starts)
             step = delta * np.minimum(frac, 1.0)
             if not (step > 1e-12).any():
@@ -188,13 +188,6 @@ class LowerBound:
 
 
 def replication_for_bound(problem: PlacementProblem, functions: Sequence[int]) -> list[int]:
-    """max(r_f, sites needed for the availability target even at the most available site).
-
-    Any feasible open set has that many sites, so it is a valid tightening of "at least r_f".
-    """
-    best_nines = max(s.nines for s in problem.sites)
-    out = []
-    for f in functions:
-        spec = problem.functions[f]
-        out.append(max(spec.replicas_min, math.ceil(spec.nines_required / best_nines - 1e-9)))
-    return out
+    """Per function, the fewest sites any feasible placement uses (a valid tightening of
+    "at least r_f": see :meth:`PlacementProblem.replicas_needed`)."""
+    return [problem.replicas_needed(f) for f in functions]

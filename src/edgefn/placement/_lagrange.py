@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edgefn.placement._bound import LowerBound, candidates, replication_for_bound
+from edgefn.placement._capacity import fit_capacity
 
 if TYPE_CHECKING:
     from edgefn.placement._model import FloatArray, PlacementProblem
@@ -50,6 +51,7 @@ _MAX_CHUNKS = 64
 _REFINE_GAP = 0.15
 _REFINE_SITES = 96
 _REFINE_ITERATIONS = 80
+_MAX_CAPACITY_MOVES_PER_SITE = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,7 @@ class LagrangianResult:
     iterations: int
     capacity_rounds: int
     improved: int = 0
+    capacity_moves: int = 0
 
 
 @dataclass(slots=True)
@@ -143,7 +146,7 @@ def _subproblem(
     f_row = fixed[f] + spec.memory_mb * mu
     penalty = 10.0 * (float(a.max()) + float(f_row.max())) + 1.0
     a = np.where(allowed, a, a + penalty)
-    return clients, _Sub(a, f_row, spec.replicas_min, spec.nines_required)
+    return clients, _Sub(a, f_row, problem.replicas_needed(f), spec.nines_required)
 
 
 def solve_lagrangian(
@@ -207,7 +210,10 @@ def solve_lagrangian(
     fits = bool((load <= cap * (1 + 1e-9)).all() and (used_mem <= mem_cap * (1 + 1e-9)).all())
     changed = sum(improved[f] != placement[f] for f in range(nf)) if fits else 0
     bound -= float(lam @ cap + mu @ mem_cap)
-    return LagrangianResult(improved if fits else placement, bound, its, rounds, changed)
+    final, added = improved if fits else placement, 0
+    if not fits:
+        final, added = fit_capacity(problem, final, max_moves=_MAX_CAPACITY_MOVES_PER_SITE * ns)
+    return LagrangianResult(final, bound, its, rounds, changed, added)
 
 
 def _serial(fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:

@@ -193,6 +193,21 @@ class PlacementProblem:
             allowed[~allowed.any(axis=1)] = True  # unmeetable: any site may serve it
         return clients, a, allowed
 
+    def replicas_needed(self, f: int) -> int:
+        """Fewest sites any feasible placement of function f can use.
+
+        The larger of ``replicas_min``, the sites needed for the availability target even at the
+        most available site, and the sites needed to hold the function's CPU load even at the
+        largest site (capacity is shared with other functions, so it may need more, never less).
+        """
+        spec = self.functions[f]
+        best_nines = max(s.nines for s in self.sites)
+        cap_max = max(s.capacity for s in self.sites)
+        load = float(self.demand_rps[f].sum()) * spec.cpu_ms_per_request / 1e3
+        by_nines = math.ceil(spec.nines_required / best_nines - 1e-9)
+        by_load = math.ceil(load / cap_max - 1e-9) if cap_max > 0 else 1
+        return min(max(spec.replicas_min, by_nines, by_load), len(self.sites))
+
     def unmet_sla(self) -> tuple[tuple[str, str], ...]:
         """(client, function) pairs with demand that no site can serve within the SLA."""
         import numpy as np

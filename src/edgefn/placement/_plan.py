@@ -60,7 +60,7 @@ def plan(
         notes.append(
             f"lagrangian: {lag.iterations} subgradient iterations, {lag.capacity_rounds} "
             f"capacity-pricing rounds, {lag.improved} placements improved by the Lagrangian "
-            "heuristic"
+            f"heuristic, {lag.capacity_moves} replicas added to fit capacity"
         )
     names = {
         problem.functions[f].name: tuple(problem.sites[i].id for i in sites)

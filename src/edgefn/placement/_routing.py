@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 __all__ = ["RouteResult", "RoutingWeights", "route"]
 
 _WEIGHT_TOLERANCE = 1e-6
+# Past this the LP is reported as not solved (status 'infeasible' with nearest routing): a
+# planning run must not hang on one LP.
+_LP_TIME_LIMIT_S = 60.0
 _MAX_LP_VARIABLES = 3_000_000
 
 
@@ -176,7 +179,8 @@ def _solve_lp(
     a_eq = coo_matrix((np.ones(nvar), (rows, cols)), shape=(pair, nvar)).tocsr()
     a_ub = coo_matrix((np.concatenate(loads), (sites, cols)), shape=(len(capacity), nvar)).tocsr()
     res = linprog(c, A_ub=a_ub, b_ub=capacity, A_eq=a_eq, b_eq=np.ones(pair),
-                  bounds=(0, None), method="highs")  # fmt: skip
+                  bounds=(0, None), method="highs",
+                  options={"time_limit": _LP_TIME_LIMIT_S})  # fmt: skip
     if res.status != 0:
         return None
     owner = np.concatenate(owners)

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edgefn.sim._arrivals import diurnal_factor
+from edgefn.sim._arrivals import PEAK_HOUR, diurnal_factor
 from edgefn.sim._distributions import Distribution
 from edgefn.sim._fastpath import run_fast
 from edgefn.sim._local import make_keep_alive, zipf_weights
@@ -285,6 +285,7 @@ def _planned(
         pops=pops, servers=servers, cities=cs, rtt_ms=rtt, function_names=names,
         function_weight=weight, service_mean_ms=[d.mean_ms for d in service],
         memory_mb=memory, replicas_min=want, requests_per_day=s.world.requests_per_day,
+        peak_factor=float(diurnal_factor(np.array([PEAK_HOUR]), s.world.peak_to_trough)[0]),
     )  # fmt: skip
     return Placement(planned.mask, "planner", planned.weights, planned.summary)
 

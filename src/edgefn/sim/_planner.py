@@ -3,11 +3,13 @@
 :func:`plan_placement` turns a planet scenario into an :class:`edgefn.placement.PlacementProblem`
 and solves it with :func:`edgefn.placement.plan` (the same code as ``edgefn plan``):
 
-* sites are the scenario's PoPs, each with ``servers`` capacity units (a unit is one worker, i.e.
-  one request in service at a time), priced and carbon-rated as in the world model;
-* clients are the world's cities; demand of (city, function) is the *daily mean* rate:
-  ``requests_per_day / 86400 × city population share × function weight`` (planning for the mean
-  and letting the diurnal peak queue is what a daily re-plan does; the peak is ≤ 3× by default);
+* sites are the scenario's PoPs, each with ``_UTILISATION_TARGET × servers`` capacity units (a
+  unit is one worker, i.e. one request in service at a time; the headroom keeps queues short),
+  priced and carbon-rated as in the world model;
+* clients are the world's cities; demand of (city, function) is the city's *peak* rate:
+  ``requests_per_day / 86400 × peak_factor × city population share × function weight``. A
+  plan made for the daily mean overloads the PoPs that serve a region at its evening peak (the
+  first planet-day run did exactly that: queues of hours), so the plan is sized for the peak;
 * a request of function f holds a worker for its mean service time (``cpu_ms_per_request``) and a
   replica reserves its ``memory_mb``; ``replicas_min`` is ``policies.min_replicas`` or the
   function's explicit ``replicas``;
@@ -35,6 +37,7 @@ from edgefn.world import City, Location
 __all__ = ["PlannedPlacement", "PlannerRouter", "plan_placement"]
 
 _ROUTING_SEED = 0x5EED
+_UTILISATION_TARGET = 0.7
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +61,13 @@ def plan_placement(
     memory_mb: np.ndarray,
     replicas_min: np.ndarray,
     requests_per_day: float,
+    peak_factor: float,
 ) -> PlannedPlacement:
     """Build the placement problem of a planet scenario and solve it (see the module docstring)."""
     from edgefn.placement import Client, FunctionSpec, PlacementProblem, Site, plan
 
     sites = tuple(
-        Site(p.id, p.lat, p.lon, float(n), p.cost_per_hour, p.carbon_g_per_kwh)
+        Site(p.id, p.lat, p.lon, _UTILISATION_TARGET * n, p.cost_per_hour, p.carbon_g_per_kwh)
         for p, n in zip(pops, servers.tolist(), strict=True)
     )
     clients = tuple(Client(c.name, c.lat, c.lon, c.utc_offset_h) for c in cities)
@@ -75,7 +79,8 @@ def plan_placement(
     )  # fmt: skip
     share = np.array([float(c.population) for c in cities])
     share /= share.sum()
-    demand = requests_per_day / 86_400.0 * np.outer(function_weight, share)
+    assert peak_factor >= 1.0, peak_factor
+    demand = requests_per_day / 86_400.0 * peak_factor * np.outer(function_weight, share)
     problem = PlacementProblem(functions, sites, clients, demand, np.asarray(rtt_ms, float))
     result = plan(problem)
     index = {p.id: i for i, p in enumerate(pops)}
@@ -122,16 +127,24 @@ class PlannerRouter:
         out = np.full((self.rtt_ms.shape[0], placement.shape[0]), -1, dtype=np.int32)
         ingress = np.where(reachable, self.rtt_ms, np.inf).argmin(axis=1)
         placed = [np.flatnonzero(row) for row in placement]
+        # With at most one weighted PoP the decision is a function of (ingress, candidates,
+        # weights) alone (no load reports in an epoch), so equal requests share one decision.
+        memo: dict[tuple[Any, ...], str | None] = {}
         for c, city in enumerate(self.city_ids):
             if not reachable[c].any():
                 continue
             entry = self.pop_ids[ingress[c]]
             for f, fn in enumerate(self.function_names):
-                cands = [self.pop_ids[i] for i in placed[f] if reachable[c, i]]
+                cands = tuple(self.pop_ids[i] for i in placed[f] if reachable[c, i])
                 if not cands:
                     continue
-                d = policy.decide(RouteRequest(entry, fn, cands, now_ms=0, client_region=city))
-                if d.target is not None:
-                    out[c, f] = index[d.target]
+                entries = self.weights.get((city, fn), ())
+                key = (entry, fn, cands, tuple(entries))
+                if len(entries) > 1 or key not in memo:
+                    request = RouteRequest(entry, fn, cands, now_ms=0, client_region=city)
+                    memo[key] = policy.decide(request).target
+                target = memo[key]
+                if target is not None:
+                    out[c, f] = index[target]
         policy.check_invariants()
         return out
