@@ -23,7 +23,6 @@ _COMMAND_MODULES: list[str] = [
     "_roles",
     "_simulate",
     "_traffic",
-    "_traffic",
 ]
 
 app = typer.Typer(
