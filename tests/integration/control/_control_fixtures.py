@@ -62,7 +62,12 @@ async def start_control(nc: Client, key: SigningKey) -> tuple[ControlService, uv
     await service.start()
     port = free_port()
     config = uvicorn.Config(
-        create_app(service), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+        create_app(service),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     server.config.ws = "none"
