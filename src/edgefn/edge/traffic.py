@@ -40,15 +40,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from edgefn.edge.forward import Forwarder, ForwardOutcome, ReplayableBody
-from edgefn.errors import ConfigError
+from edgefn.edge.traffic_config import (
+    LOCATIONS_FILE,
+    SECRET_FILE,
+    PeerLocation,
+    TrafficConfig,
+    TrafficOptions,
+    load_traffic_config,
+    write_planet_files,
+)
 from edgefn.routing import (
-    AdmissionConfig,
     AdmissionController,
     AdmissionTick,
     Admit,
@@ -60,11 +66,9 @@ from edgefn.routing import (
     Gcra,
     GlobalRateShare,
     HealthChanged,
-    HealthConfig,
     HealthTable,
     HealthTick,
     Heartbeat,
-    LimitConfig,
     LoadReport,
     LoadReported,
     MarkHealthy,
@@ -76,7 +80,6 @@ from edgefn.routing import (
     RouteDecision,
     RouteReason,
     RouteRequest,
-    RoutingConfig,
     RoutingPolicy,
     SendProbe,
     SharesChanged,
@@ -112,148 +115,7 @@ Send = Callable[[Message], Awaitable[None]]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 CLIENT_KEY_HEADER = "x-edgefn-client-key"
-SECRET_FILE = "planet-secret"
-LOCATIONS_FILE = "locations.json"
-ROUTING_MODES = ("smart", "nearest")
 _JSON = [(b"content-type", b"application/json")]
-
-
-@dataclass(frozen=True, slots=True)
-class PeerLocation:
-    """A location of the planet and where it is (for modelled RTTs)."""
-
-    id: str
-    region: str
-    lat: float
-    lon: float
-
-
-@dataclass(frozen=True, slots=True)
-class TrafficConfig:
-    """Everything a node's traffic driver needs; keyword-only knobs with planet defaults."""
-
-    location: str
-    secret: bytes
-    region: str = ""
-    locations: tuple[PeerLocation, ...] = ()
-    smart_routing: bool = True
-    emulate_rtt: bool = False
-    report_interval_s: float = 0.25
-    report_fresh_ms: int = 3_000
-    suspect_ms: int = 2_000
-    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
-    routing: RoutingConfig = field(default_factory=RoutingConfig)
-    health: HealthConfig = field(
-        default_factory=lambda: HealthConfig(first_heartbeat_interval_ms=250)
-    )
-    client_rate_per_s: float = 0.0
-    client_burst: int = 20
-    max_functions: int = 1_024
-    replay_limit_bytes: int = 1 << 20
-    probe_timeout_s: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class TrafficOptions:
-    """What a ``node`` process is told about traffic management (its CLI flags)."""
-
-    secret_file: Path
-    locations_file: Path | None = None
-    routing: str = "smart"
-    client_rate_per_s: float = 0.0
-    max_concurrency: int = 200
-
-
-class _LocationsFile(msgspec.Struct, frozen=True):
-    locations: list[dict[str, Any]]
-    emulate_rtt: bool = False
-
-
-def write_planet_files(
-    state_dir: Path, locations: list[Any], *, emulate_rtt: bool
-) -> tuple[Path, Path]:
-    """Write (or keep) the planet's forwarding secret and its location table for the nodes."""
-    import os
-    import secrets
-
-    secret = state_dir / SECRET_FILE
-    if not secret.exists():
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-    table = [
-        {"id": loc.id, "region": loc.region, "lat": loc.lat, "lon": loc.lon} for loc in locations
-    ]
-    path = state_dir / LOCATIONS_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(msgspec.json.encode({"locations": table, "emulate_rtt": emulate_rtt}))
-    os.replace(tmp, path)
-    return secret, path
-
-
-def load_traffic_config(location: str, region: str, options: TrafficOptions) -> TrafficConfig:
-    """Build a node's :class:`TrafficConfig` from its files; ConfigError names the file."""
-    try:
-        secret = options.secret_file.read_text().strip().encode()
-    except OSError as err:
-        raise ConfigError(
-            f"cannot read the forwarding secret: {err.strerror}",
-            path=str(options.secret_file),
-            hint="edgefn up writes it to <state-dir>/planet-secret; pass --secret-file",
-        ) from None
-    if len(secret) < 16:
-        raise ConfigError(
-            f"the forwarding secret has {len(secret)} bytes, needs at least 16",
-            path=str(options.secret_file),
-            hint="write 64 hex characters, e.g. `python -c 'import secrets; "
-            "print(secrets.token_hex(32))'`",
-        )
-    if options.routing not in ROUTING_MODES:
-        raise ConfigError(
-            f"unknown routing mode {options.routing!r}",
-            key="--routing",
-            hint=f"use one of {', '.join(ROUTING_MODES)}",
-        )
-    peers: tuple[PeerLocation, ...] = ()
-    emulate = False
-    if options.locations_file is not None:
-        peers, emulate = _read_locations(options.locations_file)
-    limit = max(4, options.max_concurrency)
-    admission = AdmissionConfig(
-        limit=LimitConfig(initial_limit=min(20, limit), min_limit=min(4, limit), max_limit=limit)
-    )
-    return TrafficConfig(
-        location=location,
-        secret=secret,
-        region=region,
-        locations=peers,
-        smart_routing=options.routing == "smart",
-        emulate_rtt=emulate,
-        client_rate_per_s=options.client_rate_per_s,
-        admission=admission,
-    )
-
-
-def _read_locations(path: Path) -> tuple[tuple[PeerLocation, ...], bool]:
-    try:
-        data = msgspec.json.decode(path.read_bytes(), type=_LocationsFile)
-        peers = tuple(
-            PeerLocation(str(d["id"]), str(d.get("region", "")), float(d["lat"]), float(d["lon"]))
-            for d in data.locations
-        )
-    except OSError as err:
-        raise ConfigError(
-            f"cannot read the location table: {err.strerror}",
-            path=str(path),
-            hint="edgefn up writes it to <state-dir>/locations.json; pass --locations-file",
-        ) from None
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as err:
-        raise ConfigError(
-            f"malformed location table: {err}",
-            path=str(path),
-            hint='expected {"locations": [{"id", "region", "lat", "lon"}, ...]}',
-        ) from None
-    return peers, data.emulate_rtt
 
 
 class LoadBeacon(msgspec.Struct, frozen=True):
