@@ -138,6 +138,10 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
     admission = AdmissionConfig(
         limit=LimitConfig(initial_limit=min(20, limit), min_limit=min(4, limit), max_limit=limit)
     )
+    # Every node hears every other node's beacons and probes every other node, so the bus and
+    # probe load grow with the square of the planet: past 10 locations the intervals stretch in
+    # proportion (50 locations: reports every 1.25 s, probes every 5 s).
+    scale = max(1.0, len(peers) / 10)
     return TrafficConfig(
         location=location,
         secret=secret,
@@ -147,6 +151,12 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
         emulate_rtt=emulate,
         client_rate_per_s=options.client_rate_per_s,
         admission=admission,
+        report_interval_s=0.25 * scale,
+        report_fresh_ms=int(3_000 * scale),
+        suspect_ms=int(2_000 * scale),
+        health=HealthConfig(
+            first_heartbeat_interval_ms=int(250 * scale), probe_interval_ms=int(1_000 * scale)
+        ),
     )
 
 
