@@ -95,9 +95,14 @@ def up(
     gate_advance_requests: Annotated[
         int, typer.Option(help="Requests after which a healthy stage advances early")
     ] = 1000,
+    start_timeout: Annotated[
+        float, typer.Option(help="Seconds each role process may take to report ready")
+    ] = 60.0,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
-    core_args = (
+    if start_timeout <= 0:
+        fail(f"--start-timeout {start_timeout} must be positive", hint="e.g. --start-timeout 90")
+    core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),
         "--gate-soak-ms",
@@ -115,11 +120,23 @@ def up(
         pass
     chosen = choose_locations(locations, topology)
     if detach:
-        _up_detached(sd, locations, topology, entry_port, emulate_rtt, preload, json_out, core_args)
+        # The detached wait covers the supervisor's whole start-up: every role may use its own
+        # start timeout, a few at a time, so the bound grows with the planet.
+        wait_s = 120 + start_timeout + 2.0 * len(chosen)
+        core_args += ("--start-timeout", str(start_timeout))
+        _up_detached(
+            sd, locations, topology, entry_port, emulate_rtt, preload, json_out, core_args, wait_s
+        )
         return
     from edgefn._loop import run
 
-    run(_up_foreground(sd, chosen, entry_port, emulate_rtt, preload, core_args, quiet=json_out))
+    ok = run(
+        _up_foreground(
+            sd, chosen, entry_port, emulate_rtt, preload, core_args, start_timeout, quiet=json_out
+        )
+    )
+    if not ok:
+        raise typer.Exit(1)
 
 
 async def _up_foreground(
@@ -129,10 +146,12 @@ async def _up_foreground(
     emulate_rtt: bool,
     preload: str,
     core_args: tuple[str, ...],
+    start_timeout_s: float,
     *,
     quiet: bool,
-) -> None:
+) -> bool:
     import asyncio
+    import contextlib
     import signal
 
     from edgefn.planet.supervisor import Planet
@@ -145,19 +164,34 @@ async def _up_foreground(
         preload=tuple(x for x in preload.split(",") if x),
         core_args=core_args,
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
+        start_timeout_s=start_timeout_s,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await planet.start()
+        # A signal during start-up (e.g. `up --detach` giving up) stops the start, not just the
+        # wait after it, so no half-started planet is left running.
+        starting = asyncio.ensure_future(planet.start())
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, EdgefnError):
+                await starting
+            print("error: stopped by a signal during start-up", file=sys.stderr)
+            return False
+        stopping.cancel()
+        starting.result()
         if not quiet:
             _print_planet(planet.describe())
         print("READY", flush=True)
         await stop.wait()
+        return True
     except EdgefnError as err:
         print(f"error: {err}", file=sys.stderr)
+        return False
     finally:
         await planet.stop()
 
@@ -171,6 +205,7 @@ def _up_detached(
     preload: str,
     json_out: bool,
     core_args: tuple[str, ...],
+    wait_s: float,
 ) -> None:
     from rich.console import Console
 
@@ -198,7 +233,7 @@ def _up_detached(
             args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
         )
     console = Console(stderr=True)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + wait_s
     with console.status("starting the planet…") as spinner:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -219,7 +254,10 @@ def _up_detached(
             time.sleep(0.1)
         else:
             proc.terminate()
-            fail("the planet did not become ready within 180 s", hint=f"see {log_path}")
+            fail(
+                f"the planet did not become ready within {wait_s:.0f} s",
+                hint=f"see {log_path}; start fewer locations or raise --start-timeout",
+            )
     if json_out:
         emit_json(planet)
     else:

@@ -36,6 +36,12 @@ from edgefn.world import Location, rtt_ms
 
 PLANET_FILE = "planet.json"
 RESTART_BACKOFF_S = 1.0
+# How long one role process may take to report ready. Its clock starts when it is spawned, and at
+# most START_CONCURRENCY nodes start at once: 50 nodes spawned together on 2 busy cores share the
+# CPU so thinly that every one of them misses any fixed deadline, while a few at a time each start
+# in a couple of seconds and the planet is up no later.
+START_TIMEOUT_S = 60.0
+START_CONCURRENCY = max(2, 2 * (os.cpu_count() or 1))
 
 
 @dataclass(slots=True)
@@ -65,8 +71,12 @@ def _pdeathsig() -> None:
     os.setpgrp()
 
 
-async def _start_child(child: Child, timeout_s: float = 30.0) -> dict[str, Any]:
-    """Start ``child`` and wait for its ``{"ready": true}`` line."""
+async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+    """Start ``child`` and wait for its ``{"ready": true}`` line.
+
+    A child that does not report ready within ``timeout_s`` is stopped and reported as a
+    :class:`PlanetError` naming it and its log, never as a bare timeout.
+    """
     log = child.log_path.open("ab")
     child.proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; readiness is awaited below
         [sys.executable, "-m", "edgefn.cli.main", *child.args],
@@ -78,7 +88,19 @@ async def _start_child(child: Child, timeout_s: float = 30.0) -> dict[str, Any]:
     log.close()
     assert child.proc.stdout is not None
     loop = asyncio.get_running_loop()
-    line = await asyncio.wait_for(loop.run_in_executor(None, child.proc.stdout.readline), timeout_s)
+    try:
+        line = await asyncio.wait_for(
+            loop.run_in_executor(None, child.proc.stdout.readline), timeout_s
+        )
+    except TimeoutError:
+        _stop_child(child, timeout_s=5)
+        tail = child.log_path.read_text(errors="replace")[-1500:]
+        raise PlanetError(
+            f"{child.name} did not report ready within {timeout_s:.0f} s"
+            + (f"; the end of its log:\n{tail}" if tail.strip() else ""),
+            hint=f"the machine may be overloaded: see {child.log_path}, start fewer "
+            "locations, or raise --start-timeout",
+        ) from None
     if not line:
         code = child.proc.wait()
         tail = child.log_path.read_text(errors="replace")[-2000:]
@@ -146,6 +168,7 @@ class Planet:
         preload: tuple[str, ...] = (),
         core_args: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
+        start_timeout_s: float = START_TIMEOUT_S,
     ) -> None:
         if not locations:
             raise PlanetError("a planet needs at least one location")
@@ -156,6 +179,7 @@ class Planet:
         self.preload = preload
         self.core_args = core_args
         self.progress = on_progress or (lambda _msg: None)
+        self.start_timeout_s = start_timeout_s
         self.core: Child | None = None
         self.regions: dict[str, Child] = {}
         self.nodes: dict[str, Child] = {}
@@ -205,7 +229,7 @@ class Planet:
             ],
             self.state_dir / "logs/core.log",
         )
-        core_info = await _start_child(self.core)
+        core_info = await _start_child(self.core, self.start_timeout_s)
         self.links = LinkEmulatorGroup()
         await self.links.start_control()
         leaf_port = int(core_info["leafnode_url"].rsplit(":", 1)[1])
@@ -234,7 +258,7 @@ class Planet:
                 self.state_dir / f"logs/hub-{region}.log",
             )
             self.regions[region] = child
-        await asyncio.gather(*(_start_child(c) for c in self.regions.values()))
+        await self._start_all(list(self.regions.values()), "hubs")
         for loc in self.locations:
             hub = self.regions[loc.region]
             hub_port = int(hub.info["client_url"].rsplit(":", 1)[1])
@@ -264,12 +288,29 @@ class Planet:
             args += traffic_args
             self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
         self.progress(f"starting {len(self.nodes)} edge nodes")
-        await asyncio.gather(*(_start_child(c) for c in self.nodes.values()))
+        await self._start_all(list(self.nodes.values()), "edge nodes")
         await self._start_entry()
         await self._start_api()
         self._write_state()
         self._supervise_task = asyncio.create_task(self._supervise())
         self.progress("planet ready")
+
+    async def _start_all(self, children: list[Child], what: str) -> None:
+        """Start ``children``, at most START_CONCURRENCY at a time, reporting progress."""
+        gate = asyncio.Semaphore(START_CONCURRENCY)
+        done = 0
+
+        async def one(child: Child) -> None:
+            nonlocal done
+            async with gate:
+                await _start_child(child, self.start_timeout_s)
+            done += 1
+            self.progress(f"{what}: {done}/{len(children)} ready")
+
+        results = await asyncio.gather(*(one(c) for c in children), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
 
     async def _start_entry(self) -> None:
         from edgefn.planet.anycast import AnycastEntry
@@ -361,7 +402,7 @@ class Planet:
         port = child.info.get("url", "").rsplit(":", 1)[-1]
         if port.isdigit() and "--port" not in child.args:
             child.args += ["--port", port]  # keep the URL stable across restarts
-        await _start_child(child)
+        await _start_child(child, self.start_timeout_s)
         self.entry.set_locations(self._entry_locations())
         self._write_state()
 

@@ -1,0 +1,48 @@
+"""Planet start-up failure is a clear error: a role that does not report ready in time is named,
+the command exits non-zero without a traceback, and nothing is left running."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.planet_helpers import EDGEFN, REPO, free_port
+
+pytestmark = [pytest.mark.integration]
+
+
+def _processes_using(state_dir: Path) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
+    return [line for line in out.stdout.splitlines() if str(state_dir) in line]
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_a_role_too_slow_to_start_is_a_clear_error(tmp_path: Path, detach: bool) -> None:
+    state = tmp_path / "planet"
+    args = [*EDGEFN, "up", "--locations", "2", "--no-emulate-rtt", "--state-dir", str(state)]
+    args += ["--entry-port", str(free_port()), "--start-timeout", "0.05"]
+    args += ["--detach"] if detach else []
+    res = subprocess.run(args, capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert res.returncode != 0
+    assert "did not report ready within" in res.stderr, res.stderr
+    assert "--start-timeout" in res.stderr
+    assert "Traceback" not in res.stderr
+    deadline = time.monotonic() + 20
+    while _processes_using(state) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_using(state) == []
+
+
+def test_start_timeout_must_be_positive(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [*EDGEFN, "up", "--start-timeout", "0", "--state-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode != 0
+    assert "--start-timeout 0.0 must be positive" in res.stderr
