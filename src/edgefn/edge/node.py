@@ -31,7 +31,7 @@ from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
-from edgefn.observe import JsonLog, NodeMetrics
+from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
@@ -96,6 +96,8 @@ class EdgeNode:
         self.port = port
         self.state_dir = state_dir
         self.log = log or JsonLog(location=location)
+        # Function console output is bounded per function (lines and bytes per second).
+        self.log_limiter = LogLimiter()
         self.access_log = access_log
         self.metrics = NodeMetrics(location)
         self.version_stats = VersionStatsTracker()
@@ -257,6 +259,13 @@ class EdgeNode:
         return await self.kv_handler(ctx, call)
 
     def _on_log(self, function: str, msg: p.Log) -> None:
+        now_ms = int(time.monotonic() * 1000)
+        dropped = self.log_limiter.take_dropped(function, now_ms)
+        if dropped:
+            self.log.emit("log_dropped", function=function, lines=dropped)
+            self.metrics.errors.labels(self.location, function, "log_dropped").inc(dropped)
+        if not self.log_limiter.admit(function, len(msg.message), now_ms):
+            return
         self.log.emit(
             "function",
             function=function,

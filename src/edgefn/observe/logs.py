@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, TextIO
+from typing import Any, Protocol
+
+
+class TextSink(Protocol):
+    """Where JSON lines go: a text file, stderr, a :class:`~edgefn.observe.log_limits.RotatingFile`."""
+
+    def write(self, text: str, /) -> int: ...
 
 
 class JsonLog:
     """Writes JSON lines to a text stream (stderr by default)."""
 
-    def __init__(self, stream: TextIO | None = None, *, location: str = "") -> None:
+    def __init__(self, stream: TextSink | None = None, *, location: str = "") -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.location = location
 

@@ -157,11 +157,11 @@ async def run_node(
     traffic: Any = None,
 ) -> None:
     from edgefn.edge import EdgeNode
-    from edgefn.observe import JsonLog
+    from edgefn.observe import JsonLog, RotatingFile
     from edgefn.planet.node_agent import NodeAgent
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    log_file = (state_dir / "node.log").open("a", buffering=1)
+    log_file = RotatingFile(state_dir / "node.log")
     node = EdgeNode(
         location,
         region=region,
