@@ -35,7 +35,7 @@ from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
-from edgefn.runtime.sandbox import Host, InvokeFailed, LoadSpec, SandboxPool
+from edgefn.runtime.sandbox import STREAM_STALL_S, Host, InvokeFailed, LoadSpec, SandboxPool
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -399,7 +399,21 @@ class EdgeNode:
                 await send({"type": "http.response.body", "body": whole})
             else:
                 async for chunk in inv.chunks():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    # The node holds at most STREAM_HIGH_BYTES per stream (it stops reading the
+                    # worker beyond that); a client that accepts nothing for STREAM_STALL_S is
+                    # cut off so neither memory nor the request's slot is held without bound.
+                    try:
+                        async with asyncio.timeout(STREAM_STALL_S):
+                            await send(
+                                {"type": "http.response.body", "body": chunk, "more_body": True}
+                            )
+                    except TimeoutError:
+                        inv.abort()
+                        self.log.emit(
+                            "error", request_id=rid, function=name, error="client_too_slow"
+                        )
+                        self.metrics.errors.labels(self.location, name, "client_too_slow").inc()
+                        return
                 await send({"type": "http.response.body", "body": b""})
             self._count(name, status, inv.cold)
             self._access(rid, scope, name, version, status, t0, inv.cold)

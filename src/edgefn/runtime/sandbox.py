@@ -30,6 +30,13 @@ from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 
 MONITOR_MS = 20
+# Streamed response bytes the node holds for one request before it stops reading that worker's
+# socket (the worker's own writes then block: backpressure), and the level at which it resumes.
+STREAM_HIGH_BYTES = 1024 * 1024
+STREAM_LOW_BYTES = 256 * 1024
+# A client that takes longer than this to accept one chunk is cut off (see Invocation.abort):
+# the request ends `client_too_slow` and the worker's other requests go on.
+STREAM_STALL_S = 10.0
 TICK_MS = 1000
 ACQUIRE_TIMEOUT_S = 10.0
 CANCEL_GRACE_S = 0.2
@@ -80,6 +87,7 @@ _KIND_STATUS = {
     "load_failed": 500,
     "overloaded": 503,
     "consistency_unavailable": 503,
+    "client_too_slow": 408,
 }
 
 
@@ -93,6 +101,8 @@ class _Inflight:
     cpu_start_ms: float | None
     cpu_ms: int
     request_id: str
+    buffered: int = 0  # bytes of ResponseChunk frames queued for the client
+    aborted: bool = False  # cut off as too slow: further frames are dropped
 
 
 @dataclass(slots=True)
@@ -121,6 +131,7 @@ class WorkerProcess:
         self.doom: Callable[[WorkerProcess, str], None] = lambda w, reason: w.kill(reason)
         self._transport: asyncio.Transport | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
+        self.paused_at: float | None = None  # monotonic time reading was paused (backpressure)
 
     async def start(self, on_exit: Callable[[WorkerProcess], None]) -> None:
         # A protocol rather than a StreamReader task: frames are decoded and routed in the
@@ -182,6 +193,28 @@ class WorkerProcess:
         if self._transport is not None:
             self._transport.close()
 
+    def pause_reading(self) -> None:
+        if self.paused_at is None and self._transport is not None:
+            self._transport.pause_reading()
+            self.paused_at = time.monotonic()
+
+    def consumed(self, inf: _Inflight, n: int) -> None:
+        """``n`` streamed bytes of ``inf`` reached the client: resume reading once all drained."""
+        inf.buffered -= n
+        self.maybe_resume()
+
+    def maybe_resume(self) -> None:
+        if self.paused_at is not None and all(
+            i.buffered <= STREAM_LOW_BYTES for i in self.inflight.values() if not i.aborted
+        ):
+            self.resume_reading()
+
+    def resume_reading(self) -> None:
+        if self.paused_at is not None and self._transport is not None:
+            self.paused_at = None
+            if not self._transport.is_closing():
+                self._transport.resume_reading()
+
     def _route(self, msg: p.Message) -> None:
         match msg:
             case p.Ready():
@@ -199,8 +232,12 @@ class WorkerProcess:
                 | p.InvokeError()
             ):
                 inf = self.inflight.get(msg.id)
-                if inf is not None:
+                if inf is not None and not inf.aborted:
                     inf.queue.put_nowait(msg)
+                    if isinstance(msg, p.ResponseChunk):
+                        inf.buffered += len(msg.data)
+                        if inf.buffered > STREAM_HIGH_BYTES:
+                            self.pause_reading()
                 if isinstance(msg, p.InvokeError) and msg.kind == "exceeded_memory":
                     # The worker exits by itself after a MemoryError; take it out of service now
                     # so that no new request is dispatched to it meanwhile.
@@ -336,6 +373,21 @@ class Invocation:
                 return
             if isinstance(msg, p.ResponseChunk):
                 yield msg.data
+                # The caller has sent the chunk on (its send waits while the client is slow).
+                self.worker.consumed(self._inf, len(msg.data))
+
+    def abort(self) -> None:
+        """The client stopped reading: drop what is queued for it and tell the worker to cancel."""
+        inf = self._inf
+        if inf.aborted:
+            return
+        inf.aborted = True
+        inf.buffered = 0
+        while not inf.queue.empty():
+            inf.queue.get_nowait()
+        self.worker.send(p.Cancel(self.id))
+        self.worker.maybe_resume()
+        self.pool.slow_clients_cut += 1
 
     def finish(self) -> None:
         if not self._finished:
@@ -349,6 +401,7 @@ class SandboxStatistics:
     zygote_pid: int
     pool: pp.PoolStatistics
     killed: dict[str, int] = field(default_factory=dict)
+    slow_clients_cut: int = 0
 
 
 class SandboxPool:
@@ -369,6 +422,7 @@ class SandboxPool:
         self.specs: dict[str, LoadSpec] = {}
         self.workers: dict[int, WorkerProcess] = {}
         self.killed: dict[str, int] = {}
+        self.slow_clients_cut = 0  # streamed responses aborted because the client stopped reading
         self._zygote: subprocess.Popen[bytes] | None = None
         self._ctl: socket.socket | None = None
         self._ctl_buf = p.FrameBuffer()
@@ -434,6 +488,7 @@ class SandboxPool:
             zygote_pid=self._zygote.pid if self._zygote else 0,
             pool=self.policy.statistics(),
             killed=dict(self.killed),
+            slow_clients_cut=self.slow_clients_cut,
         )
 
     # -- versions --------------------------------------------------------------------------
@@ -476,6 +531,7 @@ class SandboxPool:
 
     def release(self, worker: WorkerProcess, invoke_id: int) -> None:
         if worker.inflight.pop(invoke_id, None) is not None and not worker.dead:
+            worker.maybe_resume()
             self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
             if self._waiters:
                 self._notify()  # a slot freed up: let waiting requests re-poll
