@@ -29,6 +29,7 @@ import uvicorn
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
+from edgefn.edge.response_check import BadResponse, check_response
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
@@ -385,7 +386,10 @@ class EdgeNode:
         started = False
         try:
             status, resp_headers = await inv.start()
-            out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in resp_headers]
+            try:
+                out = check_response(status, resp_headers)
+            except BadResponse as bad:
+                raise InvokeFailed("bad_response", 500, str(bad)) from None
             out += self._base_headers(rid, version, cold=inv.cold)
             out += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in ctx.response_headers]
             whole = inv.whole_body

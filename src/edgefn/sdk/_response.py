@@ -66,8 +66,8 @@ class Response:
     def __init__(
         self, body: Body = None, *, status: int = 200, headers: HeadersInit = None
     ) -> None:
-        if not isinstance(status, int) or not 100 <= status <= 599:
-            raise ValueError(f"status must be an int from 100 to 599, got {status!r}")
+        if type(status) is not int or not 200 <= status <= 599:
+            raise ValueError(f"status must be an int from 200 to 599, got {status!r}")
         self.status = status
         self.headers = Headers(headers)
         self._body: bytes | AsyncIterable[bytes]
