@@ -229,6 +229,12 @@ class Reconciler:
                 out.append(Rejected(ev.function, "too many functions", "delete unused functions"))
                 return
             fn = self._functions[ev.function] = _Function()
+        r = fn.rollout
+        if r is not None and r.stage == len(r.stages) - 1 and r.version != ev.version:
+            # A rollout whose last stage is out is judged before a new deploy replaces it: if
+            # every location applied it, it completes now, so a rollback of the new deploy goes
+            # back to it (deploy v1, deploy v2, rollback answered "no previous version").
+            self._evaluate(ev.function, ev.now_ms, out)
         if fn.active == ev.version:
             hint = "deploy a different version; to abandon a rollout, roll back"
             out.append(Rejected(ev.function, f"version {ev.version.version_id} is active", hint))

@@ -160,6 +160,9 @@ async def test_manual_rollback_and_restart_keeps_serving(
     for v in (v1, v2):
         await _deploy(control, v["version_id"], "immediate")
         await eventually(_all_serve(nodes, v["version_id"]))
+        # Nodes serving a version is not yet the control plane knowing it (flaky "no previous
+        # version" when the rollback raced the completion): wait as `deploy --wait` does.
+        await eventually(_deployment_is(control, "completed"))
     resp = await control.http.post(f"/v1/functions/{FN}/rollback", json={})
     assert resp.status_code == 200, resp.text
     assert resp.json()["to_version_id"] == v1["version_id"]

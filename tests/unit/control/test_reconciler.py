@@ -288,3 +288,30 @@ def test_forgotten_location_stops_blocking() -> None:
     w.feed(Tick(w.now_ms))
     w.run_until(lambda: _completed(w))
     assert w.r.statistics().locations == 1
+
+
+def test_rollback_after_back_to_back_deploys_goes_to_the_superseded_one() -> None:
+    """deploy v1, then v2 before v1's rollout is marked complete, then rollback: v1 was sent
+    everywhere, so the rollback goes to it (it used to answer "no previous version")."""
+    w = _world()
+    _deploy(w, 1)
+    w.step()  # v1's only stage is written, but no node has reported it yet
+    _deploy(w, 2)
+    w.run_until(lambda: _completed(w) and _serving(w, 2) == set(w.nodes))
+    out = w.feed(RollbackRequested(FN, None, w.now_ms))
+    assert not [i for i in out if isinstance(i, Rejected)]
+    w.step()
+    assert _serving(w, 1) == set(w.nodes)
+
+
+def test_a_superseded_canary_is_not_what_a_rollback_goes_to() -> None:
+    w = _world()
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    _deploy(w, 2, "canary")
+    w.step()
+    _deploy(w, 3)
+    w.run_until(lambda: _completed(w) and _serving(w, 3) == set(w.nodes))
+    w.feed(RollbackRequested(FN, None, w.now_ms))
+    w.step()
+    assert _serving(w, 1) == set(w.nodes)

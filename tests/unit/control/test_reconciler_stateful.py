@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from edgefn.control import (
     DeploymentCompleted,
+    DeploymentStarted,
     DeployRequested,
     GateThresholds,
     Reconciler,
@@ -44,9 +45,13 @@ class ReconcilerMachine(RuleBasedStateMachine):
         self.pending: int | None = None
         self.deployed = False
 
-    def _apply(self, out: list[object]) -> None:
+    def _apply(self, out: list[object], started: int | None = None) -> None:
         for ins in out:
-            if isinstance(ins, DeploymentCompleted):
+            if isinstance(ins, DeploymentStarted):
+                assert started is not None
+                self.deployed = True
+                self.pending = started
+            elif isinstance(ins, DeploymentCompleted):
                 assert self.pending is not None
                 assert ins.version_id == ref(self.pending).version_id
                 assert self.pending < BAD
@@ -59,13 +64,14 @@ class ReconcilerMachine(RuleBasedStateMachine):
     @rule(n=st.integers(1, 7), strategy=st.sampled_from(["immediate", "canary"]))
     def deploy(self, n: int, strategy: str) -> None:
         out = self.w.feed(DeployRequested(FN, ref(n), strategy, self.w.now_ms))
-        if n == self.active:
-            assert any(isinstance(i, Rejected) for i in out)
-            return
-        assert not any(isinstance(i, Rejected) for i in out)
-        self.deployed = True
-        self.pending = n
-        self._apply(list(out))
+        # Instructions apply in order: a pending rollout whose last stage was applied everywhere
+        # completes before the new one starts (and the new one may roll back at once).
+        self._apply(list(out), started=n)
+        rejected = any(isinstance(i, Rejected) for i in out)
+        started = any(isinstance(i, DeploymentStarted) for i in out)
+        assert rejected != started
+        if rejected:
+            assert n == self.active  # only deploying the active version is refused
 
     @rule(to=st.none() | st.integers(1, 4))
     def rollback(self, to: int | None) -> None:
