@@ -9,8 +9,9 @@
         assert resp.text_body == "Hello, Ada!"
 
 The function runs in the test's own process with the same ``Request``/``Env``/``Context`` objects the
-sandbox uses. ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` and ``[egress] allow``
-rules, and KV bindings are real in-memory namespaces with revisions, so ``if_revision`` conflicts
+sandbox uses. ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` and ``[egress]``
+rules through the node's own ``Outbound`` (same SSRF policy: loopback and private addresses need
+``[egress] allow_private``), and KV bindings are real in-memory namespaces with revisions, so ``if_revision`` conflicts
 behave as on the platform (eventual semantics only: there is one replica).
 """
 
@@ -24,18 +25,25 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgefn.bundle import Manifest, load_manifest
+from edgefn.bundle.manifest import Egress
+from edgefn.edge._egress_policy import EgressRules, precheck
+from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.errors import (
     EgressDeniedError,
+    FetchError,
     KVConflict,
     KVLimitError,
     ManifestError,
     SubrequestLimitError,
 )
+from edgefn.runtime import protocol as p
+from edgefn.runtime.worker import FETCH_ERRORS
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
@@ -206,15 +214,19 @@ class TestClient:
             edge=EdgeInfo(self.location, client_location, rid),
         )
         token = fetch_backend.set(self._rules_backend())
+        outbound = Outbound()
+        out_token = _OUTBOUND.set((outbound, [0]))
         ctx = Context()
         try:
             resp = await self._fn(req, self.env, ctx)
             if not isinstance(resp, Response):
                 raise TypeError(f"fetch returned {type(resp).__name__}, not edgefn.Response")
             chunks = [c async for c in resp.iter_body()]
+            await ctx.drain(timeout_s=30)
         finally:
             fetch_backend.reset(token)
-        await ctx.drain(timeout_s=30)
+            _OUTBOUND.reset(out_token)
+            await outbound.aclose()
         return TestResponse(resp.status, dict(resp.headers.items()), b"".join(chunks), chunks)
 
     def request(self, path: str = "/", **kwargs: Any) -> TestResponse:
@@ -222,36 +234,50 @@ class TestClient:
         return asyncio.run(self.fetch(path, **kwargs))
 
     def _rules_backend(self) -> FetchBackend:
-        limits, allow = self.manifest.limits, self.manifest.egress.allow
+        """The platform's subrequest rules, from the same code the node runs.
+
+        Without a ``fetch=`` fake, subrequests go through a real ``Outbound`` (limits, the SSRF
+        policy, DNS pinning, redirects). With a fake, the same policy runs every check that needs
+        no DNS (``precheck``) before the fake is called, and the subrequest limit applies.
+        """
+        limits, egress = self.manifest.limits, self.manifest.egress
+        rules = EgressRules(egress.allow, egress.allow_private)
         used = 0
-        inner = self._backend or _httpx_backend
+        inner = self._backend
 
         async def backend(sub: Subrequest) -> Response:
             nonlocal used
-            from edgefn.edge.outbound import host_allowed
-
+            if inner is None:
+                return await _outbound_backend(sub, limits.subrequests, egress)
             used += 1
             if used > limits.subrequests:
                 raise SubrequestLimitError(f"more than {limits.subrequests} subrequests")
-            if not host_allowed(allow, sub.url):
-                raise EgressDeniedError(f"{sub.url} is not in [egress] allow = {list(allow or [])}")
+            refusal = precheck(rules, sub.url)
+            if refusal is not None:
+                raise EgressDeniedError(refusal.message)
             return await inner(sub)
 
         return backend
 
 
-async def _httpx_backend(sub: Subrequest) -> Response:
-    import httpx
+_OUTBOUND: ContextVar[tuple[Outbound, list[int]] | None] = ContextVar(
+    "edgefn_testing_outbound", default=None
+)
 
-    async with httpx.AsyncClient(trust_env=False) as client:
-        r = await client.request(
-            sub.method,
-            sub.url,
-            headers=sub.headers,
-            content=sub.body or None,
-            timeout=sub.timeout_ms / 1000,
-        )
-        return Response(r.content, status=r.status_code, headers=list(r.headers.items()))
+
+async def _outbound_backend(sub: Subrequest, subrequests: int, egress: Egress) -> Response:
+    state = _OUTBOUND.get()
+    assert state is not None, "TestClient.fetch sets up the Outbound"
+    outbound, counter = state
+    counter[0] += 1
+    call = p.FetchCall(
+        counter[0], counter[0], sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
+    )
+    rules = SubrequestRules(subrequests, egress.allow, egress.allow_private)
+    res = await outbound.fetch("test", call, rules)
+    if res.error_kind:
+        raise FETCH_ERRORS.get(res.error_kind, FetchError)(res.error_message)
+    return Response(res.body, status=res.status, headers=res.headers)
 
 
 def _import(path: Path, manifest: Manifest) -> Callable[..., Any]:

@@ -51,6 +51,8 @@ DEFAULT_MAX_BUNDLE_BYTES: Final = 10 * 1024 * 1024
 MAX_BUNDLE_FILES: Final = 10_000
 EXCLUDED_NAMES: Final = frozenset({"__pycache__", ".git", ".venv", ".edgefn"})
 _VERSION_ID_LEN: Final = 12
+_MAX_NAME_BYTES: Final = 255  # one path component (NAME_MAX on Linux)
+_MAX_PATH_CHARS: Final = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,12 +177,31 @@ def _members(data: bytes, max_bytes: int) -> dict[str, tuple[tarfile.TarInfo, by
                     raise BundleError(f"bundle has more than {MAX_BUNDLE_FILES} members")
                 if info.isdir():
                     continue
+                name = PurePosixPath(info.name).as_posix()
+                if name in out:
+                    raise BundleError(
+                        f"duplicate bundle member {name!r}",
+                        hint="a bundle names each file once; rebuild it with `edgefn deploy`",
+                    )
                 extracted = tar.extractfile(info)
                 assert extracted is not None
-                out[PurePosixPath(info.name).as_posix()] = (info, extracted.read())
+                out[name] = (info, extracted.read())
     except tarfile.TarError as err:
         raise BundleError(f"bundle is not a valid tar archive: {err}", hint="rebuild it") from None
+    _check_file_dir_conflicts(out)
     return out
+
+
+def _check_file_dir_conflicts(members: dict[str, tuple[tarfile.TarInfo, bytes]]) -> None:
+    # "lib" and "lib/util.py" cannot both be files; found before writing, not by an OSError.
+    for name in members:
+        for parent in PurePosixPath(name).parents:
+            if parent.as_posix() in members:
+                raise BundleError(
+                    f"bundle member {parent.as_posix()!r} is both a file and a directory "
+                    f"(it also holds {name!r})",
+                    hint="rebuild the bundle with `edgefn deploy`",
+                )
 
 
 def _check_member(info: tarfile.TarInfo) -> None:
@@ -190,6 +211,15 @@ def _check_member(info: tarfile.TarInfo) -> None:
         raise BundleError(
             f"unsafe bundle member {name!r}: path escapes the bundle",
             hint="refusing to extract; rebuild the bundle with `edgefn deploy`",
+        )
+    too_long = len(name) > _MAX_PATH_CHARS or any(
+        len(part.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES for part in pure.parts
+    )
+    if not pure.parts or too_long:
+        raise BundleError(
+            f"unsafe bundle member {name[:80]!r}: empty name, a part over {_MAX_NAME_BYTES} "
+            f"bytes or a path over {_MAX_PATH_CHARS} characters",
+            hint="shorten the file names; rebuild the bundle with `edgefn deploy`",
         )
     if not (info.isreg() or info.isdir()):
         kind = "link" if info.issym() or info.islnk() else "special file"
@@ -249,10 +279,15 @@ def extract_bundle(
     _manifest_of(members, where)
     for name in members:
         _refuse_symlinked_target(dest, name)
-    dest.mkdir(parents=True, exist_ok=True)
-    for name, (info, content) in members.items():
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content)
-        target.chmod(0o755 if info.mode & stat.S_IXUSR else 0o644)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+        for name, (info, content) in members.items():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(content)
+            target.chmod(0o755 if info.mode & stat.S_IXUSR else 0o644)
+    except OSError as err:
+        raise BundleError(
+            f"{where}: cannot write to {dest}: {err}", hint="check free space and permissions"
+        ) from None
     return load_manifest(dest)

@@ -14,7 +14,8 @@ The schema::
     [vars]                          # identifier = str | int | float | bool
     [limits]                        # cpu_ms, memory_mb, timeout_ms, max_body_kb, subrequests,
                                     # requests_per_s (see LIMIT_BOUNDS)
-    [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any host
+    [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any public host
+             allow_private = ["127.0.0.1:9000", "localhost:8080", "[::1]"]  # local development
     [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
     [placement] mode = "everywhere" | "regions" | "smart"; regions = [...]; affinity =
                 "header:<name>" | "cookie:<name>"; retry_safe = false
@@ -34,6 +35,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Final
 
+from edgefn.bundle._hostport import split_host_port
 from edgefn.errors import ManifestError
 
 __all__ = [
@@ -92,9 +94,14 @@ class Limits:
 
 @dataclass(frozen=True, slots=True)
 class Egress:
-    """Hosts function code may fetch. ``None`` allows any host; ``()`` allows none."""
+    """Hosts function code may fetch. ``None`` allows any public host; ``()`` allows none.
+
+    Non-public addresses (loopback, private, link-local, ...) are refused unless ``allow_private``
+    names the host or address (``host``, ``ip`` or ``[ipv6]``, optionally ``:port``).
+    """
 
     allow: tuple[str, ...] | None = None
+    allow_private: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,15 +265,31 @@ def _parse_host(ctx: _Ctx, host: str, key: str) -> str:
     return lowered
 
 
+def _parse_private(ctx: _Ctx, entry: str, key: str) -> str:
+    try:
+        host, port = split_host_port(entry)
+    except ValueError as err:
+        raise ctx.fail(
+            key,
+            f"invalid allow_private entry: {err}",
+            "use 'localhost:8080', '127.0.0.1:9000' or '[::1]:9000' (the port is optional)",
+        ) from None
+    shown = f"[{host}]" if ":" in host else host
+    return shown + (f":{port}" if port is not None else "")
+
+
 def _parse_egress(ctx: _Ctx, value: object) -> Egress:
     table = _table(ctx, value, "egress")
-    _check_keys(ctx, table, ("allow",), "egress.")
-    if "allow" not in table:
-        return Egress()
-    hosts = _strings(ctx, table["allow"], "egress.allow")
-    return Egress(
-        allow=tuple(_parse_host(ctx, h, f"egress.allow[{i}]") for i, h in enumerate(hosts))
+    _check_keys(ctx, table, ("allow", "allow_private"), "egress.")
+    allow: tuple[str, ...] | None = None
+    if "allow" in table:
+        hosts = _strings(ctx, table["allow"], "egress.allow")
+        allow = tuple(_parse_host(ctx, h, f"egress.allow[{i}]") for i, h in enumerate(hosts))
+    entries = _strings(ctx, table.get("allow_private", []), "egress.allow_private")
+    private = tuple(
+        _parse_private(ctx, e, f"egress.allow_private[{i}]") for i, e in enumerate(entries)
     )
+    return Egress(allow=allow, allow_private=private)
 
 
 def _parse_kv(ctx: _Ctx, value: object) -> tuple[KVNamespace, ...]:

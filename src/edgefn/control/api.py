@@ -25,6 +25,7 @@ from typing import Any, Final
 
 import msgspec
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -173,6 +174,12 @@ def create_app(
         assert isinstance(exc, EdgefnError)
         return _from_exception(exc)
 
+    async def on_http_error(_request: Request, exc: Exception) -> Response:
+        # Unknown paths and methods get the same JSON error body as every other failure.
+        assert isinstance(exc, HTTPException)
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+        return _error(exc.status_code, code, str(exc.detail), "GET /openapi.json lists the routes")
+
     routes = [
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/v1/functions", list_functions, methods=["GET"]),
@@ -184,4 +191,5 @@ def create_app(
         Route("/v1/status", status, methods=["GET"]),
         Route("/v1/bundles/{sha256}", bundle, methods=["GET"]),
     ]
-    return Starlette(routes=routes, exception_handlers={EdgefnError: on_error})
+    handlers = {EdgefnError: on_error, HTTPException: on_http_error}
+    return Starlette(routes=routes, exception_handlers=handlers)

@@ -90,6 +90,7 @@ class EdgeNode:
         sandbox: bool = True,
         access_log: bool = True,
         seed: int = 0,
+        outbound: Outbound | None = None,
     ) -> None:
         self.location = location
         self.region = region
@@ -104,7 +105,7 @@ class EdgeNode:
         self.version_stats = VersionStatsTracker()
         self.on_change: Callable[[], None] | None = None
         self.table = FunctionTable()
-        self.outbound = Outbound()
+        self.outbound = outbound or Outbound()
         # Routing, rate limits and admission (edgefn.edge.traffic); None serves every request here.
         self.traffic: TrafficDriver | None = None
         self.kv_handler: KVHandler | None = None
@@ -223,7 +224,7 @@ class EdgeNode:
         for _, _, spec, manifest in versions:
             self.pool.register(spec)
             self._rules[spec.key] = SubrequestRules(
-                manifest.limits.subrequests, manifest.egress.allow
+                manifest.limits.subrequests, manifest.egress.allow, manifest.egress.allow_private
             )
         for key in self.table.activate(fn):
             self.pool.retire(key)

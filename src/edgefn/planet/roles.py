@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import signal
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edgefn.bus.nats_config import CoreConfig, HubConfig
 from edgefn.bus.nats_server import NatsServer
@@ -156,11 +158,14 @@ async def run_node(
     preload: tuple[str, ...],
     traffic: Any = None,
 ) -> None:
-    from edgefn.edge import EdgeNode
+    from edgefn.edge import EdgeNode, Outbound
     from edgefn.observe import JsonLog, RotatingFile
     from edgefn.planet.node_agent import NodeAgent
 
     state_dir.mkdir(parents=True, exist_ok=True)
+    # The bus this node talks to is never a subrequest target, whatever a manifest allows.
+    bus = [urlsplit(u) for u in nats_urls]
+    deny = [(b.hostname, b.port) for b in bus if b.hostname and b.port]
     log_file = RotatingFile(state_dir / "node.log")
     node = EdgeNode(
         location,
@@ -170,6 +175,7 @@ async def run_node(
         state_dir=state_dir,
         log=JsonLog(log_file, location=location),
         preload=preload,
+        outbound=Outbound(deny_addresses=_ip_pairs(deny)),
     )
     await node.start()
     kv, kv_task = _start_kv(node, location, state_dir, nats_urls)
@@ -192,6 +198,15 @@ async def run_node(
         await kv.stop()
         await node.stop()
         log_file.close()
+
+
+def _ip_pairs(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Keep (host, port) pairs whose host is an IP literal (bus URLs on a planet are 127.0.0.1)."""
+    out = []
+    for host, port in pairs:
+        with contextlib.suppress(ValueError):
+            out.append((str(ipaddress.ip_address(host)), port))
+    return out
 
 
 def _start_kv(

@@ -202,7 +202,8 @@ def decode(payload: bytes) -> Message:
     """Decode one frame's payload into a message."""
     try:
         return _decoder.decode(payload)
-    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as err:
+        # msgspec reports invalid UTF-8 in a string (even the tag) as UnicodeDecodeError.
         raise ProtocolError(f"malformed IPC frame ({len(payload)} bytes): {err}") from None
 
 

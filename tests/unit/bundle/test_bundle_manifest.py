@@ -279,3 +279,31 @@ def test_unreadable_manifest_is_reported(tmp_path: Path) -> None:
     (tmp_path / "edgefn.toml").write_bytes(b'name = "\xff"')
     with pytest.raises(ManifestError, match="cannot read manifest"):
         load_manifest(tmp_path)
+
+
+def test_egress_allow_private_is_parsed_and_normalised() -> None:
+    text = 'name = "a"\n[egress]\nallow_private = ["127.0.0.1:9000", "LocalHost:8080", "[::1]"]'
+    m = parse_manifest(text, path="f/edgefn.toml")
+    assert m.egress.allow is None
+    assert m.egress.allow_private == ("127.0.0.1:9000", "localhost:8080", "[::1]")
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ("127.0.0.1:0", "out of range"),
+        ("127.0.0.1:70000", "out of range"),
+        ("::1", "in brackets"),
+        ("[localhost]:80", "must be IPv6"),
+        ("local host", "not a hostname"),
+        ("127.0.0.1:http", "port must be a number"),
+        ("*.local", "not a hostname"),
+        ("", "not a hostname"),
+    ],
+)
+def test_bad_allow_private_entries_name_the_key_and_the_fix(entry: str, needle: str) -> None:
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(f'name = "a"\n[egress]\nallow_private = ["{entry}"]', path="f/edgefn.toml")
+    assert info.value.key == "egress.allow_private[0]"
+    assert needle in str(info.value)
+    assert "localhost:8080" in info.value.hint
