@@ -53,8 +53,9 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout_s: float 
 @dataclass
 class Control:
     url: str
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # sends the bootstrap admin token
     service: ControlService
+    token: str  # the bootstrap admin token (account "default")
 
 
 async def start_control(nc: Client, key: SigningKey) -> tuple[ControlService, uvicorn.Server]:

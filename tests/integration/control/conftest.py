@@ -44,8 +44,10 @@ def signing_key() -> SigningKey:
 
 
 @pytest.fixture
-async def control(nc: Client, signing_key: SigningKey) -> AsyncIterator[Control]:
+async def control(nc: Client, signing_key: SigningKey, tmp_path: Path) -> AsyncIterator[Control]:
     service, server = await start_control(nc, signing_key)
+    assert await service.access.bootstrap_admin(tmp_path / "admin-token")
+    token = (tmp_path / "admin-token").read_text().strip()
     task = asyncio.create_task(server.serve())
 
     async def started() -> bool:
@@ -56,8 +58,9 @@ async def control(nc: Client, signing_key: SigningKey) -> AsyncIterator[Control]
     await eventually(started)
     url = f"http://127.0.0.1:{server.config.port}"
     try:
-        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
-            yield Control(url, http, service)
+        headers = {"authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, timeout=10.0, headers=headers) as http:
+            yield Control(url, http, service, token)
     finally:
         server.should_exit = True
         await task
