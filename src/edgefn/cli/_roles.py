@@ -29,7 +29,7 @@ def _keys(paths: list[Path], *, required: bool = True) -> list[str]:
     if not keys and required:
         fail(
             "at least one --trusted-key is required",
-            hint="edgefn up writes .edgefn/signing-key.pub",
+            hint="edgefn up writes .edgefn/deployer-key.pub",
         )
     return keys
 
