@@ -166,8 +166,13 @@ class _AuthMiddleware:
         self, scope: Scope, route: BaseRoute, params: Mapping[str, Any]
     ) -> Response | None:
         if not isinstance(route, ScopedRoute):
-            return _error(403, "forbidden", "this route declares no scope (deny by default)",
-                          "declare one with ScopedRoute(need=...)", {"scope": ADMIN})  # fmt: skip
+            return _error(
+                403,
+                "forbidden",
+                "this route declares no scope (deny by default)",
+                "declare one with ScopedRoute(need=...)",
+                {"scope": ADMIN},
+            )
         needed = route.needed(params)
         if needed == PUBLIC:
             return None

@@ -114,10 +114,20 @@ async def test_every_route_by_token(
         "deploy-all": await new_token(control, ["deploy:*"]),
         ADMIN: control.token,
     }
-    weaker = {READ: None, "deploy": ["deploy-other", READ], "deploy:*": ["deploy-fn"],
-              ADMIN: ["deploy-all"], PUBLIC: None}  # fmt: skip
-    enough = {READ: "deploy-other", "deploy": "deploy-fn", "deploy:*": "deploy-all",
-              ADMIN: ADMIN, PUBLIC: READ}  # fmt: skip
+    weaker = {
+        READ: None,
+        "deploy": ["deploy-other", READ],
+        "deploy:*": ["deploy-fn"],
+        ADMIN: ["deploy-all"],
+        PUBLIC: None,
+    }
+    enough = {
+        READ: "deploy-other",
+        "deploy": "deploy-fn",
+        "deploy:*": "deploy-all",
+        ADMIN: ADMIN,
+        PUBLIC: READ,
+    }
     async with httpx.AsyncClient(base_url=control.url, timeout=10) as http:
         for method, path, need in ROUTES:
             where = f"{method} {path}"
@@ -190,8 +200,10 @@ async def test_tenancy_functions_and_namespaces(
         assert (resp.status_code, resp.json()["error"]) == (403, "forbidden")
         assert resp.json()["owner"] == "default"
         assert "belongs to account 'default'" in resp.json()["message"]
-        for path, body in ((f"/v1/functions/{FN}/deployments", {"version": v1}),
-                           (f"/v1/functions/{FN}/rollback", {})):  # fmt: skip
+        for path, body in (
+            (f"/v1/functions/{FN}/deployments", {"version": v1}),
+            (f"/v1/functions/{FN}/rollback", {}),
+        ):
             resp = await http.post(path, json=body, headers=bearer(acme))
             assert (resp.status_code, resp.json()["owner"]) == (403, "default"), path
         # Another account's namespace: refused naming the binding and the owner...
@@ -201,16 +213,19 @@ async def test_tenancy_functions_and_namespaces(
         assert "binding 'CART'" in resp.json()["message"]
         assert resp.json()["owner"] == "default"
         # ...until the owner shares it.
-        resp = await http.post("/v1/kv/carts/shares", json={"account": "default"},
-                               headers=bearer(acme))  # fmt: skip
+        resp = await http.post(
+            "/v1/kv/carts/shares", json={"account": "default"}, headers=bearer(acme)
+        )
         assert (resp.status_code, resp.json()["owner"]) == (403, "default")
         resp = await control.http.post("/v1/kv/carts/shares", json={"account": "acme"})
         assert resp.json()["shared_with"] == ["acme"], resp.text
         resp = await upload(control, acme, acme_key, other)
         assert resp.status_code == 201, resp.text
-        resp = await http.post("/v1/functions/shop/deployments",
-                               json={"version": resp.json()["version_id"]},
-                               headers=bearer(acme))  # fmt: skip
+        resp = await http.post(
+            "/v1/functions/shop/deployments",
+            json={"version": resp.json()["version_id"]},
+            headers=bearer(acme),
+        )
         assert resp.status_code == 202, resp.text
     namespaces = (await control.http.get("/v1/kv")).json()["namespaces"]
     assert namespaces == [
@@ -258,9 +273,11 @@ async def test_audit_log_records_who_did_what(
     assert resp.status_code == 201, resp.text
     version = resp.json()["version_id"]
     async with httpx.AsyncClient(base_url=control.url) as http:
-        resp = await http.post(f"/v1/functions/{FN}/deployments",
-                               json={"version": version, "strategy": "immediate"},
-                               headers=bearer(deployer))  # fmt: skip
+        resp = await http.post(
+            f"/v1/functions/{FN}/deployments",
+            json={"version": version, "strategy": "immediate"},
+            headers=bearer(deployer),
+        )
         assert resp.status_code == 202, resp.text
         denied = await http.get("/v1/audit", headers=bearer(deployer))
         assert denied.status_code == 403

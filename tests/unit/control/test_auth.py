@@ -29,8 +29,13 @@ functions = st.from_regex(r"[a-z][a-z0-9-]{0,10}", fullmatch=True)
 scopes = st.one_of(
     st.just(READ), st.just(ADMIN), st.just("deploy:*"), functions.map(lambda f: f"deploy:{f}")
 )
-needs = st.one_of(st.just(READ), st.just(ADMIN), st.just(PUBLIC), st.just("deploy:*"),
-                  functions.map(lambda f: f"deploy:{f}"))  # fmt: skip
+needs = st.one_of(
+    st.just(READ),
+    st.just(ADMIN),
+    st.just(PUBLIC),
+    st.just("deploy:*"),
+    functions.map(lambda f: f"deploy:{f}"),
+)
 
 
 def _record(secret: str = SECRET, revoked_ms: int | None = None) -> TokenRecord:
@@ -43,8 +48,15 @@ def test_token_round_trip_and_malformed_tokens() -> None:
     parsed = parse_token(token)
     assert parsed is not None
     assert (parsed.token_id, parsed.secret) == (TID, SECRET)
-    for bad in ("", "edgefn", f"edgefn_{TID}", f"xx_{TID}_{SECRET}", f"edgefn_{TID}_{SECRET}_x",
-                f"edgefn_{TID.upper()}_{SECRET}", f"edgefn_{TID}_{SECRET[:-1]}"):  # fmt: skip
+    for bad in (
+        "",
+        "edgefn",
+        f"edgefn_{TID}",
+        f"xx_{TID}_{SECRET}",
+        f"edgefn_{TID}_{SECRET}_x",
+        f"edgefn_{TID.upper()}_{SECRET}",
+        f"edgefn_{TID}_{SECRET[:-1]}",
+    ):
         assert parse_token(bad) is None, bad
     assert bearer_token(f"Bearer {token}") == parsed
     assert bearer_token(f"bearer {token}") == parsed
