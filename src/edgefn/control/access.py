@@ -108,7 +108,12 @@ class AccessService:
 
     async def bootstrap_admin(self, path: Path | None) -> bool:
         """On first start (no tokens at all), create an admin token and write it to ``path``."""
-        if self._tokens or path is None:
+        if self._tokens:
+            return False
+        if path is None:
+            log.warning(
+                "no API tokens exist and no --admin-token-file was given: nobody can use the API"
+            )
             return False
         token, record = await self._new_token("bootstrap-admin", (ADMIN,), DEFAULT_ACCOUNT)
         write_private_file(path, (token + "\n").encode("ascii"))

@@ -29,6 +29,8 @@ the app sees it and answers ``401 {"error": "unauthorized"}`` without a valid
 ``Authorization: Bearer edgefn_<id>_<secret>`` and ``403 {"error": "forbidden", "scope": needed}``
 when the token lacks the scope. Deny by default: a route added without a declared scope answers
 403 to everyone (and ``tests/integration/control`` fails). Scope rules: ``edgefn.control.auth``.
+A new route on one function declares ``need=function_deploy`` and reads the caller with
+``_principal(request)`` (token id, name, account, scopes) for ownership checks and the audit log.
 
 Trust model: an upload carries its signature (``x-edgefn-signature``, base64 Ed25519 over the
 bundle sha256) and the signer's key id; it must verify under a deployer key registered for the
@@ -60,7 +62,7 @@ from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.errors import BundleError, ConfigError, EdgefnError
 
-__all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app"]
+__all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app", "function_deploy"]
 
 SIGNATURE_HEADER: Final = "x-edgefn-signature"
 KEY_ID_HEADER: Final = "x-edgefn-key-id"
@@ -80,6 +82,11 @@ class ScopedRoute(Route):
 
     def needed(self, path_params: Mapping[str, Any]) -> str:
         return self.need(path_params) if callable(self.need) else self.need
+
+
+def function_deploy(path_params: Mapping[str, Any]) -> str:
+    """The need of a route on one function: ``deploy:<name>`` (``deploy:*`` and admin cover it)."""
+    return deploy_scope(str(path_params["name"]))
 
 
 def _error(
@@ -361,17 +368,16 @@ def create_app(
         # Never echo the exception: it may hold request data. The log has the traceback.
         return _error(500, "internal", "internal error", "see the core's log")
 
-    def fn_deploy(params: Mapping[str, Any]) -> str:
-        return deploy_scope(str(params["name"]))
-
     routes = [
         ScopedRoute("/openapi.json", openapi, method="GET", need=PUBLIC),
         ScopedRoute("/v1/functions", list_functions, method="GET", need=READ),
-        ScopedRoute("/v1/functions/{name}/versions", upload, method="POST", need=fn_deploy),
+        ScopedRoute("/v1/functions/{name}/versions", upload, method="POST", need=function_deploy),
         ScopedRoute("/v1/functions/{name}/versions", list_versions, method="GET", need=READ),
-        ScopedRoute("/v1/functions/{name}/deployments", deploy, method="POST", need=fn_deploy),
+        ScopedRoute(
+            "/v1/functions/{name}/deployments", deploy, method="POST", need=function_deploy
+        ),
         ScopedRoute("/v1/functions/{name}/deployments", list_deployments, method="GET", need=READ),
-        ScopedRoute("/v1/functions/{name}/rollback", rollback, method="POST", need=fn_deploy),
+        ScopedRoute("/v1/functions/{name}/rollback", rollback, method="POST", need=function_deploy),
         ScopedRoute("/v1/status", status, method="GET", need=READ),
         ScopedRoute("/v1/bundles/{sha256}", bundle, method="GET", need=READ),
         ScopedRoute("/v1/whoami", whoami, method="GET", need=READ),

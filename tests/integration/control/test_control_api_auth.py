@@ -299,3 +299,12 @@ async def test_errors_are_json_everywhere(control: Control) -> None:
         resp = await control.http.request(method, path)
         assert resp.headers["content-type"] == "application/json", (path, resp.text)
         assert resp.json()["error"], path
+
+
+async def test_bootstrap_token_is_created_once(control: Control, tmp_path: Path) -> None:
+    """A restarted control plane (tokens in JetStream) does not mint another admin token."""
+    again = tmp_path / "again"
+    assert not await control.service.access.bootstrap_admin(again)
+    assert not again.exists()
+    assert [t.name for t in control.service.access.tokens()] == ["bootstrap-admin"]
+    assert (tmp_path / "admin-token").stat().st_mode & 0o777 == 0o600
