@@ -54,7 +54,7 @@ from edgefn.bus.subjects import (
 )
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, DEFAULT_ACCOUNT, DeployerKey, Principal
-from edgefn.control.errors import Conflict, NotFound, Untrusted
+from edgefn.control.errors import Conflict, ControlError, NotFound, Untrusted
 from edgefn.control.events import (
     DeploymentRecord,
     DeploymentStarted,
@@ -172,7 +172,10 @@ class ControlService:
         self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE)
         await self.access.start()
         for pem in self._bootstrap_keys:
-            await self.access.add_key(None, public_key_pem=pem, account=DEFAULT_ACCOUNT)
+            try:
+                await self.access.add_key(None, public_key_pem=pem, account=DEFAULT_ACCOUNT)
+            except ControlError as err:  # e.g. registered for another account: keep that
+                log.warning("not registering trusted key for %r: %s", DEFAULT_ACCOUNT, err)
         await self._load_registry()
         watcher = await self._observed_kv.watchall()
         self._tasks = [
