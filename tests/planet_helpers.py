@@ -24,7 +24,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def edgefn(*args: str, state_dir: Path, check: bool = True, timeout: float = 180) -> Any:
+def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
+    """The environment for ``edgefn`` in tests: a deployer key next to (not in) the state dir.
+
+    Keeping the key out of ``~/.config`` keeps tests hermetic; ``EDGEFN_TOKEN`` is dropped so the
+    CLI reads the credentials ``edgefn up`` wrote, unless a test passes one.
+    """
+    env = {k: v for k, v in os.environ.items() if k != "EDGEFN_TOKEN"}
+    env["EDGEFN_DEPLOYER_KEY"] = str(state_dir.parent / f"{state_dir.name}-deployer-key.pem")
+    env.update(extra)
+    return env
+
+
+def credentials(state_dir: Path) -> dict[str, Any]:
+    """What ``edgefn up`` wrote to ``<state-dir>/credentials.json`` (api_url, admin token)."""
+    data: dict[str, Any] = json.loads((state_dir / "credentials.json").read_text())
+    return data
+
+
+def edgefn(
+    *args: str,
+    state_dir: Path,
+    check: bool = True,
+    timeout: float = 180,
+    env: dict[str, str] | None = None,
+) -> Any:
     """Run ``edgefn ARGS --state-dir DIR --json`` and return its parsed JSON (or the process)."""
     res = subprocess.run(
         [*EDGEFN, *args, "--state-dir", str(state_dir)],
@@ -32,6 +56,7 @@ def edgefn(*args: str, state_dir: Path, check: bool = True, timeout: float = 180
         text=True,
         timeout=timeout,
         cwd=REPO,
+        env=env or cli_env(state_dir),
     )
     if check and res.returncode != 0:
         raise AssertionError(
@@ -68,6 +93,7 @@ def running_planet(
             capture_output=True,
             timeout=90,
             cwd=REPO,
+            env=cli_env(state_dir),
         )
         pid = planet.get("supervisor_pid")
         if pid:

@@ -13,9 +13,11 @@ import re
 from edgefn.bus.errors import BusError
 
 __all__ = [
+    "AUDIT_BUCKET",
     "BUNDLES_OBJECT_STORE",
     "BUNDLE_ANNOUNCE",
     "BUNDLE_REQUEST_ALL",
+    "DEPLOYER_KEYS_BUCKET",
     "DESIRED_BUCKET",
     "HEALTH_ALL",
     "JETSTREAM_DOMAIN",
@@ -24,6 +26,7 @@ __all__ = [
     "REGISTRY_BUCKET",
     "SUBJECT_PREFIX",
     "TELEMETRY_ALL",
+    "TOKENS_BUCKET",
     "bundle_request_subject",
     "health_subject",
     "load_report_subject",
@@ -35,6 +38,11 @@ DESIRED_BUCKET = "edgefn-desired"
 OBSERVED_BUCKET = "edgefn-observed"
 REGISTRY_BUCKET = "edgefn-registry"
 BUNDLES_OBJECT_STORE = "edgefn-bundles"
+# Control-plane access (edgefn.control.access): hashed API tokens, registered deployer public keys
+# (nodes read this one to verify bundles), and the audit log. Only the core should write them.
+TOKENS_BUCKET = "edgefn-tokens"
+DEPLOYER_KEYS_BUCKET = "edgefn-deployer-keys"
+AUDIT_BUCKET = "edgefn-audit"
 
 # The core's JetStream domain. Clients reach JetStream as ``$JS.edgefn.API.>`` so that the API and
 # KV/object-store publishes cross a hub's leafnode (nats-server does not extend ``$JS.API.>`` or

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from edgefn.cli._access import kv_share
 from edgefn.cli._output import emit_json, fail, fail_from, print_table
 from edgefn.errors import EdgefnError
 
@@ -33,6 +34,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     kv.command("put")(kv_put)
     kv.command("delete")(kv_delete)
     kv.command("list")(kv_list)
+    kv.command("share")(kv_share)
     app.add_typer(kv, name="kv")
     bench.command("kv")(bench_kv)
 

@@ -20,16 +20,16 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("node")(node)
 
 
-def _keys(paths: list[Path]) -> list[str]:
+def _keys(paths: list[Path], *, required: bool = True) -> list[str]:
     keys = []
     for p in paths:
         if not p.is_file():
             fail(f"--trusted-key {p}: no such file", hint="pass the planet's public key PEM file")
         keys.append(p.read_text())
-    if not keys:
+    if not keys and required:
         fail(
             "at least one --trusted-key is required",
-            hint="edgefn up writes .edgefn/signing-key.pub",
+            hint="edgefn up writes .edgefn/deployer-key.pub",
         )
     return keys
 
@@ -43,8 +43,13 @@ def core(
     leafnode_port: Annotated[int, typer.Option(help="NATS leafnode port for hubs (0: any)")] = 0,
     api_port: Annotated[int, typer.Option(help="Control API port (0: any)")] = 0,
     trusted_key: Annotated[
-        list[Path], typer.Option(help="Public key PEM trusted for bundles")
+        list[Path],
+        typer.Option(help="Deployer public key PEM to register for account 'default'"),
     ] = [],  # noqa: B006
+    admin_token_file: Annotated[
+        Path | None,
+        typer.Option(help="On first start, write a bootstrap admin API token here (mode 0600)"),
+    ] = None,
     gate_min_requests: Annotated[
         int, typer.Option(help="Requests a new version needs before its health gate is judged")
     ] = 100,
@@ -77,7 +82,8 @@ def core(
             client_port=client_port,
             leafnode_port=leafnode_port,
             api_port=api_port,
-            trusted_keys=_keys(trusted_key),
+            trusted_keys=_keys(trusted_key, required=False),
+            admin_token_file=admin_token_file,
             gates=gates,
         )
     )

@@ -14,6 +14,7 @@ from edgefn.errors import EdgefnError
 
 # One line per command module; keep sorted.
 _COMMAND_MODULES: list[str] = [
+    "_access",
     "_bench",
     "_demo",
     "_dev",

@@ -1,19 +1,40 @@
 """The control HTTP API: a thin starlette app over ``ControlService``; schema at /openapi.json.
 
-Endpoints (JSON unless noted; errors are ``{"error": code, "message": ..., "hint": ...}``)::
+Endpoints (JSON unless noted; errors are ``{"error": code, "message": ..., "hint": ...}``), with
+the scope each one needs::
 
-    POST /v1/functions/{name}/versions       body: bundle bytes; header x-edgefn-signature
-    GET  /v1/functions
-    GET  /v1/functions/{name}/versions
-    POST /v1/functions/{name}/deployments    {"version": id, "strategy": "immediate"|"canary"}
-    GET  /v1/functions/{name}/deployments
-    POST /v1/functions/{name}/rollback       {"to": id?}
-    GET  /v1/status
-    GET  /v1/bundles/{sha256}                application/gzip
+    POST   /v1/functions/{name}/versions     deploy:{name}  bundle bytes; x-edgefn-signature
+                                                            (+ x-edgefn-key-id: signer's key id)
+    GET    /v1/functions                     read
+    GET    /v1/functions/{name}/versions     read
+    POST   /v1/functions/{name}/deployments  deploy:{name}  {"version": id, "strategy": ...}
+    GET    /v1/functions/{name}/deployments  read
+    POST   /v1/functions/{name}/rollback     deploy:{name}  {"to": id?}
+    GET    /v1/status                        read
+    GET    /v1/bundles/{sha256}              read           application/gzip
+    GET    /v1/whoami                        read
+    POST   /v1/tokens                        admin          {"name", "scopes": [...], "account"?}
+    GET    /v1/tokens                        admin
+    DELETE /v1/tokens/{token_id}             admin
+    POST   /v1/keys                          admin          {"public_key", "account"?, "name"?}
+    GET    /v1/keys                          read
+    GET    /v1/audit                         admin          ?limit=n
+    GET    /v1/kv                            read
+    POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
+    GET    /openapi.json                     public
 
-Trust model: the control plane is started with the public keys it trusts; an upload carries only
-its signature (``x-edgefn-signature``, base64 Ed25519 over the bundle sha256). A bundle signed by
-any other key is refused with 403, so a leaked API URL alone cannot deploy code.
+Authentication. Every route is a ``ScopedRoute`` that declares the scope it needs (a string, or a
+function of the path parameters). ``_AuthMiddleware`` matches each request to its route before
+the app sees it and answers ``401 {"error": "unauthorized"}`` without a valid
+``Authorization: Bearer edgefn_<id>_<secret>`` and ``403 {"error": "forbidden", "scope": needed}``
+when the token lacks the scope. Deny by default: a route added without a declared scope answers
+403 to everyone (and ``tests/integration/control`` fails). Scope rules: ``edgefn.control.auth``.
+A new route on one function declares ``need=function_deploy`` and reads the caller with
+``_principal(request)`` (token id, name, account, scopes) for ownership checks and the audit log.
+
+Trust model: an upload carries its signature (``x-edgefn-signature``, base64 Ed25519 over the
+bundle sha256) and the signer's key id; it must verify under a deployer key registered for the
+caller's account (``POST /v1/keys``), so neither a leaked token nor a leaked key alone deploys code.
 
 Uploads are read with a hard cap (``max_upload_bytes``, default 10 MiB + 64 KiB of headroom) and
 refused with 413 beyond it, before any parsing.
@@ -21,6 +42,7 @@ refused with 413 beyond it, before any parsing.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import msgspec
@@ -28,28 +50,55 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgefn.bundle.build import DEFAULT_MAX_BUNDLE_BYTES
+from edgefn.control.access import AccessService
+from edgefn.control.auth import ADMIN, PUBLIC, READ, Principal, deploy_scope, grants
 from edgefn.control.errors import ControlError, NotFound
 from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.errors import BundleError, ConfigError, EdgefnError
 
-__all__ = ["SIGNATURE_HEADER", "create_app"]
+__all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app", "function_deploy"]
 
 SIGNATURE_HEADER: Final = "x-edgefn-signature"
+KEY_ID_HEADER: Final = "x-edgefn-key-id"
+PRINCIPAL_SCOPE_KEY: Final = "edgefn.principal"
 _MAX_JSON_BYTES: Final = 64 * 1024
 
 
-def _error(status: int, code: str, message: str, hint: str = "") -> JSONResponse:
-    return JSONResponse({"error": code, "message": message, "hint": hint}, status_code=status)
+Need = str | Callable[[Mapping[str, Any]], str]
+
+
+class ScopedRoute(Route):
+    """A route that declares the scope a caller needs (``PUBLIC`` for none)."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *, method: str, need: Need) -> None:
+        super().__init__(path, endpoint, methods=[method])
+        self.need = need
+
+    def needed(self, path_params: Mapping[str, Any]) -> str:
+        return self.need(path_params) if callable(self.need) else self.need
+
+
+def function_deploy(path_params: Mapping[str, Any]) -> str:
+    """The need of a route on one function: ``deploy:<name>`` (``deploy:*`` and admin cover it)."""
+    return deploy_scope(str(path_params["name"]))
+
+
+def _error(
+    status: int, code: str, message: str, hint: str = "", extra: Mapping[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": code, "message": message, "hint": hint, **(extra or {})}
+    return JSONResponse(body, status_code=status)
 
 
 def _from_exception(err: EdgefnError) -> JSONResponse:
     if isinstance(err, ControlError):
-        return _error(err.status, err.code, err.message, err.hint)
+        return _error(err.status, err.code, err.message, err.hint, err.extra)
     if isinstance(err, BundleError | ConfigError):
         return _error(400, "bad_bundle", err.message, err.hint)
     return _error(500, "internal", err.message, err.hint)
@@ -70,8 +119,7 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
-    raw = await _read_capped(request, _MAX_JSON_BYTES)
+def _decode_object(raw: bytes | None, allowed: tuple[str, ...]) -> dict[str, Any]:
     if raw is None:
         raise ControlError(f"request body over {_MAX_JSON_BYTES} bytes")
     try:
@@ -83,10 +131,80 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
     unknown = sorted(set(body) - set(allowed))
     if unknown:
         raise ControlError(f"unknown field(s) {unknown}", hint=f"allowed: {list(allowed)}")
+    return body
+
+
+async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, Any]:
+    body = _decode_object(await _read_capped(request, _MAX_JSON_BYTES), allowed)
     for key, value in body.items():
         if value is not None and not isinstance(value, str):
             raise ControlError(f"field {key!r} must be a string")
     return body
+
+
+class _AuthMiddleware:
+    """Authenticate and authorise every HTTP request against the scope its route declares."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute], access: AccessService) -> None:
+        self.app, self.routes, self.access = app, routes, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        route, params = self._match(scope)
+        if route is None:  # no such path or method: the router answers 404/405 (JSON)
+            await self.app(scope, receive, send)
+            return
+        response = await self._check(scope, route, params)
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _match(self, scope: Scope) -> tuple[BaseRoute | None, Mapping[str, Any]]:
+        for route in self.routes:
+            match, child = route.matches(scope)
+            if match == Match.FULL:
+                return route, child.get("path_params", {})
+        return None, {}
+
+    async def _check(
+        self, scope: Scope, route: BaseRoute, params: Mapping[str, Any]
+    ) -> Response | None:
+        if not isinstance(route, ScopedRoute):
+            return _error(
+                403,
+                "forbidden",
+                "this route declares no scope (deny by default)",
+                "declare one with ScopedRoute(need=...)",
+                {"scope": ADMIN},
+            )
+        needed = route.needed(params)
+        if needed == PUBLIC:
+            return None
+        headers = dict(scope["headers"])
+        raw = headers.get(b"authorization")
+        try:
+            principal = await self.access.authenticate(raw.decode("latin-1") if raw else None)
+        except ControlError as err:
+            return _from_exception(err)
+        if not grants(principal.scopes, needed):
+            return _error(
+                403,
+                "forbidden",
+                f"token {principal.token_id} ({principal.name!r}) lacks scope {needed!r}",
+                f"create a token with --scope {needed} (or admin)",
+                {"scope": needed},
+            )
+        scope[PRINCIPAL_SCOPE_KEY] = principal
+        return None
+
+
+def _principal(request: Request) -> Principal:
+    principal = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    assert isinstance(principal, Principal), "a mutating route must declare a scope"
+    return principal
 
 
 def create_app(
@@ -104,7 +222,10 @@ def create_app(
         if data is None:
             return _error(413, "too_large", f"bundle over {max_upload_bytes} bytes",
                           "remove large files from the function directory")  # fmt: skip
-        info = await service.upload(name, data, signature)
+        key_id = request.headers.get(KEY_ID_HEADER) or None
+        info = await service.upload(
+            name, data, signature, principal=_principal(request), key_id=key_id
+        )
         return _json(info, 201)
 
     async def list_functions(_request: Request) -> Response:
@@ -146,7 +267,9 @@ def create_app(
             raise ControlError(f"unknown strategy {strategy!r}", hint=f"use one of {STRATEGIES}")
         if not body.get("version"):
             raise ControlError("field 'version' is required", hint="a version id from upload")
-        started = await service.deploy(name, body["version"], strategy)
+        started = await service.deploy(
+            name, body["version"], strategy, principal=_principal(request)
+        )
         return _json(started, 202)
 
     async def list_deployments(request: Request) -> Response:
@@ -158,7 +281,7 @@ def create_app(
         name = request.path_params["name"]
         body = await _json_body(request, ("to",))
         _known(name)
-        return _json(await service.rollback(name, body.get("to")))
+        return _json(await service.rollback(name, body.get("to"), principal=_principal(request)))
 
     async def status(_request: Request) -> Response:
         return _json(service.status())
@@ -170,26 +293,110 @@ def create_app(
     async def openapi(_request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    access = service.access
+
+    async def whoami(request: Request) -> Response:
+        return _json(_principal(request))
+
+    async def create_token(request: Request) -> Response:
+        raw = await _read_capped(request, _MAX_JSON_BYTES)
+        body = _decode_object(raw, ("name", "scopes", "account"))
+        scopes = body.get("scopes")
+        if not isinstance(scopes, list) or not all(isinstance(x, str) for x in scopes):
+            raise ControlError("field 'scopes' must be a list of strings", hint='e.g. ["read"]')
+        by = _principal(request)
+        token, record = await access.create_token(
+            by,
+            name=str(body.get("name") or ""),
+            scopes=scopes,
+            account=str(body.get("account") or by.account),
+        )
+        return _json({**record.public(), "token": token}, 201)
+
+    async def list_tokens(_request: Request) -> Response:
+        return _json({"tokens": [t.public() for t in access.tokens()]})
+
+    async def revoke_token(request: Request) -> Response:
+        record = await access.revoke(_principal(request), request.path_params["token_id"])
+        return _json(record.public())
+
+    async def add_key(request: Request) -> Response:
+        body = await _json_body(request, ("public_key", "account", "name"))
+        by = _principal(request)
+        if not body.get("public_key"):
+            raise ControlError("field 'public_key' is required", hint="the key's PEM text")
+        deployer = await access.add_key(
+            by,
+            public_key_pem=body["public_key"],
+            account=body.get("account") or by.account,
+            name=body.get("name") or "",
+        )
+        return _json(deployer, 201)
+
+    async def list_keys(_request: Request) -> Response:
+        return _json({"keys": list(access.keys())})
+
+    async def audit(request: Request) -> Response:
+        try:
+            limit = int(request.query_params.get("limit", "200"))
+        except ValueError:
+            raise ControlError("query parameter 'limit' must be an integer") from None
+        return _json({"records": access.audit_log(limit)})
+
+    async def list_namespaces(_request: Request) -> Response:
+        return _json({"namespaces": list(service.registry().namespaces())})
+
+    async def share_namespace(request: Request) -> Response:
+        body = await _json_body(request, ("account",))
+        if not body.get("account"):
+            raise ControlError("field 'account' is required", hint="the account to share with")
+        record = await service.share_namespace(
+            request.path_params["namespace"], body["account"], principal=_principal(request)
+        )
+        return _json(record)
+
     async def on_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, EdgefnError)
         return _from_exception(exc)
 
     async def on_http_error(_request: Request, exc: Exception) -> Response:
-        # Unknown paths and methods get the same JSON error body as every other failure.
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return _error(exc.status_code, code, str(exc.detail), "GET /openapi.json lists the routes")
+        return _error(exc.status_code, code, str(exc.detail), "see /openapi.json")
+
+    async def on_crash(_request: Request, _exc: Exception) -> Response:
+        # Never echo the exception: it may hold request data. The log has the traceback.
+        return _error(500, "internal", "internal error", "see the core's log")
 
     routes = [
-        Route("/openapi.json", openapi, methods=["GET"]),
-        Route("/v1/functions", list_functions, methods=["GET"]),
-        Route("/v1/functions/{name}/versions", upload, methods=["POST"]),
-        Route("/v1/functions/{name}/versions", list_versions, methods=["GET"]),
-        Route("/v1/functions/{name}/deployments", deploy, methods=["POST"]),
-        Route("/v1/functions/{name}/deployments", list_deployments, methods=["GET"]),
-        Route("/v1/functions/{name}/rollback", rollback, methods=["POST"]),
-        Route("/v1/status", status, methods=["GET"]),
-        Route("/v1/bundles/{sha256}", bundle, methods=["GET"]),
+        ScopedRoute("/openapi.json", openapi, method="GET", need=PUBLIC),
+        ScopedRoute("/v1/functions", list_functions, method="GET", need=READ),
+        ScopedRoute("/v1/functions/{name}/versions", upload, method="POST", need=function_deploy),
+        ScopedRoute("/v1/functions/{name}/versions", list_versions, method="GET", need=READ),
+        ScopedRoute(
+            "/v1/functions/{name}/deployments", deploy, method="POST", need=function_deploy
+        ),
+        ScopedRoute("/v1/functions/{name}/deployments", list_deployments, method="GET", need=READ),
+        ScopedRoute("/v1/functions/{name}/rollback", rollback, method="POST", need=function_deploy),
+        ScopedRoute("/v1/status", status, method="GET", need=READ),
+        ScopedRoute("/v1/bundles/{sha256}", bundle, method="GET", need=READ),
+        ScopedRoute("/v1/whoami", whoami, method="GET", need=READ),
+        ScopedRoute("/v1/tokens", create_token, method="POST", need=ADMIN),
+        ScopedRoute("/v1/tokens", list_tokens, method="GET", need=ADMIN),
+        ScopedRoute("/v1/tokens/{token_id}", revoke_token, method="DELETE", need=ADMIN),
+        ScopedRoute("/v1/keys", add_key, method="POST", need=ADMIN),
+        ScopedRoute("/v1/keys", list_keys, method="GET", need=READ),
+        ScopedRoute("/v1/audit", audit, method="GET", need=ADMIN),
+        ScopedRoute("/v1/kv", list_namespaces, method="GET", need=READ),
+        ScopedRoute("/v1/kv/{namespace}/shares", share_namespace, method="POST", need="deploy:*"),
     ]
-    handlers = {EdgefnError: on_error, HTTPException: on_http_error}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={
+            EdgefnError: on_error,
+            HTTPException: on_http_error,
+            Exception: on_crash,
+        },
+    )
+    app.add_middleware(_AuthMiddleware, routes=app.routes, access=access)
+    return app

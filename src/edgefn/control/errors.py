@@ -6,7 +6,11 @@
     └── ControlError              .status (HTTP), .code (machine-readable)
         ├── NotFound              404: unknown function, version or bundle
         ├── Conflict              409: the reconciler rejected a deploy or rollback
-        └── Untrusted             403: no trusted key signed the bundle
+        ├── Untrusted             403: no registered deployer key of the caller's account signed it
+        ├── Unauthorized          401: no token, a malformed, unknown or revoked token
+        └── Forbidden             403: a valid token without the scope, or another account's object
+
+``extra`` carries machine-readable fields the API adds to the JSON body (``scope``, ``owner``).
 
 Bundle and manifest problems in an upload stay ``BundleError`` / ``ManifestError`` (API: 400).
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 from edgefn.errors import EdgefnError
 
-__all__ = ["Conflict", "ControlError", "NotFound", "Untrusted"]
+__all__ = ["Conflict", "ControlError", "Forbidden", "NotFound", "Unauthorized", "Untrusted"]
 
 
 class ControlError(EdgefnError):
@@ -23,6 +27,12 @@ class ControlError(EdgefnError):
 
     status = 400
     code = "bad_request"
+
+    def __init__(
+        self, message: str, *, hint: str = "", extra: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.extra = dict(extra or {})
 
 
 class NotFound(ControlError):
@@ -38,3 +48,13 @@ class Conflict(ControlError):
 class Untrusted(ControlError):
     status = 403
     code = "untrusted_signature"
+
+
+class Unauthorized(ControlError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ControlError):
+    status = 403
+    code = "forbidden"

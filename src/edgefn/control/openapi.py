@@ -12,9 +12,10 @@ from typing import Any
 
 import msgspec
 
+from edgefn.control.auth import AuditRecord, DeployerKey
 from edgefn.control.events import DeploymentRecord, DeploymentStarted, FunctionStatus, RolledBack
 from edgefn.control.model import DesiredState, ObservedState
-from edgefn.control.registry import VersionInfo
+from edgefn.control.registry import NamespaceRecord, VersionInfo
 
 __all__ = ["openapi_document"]
 
@@ -143,6 +144,67 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        **_access_paths(),
+    }
+
+
+def _body(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    schema = {"type": "object", "properties": properties, "required": required}
+    return {"required": True, "content": _json_content(schema)}
+
+
+def _access_paths() -> dict[str, Any]:
+    """Tokens, deployer keys, audit and KV namespace sharing (see docs/design/0012)."""
+    text = {"type": "string"}
+    listing = {"type": "object"}
+    return {
+        "/v1/whoami": {"get": {"summary": "The calling token", "responses": _ok("me", listing)}},
+        "/v1/tokens": {
+            "post": {
+                "summary": "Create an API token (admin); the token is in the response only",
+                "requestBody": _body(
+                    {"name": text, "scopes": {"type": "array", "items": text}, "account": text},
+                    ["name", "scopes"],
+                ),
+                "responses": _ok("created", listing, "201"),
+            },
+            "get": {"summary": "List tokens (admin)", "responses": _ok("tokens", listing)},
+        },
+        "/v1/tokens/{token_id}": {
+            "parameters": [{"name": "token_id", "in": "path", "required": True, "schema": text}],
+            "delete": {"summary": "Revoke a token (admin)", "responses": _ok("revoked", listing)},
+        },
+        "/v1/keys": {
+            "post": {
+                "summary": "Register a deployer public key for an account (admin)",
+                "requestBody": _body(
+                    {"public_key": text, "account": text, "name": text}, ["public_key"]
+                ),
+                "responses": _ok("registered", _ref("DeployerKey"), "201"),
+            },
+            "get": {"summary": "List deployer keys", "responses": _ok("keys", listing)},
+        },
+        "/v1/audit": {
+            "get": {
+                "summary": "Audit records, oldest first (admin)",
+                "responses": _ok(
+                    "audit",
+                    {
+                        "type": "object",
+                        "properties": {"records": {"type": "array", "items": _ref("AuditRecord")}},
+                    },
+                ),
+            }
+        },
+        "/v1/kv": {"get": {"summary": "KV namespaces and owners", "responses": _ok("ns", listing)}},
+        "/v1/kv/{namespace}/shares": {
+            "parameters": [{"name": "namespace", "in": "path", "required": True, "schema": text}],
+            "post": {
+                "summary": "Let another account bind this namespace (owner or admin)",
+                "requestBody": _body({"account": text}, ["account"]),
+                "responses": _ok("shared", _ref("NamespaceRecord")),
+            },
+        },
     }
 
 
@@ -156,6 +218,9 @@ def openapi_document() -> dict[str, Any]:
         FunctionStatus,
         DesiredState,
         ObservedState,
+        DeployerKey,
+        AuditRecord,
+        NamespaceRecord,
     )
     _, components = msgspec.json.schema_components(types, ref_template=_REF)
     components["Error"] = {
@@ -165,11 +230,17 @@ def openapi_document() -> dict[str, Any]:
             "error": {"type": "string"},
             "message": {"type": "string"},
             "hint": {"type": "string"},
+            "scope": {"type": "string", "description": "403 forbidden: the scope needed"},
+            "owner": {"type": "string", "description": "403: the account that owns the object"},
         },
     }
     return {
         "openapi": "3.1.0",
         "info": {"title": "edgefn control API", "version": "1"},
         "paths": _paths(),
-        "components": {"schemas": components},
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"token": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"token": []}],
     }

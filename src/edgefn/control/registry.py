@@ -8,6 +8,13 @@ A version is a signed bundle: its id is the first 12 hex digits of the bundle's 
 uploading the same bytes twice yields the same version (``add_version`` is idempotent). Each
 function keeps its newest ``keep_versions`` (100) versions; older ones are pruned, except the
 versions the reconciler pins (active, previous, being rolled out), which are never pruned.
+
+Tenancy. Accounts own functions and KV namespaces. The first upload of a function claims it for
+the uploader's account (``FunctionRecord.account``); the first upload whose manifest binds a KV
+namespace claims the namespace (``NamespaceRecord``, persisted as ``ns.<namespace>``). Later
+uploads, deploys and rollbacks by another account are refused with ``Forbidden`` naming the owner
+(and, for a namespace, the binding), unless the owner shared the namespace with that account
+(``share_namespace``). ``admin`` callers (the planet operator) pass every ownership check.
 """
 
 from __future__ import annotations
@@ -19,23 +26,31 @@ from typing import Final
 import msgspec
 
 from edgefn.bundle.manifest import Manifest
+from edgefn.control.auth import DEFAULT_ACCOUNT
+from edgefn.control.errors import Forbidden, NotFound
 from edgefn.errors import EdgefnError
 
 __all__ = [
     "DEFAULT_KEEP_VERSIONS",
     "FunctionRecord",
     "ManifestSummary",
+    "NamespaceRecord",
     "Registry",
     "RegistryStatistics",
     "VersionInfo",
+    "decode_namespace",
     "decode_record",
+    "encode_namespace",
     "encode_record",
+    "namespace_key",
     "record_key",
     "summarize_manifest",
 ]
 
 DEFAULT_KEEP_VERSIONS: Final = 100
 MAX_FUNCTIONS: Final = 10_000
+MAX_NAMESPACES: Final = 10_000
+MAX_SHARES: Final = 100
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{6,64}$")
 
 
@@ -51,6 +66,7 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     cpu_ms: int
     memory_mb: int
     timeout_ms: int
+    kv_namespaces: tuple[str, ...] = ()
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -67,6 +83,16 @@ class FunctionRecord(msgspec.Struct):
     name: str
     created_ms: int
     versions: list[VersionInfo] = msgspec.field(default_factory=list)
+    account: str = DEFAULT_ACCOUNT  # records written before tenancy belong to "default"
+
+
+class NamespaceRecord(msgspec.Struct, frozen=True):
+    """A KV namespace's owner and the accounts it is shared with."""
+
+    namespace: str
+    owner: str
+    created_ms: int
+    shared_with: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +113,7 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         cpu_ms=manifest.limits.cpu_ms,
         memory_mb=manifest.limits.memory_mb,
         timeout_ms=manifest.limits.timeout_ms,
+        kv_namespaces=tuple(k.namespace for k in manifest.kv_namespaces),
     )
 
 
@@ -94,7 +121,25 @@ def record_key(name: str) -> str:
     return f"fn.{name}"
 
 
+def namespace_key(namespace: str) -> str:
+    return f"ns.{namespace}"
+
+
 _record_decoder = msgspec.json.Decoder(FunctionRecord)
+_namespace_decoder = msgspec.json.Decoder(NamespaceRecord)
+
+
+def encode_namespace(record: NamespaceRecord) -> bytes:
+    return msgspec.json.encode(record)
+
+
+def decode_namespace(data: bytes) -> NamespaceRecord:
+    try:
+        return _namespace_decoder.decode(data)
+    except msgspec.DecodeError as err:
+        raise EdgefnError(
+            f"malformed namespace record: {err}", hint="inspect the edgefn-registry bucket"
+        ) from None
 
 
 def encode_record(record: FunctionRecord) -> bytes:
@@ -117,16 +162,106 @@ class Registry:
         assert keep_versions >= 3, "active, previous and a rollout must always fit"
         self._keep = keep_versions
         self._records: dict[str, FunctionRecord] = {}
+        self._namespaces: dict[str, NamespaceRecord] = {}
         self._pruned_total = 0
 
     def load(self, record: FunctionRecord) -> None:
         """Adopt a persisted record (at start-up)."""
         self._records[record.name] = record
 
+    def load_namespace(self, record: NamespaceRecord) -> None:
+        self._namespaces[record.namespace] = record
+
+    # -- tenancy ----------------------------------------------------------------------------------
+
+    def owner(self, name: str) -> str | None:
+        record = self._records.get(name)
+        return record.account if record else None
+
+    def check_function(self, name: str, account: str, *, admin: bool) -> None:
+        """Raise ``Forbidden`` naming the owner unless ``account`` may change function ``name``."""
+        owner = self.owner(name)
+        if owner is None or owner == account or admin:
+            return
+        raise Forbidden(
+            f"function {name!r} belongs to account {owner!r}, not {account!r}",
+            hint="deploy it with a token of its owner's account, or choose another name",
+            extra={"owner": owner, "function": name},
+        )
+
+    def check_namespaces(self, summary: ManifestSummary, account: str, *, admin: bool) -> None:
+        """Raise ``Forbidden`` naming the binding and owner of a namespace ``account`` may not use."""
+        if admin:
+            return
+        for binding, namespace in zip(summary.kv_bindings, summary.kv_namespaces, strict=False):
+            ns = self._namespaces.get(namespace)
+            if ns is None or ns.owner == account or account in ns.shared_with:
+                continue
+            raise Forbidden(
+                f"kv_namespaces binding {binding!r}: namespace {namespace!r} belongs to account "
+                f"{ns.owner!r}",
+                hint=f"ask {ns.owner!r} to run `edgefn kv share {namespace} --with {account}`, "
+                "or bind a namespace of your own",
+                extra={"owner": ns.owner, "namespace": namespace, "binding": binding},
+            )
+
+    def claim_namespaces(
+        self, summary: ManifestSummary, account: str, *, now_ms: int
+    ) -> list[NamespaceRecord]:
+        """Claim every unowned namespace the manifest binds for ``account``; return new claims."""
+        claimed = []
+        for namespace in summary.kv_namespaces:
+            if namespace in self._namespaces:
+                continue
+            if len(self._namespaces) >= MAX_NAMESPACES:
+                raise EdgefnError(f"registry full: {MAX_NAMESPACES} KV namespaces")
+            record = self._namespaces[namespace] = NamespaceRecord(namespace, account, now_ms)
+            claimed.append(record)
+        return claimed
+
+    def share_namespace(
+        self, namespace: str, with_account: str, *, account: str, admin: bool
+    ) -> NamespaceRecord:
+        """Let ``with_account`` bind ``namespace``; only its owner (or an admin) may share it."""
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            raise NotFound(
+                f"unknown KV namespace {namespace!r}",
+                hint="a namespace is claimed by the first deploy that binds it",
+            )
+        if ns.owner != account and not admin:
+            raise Forbidden(
+                f"namespace {namespace!r} belongs to account {ns.owner!r}",
+                hint="only its owner (or an admin) can share it",
+                extra={"owner": ns.owner, "namespace": namespace},
+            )
+        if with_account in ns.shared_with or with_account == ns.owner:
+            return ns
+        if len(ns.shared_with) >= MAX_SHARES:
+            raise EdgefnError(f"namespace {namespace!r} is shared with {MAX_SHARES} accounts")
+        shared = tuple(sorted((*ns.shared_with, with_account)))
+        record = self._namespaces[namespace] = NamespaceRecord(
+            namespace, ns.owner, ns.created_ms, shared
+        )
+        return record
+
+    def namespaces(self) -> tuple[NamespaceRecord, ...]:
+        return tuple(self._namespaces[n] for n in sorted(self._namespaces))
+
+    # -- versions ---------------------------------------------------------------------------------
+
     def add_version(
-        self, info: VersionInfo, *, now_ms: int, pinned: frozenset[str]
+        self,
+        info: VersionInfo,
+        *,
+        now_ms: int,
+        pinned: frozenset[str],
+        account: str = DEFAULT_ACCOUNT,
     ) -> tuple[FunctionRecord, list[VersionInfo]]:
-        """Add ``info`` (idempotent); return the updated record and the versions pruned."""
+        """Add ``info`` (idempotent); return the updated record and the versions pruned.
+
+        The first version of a function claims it for ``account``.
+        """
         name = info.manifest.name
         record = self._records.get(name)
         if record is None:
@@ -134,7 +269,7 @@ class Registry:
                 raise EdgefnError(
                     f"registry full: {MAX_FUNCTIONS} functions", hint="delete unused functions"
                 )
-            record = self._records[name] = FunctionRecord(name, now_ms)
+            record = self._records[name] = FunctionRecord(name, now_ms, account=account)
         if any(v.version_id == info.version_id for v in record.versions):
             return record, []
         record.versions.append(info)
@@ -185,6 +320,10 @@ class Registry:
 
     def check_invariants(self) -> None:
         assert len(self._records) <= MAX_FUNCTIONS
+        assert len(self._namespaces) <= MAX_NAMESPACES
+        for namespace, ns in self._namespaces.items():
+            assert ns.namespace == namespace
+            assert ns.owner not in ns.shared_with, namespace
         for name, record in self._records.items():
             assert record.name == name
             ids = [v.version_id for v in record.versions]

@@ -16,8 +16,13 @@ location's desired key keep the reconciler's order. ``WriteDesired`` puts the JS
 ``edgefn-desired``; the rest are logged, kept in a bounded recent-events list for ``/v1/status``,
 and change the persisted stable state when a rollout completes or rolls back.
 
-API operations (``upload``, ``deploy``, ``rollback`` and the queries) are methods here; the HTTP
-layer in ``edgefn.control.api`` only translates. Time comes from ``time.time_ns`` (a driver).
+API operations (``upload``, ``deploy``, ``rollback``, ``share_namespace`` and the queries) are
+methods here; the HTTP layer in ``edgefn.control.api`` only authenticates and translates. Each
+mutating operation takes the caller's ``Principal``: the registry checks the account owns the
+function and may bind the manifest's KV namespaces, the ``AccessService`` (``.access``) picks the
+registered deployer keys the signature must verify under, and the action is audited.
+``trusted_keys`` given at construction are registered as deployer keys of account ``default``.
+Time comes from ``time.time_ns`` (a driver).
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
-from edgefn.bundle.signing import key_id, verify_signature
+from edgefn.bundle.signing import verify_signature
 from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
 from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
@@ -47,7 +52,9 @@ from edgefn.bus.subjects import (
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
 )
-from edgefn.control.errors import Conflict, NotFound, Untrusted
+from edgefn.control.access import AccessService
+from edgefn.control.auth import ADMIN, DEFAULT_ACCOUNT, DeployerKey, Principal
+from edgefn.control.errors import Conflict, ControlError, NotFound, Untrusted
 from edgefn.control.events import (
     DeploymentRecord,
     DeploymentStarted,
@@ -73,10 +80,14 @@ from edgefn.control.model import (
 from edgefn.control.reconciler import Reconciler, ReconcilerOptions
 from edgefn.control.registry import (
     DEFAULT_KEEP_VERSIONS,
+    NamespaceRecord,
     Registry,
     VersionInfo,
+    decode_namespace,
     decode_record,
+    encode_namespace,
     encode_record,
+    namespace_key,
     record_key,
     summarize_manifest,
 )
@@ -126,14 +137,16 @@ class ControlService:
         self,
         nc: Client,
         *,
-        trusted_keys: Sequence[str],
+        trusted_keys: Sequence[str] = (),
+        access: AccessService | None = None,
         options: ReconcilerOptions | None = None,
         tick_ms: int = 200,
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
     ) -> None:
         assert tick_ms > 0
         self._nc = nc
-        self._trusted = {key_id(pem): pem for pem in trusted_keys}
+        self._bootstrap_keys = tuple(trusted_keys)
+        self.access = access or AccessService(nc)
         self._reconciler = Reconciler(options)
         self._registry = Registry(keep_versions=keep_versions)
         self._tick_s = tick_ms / 1000
@@ -157,6 +170,12 @@ class ControlService:
         self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET)
         self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET)
         self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE)
+        await self.access.start()
+        for pem in self._bootstrap_keys:
+            try:
+                await self.access.add_key(None, public_key_pem=pem, account=DEFAULT_ACCOUNT)
+            except ControlError as err:  # e.g. registered for another account: keep that
+                log.warning("not registering trusted key for %r: %s", DEFAULT_ACCOUNT, err)
         await self._load_registry()
         watcher = await self._observed_kv.watchall()
         self._tasks = [
@@ -186,6 +205,8 @@ class ControlService:
                 continue
             if key.startswith("fn."):
                 self._registry.load(decode_record(entry.value))
+            elif key.startswith("ns."):
+                self._registry.load_namespace(decode_namespace(entry.value))
             elif key.startswith(_STATE_PREFIX):
                 name = key[len(_STATE_PREFIX) :]
                 state = msgspec.json.decode(entry.value, type=StableState)
@@ -276,11 +297,21 @@ class ControlService:
 
     # -- operations -------------------------------------------------------------------------------
 
-    async def upload(self, name: str, data: bytes, signature: str) -> VersionInfo:
+    async def upload(
+        self,
+        name: str,
+        data: bytes,
+        signature: str,
+        *,
+        principal: Principal,
+        key_id: str | None = None,
+    ) -> VersionInfo:
         """Verify and store a signed bundle as a new version of ``name`` (idempotent)."""
         sha = sha256_hex(data)
+        admin = ADMIN in principal.scopes
         # Authenticate before parsing: unsigned bytes never reach the gzip and tar readers.
-        signer = self._verify(sha, signature)
+        signer = self._verify(sha, signature, self.access.signing_candidates(principal, key_id))
+        self._registry.check_function(name, principal.account, admin=admin)
         manifest = read_bundle_manifest(data)
         if manifest.name != name:
             raise BundleError(
@@ -300,19 +331,48 @@ class ControlService:
             bundles, kv = self._bundles, self._registry_kv
             assert bundles is not None
             assert kv is not None
+            self._registry.check_namespaces(info.manifest, principal.account, admin=admin)
             pinned = self._reconciler.pinned_versions(name)
             existing = self._registry.find_version(name, info.version_id)
             if existing is not None:
                 return existing
             await bundles.put(sha, data)
             await self._announce_bundle(sha, data)
-            record, pruned = self._registry.add_version(info, now_ms=info.created_ms, pinned=pinned)
+            record, pruned = self._registry.add_version(
+                info, now_ms=info.created_ms, pinned=pinned, account=principal.account
+            )
             await kv.put(record_key(name), encode_record(record))
+            claimed = self._registry.claim_namespaces(
+                info.manifest, record.account, now_ms=info.created_ms
+            )
+            for ns in claimed:
+                await kv.put(namespace_key(ns.namespace), encode_namespace(ns))
             for old in pruned:
                 if not self._registry.has_sha256(old.sha256):
                     await bundles.delete(old.sha256)
         log.info("stored %s version %s (%d bytes)", name, info.version_id, len(data))
+        detail = {"version": info.version_id, "sha256": sha, "key_id": signer}
+        if claimed:
+            detail["claimed_namespaces"] = " ".join(ns.namespace for ns in claimed)
+        await self.access.audit(principal, "upload", name, detail)
         return info
+
+    async def share_namespace(
+        self, namespace: str, with_account: str, *, principal: Principal
+    ) -> NamespaceRecord:
+        """Let ``with_account`` bind ``namespace`` (its owner or an admin only)."""
+        async with self._lock:
+            kv = self._registry_kv
+            assert kv is not None
+            record = self._registry.share_namespace(
+                namespace,
+                with_account,
+                account=principal.account,
+                admin=ADMIN in principal.scopes,
+            )
+            await kv.put(namespace_key(namespace), encode_namespace(record))
+        await self.access.audit(principal, "kv.share", namespace, {"with": with_account})
+        return record
 
     async def _announce_bundle(self, sha: str, data: bytes) -> None:
         """Push a new bundle to every region's cache (best effort: caches fetch on a miss)."""
@@ -323,22 +383,20 @@ class ControlService:
         except Exception as err:  # the object store has it; a cache miss will fetch it
             log.warning("could not announce bundle %s: %s", sha[:12], err)
 
-    def _verify(self, sha: str, signature: str) -> str:
-        if not self._trusted:
-            raise Untrusted(
-                "the control plane trusts no signing keys, so it accepts no uploads",
-                hint="start it with the public key of your signing key (--trust KEY.pem)",
-            )
-        for kid, pem in sorted(self._trusted.items()):
+    @staticmethod
+    def _verify(sha: str, signature: str, candidates: list[DeployerKey]) -> str:
+        for deployer in candidates:
             try:
-                verify_signature(pem, sha, signature)
+                verify_signature(deployer.public_key_pem, sha, signature)
             except BundleError:
                 continue
-            return kid
+            return deployer.key_id
+        tried = ", ".join(k.key_id for k in candidates)
         raise Untrusted(
-            f"signature mismatch for bundle {version_id(sha)}: not signed by a trusted key "
-            f"(trusted: {', '.join(sorted(self._trusted))})",
-            hint="the bundle was tampered with, or signed with an untrusted key",
+            f"signature mismatch for bundle {version_id(sha)}: not signed by a registered key "
+            f"of the caller's account (tried: {tried})",
+            hint="the bundle was tampered with, or signed with an unregistered key "
+            "(`edgefn key list` shows the registered ones)",
         )
 
     def _version(self, name: str, ref: str) -> VersionInfo:
@@ -352,20 +410,31 @@ class ControlService:
             )
         return info
 
-    async def deploy(self, name: str, ref: str, strategy: str) -> DeploymentStarted:
+    async def deploy(
+        self, name: str, ref: str, strategy: str, *, principal: Principal
+    ) -> DeploymentStarted:
+        admin = ADMIN in principal.scopes
+        self._registry.check_function(name, principal.account, admin=admin)
         info = self._version(name, ref)
+        self._registry.check_namespaces(info.manifest, principal.account, admin=admin)
         regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
         version = VersionRef(info.version_id, info.sha256, info.signature)
         out = await self._handle(DeployRequested(name, version, strategy, _now_ms(), regions))
-        return self._expect(out, DeploymentStarted)
+        started = self._expect(out, DeploymentStarted)
+        detail = {"version": info.version_id, "strategy": strategy}
+        await self.access.audit(principal, "deploy", name, detail)
+        return started
 
-    async def rollback(self, name: str, to: str | None) -> RolledBack:
+    async def rollback(self, name: str, to: str | None, *, principal: Principal) -> RolledBack:
+        self._registry.check_function(name, principal.account, admin=ADMIN in principal.scopes)
         target = None
         if to is not None:
             info = self._version(name, to)
             target = VersionRef(info.version_id, info.sha256, info.signature)
         out = await self._handle(RollbackRequested(name, target, _now_ms()))
-        return self._expect(out, RolledBack)
+        rolled = self._expect(out, RolledBack)
+        await self.access.audit(principal, "rollback", name, {"to": rolled.to_version_id or ""})
+        return rolled
 
     @staticmethod
     def _expect(out: list[Instruction], kind: type[_T]) -> _T:

@@ -1,8 +1,11 @@
 """Talking to a running planet: what ``edgefn deploy|status|rollback|versions|net`` do.
 
 Commands find the planet through its state directory (``.edgefn/`` by default, ``--state-dir`` or
-``EDGEFN_STATE_DIR``), whose ``planet.json`` names the control API, the supervisor API, the link
-control API and the signing key. Control-API errors come back as ``{"error", "message", "hint"}``
+``EDGEFN_STATE_DIR``), whose ``planet.json`` names the control API, the supervisor API and the link
+control API. Every control-API call carries ``Authorization: Bearer <token>``: ``$EDGEFN_TOKEN``,
+else the token in ``<state-dir>/credentials.json`` (written by ``edgefn up``). Uploads are signed
+with the deployer key (``$EDGEFN_DEPLOYER_KEY`` or ``~/.config/edgefn/deployer-key.pem``) and name
+its key id in ``x-edgefn-key-id``. Control-API errors come back as ``{"error", "message", "hint"}``
 and are raised as :class:`~edgefn.errors.PlanetError` with the same words.
 """
 
@@ -17,6 +20,7 @@ from typing import Any
 import httpx
 
 from edgefn.errors import PlanetError
+from edgefn.planet.credentials import deployer_key_path, read_credentials
 from edgefn.planet.supervisor import read_planet
 
 
@@ -29,12 +33,16 @@ class PlanetClient:
         self.state_dir = state_dir or default_state_dir()
         self.planet = read_planet(self.state_dir)
         self.api = self.planet["api_url"]
+        token = read_credentials(self.state_dir).get("token")
+        self._auth = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
 
     def close(self) -> None:
         self._http.close()
 
     def _call(self, method: str, url: str, **kw: Any) -> Any:
+        if url.startswith(self.api):
+            kw["headers"] = {**self._auth, **kw.get("headers", {})}
         try:
             resp = self._http.request(method, url, **kw)
         except httpx.HTTPError as err:
@@ -46,10 +54,10 @@ class PlanetClient:
                 body = resp.json()
             except ValueError:
                 body = {"message": resp.text}
-            raise PlanetError(
-                str(body.get("message") or body.get("error") or resp.text),
-                hint=str(body.get("hint", "")),
-            )
+            hint = str(body.get("hint", ""))
+            if resp.status_code == 401 and not self._auth:
+                hint = f"no API token: set $EDGEFN_TOKEN or restart the planet; {hint}"
+            raise PlanetError(str(body.get("message") or body.get("error") or resp.text), hint=hint)
         return resp.json() if resp.content else {}
 
     # -- control API -----------------------------------------------------------------------
@@ -57,12 +65,15 @@ class PlanetClient:
         from edgefn.bundle import build_bundle, load_or_create_signing_key
 
         bundle = build_bundle(path)
-        key = load_or_create_signing_key(Path(self.planet["signing_key"]))
+        key = load_or_create_signing_key(deployer_key_path())
         result: dict[str, Any] = self._call(
             "POST",
             f"{self.api}/v1/functions/{bundle.manifest.name}/versions",
             content=bundle.data,
-            headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+            headers={
+                "x-edgefn-signature": key.sign(bundle.sha256),
+                "x-edgefn-key-id": key.key_id(),
+            },
         )
         result["function"] = bundle.manifest.name
         return result
@@ -88,6 +99,10 @@ class PlanetClient:
             "POST", f"{self.api}/v1/functions/{name}/rollback", json={"to": to} if to else {}
         )
         return out
+
+    def api_call(self, method: str, path: str, **kw: Any) -> Any:
+        """Any control-API call (``path`` like ``/v1/tokens``), authenticated."""
+        return self._call(method, f"{self.api}{path}", **kw)
 
     def function_status(self, name: str) -> dict[str, Any] | None:
         for fn in self.status().get("functions", []):

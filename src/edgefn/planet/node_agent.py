@@ -5,7 +5,9 @@ state directory and activates them, so a node that restarts while cut off from i
 once (edge autonomy). Then, connected to its regional hub, it watches its key in ``edgefn-desired``
 (and re-reads it every ``resync_s`` as a backstop for a watch lost across a partition). For a newer
 generation it fetches each missing bundle through the region's cache, verifies the sha256 and the
-Ed25519 signature against the planet's trusted keys, unpacks and test-loads it, then swaps the
+Ed25519 signature against the trusted public keys (``--trusted-key`` files, plus the deployer keys
+registered at the core, read from ``edgefn-deployer-keys`` when a signature verifies under none
+of the known ones), unpacks and test-loads it, then swaps the
 function's versions (with their traffic weights) atomically. A version that fails any step is
 reported in ``errors`` and the previous versions keep serving. The applied desired state and the
 bundles are persisted before the generation is reported as applied.
@@ -24,12 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
 from edgefn.bundle import Manifest
 from edgefn.bundle.signing import verify_signature
 from edgefn.bus.jetstream import connect, jetstream
-from edgefn.bus.subjects import DESIRED_BUCKET, OBSERVED_BUCKET
+from edgefn.bus.subjects import DEPLOYER_KEYS_BUCKET, DESIRED_BUCKET, OBSERVED_BUCKET
 from edgefn.control.model import (
     DesiredState,
     ObservedState,
@@ -201,6 +204,8 @@ class NodeAgent:
             raise BundleError(f"bundle {version} is not on local disk and the hub is unreachable")
         else:
             data = await fetch_bundle(self.nc, self.region, sha256)
+        if not self._verifies(sha256, signatures.get(sha256, "")) and not offline:
+            await self._learn_deployer_keys()
         self._verify(version, sha256, signatures.get(sha256, ""))
         manifest, spec = await self.node.install_bundle(data, sha256, version)
         if manifest.name != name:
@@ -211,6 +216,29 @@ class NodeAgent:
             os.replace(tmp, path)
         self._installed[version] = (spec, manifest)
         return spec, manifest
+
+    def _verifies(self, sha256: str, signature: str) -> bool:
+        for pem in self.trusted_keys:
+            try:
+                verify_signature(pem, sha256, signature)
+                return True
+            except BundleError:
+                continue
+        return False
+
+    async def _learn_deployer_keys(self) -> None:
+        """Add the deployer public keys registered at the core (a key added after we started)."""
+        if self.nc is None:
+            return
+        try:
+            kv = await jetstream(self.nc).key_value(DEPLOYER_KEYS_BUCKET)
+            for key in (await kv.keys())[:1000]:
+                entry = await kv.get(key)
+                pem = msgspec.json.decode(entry.value or b"{}").get("public_key_pem")
+                if isinstance(pem, str) and pem not in self.trusted_keys:
+                    self.trusted_keys.append(pem)
+        except Exception as err:  # unreachable core or no bucket: verify with what we have
+            self.node.log.emit("agent", event="deployer_keys_unavailable", error=repr(err))
 
     def _verify(self, version: str, sha256: str, signature: str) -> None:
         if not signature:
@@ -228,8 +256,6 @@ class NodeAgent:
         )
 
     def _persist(self, desired: DesiredState) -> None:
-        import msgspec
-
         path = self.state_dir / "desired.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(desired))

@@ -4,7 +4,9 @@ Each role is one process that takes the URLs of its peers, so the same code runs
 (started by the planet supervisor) or across real hosts (started by hand or by a service manager):
 
 * **core** — a nats-server with JetStream (``sync_interval: always``) plus the control service and
-  its HTTP API (the rollout reconciler and the registry over JetStream).
+  its HTTP API (the rollout reconciler and the registry over JetStream). On first start it writes
+  a bootstrap admin API token (mode 0600) to ``admin_token_file``; ``trusted_keys`` are registered
+  as deployer keys of account ``default``.
 * **region** — a hub nats-server whose leafnode connects to the core, plus the region's bundle cache.
 * **node** — one location: the edge node's HTTP ingress and sandbox pool, plus the node agent that
   follows desired state through the region's hub.
@@ -72,6 +74,7 @@ async def run_core(
     leafnode_port: int,
     api_port: int,
     trusted_keys: list[str],
+    admin_token_file: Path | None = None,
     gates: Any = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
@@ -96,6 +99,7 @@ async def run_core(
         options = ReconcilerOptions(gates=gates) if gates is not None else None
         service = ControlService(nc, trusted_keys=trusted_keys, options=options)
         await service.start()
+        await service.access.bootstrap_admin(admin_token_file)
         server, task, port = await _serve_asgi(create_app(service), host, api_port)
         announce(
             {

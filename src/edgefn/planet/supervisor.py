@@ -14,6 +14,12 @@ node and keep it down; any other node that exits is restarted. ``planet.json`` i
 directory records every address and pid, so other commands find the running planet; ``down`` (or
 SIGTERM/SIGINT) stops every child by pid. Children also get ``PR_SET_PDEATHSIG`` so none outlives a
 supervisor that is killed outright.
+
+Credentials. The supervisor loads (or creates) the deployer's signing key outside the state
+directory (``edgefn.planet.credentials.deployer_key_path``) and hands the core and the nodes only
+its public key (``deployer-key.pub``): the core registers it for account ``default``, nodes
+verify bundles with it. The core writes a bootstrap admin token to ``core/admin-token`` on first
+start; the supervisor copies it with the API URL to ``credentials.json`` (0600) for the CLI.
 """
 
 from __future__ import annotations
@@ -191,13 +197,27 @@ class Planet:
         self.api_url = ""
 
     # -- start -----------------------------------------------------------------------------
-    def _signing_key(self) -> Path:
+    def _deployer_public_key(self) -> Path:
         from edgefn.bundle import load_or_create_signing_key
+        from edgefn.planet.credentials import DEPLOYER_PUBLIC_KEY_FILE, deployer_key_path
 
-        key = load_or_create_signing_key(self.state_dir / "signing-key.pem")
-        pub = self.state_dir / "signing-key.pub"
+        key = load_or_create_signing_key(deployer_key_path())
+        pub = self.state_dir / DEPLOYER_PUBLIC_KEY_FILE
         pub.write_text(key.public_key_pem())
         return pub
+
+    def _write_credentials(self, api_url: str) -> None:
+        from edgefn.planet.credentials import ADMIN_TOKEN_FILE, write_credentials
+
+        path = self.state_dir / ADMIN_TOKEN_FILE
+        try:
+            token = path.read_text().strip()
+        except FileNotFoundError:
+            raise PlanetError(
+                f"the core wrote no admin token to {path} (its state predates API tokens)",
+                hint=f"start with a fresh state directory, or remove {self.state_dir / 'core'}",
+            ) from None
+        write_credentials(self.state_dir, api_url=api_url, token=token)
 
     def _traffic_files(self) -> list[str]:
         """The forwarding secret and location table every node reads (edge/traffic.py)."""
@@ -213,7 +233,7 @@ class Planet:
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        pub = self._signing_key()
+        pub = self._deployer_public_key()
         traffic_args = self._traffic_files()
         core_site = self.locations[0]
         self.progress("starting core (nats-server + JetStream + control API)")
@@ -225,11 +245,14 @@ class Planet:
                 str(self.state_dir / "core"),
                 "--trusted-key",
                 str(pub),
+                "--admin-token-file",
+                str(self.state_dir / "core" / "admin-token"),
                 *self.core_args,
             ],
             self.state_dir / "logs/core.log",
         )
         core_info = await _start_child(self.core, self.start_timeout_s)
+        self._write_credentials(core_info["api_url"])
         self.links = LinkEmulatorGroup()
         await self.links.start_control()
         leaf_port = int(core_info["leafnode_url"].rsplit(":", 1)[1])
@@ -427,7 +450,7 @@ class Planet:
             "core": {"pid": self.core.pid, "at": self.locations[0].id, **self.core.info},
             "entry_url": self.entry.url if self.entry else "",
             "links_url": self.links.control_url if self.links else "",
-            "signing_key": str(self.state_dir / "signing-key.pem"),
+            "credentials": str(self.state_dir / "credentials.json"),
             "regions": {
                 r: {"pid": c.pid, "at": sites[r].id, **c.info} for r, c in self.regions.items()
             },

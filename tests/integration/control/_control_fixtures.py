@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from nats.aio.client import Client
 
 from edgefn.bundle import SigningKey
-from edgefn.bus import ensure_kv, free_port
+from edgefn.bus import CoreConfig, NatsServer, connect, ensure_kv, free_port
 from edgefn.bus.jetstream import jetstream
 from edgefn.bus.subjects import DESIRED_BUCKET, OBSERVED_BUCKET
 from edgefn.control import (
@@ -53,8 +56,9 @@ async def eventually(predicate: Callable[[], Awaitable[bool]], timeout_s: float 
 @dataclass
 class Control:
     url: str
-    http: httpx.AsyncClient
+    http: httpx.AsyncClient  # sends the bootstrap admin token
     service: ControlService
+    token: str  # the bootstrap admin token (account "default")
 
 
 async def start_control(nc: Client, key: SigningKey) -> tuple[ControlService, uvicorn.Server]:
@@ -126,3 +130,94 @@ class SimNode:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+
+# -- fixtures (imported by the conftests of tests/integration/control and tests/security) ----
+
+
+@pytest.fixture
+async def core(tmp_path: Path) -> AsyncIterator[NatsServer]:
+    server = NatsServer(CoreConfig(name="core", store_dir=tmp_path / "js"), work_dir=tmp_path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        assert not server.running()
+
+
+@pytest.fixture
+async def nc(core: NatsServer) -> AsyncIterator[Client]:
+    client = await connect(core.client_url, name="control-test")
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def signing_key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+async def control(nc: Client, signing_key: SigningKey, tmp_path: Path) -> AsyncIterator[Control]:
+    service, server = await start_control(nc, signing_key)
+    assert await service.access.bootstrap_admin(tmp_path / "admin-token")
+    token = (tmp_path / "admin-token").read_text().strip()
+    task = asyncio.create_task(server.serve())
+
+    async def started() -> bool:
+        if task.done():
+            raise AssertionError(f"uvicorn exited: {task.exception()!r}")
+        return bool(server.started)
+
+    await eventually(started)
+    url = f"http://127.0.0.1:{server.config.port}"
+    try:
+        headers = {"authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=url, timeout=10.0, headers=headers) as http:
+            yield Control(url, http, service, token)
+    finally:
+        server.should_exit = True
+        await task
+        await service.stop()
+
+
+async def new_token(
+    control: Control, scopes: list[str], *, account: str = "default", name: str = "t"
+) -> str:
+    """A token created through the API with the bootstrap admin token."""
+    resp = await control.http.post(
+        "/v1/tokens", json={"name": name, "scopes": scopes, "account": account}
+    )
+    assert resp.status_code == 201, resp.text
+    token: str = resp.json()["token"]
+    return token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def bundle_dir(root: Path, name: str, body: str = "return 1", extra: str = "") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "edgefn.toml").write_text(f'name = "{name}"\n{extra}', encoding="utf-8")
+    (root / "main.py").write_text(f"async def fetch(request, env, ctx):\n    {body}\n", "utf-8")
+    return root
+
+
+async def upload(
+    control: Control, token: str, key: SigningKey, root: Path, *, send_key_id: bool = True
+) -> httpx.Response:
+    """POST a bundle of the function directory ``root`` signed by ``key`` with ``token``."""
+    from edgefn.bundle import build_bundle
+    from edgefn.control.api import KEY_ID_HEADER, SIGNATURE_HEADER
+
+    bundle = build_bundle(root)
+    headers: dict[str, Any] = {SIGNATURE_HEADER: key.sign(bundle.sha256), **bearer(token)}
+    if send_key_id:
+        headers[KEY_ID_HEADER] = key.key_id()
+    return await control.http.post(
+        f"/v1/functions/{bundle.manifest.name}/versions", content=bundle.data, headers=headers
+    )

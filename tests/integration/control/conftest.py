@@ -2,66 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
-import httpx
 import pytest
-from _control_fixtures import Control, SimNode, eventually, start_control
+from _control_fixtures import Control, SimNode, control, core, nc, signing_key
+
+__all__ = ["control", "core", "nc", "signing_key"]  # shared with tests/security
 from nats.aio.client import Client
 
-from edgefn.bundle import SigningKey
-from edgefn.bus import CoreConfig, NatsServer, connect
 from edgefn.control import VersionStats
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def core(tmp_path: Path) -> AsyncIterator[NatsServer]:
-    server = NatsServer(CoreConfig(name="core", store_dir=tmp_path / "js"), work_dir=tmp_path)
-    await server.start()
-    try:
-        yield server
-    finally:
-        await server.stop()
-        assert not server.running()
-
-
-@pytest.fixture
-async def nc(core: NatsServer) -> AsyncIterator[Client]:
-    client = await connect(core.client_url, name="control-test")
-    try:
-        yield client
-    finally:
-        await client.close()
-
-
-@pytest.fixture
-def signing_key() -> SigningKey:
-    return SigningKey.generate()
-
-
-@pytest.fixture
-async def control(nc: Client, signing_key: SigningKey) -> AsyncIterator[Control]:
-    service, server = await start_control(nc, signing_key)
-    task = asyncio.create_task(server.serve())
-
-    async def started() -> bool:
-        if task.done():
-            raise AssertionError(f"uvicorn exited: {task.exception()!r}")
-        return bool(server.started)
-
-    await eventually(started)
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        async with httpx.AsyncClient(base_url=url, timeout=10.0) as http:
-            yield Control(url, http, service)
-    finally:
-        server.should_exit = True
-        await task
-        await service.stop()
 
 
 @pytest.fixture

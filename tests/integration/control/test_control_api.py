@@ -16,6 +16,7 @@ from edgefn.bus.jetstream import jetstream
 from edgefn.bus.subjects import OBSERVED_BUCKET
 from edgefn.control import VersionStats
 from edgefn.control.api import SIGNATURE_HEADER, create_app
+from edgefn.control.auth import Principal
 from edgefn.control.errors import Untrusted
 from edgefn.control.service import ControlService
 
@@ -258,16 +259,22 @@ async def test_no_trusted_keys_and_oversize_upload(
     bundle = build_bundle(_bundle_dir(tmp_path / "v1", "return 1"))
     untrusting = ControlService(nc, trusted_keys=[])
     await untrusting.start()
+    acme = Principal("000000000000", "t", "acme", ("deploy:*",))
     try:
-        with pytest.raises(Untrusted, match="trusts no signing keys") as info:
-            await untrusting.upload(FN, bundle.data, signing_key.sign(bundle.sha256))
-        assert "--trust" in info.value.hint
+        with pytest.raises(Untrusted, match="'acme' has no registered deployer keys") as info:
+            await untrusting.upload(
+                FN, bundle.data, signing_key.sign(bundle.sha256), principal=acme
+            )
+        assert "edgefn key add" in info.value.hint
     finally:
         await untrusting.stop()
     # The same app with a tiny upload cap answers 413 before reading the whole body.
     app = create_app(control.service, max_upload_bytes=100)
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://control") as http:
+    auth = {"authorization": f"Bearer {control.token}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://control", headers=auth
+    ) as http:
         resp = await http.post(
             f"/v1/functions/{FN}/versions",
             content=bundle.data,

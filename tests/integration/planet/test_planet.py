@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.planet_helpers import REPO, edgefn, running_planet, wait_for
+from tests.planet_helpers import REPO, cli_env, credentials, edgefn, running_planet, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,3 +174,55 @@ def _up(url: str) -> bool:
         return True
     except httpx.HTTPError:
         return False
+
+
+def test_tokens_accounts_and_keys_through_the_cli(
+    planet: tuple[dict[str, Any], Path], tmp_path: Path
+) -> None:
+    """An operator gives account acme a token and a key; acme deploys its own function (nodes
+    learn the new key from the core) but not the default account's."""
+    import stat
+
+    from edgefn.bundle import load_or_create_signing_key
+
+    info, state = planet
+    assert stat.S_IMODE((state / "credentials.json").stat().st_mode) == 0o600
+    assert credentials(state)["api_url"] == info["api_url"]
+    assert not any(state.rglob("*deployer-key.pem")), "no private key in the state dir"
+    edgefn("deploy", str(REPO / "examples/hello"), "--json", state_dir=state)  # hello: default
+    made = edgefn(
+        "token",
+        "create",
+        "--name",
+        "acme-ci",
+        "--scope",
+        "deploy:*",
+        "--account",
+        "acme",
+        "--json",
+        state_dir=state,
+    )
+    key = load_or_create_signing_key(tmp_path / "acme.pem")
+    (tmp_path / "acme.pub").write_text(key.public_key_pem())
+    edgefn("key", "add", str(tmp_path / "acme.pub"), "--account", "acme", "--json", state_dir=state)
+    acme = cli_env(
+        state, EDGEFN_TOKEN=made["token"], EDGEFN_DEPLOYER_KEY=str(tmp_path / "acme.pem")
+    )
+    res = edgefn("deploy", str(REPO / "examples/hello"), state_dir=state, env=acme, check=False)
+    assert res.returncode != 0
+    assert "belongs to account 'default'" in res.stderr
+    mine = _copy_fn(tmp_path, "Acme")
+    toml = (mine / "edgefn.toml").read_text().replace('name = "hello"', 'name = "acmefn"')
+    (mine / "edgefn.toml").write_text(toml)
+    out = edgefn("deploy", str(mine), "--wait", "--json", state_dir=state, env=acme)
+    assert set(out["convergence_s"]) == {loc["name"] for loc in info["locations"]}
+    audit = edgefn("audit", "--json", state_dir=state)["records"]
+    assert ("upload", "acmefn", "acme-ci", "acme") in [
+        (r["action"], r["target"], r["token_name"], r["account"]) for r in audit
+    ]
+    listed = edgefn("token", "list", "--json", state_dir=state)
+    assert made["token"].split("_")[2] not in str(listed)
+    edgefn("token", "revoke", made["id"], "--json", state_dir=state)
+    res = edgefn("status", state_dir=state, env=acme, check=False)
+    assert res.returncode != 0
+    assert "invalid or revoked API token" in res.stderr

@@ -58,7 +58,15 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
     started: list[_Role] = []
     try:
         core = _Role(
-            ["core", "--state-dir", str(tmp_path / "core"), "--trusted-key", str(pub)],
+            [
+                "core",
+                "--state-dir",
+                str(tmp_path / "core"),
+                "--trusted-key",
+                str(pub),
+                "--admin-token-file",
+                str(tmp_path / "admin-token"),
+            ],
             tmp_path / "core.log",
         )
         started.append(core)
@@ -98,9 +106,18 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
             role.stop()
 
 
+def _auth(tmp: Path) -> dict[str, str]:
+    """The bootstrap admin token the core wrote on first start (mode 0600)."""
+    path = tmp / "admin-token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    return {"authorization": f"Bearer {path.read_text().strip()}"}
+
+
 def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role, Path]) -> None:
     core, _region, node, tmp = roles
     api, url = core.info["api_url"], node.info["url"]
+    auth = _auth(tmp)
+    assert "edgefn_" not in (tmp / "core.log").read_text()  # the token is never logged
     fn = tmp / "hello"
     shutil.copytree(REPO / "examples" / "hello", fn)
     bundle = build_bundle(fn)
@@ -108,7 +125,7 @@ def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role
     up = httpx.post(
         f"{api}/v1/functions/hello/versions",
         content=bundle.data,
-        headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+        headers={"x-edgefn-signature": key.sign(bundle.sha256), **auth},
         timeout=10,
     )
     assert up.status_code == 201, up.text
@@ -116,6 +133,7 @@ def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role
     dep = httpx.post(
         f"{api}/v1/functions/hello/deployments",
         json={"version": version, "strategy": "immediate"},
+        headers=auth,
         timeout=10,
     )
     assert dep.status_code == 202, dep.text
@@ -125,11 +143,13 @@ def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role
         return r.status_code == 200 and r.headers.get("x-edgefn-version") == version
 
     wait_for(served, timeout_s=30, what="the node serving the deployed version")
-    status = httpx.get(f"{api}/v1/status", timeout=10).json()
+    status = httpx.get(f"{api}/v1/status", headers=auth, timeout=10).json()
     loc = next(x for x in status["locations"] if x["location"] == "fra")
     assert loc["region"] == "eu-west"
     wait_for(
-        lambda: httpx.get(f"{api}/v1/status", timeout=10).json()["functions"][0]["converged"],
+        lambda: httpx.get(f"{api}/v1/status", headers=auth, timeout=10).json()["functions"][0][
+            "converged"
+        ],
         timeout_s=20,
         what="convergence reported by the control plane",
     )
@@ -149,8 +169,8 @@ def test_untrusted_bundle_is_refused(roles: tuple[_Role, _Role, _Role, Path]) ->
     r = httpx.post(
         f"{core.info['api_url']}/v1/functions/hello/versions",
         content=bundle.data,
-        headers={"x-edgefn-signature": other.sign(bundle.sha256)},
+        headers={"x-edgefn-signature": other.sign(bundle.sha256), **_auth(tmp)},
         timeout=10,
     )
     assert r.status_code == 403
-    assert "trusted" in r.text
+    assert "not signed by a registered key" in r.text
