@@ -139,6 +139,13 @@ def node(
     max_concurrency: Annotated[
         int, typer.Option(envvar="EDGEFN_MAX_CONCURRENCY", help="Admission limit ceiling")
     ] = 200,
+    internal_port: Annotated[
+        int, typer.Option(help="Internal listener port on 127.0.0.1 (0: any; needs --secret-file)")
+    ] = 0,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(help="0600 file with the bearer token for public /_edgefn/metrics"),
+    ] = None,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -164,5 +171,7 @@ def node(
             trusted_keys=_keys(trusted_key),
             preload=tuple(x for x in preload.split(",") if x),
             traffic=traffic,
+            internal_port=internal_port,
+            metrics_token_file=metrics_token_file,
         )
     )

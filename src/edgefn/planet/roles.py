@@ -155,11 +155,20 @@ async def run_node(
     trusted_keys: list[str],
     preload: tuple[str, ...],
     traffic: Any = None,
+    internal_port: int = 0,
+    metrics_token_file: Path | None = None,
 ) -> None:
+    from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
     from edgefn.planet.node_agent import NodeAgent
 
+    # The planet secret signs forwards and opens the internal listener; without it (a node run
+    # by hand with no --secret-file) the node has no internal listener at all.
+    secret = read_secret(traffic.secret_file) if traffic is not None else None
+    metrics_token = (
+        metrics_token_file.read_text().strip() if metrics_token_file is not None else None
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     log_file = (state_dir / "node.log").open("a", buffering=1)
     node = EdgeNode(
@@ -170,9 +179,12 @@ async def run_node(
         state_dir=state_dir,
         log=JsonLog(log_file, location=location),
         preload=preload,
+        internal_secret=secret,
+        internal_port=internal_port,
+        metrics_token=metrics_token,
     )
     await node.start()
-    kv, kv_task = _start_kv(node, location, state_dir, nats_urls)
+    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret)
     agent = NodeAgent(
         node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
     )
@@ -180,7 +192,14 @@ async def run_node(
     try:
         await agent.start()
         driver = await _start_traffic(node, location, region, traffic, nats_urls)
-        announce({"role": "node", "location": location, "url": node.url})
+        announce(
+            {
+                "role": "node",
+                "location": location,
+                "url": node.url,
+                "internal_url": node.internal_url,
+            }
+        )
         await _until_signalled()
     finally:
         await agent.stop()
@@ -195,12 +214,14 @@ async def run_node(
 
 
 def _start_kv(
-    node: Any, location: str, state_dir: Path, nats_urls: list[str]
+    node: Any, location: str, state_dir: Path, nats_urls: list[str], secret: bytes | None
 ) -> tuple[Any, asyncio.Task[None]]:
     """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
     from edgefn.edge.kv_binding import KVService
 
-    kv = KVService(location=location, state_dir=state_dir, nats_urls=nats_urls)
+    kv = KVService(
+        location=location, state_dir=state_dir, nats_urls=nats_urls, session_secret=secret
+    )
     node.kv_handler = kv.handle_call
     node.kv_http = kv.asgi
     return kv, asyncio.create_task(kv.run(node), name="kv-sync")
