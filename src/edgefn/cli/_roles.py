@@ -134,7 +134,11 @@ def node(
         str, typer.Option(envvar="EDGEFN_ROUTING", help="smart | nearest (baseline)")
     ] = "smart",
     client_rps: Annotated[
-        float, typer.Option(help="Per-client-key requests/s limit (0: off)")
+        float,
+        typer.Option(
+            envvar="EDGEFN_CLIENT_RPS",
+            help="Per-client requests/s limit, keyed by the entry-signed client address (0: off)",
+        ),
     ] = 0.0,
     max_concurrency: Annotated[
         int, typer.Option(envvar="EDGEFN_MAX_CONCURRENCY", help="Admission limit ceiling")

@@ -547,6 +547,9 @@ async def _serve(
         http="httptools",
         loop="none",
         timeout_graceful_shutdown=5,
+        # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
+        # peer: a client could choose its own rate-limit key. The peer is the socket's.
+        proxy_headers=False,
     )
     server = _EmbeddedServer(config)
     task = asyncio.get_running_loop().create_task(server.serve())

@@ -50,7 +50,13 @@ async def _serve_asgi(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task
 
     server = _Server(
         uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,  # the socket peer is the client; X-Forwarded-For is not trusted
         )
     )
     task = asyncio.create_task(server.serve())
