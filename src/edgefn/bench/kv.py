@@ -1,7 +1,8 @@
 """``edgefn bench kv``: the replicated KV measured on a real local planet with emulated links.
 
 One run starts ``edgefn up --locations N`` (every link between node, hub and core delays by the
-world model's RTT), deploys a small function binding namespace ``bench``, and measures:
+world model's RTT), deploys a small function binding namespace ``bench``, and measures (the KV
+calls go to each node's internal listener, ``internal_url``, signed with the planet secret):
 
 * **propagation** — an eventual write acknowledged at one location (origins rotate), then every
   location's replica is polled (every ~20 ms, through ``/_edgefn/kv``) until it returns the value:
