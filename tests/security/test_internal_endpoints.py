@@ -44,6 +44,18 @@ from edgefn import Response
 async def fetch(request, env, ctx):
     return Response.json({"headers": dict(request.headers.items())})
 """
+# A function that makes whatever subrequests its caller asks for (SSRF from inside the planet).
+SSRF = """
+import edgefn
+from edgefn import Response
+
+async def fetch(request, env, ctx):
+    statuses = []
+    for probe in await request.json():
+        resp = await edgefn.fetch(probe["url"], method=probe["method"], body=probe["body"])
+        statuses.append(resp.status)
+    return Response.json(statuses)
+"""
 # Paths an attacker tries on a public listener: KV reads, writes, deletes, dumps, metrics and
 # anything else under /_edgefn/, also percent-encoded.
 PROBES = [
@@ -89,15 +101,17 @@ class Planet:
 @pytest.fixture(scope="module")
 def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
     state = tmp_path_factory.mktemp("security")
-    fn = tmp_path_factory.mktemp("fns") / "rl"
-    fn.mkdir()
-    (fn / "edgefn.toml").write_text('name = "rl"\nmain = "main.py"\n')
-    (fn / "main.py").write_text(ECHO)
+    fns = tmp_path_factory.mktemp("fns")
+    for name, code in (("rl", ECHO), ("ssrf", SSRF)):
+        (fns / name).mkdir()
+        (fns / name / "edgefn.toml").write_text(f'name = "{name}"\nmain = "main.py"\n')
+        (fns / name / "main.py").write_text(code)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFN_CLIENT_RPS", "2")  # inherited by every node of the planet
         with running_planet(state, locations=2) as info:
             edgefn("deploy", str(REPO / "examples/counter"), "--wait", state_dir=state)
-            edgefn("deploy", str(fn), "--wait", state_dir=state)
+            edgefn("deploy", str(fns / "rl"), "--wait", state_dir=state)
+            edgefn("deploy", str(fns / "ssrf"), "--wait", state_dir=state)
             p = Planet(info, state)
             p.put_canary("original")
             yield p
@@ -218,6 +232,33 @@ def test_supervisor_and_link_control_refuse_unauthenticated_callers(planet: Plan
     listed = edgefn("net", "links", "--json", state_dir=planet.state)  # the signed CLI path
     assert listed, listed
     assert not any(link.get("cut") for link in listed), listed
+
+
+def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
+    """Deployed code is inside the planet's network, but holds no secret: its subrequests to the
+    internal listener, the supervisor and the link API are refused, the public port hides KV."""
+    victim = planet.names[1]
+    before = planet.canary()
+    sup, links = planet.info["supervisor_url"], planet.info["links_url"]
+    internal, public = planet.internal[planet.names[0]], planet.public[planet.names[0]]
+    probes = [
+        ("PUT", f"{internal}/_edgefn/kv/counts/canary", "evil", 401),
+        ("GET", f"{internal}/_edgefn/kvstate/counts", "", 401),
+        ("PUT", f"{public}/_edgefn/kv/counts/canary", "evil", 404),
+        ("POST", f"{sup}/kill", f'{{"location": "{victim}"}}', 401),
+        ("POST", f"{links}/partition", f'{{"endpoints": ["loc-{victim}"]}}', 401),
+    ]
+    body = [{"method": m, "url": u, "body": b} for m, u, b, _ in probes]
+    r = httpx.post(f"{planet.entry}/", json=body, headers={"host": "ssrf.localhost"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json() == [want for *_, want in probes]
+    _unchanged(planet, before)
+    assert httpx.get(f"{planet.public[victim]}/_edgefn/health", timeout=10).status_code == 200
+    assert not any(
+        link.get("cut") for link in edgefn("net", "links", "--json", state_dir=planet.state)
+    )
+    # TODO(egress): once Outbound(deny_addresses=...) exists, these subrequests should not even
+    # connect; the signature check is what refuses them today.
 
 
 # --------------------------------------------------------------------------- session tokens
