@@ -14,6 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from edgefn._internal_auth import InternalAuth, planet_secret
+
 REPO = Path(__file__).resolve().parent.parent
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
 
@@ -113,3 +117,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str = "con
             return last
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+def internal_client(state_dir: Path, **kwargs: Any) -> httpx.Client:
+    """A client for the planet's internal listeners: every request signed with its secret."""
+    return httpx.Client(auth=InternalAuth(planet_secret(state_dir)), trust_env=False, **kwargs)
+
+
+def internal_urls(planet: dict[str, Any]) -> dict[str, str]:
+    """Location name -> the node's internal listener URL, from planet.json."""
+    return {loc["name"]: loc["internal_url"] for loc in planet["locations"]}

@@ -1,7 +1,8 @@
 """``edgefn bench kv``: the replicated KV measured on a real local planet with emulated links.
 
 One run starts ``edgefn up --locations N`` (every link between node, hub and core delays by the
-world model's RTT), deploys a small function binding namespace ``bench``, and measures:
+world model's RTT), deploys a small function binding namespace ``bench``, and measures (the KV
+calls go to each node's internal listener, ``internal_url``, signed with the planet secret):
 
 * **propagation** — an eventual write acknowledged at one location (origins rotate), then every
   location's replica is polled (every ~20 ms, through ``/_edgefn/kv``) until it returns the value:
@@ -34,6 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgefn._internal_auth import InternalAuth, planet_secret
 from edgefn.errors import PlanetError
 
 FUNCTION = '''"""Times a local KV read from inside the function."""
@@ -143,8 +145,12 @@ def run(
         (fn_dir / "edgefn.toml").write_text(MANIFEST)
         _edgefn("deploy", str(fn_dir), "--wait", state_dir=state)
         urls = {loc["name"]: loc["url"] for loc in planet["locations"]}
+        internal = {loc["name"]: loc["internal_url"] for loc in planet["locations"]}
         rtts = path_rtts_ms(list(spread(locations)))
-        result = asyncio.run(_measure(urls, rtts, writes, reads, strong, duration_s))
+        secret = planet_secret(state)
+        result = asyncio.run(
+            _measure(urls, internal, secret, rtts, writes, reads, strong, duration_s)
+        )
     finally:
         subprocess.run(
             [sys.executable, "-m", "edgefn.cli.main", "down", "--state-dir", str(state)],
@@ -172,7 +178,9 @@ def run(
 
 
 async def _measure(
+    public: dict[str, str],
     urls: dict[str, str],
+    secret: bytes,
     rtts: dict[str, float],
     writes: int,
     reads: int,
@@ -181,12 +189,15 @@ async def _measure(
 ) -> dict[str, Any]:
     import httpx
 
+    # ``urls`` are the internal listeners (KV endpoints, every request signed with the planet
+    # secret); ``public`` the listeners users reach, for the function reads.
     limits = httpx.Limits(max_connections=len(urls) * 4 + 32)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    auth = InternalAuth(secret)
+    async with httpx.AsyncClient(timeout=30, limits=limits, auth=auth, trust_env=False) as client:
         await _wait_replicas(client, urls)
         propagation, misses = await _propagation(client, urls, writes)
         names = list(urls)
-        read_ms = await _function_reads(client, [urls[n] for n in names[:3]], reads)
+        read_ms = await _function_reads(client, [public[n] for n in names[:3]], reads)
         near = min(rtts, key=lambda n: rtts[n])
         far = max(rtts, key=lambda n: rtts[n])
         strong_near, near_503 = await _strong_writes(client, urls[near], strong)
@@ -285,7 +296,7 @@ async def _function_reads(client: Any, urls: list[str], reads: int) -> list[floa
     out: list[float] = []
     headers = {"host": "kvbench.localhost"}
     for i in range(reads):
-        r = await client.get(f"{urls[i % len(urls)]}/?key=prop-0", headers=headers)
+        r = await client.get(f"{urls[i % len(urls)]}/?key=prop-0", headers=headers, auth=None)
         r.raise_for_status()
         out.append(float(r.json()["read_ms"]))
     return out

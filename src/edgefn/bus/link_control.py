@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from edgefn._internal_auth import InternalAuth
 from edgefn.bus.errors import BusError, LinkTableError
 
 __all__ = ["LinkControlClient"]
@@ -19,9 +20,13 @@ __all__ = ["LinkControlClient"]
 class LinkControlClient:
     """Talks to the link emulator's control API at ``base_url`` (``http://127.0.0.1:<port>``)."""
 
-    def __init__(self, base_url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, base_url: str, *, timeout_s: float = 5.0, secret: bytes | None = None
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._timeout_s = timeout_s
+        # The planet's control API only answers requests signed with the planet secret.
+        self._auth = InternalAuth(secret) if secret is not None else None
 
     def links(self) -> list[dict[str, Any]]:
         links: list[dict[str, Any]] = self._call("GET", "/links")["links"]
@@ -43,7 +48,9 @@ class LinkControlClient:
     def _call(self, method: str, path: str, body: object = None) -> Any:
         url = f"{self._base}{path}"
         try:
-            resp = httpx.request(method, url, json=body, timeout=self._timeout_s)
+            resp = httpx.request(
+                method, url, json=body, timeout=self._timeout_s, auth=self._auth, trust_env=False
+            )
         except httpx.HTTPError as err:
             raise BusError(
                 f"link emulator control API at {url} is unreachable: {err!r}",
@@ -53,6 +60,13 @@ class LinkControlClient:
             payload = resp.json()
         except ValueError:
             payload = {"detail": resp.text[:200]}
+        if resp.status_code in (401, 403):
+            raise BusError(
+                f"{method} {url} refused the request ({resp.status_code}: "
+                f"{payload.get('reason', payload.get('error', ''))})",
+                hint="sign it with the planet secret (<state-dir>/planet-secret); "
+                "the CLI does this when run against the planet's --state-dir",
+            )
         if resp.status_code == 404:
             raise LinkTableError(
                 f"{method} {url}: {payload.get('detail', 'not found')}",

@@ -5,7 +5,9 @@ entry. Operations are events handed to the table; the instructions it returns (c
 are carried out on the proxies, so the table is the single truth and the proxies follow it.
 
 The control API, for ``edgefn net partition|heal|delay`` against a running planet, is served by
-uvicorn on a socket bound here (port 0 allowed) on 127.0.0.1. It speaks JSON:
+uvicorn on a socket bound here (port 0 allowed) on 127.0.0.1. Started with the planet secret, it
+answers only requests signed with it (``x-edgefn-internal-auth``, :mod:`edgefn._internal_auth`):
+401 without a signature, 403 with a bad, stale or replayed one. It speaks JSON:
 
     GET  /links                                  -> {"links": [...]}   (table state + statistics)
     POST /partition {"endpoints": ["hub-eu"]}    -> {"cut": [...], "separating": [...]}
@@ -32,6 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from edgefn._internal_auth import InternalGuard
 from edgefn.bus.errors import LinkTableError
 from edgefn.bus.link_emulator import Link, LinkStatistics
 from edgefn.bus.links import (
@@ -159,14 +162,17 @@ class LinkEmulatorGroup:
         assert self._control_url is not None, "start_control() first"
         return self._control_url
 
-    async def start_control(self, *, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Serve the JSON control API; return its base URL."""
+    async def start_control(
+        self, *, host: str = "127.0.0.1", port: int = 0, secret: bytes | None = None
+    ) -> str:
+        """Serve the JSON control API (signed requests only when ``secret``); return its URL."""
         assert self._server is None, "control API already started"
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        app: Any = self._app() if secret is None else InternalGuard(self._app(), secret)
         config = uvicorn.Config(
-            self._app(), log_level="warning", lifespan="off", ws="none", access_log=False
+            app, log_level="warning", lifespan="off", ws="none", access_log=False
         )
         self._server = uvicorn.Server(config)
         self._server_task = asyncio.create_task(self._server.serve(sockets=[sock]))

@@ -1,7 +1,8 @@
 """``edgefn kv get|put|delete|list`` against one location's replica, and ``edgefn bench kv``.
 
-The commands call the node's internal endpoint ``/_edgefn/kv/<ns>/<key>`` (127.0.0.1 only) of the
-location named by ``--at`` (default: the planet's first location).
+The commands call ``/_edgefn/kv/<ns>/<key>`` on the internal listener (``internal_url`` in
+``planet.json``) of the location named by ``--at`` (default: the planet's first location), each
+request signed with the planet secret from the state directory.
 """
 
 from __future__ import annotations
@@ -39,20 +40,27 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("kv")(bench_kv)
 
 
-def _location_url(state_dir: Path | None, at: str) -> str:
+def _location_url(state_dir: Path | None, at: str) -> tuple[str, bytes]:
+    """The internal URL of location ``at`` and the planet secret that signs requests to it."""
+    from edgefn._internal_auth import planet_secret
     from edgefn.planet.client import default_state_dir
     from edgefn.planet.supervisor import read_planet
 
+    sd = state_dir or default_state_dir()
     try:
-        planet = read_planet(state_dir or default_state_dir())
+        planet = read_planet(sd)
+        secret = planet_secret(sd)
     except EdgefnError as err:
         fail_from(err)
     locations = planet["locations"]
-    if not at:
-        return str(locations[0]["url"])
     for loc in locations:
-        if loc["name"] == at:
-            return str(loc["url"])
+        if not at or loc["name"] == at:
+            if not loc.get("internal_url"):
+                fail(
+                    f"location {loc['name']} announces no internal listener",
+                    hint="restart the planet with this version of edgefn (`edgefn down; edgefn up`)",
+                )
+            return str(loc["internal_url"]), secret
     fail(
         f"unknown location {at!r}",
         hint=f"locations: {', '.join(loc['name'] for loc in locations)}",
@@ -69,10 +77,21 @@ def _request(
 ) -> dict[str, Any]:
     import httpx
 
-    url = _location_url(state_dir, at) + path
+    from edgefn._internal_auth import InternalAuth
+
+    base, secret = _location_url(state_dir, at)
+    url = base + path
     query = {k: v for k, v in params.items() if v}
     try:
-        resp = httpx.request(method, url, params=query, content=content, timeout=30)
+        resp = httpx.request(
+            method,
+            url,
+            params=query,
+            content=content,
+            timeout=30,
+            auth=InternalAuth(secret),
+            trust_env=False,
+        )
     except httpx.HTTPError as err:
         fail(
             f"location {at or 'first'} at {url} did not answer: {err}",

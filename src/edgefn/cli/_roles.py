@@ -140,11 +140,22 @@ def node(
         str, typer.Option(envvar="EDGEFN_ROUTING", help="smart | nearest (baseline)")
     ] = "smart",
     client_rps: Annotated[
-        float, typer.Option(help="Per-client-key requests/s limit (0: off)")
+        float,
+        typer.Option(
+            envvar="EDGEFN_CLIENT_RPS",
+            help="Per-client requests/s limit, keyed by the entry-signed client address (0: off)",
+        ),
     ] = 0.0,
     max_concurrency: Annotated[
         int, typer.Option(envvar="EDGEFN_MAX_CONCURRENCY", help="Admission limit ceiling")
     ] = 200,
+    internal_port: Annotated[
+        int, typer.Option(help="Internal listener port on 127.0.0.1 (0: any; needs --secret-file)")
+    ] = 0,
+    metrics_token_file: Annotated[
+        Path | None,
+        typer.Option(help="0600 file with the bearer token for public /_edgefn/metrics"),
+    ] = None,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -170,5 +181,7 @@ def node(
             trusted_keys=_keys(trusted_key),
             preload=tuple(x for x in preload.split(",") if x),
             traffic=traffic,
+            internal_port=internal_port,
+            metrics_token_file=metrics_token_file,
         )
     )

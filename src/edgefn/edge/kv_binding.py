@@ -13,8 +13,18 @@ recover from disk and serve local operations at once, even while NATS cannot be 
   Errors map to ``error_kind``: ``conflict``, ``unavailable`` (uncaught → 503
   ``consistency_unavailable``), ``limit`` and ``error``.
 - :meth:`KVService.asgi` serves ``/_edgefn/kv/<ns>[/<key>]`` (GET, PUT, DELETE) and
-  ``/_edgefn/kvstate/<ns>`` (content digest and statistics) for ``edgefn kv`` and the tests, to
-  callers on 127.0.0.1 only.
+  ``/_edgefn/kvstate/<ns>`` (content digest and statistics) for ``edgefn kv`` and the tests. The
+  node mounts it on its internal listener only, behind the planet-internal signature check; it
+  also refuses callers that are not on 127.0.0.1.
+
+Session tokens are signed. What leaves the service (a response's ``x-edgefn-session``, the
+``session`` field of the internal endpoint) is ``<raw>.<mac>``: the replica's token (URL-safe
+base64 of msgpack ``[[origin, seq], ...]``) and 32 hex characters of
+HMAC-SHA256(planet secret, "edgefn-session-v1" ‖ namespace ‖ raw). A token that does not verify
+(forged, modified, or made for another namespace) is **ignored** on the function path, like a
+Workers session: the request starts a fresh session and gets a new valid token back
+(``sessions_rejected`` counts them). The internal endpoint answers it with 400 ``bad_session``
+instead, because there a caller asked for that token explicitly.
 
 Values: ``put`` stores ``str`` as UTF-8, ``bytes`` as is, and anything else as JSON; ``get``
 returns text, parsed JSON or bytes as ``type`` asks; metadata is JSON (at most 1024 bytes).
@@ -26,7 +36,9 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
+import os
 import urllib.parse
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import asdict, dataclass
@@ -34,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgefn.errors import KVConflict, KVError, KVLimitError, KVUnavailable
+from edgefn.routing.headers import planet_mac
 from edgefn.runtime import protocol as p
 from edgefn.state import SESSION_HEADER, Consistency, Item, Replica, ReplicaConfig
 from edgefn.state.driver import KVDriver
@@ -42,13 +55,24 @@ from edgefn.state.store import SqliteStore
 if TYPE_CHECKING:
     from edgefn.edge.node import EdgeNode, RequestContext
 
-__all__ = ["NAMESPACES_MAX", "KVService", "KVServiceStatistics", "decode_value", "encode_value"]
+__all__ = [
+    "NAMESPACES_MAX",
+    "KVService",
+    "KVServiceStatistics",
+    "decode_value",
+    "encode_value",
+    "open_session",
+    "sign_session",
+]
 
 NAMESPACES_MAX = 64
 _STATE_ITEMS_MAX = 1000
 _SYNC_INTERVAL_S = 1.0
 _LOCAL_CALLERS = ("127.0.0.1", "::1")
 _KIND_STATUS = {"conflict": 409, "unavailable": 503, "limit": 400, "error": 400}
+_SESSION_DOMAIN = b"edgefn-session-v1"
+_SESSION_MAC_CHARS = 32
+_SESSION_MAX_CHARS = 16_384
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -62,6 +86,26 @@ class KVServiceStatistics:
     calls: int
     call_errors: int
     http_requests: int
+    sessions_rejected: int
+
+
+def sign_session(key: bytes, namespace: str, raw: str) -> str:
+    """The token handed out for the replica's token ``raw`` of ``namespace`` (empty stays empty)."""
+    if not raw:
+        return ""
+    mac = planet_mac(key, _SESSION_DOMAIN, (namespace, raw))[:_SESSION_MAC_CHARS]
+    return f"{raw}.{mac}"
+
+
+def open_session(key: bytes, namespace: str, token: str) -> str | None:
+    """The replica's token inside ``token``; "" for no token; None if it does not verify."""
+    if not token:
+        return ""
+    raw, dot, mac = token.rpartition(".")
+    if not dot or not raw or len(token) > _SESSION_MAX_CHARS:
+        return None
+    expected = planet_mac(key, _SESSION_DOMAIN, (namespace, raw))[:_SESSION_MAC_CHARS]
+    return raw if hmac.compare_digest(mac.encode(), expected.encode()) else None
 
 
 def encode_value(value: Any, *, key: str) -> bytes:
@@ -155,14 +199,18 @@ class KVService:
         state_dir: Path,
         nats_urls: list[str],
         config: dict[str, int] | None = None,
+        session_secret: bytes | None = None,
     ) -> None:
         self.location = location
+        # Signs session tokens; the planet secret, so every location accepts the others' tokens.
+        # Without one (a lone node) tokens are still signed, with a key of this process.
+        self._session_key = session_secret or os.urandom(32)
         self.dir = state_dir / "kv"
         self.nats_urls = nats_urls
         self.config = dict(config or {})
         self.drivers: dict[str, KVDriver] = {}
         self._starting: dict[str, asyncio.Future[KVDriver]] = {}
-        self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0}
+        self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0, "sessions_rejected": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
     async def driver(self, namespace: str) -> KVDriver:
@@ -252,10 +300,14 @@ class KVService:
                 f"function {ctx.function}: no KV binding named {call.binding!r}",
                 hint="declare it under [[kv_namespaces]] in edgefn.toml",
             )
-        session = _current_session(ctx)
-        args = call.args
-        out, token = await self._op(namespace, call.op, args, session)
-        if token and token != session:
+        presented = _current_session(ctx)
+        session = open_session(self._session_key, namespace, presented)
+        if session is None:
+            self._counts["sessions_rejected"] += 1
+            session = ""  # A token that does not verify is ignored: a fresh session.
+        out, raw = await self._op(namespace, call.op, call.args, session)
+        token = sign_session(self._session_key, namespace, raw)
+        if token and token != presented:
             ctx.response_headers[:] = [h for h in ctx.response_headers if h[0] != SESSION_HEADER]
             ctx.response_headers.append((SESSION_HEADER, token))
         return out
@@ -341,11 +393,33 @@ class KVService:
         path: str = scope["path"]
         query = dict(urllib.parse.parse_qsl(scope.get("query_string", b"").decode("latin-1")))
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        session = query.get("session") or headers.get(SESSION_HEADER, "")
+        presented = query.get("session") or headers.get(SESSION_HEADER, "")
         if path.startswith("/_edgefn/kvstate/"):
             return 200, await self._state(path.removeprefix("/_edgefn/kvstate/"))
         rest = path.removeprefix("/_edgefn/kv/")
         namespace, _, key = rest.partition("/")
+        session = open_session(self._session_key, namespace, presented)
+        if session is None:
+            self._counts["sessions_rejected"] += 1
+            return 400, {
+                "error": "bad_session",
+                "message": f"the session token is not valid for namespace {namespace!r}",
+                "hint": "pass a token this planet issued for this namespace, or none",
+            }
+        status, body = await self._http_op(scope, receive, namespace, key, query, session)
+        if body.get("session"):
+            body["session"] = sign_session(self._session_key, namespace, body["session"])
+        return status, body
+
+    async def _http_op(
+        self,
+        scope: Scope,
+        receive: Receive,
+        namespace: str,
+        key: str,
+        query: dict[str, str],
+        session: str,
+    ) -> tuple[int, dict[str, Any]]:
         method = scope["method"]
         args: dict[str, Any] = {"key": key, "consistency": query.get("consistency")}
         if not key:

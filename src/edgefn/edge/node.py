@@ -1,7 +1,13 @@
 """The edge node: one location's HTTP ingress, function table, sandbox pool and telemetry.
 
-Request path: ASGI ``http`` scope → ``/_edgefn/*`` internal endpoints, else the function table
-(Host header or manifest route) → body read with the ``max_body_kb`` cap → a version picked →
+Two listeners. The **public** one (``url``) serves functions and ``/_edgefn/health``; every other
+``/_edgefn/*`` path answers 404 ``{"error": "not_found"}``, except ``/_edgefn/metrics`` with the
+metrics token (``authorization: Bearer <token>``) or a planet-internal signature. The **internal**
+one (``internal_url``, its own port on the loopback address; only when the node has the planet
+secret) serves ``/_edgefn/kv*``, ``/_edgefn/kvstate/*``, health and metrics, and lets nothing in
+without a valid ``x-edgefn-internal-auth`` signature (:class:`~edgefn._internal_auth.InternalGuard`).
+
+Request path: ASGI ``http`` scope → the function table (Host header or manifest route) → body read with the ``max_body_kb`` cap → a version picked →
 ``SandboxPool.invoke`` → the response streamed back with ``x-edgefn-location``, ``x-edgefn-version``,
 ``x-edgefn-request-id`` and ``x-edgefn-cold: 1`` on a cold start. Every failure becomes a JSON body
 ``{"error": kind, "request_id": ...}``; exception text and tracebacks go only to the log.
@@ -14,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import os
 import random
@@ -26,6 +33,7 @@ from typing import Any
 
 import uvicorn
 
+from edgefn._internal_auth import InternalGuard, request_target, wall_ms
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
@@ -34,6 +42,7 @@ from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
 from edgefn.observe.version_stats import VersionStatsTracker
+from edgefn.routing.internal_auth import INTERNAL_AUTH_HEADER, AuthCheck, InternalVerifier
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import STREAM_STALL_S, Host, InvokeFailed, LoadSpec, SandboxPool
@@ -91,11 +100,21 @@ class EdgeNode:
         access_log: bool = True,
         seed: int = 0,
         outbound: Outbound | None = None,
+        internal_secret: bytes | None = None,
+        internal_host: str = "127.0.0.1",
+        internal_port: int = 0,
+        metrics_token: str | None = None,
     ) -> None:
         self.location = location
         self.region = region
         self.host = host
         self.port = port
+        # The internal listener exists only with the planet secret: nothing unsigned may reach it.
+        self.internal_secret = internal_secret
+        self.internal_host = internal_host
+        self.internal_port = internal_port
+        self._metrics_token = metrics_token
+        self._metrics_verifier = InternalVerifier(internal_secret) if internal_secret else None
         self.state_dir = state_dir
         self.log = log or JsonLog(location=location)
         # Function console output is bounded per function (lines and bytes per second).
@@ -123,6 +142,8 @@ class EdgeNode:
         )
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
+        self._internal_server: uvicorn.Server | None = None
+        self._internal_task: asyncio.Task[None] | None = None
         self._tmp_dirs: list[Path] = []
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -130,36 +151,30 @@ class EdgeNode:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    @property
+    def internal_url(self) -> str:
+        """The internal listener's URL; empty when the node has no planet secret."""
+        if self._internal_server is None:
+            return ""
+        return f"http://{self.internal_host}:{self.internal_port}"
+
     async def start(self) -> None:
         await self.pool.start()
-        config = uvicorn.Config(
-            self,
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            http="httptools",
-            loop="none",
-            timeout_graceful_shutdown=5,
-        )
-        self._server = _EmbeddedServer(config)
-        self._serve_task = asyncio.get_running_loop().create_task(self._server.serve())
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()
-                raise OSError(f"the HTTP server for {self.location} stopped during start-up")
-            await asyncio.sleep(0.005)
-        sock = self._server.servers[0].sockets[0]
-        self.port = sock.getsockname()[1]
-        self.log.emit("node", event="started", url=self.url)
+        self._server, self._serve_task, self.port = await _serve(self, self.host, self.port)
+        if self.internal_secret is not None:
+            guarded = InternalGuard(self._internal_app, self.internal_secret)
+            server, task, port = await _serve(guarded, self.internal_host, self.internal_port)
+            self._internal_server, self._internal_task, self.internal_port = server, task, port
+        self.log.emit("node", event="started", url=self.url, internal_url=self.internal_url)
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._serve_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._serve_task
+        for server in (self._server, self._internal_server):
+            if server is not None:
+                server.should_exit = True
+        for task in (self._serve_task, self._internal_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.pool.stop()
         await self.outbound.aclose()
         for d in self._tmp_dirs:
@@ -278,16 +293,48 @@ class EdgeNode:
 
     # -- HTTP ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The public listener: functions, health, and metrics for holders of the token."""
+        if scope["type"] != "http":
+            return
+        path: str = scope["path"]
+        if path.startswith("/_edgefn/"):
+            if path == "/_edgefn/health" or (
+                path == "/_edgefn/metrics" and self._metrics_allowed(scope)
+            ):
+                await self._internal(scope, send)
+            else:
+                await _respond(send, 404, {"error": "not_found"})
+            return
+        await self._handle(scope, receive, send)
+
+    async def _internal_app(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The internal listener (behind InternalGuard): KV endpoints, health, metrics."""
         if scope["type"] != "http":
             return
         path: str = scope["path"]
         if path.startswith("/_edgefn/kv") and self.kv_http is not None:
             await self.kv_http(scope, receive, send)
             return
-        if path.startswith("/_edgefn/"):
-            await self._internal(scope, send)
-            return
-        await self._handle(scope, receive, send)
+        await self._internal(scope, send)
+
+    def _metrics_allowed(self, scope: Scope) -> bool:
+        """A bearer metrics token, or a planet-internal signature of this GET."""
+        headers = _decode_headers(scope["headers"])
+        auth = next((v for k, v in headers if k == "authorization"), "")
+        scheme, _, token = auth.partition(" ")
+        if self._metrics_token and scheme.lower() == "bearer":
+            return hmac.compare_digest(token.strip().encode(), self._metrics_token.encode())
+        signed = next((v for k, v in headers if k == INTERNAL_AUTH_HEADER), None)
+        if self._metrics_verifier is None or signed is None:
+            return False
+        check = self._metrics_verifier.verify(
+            signed,
+            method=scope["method"],
+            target=request_target(scope),
+            body=b"",
+            now_ms=wall_ms(),
+        )
+        return check is AuthCheck.VALID
 
     async def _internal(self, scope: Scope, send: Send) -> None:
         path = scope["path"]
@@ -312,7 +359,7 @@ class EdgeNode:
             )
             await send({"type": "http.response.body", "body": data})
         else:
-            await _respond(send, 404, {"error": "not_found", "path": path})
+            await _respond(send, 404, {"error": "not_found"})
 
     def _refresh_pool_gauges(self) -> None:
         stats = self.pool.statistics().pool
@@ -512,6 +559,34 @@ class _EmbeddedServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+async def _serve(
+    app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    """Run ``app`` on uvicorn in this loop; return the server, its task and the bound port."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
+        http="httptools",
+        loop="none",
+        timeout_graceful_shutdown=5,
+        # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
+        # peer: a client could choose its own rate-limit key. The peer is the socket's.
+        proxy_headers=False,
+    )
+    server = _EmbeddedServer(config)
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise OSError(f"the HTTP server on {host}:{port} stopped during start-up")
+        await asyncio.sleep(0.005)
+    return server, task, int(server.servers[0].sockets[0].getsockname()[1])
 
 
 def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

@@ -23,7 +23,10 @@ locations that run the function (affinity key from ``[placement] affinity``). A 
 answering, the request is retried once at the next alternate when nothing reached the target
 (connect failure) or the method is idempotent or the manifest says ``retry_safe``. Serving here:
 ``[limits] requests_per_s`` (this location's share, a token bucket) and the per-client GCRA answer
-429 with ``Retry-After``; then admission answers at once (admit), later (queued, bounded wait) or
+429 with ``Retry-After``. The per-client key is the client address the anycast entry saw, taken
+only from its signed ``x-edgefn-client-addr`` (:func:`~edgefn.routing.internal_auth.verify_client`);
+an unsigned, forged or stale copy is stripped and the ingress signs its own socket peer instead, so
+a forwarded request keeps the client's address and no client-supplied header is ever a key; then admission answers at once (admit), later (queued, bounded wait) or
 503 with ``Retry-After``. :meth:`TrafficDriver.leave` reports the completion to admission.
 
 With ``smart_routing=False`` (the benchmark's baseline, ``--routing nearest``) a request is served
@@ -92,6 +95,14 @@ from edgefn.routing import (
     strip_forward_headers,
 )
 from edgefn.routing.headers import REQUEST_ID_HEADER
+from edgefn.routing.internal_auth import (
+    CLIENT_AT_HEADER,
+    CLIENT_HEADERS,
+    CLIENT_LOCATION_HEADER,
+    CLIENT_SIG_HEADER,
+    sign_client,
+    verify_client,
+)
 from edgefn.world import GeoPoint, rtt_ms
 
 __all__ = [
@@ -114,7 +125,6 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
-CLIENT_KEY_HEADER = "x-edgefn-client-key"
 _JSON = [(b"content-type", b"application/json")]
 
 
@@ -159,6 +169,7 @@ class Gate:
     status: int = 0
     admission_id: int | None = None
     admitted_at: float = 0.0
+    client_key: str = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -487,6 +498,25 @@ class TrafficDriver:
         request_id: str,
     ) -> Gate:
         """Route, rate-limit and admit one request. ``gate.handled``: the response was sent."""
+        gate = await self._enter(scope, receive, send, headers, function, manifest, request_id)
+        if not gate.handled:
+            # What the node serves may read x-edgefn-client-addr, never the signature (a
+            # function could replay it to be keyed as someone else).
+            gate.headers = [
+                (k, v) for k, v in gate.headers if k not in (CLIENT_AT_HEADER, CLIENT_SIG_HEADER)
+            ]
+        return gate
+
+    async def _enter(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[str, str]],
+        function: str | None,
+        manifest: Any,
+        request_id: str,
+    ) -> Gate:
         info, check = inspect_forward(self.config.secret, headers, now_ms=_wall_ms())
         if check is not ForwardCheck.VALID and check is not ForwardCheck.ABSENT:
             self._counts["stripped"] += 1
@@ -494,7 +524,8 @@ class TrafficDriver:
             request_id = info.request_id
         # Verified or not, the function never sees forwarding headers: they are ours.
         headers = strip_forward_headers(headers)
-        gate = Gate(request_id, headers, send)
+        headers, client_key = self._client_identity(headers, scope)
+        gate = Gate(request_id, headers, send, client_key=client_key)
         gate.send = self._recording(gate, send)
         if function is None:
             return gate
@@ -517,8 +548,31 @@ class TrafficDriver:
             retry_safe = bool(manifest is not None and manifest.placement.retry_safe)
             await self._forward(gate, scope, receive, decision, info, retry_safe)
             return gate
-        await self._admit_here(gate, function, manifest, scope)
+        await self._admit_here(gate, function, manifest)
         return gate
+
+    def _client_identity(
+        self, headers: list[tuple[str, str]], scope: MutableMapping[str, Any]
+    ) -> tuple[list[tuple[str, str]], str]:
+        """The headers with a trustworthy client identity, and the per-client rate-limit key.
+
+        A set the entry (or an earlier hop) signed is kept. Anything else is stripped, and this
+        ingress signs its own socket peer so a forward keeps the client's address.
+        """
+        now = _wall_ms()
+        addr = verify_client(self.config.secret, headers, now_ms=now)
+        if addr is not None:
+            return headers, addr
+        headers = [(k, v) for k, v in headers if k not in CLIENT_HEADERS]
+        peer = scope.get("client")
+        if not peer:
+            return headers, "unknown"
+        addr = str(peer[0])
+        location = next((v for k, v in headers if k == CLIENT_LOCATION_HEADER), "")
+        if len(location) > 256 or not addr:
+            return headers, addr or "unknown"
+        signed = sign_client(self.config.secret, addr=addr, location=location.strip(), at_ms=now)
+        return [*headers, *signed.items()], addr
 
     def leave(self, gate: Gate) -> None:
         """The node finished serving an admitted request: free its admission slot."""
@@ -541,11 +595,9 @@ class TrafficDriver:
 
         return recording_send
 
-    async def _admit_here(
-        self, gate: Gate, function: str, manifest: Any, scope: MutableMapping[str, Any]
-    ) -> None:
+    async def _admit_here(self, gate: Gate, function: str, manifest: Any) -> None:
         self._demand[function] = self._demand.get(function, 0) + 1
-        denied = self._rate_check(function, manifest, gate.headers, scope)
+        denied = self._rate_check(function, manifest, gate.client_key)
         if denied is not None:
             self._counts["rate_limited"] += 1
             await self._reply(gate, 429, "rate_limited", retry_after_s=denied.retry_after_s)
@@ -581,13 +633,7 @@ class TrafficDriver:
                 # Its waiter is gone (client left): give the slot back at once.
                 self._resolve(self.admission.handle(Cancelled(ins.req_id, _mono_ms())))
 
-    def _rate_check(
-        self,
-        function: str,
-        manifest: Any,
-        headers: list[tuple[str, str]],
-        scope: MutableMapping[str, Any],
-    ) -> RateDecision | None:
+    def _rate_check(self, function: str, manifest: Any, key: str) -> RateDecision | None:
         now_s = time.monotonic()
         limit = manifest.limits.requests_per_s
         if limit:
@@ -596,10 +642,6 @@ class TrafficDriver:
             if not decision.allowed:
                 return decision
         if self._clients is not None:
-            key = next((v for k, v in headers if k == CLIENT_KEY_HEADER), None)
-            if key is None:
-                client = scope.get("client")
-                key = str(client[0]) if client else "unknown"
             decision = self._clients.check(f"{function}|{key[:128]}", now_s)
             if not decision.allowed:
                 return decision

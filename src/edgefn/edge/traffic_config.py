@@ -17,21 +17,24 @@ from typing import Any
 
 import msgspec
 
+from edgefn._internal_auth import SECRET_FILE
 from edgefn.errors import ConfigError
 from edgefn.routing import AdmissionConfig, HealthConfig, LimitConfig, RoutingConfig
 
 __all__ = [
     "LOCATIONS_FILE",
+    "METRICS_TOKEN_FILE",
     "ROUTING_MODES",
     "SECRET_FILE",
     "PeerLocation",
     "TrafficConfig",
     "TrafficOptions",
     "load_traffic_config",
+    "write_metrics_token",
     "write_planet_files",
 ]
 
-SECRET_FILE = "planet-secret"
+METRICS_TOKEN_FILE = "metrics-token"
 LOCATIONS_FILE = "locations.json"
 ROUTING_MODES = ("smart", "nearest")
 
@@ -93,10 +96,7 @@ def write_planet_files(
     """Write (or keep) the planet's forwarding secret and its location table for the nodes."""
 
     secret = state_dir / SECRET_FILE
-    if not secret.exists():
-        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
+    _write_private(secret, secrets.token_hex(32))
     table = [
         {"id": loc.id, "region": loc.region, "lat": loc.lat, "lon": loc.lon} for loc in locations
     ]
@@ -105,6 +105,22 @@ def write_planet_files(
     tmp.write_bytes(msgspec.json.encode({"locations": table, "emulate_rtt": emulate_rtt}))
     os.replace(tmp, path)
     return secret, path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600 (never wider, even for a moment); keep an existing one."""
+    if path.exists():
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def write_metrics_token(state_dir: Path) -> Path:
+    """Write (or keep) the bearer token that opens ``/_edgefn/metrics`` on public listeners."""
+    path = state_dir / METRICS_TOKEN_FILE
+    _write_private(path, secrets.token_hex(24))
+    return path
 
 
 def load_traffic_config(location: str, region: str, options: TrafficOptions) -> TrafficConfig:

@@ -1,6 +1,10 @@
 """The local anycast entry: an HTTP reverse proxy that sends each request to the nearest healthy
 location for the client's position (locally ``127.0.0.1:8787``; BGP anycast or GeoDNS in production).
 
+Paths under ``/_edgefn/`` are never forwarded: the entry answers ``/_edgefn/health`` itself (its own
+health) and every other one with 404 ``{"error": "not_found"}``, so nothing internal of a node (KV
+endpoints, metrics) is reachable from the internet through it.
+
 Per request: read ``x-edgefn-client-location`` (IATA code, city or ``lat,lon``; absent: the default
 position; invalid: ``400 {"error": "bad_client_location"}``), rank healthy locations with the pure
 :class:`~edgefn.planet._anycast_choice.AnycastChooser`, optionally wait the modelled client↔location
@@ -8,7 +12,10 @@ RTT (half before forwarding, half before answering), and stream the request to t
 and its response back. Headers from outside that only edgefn may set (``x-edgefn-hop``,
 ``x-edgefn-forwarded-*``, ``x-edgefn-entry``) are dropped; ``x-edgefn-client-location`` is replaced
 by the normalized ``lat,lon`` and ``x-edgefn-entry`` names the chosen location (on the request to
-the location and on the response to the client). The Host header is kept: nodes route on it.
+the location and on the response to the client). The Host header is kept: nodes route on it. With
+the planet secret the entry also signs the client's socket address and the normalised location
+(``x-edgefn-client-addr``/``-at``/``-sig``, :func:`~edgefn.routing.internal_auth.sign_client`);
+nodes key per-client rate limits on that address. Copies of those headers from outside are dropped.
 
 If connecting to the chosen location fails, it is marked unhealthy at once and the request is
 retried once on the next-nearest healthy location (a connect failure happens before any of the
@@ -35,6 +42,7 @@ from typing import Any
 import httpx
 import uvicorn
 
+from edgefn._internal_auth import wall_ms
 from edgefn.errors import PlanetError, UsageError
 from edgefn.planet._anycast_choice import (
     AnycastChooser,
@@ -47,6 +55,7 @@ from edgefn.planet._anycast_choice import (
     client_point,
     format_point,
 )
+from edgefn.routing.internal_auth import CLIENT_HEADERS, sign_client
 from edgefn.world import GeoPoint, LatencyModel
 
 __all__ = ["AnycastEntry", "AnycastStatistics", "EntryLocation"]
@@ -71,7 +80,9 @@ _HOP_BY_HOP = frozenset(
 )
 # Where a request without x-edgefn-client-location is taken to come from (Frankfurt).
 DEFAULT_CLIENT = GeoPoint(50.1109, 8.6821)
-_FROM_INSIDE_ONLY = frozenset({"x-edgefn-hop", ENTRY_HEADER, CLIENT_LOCATION_HEADER})
+_FROM_INSIDE_ONLY = frozenset(
+    {"x-edgefn-hop", ENTRY_HEADER, CLIENT_LOCATION_HEADER, "x-edgefn-forward-sig", *CLIENT_HEADERS}
+)
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -87,6 +98,7 @@ class AnycastStatistics:
     upstream_errors_total: int
     requests_in_flight: int
     locations: tuple[LocationHealth, ...]
+    internal_refused_total: int = 0
 
 
 class _Body:
@@ -130,8 +142,10 @@ class AnycastEntry:
         connect_timeout_s: float = 2.0,
         request_timeout_s: float = 60.0,
         max_connections: int = 256,
+        secret: bytes | None = None,
     ) -> None:
         assert probe_interval_s > 0
+        self._secret = secret
         assert max_connections > 0
         self._chooser = AnycastChooser(locations, model=model)
         self._host, self._port = host, port
@@ -150,7 +164,14 @@ class AnycastEntry:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._url: str | None = None
-        self._counts = {"requests": 0, "retries": 0, "bad": 0, "none": 0, "upstream": 0}
+        self._counts = {
+            "requests": 0,
+            "retries": 0,
+            "bad": 0,
+            "none": 0,
+            "upstream": 0,
+            "internal_refused": 0,
+        }
         self._by_entry: dict[str, int] = {}
         self._in_flight = 0
 
@@ -175,6 +196,7 @@ class AnycastEntry:
             upstream_errors_total=self._counts["upstream"],
             requests_in_flight=self._in_flight,
             locations=tuple(self._chooser.locations()),
+            internal_refused_total=self._counts["internal_refused"],
         )
 
     async def wait_health(
@@ -277,11 +299,24 @@ class AnycastEntry:
         if scope["type"] != "http":
             return  # lifespan is off and websockets are disabled.
         self._counts["requests"] += 1
+        path: str = scope["path"]
+        if path.startswith("/_edgefn/") or path == "/_edgefn":
+            await self._own(path, send)
+            return
         self._in_flight += 1
         try:
             await self._proxy(scope, receive, send)
         finally:
             self._in_flight -= 1
+
+    async def _own(self, path: str, send: Any) -> None:
+        """The entry's own health; every other internal path is refused, never forwarded."""
+        if path == "/_edgefn/health":
+            healthy = sum(1 for h in self._chooser.locations() if h.healthy)
+            await _json(send, 200, {"status": "ok", "role": "entry", "healthy": str(healthy)})
+            return
+        self._counts["internal_refused"] += 1
+        await _json(send, 404, {"error": "not_found"})
 
     async def _proxy(self, scope: Scope, receive: Any, send: Any) -> None:
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope["headers"]]
@@ -334,7 +369,14 @@ class AnycastEntry:
         """Send the request to ``target``; False if it could not connect (nothing was sent)."""
         one_way_s = self._chooser.rtt_ms(point, target) / 2000 if self._emulate_rtt else 0.0
         out = [(k, v) for k, v in headers if not _drop(k)]
-        out += [(CLIENT_LOCATION_HEADER, format_point(point)), (ENTRY_HEADER, target.id)]
+        location = format_point(point)
+        out += [(CLIENT_LOCATION_HEADER, location), (ENTRY_HEADER, target.id)]
+        peer = scope.get("client")
+        if self._secret is not None and peer:
+            signed = sign_client(
+                self._secret, addr=str(peer[0]), location=location, at_ms=wall_ms()
+            )
+            out += list(signed.items())
         url = target.url.rstrip("/") + scope["raw_path"].decode("latin-1")
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")

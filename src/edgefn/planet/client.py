@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from edgefn._internal_auth import InternalAuth, planet_secret
 from edgefn.errors import PlanetError
 from edgefn.planet.credentials import deployer_key_path, read_credentials
 from edgefn.planet.supervisor import read_planet
@@ -35,16 +36,23 @@ class PlanetClient:
         self.api = self.planet["api_url"]
         token = read_credentials(self.state_dir).get("token")
         self._auth = {"authorization": f"Bearer {token}"} if token else {}
+        self.secret = planet_secret(self.state_dir)
         self._http = httpx.Client(timeout=timeout_s, trust_env=False)
+        # The supervisor, link and node-internal APIs only answer signed requests.
+        self._internal = httpx.Client(
+            timeout=timeout_s, trust_env=False, auth=InternalAuth(self.secret)
+        )
 
     def close(self) -> None:
         self._http.close()
+        self._internal.close()
 
-    def _call(self, method: str, url: str, **kw: Any) -> Any:
+    def _call(self, method: str, url: str, *, signed: bool = False, **kw: Any) -> Any:
+        http = self._internal if signed else self._http
         if url.startswith(self.api):
             kw["headers"] = {**self._auth, **kw.get("headers", {})}
         try:
-            resp = self._http.request(method, url, **kw)
+            resp = http.request(method, url, **kw)
         except httpx.HTTPError as err:
             raise PlanetError(
                 f"cannot reach {url}: {err}", hint="is the planet still running? `edgefn status`"
@@ -155,13 +163,21 @@ class PlanetClient:
     # -- supervisor and links --------------------------------------------------------------
     def kill(self, location: str) -> dict[str, Any]:
         return self._checked(
-            self._call("POST", f"{self.planet['supervisor_url']}/kill", json={"location": location})
+            self._call(
+                "POST",
+                f"{self.planet['supervisor_url']}/kill",
+                json={"location": location},
+                signed=True,
+            )
         )
 
     def revive(self, location: str) -> dict[str, Any]:
         return self._checked(
             self._call(
-                "POST", f"{self.planet['supervisor_url']}/revive", json={"location": location}
+                "POST",
+                f"{self.planet['supervisor_url']}/revive",
+                json={"location": location},
+                signed=True,
             )
         )
 
@@ -179,24 +195,21 @@ class PlanetClient:
                     f"unknown location {loc!r}", hint=f"locations: {', '.join(sorted(known))}"
                 )
 
-    def partition(self, locations: list[str]) -> dict[str, Any]:
+    def _links(self) -> Any:
         from edgefn.bus.link_control import LinkControlClient
 
+        return LinkControlClient(self.planet["links_url"], secret=self.secret)
+
+    def partition(self, locations: list[str]) -> dict[str, Any]:
         self._known(locations)
-        out = LinkControlClient(self.planet["links_url"]).partition([f"loc-{x}" for x in locations])
+        out = self._links().partition([f"loc-{x}" for x in locations])
         return dict(out)
 
     def heal(self) -> list[str]:
-        from edgefn.bus.link_control import LinkControlClient
-
-        return list(LinkControlClient(self.planet["links_url"]).heal())
+        return list(self._links().heal())
 
     def delay(self, a: str, b: str, ms: float) -> str:
-        from edgefn.bus.link_control import LinkControlClient
-
-        return str(LinkControlClient(self.planet["links_url"]).delay(a, b, ms))
+        return str(self._links().delay(a, b, ms))
 
     def links(self) -> list[dict[str, Any]]:
-        from edgefn.bus.link_control import LinkControlClient
-
-        return list(LinkControlClient(self.planet["links_url"]).links())
+        return list(self._links().links())

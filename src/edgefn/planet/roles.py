@@ -54,7 +54,13 @@ async def _serve_asgi(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task
 
     server = _Server(
         uvicorn.Config(
-            app, host=host, port=port, log_level="warning", access_log=False, lifespan="off"
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            proxy_headers=False,  # the socket peer is the client; X-Forwarded-For is not trusted
         )
     )
     task = asyncio.create_task(server.serve())
@@ -161,11 +167,20 @@ async def run_node(
     trusted_keys: list[str],
     preload: tuple[str, ...],
     traffic: Any = None,
+    internal_port: int = 0,
+    metrics_token_file: Path | None = None,
 ) -> None:
+    from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode, Outbound
     from edgefn.observe import JsonLog, RotatingFile
     from edgefn.planet.node_agent import NodeAgent
 
+    # The planet secret signs forwards and opens the internal listener; without it (a node run
+    # by hand with no --secret-file) the node has no internal listener at all.
+    secret = read_secret(traffic.secret_file) if traffic is not None else None
+    metrics_token = (
+        metrics_token_file.read_text().strip() if metrics_token_file is not None else None
+    )
     state_dir.mkdir(parents=True, exist_ok=True)
     # The bus this node talks to is never a subrequest target, whatever a manifest allows.
     bus = [urlsplit(u) for u in nats_urls]
@@ -180,9 +195,12 @@ async def run_node(
         log=JsonLog(log_file, location=location),
         preload=preload,
         outbound=Outbound(deny_addresses=_ip_pairs(deny)),
+        internal_secret=secret,
+        internal_port=internal_port,
+        metrics_token=metrics_token,
     )
     await node.start()
-    kv, kv_task = _start_kv(node, location, state_dir, nats_urls)
+    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret)
     agent = NodeAgent(
         node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
     )
@@ -190,7 +208,14 @@ async def run_node(
     try:
         await agent.start()
         driver = await _start_traffic(node, location, region, traffic, nats_urls)
-        announce({"role": "node", "location": location, "url": node.url})
+        announce(
+            {
+                "role": "node",
+                "location": location,
+                "url": node.url,
+                "internal_url": node.internal_url,
+            }
+        )
         await _until_signalled()
     finally:
         await agent.stop()
@@ -214,12 +239,14 @@ def _ip_pairs(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
 
 
 def _start_kv(
-    node: Any, location: str, state_dir: Path, nats_urls: list[str]
+    node: Any, location: str, state_dir: Path, nats_urls: list[str], secret: bytes | None
 ) -> tuple[Any, asyncio.Task[None]]:
     """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
     from edgefn.edge.kv_binding import KVService
 
-    kv = KVService(location=location, state_dir=state_dir, nats_urls=nats_urls)
+    kv = KVService(
+        location=location, state_dir=state_dir, nats_urls=nats_urls, session_secret=secret
+    )
     node.kv_handler = kv.handle_call
     node.kv_http = kv.asgi
     return kv, asyncio.create_task(kv.run(node), name="kv-sync")

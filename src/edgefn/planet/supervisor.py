@@ -9,8 +9,8 @@ connection goes through a link to its region's hub. Every link is named by its e
 from everything else while users can still reach the location over HTTP (edge autonomy).
 
 The anycast entry (``127.0.0.1:8787`` by default) sends each user to the nearest healthy location.
-A small supervisor API (``/state``, ``/kill``, ``/revive``) lets ``edgefn net kill|revive`` stop a
-node and keep it down; any other node that exits is restarted. ``planet.json`` in the state
+A small supervisor API (``/state``, ``/kill``, ``/revive``; every call signed with the planet secret,
+see :mod:`edgefn._internal_auth`) lets ``edgefn net kill|revive`` stop a node and keep it down; any other node that exits is restarted. ``planet.json`` in the state
 directory records every address and pid, so other commands find the running planet; ``down`` (or
 SIGTERM/SIGINT) stops every child by pid. Children also get ``PR_SET_PDEATHSIG`` so none outlives a
 supervisor that is killed outright.
@@ -195,6 +195,7 @@ class Planet:
         self._api_task: asyncio.Task[None] | None = None
         self._supervise_task: asyncio.Task[None] | None = None
         self.api_url = ""
+        self.secret = b""  # the planet secret, read in start() (signs every internal API call)
 
     # -- start -----------------------------------------------------------------------------
     def _deployer_public_key(self) -> Path:
@@ -220,13 +221,23 @@ class Planet:
         write_credentials(self.state_dir, api_url=api_url, token=token)
 
     def _traffic_files(self) -> list[str]:
-        """The forwarding secret and location table every node reads (edge/traffic.py)."""
-        from edgefn.edge.traffic import write_planet_files
+        """The planet secret, metrics token and location table every node reads."""
+        from edgefn._internal_auth import read_secret
+        from edgefn.edge.traffic_config import write_metrics_token, write_planet_files
 
         secret, table = write_planet_files(
             self.state_dir, self.locations, emulate_rtt=self.emulate_rtt
         )
-        return ["--secret-file", str(secret), "--locations-file", str(table)]
+        self.secret = read_secret(secret)
+        token = write_metrics_token(self.state_dir)
+        return [
+            "--secret-file",
+            str(secret),
+            "--locations-file",
+            str(table),
+            "--metrics-token-file",
+            str(token),
+        ]
 
     async def start(self) -> None:
         from edgefn.bus.link_group import LinkEmulatorGroup
@@ -254,7 +265,7 @@ class Planet:
         core_info = await _start_child(self.core, self.start_timeout_s)
         self._write_credentials(core_info["api_url"])
         self.links = LinkEmulatorGroup()
-        await self.links.start_control()
+        await self.links.start_control(secret=self.secret)
         leaf_port = int(core_info["leafnode_url"].rsplit(":", 1)[1])
         sites = hub_sites(self.locations)
         for region, site in sites.items():
@@ -339,7 +350,10 @@ class Planet:
         from edgefn.planet.anycast import AnycastEntry
 
         self.entry = AnycastEntry(
-            self._entry_locations(), port=self.entry_port, emulate_rtt=self.emulate_rtt
+            self._entry_locations(),
+            port=self.entry_port,
+            emulate_rtt=self.emulate_rtt,
+            secret=self.secret,
         )
         try:
             await self.entry.start()
@@ -366,6 +380,7 @@ class Planet:
         from starlette.responses import JSONResponse
         from starlette.routing import Route
 
+        from edgefn._internal_auth import InternalGuard
         from edgefn.planet.roles import _serve_asgi
 
         async def state(_r: Request) -> JSONResponse:
@@ -386,7 +401,9 @@ class Planet:
                 Route("/revive", revive, methods=["POST"]),
             ]
         )
-        self._api, self._api_task, port = await _serve_asgi(app, "127.0.0.1", 0)
+        # Kill/revive stop processes: only callers holding the planet secret may use them.
+        guarded = InternalGuard(app, self.secret)
+        self._api, self._api_task, port = await _serve_asgi(guarded, "127.0.0.1", 0)
         self.api_url = f"http://127.0.0.1:{port}"
 
     # -- chaos -----------------------------------------------------------------------------
@@ -425,6 +442,9 @@ class Planet:
         port = child.info.get("url", "").rsplit(":", 1)[-1]
         if port.isdigit() and "--port" not in child.args:
             child.args += ["--port", port]  # keep the URL stable across restarts
+        internal = child.info.get("internal_url", "").rsplit(":", 1)[-1]
+        if internal.isdigit() and "--internal-port" not in child.args:
+            child.args += ["--internal-port", internal]
         await _start_child(child, self.start_timeout_s)
         self.entry.set_locations(self._entry_locations())
         self._write_state()
@@ -451,6 +471,8 @@ class Planet:
             "entry_url": self.entry.url if self.entry else "",
             "links_url": self.links.control_url if self.links else "",
             "credentials": str(self.state_dir / "credentials.json"),
+            "secret_file": str(self.state_dir / "planet-secret"),
+            "metrics_token_file": str(self.state_dir / "metrics-token"),
             "regions": {
                 r: {"pid": c.pid, "at": sites[r].id, **c.info} for r, c in self.regions.items()
             },
@@ -462,6 +484,7 @@ class Planet:
                     "lat": loc.lat,
                     "lon": loc.lon,
                     "url": self.nodes[loc.id].info.get("url", ""),
+                    "internal_url": self.nodes[loc.id].info.get("internal_url", ""),
                     "pid": self.nodes[loc.id].pid,
                     "alive": self.nodes[loc.id].alive(),
                     "held_down": self.nodes[loc.id].held_down,

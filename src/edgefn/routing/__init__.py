@@ -5,7 +5,8 @@
 * :mod:`.ratelimit` — GCRA per key, token bucket, planet-wide limit split by demand.
 * :mod:`.admission` — adaptive concurrency limit, bounded queue, early 503 with Retry-After.
 * :mod:`.hashing` — weighted rendezvous hashing for session affinity.
-* :mod:`.headers` — signed forwarding headers (hop count, forwarders).
+* :mod:`.headers` — signed forwarding headers (hop count, forwarders), the planet MAC.
+* :mod:`.internal_auth` — signed internal requests (replay-safe) and the entry's client identity.
 * :mod:`.loadgen_plan` — open-loop arrival schedule and the summary ``edgefn load`` prints.
 """
 
@@ -34,8 +35,10 @@ from edgefn.routing.headers import (
     FORWARD_HEADERS,
     ForwardCheck,
     ForwardInfo,
+    check_secret,
     inspect_forward,
     next_forward,
+    planet_mac,
     sign_forward,
     strip_forward_headers,
     verify_forward,
@@ -56,6 +59,16 @@ from edgefn.routing.health import (
     RequestOutcome,
     SendProbe,
     Track,
+)
+from edgefn.routing.internal_auth import (
+    INTERNAL_AUTH_HEADER,
+    AuthCheck,
+    InternalVerifier,
+    VerifierStatistics,
+    body_sha256,
+    sign_client,
+    sign_internal,
+    verify_client,
 )
 from edgefn.routing.loadgen_plan import (
     ClientCity,
@@ -96,6 +109,7 @@ from edgefn.routing.ratelimit import (
 
 __all__ = [
     "FORWARD_HEADERS",
+    "INTERNAL_AUTH_HEADER",
     "AdmissionConfig",
     "AdmissionController",
     "AdmissionEvent",
@@ -105,6 +119,7 @@ __all__ = [
     "Admit",
     "AimdLimit",
     "Arrived",
+    "AuthCheck",
     "Cancelled",
     "ClientCity",
     "Completed",
@@ -123,6 +138,7 @@ __all__ = [
     "HealthTable",
     "HealthTick",
     "Heartbeat",
+    "InternalVerifier",
     "LimitConfig",
     "LoadReport",
     "LoadReported",
@@ -156,17 +172,24 @@ __all__ = [
     "SharesChanged",
     "TokenBucket",
     "Track",
+    "VerifierStatistics",
     "WeightsChanged",
+    "body_sha256",
+    "check_secret",
     "inspect_forward",
     "next_forward",
     "percentile",
     "plan_arrivals",
+    "planet_mac",
     "rendezvous_choose",
     "rendezvous_rank",
     "rendezvous_score",
     "retry_after_header",
     "select_clients",
+    "sign_client",
     "sign_forward",
+    "sign_internal",
     "strip_forward_headers",
+    "verify_client",
     "verify_forward",
 ]

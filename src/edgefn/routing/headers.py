@@ -39,8 +39,10 @@ __all__ = [
     "REQUEST_ID_HEADER",
     "ForwardCheck",
     "ForwardInfo",
+    "check_secret",
     "inspect_forward",
     "next_forward",
+    "planet_mac",
     "sign_forward",
     "strip_forward_headers",
     "verify_forward",
@@ -85,7 +87,8 @@ class ForwardInfo:
     at_ms: int
 
 
-def _check_secret(secret: bytes) -> None:
+def check_secret(secret: bytes) -> None:
+    """Raise :class:`RoutingConfigError` when the planet secret is too short."""
     if len(secret) < MIN_SECRET_BYTES:
         raise RoutingConfigError(
             f"the forwarding secret has {len(secret)} bytes, needs at least {MIN_SECRET_BYTES}",
@@ -94,16 +97,25 @@ def _check_secret(secret: bytes) -> None:
         )
 
 
-def _mac(secret: bytes, hop: int, path: str, request_id: str, at_ms: int) -> str:
-    message = b"\n".join(
-        (_DOMAIN, str(hop).encode(), path.encode(), request_id.encode(), str(at_ms).encode())
-    )
+def planet_mac(secret: bytes, domain: bytes, parts: Iterable[str | bytes]) -> str:
+    """Hex HMAC-SHA256 with the planet secret over ``domain`` and ``parts``, newline-joined.
+
+    Every signature the planet makes (forwarding headers, internal requests, the entry's client
+    address, session tokens) goes through here with its own ``domain``, so a MAC made for one
+    purpose never verifies for another.
+    """
+    check_secret(secret)
+    message = b"\n".join((domain, *(p if isinstance(p, bytes) else p.encode() for p in parts)))
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def _mac(secret: bytes, hop: int, path: str, request_id: str, at_ms: int) -> str:
+    return planet_mac(secret, _DOMAIN, (str(hop), path, request_id, str(at_ms)))
 
 
 def sign_forward(secret: bytes, fields: ForwardInfo) -> dict[str, str]:
     """The headers (lower-case names) to add to a forwarded request, request id included."""
-    _check_secret(secret)
+    check_secret(secret)
     assert 1 <= fields.hop <= MAX_HOP_VALUE, fields
     assert fields.hop == len(fields.forwarded_by), fields
     assert all(_LOCATION_RE.fullmatch(loc) for loc in fields.forwarded_by), fields
@@ -153,7 +165,7 @@ def inspect_forward(
 ) -> tuple[ForwardInfo | None, ForwardCheck]:
     """Verify the forwarding headers; returns the info (when VALID) and why it was (not)
     accepted."""
-    _check_secret(secret)
+    check_secret(secret)
     found = _collect(headers)
     if found is None:
         return None, ForwardCheck.MALFORMED

@@ -27,7 +27,14 @@ from edgefn.state.checkers import (
     check_sessions,
 )
 from edgefn.state.lincheck import LinOp, check_linearizable
-from tests.planet_helpers import REPO, edgefn, running_planet, wait_for
+from tests.planet_helpers import (
+    REPO,
+    edgefn,
+    internal_client,
+    internal_urls,
+    running_planet,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,27 +47,29 @@ def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str,
     state = tmp_path_factory.mktemp("kvplanet")
     with running_planet(state, locations=5) as info:
         edgefn("deploy", str(REPO / "examples/counter"), "--wait", "--json", state_dir=state)
-        urls = [loc["url"] for loc in info["locations"]]
-        wait_for(lambda: _all_connected(urls), timeout_s=60, what="KV replicas connected")
+        urls = list(internal_urls(info).values())
+        wait_for(lambda: _all_connected(urls, state), timeout_s=60, what="KV replicas connected")
         yield info, state
 
 
-def _state(url: str) -> dict[str, Any]:
-    r = httpx.get(f"{url}/_edgefn/kvstate/counts", timeout=10)
+def _state(url: str, state_dir: Path) -> dict[str, Any]:
+    """The replica's content and statistics, from the node's internal listener (signed)."""
+    with internal_client(state_dir, timeout=10) as c:
+        r = c.get(f"{url}/_edgefn/kvstate/counts")
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
 
 
-def _all_connected(urls: list[str]) -> bool:
-    states = [_state(u) for u in urls]
+def _all_connected(urls: list[str], state_dir: Path) -> bool:
+    states = [_state(u, state_dir) for u in urls]
     return all(
         s["driver"]["connected"] and len(s["driver"]["members"]) == len(urls) for s in states
     )
 
 
-def _converged(urls: list[str]) -> list[dict[str, Any]] | None:
-    states = [_state(u) for u in urls]
+def _converged(urls: list[str], state_dir: Path) -> list[dict[str, Any]] | None:
+    states = [_state(u, state_dir) for u in urls]
     return states if len({s["digest"] for s in states}) == 1 else None
 
 
@@ -173,7 +182,8 @@ def test_partition_eventual_both_sides_strong_503_on_the_cut_side_then_converge(
             assert seen.json()["value"] is None
     finally:
         edgefn("net", "heal", "--json", state_dir=state)
-    states = wait_for(lambda: _converged(list(urls.values())), timeout_s=60, what="convergence")
+    internal = list(internal_urls(info).values())
+    states = wait_for(lambda: _converged(internal, state), timeout_s=60, what="convergence")
     assert check_convergence({s["location"]: _items(s) for s in states}) == []
     items = _items(states[0])
     assert items[f"part-{cut}"].value == cut.encode()
@@ -186,8 +196,9 @@ def test_partition_eventual_both_sides_strong_503_on_the_cut_side_then_converge(
 class _Recorder:
     """Clients of the real planet; records HistOp (session level) and LinOp (strong) histories."""
 
-    def __init__(self, urls: dict[str, str]) -> None:
-        self.urls = urls
+    def __init__(self, urls: dict[str, str], state_dir: Path) -> None:
+        self.urls = urls  # internal listeners
+        self.state_dir = state_dir
         self.ops: list[HistOp] = []
         self.lin: list[LinOp] = []
         self.lock = threading.Lock()
@@ -199,7 +210,7 @@ class _Recorder:
 
     def session_client(self, session: str, locations: list[str], steps: int) -> None:
         token, index = "", 0
-        with httpx.Client(timeout=8) as c:
+        with internal_client(self.state_dir, timeout=8) as c:
             for step in range(steps):
                 loc = locations[step % len(locations)]
                 key = f"h{step % 3}"
@@ -248,7 +259,7 @@ class _Recorder:
 
     def strong_client(self, client: str, location: str, steps: int) -> None:
         url = f"{self.urls[location]}/_edgefn/kv/counts/lin"
-        with httpx.Client(timeout=8) as c:
+        with internal_client(self.state_dir, timeout=8) as c:
             for _ in range(steps):
                 start = self.ms()
                 try:
@@ -335,9 +346,9 @@ def test_checkers_pass_on_histories_recorded_through_partition_heal_and_kill(
     """Session and strong clients run while a location is cut off and healed and another is
     killed (SIGKILL) and revived; then lincheck, session, convergence and no-lost-writes pass."""
     info, state = planet
-    urls = _urls(info)
+    urls = internal_urls(info)
     names = list(urls)
-    rec = _Recorder(urls)
+    rec = _Recorder(urls, state)
     pairs = [names[0:2], names[2:4], [names[4], names[1]], [names[3], names[0]]]
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         futures = [
@@ -352,7 +363,9 @@ def test_checkers_pass_on_histories_recorded_through_partition_heal_and_kill(
         edgefn("net", "revive", names[4], state_dir=state)
         for f in futures:
             f.result()
-    states = wait_for(lambda: _converged(list(urls.values())), timeout_s=90, what="convergence")
+    states = wait_for(
+        lambda: _converged(list(urls.values()), state), timeout_s=90, what="convergence"
+    )
     contents = {s["location"]: _items(s) for s in states}
     assert check_convergence(contents) == []
     assert check_no_lost_writes(rec.ops, contents[names[0]]) == []

@@ -14,12 +14,13 @@ from edgefn.edge import EdgeNode
 from edgefn.observe import JsonLog
 
 FUNCTIONS = Path(__file__).parent / "functions"
+METRICS_TOKEN = "test-metrics-token"
 
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[EdgeNode]:
     log = JsonLog(io.StringIO(), location="test")
-    n = EdgeNode("test", state_dir=tmp_path / "node", log=log)
+    n = EdgeNode("test", state_dir=tmp_path / "node", log=log, metrics_token=METRICS_TOKEN)
     await n.start()
     for name in ("errors", "fetcher", "streamer"):
         await n.deploy_dir(FUNCTIONS / name)

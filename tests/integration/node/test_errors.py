@@ -95,12 +95,21 @@ async def test_response_headers_and_cold_start(node: EdgeNode) -> None:
     assert first.headers.get("x-edgefn-cold") == "1"
 
 
+METRICS_TOKEN = "test-metrics-token"  # the node fixture's (conftest.py)
+
+
 async def test_health_and_metrics(node: EdgeNode) -> None:
     await _get(node, "/fine")
     await _get(node, "/raise")
     async with httpx.AsyncClient(base_url=node.url) as c:
         health = (await c.get("/_edgefn/health")).json()
-        metrics = (await c.get("/_edgefn/metrics")).text
+        refused = await c.get("/_edgefn/metrics")
+        wrong = await c.get("/_edgefn/metrics", headers={"authorization": "Bearer nope"})
+        auth = {"authorization": f"Bearer {METRICS_TOKEN}"}
+        metrics = (await c.get("/_edgefn/metrics", headers=auth)).text
+    # Metrics are not public: without the token they do not exist.
+    assert refused.status_code == wrong.status_code == 404
+    assert refused.json() == {"error": "not_found"}
     assert health["status"] == "ok"
     assert set(health["functions"]) == {"errors", "fetcher", "streamer"}
     assert 'edgefn_requests_total{function="errors",location="test",status="200"}' in metrics

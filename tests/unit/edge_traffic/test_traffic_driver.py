@@ -134,7 +134,8 @@ async def test_unplaced_function_with_no_runner_falls_through_and_forged_headers
     gate, sent = await _call(driver, None, [("x-edgefn-hop", "1"), ("host", "f.localhost")])
     assert not gate.handled
     assert not sent
-    assert gate.headers == [("host", "f.localhost")]
+    # Forwarding headers stripped; the socket peer becomes the (verified) client address.
+    assert gate.headers == [("host", "f.localhost"), ("x-edgefn-client-addr", "10.0.0.1")]
     assert driver.statistics().stripped_headers == 1
     decision = driver._nearest([], here=False, hop=5, forwarded_from=())
     assert decision.target is None

@@ -8,7 +8,16 @@ from pathlib import Path
 
 import edgefn.routing
 
-SUBMODULES = ["admission", "hashing", "headers", "health", "loadgen_plan", "policy", "ratelimit"]
+SUBMODULES = [
+    "admission",
+    "hashing",
+    "headers",
+    "health",
+    "internal_auth",
+    "loadgen_plan",
+    "policy",
+    "ratelimit",
+]
 FORBIDDEN = {
     "asyncio",
     "socket",

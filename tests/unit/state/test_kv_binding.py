@@ -15,11 +15,25 @@ from typing import Any
 import pytest
 
 from edgefn.bundle.manifest import KVNamespace, Manifest
-from edgefn.edge.kv_binding import KVService, decode_value, encode_value
+from edgefn.edge.kv_binding import (
+    KVService,
+    decode_value,
+    encode_value,
+    open_session,
+    sign_session,
+)
 from edgefn.edge.node import RequestContext
 from edgefn.errors import KVError, KVLimitError
 from edgefn.runtime import protocol as p
-from edgefn.state import SESSION_HEADER, MembersChanged, Replica, ReplicaConfig, Tick
+from edgefn.state import (
+    SESSION_HEADER,
+    MembersChanged,
+    Replica,
+    ReplicaConfig,
+    Tick,
+    VClock,
+    encode_session,
+)
 from edgefn.state.store import SqliteStore
 
 
@@ -169,6 +183,50 @@ async def test_internal_endpoint(service: KVService) -> None:
     assert (status, body["error"]) == (403, "forbidden")
     status, body = await _asgi(service, "PUT", "/_edgefn/kv/counts/big", body=b"x" * (3 << 20))
     assert (status, body["error"]) == (400, "limit")
+
+
+async def test_forged_or_modified_session_tokens_are_rejected(tmp_path: Path) -> None:
+    """A token claiming writes nobody made would make session reads wait and then fail; signed
+    tokens mean a forged one is ignored (function path: fresh session) or refused (400)."""
+    secret = b"k" * 32
+    svc = KVService(
+        location="fra",
+        state_dir=tmp_path,
+        nats_urls=[f"nats://127.0.0.1:{free_port()}"],
+        config={"session_wait_ms": 200},
+        session_secret=secret,
+    )
+    try:
+        ctx = _ctx()
+        put = await _call(svc, ctx, "put", key="a", value="v", consistency="session")
+        token = dict(ctx.response_headers)[SESSION_HEADER]
+        raw = open_session(secret, "counts", token)
+        assert raw
+        assert token == sign_session(secret, "counts", raw)
+        assert open_session(secret, "other-namespace", token) is None
+        forged_raw = encode_session(VClock({"fra": 10**9}))
+        forgeries = [
+            forged_raw,  # unsigned
+            f"{forged_raw}.{token.rpartition('.')[2]}",  # someone else's MAC
+            sign_session(b"x" * 32, "counts", forged_raw),  # another planet's key
+        ]
+        for forged in forgeries:
+            reader = _ctx([(SESSION_HEADER, forged)])
+            got = await _call(svc, reader, "get", key="a", consistency="session")
+            assert got.ok, got.error_message  # no wait for the claimed write: fresh session
+            assert got.value == "v"
+            assert open_session(secret, "counts", dict(reader.response_headers)[SESSION_HEADER])
+            status, body = await _asgi(
+                svc, "GET", "/_edgefn/kv/counts/a", f"session={forged}".encode()
+            )
+            assert (status, body["error"]) == (400, "bad_session")
+        assert svc.statistics().sessions_rejected == 2 * len(forgeries)
+        status, body = await _asgi(svc, "GET", "/_edgefn/kv/counts/a", f"session={token}".encode())
+        assert (status, body["value"]) == (200, "v")
+        assert open_session(secret, "counts", body["session"])
+        assert put.ok
+    finally:
+        await svc.stop()
 
 
 def test_value_codecs() -> None:
