@@ -52,8 +52,12 @@ from edgefn import Response
 async def fetch(request, env, ctx):
     statuses = []
     for probe in await request.json():
-        resp = await edgefn.fetch(probe["url"], method=probe["method"], body=probe["body"])
-        statuses.append(resp.status)
+        try:
+            resp = await edgefn.fetch(probe["url"], method=probe["method"], body=probe["body"])
+        except edgefn.EgressDeniedError:
+            statuses.append("egress_denied")
+        else:
+            statuses.append(resp.status)
     return Response.json(statuses)
 """
 # Paths an attacker tries on a public listener: KV reads, writes, deletes, dumps, metrics and
@@ -102,9 +106,15 @@ class Planet:
 def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
     state = tmp_path_factory.mktemp("security")
     fns = tmp_path_factory.mktemp("fns")
-    for name, code in (("rl", ECHO), ("ssrf", SSRF)):
+    # ssrfpriv is a tenant that opened loopback for itself ([egress] allow_private): then only
+    # the internal services' own authentication stands between it and them.
+    for name, code, egress in (
+        ("rl", ECHO, ""),
+        ("ssrf", SSRF, ""),
+        ("ssrfpriv", SSRF, '[egress]\nallow_private = ["127.0.0.1"]\n'),
+    ):
         (fns / name).mkdir()
-        (fns / name / "edgefn.toml").write_text(f'name = "{name}"\nmain = "main.py"\n')
+        (fns / name / "edgefn.toml").write_text(f'name = "{name}"\nmain = "main.py"\n{egress}')
         (fns / name / "main.py").write_text(code)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFN_CLIENT_RPS", "2")  # inherited by every node of the planet
@@ -112,6 +122,7 @@ def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
             edgefn("deploy", str(REPO / "examples/counter"), "--wait", state_dir=state)
             edgefn("deploy", str(fns / "rl"), "--wait", state_dir=state)
             edgefn("deploy", str(fns / "ssrf"), "--wait", state_dir=state)
+            edgefn("deploy", str(fns / "ssrfpriv"), "--wait", state_dir=state)
             p = Planet(info, state)
             p.put_canary("original")
             yield p
@@ -249,7 +260,14 @@ def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
         ("POST", f"{links}/partition", f'{{"endpoints": ["loc-{victim}"]}}', 401),
     ]
     body = [{"method": m, "url": u, "body": b} for m, u, b, _ in probes]
+    # By default the egress policy refuses every one of them before connecting.
     r = httpx.post(f"{planet.entry}/", json=body, headers={"host": "ssrf.localhost"}, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.json() == ["egress_denied"] * len(probes)
+    # With loopback allowed by the tenant, each service refuses the unauthenticated call.
+    r = httpx.post(
+        f"{planet.entry}/", json=body, headers={"host": "ssrfpriv.localhost"}, timeout=20
+    )
     assert r.status_code == 200, r.text
     assert r.json() == [want for *_, want in probes]
     _unchanged(planet, before)
@@ -257,8 +275,6 @@ def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
     assert not any(
         link.get("cut") for link in edgefn("net", "links", "--json", state_dir=planet.state)
     )
-    # TODO(egress): once Outbound(deny_addresses=...) exists, these subrequests should not even
-    # connect; the signature check is what refuses them today.
 
 
 # --------------------------------------------------------------------------- session tokens
