@@ -132,11 +132,9 @@ def client_tls_context(ca_file: Path) -> ssl.SSLContext:
 def _auth_options(creds: Credentials | None) -> dict[str, Any]:
     if creds is None:
         return {}
-    out: dict[str, Any] = {
-        "user": creds.user,
-        "password": creds.password,
-        "inbox_prefix": inbox_prefix(creds.user),
-    }
+    out: dict[str, Any] = {}
+    if creds.user:  # An empty user is an anonymous client (only tests try that).
+        out.update(user=creds.user, password=creds.password, inbox_prefix=inbox_prefix(creds.user))
     if creds.ca_file is not None:
         out["tls"] = client_tls_context(creds.ca_file)
     return out
