@@ -139,11 +139,14 @@ def run(
 
 def _cache_stats(planet: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Each region cache's counters, asked over NATS through the core."""
+    from edgefn.bus.credentials import load_credentials
     from edgefn.bus.jetstream import connect
     from edgefn.planet.bundles import region_cache_statistics
 
+    creds = load_credentials(Path(planet["admin_creds"])) if planet.get("admin_creds") else None
+
     async def ask() -> dict[str, dict[str, int]]:
-        nc = await connect(planet["core"]["client_url"], name="bench-deploy")
+        nc = await connect(planet["core"]["client_url"], name="bench-deploy", creds=creds)
         try:
             return {r: await region_cache_statistics(nc, r) for r in planet["regions"]}
         finally:

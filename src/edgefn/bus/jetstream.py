@@ -11,6 +11,11 @@ go through the (prefixed) API, and consumers deliver to the client's ``_INBOX``,
 out any partition), with a bounded wait between attempts; the *first* connection is retried until
 ``connect_deadline_s`` and then fails with :class:`BusConnectError` naming every URL tried.
 
+:func:`connect` authenticates with ``creds`` (or the process default, see
+edgefn.bus.credentials): user and password, the inbox prefix ``_INBOX.<user>`` that the user's
+permissions allow it to subscribe to, and TLS verified against the planet CA when the credentials
+name one (a server that requires TLS refuses a plaintext client).
+
 :func:`ensure_kv` and :func:`ensure_object_store` open a bucket, creating it when missing. Several
 processes may race to create the same bucket; JetStream accepts an identical create, and a loser
 that sees "already exists" just opens it. A bucket that exists with a different history or replica
@@ -20,7 +25,9 @@ count raises :class:`BusSetupError` rather than silently running with the other 
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
@@ -32,10 +39,12 @@ from nats.js.errors import Error as JsError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from edgefn.bus.credentials import Credentials, default_credentials
 from edgefn.bus.errors import BusConnectError, BusSetupError
+from edgefn.bus.permissions import inbox_prefix
 from edgefn.bus.subjects import JETSTREAM_DOMAIN
 
-__all__ = ["connect", "ensure_kv", "ensure_object_store", "jetstream"]
+__all__ = ["client_tls_context", "connect", "ensure_kv", "ensure_object_store", "jetstream"]
 
 Callback = Callable[[], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -61,6 +70,7 @@ async def connect(
     error_cb: ErrorCallback | None = None,
     disconnected_cb: Callback | None = None,
     reconnected_cb: Callback | None = None,
+    creds: Credentials | None = None,
 ) -> Client:
     """Connect to NATS at ``urls``; retry the first connection until ``connect_deadline_s``.
 
@@ -71,6 +81,7 @@ async def connect(
     """
     servers = [urls] if isinstance(urls, str) else list(urls)
     assert servers, "connect() needs at least one URL"
+    auth = _auth_options(creds if creds is not None else default_credentials())
     assert reconnect_time_wait_s > 0
     loop = asyncio.get_running_loop()
     deadline = loop.time() + connect_deadline_s
@@ -93,6 +104,7 @@ async def connect(
                     error_cb=error_cb if error_cb is not None else _quiet_error_cb,
                     disconnected_cb=disconnected_cb,
                     reconnected_cb=reconnected_cb,
+                    **auth,
                 ),
                 timeout=max(deadline - loop.time(), 0.01),
             )
@@ -108,6 +120,24 @@ async def connect(
         f"{connect_deadline_s:g}s (last error: {last!r})",
         hint="check that the server (or planet: `edgefn up`) is running and the URL is right",
     )
+
+
+def client_tls_context(ca_file: Path) -> ssl.SSLContext:
+    """A client TLS context that trusts only the planet CA (and checks the server's name/IP)."""
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca_file))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _auth_options(creds: Credentials | None) -> dict[str, Any]:
+    if creds is None:
+        return {}
+    out: dict[str, Any] = {}
+    if creds.user:  # An empty user is an anonymous client (only tests try that).
+        out.update(user=creds.user, password=creds.password, inbox_prefix=inbox_prefix(creds.user))
+    if creds.ca_file is not None:
+        out["tls"] = client_tls_context(creds.ca_file)
+    return out
 
 
 class _DomainJetStream(JetStreamContext):

@@ -21,6 +21,16 @@ those subjects do cross leafnodes. Its built-in object-store mapping names ``$OB
 stores publish on ``$O.>``, so the core config adds the mapping ``$JS.edgefn.API.$O.>`` -> ``$O.>``
 itself.
 Clients use :func:`edgefn.bus.jetstream.jetstream`, which prefixes KV and object-store publishes.
+
+Authentication (edgefn.bus.permissions): with ``users`` set, the server refuses anonymous clients
+(there is no ``no_auth_user``) and gives each user its role's permissions. A core's ``leaf`` users
+go into ``leafnodes.authorization`` (hubs log in with them), the others into ``authorization``. A
+hub logs into the core with ``leaf_user``/``leaf_password`` (URL user info of its remote). With no
+users the server is open: only the bus's own tests run it that way; the roles always pass users.
+
+TLS: with ``tls`` set, the client and leafnode listeners require TLS with the given certificate, and
+a hub verifies the core's certificate against ``tls.ca_file``. :func:`check_exposure` refuses a
+server that would listen on a non-loopback address without TLS or without users.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgefn.bus.errors import BusError
+from edgefn.bus.permissions import NatsUser, render_users
 from edgefn.bus.subjects import JETSTREAM_DOMAIN
 
 __all__ = [
@@ -36,6 +48,9 @@ __all__ = [
     "CoreConfig",
     "HubConfig",
     "NatsConfig",
+    "TlsFiles",
+    "check_exposure",
+    "is_loopback",
     "render_config",
 ]
 
@@ -56,6 +71,15 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A server's certificate and key (PEM) and the planet CA that signed every role's certificate."""
+
+    cert_file: Path
+    key_file: Path
+    ca_file: Path
+
+
+@dataclass(frozen=True, slots=True)
 class CoreConfig:
     """A core server: JetStream, clients, monitoring and a leafnode port for the hubs."""
 
@@ -69,6 +93,8 @@ class CoreConfig:
     max_memory_store_bytes: int = 256 * _MIB
     max_file_store_bytes: int = 2048 * _MIB
     max_payload_bytes: int = 1 * _MIB
+    users: tuple[NatsUser, ...] = ()
+    tls: TlsFiles | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +113,48 @@ class HubConfig:
     monitor_port: int = 0
     reconnect_ms: int = 250
     max_payload_bytes: int = 1 * _MIB
+    users: tuple[NatsUser, ...] = ()
+    leaf_user: str = ""
+    leaf_password: str = ""
+    tls: TlsFiles | None = None
 
 
 NatsConfig = CoreConfig | HubConfig
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``0.0.0.0`` and ``::`` are every interface)."""
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def check_exposure(config: NatsConfig) -> None:
+    """Refuse (:class:`BusError`) a server bound off loopback without TLS or without users."""
+    if is_loopback(config.host):
+        return
+    missing = [what for what, ok in (("TLS", config.tls), ("users", config.users)) if not ok]
+    if missing:
+        raise BusError(
+            f"nats-server {config.name!r} would listen on {config.host} (not loopback) "
+            f"without {' and '.join(missing)}",
+            hint="pass --tls-cert/--tls-key/--tls-ca and --users (edgefn up writes them to "
+            "<state-dir>/creds/), or bind 127.0.0.1",
+        )
+
+
+def _tls_block(tls: TlsFiles) -> dict[str, Any]:
+    return {
+        "cert_file": str(tls.cert_file),
+        "key_file": str(tls.key_file),
+        "ca_file": str(tls.ca_file),
+        "timeout": 2,
+    }
+
+
 def _common(config: NatsConfig) -> dict[str, Any]:
     assert config.client_port > 0, "resolve ports before rendering"
     assert config.monitor_port > 0, "resolve ports before rendering"
-    return {
+    clients = tuple(u for u in config.users if u.kind != "leaf")
+    out: dict[str, Any] = {
         "server_name": config.name,
         "host": config.host,
         "port": config.client_port,
@@ -104,6 +163,11 @@ def _common(config: NatsConfig) -> dict[str, Any]:
         # Bounded client write backlog: a slow consumer is cut instead of growing server memory.
         "max_pending": 64 * _MIB,
     }
+    if clients:
+        out["authorization"] = {"users": render_users(clients), "timeout": 2}
+    if config.tls is not None:
+        out["tls"] = _tls_block(config.tls)
+    return out
 
 
 def _render_core(config: CoreConfig) -> dict[str, Any]:
@@ -117,6 +181,11 @@ def _render_core(config: CoreConfig) -> dict[str, Any]:
         "max_file_store": config.max_file_store_bytes,
     }
     out["leafnodes"] = {"host": config.host, "port": config.leafnode_port}
+    leaves = tuple(u for u in config.users if u.kind == "leaf")
+    if leaves:
+        out["leafnodes"]["authorization"] = {"users": render_users(leaves), "timeout": 2}
+    if config.tls is not None:
+        out["leafnodes"]["tls"] = _tls_block(config.tls)
     out["mappings"] = {f"$JS.{JETSTREAM_DOMAIN}.API.$O.>": "$O.>"}
     if config.cluster is not None:
         assert config.cluster.port > 0, "resolve ports before rendering"
@@ -133,11 +202,22 @@ def _render_hub(config: HubConfig) -> dict[str, Any]:
     assert config.core_leafnode_urls, "a hub needs at least one core leafnode URL"
     out = _common(config)
     reconnect_s = max(config.reconnect_ms, 1) / 1000
-    out["leafnodes"] = {
-        "reconnect": f"{reconnect_s:g}s",
-        "remotes": [{"urls": list(config.core_leafnode_urls)}],
-    }
+    urls = list(config.core_leafnode_urls)
+    if config.leaf_user:
+        assert config.leaf_password, "a leaf user needs its password"
+        urls = [_with_userinfo(u, config.leaf_user, config.leaf_password) for u in urls]
+    remote: dict[str, Any] = {"urls": urls}
+    if config.tls is not None:
+        remote["tls"] = {"ca_file": str(config.tls.ca_file), "timeout": 2}
+    out["leafnodes"] = {"reconnect": f"{reconnect_s:g}s", "remotes": [remote]}
     return out
+
+
+def _with_userinfo(url: str, user: str, password: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    assert sep, f"leafnode URL without scheme: {url}"
+    assert "@" not in rest, "pass leaf credentials separately, not in the URL"
+    return f"{scheme}://{user}:{password}@{rest}"
 
 
 def render_config(config: NatsConfig) -> dict[str, Any]:

@@ -28,7 +28,13 @@ import httpx
 
 from edgefn.bus._ports import free_port
 from edgefn.bus.errors import NatsServerNotFound, NatsServerStartError
-from edgefn.bus.nats_config import CoreConfig, HubConfig, NatsConfig, render_config
+from edgefn.bus.nats_config import (
+    CoreConfig,
+    HubConfig,
+    NatsConfig,
+    check_exposure,
+    render_config,
+)
 
 __all__ = ["NatsServer", "NatsServerStatistics", "find_nats_server"]
 
@@ -221,12 +227,17 @@ class NatsServer:
     def start_nowait(self, *, fresh_ports: bool = False) -> None:
         """Write the config and spawn the server without waiting for it to become healthy."""
         assert not self.running(), f"nats-server {self.name} is already running"
+        check_exposure(self._original)
         binary = self._binary if self._binary is not None else find_nats_server()
         self._config = _resolve_ports(self._original if fresh_ports else self._config)
         self._work_dir.mkdir(parents=True, exist_ok=True)
         if isinstance(self._config, CoreConfig):
             self._config.store_dir.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(json.dumps(render_config(self._config), indent=2))
+        # The config holds the users' passwords: readable by this user only.
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(json.dumps(render_config(self._config), indent=2))
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
                 [str(binary), "-c", str(self.config_path)],

@@ -21,6 +21,8 @@ __all__ = [
     "DESIRED_BUCKET",
     "HEALTH_ALL",
     "JETSTREAM_DOMAIN",
+    "KV_HOME_BUCKET",
+    "KV_MEMBERS_BUCKET",
     "LOAD_REPORT_ALL",
     "OBSERVED_BUCKET",
     "REGISTRY_BUCKET",
@@ -29,6 +31,8 @@ __all__ = [
     "TOKENS_BUCKET",
     "bundle_request_subject",
     "health_subject",
+    "kv_control_subject",
+    "kv_replication_subject",
     "load_report_subject",
     "subject_token",
     "telemetry_subject",
@@ -43,6 +47,11 @@ BUNDLES_OBJECT_STORE = "edgefn-bundles"
 TOKENS_BUCKET = "edgefn-tokens"
 DEPLOYER_KEYS_BUCKET = "edgefn-deployer-keys"
 AUDIT_BUCKET = "edgefn-audit"
+# The strong-consistency home of every KV namespace: one bucket, keys ``<namespace>.<key>``. One
+# bucket (not one per namespace) so that a node's NATS permissions can grant exactly it: a
+# wildcard cannot match part of a bucket name (see edgefn.bus.permissions).
+KV_HOME_BUCKET = "edgefn-kvhome"
+KV_MEMBERS_BUCKET = "edgefn-kv-members"
 
 # The core's JetStream domain. Clients reach JetStream as ``$JS.edgefn.API.>`` so that the API and
 # KV/object-store publishes cross a hub's leafnode (nats-server does not extend ``$JS.API.>`` or
@@ -89,3 +98,27 @@ def load_report_subject(location: str) -> str:
 def telemetry_subject(location: str) -> str:
     """Subject on which a location's node streams telemetry rollups."""
     return f"{SUBJECT_PREFIX}.telemetry.{subject_token(location, what='location')}"
+
+
+def _token_or_wildcard(value: str, *, what: str) -> str:
+    return value if value == "*" else subject_token(value, what=what)
+
+
+def kv_replication_subject(namespace: str, origin: str) -> str:
+    """Subject of the KV writes of ``origin`` in ``namespace`` (captured by its stream).
+
+    ``*`` is accepted for either token (subscriptions and permissions).
+    """
+    ns = _token_or_wildcard(namespace, what="KV namespace")
+    return f"{SUBJECT_PREFIX}.kv.{ns}.{_token_or_wildcard(origin, what='KV origin')}"
+
+
+def kv_control_subject(namespace: str, to: str, sender: str) -> str:
+    """Subject of KV control messages from ``sender`` to replica ``to`` (``_all``: everyone).
+
+    The sender is a subject token so that NATS permissions can bind it to the sender's identity
+    and the receiver can check it against the message. ``*`` is accepted for any token.
+    """
+    ns = _token_or_wildcard(namespace, what="KV namespace")
+    dest = _token_or_wildcard(to, what="KV replica")
+    return f"{SUBJECT_PREFIX}.kvctl.{ns}.{dest}.{_token_or_wildcard(sender, what='KV sender')}"

@@ -1,13 +1,15 @@
 """``edgefn core``, ``edgefn region``, ``edgefn node``: the planet's roles, one process each.
 
 Use these to run a planet across several machines (each role takes its peers' URLs); ``edgefn up``
-starts the same roles on one machine.
+starts the same roles on one machine. Every role authenticates to NATS with its own credentials
+file (``--creds``, from ``<state-dir>/creds/`` of ``edgefn up`` or your own); the servers take their
+users' list (``--users``) and, off loopback, a TLS certificate (``--tls-cert/--tls-key/--tls-ca``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -34,6 +36,46 @@ def _keys(paths: list[Path], *, required: bool = True) -> list[str]:
     return keys
 
 
+def _file(path: Path | None, flag: str, hint: str) -> Path:
+    if path is None or not path.is_file():
+        fail(f"{flag} {path or ''}: no such file".replace("  ", " "), hint=hint)
+    assert path is not None
+    return path
+
+
+_CREDS_HINT = "edgefn up writes every role's file to <state-dir>/creds/ (see docs/design/0007)"
+
+
+def _tls(cert: Path | None, key: Path | None, ca: Path | None) -> Any:
+    from edgefn.bus.nats_config import TlsFiles
+
+    if cert is None and key is None and ca is None:
+        return None
+    hint = "pass all three: --tls-cert, --tls-key and --tls-ca (edgefn up writes them to creds/)"
+    return TlsFiles(
+        _file(cert, "--tls-cert", hint), _file(key, "--tls-key", hint), _file(ca, "--tls-ca", hint)
+    )
+
+
+def _bus_files(creds: Path | None, users: Path | None) -> tuple[Any, Any]:
+    from edgefn.bus.credentials import load_credentials, load_users
+    from edgefn.errors import EdgefnError
+
+    try:
+        loaded = load_credentials(_file(creds, "--creds", _CREDS_HINT))
+        return loaded, (None if users is None else load_users(_file(users, "--users", _CREDS_HINT)))
+    except EdgefnError as err:
+        fail(err.message, hint=err.hint)
+    raise AssertionError("unreachable")
+
+
+CredsOpt = Annotated[Path | None, typer.Option(help="This process's NATS credentials (JSON)")]
+UsersOpt = Annotated[Path | None, typer.Option(help="The NATS users this server accepts (JSON)")]
+TlsCertOpt = Annotated[Path | None, typer.Option(help="Server TLS certificate (PEM)")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(help="Server TLS private key (PEM)")]
+TlsCaOpt = Annotated[Path | None, typer.Option(help="Planet CA certificate (PEM)")]
+
+
 def core(
     state_dir: Annotated[Path, typer.Option(help="Where JetStream and logs live")] = Path(
         ".edgefn/core"
@@ -57,6 +99,14 @@ def core(
     gate_advance_requests: Annotated[
         int, typer.Option(help="Requests after which a healthy stage advances early")
     ] = 1000,
+    creds: CredsOpt = None,
+    users: UsersOpt = None,
+    core_signing_key: Annotated[
+        Path | None, typer.Option(help="Ed25519 key PEM that signs desired state (core-key.pem)")
+    ] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler."""
     from edgefn._loop import run
@@ -74,6 +124,14 @@ def core(
         min_soak_ms=gate_soak_ms,
         advance_requests=gate_advance_requests,
     )
+    from edgefn.control.desired_signing import DesiredSigner
+
+    loaded, nats_users = _bus_files(creds, users)
+    if nats_users is None:
+        fail("--users is required", hint=_CREDS_HINT)
+    key_path = _file(core_signing_key, "--core-signing-key", "edgefn up writes core-key.pem")
+    signer = DesiredSigner.from_pem(key_path.read_bytes())
+    tls = _tls(tls_cert, tls_key, tls_ca)
 
     run(
         run_core(
@@ -84,6 +142,10 @@ def core(
             api_port=api_port,
             trusted_keys=_keys(trusted_key, required=False),
             admin_token_file=admin_token_file,
+            users=nats_users,
+            creds=loaded,
+            tls=tls,
+            desired_key=signer,
             gates=gates,
         )
     )
@@ -97,6 +159,14 @@ def region(
     ),
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     client_port: Annotated[int, typer.Option(help="NATS client port for nodes (0: any)")] = 0,
+    creds: CredsOpt = None,
+    leaf_creds: Annotated[
+        Path | None, typer.Option(help="The hub's leafnode credentials to the core (JSON)")
+    ] = None,
+    users: UsersOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
+    tls_ca: TlsCaOpt = None,
 ) -> None:
     """Run a regional hub: nats-server leafnode to the core, plus the region's bundle cache."""
     from edgefn._loop import run
@@ -104,6 +174,11 @@ def region(
 
     if not core_leaf:
         fail("--core-leaf is required", hint="the core prints its leafnode_url when it starts")
+    loaded, nats_users = _bus_files(creds, users)
+    leaf, _ = _bus_files(leaf_creds, None)
+    if nats_users is None:
+        fail("--users is required", hint=_CREDS_HINT)
+    tls = _tls(tls_cert, tls_key, tls_ca)
     run(
         run_region(
             name=name,
@@ -111,6 +186,10 @@ def region(
             host=host,
             client_port=client_port,
             core_leafnode_urls=core_leaf,
+            users=nats_users,
+            leaf_creds=leaf,
+            creds=loaded,
+            tls=tls,
         )
     )
 
@@ -156,6 +235,10 @@ def node(
         Path | None,
         typer.Option(help="0600 file with the bearer token for public /_edgefn/metrics"),
     ] = None,
+    creds: CredsOpt = None,
+    core_key: Annotated[
+        Path | None, typer.Option(help="The core's public key PEM that signs desired state")
+    ] = None,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -163,6 +246,8 @@ def node(
 
     if not nats:
         fail("--nats is required", hint="the region prints its client_url when it starts")
+    loaded, _ = _bus_files(creds, None)
+    core_pub = _file(core_key, "--core-key", "edgefn up writes core-key.pub").read_text()
     traffic = None
     if secret_file is not None:
         from edgefn.edge.traffic import TrafficOptions
@@ -180,6 +265,8 @@ def node(
             nats_urls=nats,
             trusted_keys=_keys(trusted_key),
             preload=tuple(x for x in preload.split(",") if x),
+            creds=loaded,
+            core_keys=[core_pub],
             traffic=traffic,
             internal_port=internal_port,
             metrics_token_file=metrics_token_file,

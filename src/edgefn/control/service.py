@@ -54,6 +54,7 @@ from edgefn.bus.subjects import (
 )
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, DEFAULT_ACCOUNT, DeployerKey, Principal
+from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.errors import Conflict, ControlError, NotFound, Untrusted
 from edgefn.control.events import (
     DeploymentRecord,
@@ -142,11 +143,15 @@ class ControlService:
         options: ReconcilerOptions | None = None,
         tick_ms: int = 200,
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
+        desired_key: DesiredSigner | None = None,
     ) -> None:
         assert tick_ms > 0
         self._nc = nc
         self._bootstrap_keys = tuple(trusted_keys)
         self.access = access or AccessService(nc)
+        # Signs every desired state it writes (control/desired_signing.py); None only in tests
+        # whose fake nodes read the JSON directly.
+        self._desired_key = desired_key
         self._reconciler = Reconciler(options)
         self._registry = Registry(keep_versions=keep_versions)
         self._tick_s = tick_ms / 1000
@@ -270,8 +275,9 @@ class ControlService:
         kv = self._desired_kv
         assert kv is not None
         for location, data in list(self._unwritten.items()):
+            value = data if self._desired_key is None else self._desired_key.sign(location, data)
             try:
-                await kv.put(location, data)
+                await kv.put(location, value)
             except Exception as err:
                 log.warning("writing desired state of %s failed (will retry): %r", location, err)
                 return

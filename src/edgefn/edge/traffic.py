@@ -198,6 +198,16 @@ def _mono_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
 
+def _from_itself(subject: str, location: str) -> bool:
+    """Whether a beacon names the location its subject does.
+
+    NATS permissions let node X publish only ``edgefn.health.X`` / ``edgefn.load.X``
+    (edgefn.bus.permissions), so the subject is authenticated and a beacon claiming another
+    location (another location's URL, to draw its traffic) is dropped.
+    """
+    return subject.rsplit(".", 1)[-1] == location
+
+
 class TrafficDriver:
     """Routing, health, rate limits and admission for one node. ``await start(nats_urls)``."""
 
@@ -296,6 +306,8 @@ class TrafficDriver:
             beat = msgspec.json.decode(msg.data, type=_HeartbeatMsg)
         except msgspec.DecodeError:
             return
+        if not _from_itself(msg.subject, beat.location):
+            return
         peer = self._peer(beat.location, beat.url)
         if peer is None:
             return
@@ -311,6 +323,8 @@ class TrafficDriver:
         try:
             beacon = msgspec.json.decode(msg.data, type=LoadBeacon)
         except msgspec.DecodeError:
+            return
+        if not _from_itself(msg.subject, beacon.location):
             return
         peer = self._peer(beacon.location, beacon.url)
         if peer is None:

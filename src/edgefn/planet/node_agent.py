@@ -12,6 +12,10 @@ function's versions (with their traffic weights) atomically. A version that fail
 reported in ``errors`` and the previous versions keep serving. The applied desired state and the
 bundles are persisted before the generation is reported as applied.
 
+With ``core_keys`` (``edgefn node --core-key``), a desired state read from the bus is applied only if
+the core signed it for this location (control/desired_signing.py); an unsigned or forged value is
+logged (``desired_refused``) and ignored, and the node keeps serving what it has.
+
 Every ``report_s`` the agent writes its ``ObservedState`` (applied generation, per-version request
 counts and latency, errors, region, URL) to ``edgefn-observed``; the control plane's reconciler
 computes convergence from these.
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from pathlib import Path
@@ -33,6 +38,7 @@ from edgefn.bundle import Manifest
 from edgefn.bundle.signing import verify_signature
 from edgefn.bus.jetstream import connect, jetstream
 from edgefn.bus.subjects import DEPLOYER_KEYS_BUCKET, DESIRED_BUCKET, OBSERVED_BUCKET
+from edgefn.control.desired_signing import load_core_public_key, verify_desired
 from edgefn.control.model import (
     DesiredState,
     ObservedState,
@@ -44,6 +50,8 @@ from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
 from edgefn.runtime.sandbox import LoadSpec
+
+log = logging.getLogger("edgefn.agent")
 
 
 class NodeAgent:
@@ -59,6 +67,7 @@ class NodeAgent:
         state_dir: Path,
         report_s: float = 1.0,
         resync_s: float = 3.0,
+        core_keys: list[str] | None = None,
     ) -> None:
         self.node = node
         self.nats_urls = nats_urls
@@ -67,6 +76,10 @@ class NodeAgent:
         self.state_dir = state_dir
         self.report_s = report_s
         self.resync_s = resync_s
+        self.core_keys = (
+            None if core_keys is None else [load_core_public_key(pem) for pem in core_keys]
+        )
+        self.refused_total = 0
         self.applied: DesiredState = DesiredState(generation=0, functions={})
         self.errors: dict[str, str] = {}
         self.nc: Client | None = None
@@ -140,7 +153,7 @@ class NodeAgent:
         kv = await jetstream(self.nc).key_value(DESIRED_BUCKET)
         entry = await kv.get(self.node.location)
         if entry.value:
-            await self.apply(decode_desired(entry.value))
+            await self._apply_from_bus(entry.value)
 
     async def _watch_loop(self) -> None:
         assert self.nc is not None
@@ -150,11 +163,24 @@ class NodeAgent:
                 watcher = await kv.watch(self.node.location)
                 async for entry in watcher:
                     if entry is not None and entry.value:
-                        await self.apply(decode_desired(entry.value))
+                        await self._apply_from_bus(entry.value)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 await asyncio.sleep(1.0)
+
+    async def _apply_from_bus(self, value: bytes) -> None:
+        try:
+            payload = value
+            if self.core_keys is not None:
+                payload = verify_desired(self.core_keys, self.node.location, value)
+            desired = decode_desired(payload)
+        except EdgefnError as err:
+            self.refused_total += 1
+            self.node.log.emit("agent", event="desired_refused", error=err.message)
+            log.error("desired state refused at %s: %s", self.node.location, err.message)
+            return
+        await self.apply(desired)
 
     async def apply(self, desired: DesiredState, *, offline: bool = False) -> None:
         """Make the node serve ``desired`` (if newer than what it serves)."""
@@ -307,4 +333,5 @@ class NodeAgent:
             "generation": self.applied.generation,
             "errors": self.errors,
             "connected": bool(self.nc is not None and self.nc.is_connected),
+            "desired_refused": self.refused_total,
         }

@@ -11,6 +11,11 @@ Each role is one process that takes the URLs of its peers, so the same code runs
 * **node** — one location: the edge node's HTTP ingress and sandbox pool, plus the node agent that
   follows desired state through the region's hub.
 
+Every role authenticates to NATS (edgefn.bus.credentials): the core and each hub get their users'
+list (``--users``), each process its own credentials file (``--creds``) which it sets as the
+process's default identity. TLS: the core and hubs take a certificate from the planet CA; a server
+bound to a non-loopback address without TLS or users refuses to start (``check_exposure``).
+
 A role prints one JSON line ``{"ready": true, ...addresses}`` on stdout once it serves, then runs
 until SIGTERM or SIGINT, and stops its children by pid.
 """
@@ -27,8 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from edgefn.bus.nats_config import CoreConfig, HubConfig
+from edgefn.bus.credentials import Credentials, set_default_credentials
+from edgefn.bus.nats_config import CoreConfig, HubConfig, TlsFiles, check_exposure
 from edgefn.bus.nats_server import NatsServer
+from edgefn.bus.permissions import NatsUser
 
 
 def announce(info: dict[str, Any]) -> None:
@@ -81,6 +88,10 @@ async def run_core(
     api_port: int,
     trusted_keys: list[str],
     admin_token_file: Path | None = None,
+    users: tuple[NatsUser, ...],
+    creds: Credentials,
+    tls: TlsFiles | None = None,
+    desired_key: Any = None,
     gates: Any = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
@@ -88,22 +99,26 @@ async def run_core(
     from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.service import ControlService
 
-    state_dir.mkdir(parents=True, exist_ok=True)
-    nats = NatsServer(
-        CoreConfig(
-            name="core",
-            store_dir=state_dir / "jetstream",
-            host=host,
-            client_port=client_port,
-            leafnode_port=leafnode_port,
-        ),
-        work_dir=state_dir,
+    config = CoreConfig(
+        name="core",
+        store_dir=state_dir / "jetstream",
+        host=host,
+        client_port=client_port,
+        leafnode_port=leafnode_port,
+        users=users,
+        tls=tls,
     )
+    check_exposure(config)  # Before creating anything: a refused start leaves no files behind.
+    state_dir.mkdir(parents=True, exist_ok=True)
+    set_default_credentials(creds)
+    nats = NatsServer(config, work_dir=state_dir)
     await nats.start()
     try:
-        nc = await connect(nats.client_url, name="edgefn-control")
+        nc = await connect(_local_url(nats), name="edgefn-control")
         options = ReconcilerOptions(gates=gates) if gates is not None else None
-        service = ControlService(nc, trusted_keys=trusted_keys, options=options)
+        service = ControlService(
+            nc, trusted_keys=trusted_keys, options=options, desired_key=desired_key
+        )
         await service.start()
         await service.access.bootstrap_admin(admin_token_file)
         server, task, port = await _serve_asgi(create_app(service), host, api_port)
@@ -125,25 +140,46 @@ async def run_core(
         await nats.stop()
 
 
+def _local_url(nats: NatsServer) -> str:
+    """The server's client URL as its own process reaches it (wildcard binds via 127.0.0.1)."""
+    url = nats.client_url
+    for wildcard in ("//0.0.0.0:", "//[::]:", "//:::"):
+        url = url.replace(wildcard, "//127.0.0.1:")
+    return url
+
+
 async def run_region(
-    *, name: str, state_dir: Path, host: str, client_port: int, core_leafnode_urls: list[str]
+    *,
+    name: str,
+    state_dir: Path,
+    host: str,
+    client_port: int,
+    core_leafnode_urls: list[str],
+    users: tuple[NatsUser, ...],
+    leaf_creds: Credentials,
+    creds: Credentials,
+    tls: TlsFiles | None = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
     from edgefn.planet.bundles import BundleCache
 
-    state_dir.mkdir(parents=True, exist_ok=True)
-    nats = NatsServer(
-        HubConfig(
-            name=f"hub-{name}",
-            core_leafnode_urls=tuple(core_leafnode_urls),
-            host=host,
-            client_port=client_port,
-        ),
-        work_dir=state_dir,
+    config = HubConfig(
+        name=f"hub-{name}",
+        core_leafnode_urls=tuple(core_leafnode_urls),
+        host=host,
+        client_port=client_port,
+        users=users,
+        leaf_user=leaf_creds.user,
+        leaf_password=leaf_creds.password,
+        tls=tls,
     )
+    check_exposure(config)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    set_default_credentials(creds)
+    nats = NatsServer(config, work_dir=state_dir)
     await nats.start()
     try:
-        nc = await connect(nats.client_url, name=f"bundle-cache-{name}")
+        nc = await connect(_local_url(nats), name=f"bundle-cache-{name}")
         cache = BundleCache(nc, name, state_dir / "bundle-cache")
         await cache.start()
         announce(
@@ -166,6 +202,8 @@ async def run_node(
     nats_urls: list[str],
     trusted_keys: list[str],
     preload: tuple[str, ...],
+    creds: Credentials,
+    core_keys: list[str] | None = None,
     traffic: Any = None,
     internal_port: int = 0,
     metrics_token_file: Path | None = None,
@@ -181,6 +219,8 @@ async def run_node(
     metrics_token = (
         metrics_token_file.read_text().strip() if metrics_token_file is not None else None
     )
+    _check_node_bus(nats_urls, creds)
+    set_default_credentials(creds)
     state_dir.mkdir(parents=True, exist_ok=True)
     # The bus this node talks to is never a subrequest target, whatever a manifest allows.
     bus = [urlsplit(u) for u in nats_urls]
@@ -202,7 +242,12 @@ async def run_node(
     await node.start()
     kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret)
     agent = NodeAgent(
-        node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
+        node,
+        nats_urls=nats_urls,
+        region=region,
+        trusted_keys=trusted_keys,
+        state_dir=state_dir,
+        core_keys=core_keys,
     )
     driver: Any = None
     try:
@@ -236,6 +281,21 @@ def _ip_pairs(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
         with contextlib.suppress(ValueError):
             out.append((str(ipaddress.ip_address(host)), port))
     return out
+
+
+def _check_node_bus(nats_urls: list[str], creds: Credentials) -> None:
+    """A node whose hub is not on this machine must verify it with the planet CA."""
+    from urllib.parse import urlsplit
+
+    from edgefn.bus.errors import BusError
+    from edgefn.bus.nats_config import is_loopback
+
+    remote = [u for u in nats_urls if not is_loopback(urlsplit(u).hostname or "")]
+    if remote and creds.ca_file is None:
+        raise BusError(
+            f"node would talk to NATS at {', '.join(remote)} (not loopback) without TLS",
+            hint="use the credentials file `edgefn up` wrote with TLS (it names ca_file)",
+        )
 
 
 def _start_kv(

@@ -20,6 +20,13 @@ directory (``edgefn.planet.credentials.deployer_key_path``) and hands the core a
 its public key (``deployer-key.pub``): the core registers it for account ``default``, nodes
 verify bundles with it. The core writes a bootstrap admin token to ``core/admin-token`` on first
 start; the supervisor copies it with the API URL to ``credentials.json`` (0600) for the CLI.
+
+Bus security (docs/design/0007-backbone.md). Before starting anything the supervisor writes
+``<state-dir>/creds/``: one credentials file per NATS identity (``control``, ``admin``,
+``leaf-<region>``, ``cache-<region>``, ``node-<loc>``), the users' lists of the core and each hub,
+the planet CA and the core's and hubs' TLS certificates (unless ``tls=False``); and the core's
+desired-state key ``core-key.pem`` (public half ``core-key.pub``, given to nodes). Each child gets
+only its own files. ``planet.json`` names ``admin_creds`` for tools that need the bus.
 """
 
 from __future__ import annotations
@@ -175,6 +182,7 @@ class Planet:
         core_args: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
+        tls: bool | None = None,
     ) -> None:
         if not locations:
             raise PlanetError("a planet needs at least one location")
@@ -184,6 +192,11 @@ class Planet:
         self.emulate_rtt = emulate_rtt
         self.preload = preload
         self.core_args = core_args
+        # TLS on loopback costs little (measured in docs/design/0007-backbone.md), so it is on;
+        # EDGEFN_PLANET_TLS=0 turns it off, e.g. to measure that cost.
+        self.tls = tls if tls is not None else os.environ.get("EDGEFN_PLANET_TLS", "1") != "0"
+        self.creds: dict[str, Path] = {}
+        self.server_tls: dict[str, Any] = {}
         self.progress = on_progress or (lambda _msg: None)
         self.start_timeout_s = start_timeout_s
         self.core: Child | None = None
@@ -220,6 +233,40 @@ class Planet:
             ) from None
         write_credentials(self.state_dir, api_url=api_url, token=token)
 
+    def _bus_files(self) -> Path:
+        """Credentials, users' lists, TLS material and the core's desired-state key."""
+        from edgefn.bundle import load_or_create_signing_key
+        from edgefn.bus.credentials import write_planet_credentials
+        from edgefn.bus.tls import write_planet_tls
+
+        creds_dir = self.state_dir / "creds"
+        regions = list(hub_sites(self.locations))
+        if self.tls:
+            self.server_tls = write_planet_tls(creds_dir, regions=regions)
+        self.creds = write_planet_credentials(
+            creds_dir,
+            regions=regions,
+            locations=[(loc.id, loc.region) for loc in self.locations],
+            ca_file=creds_dir / "ca.pem" if self.tls else None,
+        )
+        key = load_or_create_signing_key(creds_dir / "core-key.pem")
+        pub = self.state_dir / "core-key.pub"
+        pub.write_text(key.public_key_pem())
+        return pub
+
+    def _tls_args(self, name: str) -> list[str]:
+        files = self.server_tls.get(name)
+        if files is None:
+            return []
+        return [
+            "--tls-cert",
+            str(files.cert_file),
+            "--tls-key",
+            str(files.key_file),
+            "--tls-ca",
+            str(files.ca_file),
+        ]
+
     def _traffic_files(self) -> list[str]:
         """The planet secret, metrics token and location table every node reads."""
         from edgefn._internal_auth import read_secret
@@ -245,6 +292,7 @@ class Planet:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         pub = self._deployer_public_key()
+        core_pub = self._bus_files()
         traffic_args = self._traffic_files()
         core_site = self.locations[0]
         self.progress("starting core (nats-server + JetStream + control API)")
@@ -258,6 +306,13 @@ class Planet:
                 str(pub),
                 "--admin-token-file",
                 str(self.state_dir / "core" / "admin-token"),
+                "--creds",
+                str(self.creds["control"]),
+                "--users",
+                str(self.creds["core.users"]),
+                "--core-signing-key",
+                str(self.state_dir / "creds/core-key.pem"),
+                *self._tls_args("core"),
                 *self.core_args,
             ],
             self.state_dir / "logs/core.log",
@@ -288,6 +343,13 @@ class Planet:
                     f"nats-leaf://127.0.0.1:{link.port}",
                     "--state-dir",
                     str(self.state_dir / f"regions/{region}"),
+                    "--creds",
+                    str(self.creds[f"cache-{region}"]),
+                    "--leaf-creds",
+                    str(self.creds[f"leaf-{region}"]),
+                    "--users",
+                    str(self.creds[f"hub-{region}.users"]),
+                    *self._tls_args(f"hub-{region}"),
                 ],
                 self.state_dir / f"logs/hub-{region}.log",
             )
@@ -316,6 +378,10 @@ class Planet:
                 str(pub),
                 "--state-dir",
                 str(self.state_dir / f"nodes/{loc.id}"),
+                "--creds",
+                str(self.creds[f"node-{loc.id}"]),
+                "--core-key",
+                str(core_pub),
             ]
             if self.preload:
                 args += ["--preload", ",".join(self.preload)]
@@ -473,6 +539,8 @@ class Planet:
             "credentials": str(self.state_dir / "credentials.json"),
             "secret_file": str(self.state_dir / "planet-secret"),
             "metrics_token_file": str(self.state_dir / "metrics-token"),
+            "admin_creds": str(self.creds.get("admin", "")),
+            "tls": self.tls,
             "regions": {
                 r: {"pid": c.pid, "at": sites[r].id, **c.info} for r, c in self.regions.items()
             },

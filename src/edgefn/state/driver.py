@@ -7,12 +7,16 @@ allow only ``[-/_=.a-zA-Z0-9]``):
 - stream ``EDGEFN_KV_<ns>`` on ``edgefn.kv.<ns>.*``: every eventual/session/causal write, published
   by its origin on ``edgefn.kv.<ns>.<origin>``. Each replica consumes it with its own durable
   consumer (``kv-<replica>``, manual ack after the write is applied and persisted), so writes
-  replay after partitions and restarts from where the replica left off.
-- core subjects ``edgefn.kvctl.<ns>.<replica>`` (point-to-point: replay requests and answers,
-  Merkle digests, repair requests/responses) and ``edgefn.kvctl.<ns>._all`` (announcements).
-- KV bucket ``edgefn-kv-<ns>``: the home of strong operations. ``put`` with ``if_revision`` is
-  ``update(key, value, last=revision)`` (compare-and-set; the revision is the fencing token),
-  ``if_revision=0`` is ``create``. A timeout or lost connection is ``unreachable``.
+  replay after partitions and restarts from where the replica left off. A message whose sender or
+  entry origin is not the subject's origin token is dropped (NATS permissions let a node publish
+  only its own origin; see edgefn.bus.permissions).
+- core subjects ``edgefn.kvctl.<ns>.<replica>.<sender>`` (point-to-point: replay requests and
+  answers, Merkle digests, repair requests/responses) and ``edgefn.kvctl.<ns>._all.<sender>``
+  (announcements); a message whose ``sender`` differs from the subject's sender is dropped.
+- KV bucket ``edgefn-kvhome``, keys ``<ns>.<base64url key>``: the home of strong operations of every
+  namespace. ``put`` with ``if_revision`` is ``update(key, value, last=revision)`` (compare-and-set;
+  the revision is the fencing token), ``if_revision=0`` is ``create``. A timeout or lost connection
+  is ``unreachable``.
 
 - KV bucket ``edgefn-kv-members``, key ``<ns>.<replica>``: every replica registers itself there; the
   driver reads the keys at start and every few seconds, learns senders of announcements as they
@@ -48,6 +52,12 @@ from nats.aio.msg import Msg
 from nats.js.api import ConsumerConfig, DiscardPolicy, StorageType, StreamConfig
 
 from edgefn.bus.jetstream import connect, ensure_kv, jetstream
+from edgefn.bus.subjects import (
+    KV_HOME_BUCKET,
+    KV_MEMBERS_BUCKET,
+    kv_control_subject,
+    kv_replication_subject,
+)
 from edgefn.errors import EdgefnError, KVUnavailable
 from edgefn.state.events import (
     AskHome,
@@ -88,7 +98,7 @@ from edgefn.state.store import SqliteStore
 
 __all__ = ["MEMBERS_BUCKET", "DriverStatistics", "KVDriver"]
 
-MEMBERS_BUCKET = "edgefn-kv-members"
+MEMBERS_BUCKET = KV_MEMBERS_BUCKET
 # Values up to 1 MiB plus key, metadata and framing.
 _HOME_VALUE_BYTES_MAX = 2 * 1024 * 1024
 # JetStream reserves max_bytes of every stream up front from the core's file store (2 GiB on a
@@ -140,12 +150,14 @@ async def _probe(servers: str | list[str]) -> None:
         await writer.wait_closed()
 
 
-def _home_key(key: str) -> str:
-    return base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode("ascii") or "_"
+def _home_key(namespace: str, key: str) -> str:
+    encoded = base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode("ascii") or "_"
+    return f"{namespace}.{encoded}"
 
 
 def _user_key(home_key: str) -> str:
-    return base64.urlsafe_b64decode(home_key + "=" * (-len(home_key) % 4)).decode("utf-8")
+    encoded = home_key.rsplit(".", 1)[-1]
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
 
 
 class KVDriver:
@@ -242,25 +254,27 @@ class KVDriver:
         stream = f"EDGEFN_KV_{ns}"
         config = StreamConfig(
             name=stream,
-            subjects=[f"edgefn.kv.{ns}.*"],
+            subjects=[kv_replication_subject(ns, "*")],
             storage=StorageType.FILE,
             max_bytes=_STREAM_BYTES_MAX,
             discard=DiscardPolicy.OLD,
         )
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self._js.add_stream(config)
-        bucket = f"edgefn-kv-{ns}"
         self._kv = await ensure_kv(
-            self._js, bucket, max_value_bytes=_HOME_VALUE_BYTES_MAX, max_bytes=_HOME_BYTES_MAX
+            self._js,
+            KV_HOME_BUCKET,
+            max_value_bytes=_HOME_VALUE_BYTES_MAX,
+            max_bytes=_HOME_BYTES_MAX,
         )
         self._members_kv = await ensure_kv(
             self._js, MEMBERS_BUCKET, max_value_bytes=1024, max_bytes=_MEMBERS_BYTES_MAX
         )
         await self._members_kv.put(f"{ns}.{me}", b"")
-        await self._nc.subscribe(f"edgefn.kvctl.{ns}.{me}", cb=self._on_control)
-        await self._nc.subscribe(f"edgefn.kvctl.{ns}._all", cb=self._on_control)
+        await self._nc.subscribe(kv_control_subject(ns, me, "*"), cb=self._on_control)
+        await self._nc.subscribe(kv_control_subject(ns, "_all", "*"), cb=self._on_control)
         await self._js.subscribe(
-            f"edgefn.kv.{ns}.*",
+            kv_replication_subject(ns, "*"),
             durable=f"kv-{me}",
             stream=stream,
             cb=self._on_stream,
@@ -400,7 +414,8 @@ class KVDriver:
             elif isinstance(ins, Broadcast):
                 self._spawn(self._broadcast(ins.message))
             elif isinstance(ins, SendTo):
-                self._spawn(self._publish(f"edgefn.kvctl.{self.namespace}.{ins.replica}", ins))
+                subject = kv_control_subject(self.namespace, ins.replica, self.replica.id)
+                self._spawn(self._publish(subject, ins))
             elif isinstance(ins, AskHome):
                 self._spawn(self._ask_home(ins.op))
             elif isinstance(ins, ScheduleTick) and (
@@ -415,7 +430,7 @@ class KVDriver:
                 # Not connected: the write stays in the replay log for the peers to fetch.
                 self._stats["publish_failures"] += 1
                 return
-            subject = f"edgefn.kv.{self.namespace}.{self.replica.id}"
+            subject = kv_replication_subject(self.namespace, self.replica.id)
             try:
                 await self._js.publish(subject, encode_message(message))
                 self._stats["published"] += 1
@@ -425,7 +440,8 @@ class KVDriver:
                 self._stats["publish_failures"] += 1
             return
         assert isinstance(message, Announce), message
-        await self._publish(f"edgefn.kvctl.{self.namespace}._all", Broadcast(message))
+        subject = kv_control_subject(self.namespace, "_all", self.replica.id)
+        await self._publish(subject, Broadcast(message))
 
     async def _publish(self, subject: str, ins: SendTo | Broadcast) -> None:
         if not self.connected:
@@ -440,8 +456,8 @@ class KVDriver:
         except msgspec.DecodeError:
             return
         sender = getattr(message, "sender", None)
-        if sender == self.replica.id:
-            return
+        if sender == self.replica.id or sender != msg.subject.rsplit(".", 1)[-1]:
+            return  # Our own, or claims a sender other than the one NATS authenticated.
         if isinstance(sender, str) and sender not in self.replica.config.replicas:
             self._learn_members((sender,))
         self._feed(received(message, _now_ms()))
@@ -451,6 +467,12 @@ class KVDriver:
             message = decode_message(msg.data)
         except msgspec.DecodeError:
             await msg.term()
+            return
+        origin = msg.subject.rsplit(".", 1)[-1]
+        if isinstance(message, Replication) and (
+            message.sender != origin or message.entry.origin != origin
+        ):
+            await msg.term()  # A write published under another origin's name: never applied.
             return
         self._stats["consumed"] += 1
         self._feed(received(message, _now_ms()))
@@ -485,7 +507,7 @@ class KVDriver:
 
     async def _read_home(self, key: str, now_ms: int) -> StrongRecord | None:
         try:
-            entry = await self._kv.get(_home_key(key))
+            entry = await self._kv.get(_home_key(self.namespace, key))
         except nats.js.errors.KeyNotFoundError:
             return None
         if entry.value is None:
@@ -501,7 +523,7 @@ class KVDriver:
             return StrongOutcome("ok", record=await self._read_home(op.key, op.now_ms))
         if op.kind == "list":
             return await self._home_list(op)
-        hkey = _home_key(op.key)
+        hkey = _home_key(self.namespace, op.key)
         try:
             if op.kind == "delete":
                 return await self._home_delete(op, hkey)
@@ -531,7 +553,7 @@ class KVDriver:
 
     async def _home_list(self, op: StrongOp) -> StrongOutcome:
         try:
-            hkeys = await self._kv.keys()
+            hkeys = await self._kv.keys(filters=[f"{self.namespace}.>"])
         except nats.js.errors.NoKeysError:
             hkeys = []
         keys = sorted(k for k in map(_user_key, hkeys) if k.startswith(op.prefix) and k > op.cursor)

@@ -1,6 +1,6 @@
 """The namespace's home: a linearizable compare-and-set register per key (pure model).
 
-In production the home is a JetStream KV bucket ``edgefn-kv-<namespace>`` (Raft-replicated); this
+In production the home is a JetStream KV bucket ``edgefn-kvhome`` (keys ``<namespace>.<key>``) (Raft-replicated); this
 class is the same contract as a pure object, used by the deterministic simulation and as the
 reference the driver's JetStream mapping follows:
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from tests.bus_creds import bus_files
 from tests.planet_helpers import REPO, wait_for
 
 from edgefn.bundle import build_bundle, load_or_create_signing_key
@@ -55,6 +56,7 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
     key = load_or_create_signing_key(tmp_path / "key.pem")
     pub = tmp_path / "key.pub"
     pub.write_text(key.public_key_pem())
+    bus = bus_files(tmp_path, regions=["eu-west"], locations=[("fra", "eu-west")])
     started: list[_Role] = []
     try:
         core = _Role(
@@ -66,6 +68,13 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
                 str(pub),
                 "--admin-token-file",
                 str(tmp_path / "admin-token"),
+                "--creds",
+                str(bus["control"]),
+                "--users",
+                str(bus["core.users"]),
+                "--core-signing-key",
+                str(bus.core_key),
+                *bus.tls_args("core"),
             ],
             tmp_path / "core.log",
         )
@@ -79,6 +88,13 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
                 core.info["leafnode_url"],
                 "--state-dir",
                 str(tmp_path / "region"),
+                "--creds",
+                str(bus["cache-eu-west"]),
+                "--leaf-creds",
+                str(bus["leaf-eu-west"]),
+                "--users",
+                str(bus["hub-eu-west.users"]),
+                *bus.tls_args("hub-eu-west"),
             ],
             tmp_path / "region.log",
         )
@@ -96,6 +112,10 @@ def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
                 str(pub),
                 "--state-dir",
                 str(tmp_path / "node"),
+                "--creds",
+                str(bus["node-fra"]),
+                "--core-key",
+                str(bus.core_pub),
             ],
             tmp_path / "node.log",
         )

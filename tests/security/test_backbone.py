@@ -1,0 +1,506 @@
+"""The backbone's security against real nats-servers and role processes (docs/design/0007).
+
+Users and permissions: anonymous clients are refused at the core and at a hub; a node's
+credentials cannot publish desired state, another node's observed state or beacons, or KV
+messages under another origin. TLS: a plaintext client to a TLS listener fails; a server bound off
+loopback without TLS refuses to start (checked without binding). Signed desired state: a forged
+value (from node credentials, or with a wrong signature from a holder of the control password) is
+not applied, seen from outside: the node keeps serving the old version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.errors import KeyNotFoundError
+
+from edgefn.bundle import build_bundle, load_or_create_signing_key
+from edgefn.bus import BusConnectError, BusError, CoreConfig, HubConfig, NatsServer
+from edgefn.bus.credentials import Credentials, load_credentials, load_users
+from edgefn.bus.jetstream import connect, ensure_kv, jetstream
+from edgefn.bus.nats_config import check_exposure
+from edgefn.bus.subjects import (
+    DESIRED_BUCKET,
+    OBSERVED_BUCKET,
+    health_subject,
+    kv_control_subject,
+    kv_replication_subject,
+    load_report_subject,
+)
+from edgefn.control.desired_signing import sign_desired
+from tests.bus_creds import BusFiles, bus_files
+from tests.planet_helpers import REPO, wait_for
+
+pytestmark = pytest.mark.integration
+
+_DENIED = (NatsError, TimeoutError)
+REGION = "eu-west"
+NODES = [("fra", REGION), ("ams", REGION)]
+
+
+@dataclass
+class Secured:
+    core: NatsServer
+    hub: NatsServer
+    bus: BusFiles
+
+    def creds(self, name: str, *, tls: bool = True) -> Credentials:
+        c = load_credentials(self.bus[name])
+        return c if tls else Credentials(c.user, c.password, None)
+
+
+@pytest.fixture
+async def secured(tmp_path: Path) -> AsyncIterator[Secured]:
+    bus = bus_files(tmp_path, regions=[REGION], locations=NODES)
+    core = NatsServer(
+        CoreConfig(
+            name="core",
+            store_dir=tmp_path / "js",
+            users=load_users(bus["core.users"]),
+            tls=bus.tls["core"],
+        ),
+        work_dir=tmp_path / "core",
+    )
+    await core.start()
+    leaf = load_credentials(bus[f"leaf-{REGION}"])
+    hub = NatsServer(
+        HubConfig(
+            name=f"hub-{REGION}",
+            core_leafnode_urls=(core.leafnode_url,),
+            users=load_users(bus[f"hub-{REGION}.users"]),
+            leaf_user=leaf.user,
+            leaf_password=leaf.password,
+            tls=bus.tls[f"hub-{REGION}"],
+        ),
+        work_dir=tmp_path / "hub",
+    )
+    await hub.start()
+    try:
+        yield Secured(core, hub, bus)
+    finally:
+        await hub.stop()
+        await core.stop()
+
+
+class _Errors:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    async def record(self, err: Exception) -> None:
+        self.seen.append(str(err))
+
+    def violations(self) -> list[str]:
+        return [e for e in self.seen if "ermissions" in e]
+
+
+async def _open(url: str, creds: Credentials, errors: _Errors | None = None) -> Client:
+    return await connect(
+        url, name=f"test-{creds.user}", creds=creds, error_cb=errors.record if errors else None
+    )
+
+
+async def _collect(nc: Client, subject: str) -> list[str]:
+    got: list[str] = []
+
+    async def cb(msg: Any) -> None:
+        got.append(msg.subject)
+
+    await nc.subscribe(subject, cb=cb)
+    await nc.flush()
+    return got
+
+
+async def _wait_hub_linked(s: Secured) -> None:
+    """Until a message published at the hub reaches a subscriber at the core (leafnode up)."""
+    control = await _open(s.core.client_url, s.creds("control"))
+    fra = await _open(s.hub.client_url, s.creds("node-fra"))
+    try:
+        got = await _collect(control, health_subject("fra"))
+        for _ in range(100):
+            await fra.publish(health_subject("fra"), b"{}")
+            await fra.flush()
+            await asyncio.sleep(0.05)
+            if got:
+                return
+        raise AssertionError("the hub's leafnode to the core never came up")
+    finally:
+        await fra.close()
+        await control.close()
+
+
+# -- users ---------------------------------------------------------------------------------------
+
+
+async def test_anonymous_and_wrong_password_refused_at_core_and_hub(secured: Secured) -> None:
+    ca = secured.creds("control").ca_file
+    for url in (secured.core.client_url, secured.hub.client_url):
+        with pytest.raises(BusConnectError):
+            # Anonymous (TLS fine, no user): refused, there is no no_auth_user.
+            await connect(url, name="anon", creds=Credentials("", "", ca), connect_deadline_s=1.5)
+        with pytest.raises(BusConnectError):
+            await connect(
+                url, name="bad", creds=Credentials("admin", "x" * 32, ca), connect_deadline_s=1.5
+            )
+    # A hub does not know core identities and the core does not know nodes.
+    with pytest.raises(BusConnectError):
+        await connect(
+            secured.core.client_url,
+            name="n",
+            creds=secured.creds("node-fra"),
+            connect_deadline_s=1.5,
+        )
+    with pytest.raises(BusConnectError):
+        await connect(
+            secured.hub.client_url, name="c", creds=secured.creds("control"), connect_deadline_s=1.5
+        )
+
+
+async def test_node_publishes_only_its_own_subjects(secured: Secured) -> None:
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    try:
+        watched = [
+            health_subject("ams"),
+            load_report_subject("ams"),
+            kv_replication_subject("ns", "ams"),
+            kv_control_subject("ns", "ams", "ams"),
+            kv_control_subject("ns", "_all", "ams"),
+            health_subject("fra"),
+            kv_replication_subject("ns", "fra"),
+            kv_control_subject("ns", "ams", "fra"),
+        ]
+        got = {subject: await _collect(control, subject) for subject in watched}
+        for subject in watched:
+            await fra.publish(subject, b"{}")
+        await fra.flush()
+        await asyncio.sleep(0.5)
+        allowed = {
+            health_subject("fra"),
+            kv_replication_subject("ns", "fra"),
+            kv_control_subject("ns", "ams", "fra"),
+        }
+        for subject in watched:
+            assert bool(got[subject]) == (subject in allowed), subject
+        assert len(errors.violations()) == len(watched) - len(allowed), errors.seen
+    finally:
+        await fra.close()
+        await control.close()
+
+
+async def test_node_cannot_write_desired_or_other_observed_state(secured: Secured) -> None:
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"))
+    try:
+        desired = await ensure_kv(jetstream(control), DESIRED_BUCKET)
+        observed = await ensure_kv(jetstream(control), OBSERVED_BUCKET)
+        await desired.put("fra", b"from-control")
+        js = jetstream(fra, timeout_s=1.0)
+        kv_desired = await js.key_value(DESIRED_BUCKET)
+        kv_observed = await js.key_value(OBSERVED_BUCKET)
+        # Reading its own desired state and writing its own observed state work...
+        assert (await kv_desired.get("fra")).value == b"from-control"
+        await kv_observed.put("fra", b"mine")
+        # ...writing desired state or another node's observed state does not.
+        for kv, key in ((kv_desired, "fra"), (kv_desired, "ams"), (kv_observed, "ams")):
+            with pytest.raises(_DENIED):  # A timeout: the server drops the publish.
+                await kv.put(key, b"forged")
+        assert (await desired.get("fra")).value == b"from-control"
+        assert (await observed.get("fra")).value == b"mine"
+        with pytest.raises(KeyNotFoundError):
+            await observed.get("ams")
+        # Nor can tooling (admin) write desired state.
+        admin = await _open(secured.core.client_url, secured.creds("admin"))
+        try:
+            kv_admin = await jetstream(admin, timeout_s=1.0).key_value(DESIRED_BUCKET)
+            with pytest.raises(_DENIED):
+                await kv_admin.put("fra", b"forged")
+        finally:
+            await admin.close()
+        assert (await desired.get("fra")).value == b"from-control"
+    finally:
+        await fra.close()
+        await control.close()
+
+
+async def test_node_cannot_read_other_inboxes(secured: Secured) -> None:
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    try:
+        await fra.subscribe("_INBOX.node-ams.>")
+        await fra.subscribe("_INBOX.>")
+        await fra.flush()
+        await asyncio.sleep(0.3)
+        assert len(errors.violations()) == 2, errors.seen
+    finally:
+        await fra.close()
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+async def test_plaintext_client_to_tls_listener_fails(secured: Secured) -> None:
+    for url, name in ((secured.core.client_url, "control"), (secured.hub.client_url, "node-fra")):
+        with pytest.raises(BusConnectError):
+            await connect(
+                url, name="plain", creds=secured.creds(name, tls=False), connect_deadline_s=1.5
+            )
+
+
+async def test_client_refuses_a_server_outside_the_planet_ca(
+    secured: Secured, tmp_path: Path
+) -> None:
+    other = bus_files(tmp_path / "other", regions=[REGION], locations=NODES)
+    c = secured.creds("control")
+    with pytest.raises(BusConnectError):
+        await connect(
+            secured.core.client_url,
+            name="wrong-ca",
+            creds=Credentials(c.user, c.password, other.tls["core"].ca_file),
+            connect_deadline_s=1.5,
+        )
+
+
+def test_non_loopback_bind_without_tls_is_refused(tmp_path: Path) -> None:
+    bus = bus_files(tmp_path, regions=[REGION], locations=NODES)
+    users = load_users(bus["core.users"])
+    for host in ("0.0.0.0", "192.0.2.10", "::"):
+        with pytest.raises(BusError, match="not loopback"):
+            check_exposure(CoreConfig(name="core", store_dir=tmp_path, host=host, users=users))
+        with pytest.raises(BusError, match="without TLS and users"):
+            check_exposure(
+                HubConfig(name="hub", core_leafnode_urls=("nats-leaf://x:1",), host=host)
+            )
+    check_exposure(
+        CoreConfig(name="c", store_dir=tmp_path, host="0.0.0.0", users=users, tls=bus.tls["core"])
+    )
+    check_exposure(CoreConfig(name="c", store_dir=tmp_path, host="127.0.0.1"))
+    # The role process refuses before it binds anything (no nats-server, no state directory).
+    state = tmp_path / "core-state"
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgefn.cli.main",
+            "core",
+            "--host",
+            "0.0.0.0",
+            "--state-dir",
+            str(state),
+            "--trusted-key",
+            str(bus.core_pub),
+            "--creds",
+            str(bus["control"]),
+            "--users",
+            str(bus["core.users"]),
+            "--core-signing-key",
+            str(bus.core_key),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "not loopback" in out.stderr, out.stderr
+    assert "without TLS" in out.stderr, out.stderr
+    assert not state.exists()
+
+
+def test_node_refuses_a_remote_hub_without_tls(tmp_path: Path) -> None:
+    from edgefn.planet.roles import _check_node_bus
+
+    creds = Credentials("node-fra", "p" * 32)
+    with pytest.raises(BusError, match="without TLS"):
+        _check_node_bus(["nats://192.0.2.10:4222"], creds)
+    _check_node_bus(["nats://127.0.0.1:4222"], creds)
+    _check_node_bus(["nats://192.0.2.10:4222"], Credentials("node-fra", "p" * 32, tmp_path))
+
+
+# -- signed desired state ------------------------------------------------------------------------
+
+
+class _Role:
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgefn.cli.main", *args],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise AssertionError(f"role {args[0]} failed: {log.read_text()[-2000:]}")
+        self.info: dict[str, Any] = json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+@pytest.fixture
+def planet(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, BusFiles, Path]]:
+    key = load_or_create_signing_key(tmp_path / "key.pem")
+    pub = tmp_path / "key.pub"
+    pub.write_text(key.public_key_pem())
+    bus = bus_files(tmp_path, regions=[REGION], locations=NODES)
+    started: list[_Role] = []
+    try:
+        started.append(
+            _Role(
+                [
+                    "core",
+                    "--state-dir",
+                    str(tmp_path / "core"),
+                    "--trusted-key",
+                    str(pub),
+                    "--creds",
+                    str(bus["control"]),
+                    "--users",
+                    str(bus["core.users"]),
+                    "--core-signing-key",
+                    str(bus.core_key),
+                    *bus.tls_args("core"),
+                ],
+                tmp_path / "core.log",
+            )
+        )
+        started.append(
+            _Role(
+                [
+                    "region",
+                    "--name",
+                    REGION,
+                    "--core-leaf",
+                    started[0].info["leafnode_url"],
+                    "--state-dir",
+                    str(tmp_path / "region"),
+                    "--creds",
+                    str(bus[f"cache-{REGION}"]),
+                    "--leaf-creds",
+                    str(bus[f"leaf-{REGION}"]),
+                    "--users",
+                    str(bus[f"hub-{REGION}.users"]),
+                    *bus.tls_args(f"hub-{REGION}"),
+                ],
+                tmp_path / "region.log",
+            )
+        )
+        started.append(
+            _Role(
+                [
+                    "node",
+                    "--location",
+                    "fra",
+                    "--region",
+                    REGION,
+                    "--nats",
+                    started[1].info["client_url"],
+                    "--trusted-key",
+                    str(pub),
+                    "--state-dir",
+                    str(tmp_path / "node"),
+                    "--creds",
+                    str(bus["node-fra"]),
+                    "--core-key",
+                    str(bus.core_pub),
+                ],
+                tmp_path / "node.log",
+            )
+        )
+        yield started[0], started[1], started[2], bus, tmp_path
+    finally:
+        for role in reversed(started):
+            role.stop()
+
+
+def test_forged_desired_state_is_not_applied(
+    planet: tuple[_Role, _Role, _Role, BusFiles, Path],
+) -> None:
+    core, region, node, bus, tmp = planet
+    api, url = core.info["api_url"], node.info["url"]
+    fn = tmp / "hello"
+    shutil.copytree(REPO / "examples" / "hello", fn)
+    bundle = build_bundle(fn)
+    key = load_or_create_signing_key(tmp / "key.pem")
+    up = httpx.post(
+        f"{api}/v1/functions/hello/versions",
+        content=bundle.data,
+        headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+        timeout=10,
+    )
+    assert up.status_code == 201, up.text
+    version = up.json()["version_id"]
+    dep = httpx.post(
+        f"{api}/v1/functions/hello/deployments",
+        json={"version": version, "strategy": "immediate"},
+        timeout=10,
+    )
+    assert dep.status_code == 202, dep.text
+
+    def serving() -> str:
+        r = httpx.get(f"{url}/", headers={"host": "hello.localhost"}, timeout=5)
+        return r.headers.get("x-edgefn-version", "") if r.status_code == 200 else ""
+
+    wait_for(lambda: serving() == version, timeout_s=30, what="v1 served")
+    forged = json.dumps({"generation": 10_000, "functions": {}, "signatures": {}}).encode()
+
+    async def forge() -> None:
+        # 1. With node credentials: the server drops the write (permissions).
+        fra = await connect(
+            region.info["client_url"], name="x", creds=load_credentials(bus["node-fra"])
+        )
+        try:
+            kv = await jetstream(fra, timeout_s=1.0).key_value(DESIRED_BUCKET)
+            with pytest.raises(_DENIED):
+                await kv.put("fra", sign_desired(Ed25519PrivateKey.generate(), "fra", forged))
+        finally:
+            await fra.close()
+        # 2. With the control password but not the core's key: written, then refused by the node.
+        ctl = await connect(
+            core.info["client_url"], name="y", creds=load_credentials(bus["control"])
+        )
+        try:
+            kv = await jetstream(ctl).key_value(DESIRED_BUCKET)
+            await kv.put("fra", sign_desired(Ed25519PrivateKey.generate(), "fra", forged))
+            await kv.put("fra", forged)  # unsigned
+        finally:
+            await ctl.close()
+
+    asyncio.run(forge())
+    log = tmp / "node" / "node.log"
+    wait_for(
+        lambda: log.read_text().count("desired_refused") >= 2,
+        timeout_s=15,
+        what="the node logging both refusals",
+    )
+    assert "signature mismatch" in log.read_text()
+    assert "not signed" in log.read_text()
+    for _ in range(5):
+        assert serving() == version  # Still the old version: nothing forged was applied.
