@@ -552,10 +552,7 @@ class KVDriver:
         return StrongOutcome("ok", revision=0)
 
     async def _home_list(self, op: StrongOp) -> StrongOutcome:
-        try:
-            hkeys = await self._kv.keys(filters=[f"{self.namespace}.>"])
-        except nats.js.errors.NoKeysError:
-            hkeys = []
+        hkeys = await self._home_keys()
         keys = sorted(k for k in map(_user_key, hkeys) if k.startswith(op.prefix) and k > op.cursor)
         records: list[StrongRecord] = []
         for key in keys:
@@ -566,6 +563,24 @@ class KVDriver:
                 break
         cursor = records[-1].key if len(records) >= op.limit else ""
         return StrongOutcome("ok", records=tuple(records), cursor=cursor)
+
+    async def _home_keys(self) -> list[str]:
+        """This namespace's keys in the shared home bucket.
+
+        A watch on ``<namespace>.>`` rather than ``KeyValue.keys(filters=...)``: nats-py applies
+        those filters as substrings of each key after reading the whole bucket, so a subject
+        wildcard never matches (and every namespace's keys would be read).
+        """
+        watcher = await self._kv.watch(f"{self.namespace}.>", ignore_deletes=True, meta_only=True)
+        keys: list[str] = []
+        try:
+            async for entry in watcher:
+                if entry is None:  # the watch has delivered every current key
+                    break
+                keys.append(entry.key)
+        finally:
+            await watcher.stop()
+        return keys
 
     def statistics(self) -> DriverStatistics:
         return DriverStatistics(
