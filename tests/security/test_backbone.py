@@ -387,6 +387,8 @@ def planet(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, BusFiles, Path
                     "--core-signing-key",
                     str(bus.core_key),
                     *bus.tls_args("core"),
+                    "--admin-token-file",
+                    str(tmp_path / "admin-token"),
                 ],
                 tmp_path / "core.log",
             )
@@ -449,10 +451,11 @@ def test_forged_desired_state_is_not_applied(
     shutil.copytree(REPO / "examples" / "hello", fn)
     bundle = build_bundle(fn)
     key = load_or_create_signing_key(tmp / "key.pem")
+    auth = {"authorization": f"Bearer {(tmp / 'admin-token').read_text().strip()}"}
     up = httpx.post(
         f"{api}/v1/functions/hello/versions",
         content=bundle.data,
-        headers={"x-edgefn-signature": key.sign(bundle.sha256)},
+        headers={**auth, "x-edgefn-signature": key.sign(bundle.sha256)},
         timeout=10,
     )
     assert up.status_code == 201, up.text
@@ -460,6 +463,7 @@ def test_forged_desired_state_is_not_applied(
     dep = httpx.post(
         f"{api}/v1/functions/hello/deployments",
         json={"version": version, "strategy": "immediate"},
+        headers=auth,
         timeout=10,
     )
     assert dep.status_code == 202, dep.text
