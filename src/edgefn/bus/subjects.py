@@ -22,6 +22,7 @@ __all__ = [
     "LOAD_REPORT_ALL",
     "OBSERVED_BUCKET",
     "REGISTRY_BUCKET",
+    "SECRETS_BUCKET",
     "SUBJECT_PREFIX",
     "TELEMETRY_ALL",
     "bundle_request_subject",
@@ -34,6 +35,8 @@ __all__ = [
 DESIRED_BUCKET = "edgefn-desired"
 OBSERVED_BUCKET = "edgefn-observed"
 REGISTRY_BUCKET = "edgefn-registry"
+# Function secrets, AES-GCM encrypted under the core's master key (edgefn.control.secrets).
+SECRETS_BUCKET = "edgefn-secrets"
 BUNDLES_OBJECT_STORE = "edgefn-bundles"
 
 # The core's JetStream domain. Clients reach JetStream as ``$JS.edgefn.API.>`` so that the API and

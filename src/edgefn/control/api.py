@@ -8,12 +8,19 @@ Endpoints (JSON unless noted; errors are ``{"error": code, "message": ..., "hint
     POST /v1/functions/{name}/deployments    {"version": id, "strategy": "immediate"|"canary"}
     GET  /v1/functions/{name}/deployments
     POST /v1/functions/{name}/rollback       {"to": id?}
+    PUT    /v1/functions/{name}/secrets/{secret}   {"value": "..."} (5 KiB max; never echoed)
+    GET    /v1/functions/{name}/secrets            names and updated_ms only
+    DELETE /v1/functions/{name}/secrets/{secret}
     GET  /v1/status
     GET  /v1/bundles/{sha256}                application/gzip
 
 Trust model: the control plane is started with the public keys it trusts; an upload carries only
 its signature (``x-edgefn-signature``, base64 Ed25519 over the bundle sha256). A bundle signed by
 any other key is refused with 403, so a leaked API URL alone cannot deploy code.
+
+Secret routes answer with names, update times, the secrets generation and the deployment they
+started; never a value (not even in errors). Each route's required token scope is declared in
+``ROUTE_SCOPES`` (``deploy:{name}`` for the secret routes), for the control-API token check.
 
 Uploads are read with a hard cap (``max_upload_bytes``, default 10 MiB + 64 KiB of headroom) and
 refused with 413 beyond it, before any parsing.
@@ -34,12 +41,22 @@ from edgefn.control.errors import ControlError, NotFound
 from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
-from edgefn.errors import BundleError, ConfigError, EdgefnError
+from edgefn.errors import BundleError, ConfigError, EdgefnError, UsageError
 
-__all__ = ["SIGNATURE_HEADER", "create_app"]
+__all__ = ["ROUTE_SCOPES", "SIGNATURE_HEADER", "create_app"]
 
 SIGNATURE_HEADER: Final = "x-edgefn-signature"
 _MAX_JSON_BYTES: Final = 64 * 1024
+# A 5 KiB value JSON-escaped as \uXXXX is at most 30 KiB; anything larger is refused unread.
+_MAX_SECRET_BODY_BYTES: Final = 32 * 1024
+
+# The token scope each route requires, by (method, path template); "{name}" is the function.
+# Only the secret routes are declared so far; the control-API token check reads this table.
+ROUTE_SCOPES: Final[dict[tuple[str, str], str]] = {
+    ("PUT", "/v1/functions/{name}/secrets/{secret}"): "deploy:{name}",
+    ("GET", "/v1/functions/{name}/secrets"): "deploy:{name}",
+    ("DELETE", "/v1/functions/{name}/secrets/{secret}"): "deploy:{name}",
+}
 
 
 def _error(status: int, code: str, message: str, hint: str = "") -> JSONResponse:
@@ -51,6 +68,8 @@ def _from_exception(err: EdgefnError) -> JSONResponse:
         return _error(err.status, err.code, err.message, err.hint)
     if isinstance(err, BundleError | ConfigError):
         return _error(400, "bad_bundle", err.message, err.hint)
+    if isinstance(err, UsageError):
+        return _error(400, "bad_request", err.message, err.hint)
     return _error(500, "internal", err.message, err.hint)
 
 
@@ -86,6 +105,25 @@ async def _json_body(request: Request, allowed: tuple[str, ...]) -> dict[str, An
         if value is not None and not isinstance(value, str):
             raise ControlError(f"field {key!r} must be a string")
     return body
+
+
+def _secret_value(raw: bytes) -> str:
+    """The ``value`` of a secret PUT body; errors name the problem, never the content."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise ControlError(
+            "request body is not JSON", hint='send {"value": "..."} as JSON'
+        ) from None
+    if not isinstance(body, dict) or set(body) != {"value"}:
+        raise ControlError(
+            'request body must be a JSON object with exactly one field, "value"',
+            hint='send {"value": "..."}',
+        )
+    value = body["value"]
+    if not isinstance(value, str):
+        raise ControlError('field "value" must be a string', hint="send the secret as text")
+    return value
 
 
 def create_app(
@@ -159,6 +197,24 @@ def create_app(
         _known(name)
         return _json(await service.rollback(name, body.get("to")))
 
+    async def put_secret(request: Request) -> Response:
+        name, secret = request.path_params["name"], request.path_params["secret"]
+        raw = await _read_capped(request, _MAX_SECRET_BODY_BYTES)
+        if raw is None:
+            return _error(413, "too_large", f"request body over {_MAX_SECRET_BODY_BYTES} bytes",
+                          "a secret value is at most 5 KiB")  # fmt: skip
+        value = _secret_value(raw)
+        return _json(await service.put_secret(name, secret, value))
+
+    async def list_secrets(request: Request) -> Response:
+        name = request.path_params["name"]
+        secrets = [msgspec.to_builtins(s) for s in service.list_secrets(name)]
+        return _json({"function": name, "secrets": secrets})
+
+    async def delete_secret(request: Request) -> Response:
+        name, secret = request.path_params["name"], request.path_params["secret"]
+        return _json(await service.delete_secret(name, secret))
+
     async def status(_request: Request) -> Response:
         return _json(service.status())
 
@@ -181,6 +237,9 @@ def create_app(
         Route("/v1/functions/{name}/deployments", deploy, methods=["POST"]),
         Route("/v1/functions/{name}/deployments", list_deployments, methods=["GET"]),
         Route("/v1/functions/{name}/rollback", rollback, methods=["POST"]),
+        Route("/v1/functions/{name}/secrets/{secret}", put_secret, methods=["PUT"]),
+        Route("/v1/functions/{name}/secrets", list_secrets, methods=["GET"]),
+        Route("/v1/functions/{name}/secrets/{secret}", delete_secret, methods=["DELETE"]),
         Route("/v1/status", status, methods=["GET"]),
         Route("/v1/bundles/{sha256}", bundle, methods=["GET"]),
     ]

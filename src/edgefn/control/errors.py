@@ -6,7 +6,8 @@
     └── ControlError              .status (HTTP), .code (machine-readable)
         ├── NotFound              404: unknown function, version or bundle
         ├── Conflict              409: the reconciler rejected a deploy or rollback
-        └── Untrusted             403: no trusted key signed the bundle
+        ├── Untrusted             403: no trusted key signed the bundle
+        └── SecretsUnavailable    503: the control plane was started without a secrets key
 
 Bundle and manifest problems in an upload stay ``BundleError`` / ``ManifestError`` (API: 400).
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from edgefn.errors import EdgefnError
 
-__all__ = ["Conflict", "ControlError", "NotFound", "Untrusted"]
+__all__ = ["Conflict", "ControlError", "NotFound", "SecretsUnavailable", "Untrusted"]
 
 
 class ControlError(EdgefnError):
@@ -38,3 +39,8 @@ class Conflict(ControlError):
 class Untrusted(ControlError):
     status = 403
     code = "untrusted_signature"
+
+
+class SecretsUnavailable(ControlError):
+    status = 503
+    code = "secrets_unavailable"

@@ -51,6 +51,8 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     cpu_ms: int
     memory_mb: int
     timeout_ms: int
+    # Names of the manifest's [vars] (not their values): a secret may not reuse one.
+    vars: tuple[str, ...] = ()
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -87,6 +89,7 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         cpu_ms=manifest.limits.cpu_ms,
         memory_mb=manifest.limits.memory_mb,
         timeout_ms=manifest.limits.timeout_ms,
+        vars=tuple(sorted(manifest.vars)),
     )
 
 

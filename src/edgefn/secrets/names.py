@@ -19,6 +19,7 @@ __all__ = [
     "MAX_NAME_CHARS",
     "MAX_SECRETS_PER_FUNCTION",
     "MAX_VALUE_BYTES",
+    "validate_function_name",
     "validate_secret_name",
     "validate_secret_value",
 ]
@@ -27,6 +28,18 @@ MAX_NAME_CHARS: Final = 64
 MAX_VALUE_BYTES: Final = 5 * 1024
 MAX_SECRETS_PER_FUNCTION: Final = 64
 _NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+# The same rule as ``name`` in edgefn.toml (edgefn.bundle.manifest).
+_FUNCTION_RE: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def validate_function_name(name: str) -> str:
+    """Return ``name`` if it can be a function's name, else raise ``UsageError``."""
+    if _FUNCTION_RE.fullmatch(name) is None:
+        raise UsageError(
+            f"invalid function name {name[:80]!r}",
+            hint="use 1-63 characters of a-z, 0-9 and '-', not starting or ending with '-'",
+        )
+    return name
 
 
 def validate_secret_name(name: str) -> str:
