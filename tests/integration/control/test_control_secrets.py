@@ -154,19 +154,19 @@ async def test_errors_are_clear_and_never_contain_the_value(
             await control.http.put(f"/v1/functions/{FN}/secrets/OK", content=b"{" + VALUE.encode()),
             400,
             "not JSON",
-        ),  # fmt: skip
+        ),
         (
             await control.http.put(
                 f"/v1/functions/{FN}/secrets/OK", json={"value": VALUE, "extra": VALUE}
             ),
             400,
             "exactly one",
-        ),  # fmt: skip
+        ),
         (
             await control.http.put(f"/v1/functions/{FN}/secrets/OK", content=b"x" * 40_000),
             413,
             "over",
-        ),  # fmt: skip
+        ),
     ]
     for resp, status, words in cases:
         assert resp.status_code == status, resp.text
