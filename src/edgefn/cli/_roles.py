@@ -52,6 +52,13 @@ def core(
     gate_advance_requests: Annotated[
         int, typer.Option(help="Requests after which a healthy stage advances early")
     ] = 1000,
+    secrets_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Secrets master key file (32 bytes, mode 0600; created if missing). "
+            "Default: secrets.key in --state-dir. Share one file between core hosts."
+        ),
+    ] = None,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler."""
     from edgefn._loop import run
@@ -79,6 +86,7 @@ def core(
             api_port=api_port,
             trusted_keys=_keys(trusted_key),
             gates=gates,
+            secrets_key_file=secrets_key,
         )
     )
 

@@ -71,13 +71,17 @@ async def run_core(
     api_port: int,
     trusted_keys: list[str],
     gates: Any = None,
+    secrets_key_file: Path | None = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
     from edgefn.control.api import create_app
     from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.service import ControlService
+    from edgefn.secrets.crypto import load_or_create_master_key
 
     state_dir.mkdir(parents=True, exist_ok=True)
+    # The secrets master key: generated at first start (0600); on several hosts, share one file.
+    secrets_key = load_or_create_master_key(secrets_key_file or state_dir / "secrets.key")
     nats = NatsServer(
         CoreConfig(
             name="core",
@@ -92,7 +96,9 @@ async def run_core(
     try:
         nc = await connect(nats.client_url, name="edgefn-control")
         options = ReconcilerOptions(gates=gates) if gates is not None else None
-        service = ControlService(nc, trusted_keys=trusted_keys, options=options)
+        service = ControlService(
+            nc, trusted_keys=trusted_keys, options=options, secrets_key=secrets_key
+        )
         await service.start()
         server, task, port = await _serve_asgi(create_app(service), host, api_port)
         announce(
@@ -158,23 +164,32 @@ async def run_node(
 ) -> None:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
-    from edgefn.planet.node_agent import NodeAgent
+    from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
+    from edgefn.secrets import Redactor, load_or_create_node_key
 
     state_dir.mkdir(parents=True, exist_ok=True)
     log_file = (state_dir / "node.log").open("a", buffering=1)
+    # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
+    redactor = Redactor()
     node = EdgeNode(
         location,
         region=region,
         host=host,
         port=port,
         state_dir=state_dir,
-        log=JsonLog(log_file, location=location),
+        log=JsonLog(log_file, location=location, redact=redactor.redact),
         preload=preload,
     )
     await node.start()
     kv, kv_task = _start_kv(node, location, state_dir, nats_urls)
     agent = NodeAgent(
-        node, nats_urls=nats_urls, region=region, trusted_keys=trusted_keys, state_dir=state_dir
+        node,
+        nats_urls=nats_urls,
+        region=region,
+        trusted_keys=trusted_keys,
+        state_dir=state_dir,
+        secrets_key=load_or_create_node_key(state_dir / NODE_KEY_FILE),
+        redactor=redactor,
     )
     driver: Any = None
     try:
