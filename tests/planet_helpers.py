@@ -24,10 +24,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def edgefn(*args: str, state_dir: Path, check: bool = True, timeout: float = 180) -> Any:
+def edgefn(
+    *args: str, state_dir: Path, check: bool = True, timeout: float = 180, stdin: str = ""
+) -> Any:
     """Run ``edgefn ARGS --state-dir DIR --json`` and return its parsed JSON (or the process)."""
     res = subprocess.run(
         [*EDGEFN, *args, "--state-dir", str(state_dir)],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,
