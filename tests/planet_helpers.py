@@ -52,10 +52,12 @@ def edgefn(
     check: bool = True,
     timeout: float = 180,
     env: dict[str, str] | None = None,
+    stdin: str = "",
 ) -> Any:
     """Run ``edgefn ARGS --state-dir DIR --json`` and return its parsed JSON (or the process)."""
     res = subprocess.run(
         [*EDGEFN, *args, "--state-dir", str(state_dir)],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=timeout,

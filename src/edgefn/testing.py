@@ -13,6 +13,10 @@ sandbox uses. ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` a
 rules through the node's own ``Outbound`` (same SSRF policy: loopback and private addresses need
 ``[egress] allow_private``), and KV bindings are real in-memory namespaces with revisions, so ``if_revision`` conflicts
 behave as on the platform (eventual semantics only: there is one replica).
+
+Secrets: ``TestClient(path, secrets={"API_KEY": "test-key"})`` gives the function ``env.API_KEY``,
+with the platform's rules (valid names, at most 5 KiB, no name shared with ``[vars]`` or a KV
+binding). Never commit real secret values in tests.
 """
 
 from __future__ import annotations
@@ -41,12 +45,14 @@ from edgefn.errors import (
     KVLimitError,
     ManifestError,
     SubrequestLimitError,
+    UsageError,
 )
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import FETCH_ERRORS
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
+from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
 __all__ = ["MemoryKV", "TestClient", "TestResponse"]
 
@@ -167,6 +173,19 @@ class MemoryKV:
         return {"keys": page, "cursor": page[-1] if more and page else None}
 
 
+def _checked_secrets(secrets: Mapping[str, str], taken: set[str]) -> dict[str, str]:
+    """``secrets`` if the platform would accept them for this manifest (else ``UsageError``)."""
+    for name, value in secrets.items():
+        validate_secret_name(name)
+        validate_secret_value(value)
+        if name in taken:
+            raise UsageError(
+                f"secret {name!r} has the name of a [vars] entry or KV binding",
+                hint="the platform refuses this too: rename one of them",
+            )
+    return dict(secrets)
+
+
 class TestClient:
     """Runs ``fetch(request, env, ctx)`` of the function in ``path`` in this process."""
 
@@ -177,6 +196,7 @@ class TestClient:
         path: str | Path = ".",
         *,
         vars: Mapping[str, Any] | None = None,
+        secrets: Mapping[str, str] | None = None,
         location: str = "test",
         fetch: FetchBackend | None = None,
     ) -> None:
@@ -186,6 +206,7 @@ class TestClient:
         values: dict[str, Any] = dict(self.manifest.vars)
         values.update(vars or {})
         self.kv = {ns.binding: MemoryKV() for ns in self.manifest.kv_namespaces}
+        values.update(_checked_secrets(secrets or {}, set(self.manifest.vars) | set(self.kv)))
         values.update(self.kv)
         self.env = Env(values)
         self.location = location

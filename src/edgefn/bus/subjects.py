@@ -26,6 +26,7 @@ __all__ = [
     "LOAD_REPORT_ALL",
     "OBSERVED_BUCKET",
     "REGISTRY_BUCKET",
+    "SECRETS_BUCKET",
     "SUBJECT_PREFIX",
     "TELEMETRY_ALL",
     "TOKENS_BUCKET",
@@ -41,6 +42,8 @@ __all__ = [
 DESIRED_BUCKET = "edgefn-desired"
 OBSERVED_BUCKET = "edgefn-observed"
 REGISTRY_BUCKET = "edgefn-registry"
+# Function secrets, AES-GCM encrypted under the core's master key (edgefn.control.secrets).
+SECRETS_BUCKET = "edgefn-secrets"
 BUNDLES_OBJECT_STORE = "edgefn-bundles"
 # Control-plane access (edgefn.control.access): hashed API tokens, registered deployer public keys
 # (nodes read this one to verify bundles), and the audit log. Only the core should write them.

@@ -107,6 +107,13 @@ def core(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     tls_ca: TlsCaOpt = None,
+    secrets_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Secrets master key file (32 bytes, mode 0600; created if missing). "
+            "Default: secrets.key in --state-dir. Share one file between core hosts."
+        ),
+    ] = None,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler."""
     from edgefn._loop import run
@@ -147,6 +154,7 @@ def core(
             tls=tls,
             desired_key=signer,
             gates=gates,
+            secrets_key_file=secrets_key,
         )
     )
 

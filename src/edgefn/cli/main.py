@@ -22,6 +22,7 @@ _COMMAND_MODULES: list[str] = [
     "_plan",
     "_planet",
     "_roles",
+    "_secrets",
     "_simulate",
     "_traffic",
 ]

@@ -10,6 +10,9 @@ the scope each one needs::
     POST   /v1/functions/{name}/deployments  deploy:{name}  {"version": id, "strategy": ...}
     GET    /v1/functions/{name}/deployments  read
     POST   /v1/functions/{name}/rollback     deploy:{name}  {"to": id?}
+    PUT    /v1/functions/{name}/secrets/{secret}  deploy:{name}  {"value": "..."} (5 KiB max; never echoed)
+    GET    /v1/functions/{name}/secrets   deploy:{name}  names and updated_ms only
+    DELETE /v1/functions/{name}/secrets/{secret}  deploy:{name}
     GET    /v1/status                        read
     GET    /v1/bundles/{sha256}              read           application/gzip
     GET    /v1/whoami                        read
@@ -36,6 +39,10 @@ Trust model: an upload carries its signature (``x-edgefn-signature``, base64 Ed2
 bundle sha256) and the signer's key id; it must verify under a deployer key registered for the
 caller's account (``POST /v1/keys``), so neither a leaked token nor a leaked key alone deploys code.
 
+Secret routes answer with names, update times, the secrets generation and the deployment they
+started; never a value (not even in errors). They need ``deploy:<function>`` (listing names too) and
+the function's account, like a deploy.
+
 Uploads are read with a hard cap (``max_upload_bytes``, default 10 MiB + 64 KiB of headroom) and
 refused with 413 beyond it, before any parsing.
 """
@@ -60,7 +67,7 @@ from edgefn.control.errors import ControlError, NotFound
 from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
-from edgefn.errors import BundleError, ConfigError, EdgefnError
+from edgefn.errors import BundleError, ConfigError, EdgefnError, UsageError
 
 __all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app", "function_deploy"]
 
@@ -68,7 +75,8 @@ SIGNATURE_HEADER: Final = "x-edgefn-signature"
 KEY_ID_HEADER: Final = "x-edgefn-key-id"
 PRINCIPAL_SCOPE_KEY: Final = "edgefn.principal"
 _MAX_JSON_BYTES: Final = 64 * 1024
-
+# A 5 KiB value JSON-escaped as \uXXXX is at most 30 KiB; anything larger is refused unread.
+_MAX_SECRET_BODY_BYTES: Final = 32 * 1024
 
 Need = str | Callable[[Mapping[str, Any]], str]
 
@@ -101,6 +109,8 @@ def _from_exception(err: EdgefnError) -> JSONResponse:
         return _error(err.status, err.code, err.message, err.hint, err.extra)
     if isinstance(err, BundleError | ConfigError):
         return _error(400, "bad_bundle", err.message, err.hint)
+    if isinstance(err, UsageError):
+        return _error(400, "bad_request", err.message, err.hint)
     return _error(500, "internal", err.message, err.hint)
 
 
@@ -207,6 +217,25 @@ def _principal(request: Request) -> Principal:
     return principal
 
 
+def _secret_value(raw: bytes) -> str:
+    """The ``value`` of a secret PUT body; errors name the problem, never the content."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise ControlError(
+            "request body is not JSON", hint='send {"value": "..."} as JSON'
+        ) from None
+    if not isinstance(body, dict) or set(body) != {"value"}:
+        raise ControlError(
+            'request body must be a JSON object with exactly one field, "value"',
+            hint='send {"value": "..."}',
+        )
+    value = body["value"]
+    if not isinstance(value, str):
+        raise ControlError('field "value" must be a string', hint="send the secret as text")
+    return value
+
+
 def create_app(
     service: ControlService, *, max_upload_bytes: int = DEFAULT_MAX_BUNDLE_BYTES + 64 * 1024
 ) -> Starlette:
@@ -282,6 +311,25 @@ def create_app(
         body = await _json_body(request, ("to",))
         _known(name)
         return _json(await service.rollback(name, body.get("to"), principal=_principal(request)))
+
+    async def put_secret(request: Request) -> Response:
+        name, secret = request.path_params["name"], request.path_params["secret"]
+        raw = await _read_capped(request, _MAX_SECRET_BODY_BYTES)
+        if raw is None:
+            return _error(413, "too_large", f"request body over {_MAX_SECRET_BODY_BYTES} bytes",
+                          "a secret value is at most 5 KiB")  # fmt: skip
+        value = _secret_value(raw)
+        return _json(await service.put_secret(name, secret, value, principal=_principal(request)))
+
+    async def list_secrets(request: Request) -> Response:
+        name = request.path_params["name"]
+        service.check_owner(name, _principal(request))
+        secrets = [msgspec.to_builtins(s) for s in service.list_secrets(name)]
+        return _json({"function": name, "secrets": secrets})
+
+    async def delete_secret(request: Request) -> Response:
+        name, secret = request.path_params["name"], request.path_params["secret"]
+        return _json(await service.delete_secret(name, secret, principal=_principal(request)))
 
     async def status(_request: Request) -> Response:
         return _json(service.status())
@@ -389,6 +437,18 @@ def create_app(
         ScopedRoute("/v1/audit", audit, method="GET", need=ADMIN),
         ScopedRoute("/v1/kv", list_namespaces, method="GET", need=READ),
         ScopedRoute("/v1/kv/{namespace}/shares", share_namespace, method="POST", need="deploy:*"),
+        ScopedRoute(
+            "/v1/functions/{name}/secrets/{secret}", put_secret, method="PUT", need=function_deploy
+        ),
+        ScopedRoute(
+            "/v1/functions/{name}/secrets", list_secrets, method="GET", need=function_deploy
+        ),
+        ScopedRoute(
+            "/v1/functions/{name}/secrets/{secret}",
+            delete_secret,
+            method="DELETE",
+            need=function_deploy,
+        ),
     ]
     app = Starlette(
         routes=routes,

@@ -8,7 +8,8 @@
         ├── Conflict              409: the reconciler rejected a deploy or rollback
         ├── Untrusted             403: no registered deployer key of the caller's account signed it
         ├── Unauthorized          401: no token, a malformed, unknown or revoked token
-        └── Forbidden             403: a valid token without the scope, or another account's object
+        ├── Forbidden             403: a valid token without the scope, or another account's object
+        └── SecretsUnavailable    503: the control plane was started without a secrets key
 
 ``extra`` carries machine-readable fields the API adds to the JSON body (``scope``, ``owner``).
 
@@ -19,7 +20,15 @@ from __future__ import annotations
 
 from edgefn.errors import EdgefnError
 
-__all__ = ["Conflict", "ControlError", "Forbidden", "NotFound", "Unauthorized", "Untrusted"]
+__all__ = [
+    "Conflict",
+    "ControlError",
+    "Forbidden",
+    "NotFound",
+    "SecretsUnavailable",
+    "Unauthorized",
+    "Untrusted",
+]
 
 
 class ControlError(EdgefnError):
@@ -58,3 +67,8 @@ class Unauthorized(ControlError):
 class Forbidden(ControlError):
     status = 403
     code = "forbidden"
+
+
+class SecretsUnavailable(ControlError):
+    status = 503
+    code = "secrets_unavailable"

@@ -10,6 +10,8 @@ applies the state and reports the generation it applied, which gives the reconci
 vector ``{location: applied generation}``. Within a function's ``versions`` the weights are the
 traffic split at that location and sum to 1; ``signatures`` maps each referenced sha256 to its
 base64 Ed25519 signature (see ``edgefn.bundle.signing``) so a node can verify what it fetches.
+A function with secrets also carries ``secrets_generation`` and ``secrets``: its values sealed
+for that location's key (``ObservedState.secrets_key``), never in clear (docs/design/0013).
 
 Example desired state (JSON)::
 
@@ -63,10 +65,16 @@ class VersionRef(msgspec.Struct, frozen=True):
     version_id: str
     sha256: str
     signature: str = ""
+    # The function's secrets generation this deployment carries (0: the function has none).
+    secrets_generation: int = 0
 
 
 class FunctionDesired(msgspec.Struct, frozen=True):
     versions: tuple[VersionWeight, ...]
+    # Secrets: the generation, and the values sealed for this location only (base64 box, see
+    # edgefn.secrets.crypto). The reconciler leaves ``secrets`` empty; the control service seals.
+    secrets_generation: int = 0
+    secrets: str = ""
 
 
 class DesiredState(msgspec.Struct, frozen=True):
@@ -91,6 +99,8 @@ class ObservedState(msgspec.Struct, frozen=True):
     at_ms: int = 0
     region: str = ""
     url: str = ""
+    # The node's X25519 public key (base64) that the control plane seals its secrets to.
+    secrets_key: str = ""
 
 
 _desired_decoder = msgspec.json.Decoder(DesiredState)

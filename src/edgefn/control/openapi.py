@@ -38,6 +38,12 @@ def _ok(description: str, schema: dict[str, Any], status: str = "200") -> dict[s
 
 
 _NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+_SECRET = {
+    "name": "secret",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]{0,63}$"},
+}
 
 
 def _paths() -> dict[str, Any]:
@@ -112,6 +118,35 @@ def _paths() -> dict[str, Any]:
                     )
                 },
                 "responses": _ok("rolled back", _ref("RolledBack")),
+            },
+        },
+        "/v1/functions/{name}/secrets": {
+            "parameters": [_NAME],
+            "get": {
+                "summary": "Secret names and update times (never values)",
+                "responses": _ok("secrets", object_list),
+            },
+        },
+        "/v1/functions/{name}/secrets/{secret}": {
+            "parameters": [_NAME, _SECRET],
+            "put": {
+                "summary": "Set a secret (encrypted at rest) and roll it out immediately",
+                "requestBody": {
+                    "required": True,
+                    "content": _json_content(
+                        {
+                            "type": "object",
+                            "required": ["value"],
+                            "properties": {"value": {"type": "string", "maxLength": 5120}},
+                            "additionalProperties": False,
+                        }
+                    ),
+                },
+                "responses": _ok("stored; the response never contains the value", object_list),
+            },
+            "delete": {
+                "summary": "Delete a secret and roll the change out immediately",
+                "responses": _ok("deleted", object_list),
             },
         },
         "/v1/status": {

@@ -25,6 +25,11 @@ not load the new version fails it too. A failed gate rolls back automatically: t
 every location returns to the active version (or drops the function on a first deploy). Manual
 rollback sends every location to the chosen version (default: the previous one) in one step.
 
+Secrets: a ``VersionRef`` carries the function's ``secrets_generation``; the control service
+rolls a secret change out as an ``immediate`` deploy of the active code with the new generation
+(docs/design/0013-secrets.md). Such a rollout keeps ``previous`` pointing at the older code. A
+location that reports a new ``secrets_key`` gets its desired state again (to be resealed).
+
 A silent location (partitioned, crashed) never reports the new generation, so the stage waits
 for it; nothing times out on its own, because a rollout that proceeds without hearing from a
 location cannot know what that location serves.
@@ -113,6 +118,7 @@ class _Location:
     last_seen_ms: int
     stats: dict[str, dict[str, VersionStats]]
     load_errors: dict[str, str]
+    secrets_key: str = ""
 
 
 @dataclass(slots=True)
@@ -195,8 +201,13 @@ class Reconciler:
             if len(self._locations) >= MAX_LOCATIONS:
                 out.append(Rejected("", f"location {obs.location!r} refused", "too many locations"))
                 return
-            loc = _Location(obs.region, obs.url, obs.generation, now_ms, {}, {})
+            loc = _Location(obs.region, obs.url, obs.generation, now_ms, {}, {}, obs.secrets_key)
             self._locations[obs.location] = loc
+            force.add(obs.location)
+        if obs.secrets_key != loc.secrets_key:
+            # A new node key (its state was wiped): what was sealed for the old key must be
+            # sealed again, so the location gets a fresh desired state.
+            loc.secrets_key = obs.secrets_key
             force.add(obs.location)
         # A node ahead of us means this reconciler restarted without its counter: jump past the
         # node's generation so what we write next is newer than anything the node applied.
@@ -353,7 +364,11 @@ class Reconciler:
     ) -> None:
         if r.stage + 1 >= len(r.stages):
             self._finish(name, fn, "completed", now_ms, "")
-            fn.previous, fn.active = fn.active, r.version
+            # A secrets rollout redeploys the same code: "previous" stays the previous code, so
+            # a rollback after changing a secret still goes back to older code.
+            if fn.active is None or fn.active.version_id != r.version.version_id:
+                fn.previous = fn.active
+            fn.active = r.version
             self._completed += 1
             out.append(DeploymentCompleted(name, r.deployment_id, r.version.version_id))
             return
@@ -430,8 +445,10 @@ class Reconciler:
             if fn.regions and self._locations[location].region not in fn.regions:
                 continue
             versions: list[VersionWeight] = []
+            secrets_generation = fn.active.secrets_generation if fn.active else 0
             r = fn.rollout
             if r is not None and location in stage_sets[name]:
+                secrets_generation = r.version.secrets_generation
                 weight = r.stages[r.stage].weight if fn.active else 1.0
                 versions.append(VersionWeight(r.version.version_id, r.version.sha256, weight))
                 if weight < 1.0 and fn.active is not None:
@@ -440,7 +457,7 @@ class Reconciler:
             elif fn.active is not None:
                 versions.append(VersionWeight(fn.active.version_id, fn.active.sha256, 1.0))
             if versions:
-                content[name] = FunctionDesired(tuple(versions))
+                content[name] = FunctionDesired(tuple(versions), secrets_generation)
         return content
 
     def _signatures(self, content: dict[str, FunctionDesired]) -> dict[str, str]:

@@ -67,6 +67,8 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     memory_mb: int
     timeout_ms: int
     kv_namespaces: tuple[str, ...] = ()
+    # Names of the manifest's [vars] (not their values): a secret may not reuse one.
+    vars: tuple[str, ...] = ()
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -114,6 +116,7 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         memory_mb=manifest.limits.memory_mb,
         timeout_ms=manifest.limits.timeout_ms,
         kv_namespaces=tuple(k.namespace for k in manifest.kv_namespaces),
+        vars=tuple(sorted(manifest.vars)),
     )
 
 

@@ -51,11 +51,18 @@ from edgefn.bus.subjects import (
     DESIRED_BUCKET,
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
+    SECRETS_BUCKET,
 )
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, DEFAULT_ACCOUNT, DeployerKey, Principal
 from edgefn.control.desired_signing import DesiredSigner
-from edgefn.control.errors import Conflict, ControlError, NotFound, Untrusted
+from edgefn.control.errors import (
+    Conflict,
+    ControlError,
+    NotFound,
+    SecretsUnavailable,
+    Untrusted,
+)
 from edgefn.control.events import (
     DeploymentRecord,
     DeploymentStarted,
@@ -73,6 +80,7 @@ from edgefn.control.events import (
     WriteDesired,
 )
 from edgefn.control.model import (
+    DesiredState,
     ObservedState,
     VersionRef,
     decode_observed,
@@ -92,7 +100,15 @@ from edgefn.control.registry import (
     record_key,
     summarize_manifest,
 )
+from edgefn.control.secrets import SecretInfo, SecretStore
 from edgefn.errors import BundleError, EdgefnError, ProtocolError
+from edgefn.secrets.crypto import MasterKey, SecretsError, seal_for_node
+from edgefn.secrets.names import (
+    MAX_SECRETS_PER_FUNCTION,
+    validate_function_name,
+    validate_secret_name,
+    validate_secret_value,
+)
 
 __all__ = ["ControlService", "ControlStatistics", "StableState"]
 
@@ -144,6 +160,7 @@ class ControlService:
         tick_ms: int = 200,
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
         desired_key: DesiredSigner | None = None,
+        secrets_key: MasterKey | None = None,
     ) -> None:
         assert tick_ms > 0
         self._nc = nc
@@ -166,6 +183,11 @@ class ControlService:
         self._observed_kv: KeyValue | None = None
         self._registry_kv: KeyValue | None = None
         self._bundles: ObjectStore | None = None
+        self._secrets_key = secrets_key
+        self._secrets: SecretStore | None = None
+        # Serialises secret changes with the deploy each one starts (the reconciler lock is
+        # taken inside, per event).
+        self._secrets_lock = asyncio.Lock()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -181,6 +203,11 @@ class ControlService:
                 await self.access.add_key(None, public_key_pem=pem, account=DEFAULT_ACCOUNT)
             except ControlError as err:  # e.g. registered for another account: keep that
                 log.warning("not registering trusted key for %r: %s", DEFAULT_ACCOUNT, err)
+
+        if self._secrets_key is not None:
+            kv = await ensure_kv(js, SECRETS_BUCKET, max_value_bytes=64 * 1024)
+            self._secrets = SecretStore(kv, self._secrets_key)
+            await self._secrets.load()
         await self._load_registry()
         watcher = await self._observed_kv.watchall()
         self._tasks = [
@@ -265,11 +292,42 @@ class ControlService:
 
     async def _execute(self, ins: Instruction) -> None:
         if isinstance(ins, WriteDesired):
-            self._unwritten[ins.location] = encode_desired(ins.state)
+            self._unwritten[ins.location] = encode_desired(self._seal_secrets(ins.state))
             return
         record = {"at_ms": _now_ms(), "type": type(ins).__name__, **msgspec.to_builtins(ins)}
         self._recent.append(record)
         log.info("%s", record)
+
+    def _seal_secrets(self, state: DesiredState) -> DesiredState:
+        """Add each function's secrets to ``state``, sealed for that location's key only."""
+        sealed = {}
+        for name, fd in state.functions.items():
+            if fd.secrets_generation == 0 or self._secrets is None:
+                continue
+            observed = self._observed.get(state.location)
+            node_key = observed.secrets_key if observed else ""
+            if not node_key:
+                # The node then reports the version as not loadable (no secrets for it).
+                log.warning(
+                    "location %s reported no secrets key; %s gets none", state.location, name
+                )
+                continue
+            try:
+                plain = msgspec.json.encode(self._secrets.values(name))
+                box = seal_for_node(
+                    plain,
+                    node_public_b64=node_key,
+                    location=state.location,
+                    function=name,
+                    generation=fd.secrets_generation,
+                )
+            except SecretsError as err:
+                log.warning("cannot seal the secrets of %s for %s: %s", name, state.location, err)
+                continue
+            sealed[name] = msgspec.structs.replace(fd, secrets=box)
+        if not sealed:
+            return state
+        return msgspec.structs.replace(state, functions={**state.functions, **sealed})
 
     async def _flush_desired(self) -> None:
         kv = self._desired_kv
@@ -423,13 +481,138 @@ class ControlService:
         self._registry.check_function(name, principal.account, admin=admin)
         info = self._version(name, ref)
         self._registry.check_namespaces(info.manifest, principal.account, admin=admin)
+        self._check_env_names(name, info, [s.name for s in self.list_secrets(name, strict=False)])
         regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
-        version = VersionRef(info.version_id, info.sha256, info.signature)
+        gen = self._secrets.generation(name) if self._secrets else 0
+        version = VersionRef(info.version_id, info.sha256, info.signature, gen)
         out = await self._handle(DeployRequested(name, version, strategy, _now_ms(), regions))
         started = self._expect(out, DeploymentStarted)
         detail = {"version": info.version_id, "strategy": strategy}
         await self.access.audit(principal, "deploy", name, detail)
         return started
+
+    # -- secrets ----------------------------------------------------------------------------------
+
+    def _secret_store(self) -> SecretStore:
+        if self._secrets is None:
+            raise SecretsUnavailable(
+                "this control plane has no secrets key, so it stores no secrets",
+                hint="start the core with a secrets key (edgefn core --secrets-key FILE)",
+            )
+        return self._secrets
+
+    @staticmethod
+    def _check_env_names(name: str, info: VersionInfo, secrets: Sequence[str]) -> None:
+        """Secrets, [vars] and KV bindings share ``env``: refuse a name used twice."""
+        taken = set(info.manifest.vars) | set(info.manifest.kv_bindings)
+        clash = sorted(taken & set(secrets))
+        if clash:
+            raise Conflict(
+                f"{name} version {info.version_id} defines {clash} in [vars] or as a KV binding, "
+                "and the function has secrets of the same name",
+                hint="rename the var or binding, or delete the secret "
+                f"(edgefn secret delete {name} {clash[0]})",
+            )
+
+    def list_secrets(self, name: str, *, strict: bool = True) -> tuple[SecretInfo, ...]:
+        """Names and update times of ``name``'s secrets (never values)."""
+        validate_function_name(name)
+        if self._secrets is None and not strict:
+            return ()
+        return self._secret_store().names(name)
+
+    def check_owner(self, name: str, principal: Principal) -> None:
+        """Refuse (403 naming the owner) when ``name`` belongs to another account (admin: any).
+
+        A function nobody has uploaded yet has no owner, so its secrets cannot be set: otherwise
+        another account could plant values for a name before its owner claims it.
+        """
+        if self._registry.owner(name) is None:
+            raise NotFound(
+                f"no function {name!r} has been uploaded",
+                hint="deploy it first (edgefn deploy), then set its secrets",
+            )
+        self._registry.check_function(name, principal.account, admin=ADMIN in principal.scopes)
+
+    async def put_secret(
+        self, name: str, secret: str, value: str, *, principal: Principal
+    ) -> dict[str, Any]:
+        """Store a secret and roll it out (an immediate deploy of the active code)."""
+        self.check_owner(name, principal)
+        store = self._secret_store()
+        validate_function_name(name)
+        validate_secret_name(secret)
+        data = validate_secret_value(value)
+        async with self._secrets_lock:
+            if not store.has(name, secret) and len(store.names(name)) >= MAX_SECRETS_PER_FUNCTION:
+                raise Conflict(
+                    f"{name} already has {MAX_SECRETS_PER_FUNCTION} secrets",
+                    hint="delete unused ones (edgefn secret list)",
+                )
+            for info in self._deployed_versions(name):
+                self._check_env_names(name, info, [secret])
+            gen = await store.put(name, secret, data, now_ms=_now_ms())
+            log.info("secret %s of %s stored (generation %d)", secret, name, gen)
+            deployment = await self._roll_out_secrets(name, gen)
+        await self.access.audit(principal, "secret.put", name, {"secret": secret})
+        updated = next(s.updated_ms for s in store.names(name) if s.name == secret)
+        return {
+            "function": name,
+            "name": secret,
+            "updated_ms": updated,
+            "generation": gen,
+            "deployment": msgspec.to_builtins(deployment) if deployment else None,
+        }
+
+    async def delete_secret(
+        self, name: str, secret: str, *, principal: Principal
+    ) -> dict[str, Any]:
+        self.check_owner(name, principal)
+        store = self._secret_store()
+        validate_function_name(name)
+        validate_secret_name(secret)
+        async with self._secrets_lock:
+            if not store.has(name, secret):
+                raise NotFound(
+                    f"{name} has no secret {secret!r}",
+                    hint=f"list them with edgefn secret list {name}",
+                )
+            gen = await store.delete(name, secret)
+            log.info("secret %s of %s deleted (generation %d)", secret, name, gen)
+            deployment = await self._roll_out_secrets(name, gen)
+        await self.access.audit(principal, "secret.delete", name, {"secret": secret})
+        return {
+            "function": name,
+            "name": secret,
+            "deleted": True,
+            "generation": gen,
+            "deployment": msgspec.to_builtins(deployment) if deployment else None,
+        }
+
+    def _deployed_versions(self, name: str) -> list[VersionInfo]:
+        status = self._reconciler.function_status(name)
+        if status is None:
+            return []
+        ids = {status.active.version_id if status.active else ""}
+        if status.deployment is not None and status.deployment.status == "in_progress":
+            ids.add(status.deployment.version_id)
+        found = (self._registry.find_version(name, i) for i in sorted(ids - {""}))
+        return [info for info in found if info is not None]
+
+    async def _roll_out_secrets(self, name: str, gen: int) -> DeploymentStarted | None:
+        """Redeploy the active code with secrets generation ``gen``, immediately.
+
+        Immediate rather than the usual strategy: a secret change is usually urgent (a leaked or
+        rotated credential) and cannot be judged by a health gate against itself. A rollout in
+        progress is superseded (deploy the new code again afterwards). A function that serves
+        nothing yet gets the secrets with its first deploy.
+        """
+        status = self._reconciler.function_status(name)
+        if status is None or status.active is None:
+            return None
+        ref = msgspec.structs.replace(status.active, secrets_generation=gen)
+        event = DeployRequested(name, ref, "immediate", _now_ms(), status.regions)
+        return self._expect(await self._handle(event), DeploymentStarted)
 
     async def rollback(self, name: str, to: str | None, *, principal: Principal) -> RolledBack:
         self._registry.check_function(name, principal.account, admin=ADMIN in principal.scopes)

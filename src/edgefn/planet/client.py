@@ -112,6 +112,23 @@ class PlanetClient:
         """Any control-API call (``path`` like ``/v1/tokens``), authenticated."""
         return self._call(method, f"{self.api}{path}", **kw)
 
+    def put_secret(self, name: str, secret: str, value: str) -> dict[str, Any]:
+        """Set a secret; the answer names it, never echoes the value."""
+        out: dict[str, Any] = self._call(
+            "PUT", f"{self.api}/v1/functions/{name}/secrets/{secret}", json={"value": value}
+        )
+        return out
+
+    def list_secrets(self, name: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._call("GET", f"{self.api}/v1/functions/{name}/secrets")
+        return out
+
+    def delete_secret(self, name: str, secret: str) -> dict[str, Any]:
+        out: dict[str, Any] = self._call(
+            "DELETE", f"{self.api}/v1/functions/{name}/secrets/{secret}"
+        )
+        return out
+
     def function_status(self, name: str) -> dict[str, Any] | None:
         for fn in self.status().get("functions", []):
             if fn.get("function") == name:

@@ -16,6 +16,13 @@ With ``core_keys`` (``edgefn node --core-key``), a desired state read from the b
 the core signed it for this location (control/desired_signing.py); an unsigned or forged value is
 logged (``desired_refused``) and ignored, and the node keeps serving what it has.
 
+Secrets. The agent owns the node's X25519 secrets key (``secrets-node.key`` in the state
+directory, 0600, created at first start) and reports its public half in observed state. A
+function's secrets arrive sealed for this location in its desired-state entry; the agent opens
+them only to put them in that function's ``LoadSpec`` (and into the log redactor), so they exist
+in clear only in memory: ``desired.json`` keeps the sealed form. A box that does not open fails
+that function's versions (reported in ``errors``) and the previous ones keep serving.
+
 Every ``report_s`` the agent writes its ``ObservedState`` (applied generation, per-version request
 counts and latency, errors, region, URL) to ``edgefn-observed``; the control plane's reconciler
 computes convergence from these.
@@ -25,11 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 from nats.aio.client import Client
@@ -41,6 +49,7 @@ from edgefn.bus.subjects import DEPLOYER_KEYS_BUCKET, DESIRED_BUCKET, OBSERVED_B
 from edgefn.control.desired_signing import load_core_public_key, verify_desired
 from edgefn.control.model import (
     DesiredState,
+    FunctionDesired,
     ObservedState,
     VersionStats,
     decode_desired,
@@ -50,6 +59,10 @@ from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
 from edgefn.runtime.sandbox import LoadSpec
+from edgefn.secrets.crypto import NodeKey, SecretsError, load_or_create_node_key, open_for_node
+from edgefn.secrets.redact import Redactor
+
+NODE_KEY_FILE: Final = "secrets-node.key"
 
 log = logging.getLogger("edgefn.agent")
 
@@ -68,6 +81,8 @@ class NodeAgent:
         report_s: float = 1.0,
         resync_s: float = 3.0,
         core_keys: list[str] | None = None,
+        secrets_key: NodeKey | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         self.node = node
         self.nats_urls = nats_urls
@@ -89,6 +104,8 @@ class NodeAgent:
         self._kick = asyncio.Event()
         self._report_event = asyncio.Event()
         (state_dir / "bundles").mkdir(parents=True, exist_ok=True)
+        self.secrets_key = secrets_key or load_or_create_node_key(state_dir / NODE_KEY_FILE)
+        self.redactor = redactor or Redactor()
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +206,15 @@ class NodeAgent:
                 return
             errors: dict[str, str] = {}
             for name, fd in desired.functions.items():
+                try:
+                    secrets = self._open_secrets(name, fd)
+                except SecretsError as err:
+                    errors.update({vw.version_id: err.message for vw in fd.versions})
+                    self.node.log.emit(
+                        "agent", event="secrets_refused", function=name, error=err.message
+                    )
+                    continue
+                self.redactor.set_values(name, secrets.values())
                 versions: list[tuple[str, float, LoadSpec, Manifest]] = []
                 for vw in fd.versions:
                     try:
@@ -205,18 +231,44 @@ class NodeAgent:
                             error=err.message,
                         )
                         continue
+                    if fd.secrets_generation:
+                        spec = dataclasses.replace(
+                            spec, secrets=secrets, secrets_generation=fd.secrets_generation
+                        )
                     versions.append((vw.version_id, vw.weight, spec, manifest))
                 total = sum(v[1] for v in versions)
                 if versions and total > 0:
                     self.node.activate(name, [(v, w / total, s, m) for v, w, s, m in versions])
             for name in set(self.node.table.functions) - set(desired.functions):
                 self.node.deactivate(name)
+                self.redactor.set_values(name, ())
             self._persist(desired)
             self.applied, self.errors = desired, errors
             self.node.log.emit(
                 "agent", event="applied", generation=desired.generation, errors=len(errors)
             )
         self._kick_report()
+
+    def _open_secrets(self, name: str, fd: FunctionDesired) -> dict[str, str]:
+        """The function's secrets, opened with this node's key (empty if it has none)."""
+        if fd.secrets_generation == 0:
+            return {}
+        if not fd.secrets:
+            raise SecretsError(
+                f"the desired state carries no secrets sealed for {self.node.location}",
+                hint="the control plane has not heard this node's secrets key yet",
+            )
+        plain = open_for_node(
+            fd.secrets,
+            key=self.secrets_key,
+            location=self.node.location,
+            function=name,
+            generation=fd.secrets_generation,
+        )
+        try:
+            return msgspec.json.decode(plain, type=dict[str, str])
+        except msgspec.DecodeError:
+            raise SecretsError(f"the sealed secrets of {name} are malformed") from None
 
     async def _ensure(
         self, name: str, version: str, sha256: str, signatures: dict[str, str], *, offline: bool
@@ -282,6 +334,7 @@ class NodeAgent:
         )
 
     def _persist(self, desired: DesiredState) -> None:
+        # ``desired`` is the form received: secrets in it are sealed, never clear.
         path = self.state_dir / "desired.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(msgspec.json.encode(desired))
@@ -306,6 +359,7 @@ class NodeAgent:
             at_ms=time.time_ns() // 1_000_000,
             region=self.region,
             url=self.node.url,
+            secrets_key=self.secrets_key.public_b64(),
         )
 
     def _kick_report(self) -> None:

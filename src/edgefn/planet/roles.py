@@ -93,11 +93,13 @@ async def run_core(
     tls: TlsFiles | None = None,
     desired_key: Any = None,
     gates: Any = None,
+    secrets_key_file: Path | None = None,
 ) -> None:
     from edgefn.bus.jetstream import connect
     from edgefn.control.api import create_app
     from edgefn.control.reconciler import ReconcilerOptions
     from edgefn.control.service import ControlService
+    from edgefn.secrets.crypto import load_or_create_master_key
 
     config = CoreConfig(
         name="core",
@@ -110,6 +112,8 @@ async def run_core(
     )
     check_exposure(config)  # Before creating anything: a refused start leaves no files behind.
     state_dir.mkdir(parents=True, exist_ok=True)
+    # The secrets master key: generated at first start (0600); on several hosts, share one file.
+    secrets_key = load_or_create_master_key(secrets_key_file or state_dir / "secrets.key")
     set_default_credentials(creds)
     nats = NatsServer(config, work_dir=state_dir)
     await nats.start()
@@ -117,7 +121,11 @@ async def run_core(
         nc = await connect(_local_url(nats), name="edgefn-control")
         options = ReconcilerOptions(gates=gates) if gates is not None else None
         service = ControlService(
-            nc, trusted_keys=trusted_keys, options=options, desired_key=desired_key
+            nc,
+            trusted_keys=trusted_keys,
+            options=options,
+            desired_key=desired_key,
+            secrets_key=secrets_key,
         )
         await service.start()
         await service.access.bootstrap_admin(admin_token_file)
@@ -211,7 +219,8 @@ async def run_node(
     from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode, Outbound
     from edgefn.observe import JsonLog, RotatingFile
-    from edgefn.planet.node_agent import NodeAgent
+    from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
+    from edgefn.secrets import Redactor, load_or_create_node_key
 
     # The planet secret signs forwards and opens the internal listener; without it (a node run
     # by hand with no --secret-file) the node has no internal listener at all.
@@ -226,13 +235,15 @@ async def run_node(
     bus = [urlsplit(u) for u in nats_urls]
     deny = [(b.hostname, b.port) for b in bus if b.hostname and b.port]
     log_file = RotatingFile(state_dir / "node.log")
+    # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
+    redactor = Redactor()
     node = EdgeNode(
         location,
         region=region,
         host=host,
         port=port,
         state_dir=state_dir,
-        log=JsonLog(log_file, location=location),
+        log=JsonLog(log_file, location=location, redact=redactor.redact),
         preload=preload,
         outbound=Outbound(deny_addresses=_ip_pairs(deny)),
         internal_secret=secret,
@@ -248,6 +259,8 @@ async def run_node(
         trusted_keys=trusted_keys,
         state_dir=state_dir,
         core_keys=core_keys,
+        secrets_key=load_or_create_node_key(state_dir / NODE_KEY_FILE),
+        redactor=redactor,
     )
     driver: Any = None
     try:

@@ -37,6 +37,9 @@ class Load(_Msg, tag="load"):
     vars: dict[str, Any]
     memory_mb: int
     bindings: list[str] = []
+    # Decrypted secrets (name -> value), kept apart from ``vars`` so the node can tell them
+    # apart for redaction; they become ``env.NAME`` like vars (docs/design/0013-secrets.md).
+    secrets: dict[str, str] = {}
 
 
 class Invoke(_Msg, tag="inv"):

@@ -60,10 +60,15 @@ class LoadSpec:
     memory_mb: int
     cpu_ms: int
     bindings: tuple[str, ...] = ()
+    # Secrets travel only in the Load frame; repr=False keeps them out of logs and tracebacks.
+    # A new generation is a new pool key, so workers holding old values are retired.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    secrets_generation: int = 0
 
     @property
     def key(self) -> str:
-        return f"{self.function}@{self.version}"
+        base = f"{self.function}@{self.version}"
+        return f"{base}+s{self.secrets_generation}" if self.secrets_generation else base
 
 
 class InvokeFailed(Exception):
@@ -165,6 +170,7 @@ class WorkerProcess:
                     spec.vars,
                     spec.memory_mb,
                     list(spec.bindings),
+                    dict(spec.secrets),
                 )
             )
 

@@ -136,6 +136,7 @@ class Worker:
             return p.Loaded(ok=False, error=str(err))
         self.function = msg.function
         values: dict[str, Any] = dict(msg.vars)
+        values.update(msg.secrets)
         for binding in msg.bindings:
             values[binding] = _KVBinding(self, binding)
         self.env = Env(values)

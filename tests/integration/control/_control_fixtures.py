@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,7 @@ from edgefn.control import (
 )
 from edgefn.control.api import create_app
 from edgefn.control.service import ControlService
+from edgefn.secrets.crypto import KEY_BYTES, MasterKey, NodeKey, open_for_node
 
 OPTIONS = ReconcilerOptions(
     gates=GateThresholds(min_requests=10, min_soak_ms=300, advance_requests=10),
@@ -61,8 +64,16 @@ class Control:
     token: str  # the bootstrap admin token (account "default")
 
 
-async def start_control(nc: Client, key: SigningKey) -> tuple[ControlService, uvicorn.Server]:
-    service = ControlService(nc, trusted_keys=[key.public_key_pem()], options=OPTIONS, tick_ms=50)
+async def start_control(
+    nc: Client, key: SigningKey, secrets_key: MasterKey | None = None
+) -> tuple[ControlService, uvicorn.Server]:
+    service = ControlService(
+        nc,
+        trusted_keys=[key.public_key_pem()],
+        options=OPTIONS,
+        tick_ms=50,
+        secrets_key=secrets_key or MasterKey(os.urandom(KEY_BYTES)),
+    )
     await service.start()
     port = free_port()
     config = uvicorn.Config(
@@ -83,6 +94,7 @@ class SimNode:
 
     def __init__(self, nc: Client, location: str, region: str, stats_for: StatsFor) -> None:
         self.nc, self.location, self.region, self.stats_for = nc, location, region, stats_for
+        self.node_key = NodeKey.generate()
         self.applied: DesiredState | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -117,6 +129,7 @@ class SimNode:
             0,
             self.region,
             f"http://{self.location}.test",
+            self.node_key.public_b64(),
         )
         await self._observed.put(self.location, encode_observed(state))
 
@@ -124,6 +137,20 @@ class SimNode:
         if self.applied is None or function not in self.applied.functions:
             return {}
         return {v.version_id: v.weight for v in self.applied.functions[function].versions}
+
+    def secrets(self, function: str, key: NodeKey | None = None) -> dict[str, str]:
+        """Open the secrets sealed for this node (with ``key``: try another node's key)."""
+        assert self.applied is not None
+        fd = self.applied.functions[function]
+        plain = open_for_node(
+            fd.secrets,
+            key=key or self.node_key,
+            location=self.location,
+            function=function,
+            generation=fd.secrets_generation,
+        )
+        out: dict[str, str] = json.loads(plain)
+        return out
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -85,3 +85,25 @@ async def test_memory_kv_revisions_and_conflicts() -> None:
     await kv.put("a", {"n": 2}, if_revision=1)
     assert await kv.get("a", type="json") == {"n": 2}
     assert (await kv.list(prefix="a"))["keys"] == ["a"]
+
+
+SECRET_MAIN = """
+from edgefn import Response
+
+async def fetch(request, env, ctx):
+    return Response.text(env.API_KEY)
+"""
+
+
+def test_secrets_become_env_and_follow_platform_rules(tmp_path: Path) -> None:
+    from edgefn.errors import UsageError
+
+    fn = _write(tmp_path / "s", MANIFEST, SECRET_MAIN)
+    client = TestClient(fn, secrets={"API_KEY": "test-key"})
+    assert client.request("/").text_body == "test-key"
+    with pytest.raises(UsageError, match="invalid secret name"):
+        TestClient(fn, secrets={"API-KEY": "x"})
+    with pytest.raises(UsageError, match="vars"):
+        TestClient(fn, secrets={"GREETING": "x"})
+    with pytest.raises(UsageError, match="vars"):
+        TestClient(fn, secrets={"COUNTS": "x"})
