@@ -91,7 +91,10 @@ class CoreConfig:
     leafnode_port: int = 0
     cluster: ClusterConfig | None = None
     max_memory_store_bytes: int = 256 * _MIB
-    max_file_store_bytes: int = 2048 * _MIB
+    # A budget for reservations, not disk in use: JetStream reserves each stream's and bucket's
+    # max_bytes against it, and the fixed buckets alone reserve ~1.9 GiB before any KV namespace
+    # stream (64 MiB each) is created.
+    max_file_store_bytes: int = 8192 * _MIB
     max_payload_bytes: int = 1 * _MIB
     users: tuple[NatsUser, ...] = ()
     tls: TlsFiles | None = None

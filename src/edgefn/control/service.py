@@ -205,7 +205,11 @@ class ControlService:
                 log.warning("not registering trusted key for %r: %s", DEFAULT_ACCOUNT, err)
 
         if self._secrets_key is not None:
-            kv = await ensure_kv(js, SECRETS_BUCKET, max_value_bytes=64 * 1024)
+            # Small max_bytes: JetStream reserves it against the core's file store (64 secrets
+            # of 5 KiB per function fit ~100 functions).
+            kv = await ensure_kv(
+                js, SECRETS_BUCKET, max_value_bytes=64 * 1024, max_bytes=32 * 1024 * 1024
+            )
             self._secrets = SecretStore(kv, self._secrets_key)
             await self._secrets.load()
         await self._load_registry()
@@ -538,11 +542,11 @@ class ControlService:
         self, name: str, secret: str, value: str, *, principal: Principal
     ) -> dict[str, Any]:
         """Store a secret and roll it out (an immediate deploy of the active code)."""
-        self.check_owner(name, principal)
         store = self._secret_store()
         validate_function_name(name)
         validate_secret_name(secret)
         data = validate_secret_value(value)
+        self.check_owner(name, principal)
         async with self._secrets_lock:
             if not store.has(name, secret) and len(store.names(name)) >= MAX_SECRETS_PER_FUNCTION:
                 raise Conflict(
@@ -567,10 +571,10 @@ class ControlService:
     async def delete_secret(
         self, name: str, secret: str, *, principal: Principal
     ) -> dict[str, Any]:
-        self.check_owner(name, principal)
         store = self._secret_store()
         validate_function_name(name)
         validate_secret_name(secret)
+        self.check_owner(name, principal)
         async with self._secrets_lock:
             if not store.has(name, secret):
                 raise NotFound(

@@ -33,6 +33,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/v1/functions/{name}/deployments", "deploy"),
     ("GET", "/v1/functions/{name}/deployments", READ),
     ("POST", "/v1/functions/{name}/rollback", "deploy"),
+    ("PUT", "/v1/functions/{name}/secrets/{secret}", "deploy"),
+    ("GET", "/v1/functions/{name}/secrets", "deploy"),
+    ("DELETE", "/v1/functions/{name}/secrets/{secret}", "deploy"),
     ("GET", "/v1/status", READ),
     ("GET", "/v1/bundles/{sha256}", READ),
     ("GET", "/v1/whoami", READ),
@@ -82,10 +85,11 @@ async def _request(
         "/v1/tokens": {"name": "x", "scopes": ["read"]},
         "/v1/keys": {"public_key": SigningKey.generate().public_key_pem()},
         "/v1/kv/{namespace}/shares": {"account": "acme"},
+        "/v1/functions/{name}/secrets/{secret}": {"value": "s3cr3t-value"},
     }
     if path == "/v1/functions/{name}/versions" and method == "POST":
         return await http.post(url, content=ctx["bundle"].encode("latin-1"), headers=headers)
-    body = bodies.get(path) if method == "POST" else None
+    body = bodies.get(path) if method in ("POST", "PUT") else None
     return await http.request(method, url, json=body, headers=headers)
 
 
@@ -105,6 +109,7 @@ async def test_every_route_by_token(
         "sha256": version["sha256"],
         "token_id": victim.json()["id"],
         "namespace": "ns1",
+        "secret": "API_KEY",
         "bundle": "",
     }
     tokens = {

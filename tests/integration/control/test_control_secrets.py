@@ -115,10 +115,16 @@ async def test_update_and_delete_roll_out_and_keep_previous_code(
 async def test_secrets_before_first_deploy_and_restart(
     control: Control, nodes: list[SimNode], signing_key: SigningKey, nc: Client, tmp_path: Path
 ) -> None:
+    # A name nobody uploaded has no owner, so no one may plant secrets for it.
+    early = await _put(control, "TOKEN", VALUE)
+    assert early.status_code == 404, early.text
+    assert "deploy it first" in early.json()["hint"]
+    # Uploaded but not yet deployed: the secret waits for the first deploy.
+    v1 = await _upload(control, signing_key, tmp_path / "v1", "return 'one'")
     put = await _put(control, "TOKEN", VALUE)
     assert put.status_code == 200, put.text
     assert put.json()["deployment"] is None
-    v1 = await _deployed(control, signing_key, tmp_path)
+    await _deploy(control, v1["version_id"], "immediate")
     await eventually(_converged_with(nodes, 1))
     assert nodes[0].secrets(FN) == {"TOKEN": VALUE}
     # A restarted control plane with the same master key reads them and counts on; with
