@@ -35,7 +35,7 @@ from edgefn.observe import JsonLog, NodeMetrics
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
-from edgefn.runtime.sandbox import Host, InvokeFailed, LoadSpec, SandboxPool
+from edgefn.runtime.sandbox import Host, InvokeFailed, Isolation, LoadSpec, SandboxPool
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -86,7 +86,7 @@ class EdgeNode:
         log: JsonLog | None = None,
         pool_config: pp.PoolConfig | None = None,
         preload: tuple[str, ...] = (),
-        sandbox: bool = True,
+        isolation: Isolation = "strict",
         access_log: bool = True,
         seed: int = 0,
     ) -> None:
@@ -115,7 +115,7 @@ class EdgeNode:
             Host(self._on_fetch, self._on_kv, self._on_log),
             config=pool_config,
             preload=preload,
-            sandbox=sandbox,
+            isolation=isolation,
         )
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
@@ -127,7 +127,7 @@ class EdgeNode:
         return f"http://{self.host}:{self.port}"
 
     async def start(self) -> None:
-        await self.pool.start()
+        await self.pool.start(versions_dir=str(self._versions_dir()))
         config = uvicorn.Config(
             self,
             host=self.host,
@@ -182,6 +182,7 @@ class EdgeNode:
             memory_mb=manifest.limits.memory_mb,
             cpu_ms=manifest.limits.cpu_ms,
             bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
+            scratch_mb=manifest.limits.scratch_mb,
         )
 
     async def install_bundle(
@@ -287,6 +288,7 @@ class EdgeNode:
                 "region": self.region,
                 "functions": self.active_versions(),
                 "uptime_s": round(time.monotonic() - self.started_at, 3),
+                "isolation": {"mode": self.pool.isolation_mode, **self.pool.layers},
             }
             await _respond(send, 200, body)
         elif path == "/_edgefn/metrics":
