@@ -385,6 +385,31 @@ class SandboxStatistics:
     isolation_mode: str = "strict"
 
 
+def check_isolation(layers: dict[str, str], mode: Isolation) -> None:
+    """Raise SandboxError if ``layers`` (as probed) are not enough for ``mode``.
+
+    Strict needs every layer; relaxed runs with whatever works but never without seccomp.
+    """
+    missing = [k for k, v in layers.items() if not v.startswith("on")]
+    if mode == "relaxed":
+        missing = [k for k in missing if k == "seccomp"]
+        if "seccomp" not in layers:
+            missing.append("seccomp")
+    if not missing:
+        return
+    detail = "; ".join(f"{k}: {layers.get(k, 'off: not reported')}" for k in missing)
+    if mode == "strict":
+        raise SandboxError(
+            f"strict sandbox isolation is not available on this machine ({detail})",
+            hint="run the node as root on Linux with cgroup v1, user/mount/pid/net/IPC namespaces "
+            "and Landlock, or pass `--isolation relaxed` to run with the layers that work",
+        )
+    raise SandboxError(
+        f"the sandbox cannot run even in relaxed mode ({detail})",
+        hint="seccomp-BPF is required: run on Linux x86_64 with seccomp enabled",
+    )
+
+
 class SandboxPool:
     """Real processes under a :class:`PoolPolicy`."""
 
@@ -465,15 +490,11 @@ class SandboxPool:
         except (TimeoutError, SandboxError):
             await self.stop()
             raise SandboxError("the sandbox zygote did not start") from None
-        missing = [k for k, v in self.layers.items() if not v.startswith("on")]
-        if missing and self.isolation_mode == "strict":
+        try:
+            check_isolation(self.layers, self.isolation_mode)
+        except SandboxError:
             await self.stop()
-            detail = "; ".join(f"{k}: {self.layers[k]}" for k in missing)
-            raise SandboxError(
-                f"strict isolation is not available on this machine ({detail})",
-                hint="run the node as root on Linux with cgroup v1, namespaces and Landlock, "
-                "or pass `--isolation relaxed` to run with the layers that work",
-            )
+            raise
         self._apply(self.policy.handle(pp.Tick(_now_ms())))
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._ticker())]
 

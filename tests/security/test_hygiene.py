@@ -1,0 +1,69 @@
+"""Start-up hygiene: nothing planted in the node's cwd or environment runs, strict refuses to start."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from edgefn.edge import EdgeNode
+from edgefn.errors import SandboxError
+from edgefn.observe import JsonLog
+from edgefn.runtime.sandbox import check_isolation
+from tests.security.conftest import FUNCTIONS
+
+pytestmark = pytest.mark.integration
+
+
+async def test_modules_planted_in_cwd_or_pythonpath_never_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "planted-ran"
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    payload = f"open({str(marker)!r}, 'w').write('ran')\n"
+    for name in ("uvloop.py", "msgspec.py", "sitecustomize.py", "usercustomize.py"):
+        (planted / name).write_text(payload)
+    monkeypatch.chdir(planted)
+    monkeypatch.setenv("PYTHONPATH", str(planted))
+    monkeypatch.setenv("PYTHONSTARTUP", str(planted / "uvloop.py"))
+    node = EdgeNode("hyg", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()))
+    await node.start()
+    try:
+        await node.deploy_dir(FUNCTIONS / "victim")
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            res = await client.get(node.url + "/", headers={"host": "victim.localhost"})
+        assert res.status_code == 200
+    finally:
+        await node.stop()
+    assert not marker.exists()
+
+
+def test_strict_refuses_a_missing_layer_and_names_it() -> None:
+    layers = {"seccomp": "on", "landlock": "off: Landlock is not available in this kernel"}
+    with pytest.raises(SandboxError, match="landlock") as info:
+        check_isolation(layers, "strict")
+    assert "--isolation relaxed" in str(info.value)
+
+
+def test_relaxed_accepts_missing_layers_but_not_a_missing_seccomp() -> None:
+    check_isolation({"seccomp": "on", "landlock": "off: no"}, "relaxed")
+    with pytest.raises(SandboxError, match="seccomp"):
+        check_isolation({"seccomp": "off: PR_SET_SECCOMP failed"}, "relaxed")
+
+
+async def test_relaxed_node_serves_and_reports_its_mode(tmp_path: Path) -> None:
+    node = EdgeNode(
+        "rel", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()), isolation="relaxed"
+    )
+    await node.start()
+    try:
+        await node.deploy_dir(FUNCTIONS / "victim")
+        stats = node.pool.statistics()
+        assert stats.isolation_mode == "relaxed"
+        assert stats.isolation["seccomp"] == "on"
+    finally:
+        await node.stop()
