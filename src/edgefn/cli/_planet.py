@@ -87,6 +87,9 @@ def up(
     preload: Annotated[
         str, typer.Option(help="Modules every zygote pre-imports (comma list)")
     ] = "",
+    isolation: Annotated[
+        str, typer.Option(help="Sandbox isolation of every node: strict | relaxed")
+    ] = "strict",
     json_out: JsonOut = False,
     gate_min_requests: Annotated[
         int, typer.Option(help="Requests a new version needs before its health gate is judged")
@@ -97,6 +100,10 @@ def up(
     ] = 1000,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
+    if isolation not in ("strict", "relaxed"):
+        fail(f"--isolation {isolation!r} is not known", hint="use strict or relaxed")
+    # Passed through to every `edgefn node` (the supervisor copies node_args onto their commands).
+    node_args = ("--isolation", isolation)
     core_args = (
         "--gate-min-requests",
         str(gate_min_requests),
@@ -115,11 +122,25 @@ def up(
         pass
     chosen = choose_locations(locations, topology)
     if detach:
-        _up_detached(sd, locations, topology, entry_port, emulate_rtt, preload, json_out, core_args)
+        _up_detached(
+            sd,
+            locations,
+            topology,
+            entry_port,
+            emulate_rtt,
+            preload,
+            json_out,
+            core_args,
+            node_args,
+        )
         return
     from edgefn._loop import run
 
-    run(_up_foreground(sd, chosen, entry_port, emulate_rtt, preload, core_args, quiet=json_out))
+    run(
+        _up_foreground(
+            sd, chosen, entry_port, emulate_rtt, preload, core_args, node_args, quiet=json_out
+        )
+    )
 
 
 async def _up_foreground(
@@ -129,6 +150,7 @@ async def _up_foreground(
     emulate_rtt: bool,
     preload: str,
     core_args: tuple[str, ...],
+    node_args: tuple[str, ...],
     *,
     quiet: bool,
 ) -> None:
@@ -144,6 +166,7 @@ async def _up_foreground(
         emulate_rtt=emulate_rtt,
         preload=tuple(x for x in preload.split(",") if x),
         core_args=core_args,
+        node_args=node_args,
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
     stop = asyncio.Event()
@@ -171,6 +194,7 @@ def _up_detached(
     preload: str,
     json_out: bool,
     core_args: tuple[str, ...],
+    node_args: tuple[str, ...],
 ) -> None:
     from rich.console import Console
 
@@ -192,6 +216,7 @@ def _up_detached(
     args += [] if emulate_rtt else ["--no-emulate-rtt"]
     args += ["--preload", preload] if preload else []
     args += list(core_args)
+    args += list(node_args)
     log_path = sd / "logs" / "supervisor.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -345,9 +370,12 @@ def status(
     observed = {loc["location"]: loc for loc in st.get("locations", [])}
     locations = []
     for loc in client.planet["locations"]:
+        isolation: dict[str, str] = {}
         try:
-            healthy = httpx.get(f"{loc['url']}/_edgefn/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
+            health = httpx.get(f"{loc['url']}/_edgefn/health", timeout=2)
+            healthy = health.status_code == 200
+            isolation = dict(health.json().get("isolation") or {}) if healthy else {}
+        except (httpx.HTTPError, ValueError):
             healthy = False
         fns = ((observed.get(loc["name"]) or {}).get("observed") or {}).get("functions", {})
         versions = {fn: sorted(vs) for fn, vs in fns.items() if name in (None, fn)}
@@ -359,6 +387,7 @@ def status(
                 "lon": loc["lon"],
                 "url": loc["url"],
                 "healthy": healthy,
+                "isolation": isolation,
                 "versions": versions,
                 "load_errors": (observed.get(loc["name"]) or {}).get("load_errors", []),
             }
@@ -380,12 +409,13 @@ def status(
         return
     print_table(
         "locations",
-        ["location", "region", "healthy", "versions", "errors"],
+        ["location", "region", "healthy", "isolation", "versions", "errors"],
         [
             [
                 x["name"],
                 x["region"],
                 "yes" if x["healthy"] else "NO",
+                _isolation_summary(x["isolation"]),
                 " ".join(f"{k}={','.join(v)}" for k, v in x["versions"].items()),
                 x["load_errors"] or "",
             ]
@@ -516,3 +546,10 @@ def net_links(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
         ["name", "a", "b", "rtt_ms", "cut"],
         [[x.get("name"), x.get("a"), x.get("b"), x.get("rtt_ms"), x.get("cut")] for x in links],
     )
+
+
+def _isolation_summary(isolation: dict[str, str]) -> str:
+    """``strict``, or the mode followed by the layers that are off (``relaxed -landlock``)."""
+    mode = isolation.get("mode", "?")
+    off = sorted(k for k, v in isolation.items() if k != "mode" and not v.startswith("on"))
+    return " ".join([mode, *(f"-{k}" for k in off)])

@@ -139,6 +139,9 @@ def node(
     max_concurrency: Annotated[
         int, typer.Option(envvar="EDGEFN_MAX_CONCURRENCY", help="Admission limit ceiling")
     ] = 200,
+    isolation: Annotated[
+        str, typer.Option(help="Sandbox isolation: strict (every layer, else refuse) | relaxed")
+    ] = "strict",
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -146,6 +149,7 @@ def node(
 
     if not nats:
         fail("--nats is required", hint="the region prints its client_url when it starts")
+    _check_isolation(isolation)
     traffic = None
     if secret_file is not None:
         from edgefn.edge.traffic import TrafficOptions
@@ -164,5 +168,11 @@ def node(
             trusted_keys=_keys(trusted_key),
             preload=tuple(x for x in preload.split(",") if x),
             traffic=traffic,
+            isolation=isolation,
         )
     )
+
+
+def _check_isolation(isolation: str) -> None:
+    if isolation not in ("strict", "relaxed"):
+        fail(f"--isolation {isolation!r} is not known", hint="use strict or relaxed")

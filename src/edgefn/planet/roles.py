@@ -155,6 +155,7 @@ async def run_node(
     trusted_keys: list[str],
     preload: tuple[str, ...],
     traffic: Any = None,
+    isolation: str = "strict",
 ) -> None:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
@@ -170,6 +171,7 @@ async def run_node(
         state_dir=state_dir,
         log=JsonLog(log_file, location=location),
         preload=preload,
+        isolation="relaxed" if isolation == "relaxed" else "strict",
     )
     await node.start()
     kv, kv_task = _start_kv(node, location, state_dir, nats_urls)

@@ -145,6 +145,7 @@ class Planet:
         emulate_rtt: bool = True,
         preload: tuple[str, ...] = (),
         core_args: tuple[str, ...] = (),
+        node_args: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
     ) -> None:
         if not locations:
@@ -155,6 +156,7 @@ class Planet:
         self.emulate_rtt = emulate_rtt
         self.preload = preload
         self.core_args = core_args
+        self.node_args = node_args  # e.g. ("--isolation", "relaxed"), appended to every node
         self.progress = on_progress or (lambda _msg: None)
         self.core: Child | None = None
         self.regions: dict[str, Child] = {}
@@ -262,6 +264,7 @@ class Planet:
             if self.preload:
                 args += ["--preload", ",".join(self.preload)]
             args += traffic_args
+            args += list(self.node_args)
             self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
         self.progress(f"starting {len(self.nodes)} edge nodes")
         await asyncio.gather(*(_start_child(c) for c in self.nodes.values()))

@@ -231,7 +231,7 @@ def evaluate(
             (acc,) = struct.unpack_from("=I", data, k)
             pc += 1
         elif code == _RET_K:
-            return k
+            return int(k)
         elif code in (_JEQ_K, _JGE_K, _JSET_K):
             taken = {_JEQ_K: acc == k, _JGE_K: acc >= k, _JSET_K: bool(acc & k)}[code]
             pc += 1 + (jt if taken else jf)

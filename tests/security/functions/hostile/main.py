@@ -29,7 +29,7 @@ def sys_(name, *args):
 def attempt(fn):
     try:
         return f"ok: {fn()!r}"
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         return f"failed: {type(err).__name__}: {err}"
 
 
@@ -141,7 +141,7 @@ def thread_bomb():
             t = threading.Thread(target=stop.wait, daemon=True)
             t.start()
             started.append(t)
-    except Exception:  # noqa: BLE001
+    except Exception:
         pass
     stop.set()
     return len(started)
@@ -233,7 +233,7 @@ async def fetch(request, env, ctx):
                     "finit_module",
                     "fork",
                 )
-            )  # fmt: skip
+            )
         )
     if path == "/fill":
         return Response(str(fill_disk()))
