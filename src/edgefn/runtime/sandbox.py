@@ -125,6 +125,7 @@ class WorkerProcess:
         self.isolation: dict[str, str] = {}
         self.idle_cpu_start_ms: float | None = None
         self.uid_range = DEFAULT_UID_RANGE
+        self.strict = True
         self.sock = sock
         self.host = host
         self.spec: LoadSpec | None = None
@@ -217,6 +218,12 @@ class WorkerProcess:
                     self.ready.set_result(None)
             case p.Loaded():
                 self.isolation = dict(msg.isolation)
+                off = [k for k, v in self.isolation.items() if not v.startswith("on")]
+                if self.strict and off and msg.ok:
+                    # Fail closed: this worker could not set up a layer that the probe could.
+                    layers = ", ".join(f"{k} ({self.isolation[k]})" for k in off)
+                    msg = p.Loaded(ok=False, error=f"sandbox isolation failed: {layers}")
+                    self.doom(self, "isolation_failed")
                 if self.loaded is not None and not self.loaded.done():
                     self.loaded.set_result(msg)
                 self.rss_base_pages = self.rss_pages()
@@ -719,6 +726,7 @@ class SandboxPool:
         worker = WorkerProcess(pid, sock, self.host, cgroup)
         worker.doom = self._kill
         worker.uid_range = self.uid_range
+        worker.strict = self.isolation_mode == "strict"
         self.workers[pid] = worker
         await worker.start(self._on_worker_exit)
         try:
