@@ -153,7 +153,7 @@ async def test_memfd_hog_is_killed_as_exceeded_memory(s: Sandboxed) -> None:
 
 async def test_tmp_hog_stays_within_scratch(s: Sandboxed) -> None:
     res = await s.call("hostile", "/tmphog")
-    assert int(res.text) <= 4
+    assert 1 <= int(res.text) <= 4  # the scratch dir works, up to its size
     await s.assert_still_serving()
 
 

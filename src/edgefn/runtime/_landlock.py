@@ -64,11 +64,18 @@ def _fs_rights(abi: int) -> int:
     return rights
 
 
-def restrict(*, read_only: Sequence[str], read_write: Sequence[str], devices: Sequence[str]) -> str:
-    """Restrict the calling process (irrevocably); "on (ABI n)" or "off: <reason>"."""
+def prepare(
+    *, read_only: Sequence[str], read_write: Sequence[str], devices: Sequence[str]
+) -> tuple[int, str]:
+    """Build a ruleset (at pre-fork); (fd, "on (ABI n)") or (-1, "off: <reason>").
+
+    Rules name directories by inode, and Landlock skips a mountpoint's hidden directory when it walks
+    up from a file, so paths mounted later (``/function``, ``/tmp``) get their rules from
+    :func:`add_rules` once they are mounted.
+    """
     abi = abi_version()
     if abi < 1:
-        return "off: Landlock is not available in this kernel"
+        return -1, "off: Landlock is not available in this kernel"
     handled = _fs_rights(abi)
     attr = _RulesetAttr(handled, 0, 0)
     size = 16
@@ -79,22 +86,39 @@ def restrict(*, read_only: Sequence[str], read_write: Sequence[str], devices: Se
         size = 24
     fd = int(_libc.syscall(_SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0))
     if fd < 0:
-        return f"off: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+        return -1, f"off: landlock_create_ruleset: {os.strerror(ctypes.get_errno())}"
+    ro = _EXECUTE | _READ_FILE | _READ_DIR
+    file_rw = (_WRITE_FILE | _READ_FILE | (_TRUNCATE if abi >= 3 else 0)) & handled
+    for paths, rights in ((read_only, ro), (read_write, handled), (devices, file_rw)):
+        for path in paths:
+            error = _add_rule(fd, path, rights)
+            if error:
+                os.close(fd)
+                return -1, f"off: landlock rule for {path}: {error}"
+    return fd, f"on (ABI {abi})"
+
+
+def add_rules(ruleset_fd: int, *, read_only: Sequence[str], read_write: Sequence[str]) -> str:
+    """Add directory rules to a prepared ruleset; "" or the first error."""
+    handled = _fs_rights(abi_version())
+    for paths, rights in ((read_only, _EXECUTE | _READ_FILE | _READ_DIR), (read_write, handled)):
+        for path in paths:
+            error = _add_rule(ruleset_fd, path, rights)
+            if error:
+                return f"off: landlock rule for {path}: {error}"
+    return ""
+
+
+def restrict_self(ruleset_fd: int) -> str:
+    """Enforce a prepared ruleset on the calling process (irrevocably) and close it."""
     try:
-        ro = _EXECUTE | _READ_FILE | _READ_DIR
-        file_rw = (_WRITE_FILE | _READ_FILE | (_TRUNCATE if abi >= 3 else 0)) & handled
-        for paths, rights in ((read_only, ro), (read_write, handled), (devices, file_rw)):
-            for path in paths:
-                error = _add_rule(fd, path, rights)
-                if error:
-                    return f"off: landlock rule for {path}: {error}"
         if _libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS, required by restrict_self
             return f"off: PR_SET_NO_NEW_PRIVS: {os.strerror(ctypes.get_errno())}"
-        if _libc.syscall(_SYS_RESTRICT_SELF, fd, 0) != 0:
+        if _libc.syscall(_SYS_RESTRICT_SELF, ruleset_fd, 0) != 0:
             return f"off: landlock_restrict_self: {os.strerror(ctypes.get_errno())}"
     finally:
-        os.close(fd)
-    return f"on (ABI {abi})"
+        os.close(ruleset_fd)
+    return "on"
 
 
 def _add_rule(ruleset_fd: int, path: str, rights: int) -> str:

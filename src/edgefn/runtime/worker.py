@@ -43,7 +43,7 @@ from edgefn.errors import (
     ResponseTooLargeError,
     SubrequestLimitError,
 )
-from edgefn.runtime import _isolation
+from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
 from edgefn.sdk._fetch import Subrequest, fetch_backend
@@ -113,6 +113,7 @@ class Worker:
         self.plan = plan
         self.layers = layers
         self.vm_base_bytes = _vm_bytes()
+        self.prepared = _isolation.Prepared()
         self.writer: asyncio.StreamWriter | None = None
         self.fetch_fn: Callable[..., Any] | None = None
         self.env = Env({})
@@ -152,22 +153,14 @@ class Worker:
 
     def _isolate(self, msg: p.Load) -> str:
         """Mount the bundle, drop privileges, install seccomp; the code dir as seen from here."""
-        private = self.layers.status.get("filesystem", "").startswith("on")
-        rel = (
-            os.path.relpath(msg.code_dir, self.plan.versions_dir) if self.plan.versions_dir else ""
-        )
-        if private and (not rel or rel.startswith("..")):
-            raise RuntimeError(
-                f"the bundle {msg.code_dir} is outside the node's versions directory"
-            )
+        versions = self.plan.versions_dir
+        rel = os.path.relpath(msg.code_dir, versions) if versions else ""
+        if self.prepared.private_root and (not rel or rel.startswith("..")):
+            raise RuntimeError(f"the bundle {msg.code_dir} is outside the node's versions dir")
         code_dir = _isolation.setup_load(
-            self.layers,
-            version_rel=rel,
-            scratch_mb=msg.scratch_mb,
-            uid=msg.uid,
-            sandbox_root=private,
+            self.layers, self.prepared, version_rel=rel, scratch_mb=msg.scratch_mb, uid=msg.uid
         )
-        return code_dir if private else msg.code_dir
+        return code_dir or msg.code_dir
 
     def _apply_limits(self, memory_mb: int, scratch_mb: int) -> None:
         # The address-space limit is measured from the generic worker's size (read before /proc
@@ -391,7 +384,7 @@ def _vm_bytes() -> int:
         return 0
 
 
-def _prepare(sock_fd: int, plan: Plan, layers: _isolation.Layers) -> None:
+def _prepare(sock_fd: int, plan: Plan, layers: _isolation.Layers) -> _isolation.Prepared:
     """Pre-fork hygiene and the private root (before any frame is read)."""
     _isolation.close_inherited_fds(keep=sock_fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
@@ -401,21 +394,21 @@ def _prepare(sock_fd: int, plan: Plan, layers: _isolation.Layers) -> None:
     np_random = sys.modules.get("numpy.random")
     if np_random is not None:
         np_random.seed()
-    if plan.isolate:
-        _isolation.setup_prefork(layers, plan.versions_dir)
+    if not plan.isolate:
+        return _isolation.Prepared(seccomp_program=_seccomp.build_filter(os.getpid()))
+    return _isolation.setup_prefork(layers, plan.versions_dir)
 
 
 def probe_worker(report_fd: int, plan: Plan, layers: _isolation.Layers) -> None:
     """Run the full set-up as a throw-away worker would and write the layers as JSON."""
-    _prepare(report_fd, plan, layers)
-    private = layers.status.get("filesystem", "").startswith("on")
+    prepared = _prepare(report_fd, plan, layers)
     try:
         _isolation.setup_load(
             layers,
+            prepared,
             version_rel=".",
             scratch_mb=1,
             uid=_isolation.tenant_uid("probe", (200000, 265535)),
-            sandbox_root=private and bool(plan.versions_dir),
         )
     except OSError as err:
         layers.set("filesystem", f"off: {err}")
@@ -427,7 +420,7 @@ def probe_worker(report_fd: int, plan: Plan, layers: _isolation.Layers) -> None:
 def run_worker(sock: socket.socket, plan: Plan, layers: _isolation.Layers) -> None:
     """Entry point in the forked worker: harden, then serve frames until the node hangs up."""
     worker = Worker(sock, plan, layers)
-    _prepare(sock.fileno(), plan, layers)
+    worker.prepared = _prepare(sock.fileno(), plan, layers)
     out: TextIO = _LogStream(worker, "info")  # type: ignore[assignment]
     err: TextIO = _LogStream(worker, "error")  # type: ignore[assignment]
     sys.stdout, sys.stderr = out, err

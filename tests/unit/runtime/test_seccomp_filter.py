@@ -70,3 +70,17 @@ def test_allowed_and_denied_lists_do_not_overlap_and_are_all_numbered() -> None:
     assert all(name in NR for name in (*s.ALLOWED, *s.DENIED))
     assert len(PROG) % 8 == 0
     assert len(PROG) // 8 < 4096  # BPF_MAXINSNS
+
+
+def test_every_number_gets_the_verdict_of_its_list() -> None:
+    """Exhaustive over 0..511: the tree says ALLOW exactly for ALLOWED (argument-free calls)."""
+    allowed = {NR[name] for name in s.ALLOWED}
+    checked = {
+        NR[n] for n in ("clone", "clone3", "socket", "socketpair", "prctl", "kill", "tgkill")
+    }
+    checked.add(NR["prlimit64"])
+    for nr in range(512):
+        if nr in checked:
+            continue
+        expected = ALLOW if nr in allowed else EPERM
+        assert s.evaluate(PROG, nr, args=(12345, 0, 0)) == expected, nr
