@@ -67,3 +67,17 @@ async def test_relaxed_node_serves_and_reports_its_mode(tmp_path: Path) -> None:
         assert stats.isolation["seccomp"] == "on"
     finally:
         await node.stop()
+
+
+async def test_cgroups_are_removed_when_workers_exit_and_the_pool_stops(tmp_path: Path) -> None:
+    node = EdgeNode("cg", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()))
+    await node.start()
+    parent = Path("/sys/fs/cgroup/memory") / node.pool._cgroup_parent
+    try:
+        await node.deploy_dir(FUNCTIONS / "victim")
+        assert parent.is_dir()
+        assert any(p.is_dir() for p in parent.iterdir())
+    finally:
+        await node.stop()
+    for ctrl in ("memory", "pids", "cpu", "cpuacct"):
+        assert not (Path("/sys/fs/cgroup") / ctrl / node.pool._cgroup_parent).exists()

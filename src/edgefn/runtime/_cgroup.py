@@ -110,3 +110,15 @@ def remove_tree(group: str) -> None:
                 child.rmdir()
         with contextlib.suppress(OSError):
             d.rmdir()
+
+
+def sweep_orphans(base: str = "edgefn") -> None:
+    """Remove ``<base>/<pid>-<n>`` groups whose node process is gone (a node killed with SIGKILL
+    cannot clean up after itself)."""
+    d = ROOT / "memory" / base
+    if not d.is_dir():
+        return
+    for child in d.iterdir():
+        pid, _, _ = child.name.partition("-")
+        if child.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            remove_tree(f"{base}/{child.name}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from edgefn.errors import ProtocolError, SandboxError
-from edgefn.runtime import _cgroup, _isolation
+from edgefn.runtime import _cgroup, _isolation, _seccomp
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 
@@ -462,7 +462,11 @@ class SandboxPool:
         see only the one they are loaded with, at ``/function``.
         """
         loop = asyncio.get_running_loop()
+        # The node holds keys and every tenant's traffic: no core dumps, and the kernel refuses
+        # ptrace and /proc/<pid>/mem to anything but root (process-wide, on purpose).
+        _seccomp.set_not_dumpable()
         if _cgroup.available() == "on":
+            _cgroup.sweep_orphans()
             self._cgroup_parent = f"edgefn/{os.getpid()}-{next(_pool_ids)}"
             try:
                 _cgroup.create(self._cgroup_parent)
