@@ -129,6 +129,10 @@ async def test_runs_as_unprivileged_tenant_uid_in_own_pid_namespace(s: Sandboxed
     assert "CapEff:\t0000000000000000" in status
     assert "NoNewPrivs:\t1" in status
     assert f"Uid:\t{fields['uid']}" in status
+    await s.call("victim", "/")
+    (victim_pid,) = s.worker_pids("victim")
+    victim_status = Path(f"/proc/{victim_pid}/status").read_text()
+    assert f"Uid:\t{fields['uid']}" not in victim_status  # another tenant, another uid
 
 
 async def test_thread_bomb_is_bounded(s: Sandboxed) -> None:

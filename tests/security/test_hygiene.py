@@ -81,3 +81,28 @@ async def test_cgroups_are_removed_when_workers_exit_and_the_pool_stops(tmp_path
         await node.stop()
     for ctrl in ("memory", "pids", "cpu", "cpuacct"):
         assert not (Path("/sys/fs/cgroup") / ctrl / node.pool._cgroup_parent).exists()
+
+
+async def test_workers_forked_from_one_zygote_draw_different_random_numbers(
+    tmp_path: Path,
+) -> None:
+    """Both stdlib random and (recent) numpy reseed at fork by themselves; the worker reseeds too,
+    so this holds for older numpy or a preloaded module that does not."""
+    node = EdgeNode(
+        "rnd", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()), preload=("numpy",)
+    )
+    await node.start()
+    try:
+        await node.deploy_dir(FUNCTIONS / "hostile")
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            headers = {"host": "hostile.localhost"}
+            first = (await client.get(node.url + "/random", headers=headers)).text
+            # The int 0x80 stub gets the worker killed; the next request runs in a fresh fork.
+            res = await client.get(node.url + "/int80", params={"n": "0"}, headers=headers)
+            assert res.status_code == 503
+            second = (await client.get(node.url + "/random", headers=headers)).text
+    finally:
+        await node.stop()
+    assert first.split(",")[1] != second.split(",")[1]

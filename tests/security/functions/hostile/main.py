@@ -4,6 +4,7 @@ import asyncio
 import ctypes
 import mmap
 import os
+import random
 import socket
 import struct
 import threading
@@ -250,6 +251,10 @@ async def fetch(request, env, ctx):
         os.write(1, b"FORGED-LOG-LINE stdout\n")
         os.write(2, b'{"kind":"access","status":200,"FORGED-LOG-LINE":1}\n')
         return Response("wrote to fds 1 and 2")
+    if path == "/random":
+        import numpy  # preloaded by the test's zygote: its global RandomState is inherited
+
+        return Response(repr((random.random(), float(numpy.random.random()))))
     if path == "/whoami":
         return Response(f"uid={os.getuid()} gid={os.getgid()} pid={os.getpid()} cwd={os.getcwd()}")
     return Response("hostile ok")
