@@ -155,9 +155,13 @@ async def test_memfd_hog_is_killed_as_exceeded_memory(s: Sandboxed) -> None:
     await s.assert_still_serving()
 
 
-async def test_tmp_hog_stays_within_scratch(s: Sandboxed) -> None:
+async def test_tmp_hog_stays_within_scratch_and_there_is_no_shm(s: Sandboxed) -> None:
     res = await s.call("hostile", "/tmphog")
     assert 1 <= int(res.text) <= 4  # the scratch dir works, up to its size
+    marker = f"edgefn-shm-{uuid.uuid4().hex}"
+    res = await s.call("hostile", "/write", arg=f"/dev/shm/{marker}")
+    assert res.text.startswith("failed:")
+    assert not (Path("/dev/shm") / marker).exists()
     await s.assert_still_serving()
 
 

@@ -738,12 +738,13 @@ class SandboxPool:
         except (TimeoutError, SandboxError):
             worker.kill("start failed")
             return
+        self._apply(self.policy.handle(pp.WorkerSpawned(pid, _now_ms())))
         off = [k for k, v in worker.isolation.items() if not v.startswith("on")]
         if off and self.isolation_mode == "strict":
             # Fail closed: a worker that could not set up a layer the probe had never serves.
+            # (Reported spawned first, so that the policy's count of forks in flight stays true.)
             self._kill(worker, "isolation_failed")
             return
-        self._apply(self.policy.handle(pp.WorkerSpawned(pid, _now_ms())))
         self._notify()
 
     def _on_worker_exit(self, worker: WorkerProcess) -> None:
