@@ -785,6 +785,8 @@ class SandboxPool:
         """CPU burnt outside requests (wait_until, background threads) is charged too: a worker
         that uses more than its function's cpu_ms while idle is killed as exceeded_cpu."""
         assert worker.spec is not None
+        if worker.loaded is None or not worker.loaded.done():
+            return  # importing the module is not idle time (and not a request's either)
         cpu = worker.cpu_ms()
         if worker.idle_cpu_start_ms is None:
             worker.idle_cpu_start_ms = cpu
