@@ -500,7 +500,10 @@ class SandboxPool:
             self.layers = await asyncio.wait_for(asyncio.shield(self._hello), HELLO_TIMEOUT_S)
         except (TimeoutError, SandboxError):
             await self.stop()
-            raise SandboxError("the sandbox zygote did not start") from None
+            raise SandboxError(
+                "the sandbox zygote did not start",
+                hint="its stderr is in the node's log as `zygote: …` error lines",
+            ) from None
         try:
             check_isolation(self.layers, self.isolation_mode)
         except SandboxError:
