@@ -26,7 +26,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Isolation = Literal["strict", "relaxed"]
 
 HELLO = """from edgefn import Response
 
@@ -95,7 +97,7 @@ class _RawClient:
         self.writer.close()
 
 
-async def _cold_starts(root: Path, samples: int) -> dict[str, Any]:
+async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[str, Any]:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
     from edgefn.runtime.pool_policy import PoolConfig
@@ -106,6 +108,7 @@ async def _cold_starts(root: Path, samples: int) -> dict[str, Any]:
         access_log=False,
         preload=("numpy",),
         pool_config=PoolConfig(generic_target=4),
+        isolation=isolation,
     )
     await node.start()
     out: dict[str, Any] = {}
@@ -275,7 +278,7 @@ def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] 
         proc.wait(timeout=10)
 
 
-async def _idle_memory(root: Path, workers: int) -> dict[str, Any]:
+async def _idle_memory(root: Path, workers: int, isolation: Isolation) -> dict[str, Any]:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
     from edgefn.runtime.pool_policy import PoolConfig
@@ -285,6 +288,7 @@ async def _idle_memory(root: Path, workers: int) -> dict[str, Any]:
         log=JsonLog(io.StringIO()),
         access_log=False,
         pool_config=PoolConfig(generic_target=0),
+        isolation=isolation,
     )
     await node.start()
     try:
@@ -309,6 +313,23 @@ async def _idle_memory(root: Path, workers: int) -> dict[str, Any]:
         await node.stop()
 
 
+def _isolation_layers() -> dict[str, dict[str, str]]:
+    from edgefn._loop import run as run_loop
+
+    async def probe(mode: Isolation) -> dict[str, str]:
+        from edgefn.edge import EdgeNode
+        from edgefn.observe import JsonLog
+
+        node = EdgeNode("bench", log=JsonLog(io.StringIO()), access_log=False, isolation=mode)
+        await node.start()
+        try:
+            return dict(node.pool.statistics().isolation)
+        finally:
+            await node.stop()
+
+    return {mode: run_loop(probe(mode)) for mode in ("strict", "relaxed")}
+
+
 def run(
     *, samples: int = 30, concurrency: int = 64, duration_s: float = 5.0, idle_workers: int = 40
 ) -> dict[str, Any]:
@@ -324,14 +345,22 @@ def run(
             "python_c_pass": _process_start_ms("pass", 10),
             "python_c_import_numpy": _process_start_ms("import numpy", 5),
         }
-        result["cold_start"] = run_loop(_cold_starts(root, samples))
+        result["cold_start"] = run_loop(_cold_starts(root, samples, "strict"))
         ref = result["process_start"]["python_c_pass"]["p50_ms"]
         result["cold_start"]["speedup_vs_python_start_p50"] = round(
             ref / result["cold_start"]["stdlib"]["p50_ms"], 1
         )
         result["warm"] = _throughput(root, concurrency, duration_s)
         result["warm"]["concurrency"] = concurrency
-        result["idle_memory"] = run_loop(_idle_memory(root, idle_workers))
+        result["idle_memory"] = run_loop(_idle_memory(root, idle_workers, "strict"))
+        # Side by side: the same measurements with `relaxed` isolation (identical layers on a
+        # machine where strict works; the difference shows where a layer is unavailable).
+        relaxed_cold = run_loop(_cold_starts(root, samples, "relaxed"))
+        result["relaxed"] = {
+            "cold_start": relaxed_cold,
+            "idle_memory": run_loop(_idle_memory(root, idle_workers, "relaxed")),
+        }
+        result["isolation"] = _isolation_layers()
         result["targets"] = {
             "cold_start_p50_ms<=5": result["cold_start"]["stdlib"]["p50_ms"] <= 5,
             "cold_start_p99_ms<=20": result["cold_start"]["stdlib"]["p99_ms"] <= 20,

@@ -13,7 +13,7 @@ The schema::
     routes = ["example.com/api/*"]  # host ("*." allowed) + path glob, or [[routes]] pattern
     [vars]                          # identifier = str | int | float | bool
     [limits]                        # cpu_ms, memory_mb, timeout_ms, max_body_kb, subrequests,
-                                    # requests_per_s (see LIMIT_BOUNDS)
+                                    # requests_per_s, scratch_mb (see LIMIT_BOUNDS)
     [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any public host
              allow_private = ["127.0.0.1:9000", "localhost:8080", "[::1]"]  # local development
     [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
@@ -66,6 +66,7 @@ LIMIT_BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
         "max_body_kb": (1, 102_400),
         "subrequests": (0, 1000),
         "requests_per_s": (0.001, 1_000_000),
+        "scratch_mb": (1, 1024),
     }
 )
 
@@ -90,6 +91,7 @@ class Limits:
     max_body_kb: int = 1024
     subrequests: int = 50
     requests_per_s: float | None = None
+    scratch_mb: int = 16  # size of the worker's private /tmp (a tmpfs) and its RLIMIT_FSIZE
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,6 +50,9 @@ def dev(
     host: Annotated[str, typer.Option(help="Address to bind")] = "127.0.0.1",
     location: Annotated[str, typer.Option(help="Location name to report")] = "local",
     reload: Annotated[bool, typer.Option(help="Reload when files change")] = True,
+    isolation: Annotated[
+        str, typer.Option(help="Sandbox isolation: strict (every layer, else refuse) | relaxed")
+    ] = "strict",
 ) -> None:
     """Serve the function in PATH locally, reloading it when its files change."""
     import asyncio
@@ -63,21 +66,27 @@ def dev(
     except EdgefnError as err:
         fail_from(err)
     try:
-        asyncio.run(_dev(path.resolve(), host, port, location, reload))
+        asyncio.run(_dev(path.resolve(), host, port, location, reload, isolation))
     except KeyboardInterrupt:
         typer.echo("stopped")
 
 
-async def _dev(path: Path, host: str, port: int, location: str, reload: bool) -> None:
+async def _dev(
+    path: Path, host: str, port: int, location: str, reload: bool, isolation: str
+) -> None:
     import asyncio
 
     from edgefn.edge import EdgeNode
 
-    node = EdgeNode(location, host=host, port=port)
+    node = EdgeNode(
+        location, host=host, port=port, isolation="relaxed" if isolation == "relaxed" else "strict"
+    )
     try:
         await node.start()
     except OSError as err:
         fail(f"cannot listen on {host}:{port}: {err}", hint="pick another --port")
+    except EdgefnError as err:
+        fail_from(err)
     try:
         try:
             version = await node.deploy_dir(path)

@@ -87,6 +87,9 @@ def up(
     preload: Annotated[
         str, typer.Option(help="Modules every zygote pre-imports (comma list)")
     ] = "",
+    isolation: Annotated[
+        str, typer.Option(help="Sandbox isolation of every node: strict | relaxed")
+    ] = "strict",
     json_out: JsonOut = False,
     gate_min_requests: Annotated[
         int, typer.Option(help="Requests a new version needs before its health gate is judged")
@@ -102,6 +105,10 @@ def up(
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if start_timeout <= 0:
         fail(f"--start-timeout {start_timeout} must be positive", hint="e.g. --start-timeout 90")
+    if isolation not in ("strict", "relaxed"):
+        fail(f"--isolation {isolation!r} is not known", hint="use strict or relaxed")
+    # Passed through to every `edgefn node` (the supervisor copies node_args onto their commands).
+    node_args = ("--isolation", isolation)
     core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),
@@ -125,14 +132,31 @@ def up(
         wait_s = 120 + start_timeout + 2.0 * len(chosen)
         core_args += ("--start-timeout", str(start_timeout))
         _up_detached(
-            sd, locations, topology, entry_port, emulate_rtt, preload, json_out, core_args, wait_s
+            sd,
+            locations,
+            topology,
+            entry_port,
+            emulate_rtt,
+            preload,
+            json_out,
+            core_args,
+            node_args,
+            wait_s,
         )
         return
     from edgefn._loop import run
 
     ok = run(
         _up_foreground(
-            sd, chosen, entry_port, emulate_rtt, preload, core_args, start_timeout, quiet=json_out
+            sd,
+            chosen,
+            entry_port,
+            emulate_rtt,
+            preload,
+            core_args,
+            node_args,
+            start_timeout,
+            quiet=json_out,
         )
     )
     if not ok:
@@ -146,6 +170,7 @@ async def _up_foreground(
     emulate_rtt: bool,
     preload: str,
     core_args: tuple[str, ...],
+    node_args: tuple[str, ...],
     start_timeout_s: float,
     *,
     quiet: bool,
@@ -163,6 +188,7 @@ async def _up_foreground(
         emulate_rtt=emulate_rtt,
         preload=tuple(x for x in preload.split(",") if x),
         core_args=core_args,
+        node_args=node_args,
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
         start_timeout_s=start_timeout_s,
     )
@@ -205,6 +231,7 @@ def _up_detached(
     preload: str,
     json_out: bool,
     core_args: tuple[str, ...],
+    node_args: tuple[str, ...],
     wait_s: float,
 ) -> None:
     from rich.console import Console
@@ -227,6 +254,7 @@ def _up_detached(
     args += [] if emulate_rtt else ["--no-emulate-rtt"]
     args += ["--preload", preload] if preload else []
     args += list(core_args)
+    args += list(node_args)
     log_path = sd / "logs" / "supervisor.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
@@ -383,9 +411,12 @@ def status(
     observed = {loc["location"]: loc for loc in st.get("locations", [])}
     locations = []
     for loc in client.planet["locations"]:
+        isolation: dict[str, str] = {}
         try:
-            healthy = httpx.get(f"{loc['url']}/_edgefn/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
+            health = httpx.get(f"{loc['url']}/_edgefn/health", timeout=2)
+            healthy = health.status_code == 200
+            isolation = dict(health.json().get("isolation") or {}) if healthy else {}
+        except (httpx.HTTPError, ValueError):
             healthy = False
         fns = ((observed.get(loc["name"]) or {}).get("observed") or {}).get("functions", {})
         versions = {fn: sorted(vs) for fn, vs in fns.items() if name in (None, fn)}
@@ -397,6 +428,7 @@ def status(
                 "lon": loc["lon"],
                 "url": loc["url"],
                 "healthy": healthy,
+                "isolation": isolation,
                 "versions": versions,
                 "load_errors": (observed.get(loc["name"]) or {}).get("load_errors", []),
             }
@@ -418,12 +450,13 @@ def status(
         return
     print_table(
         "locations",
-        ["location", "region", "healthy", "versions", "errors"],
+        ["location", "region", "healthy", "isolation", "versions", "errors"],
         [
             [
                 x["name"],
                 x["region"],
                 "yes" if x["healthy"] else "NO",
+                _isolation_summary(x["isolation"]),
                 " ".join(f"{k}={','.join(v)}" for k, v in x["versions"].items()),
                 x["load_errors"] or "",
             ]
@@ -554,3 +587,10 @@ def net_links(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
         ["name", "a", "b", "rtt_ms", "cut"],
         [[x.get("name"), x.get("a"), x.get("b"), x.get("rtt_ms"), x.get("cut")] for x in links],
     )
+
+
+def _isolation_summary(isolation: dict[str, str]) -> str:
+    """``strict``, or the mode followed by the layers that are off (``relaxed -landlock``)."""
+    mode = isolation.get("mode", "?")
+    off = sorted(k for k, v in isolation.items() if k != "mode" and not v.startswith("on"))
+    return " ".join([mode, *(f"-{k}" for k in off)])

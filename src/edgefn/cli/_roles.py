@@ -247,6 +247,9 @@ def node(
     core_key: Annotated[
         Path | None, typer.Option(help="The core's public key PEM that signs desired state")
     ] = None,
+    isolation: Annotated[
+        str, typer.Option(help="Sandbox isolation: strict (every layer, else refuse) | relaxed")
+    ] = "strict",
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -256,6 +259,7 @@ def node(
         fail("--nats is required", hint="the region prints its client_url when it starts")
     loaded, _ = _bus_files(creds, None)
     core_pub = _file(core_key, "--core-key", "edgefn up writes core-key.pub").read_text()
+    _check_isolation(isolation)
     traffic = None
     if secret_file is not None:
         from edgefn.edge.traffic import TrafficOptions
@@ -278,5 +282,11 @@ def node(
             traffic=traffic,
             internal_port=internal_port,
             metrics_token_file=metrics_token_file,
+            isolation=isolation,
         )
     )
+
+
+def _check_isolation(isolation: str) -> None:
+    if isolation not in ("strict", "relaxed"):
+        fail(f"--isolation {isolation!r} is not known", hint="use strict or relaxed")

@@ -45,7 +45,14 @@ from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.routing.internal_auth import INTERNAL_AUTH_HEADER, AuthCheck, InternalVerifier
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
-from edgefn.runtime.sandbox import STREAM_STALL_S, Host, InvokeFailed, LoadSpec, SandboxPool
+from edgefn.runtime.sandbox import (
+    STREAM_STALL_S,
+    Host,
+    InvokeFailed,
+    Isolation,
+    LoadSpec,
+    SandboxPool,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -96,7 +103,7 @@ class EdgeNode:
         log: JsonLog | None = None,
         pool_config: pp.PoolConfig | None = None,
         preload: tuple[str, ...] = (),
-        sandbox: bool = True,
+        isolation: Isolation = "strict",
         access_log: bool = True,
         seed: int = 0,
         outbound: Outbound | None = None,
@@ -138,7 +145,7 @@ class EdgeNode:
             Host(self._on_fetch, self._on_kv, self._on_log),
             config=pool_config,
             preload=preload,
-            sandbox=sandbox,
+            isolation=isolation,
         )
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None
@@ -159,7 +166,7 @@ class EdgeNode:
         return f"http://{self.internal_host}:{self.internal_port}"
 
     async def start(self) -> None:
-        await self.pool.start()
+        await self.pool.start(versions_dir=str(self._versions_dir()))
         self._server, self._serve_task, self.port = await _serve(self, self.host, self.port)
         if self.internal_secret is not None:
             guarded = InternalGuard(self._internal_app, self.internal_secret)
@@ -201,6 +208,7 @@ class EdgeNode:
             memory_mb=manifest.limits.memory_mb,
             cpu_ms=manifest.limits.cpu_ms,
             bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
+            scratch_mb=manifest.limits.scratch_mb,
         )
 
     async def install_bundle(
@@ -345,6 +353,7 @@ class EdgeNode:
                 "region": self.region,
                 "functions": self.active_versions(),
                 "uptime_s": round(time.monotonic() - self.started_at, 3),
+                "isolation": {"mode": self.pool.isolation_mode, **self.pool.layers},
             }
             await _respond(send, 200, body)
         elif path == "/_edgefn/metrics":

@@ -215,6 +215,7 @@ async def run_node(
     traffic: Any = None,
     internal_port: int = 0,
     metrics_token_file: Path | None = None,
+    isolation: str = "strict",
 ) -> None:
     from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode, Outbound
@@ -249,6 +250,7 @@ async def run_node(
         internal_secret=secret,
         internal_port=internal_port,
         metrics_token=metrics_token,
+        isolation="relaxed" if isolation == "relaxed" else "strict",
     )
     await node.start()
     kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret)

@@ -180,6 +180,7 @@ class Planet:
         emulate_rtt: bool = True,
         preload: tuple[str, ...] = (),
         core_args: tuple[str, ...] = (),
+        node_args: tuple[str, ...] = (),
         on_progress: Callable[[str], None] | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
         tls: bool | None = None,
@@ -197,6 +198,7 @@ class Planet:
         self.tls = tls if tls is not None else os.environ.get("EDGEFN_PLANET_TLS", "1") != "0"
         self.creds: dict[str, Path] = {}
         self.server_tls: dict[str, Any] = {}
+        self.node_args = node_args  # e.g. ("--isolation", "relaxed"), appended to every node
         self.progress = on_progress or (lambda _msg: None)
         self.start_timeout_s = start_timeout_s
         self.core: Child | None = None
@@ -386,6 +388,7 @@ class Planet:
             if self.preload:
                 args += ["--preload", ",".join(self.preload)]
             args += traffic_args
+            args += list(self.node_args)
             self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
         self.progress(f"starting {len(self.nodes)} edge nodes")
         await self._start_all(list(self.nodes.values()), "edge nodes")

@@ -7,7 +7,8 @@ struct below. Frames over ``MAX_FRAME_BYTES`` or that do not decode to a known m
 Node → worker: Load, Invoke, Cancel, FetchResult, KVResult, Shutdown.
 Worker → node: Ready, Loaded, Respond, ResponseStart, ResponseChunk, ResponseEnd, InvokeError, Log,
 FetchCall, KVCall.
-Node → zygote: Spawn. Zygote → node: Spawned (with the worker's socket attached by SCM_RIGHTS).
+Node → zygote: Spawn. Zygote → node: Hello (first), Spawned (with the worker's socket attached by
+SCM_RIGHTS).
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Load(_Msg, tag="load"):
     # Decrypted secrets (name -> value), kept apart from ``vars`` so the node can tell them
     # apart for redaction; they become ``env.NAME`` like vars (docs/design/0013-secrets.md).
     secrets: dict[str, str] = {}
+    tenant: str = ""
+    uid: int = 0
+    scratch_mb: int = 16
 
 
 class Invoke(_Msg, tag="inv"):
@@ -82,12 +86,14 @@ class Shutdown(_Msg, tag="bye"):
 
 class Ready(_Msg, tag="ready"):
     pid: int
+    isolation: dict[str, str] = {}
 
 
 class Loaded(_Msg, tag="loaded"):
     ok: bool
     error: str = ""
     load_ms: float = 0.0
+    isolation: dict[str, str] = {}
 
 
 class ResponseStart(_Msg, tag="rstart"):
@@ -153,6 +159,13 @@ class Spawn(_Msg, tag="spawn"):
 
 class Spawned(_Msg, tag="spawned"):
     pid: int
+    cgroup: str = ""
+
+
+class Hello(_Msg, tag="hello"):
+    """The zygote's first frame: which isolation layers a probe worker could set up."""
+
+    isolation: dict[str, str]
 
 
 Message = (
@@ -174,6 +187,7 @@ Message = (
     | KVCall
     | Spawn
     | Spawned
+    | Hello
 )
 
 _encoder = msgspec.msgpack.Encoder()

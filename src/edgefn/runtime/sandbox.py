@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -23,9 +24,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from edgefn.errors import ProtocolError, SandboxError
+from edgefn.runtime import _cgroup, _isolation, _seccomp
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 
@@ -40,6 +42,14 @@ STREAM_STALL_S = 10.0
 TICK_MS = 1000
 ACQUIRE_TIMEOUT_S = 10.0
 CANCEL_GRACE_S = 0.2
+IDLE_CHECK_MS = 200
+# Added to a worker's cgroup memory limit on top of its usage at Load and memory_mb: the import of
+# the user's module and its first allocations happen under the limit too.
+LOAD_ALLOWANCE_MB = 16
+HELLO_TIMEOUT_S = 30.0
+DEFAULT_UID_RANGE = (200000, 265535)
+Isolation = Literal["strict", "relaxed"]
+_pool_ids = itertools.count(1)
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -64,6 +74,8 @@ class LoadSpec:
     # A new generation is a new pool key, so workers holding old values are retired.
     secrets: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
     secrets_generation: int = 0
+    tenant: str = ""  # whose uid the workers run under; defaults to the function name
+    scratch_mb: int = 16
 
     @property
     def key(self) -> str:
@@ -122,8 +134,13 @@ class Host:
 class WorkerProcess:
     """The node's handle on one worker: its socket, reader task and in-flight requests."""
 
-    def __init__(self, pid: int, sock: socket.socket, host: Host) -> None:
+    def __init__(self, pid: int, sock: socket.socket, host: Host, cgroup: str = "") -> None:
         self.pid = pid
+        self.cgroup = cgroup
+        self.isolation: dict[str, str] = {}
+        self.idle_cpu_start_ms: float | None = None
+        self.uid_range = DEFAULT_UID_RANGE
+        self.strict = True
         self.sock = sock
         self.host = host
         self.spec: LoadSpec | None = None
@@ -161,6 +178,12 @@ class WorkerProcess:
         if self.loaded is None:
             self.spec = spec
             self.loaded = asyncio.get_running_loop().create_future()
+            tenant = spec.tenant or spec.function
+            if self.cgroup:
+                # Everything the function adds counts: heap, threads' stacks, memfd, tmpfs pages.
+                base = _cgroup.memory_usage(self.cgroup) + LOAD_ALLOWANCE_MB * 2**20
+                with contextlib.suppress(OSError):
+                    _cgroup.set_memory_limit(self.cgroup, base + spec.memory_mb * 2**20)
             self.send(
                 p.Load(
                     spec.function,
@@ -171,10 +194,15 @@ class WorkerProcess:
                     spec.memory_mb,
                     list(spec.bindings),
                     dict(spec.secrets),
+                    tenant=tenant,
+                    uid=_isolation.tenant_uid(tenant, self.uid_range),
+                    scratch_mb=spec.scratch_mb,
                 )
             )
 
     def cpu_ms(self) -> float:
+        if self.cgroup:
+            return _cgroup.cpu_ns(self.cgroup) / 1e6  # every thread, including finished ones
         try:
             with open(f"/proc/{self.pid}/stat", "rb") as f:
                 fields = f.read().rsplit(b")", 1)[1].split()
@@ -224,9 +252,17 @@ class WorkerProcess:
     def _route(self, msg: p.Message) -> None:
         match msg:
             case p.Ready():
+                self.isolation = dict(msg.isolation)
                 if not self.ready.done():
                     self.ready.set_result(None)
             case p.Loaded():
+                self.isolation = dict(msg.isolation)
+                off = [k for k, v in self.isolation.items() if not v.startswith("on")]
+                if self.strict and off and msg.ok:
+                    # Fail closed: this worker could not set up a layer that the probe could.
+                    layers = ", ".join(f"{k} ({self.isolation[k]})" for k in off)
+                    msg = p.Loaded(ok=False, error=f"sandbox isolation failed: {layers}")
+                    self.doom(self, "isolation_failed")
                 if self.loaded is not None and not self.loaded.done():
                     self.loaded.set_result(msg)
                 self.rss_base_pages = self.rss_pages()
@@ -277,6 +313,8 @@ class WorkerProcess:
         if self.dead:
             return
         self.dead = True
+        if not self.kill_reason and self.cgroup and _cgroup.oom_killed(self.cgroup):
+            self.kill_reason = "exceeded_memory"
         kind = self.kill_reason or "worker_crashed"
         for inf in self.inflight.values():
             inf.queue.put_nowait(failure(kind, f"the worker stopped ({kind})"))
@@ -408,6 +446,34 @@ class SandboxStatistics:
     pool: pp.PoolStatistics
     killed: dict[str, int] = field(default_factory=dict)
     slow_clients_cut: int = 0
+    # Layer -> "on…" or "off: reason", as probed by the zygote at start (see _isolation.LAYERS).
+    isolation: dict[str, str] = field(default_factory=dict)
+    isolation_mode: str = "strict"
+
+
+def check_isolation(layers: dict[str, str], mode: Isolation) -> None:
+    """Raise SandboxError if ``layers`` (as probed) are not enough for ``mode``.
+
+    Strict needs every layer; relaxed runs with whatever works but never without seccomp.
+    """
+    missing = [k for k, v in layers.items() if not v.startswith("on")]
+    if mode == "relaxed":
+        missing = [k for k in missing if k == "seccomp"]
+        if "seccomp" not in layers:
+            missing.append("seccomp")
+    if not missing:
+        return
+    detail = "; ".join(f"{k}: {layers.get(k, 'off: not reported')}" for k in missing)
+    if mode == "strict":
+        raise SandboxError(
+            f"strict sandbox isolation is not available on this machine ({detail})",
+            hint="run the node as root on Linux with cgroup v1, user/mount/pid/net/IPC namespaces "
+            "and Landlock, or pass `--isolation relaxed` to run with the layers that work",
+        )
+    raise SandboxError(
+        f"the sandbox cannot run even in relaxed mode ({detail})",
+        hint="seccomp-BPF is required: run on Linux x86_64 with seccomp enabled",
+    )
 
 
 class SandboxPool:
@@ -419,12 +485,20 @@ class SandboxPool:
         *,
         config: pp.PoolConfig | None = None,
         preload: tuple[str, ...] = (),
-        sandbox: bool = True,
+        isolation: Isolation = "strict",
+        uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
     ) -> None:
+        if isolation not in ("strict", "relaxed"):
+            raise ValueError(f"isolation must be 'strict' or 'relaxed', not {isolation!r}")
         self.host = host
         self.policy = pp.PoolPolicy(config)
         self.preload = preload
-        self.sandbox = sandbox
+        self.isolation_mode: Isolation = isolation
+        self.uid_range = uid_range
+        self.layers: dict[str, str] = {}
+        self._cgroup_parent = ""
+        self._cgroups_to_remove: set[str] = set()
+        self._hello: asyncio.Future[dict[str, str]] | None = None
         self.specs: dict[str, LoadSpec] = {}
         self.workers: dict[int, WorkerProcess] = {}
         self.killed: dict[str, int] = {}
@@ -441,30 +515,77 @@ class SandboxPool:
         self._adopting: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, versions_dir: str = "") -> None:
+        """Start the zygote; in strict mode raise SandboxError unless every layer works.
+
+        ``versions_dir`` is the directory holding every bundle's unpacked ``<version>/``; workers
+        see only the one they are loaded with, at ``/function``.
+        """
+        loop = asyncio.get_running_loop()
+        # The node holds keys and every tenant's traffic: no core dumps, and the kernel refuses
+        # ptrace and /proc/<pid>/mem to anything but root (process-wide, on purpose).
+        _seccomp.set_not_dumpable()
+        if _cgroup.available() == "on":
+            _cgroup.sweep_orphans()
+            self._cgroup_parent = f"edgefn/{os.getpid()}-{next(_pool_ids)}"
+            try:
+                _cgroup.create(self._cgroup_parent)
+            except OSError:
+                self._cgroup_parent = ""
         node_end, zyg_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        args = [
-            sys.executable,
-            "-m",
-            "edgefn.runtime.zygote",
-            "--fd",
-            str(zyg_end.fileno()),
-            "--preload",
-            ",".join(self.preload),
-        ]
-        if not self.sandbox:
-            args.append("--no-sandbox")
+        # -I: no cwd or script dir on sys.path and PYTHON* variables ignored, so nothing planted
+        # in the node's working directory (a `uvloop.py`) is imported by the zygote.
+        args = [sys.executable, "-I", "-m", "edgefn.runtime.zygote", "--fd", str(zyg_end.fileno())]
+        args += ["--preload", ",".join(self.preload), "--versions-dir", versions_dir]
+        args += ["--cgroup", self._cgroup_parent]
         # Popen only forks and execs (about a millisecond); the zygote's start-up runs concurrently.
         self._zygote = subprocess.Popen(  # noqa: ASYNC220
-            args, pass_fds=[zyg_end.fileno()], stdin=subprocess.DEVNULL
+            args,
+            pass_fds=[zyg_end.fileno()],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={"LANG": "C.UTF-8"},
+            cwd="/",
         )
         zyg_end.close()
+        assert self._zygote.stderr is not None
+        os.set_blocking(self._zygote.stderr.fileno(), False)
+        loop.add_reader(self._zygote.stderr.fileno(), self._on_zygote_stderr)
         node_end.setblocking(False)
         self._ctl = node_end
-        asyncio.get_running_loop().add_reader(node_end.fileno(), self._on_ctl_readable)
+        self._hello = loop.create_future()
+        loop.add_reader(node_end.fileno(), self._on_ctl_readable)
+        try:
+            self.layers = await asyncio.wait_for(asyncio.shield(self._hello), HELLO_TIMEOUT_S)
+        except (TimeoutError, SandboxError):
+            await self.stop()
+            raise SandboxError(
+                "the sandbox zygote did not start",
+                hint="its stderr is in the node's log as `zygote: …` error lines",
+            ) from None
+        try:
+            check_isolation(self.layers, self.isolation_mode)
+        except SandboxError:
+            await self.stop()
+            raise
         self._apply(self.policy.handle(pp.Tick(_now_ms())))
-        loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._monitor()), loop.create_task(self._ticker())]
+
+    def _on_zygote_stderr(self) -> None:
+        assert self._zygote is not None
+        assert self._zygote.stderr is not None
+        try:
+            data = os.read(self._zygote.stderr.fileno(), 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            asyncio.get_running_loop().remove_reader(self._zygote.stderr.fileno())
+            return
+        for line in data.decode(errors="replace").splitlines():
+            self.host.on_log("", p.Log("", "error", f"zygote: {line[:4096]}"))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -478,6 +599,9 @@ class SandboxPool:
                 asyncio.get_running_loop().remove_reader(self._ctl.fileno())
             self._ctl.close()
         if self._zygote is not None:
+            if self._zygote.stderr is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    asyncio.get_running_loop().remove_reader(self._zygote.stderr.fileno())
             with contextlib.suppress(ProcessLookupError):
                 self._zygote.terminate()
             try:
@@ -485,8 +609,21 @@ class SandboxPool:
             except subprocess.TimeoutExpired:
                 self._zygote.kill()
                 self._zygote.wait()
+            if self._zygote.stderr is not None:
+                self._zygote.stderr.close()
         while self._fds:
             os.close(self._fds.popleft())
+        if self._cgroup_parent:
+            await self._remove_cgroups(deadline=time.monotonic() + 5)
+
+    async def _remove_cgroups(self, *, deadline: float) -> None:
+        # A SIGKILLed worker leaves its cgroup only once the kernel has torn it down.
+        while True:
+            self._cgroups_to_remove = {g for g in self._cgroups_to_remove if not _cgroup.remove(g)}
+            if not self._cgroups_to_remove or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        _cgroup.remove_tree(self._cgroup_parent)
 
     def statistics(self) -> SandboxStatistics:
         return SandboxStatistics(
@@ -495,6 +632,8 @@ class SandboxPool:
             pool=self.policy.statistics(),
             killed=dict(self.killed),
             slow_clients_cut=self.slow_clients_cut,
+            isolation=dict(self.layers),
+            isolation_mode=self.isolation_mode,
         )
 
     # -- versions --------------------------------------------------------------------------
@@ -637,18 +776,26 @@ class SandboxPool:
             data, fds = b"", []
         if not data:
             asyncio.get_running_loop().remove_reader(self._ctl.fileno())
+            if self._hello is not None and not self._hello.done():
+                self._hello.set_exception(SandboxError("the zygote exited"))
             return
         self._fds.extend(fds)
         for msg in self._ctl_buf.feed(data):
+            if isinstance(msg, p.Hello) and self._hello is not None and not self._hello.done():
+                self._hello.set_result(dict(msg.isolation))
             if isinstance(msg, p.Spawned) and self._fds:
+                if msg.cgroup:
+                    self._cgroups_to_remove.add(msg.cgroup)
                 sock = socket.socket(fileno=self._fds.popleft())
-                task = asyncio.ensure_future(self._adopt(msg.pid, sock))
+                task = asyncio.ensure_future(self._adopt(msg.pid, sock, msg.cgroup))
                 self._adopting.add(task)
                 task.add_done_callback(self._adopting.discard)
 
-    async def _adopt(self, pid: int, sock: socket.socket) -> None:
-        worker = WorkerProcess(pid, sock, self.host)
+    async def _adopt(self, pid: int, sock: socket.socket, cgroup: str) -> None:
+        worker = WorkerProcess(pid, sock, self.host, cgroup)
         worker.doom = self._kill
+        worker.uid_range = self.uid_range
+        worker.strict = self.isolation_mode == "strict"
         self.workers[pid] = worker
         await worker.start(self._on_worker_exit)
         try:
@@ -657,9 +804,17 @@ class SandboxPool:
             worker.kill("start failed")
             return
         self._apply(self.policy.handle(pp.WorkerSpawned(pid, _now_ms())))
+        off = [k for k, v in worker.isolation.items() if not v.startswith("on")]
+        if off and self.isolation_mode == "strict":
+            # Fail closed: a worker that could not set up a layer the probe had never serves.
+            # (Reported spawned first, so that the policy's count of forks in flight stays true.)
+            self._kill(worker, "isolation_failed")
+            return
         self._notify()
 
     def _on_worker_exit(self, worker: WorkerProcess) -> None:
+        if worker.cgroup and worker.dead and _cgroup.remove(worker.cgroup):
+            self._cgroups_to_remove.discard(worker.cgroup)
         if self.workers.pop(worker.pid, None) is not None and not self._stopping:
             self._apply(self.policy.handle(pp.WorkerExited(worker.pid, _now_ms())))
 
@@ -674,13 +829,34 @@ class SandboxPool:
         while True:
             await asyncio.sleep(TICK_MS / 1000)
             self._apply(self.policy.handle(pp.Tick(_now_ms())))
+            self._cgroups_to_remove = {g for g in self._cgroups_to_remove if not _cgroup.remove(g)}
 
     async def _monitor(self) -> None:
+        rounds = 0
+        idle_every = max(1, IDLE_CHECK_MS // MONITOR_MS)
         while True:
             await asyncio.sleep(MONITOR_MS / 1000)
+            rounds += 1
             for worker in list(self.workers.values()):
-                if worker.inflight and not worker.dead:
+                if worker.dead:
+                    continue
+                if worker.inflight:
+                    worker.idle_cpu_start_ms = None
                     self._check_limits(worker)
+                elif worker.spec is not None and worker.cgroup and rounds % idle_every == 0:
+                    self._check_idle_cpu(worker)
+
+    def _check_idle_cpu(self, worker: WorkerProcess) -> None:
+        """CPU burnt outside requests (wait_until, background threads) is charged too: a worker
+        that uses more than its function's cpu_ms while idle is killed as exceeded_cpu."""
+        assert worker.spec is not None
+        if worker.loaded is None or not worker.loaded.done():
+            return  # importing the module is not idle time (and not a request's either)
+        cpu = worker.cpu_ms()
+        if worker.idle_cpu_start_ms is None:
+            worker.idle_cpu_start_ms = cpu
+        elif cpu - worker.idle_cpu_start_ms > worker.spec.cpu_ms:
+            self._kill(worker, "exceeded_cpu")
 
     def _check_limits(self, worker: WorkerProcess) -> None:
         cpu = worker.cpu_ms()

@@ -19,14 +19,17 @@ import asyncio
 import contextvars
 import importlib.util
 import inspect
+import json
 import logging
 import os
+import random
 import resource
 import socket
 import sys
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from edgefn.errors import (
@@ -40,6 +43,7 @@ from edgefn.errors import (
     ResponseTooLargeError,
     SubrequestLimitError,
 )
+from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
 from edgefn.sdk._fetch import Subrequest, fetch_backend
@@ -104,8 +108,12 @@ class _LogHandler(logging.Handler):
 class Worker:
     """State of one worker process (lives only in the child)."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, plan: Plan, layers: _isolation.Layers) -> None:
         self.sock = sock
+        self.plan = plan
+        self.layers = layers
+        self.vm_base_bytes = _vm_bytes()
+        self.prepared = _isolation.Prepared()
         self.writer: asyncio.StreamWriter | None = None
         self.fetch_fn: Callable[..., Any] | None = None
         self.env = Env({})
@@ -129,26 +137,39 @@ class Worker:
     def load(self, msg: p.Load) -> p.Loaded:
         t0 = time.perf_counter()
         try:
-            self._apply_memory_limit(msg.memory_mb)
-            self.fetch_fn = _import_fetch(msg.code_dir, msg.main, msg.version)
+            code_dir = self._isolate(msg)
+            self._apply_limits(msg.memory_mb, msg.scratch_mb)
+            self.fetch_fn = _import_fetch(code_dir, msg.main, msg.version)
         except Exception as err:
             self.load_error = str(err)
-            return p.Loaded(ok=False, error=str(err))
+            return p.Loaded(ok=False, error=str(err), isolation=dict(self.layers.status))
         self.function = msg.function
         values: dict[str, Any] = dict(msg.vars)
         values.update(msg.secrets)
         for binding in msg.bindings:
             values[binding] = _KVBinding(self, binding)
         self.env = Env(values)
-        return p.Loaded(ok=True, load_ms=(time.perf_counter() - t0) * 1000)
+        load_ms = (time.perf_counter() - t0) * 1000
+        return p.Loaded(ok=True, load_ms=load_ms, isolation=dict(self.layers.status))
 
-    @staticmethod
-    def _apply_memory_limit(memory_mb: int) -> None:
-        with open("/proc/self/statm") as f:
-            vm_pages = int(f.read().split()[0])
-        base = vm_pages * os.sysconf("SC_PAGE_SIZE")
-        limit = base + memory_mb * 1024 * 1024
+    def _isolate(self, msg: p.Load) -> str:
+        """Mount the bundle, drop privileges, install seccomp; the code dir as seen from here."""
+        versions = self.plan.versions_dir
+        rel = os.path.relpath(msg.code_dir, versions) if versions else ""
+        if self.prepared.private_root and (not rel or rel.startswith("..")):
+            raise RuntimeError(f"the bundle {msg.code_dir} is outside the node's versions dir")
+        code_dir = _isolation.setup_load(
+            self.layers, self.prepared, version_rel=rel, scratch_mb=msg.scratch_mb, uid=msg.uid
+        )
+        return code_dir or msg.code_dir
+
+    def _apply_limits(self, memory_mb: int, scratch_mb: int) -> None:
+        # The address-space limit is measured from the generic worker's size (read before /proc
+        # went away); the cgroup set by the node bounds what is actually resident.
+        limit = self.vm_base_bytes + memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        fsize = scratch_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     # -- invocation -----------------------------------------------------------------------
     async def invoke(self, msg: p.Invoke) -> None:
@@ -244,7 +265,7 @@ class Worker:
     # -- main loop ------------------------------------------------------------------------
     async def serve(self) -> None:
         reader, self.writer = await asyncio.open_unix_connection(sock=self.sock)
-        self.send(p.Ready(os.getpid()))
+        self.send(p.Ready(os.getpid(), dict(self.layers.status)))
         buf = p.FrameBuffer()
         while True:
             data = await reader.read(256 * 1024)
@@ -346,15 +367,61 @@ def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def run_worker(sock: socket.socket, *, sandbox: bool = True) -> None:
-    """Entry point in the forked child: harden, then serve frames until the node hangs up."""
-    from edgefn.runtime import _seccomp
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How the zygote isolates its workers (fixed for the zygote's lifetime)."""
 
+    versions_dir: str = ""
+    cgroup_parent: str = ""
+    isolate: bool = True
+    roots: tuple[str, ...] = ()
+
+
+def _vm_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _prepare(sock_fd: int, plan: Plan, layers: _isolation.Layers) -> _isolation.Prepared:
+    """Pre-fork hygiene and the private root (before any frame is read)."""
+    _isolation.close_inherited_fds(keep=sock_fd)
     resource.setrlimit(resource.RLIMIT_NOFILE, (NOFILE_LIMIT, NOFILE_LIMIT))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if sandbox:
-        _seccomp.install()
-    worker = Worker(sock)
+    # Forked workers share the zygote's PRNG state; each must draw its own sequence.
+    random.seed()
+    np_random = sys.modules.get("numpy.random")
+    if np_random is not None:
+        np_random.seed()
+    if not plan.isolate:
+        return _isolation.Prepared(seccomp_program=_seccomp.build_filter(os.getpid()))
+    return _isolation.setup_prefork(layers, plan.versions_dir)
+
+
+def probe_worker(report_fd: int, plan: Plan, layers: _isolation.Layers) -> None:
+    """Run the full set-up as a throw-away worker would and write the layers as JSON."""
+    prepared = _prepare(report_fd, plan, layers)
+    try:
+        _isolation.setup_load(
+            layers,
+            prepared,
+            version_rel=".",
+            scratch_mb=1,
+            uid=_isolation.tenant_uid("probe", (200000, 265535)),
+        )
+    except OSError as err:
+        layers.set("filesystem", f"off: {err}")
+    for layer in _isolation.LAYERS:
+        layers.status.setdefault(layer, "off: not set up")
+    os.write(report_fd, json.dumps(layers.status).encode())
+
+
+def run_worker(sock: socket.socket, plan: Plan, layers: _isolation.Layers) -> None:
+    """Entry point in the forked worker: harden, then serve frames until the node hangs up."""
+    worker = Worker(sock, plan, layers)
+    worker.prepared = _prepare(sock.fileno(), plan, layers)
     out: TextIO = _LogStream(worker, "info")  # type: ignore[assignment]
     err: TextIO = _LogStream(worker, "error")  # type: ignore[assignment]
     sys.stdout, sys.stderr = out, err

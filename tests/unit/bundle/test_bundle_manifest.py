@@ -194,6 +194,8 @@ def test_bad_main(main: str, needle: str) -> None:
         ("max_body_kb", "0", "from 1 to 102400"),
         ("subrequests", "1001", "from 0 to 1000"),
         ("requests_per_s", "0", "from 0.001 to 1e+06"),
+        ("scratch_mb", "0", "from 1 to 1024"),
+        ("scratch_mb", "2048", "from 1 to 1024"),
     ],
 )
 def test_limits_out_of_bounds_say_the_range(key: str, value: str, bounds: str) -> None:
