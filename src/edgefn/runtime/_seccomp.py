@@ -235,6 +235,22 @@ def build_filter(own_pid: int) -> bytes:
     return b"".join(prog)
 
 
+def build_io_uring_block() -> bytes:
+    """A first, tiny filter for the zygote (inherited by every worker): io_uring_* are ENOSYS.
+
+    libuv (under uvloop) sets up an io_uring for batched epoll_ctl when a loop starts, which in a
+    worker is before Load installs the allowlist; the allowlist then refuses io_uring_enter and
+    libuv abort()s on its next batch. Answering ENOSYS from the start makes libuv use plain
+    epoll, and the stacked allowlist keeps refusing io_uring either way.
+    """
+    prog = [_ins(_LD_W_ABS, 0, 0, _OFF_ARCH), _ins(_JEQ_K, 1, 0, AUDIT_ARCH_X86_64)]
+    prog += [_ins(_RET_K, 0, 0, RET_ALLOW), _ins(_LD_W_ABS, 0, 0, _OFF_NR)]
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        prog += [_ins(_JEQ_K, 0, 1, SYSCALLS[name]), _ins(_RET_K, 0, 0, RET_ENOSYS)]
+    prog.append(_ins(_RET_K, 0, 0, RET_ALLOW))
+    return b"".join(prog)
+
+
 def evaluate(
     program: bytes, nr: int, *, arch: int = AUDIT_ARCH_X86_64, args: Sequence[int] = ()
 ) -> int:

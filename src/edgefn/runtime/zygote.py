@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
     # worker that somehow shares its uid; orphaned workers are re-parented here and reaped.
     _seccomp.set_not_dumpable()
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    # Before any event loop exists: no io_uring for libuv here or in the workers (see _seccomp).
+    _seccomp.install(_seccomp.build_io_uring_block())
     for name in (*BASE_PRELOAD, *filter(None, args.preload.split(","))):
         try:
             importlib.import_module(name)

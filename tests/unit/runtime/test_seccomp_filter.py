@@ -84,3 +84,12 @@ def test_every_number_gets_the_verdict_of_its_list() -> None:
             continue
         expected = ALLOW if nr in allowed else EPERM
         assert s.evaluate(PROG, nr, args=(12345, 0, 0)) == expected, nr
+
+
+def test_the_zygote_pre_filter_answers_io_uring_enosys_and_allows_the_rest() -> None:
+    """libuv must see io_uring as absent before any loop starts (it aborted on EPERM later)."""
+    prog = s.build_io_uring_block()
+    for name in ("io_uring_setup", "io_uring_enter", "io_uring_register"):
+        assert s.evaluate(prog, s.SYSCALLS[name]) == s.RET_ENOSYS
+    for name in ("read", "epoll_ctl", "clone", "mount"):
+        assert s.evaluate(prog, s.SYSCALLS[name]) == s.RET_ALLOW
