@@ -32,6 +32,11 @@ from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 
 MONITOR_MS = 20
+# Subrequests and KV calls one worker may have in flight at the node at once. Each is a task in the
+# node; without a bound a function gathering a million `env.KV.get`s (or a worker writing frames by
+# hand) makes the node hold a million tasks. Past it a call fails at once with a limit error.
+MAX_SIDE_CALLS = 256
+_TOO_MANY_CALLS = f"more than {MAX_SIDE_CALLS} subrequests and KV calls in flight in one worker"
 # Streamed response bytes the node holds for one request before it stops reading that worker's
 # socket (the worker's own writes then block: backpressure), and the level at which it resumes.
 STREAM_HIGH_BYTES = 1024 * 1024
@@ -288,9 +293,18 @@ class WorkerProcess:
                 fn = self.spec.function if self.spec else ""
                 self.host.on_log(fn, msg)
             case p.FetchCall():
-                self._spawn_side(self._answer_fetch(msg))
+                if len(self._side_tasks) >= MAX_SIDE_CALLS:
+                    self.send(p.FetchResult(msg.id, msg.fetch_id, 0, [], b"", "subrequest_limit",
+                                            _TOO_MANY_CALLS))  # fmt: skip
+                else:
+                    self._spawn_side(self._answer_fetch(msg))
             case p.KVCall():
-                self._spawn_side(self._answer_kv(msg))
+                if len(self._side_tasks) >= MAX_SIDE_CALLS:
+                    self.send(
+                        p.KVResult(msg.id, msg.call_id, False, None, "limit", _TOO_MANY_CALLS)
+                    )
+                else:
+                    self._spawn_side(self._answer_kv(msg))
             case _:
                 raise ProtocolError(f"worker {self.pid} sent unexpected {type(msg).__name__}")
 
