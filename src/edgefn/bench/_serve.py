@@ -63,7 +63,13 @@ async def _main(mode: str, function_dir: str) -> None:
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
 
-    node = EdgeNode("bench", log=JsonLog(io.StringIO()), access_log=False)
+    node = EdgeNode(
+        "bench",
+        log=JsonLog(io.StringIO()),
+        access_log=False,
+        isolation="relaxed" if mode == "node-relaxed" else "strict",
+        sandbox_host_layers=mode != "node-relaxed",
+    )
     await node.start()
     await node.deploy_dir(Path(function_dir))
     print(f"READY {node.port}", flush=True)
@@ -73,7 +79,7 @@ async def _main(mode: str, function_dir: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["bare", "node"], required=True)
+    ap.add_argument("--mode", choices=["bare", "node", "node-relaxed"], required=True)
     ap.add_argument("--function-dir", default="")
     a = ap.parse_args()
     from edgefn._loop import run

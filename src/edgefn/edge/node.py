@@ -104,6 +104,7 @@ class EdgeNode:
         pool_config: pp.PoolConfig | None = None,
         preload: tuple[str, ...] = (),
         isolation: Isolation = "strict",
+        sandbox_host_layers: bool = True,
         access_log: bool = True,
         seed: int = 0,
         outbound: Outbound | None = None,
@@ -146,6 +147,7 @@ class EdgeNode:
             config=pool_config,
             preload=preload,
             isolation=isolation,
+            host_layers=sandbox_host_layers,
         )
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None

@@ -501,9 +501,16 @@ class SandboxPool:
         preload: tuple[str, ...] = (),
         isolation: Isolation = "strict",
         uid_range: tuple[int, int] = DEFAULT_UID_RANGE,
+        host_layers: bool = True,
     ) -> None:
+        """``host_layers=False`` (relaxed only) leaves out namespaces, the private root, Landlock,
+        the tenant uid and cgroups, keeping seccomp and rlimits: what relaxed mode gives on a host
+        without those layers, used by ``edgefn bench runtime`` to measure what they cost."""
         if isolation not in ("strict", "relaxed"):
             raise ValueError(f"isolation must be 'strict' or 'relaxed', not {isolation!r}")
+        if not host_layers and isolation == "strict":
+            raise ValueError("host_layers=False needs isolation='relaxed'")
+        self.host_layers = host_layers
         self.host = host
         self.policy = pp.PoolPolicy(config)
         self.preload = preload
@@ -539,7 +546,7 @@ class SandboxPool:
         # The node holds keys and every tenant's traffic: no core dumps, and the kernel refuses
         # ptrace and /proc/<pid>/mem to anything but root (process-wide, on purpose).
         _seccomp.set_not_dumpable()
-        if _cgroup.available() == "on":
+        if self.host_layers and _cgroup.available() == "on":
             _cgroup.sweep_orphans()
             self._cgroup_parent = f"edgefn/{os.getpid()}-{next(_pool_ids)}"
             try:
@@ -552,6 +559,7 @@ class SandboxPool:
         args = [sys.executable, "-I", "-m", "edgefn.runtime.zygote", "--fd", str(zyg_end.fileno())]
         args += ["--preload", ",".join(self.preload), "--versions-dir", versions_dir]
         args += ["--cgroup", self._cgroup_parent]
+        args += [] if self.host_layers else ["--no-namespaces"]
         # Popen only forks and execs (about a millisecond); the zygote's start-up runs concurrently.
         self._zygote = subprocess.Popen(  # noqa: ASYNC220
             args,
