@@ -271,9 +271,12 @@ def setup_load(
             layers.set("landlock", prepared.landlock if status == "on" else status)
         else:
             layers.set("landlock", prepared.landlock)
+        layers.set("identity", _drop_identity(uid))
     else:
         layers.set("landlock", prepared.landlock)
-    layers.set("identity", _drop_identity(uid))
+        # Without a private root the bundle is read in place from the node's state directory,
+        # which a tenant uid may not be able to read: the uid layer needs the private root.
+        layers.set("identity", "off: no private root (the bundle is read from the state dir)")
     _seccomp.set_not_dumpable()
     layers.set("seccomp", _seccomp.install(prepared.seccomp_program or None))
     return FUNCTION_DIR if prepared.private_root else ""
