@@ -127,9 +127,10 @@ def up(
         pass
     chosen = choose_locations(locations, topology)
     if detach:
-        # The detached wait covers the supervisor's whole start-up: every role may use its own
-        # start timeout, a few at a time, so the bound grows with the planet.
-        wait_s = 120 + start_timeout + 2.0 * len(chosen)
+        # The supervisor bounds each role's start itself (--start-timeout); the detached wait
+        # only has to notice a supervisor that stopped making progress (no new log line), so a
+        # big planet on a busy machine is not cut off while its nodes still come up one by one.
+        wait_s = start_timeout + 60
         core_args += ("--start-timeout", str(start_timeout))
         _up_detached(
             sd,
@@ -262,8 +263,12 @@ def _up_detached(
         )
     console = Console(stderr=True)
     deadline = time.monotonic() + wait_s
+    seen = 0
     with console.status("starting the planet…") as spinner:
         while time.monotonic() < deadline:
+            size = log_path.stat().st_size
+            if size != seen:  # progress: a role came up, or the supervisor moved on
+                seen, deadline = size, time.monotonic() + wait_s
             if proc.poll() is not None:
                 tail = log_path.read_text(errors="replace")[-3000:]
                 fail(
@@ -283,7 +288,7 @@ def _up_detached(
         else:
             proc.terminate()
             fail(
-                f"the planet did not become ready within {wait_s:.0f} s",
+                f"the planet's start-up made no progress for {wait_s:.0f} s",
                 hint=f"see {log_path}; start fewer locations or raise --start-timeout",
             )
     if json_out:
