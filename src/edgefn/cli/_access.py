@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.cli._output import emit_json, fail, fail_from, print_table, utc_ms
 from edgefn.errors import EdgefnError
 
 StateDir = Annotated[
@@ -89,14 +89,14 @@ def token_list(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
             t["name"],
             " ".join(t["scopes"]),
             t["account"],
-            t["created_ms"],
-            t["last_used_ms"] or "-",
+            utc_ms(t["created_ms"]),
+            utc_ms(t["last_used_ms"]),
             "yes" if t["revoked"] else "",
         ]
         for t in out["tokens"]
     ]
     print_table(
-        "tokens", ["id", "name", "scopes", "account", "created_ms", "last_used_ms", "revoked"], rows
+        "tokens", ["id", "name", "scopes", "account", "created (UTC)", "last used", "revoked"], rows
     )
 
 
@@ -137,8 +137,8 @@ def key_list(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
     if json_out:
         emit_json(out)
         return
-    rows = [[k["key_id"], k["account"], k["name"], k["created_ms"]] for k in out["keys"]]
-    print_table("deployer keys", ["key id", "account", "name", "created_ms"], rows)
+    rows = [[k["key_id"], k["account"], k["name"], utc_ms(k["created_ms"])] for k in out["keys"]]
+    print_table("deployer keys", ["key id", "account", "name", "created (UTC)"], rows)
 
 
 def audit(
@@ -153,7 +153,7 @@ def audit(
         return
     rows = [
         [
-            r["at_ms"],
+            utc_ms(r["at_ms"]),
             r["action"],
             r["target"],
             f"{r['token_name']} ({r['token_id']})",
@@ -162,7 +162,7 @@ def audit(
         ]
         for r in out["records"]
     ]
-    print_table("audit", ["at_ms", "action", "target", "by", "account", "detail"], rows)
+    print_table("audit", ["at (UTC)", "action", "target", "by", "account", "detail"], rows)
 
 
 def kv_share(

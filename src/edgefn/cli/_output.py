@@ -45,3 +45,12 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]
     for row in rows:
         table.add_row(*(str(c) for c in row))
     Console().print(table)
+
+
+def utc_ms(ms: object) -> str:
+    """A millisecond timestamp as readable UTC (``-`` for none), for tables."""
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
+        return "-"
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
