@@ -169,10 +169,10 @@ class EdgeNode:
 
     async def start(self) -> None:
         await self.pool.start(versions_dir=str(self._versions_dir()))
-        self._server, self._serve_task, self.port = await _serve(self, self.host, self.port)
+        self._server, self._serve_task, self.port = await serve_asgi(self, self.host, self.port)
         if self.internal_secret is not None:
             guarded = InternalGuard(self._internal_app, self.internal_secret)
-            server, task, port = await _serve(guarded, self.internal_host, self.internal_port)
+            server, task, port = await serve_asgi(guarded, self.internal_host, self.internal_port)
             self._internal_server, self._internal_task, self.internal_port = server, task, port
         self.log.emit("node", event="started", url=self.url, internal_url=self.internal_url)
 
@@ -572,7 +572,7 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-async def _serve(
+async def serve_asgi(
     app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     """Run ``app`` on uvicorn in this loop; return the server, its task and the bound port."""

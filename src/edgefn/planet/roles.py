@@ -52,31 +52,10 @@ async def _until_signalled() -> None:
 
 
 async def _serve_asgi(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None], int]:
-    import uvicorn
+    """An ASGI app on uvicorn in this loop (the node's own server setup: no proxy headers)."""
+    from edgefn.edge.node import serve_asgi
 
-    class _Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self) -> Any:
-            yield
-
-    server = _Server(
-        uvicorn.Config(
-            app,
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            proxy_headers=False,  # the socket peer is the client; X-Forwarded-For is not trusted
-        )
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise OSError(f"cannot serve on {host}:{port}")
-        await asyncio.sleep(0.01)
-    return server, task, server.servers[0].sockets[0].getsockname()[1]
+    return await serve_asgi(app, host, port)
 
 
 async def run_core(
