@@ -13,11 +13,11 @@ The schema::
     routes = ["example.com/api/*"]  # host ("*." allowed) + path glob, or [[routes]] pattern
     [vars]                          # identifier = str | int | float | bool
     [limits]                        # cpu_ms, memory_mb, timeout_ms, max_body_kb, subrequests,
-                                    # requests_per_s, scratch_mb (see LIMIT_BOUNDS)
+                                    # requests_per_s, scratch_mb, startup_ms (see LIMIT_BOUNDS)
     [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any public host
              allow_private = ["127.0.0.1:9000", "localhost:8080", "[::1]"]  # local development
     [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
-    [placement] mode = "everywhere" | "regions" | "smart"; regions = [...]; affinity =
+    [placement] mode = "everywhere" | "regions" ("smart" is refused for now); regions = [...]; affinity =
                 "header:<name>" | "cookie:<name>"; retry_safe = false
     [runtime] preload = ["json", "re"]   # modules the zygote pre-imports
 
@@ -63,10 +63,13 @@ LIMIT_BOUNDS: Final[Mapping[str, tuple[float, float]]] = MappingProxyType(
         "cpu_ms": (1, 300_000),
         "memory_mb": (16, 4096),
         "timeout_ms": (1, 900_000),
-        "max_body_kb": (1, 102_400),
+        # A request body travels to the worker inside one IPC frame (runtime/protocol.py caps
+        # frames at 16 MiB, headers included), so a larger limit would fail after admission.
+        "max_body_kb": (1, 15_360),
         "subrequests": (0, 1000),
         "requests_per_s": (0.001, 1_000_000),
         "scratch_mb": (1, 1024),
+        "startup_ms": (100, 60_000),
     }
 )
 
@@ -92,6 +95,7 @@ class Limits:
     subrequests: int = 50
     requests_per_s: float | None = None
     scratch_mb: int = 16  # size of the worker's private /tmp (a tmpfs) and its RLIMIT_FSIZE
+    startup_ms: int = 10_000  # how long importing `main` may take before the load fails
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +348,14 @@ def _parse_placement(ctx: _Ctx, value: object) -> Placement:
     mode = _string(ctx, table.get("mode", "everywhere"), "placement.mode")
     if mode not in PLACEMENT_MODES:
         raise ctx.fail("placement.mode", f"unknown mode {mode!r}", f"use one of {PLACEMENT_MODES}")
+    if mode == "smart":
+        # Accepting it would promise placement by the planner, which does not drive deploys yet.
+        raise ctx.fail(
+            "placement.mode",
+            "mode 'smart' is not available yet: the planner does not drive deploys",
+            "use 'everywhere', or 'regions' with a list; `edgefn plan` shows what the planner "
+            "would choose",
+        )
     regions = _strings(ctx, table.get("regions", []), "placement.regions")
     for i, region in enumerate(regions):
         if not _REGION_RE.match(region):

@@ -85,6 +85,11 @@ class RequestContext:
 KVHandler = Callable[[RequestContext, p.KVCall], Awaitable[p.KVResult]]
 
 
+# A request body must arrive within BODY_GRACE_S plus its size limit at BODY_MIN_BYTES_PER_S.
+BODY_GRACE_S = 10.0
+BODY_MIN_BYTES_PER_S = 64 * 1024
+
+
 class _BodyTooLarge(Exception):
     pass
 
@@ -211,6 +216,7 @@ class EdgeNode:
             cpu_ms=manifest.limits.cpu_ms,
             bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
             scratch_mb=manifest.limits.scratch_mb,
+            startup_ms=manifest.limits.startup_ms,
         )
 
     async def install_bundle(
@@ -406,12 +412,20 @@ class EdgeNode:
         active = fn.pick(self._rng)
         limits = active.manifest.limits
         try:
+            limit = limits.max_body_kb * 1024
             try:
-                body = await _read_body(receive, headers, limits.max_body_kb * 1024)
+                # The request holds an admission slot while its body arrives: a client that sends
+                # slower than BODY_MIN_BYTES_PER_S (after BODY_GRACE_S) is cut off, so a few
+                # hundred slow uploads cannot keep everyone else out.
+                async with asyncio.timeout(BODY_GRACE_S + limit / BODY_MIN_BYTES_PER_S):
+                    body = await _read_body(receive, headers, limit)
             except _BodyTooLarge:
                 await self._fail(
                     send, rid, fn.name, active.version, "body_too_large", 413, t0, scope
                 )
+                return
+            except TimeoutError:
+                await self._fail(send, rid, fn.name, active.version, "body_timeout", 408, t0, scope)
                 return
             await self._run(scope, send, rid, headers, body, active, t0)
         finally:

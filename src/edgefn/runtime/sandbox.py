@@ -81,6 +81,7 @@ class LoadSpec:
     secrets_generation: int = 0
     tenant: str = ""  # whose uid the workers run under; defaults to the function name
     scratch_mb: int = 16
+    startup_ms: int = 10_000  # how long importing the module may take ([limits] startup_ms)
 
     @property
     def key(self) -> str:
@@ -676,7 +677,17 @@ class SandboxPool:
             return p.Loaded(ok=False, error=err.message)
         try:
             assert worker.loaded is not None
-            return await asyncio.shield(worker.loaded)
+            try:
+                return await asyncio.wait_for(asyncio.shield(worker.loaded), spec.startup_ms / 1000)
+            except TimeoutError:
+                # A module that never finishes importing (a loop at module level) would hold the
+                # caller, e.g. the node agent with its apply lock, forever.
+                self._kill(worker, "startup_timeout")
+                return p.Loaded(
+                    ok=False,
+                    error=f"{spec.main}: importing took longer than [limits] startup_ms = "
+                    f"{spec.startup_ms} (a loop or a blocking call at module level?)",
+                )
         finally:
             self._apply(self.policy.handle(pp.RequestDone(worker.pid, _now_ms())))
 
