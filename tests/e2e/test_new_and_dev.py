@@ -59,8 +59,20 @@ def test_new_then_dev_with_hot_reload(tmp_path: Path) -> None:
         except (httpx.HTTPError, ValueError, KeyError):
             return ""
 
+    def healthy() -> bool:
+        try:
+            return (
+                httpx.get(f"http://127.0.0.1:{port}/_edgefn/health", timeout=2).status_code == 200
+            )
+        except httpx.HTTPError:
+            return False
+
     try:
-        _wait_for(lambda: body() == "Hello, Ada!", 30)
+        # Healthy means loaded: the first request after health answers is served, never 404.
+        _wait_for(healthy, 30)
+        first = httpx.get(url, timeout=5)
+        assert first.status_code == 200, first.text
+        assert first.json()["message"] == "Hello, Ada!"
         main = fn / "main.py"
         main.write_text(main.read_text().replace('f"{env.GREETING}, {name}!"', 'f"Hi {name}"'))
         _wait_for(lambda: body() == "Hi Ada", 15)

@@ -79,7 +79,11 @@ async def _dev(
     from edgefn.edge import EdgeNode
 
     node = EdgeNode(
-        location, host=host, port=port, isolation="relaxed" if isolation == "relaxed" else "strict"
+        location,
+        host=host,
+        port=port,
+        isolation="relaxed" if isolation == "relaxed" else "strict",
+        ready=False,  # healthy only once the function is loaded
     )
     try:
         await node.start()
@@ -94,6 +98,7 @@ async def _dev(
             fail_from(err)
         name = next(iter(node.table.functions))
         node.table.default = name
+        node.mark_ready()
         typer.echo(
             f"Serving {name} ({version}) at {node.url}/  (also http://{name}.localhost:{node.port}/)"
         )

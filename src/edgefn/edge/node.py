@@ -110,6 +110,7 @@ class EdgeNode:
         preload: tuple[str, ...] = (),
         isolation: Isolation = "strict",
         sandbox_host_layers: bool = True,
+        ready: bool = True,
         access_log: bool = True,
         seed: int = 0,
         outbound: Outbound | None = None,
@@ -144,6 +145,10 @@ class EdgeNode:
         # Internal KV endpoints /_edgefn/kv* (edgefn.edge.kv_binding.KVService.asgi).
         self.kv_http: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
         self.started_at = time.monotonic()
+        # Not ready: health answers 503 and a request for a function not (yet) loaded gets
+        # 503 not_ready + Retry-After, never 404 (a node restoring its functions from disk, or
+        # `edgefn dev` before its first load). Whoever loads the functions calls mark_ready().
+        self._ready = ready
         self._rng = random.Random(seed)
         self._rules: dict[str, SubrequestRules] = {}
         self._requests: dict[str, RequestContext] = {}
@@ -161,6 +166,15 @@ class EdgeNode:
         self._tmp_dirs: list[Path] = []
 
     # -- lifecycle -------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def mark_ready(self) -> None:
+        if not self._ready:
+            self._ready = True
+            self.log.emit("node", event="ready", functions=self.active_versions())
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
@@ -356,14 +370,14 @@ class EdgeNode:
         path = scope["path"]
         if path == "/_edgefn/health":
             body = {
-                "status": "ok",
+                "status": "ok" if self._ready else "starting",
                 "location": self.location,
                 "region": self.region,
                 "functions": self.active_versions(),
                 "uptime_s": round(time.monotonic() - self.started_at, 3),
                 "isolation": {"mode": self.pool.isolation_mode, **self.pool.layers},
             }
-            await _respond(send, 200, body)
+            await _respond(send, 200 if self._ready else 503, body)
         elif path == "/_edgefn/metrics":
             self._refresh_pool_gauges()
             data = self.metrics.render()
@@ -400,6 +414,15 @@ class EdgeNode:
                 self._access(gate.request_id, scope, name or "", "", gate.status, t0, False)
                 return
             rid, headers, send = gate.request_id, gate.headers, gate.send
+        if fn is None and not self._ready:
+            await _respond(
+                send,
+                503,
+                {"error": "not_ready", "request_id": rid, "hint": "the node is loading functions"},
+                [*self._base_headers(rid, ""), (b"retry-after", b"1")],
+            )
+            self._access(rid, scope, "", "", 503, t0, False)
+            return
         if fn is None:
             await _respond(
                 send,

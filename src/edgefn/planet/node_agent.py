@@ -41,6 +41,7 @@ from typing import Any, Final
 
 import msgspec
 from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError
 
 from edgefn.bundle import Manifest
 from edgefn.bundle.signing import verify_signature
@@ -63,6 +64,9 @@ from edgefn.secrets.crypto import NodeKey, SecretsError, load_or_create_node_key
 from edgefn.secrets.redact import Redactor
 
 NODE_KEY_FILE: Final = "secrets-node.key"
+# A node with nothing on disk that cannot read desired state within this long reports ready
+# anyway (it serves nothing, so 404 is then the truth).
+READY_FALLBACK_S: Final = 10.0
 
 log = logging.getLogger("edgefn.agent")
 
@@ -109,8 +113,19 @@ class NodeAgent:
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
-        await self._restore()
-        self._tasks = [asyncio.create_task(self._run(), name="agent-run")]
+        # Readiness (EdgeNode.mark_ready): a node that restored its functions from disk serves
+        # them at once; a node with nothing on disk is ready after its first look at desired
+        # state (or READY_FALLBACK_S without a bus: it then has nothing to serve anyway).
+        if await self._restore():
+            self.node.mark_ready()
+        self._tasks = [
+            asyncio.create_task(self._run(), name="agent-run"),
+            asyncio.create_task(self._ready_fallback(), name="agent-ready"),
+        ]
+
+    async def _ready_fallback(self) -> None:
+        await asyncio.sleep(READY_FALLBACK_S)
+        self.node.mark_ready()
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -122,17 +137,19 @@ class NodeAgent:
             with contextlib.suppress(Exception):
                 await self.nc.close()
 
-    async def _restore(self) -> None:
+    async def _restore(self) -> bool:
+        """Apply the desired state saved on disk; whether there was one."""
         path = self.state_dir / "desired.json"
         if not path.exists():
-            return
+            return False
         try:
             desired = decode_desired(path.read_bytes())
         except EdgefnError as err:
             self.node.log.emit("agent", event="restore_failed", error=str(err))
-            return
+            return False
         await self.apply(desired, offline=True)
         self.node.log.emit("agent", event="restored", generation=desired.generation)
+        return True
 
     async def _run(self) -> None:
         while True:
@@ -159,8 +176,13 @@ class NodeAgent:
     # -- desired state ---------------------------------------------------------------------
     async def _resync_loop(self) -> None:
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self._resync_once()
+                self.node.mark_ready()
+            except KeyNotFoundError:  # nothing is desired here yet: ready with no functions
+                self.node.mark_ready()
+            except Exception as err:
+                self.node.log.emit("agent", event="resync_failed", error=str(err))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), timeout=self.resync_s)
             self._kick.clear()

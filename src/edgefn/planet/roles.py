@@ -229,6 +229,7 @@ async def run_node(
         internal_secret=secret,
         internal_port=internal_port,
         metrics_token=metrics_token,
+        ready=False,  # the node agent marks it ready once its functions are loaded
         isolation="relaxed" if isolation == "relaxed" else "strict",
     )
     await node.start()
