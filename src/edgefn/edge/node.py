@@ -46,6 +46,7 @@ from edgefn.routing.internal_auth import INTERNAL_AUTH_HEADER, AuthCheck, Intern
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
+    BACKGROUND_MAX_S,
     STREAM_STALL_S,
     Host,
     InvokeFailed,
@@ -153,7 +154,7 @@ class EdgeNode:
         self._rules: dict[str, SubrequestRules] = {}
         self._requests: dict[str, RequestContext] = {}
         self.pool = SandboxPool(
-            Host(self._on_fetch, self._on_kv, self._on_log),
+            Host(self._on_fetch, self._on_kv, self._on_log, self._on_background_done),
             config=pool_config,
             preload=preload,
             isolation=isolation,
@@ -304,6 +305,10 @@ class EdgeNode:
                 "this node has no KV store configured",
             )
         return await self.kv_handler(ctx, call)
+
+    def _on_background_done(self, request_id: str) -> None:
+        self._requests.pop(request_id, None)
+        self.outbound.forget(request_id)
 
     def _on_log(self, function: str, msg: p.Log) -> None:
         now_ms = int(time.monotonic() * 1000)
@@ -531,8 +536,14 @@ class EdgeNode:
                 )
         finally:
             inv.finish()
-            self._requests.pop(rid, None)
-            self.outbound.forget(rid)
+            if inv.background:
+                # ctx.wait_until tasks run on: keep the request's KV bindings and subrequest
+                # budget until the worker says they are done (bounded by BACKGROUND_MAX_S).
+                asyncio.get_running_loop().call_later(
+                    BACKGROUND_MAX_S, self._on_background_done, rid
+                )
+            else:
+                self._on_background_done(rid)
 
     def _base_headers(
         self, rid: str, version: str, *, cold: bool = False

@@ -120,6 +120,17 @@ class ResponseEnd(_Msg, tag="rend"):
     id: int
 
 
+class Background(_Msg, tag="bg"):
+    """Sent just before the last frame of a response whose ``ctx.wait_until`` tasks still run:
+    the node keeps the request's context (KV bindings, subrequest rules) until ``BackgroundDone``."""
+
+    id: int
+
+
+class BackgroundDone(_Msg, tag="bgdone"):
+    id: int
+
+
 class InvokeError(_Msg, tag="ierr"):
     """The function failed: kind is ``exception``, ``bad_response`` or ``exceeded_memory``."""
 
@@ -181,6 +192,8 @@ Message = (
     | Respond
     | ResponseChunk
     | ResponseEnd
+    | Background
+    | BackgroundDone
     | InvokeError
     | Log
     | FetchCall

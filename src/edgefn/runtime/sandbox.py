@@ -36,6 +36,11 @@ MONITOR_MS = 20
 # node; without a bound a function gathering a million `env.KV.get`s (or a worker writing frames by
 # hand) makes the node hold a million tasks. Past it a call fails at once with a limit error.
 MAX_SIDE_CALLS = 256
+# Requests of one worker whose wait_until tasks may still use KV and subrequests after the response
+# (past it they lose that access, as before), and how long the node keeps such a request's context
+# at most (the worker drains wait_until for 30 s).
+MAX_BACKGROUND = 1024
+BACKGROUND_MAX_S = 35.0
 _TOO_MANY_CALLS = f"more than {MAX_SIDE_CALLS} subrequests and KV calls in flight in one worker"
 # Streamed response bytes the node holds for one request before it stops reading that worker's
 # socket (the worker's own writes then block: backpressure), and the level at which it resumes.
@@ -126,6 +131,7 @@ class _Inflight:
     request_id: str
     buffered: int = 0  # bytes of ResponseChunk frames queued for the client
     aborted: bool = False  # cut off as too slow: further frames are dropped
+    background: bool = False  # wait_until tasks run on after the response (Background frame)
 
 
 @dataclass(slots=True)
@@ -135,6 +141,8 @@ class Host:
     on_fetch: Callable[[str, p.FetchCall], Awaitable[p.FetchResult]]
     on_kv: Callable[[str, p.KVCall], Awaitable[p.KVResult]]
     on_log: Callable[[str, p.Log], None]
+    # A request's wait_until tasks finished (or its worker died): its context can go.
+    on_background_done: Callable[[str], None] = lambda _request_id: None
 
 
 class WorkerProcess:
@@ -160,6 +168,8 @@ class WorkerProcess:
         self._transport: asyncio.Transport | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.paused_at: float | None = None  # monotonic time reading was paused (backpressure)
+        # invoke id -> request id of responses whose wait_until tasks still run (bounded).
+        self.background: dict[int, str] = {}
 
     async def start(self, on_exit: Callable[[WorkerProcess], None]) -> None:
         # A protocol rather than a StreamReader task: frames are decoded and routed in the
@@ -290,6 +300,15 @@ class WorkerProcess:
                     # The worker exits by itself after a MemoryError; take it out of service now
                     # so that no new request is dispatched to it meanwhile.
                     self.doom(self, "exceeded_memory")
+            case p.Background():
+                inf = self.inflight.get(msg.id)
+                if inf is not None and len(self.background) < MAX_BACKGROUND:
+                    inf.background = True
+                    self.background[msg.id] = inf.request_id
+            case p.BackgroundDone():
+                rid = self.background.pop(msg.id, None)
+                if rid is not None:
+                    self.host.on_background_done(rid)
             case p.Log():
                 fn = self.spec.function if self.spec else ""
                 self.host.on_log(fn, msg)
@@ -314,15 +333,16 @@ class WorkerProcess:
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
 
+    def _request_of(self, invoke_id: int) -> str:
+        """The request a side call belongs to: in flight, or still running wait_until tasks."""
+        inf = self.inflight.get(invoke_id)
+        return inf.request_id if inf else self.background.get(invoke_id, "")
+
     async def _answer_fetch(self, call: p.FetchCall) -> None:
-        inf = self.inflight.get(call.id)
-        rid = inf.request_id if inf else ""
-        self.send(await self.host.on_fetch(rid, call))
+        self.send(await self.host.on_fetch(self._request_of(call.id), call))
 
     async def _answer_kv(self, call: p.KVCall) -> None:
-        inf = self.inflight.get(call.id)
-        rid = inf.request_id if inf else ""
-        self.send(await self.host.on_kv(rid, call))
+        self.send(await self.host.on_kv(self._request_of(call.id), call))
 
     def _die(self, on_exit: Callable[[WorkerProcess], None]) -> None:
         if self.dead:
@@ -339,6 +359,9 @@ class WorkerProcess:
             self.ready.set_exception(SandboxError("the worker died before it was ready"))
         for task in self._side_tasks:
             task.cancel()
+        for rid in self.background.values():
+            self.host.on_background_done(rid)
+        self.background.clear()
         self.close()
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
@@ -434,6 +457,11 @@ class Invocation:
                 yield msg.data
                 # The caller has sent the chunk on (its send waits while the client is slow).
                 self.worker.consumed(self._inf, len(msg.data))
+
+    @property
+    def background(self) -> bool:
+        """Whether the function's wait_until tasks run on after this response."""
+        return self._inf.background
 
     def abort(self) -> None:
         """The client stopped reading: drop what is queued for it and tell the worker to cancel."""

@@ -185,12 +185,16 @@ class Worker:
                 return
             resp = await self.fetch_fn(req, self.env, ctx)
             if not isinstance(resp, Response):
-                self._error(msg.id, "bad_response", f"fetch returned {type(resp).__name__}")
+                self._error(
+                    msg.id, "bad_response", f"fetch returned {type(resp).__name__}", ctx=ctx
+                )
                 return
             if not resp.is_streaming:
                 body = await resp.body()
                 if len(body) <= CHUNK_BYTES:
-                    self.send(p.Respond(msg.id, resp.status, resp.headers.items(), body))
+                    self._last(
+                        msg.id, ctx, p.Respond(msg.id, resp.status, resp.headers.items(), body)
+                    )
                     return
             self.send(p.ResponseStart(msg.id, resp.status, resp.headers.items()))
             async for chunk in resp.iter_body():
@@ -198,31 +202,46 @@ class Worker:
                     self.send(p.ResponseChunk(msg.id, chunk[i : i + CHUNK_BYTES]))
                 assert self.writer is not None
                 await self.writer.drain()
-            self.send(p.ResponseEnd(msg.id))
+            self._last(msg.id, ctx, p.ResponseEnd(msg.id))
         except asyncio.CancelledError:
             return
         except KVUnavailable as err:
             # Uncaught: the platform answers 503 consistency_unavailable (the level asked for
             # cannot be served here now, e.g. strong on the far side of a partition).
-            self._error(msg.id, "consistency_unavailable", str(err))
+            self._error(msg.id, "consistency_unavailable", str(err), ctx=ctx)
         except MemoryError:
             self._error(msg.id, "exceeded_memory", "the function ran out of memory")
             self._exit_soon()
             return
         except Exception as err:
             tb = traceback.format_exc()
-            self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb)
+            self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb, ctx=ctx)
         finally:
             self.tasks.pop(msg.id)
             if ctx._pending:
-                asyncio.get_running_loop().create_task(self._drain(ctx))
+                asyncio.get_running_loop().create_task(self._drain(ctx, msg.id))
 
-    async def _drain(self, ctx: Context) -> None:
+    def _last(self, invoke_id: int, ctx: Context, frame: p.Message) -> None:
+        """Send a response's last frame, announced by ``Background`` if wait_until tasks run on."""
+        if ctx._pending:
+            self.send(p.Background(invoke_id))
+        self.send(frame)
+
+    async def _drain(self, ctx: Context, invoke_id: int) -> None:
+        # The tasks keep the invocation's context variables, so their KV calls and subrequests
+        # still name this request; the node answers them until BackgroundDone.
         for exc in await ctx.drain(timeout_s=WAIT_UNTIL_TIMEOUT_S):
             self.log("error", f"wait_until task failed: {type(exc).__name__}: {exc}")
+        self.send(p.BackgroundDone(invoke_id))
 
-    def _error(self, invoke_id: int, kind: str, message: str, tb: str = "") -> None:
-        self.send(p.InvokeError(invoke_id, kind, message[:4096], tb[-16384:]))
+    def _error(
+        self, invoke_id: int, kind: str, message: str, tb: str = "", *, ctx: Context | None = None
+    ) -> None:
+        frame = p.InvokeError(invoke_id, kind, message[:4096], tb[-16384:])
+        if ctx is None:
+            self.send(frame)
+        else:
+            self._last(invoke_id, ctx, frame)
 
     def _exit_soon(self) -> None:
         loop = asyncio.get_running_loop()
