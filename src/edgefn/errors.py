@@ -20,7 +20,8 @@ location, request id) and what to do next, so the CLI can print it as is::
     │   └── ResponseTooLargeError    the subrequest's body exceeded the size limit
     ├── KVError                      key-value binding errors
     │   ├── KVConflict               if_revision did not match
-    │   ├── KVUnavailable            strong consistency cannot reach the namespace's home
+    │   ├── KVUnavailable            strong consistency cannot reach the home: nothing was done
+    │   ├── KVOutcomeUnknown         a strong write's answer was lost: it may have applied
     │   └── KVLimitError             key or value too large, bad argument
     └── PlanetError                  the local planet: not running, already running, unknown location
 """
@@ -37,6 +38,7 @@ __all__ = [
     "KVConflict",
     "KVError",
     "KVLimitError",
+    "KVOutcomeUnknown",
     "KVUnavailable",
     "ManifestError",
     "PlanInputError",
@@ -131,7 +133,16 @@ class KVConflict(KVError):
 
 
 class KVUnavailable(KVError):
-    """A strong operation cannot reach the namespace's home (for example during a partition)."""
+    """A strong operation cannot reach the namespace's home (for example during a partition).
+
+    Nothing was done: the operation never reached the home, so retrying a write is safe."""
+
+
+class KVOutcomeUnknown(KVError):
+    """A strong write reached (or may have reached) the home but its answer was lost.
+
+    It may or may not have applied: read the key (strongly) to find out before retrying, or retry
+    with ``if_revision`` so a write that did apply is not applied twice."""
 
 
 class KVLimitError(KVError):

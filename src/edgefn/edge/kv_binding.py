@@ -10,8 +10,9 @@ recover from disk and serve local operations at once, even while NATS cannot be 
   (binding → namespace through the manifest, consistency, ``if_revision``, ``ttl_s``, metadata) to
   a driver operation. The session token comes from the request's ``x-edgefn-session`` header, and
   the newest token goes back as a response header, replacing an earlier one of the same request.
-  Errors map to ``error_kind``: ``conflict``, ``unavailable`` (uncaught → 503
-  ``consistency_unavailable``), ``limit`` and ``error``.
+  Errors map to ``error_kind``: ``conflict``, ``unavailable`` (nothing was done; uncaught → 503
+  ``consistency_unavailable``), ``outcome_unknown`` (a strong write's answer was lost, it may have
+  applied; uncaught → 503 ``outcome_unknown``), ``limit`` and ``error``.
 - :meth:`KVService.asgi` serves ``/_edgefn/kv/<ns>[/<key>]`` (GET, PUT, DELETE) and
   ``/_edgefn/kvstate/<ns>`` (content digest and statistics) for ``edgefn kv`` and the tests. The
   node mounts it on its internal listener only, behind the planet-internal signature check; it
@@ -45,7 +46,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgefn.errors import KVConflict, KVError, KVLimitError, KVUnavailable
+from edgefn.errors import KVConflict, KVError, KVLimitError, KVOutcomeUnknown, KVUnavailable
 from edgefn.routing.headers import planet_mac
 from edgefn.runtime import protocol as p
 from edgefn.state import SESSION_HEADER, Consistency, Item, Replica, ReplicaConfig
@@ -69,7 +70,13 @@ NAMESPACES_MAX = 64
 _STATE_ITEMS_MAX = 1000
 _SYNC_INTERVAL_S = 1.0
 _LOCAL_CALLERS = ("127.0.0.1", "::1")
-_KIND_STATUS = {"conflict": 409, "unavailable": 503, "limit": 400, "error": 400}
+_KIND_STATUS = {
+    "conflict": 409,
+    "unavailable": 503,
+    "outcome_unknown": 503,
+    "limit": 400,
+    "error": 400,
+}
 _SESSION_DOMAIN = b"edgefn-session-v1"
 _SESSION_MAC_CHARS = 32
 _SESSION_MAX_CHARS = 16_384
@@ -182,6 +189,8 @@ def _entry(item: Item) -> dict[str, Any]:
 def _error_kind(err: KVError) -> str:
     if isinstance(err, KVConflict):
         return "conflict"
+    if isinstance(err, KVOutcomeUnknown):
+        return "outcome_unknown"
     if isinstance(err, KVUnavailable):
         return "unavailable"
     if isinstance(err, KVLimitError):

@@ -115,6 +115,7 @@ _KIND_STATUS = {
     "load_failed": 500,
     "overloaded": 503,
     "consistency_unavailable": 503,
+    "outcome_unknown": 503,
     "client_too_slow": 408,
 }
 

@@ -39,6 +39,7 @@ from edgefn.errors import (
     KVConflict,
     KVError,
     KVLimitError,
+    KVOutcomeUnknown,
     KVUnavailable,
     ResponseTooLargeError,
     SubrequestLimitError,
@@ -65,6 +66,7 @@ FETCH_ERRORS: dict[str, type[FetchError]] = {
 KV_ERRORS: dict[str, type[KVError]] = {
     "conflict": KVConflict,
     "unavailable": KVUnavailable,
+    "outcome_unknown": KVOutcomeUnknown,
     "limit": KVLimitError,
     "error": KVError,
 }
@@ -205,6 +207,10 @@ class Worker:
             self._last(msg.id, ctx, p.ResponseEnd(msg.id))
         except asyncio.CancelledError:
             return
+        except KVOutcomeUnknown as err:
+            # Uncaught: 503 outcome_unknown, distinct from consistency_unavailable (a strong
+            # write may have applied; the client should check before retrying).
+            self._error(msg.id, "outcome_unknown", str(err), ctx=ctx)
         except KVUnavailable as err:
             # Uncaught: the platform answers 503 consistency_unavailable (the level asked for
             # cannot be served here now, e.g. strong on the far side of a partition).

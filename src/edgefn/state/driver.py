@@ -496,13 +496,21 @@ class KVDriver:
 
     async def _ask_home(self, op: StrongOp) -> None:
         self._stats["home_calls"] += 1
+        if self._kv is None or not self.connected:
+            # Never sent: the operation certainly did nothing.
+            self._stats["home_failures"] += 1
+            reason = "not connected to the home (JetStream KV in the core)"
+            self._feed(
+                StrongResult(op.op_id, StrongOutcome("unreachable", reason=reason), _now_ms())
+            )
+            return
         try:
-            if self._kv is None or not self.connected:
-                raise ConnectionError("not connected to the home (JetStream KV in the core)")
             outcome = await asyncio.wait_for(self._home(op), timeout=self.home_timeout_s)
         except _HOME_ERRORS as err:
+            # Sent (or being sent) when it failed: a write may have reached the home.
             self._stats["home_failures"] += 1
-            outcome = StrongOutcome("unreachable", reason=f"{type(err).__name__}: {err}")
+            status = "unknown" if op.kind in ("put", "delete") else "unreachable"
+            outcome = StrongOutcome(status, reason=f"{type(err).__name__}: {err}")
         self._feed(StrongResult(op.op_id, outcome, _now_ms()))
 
     async def _read_home(self, key: str, now_ms: int) -> StrongRecord | None:

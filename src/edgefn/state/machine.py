@@ -35,7 +35,7 @@ import collections
 import dataclasses
 from dataclasses import dataclass
 
-from edgefn.errors import KVConflict, KVError, KVLimitError, KVUnavailable
+from edgefn.errors import KVConflict, KVError, KVLimitError, KVOutcomeUnknown, KVUnavailable
 from edgefn.state.events import (
     AntiEntropyDigest,
     AntiEntropyRequest,
@@ -421,6 +421,8 @@ class Replica:
         result: GetDone | WriteDone | ListDone | Failed
         if outcome.status == "unreachable":
             result = Failed(_unavailable(self.id, op, outcome.reason or "home unreachable"))
+        elif outcome.status == "unknown":
+            result = Failed(_lost(self.id, op, outcome.reason or "the home's answer was lost"))
         elif outcome.status == "conflict":
             key = getattr(op, "key", "")
             err = KVConflict(
@@ -578,7 +580,7 @@ class Replica:
             if deadline <= now:
                 del self.strong_pending[op_id]
                 reason = f"no answer within {self.config.strong_timeout_ms} ms"
-                out.others.append(Reply(op_id, Failed(_unavailable(self.id, op, reason))))
+                out.others.append(Reply(op_id, Failed(_lost(self.id, op, reason))))
         for origin, slot in self.buffer.items():
             if slot:
                 self._ask_replay(origin, out)
@@ -784,6 +786,17 @@ def _strong_item(key: str, record: StrongRecord | None) -> Item:
     if record is None:
         return Item(key, None, 0)
     return Item(key, record.value, record.revision, record.metadata, record.expires_at_ms)
+
+
+def _lost(replica: str, op: LocalOp, reason: str) -> KVUnavailable | KVOutcomeUnknown:
+    """An operation was sent to the home and no answer came: a write may have applied."""
+    if not isinstance(op, Put | Delete):
+        return _unavailable(replica, op, reason)  # a read changed nothing
+    return KVOutcomeUnknown(
+        f"strong {type(op).__name__.lower()} of key {op.key[:80]!r} at {replica}: sent to the "
+        f"namespace's home but {reason}, so it may or may not have applied",
+        hint="read the key with consistency='strong' to find out, or retry with if_revision",
+    )
 
 
 def _unavailable(replica: str, op: LocalOp, reason: str) -> KVUnavailable:

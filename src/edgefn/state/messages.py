@@ -124,7 +124,8 @@ class StrongRecord(msgspec.Struct, frozen=True, array_like=True):
 
 
 class StrongOutcome(msgspec.Struct, frozen=True, array_like=True):
-    """The home's answer. ``status``: ok, conflict (``revision`` = current) or unreachable."""
+    """The home's answer. ``status``: ok, conflict (``revision`` = current), unreachable (the
+    operation never reached the home) or unknown (it was sent, the answer was lost)."""
 
     status: str
     record: StrongRecord | None = None

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 from _net import Net
 
-from edgefn.errors import KVConflict, KVLimitError, KVUnavailable
+from edgefn.errors import KVConflict, KVLimitError, KVOutcomeUnknown, KVUnavailable
 from edgefn.state import (
     AskHome,
     Broadcast,
@@ -224,15 +224,22 @@ def test_strong_ops_go_through_the_home_with_cas_revisions() -> None:
 
 
 def test_strong_op_without_home_is_unavailable_and_late_answers_are_dropped() -> None:
+    """A write sent to the home with no answer may have applied (outcome unknown); a read that
+    got no answer changed nothing (unavailable); an answer after the timeout is dropped."""
     net = Net(strong_timeout_ms=100)
     net.home_reachable = False
     net.do("a", Put(1, "n", b"1", net.now, ST))
+    net.do("a", Get(3, "n", net.now, ST))
     assert 1 not in net.replies
     net.do("a", Tick(net.now + 100))
     failed = net.replies.pop(1)
     assert isinstance(failed, Failed)
-    assert isinstance(failed.error, KVUnavailable)
-    assert "home" in failed.error.message
+    assert isinstance(failed.error, KVOutcomeUnknown)
+    assert "may or may not have applied" in failed.error.message
+    read = net.replies.pop(3)
+    assert isinstance(read, Failed)
+    assert isinstance(read.error, KVUnavailable)
+    assert "home" in read.error.message
     net.do("a", StrongResult(1, StrongOutcome("ok", revision=1), net.now + 150))
     assert 1 not in net.replies, "a timed-out operation is never answered twice"
     assert net.replicas["a"].statistics().late_strong_results == 1
