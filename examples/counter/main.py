@@ -21,7 +21,7 @@ async def fetch(request, env, ctx):
         return await _increment(env, key)
     if path == "get":
         entry = await env.COUNTS.get_entry(key, consistency=level)
-        return Response.json({"key": key, **entry, "served_by": request.edge.location})
+        return Response.json({"key": key, **entry.as_dict(), "served_by": request.edge.location})
     if path == "put" and request.method == "PUT":
         value = await request.text()
         revision = await env.COUNTS.put(key, value, consistency=level)
@@ -36,10 +36,10 @@ async def fetch(request, env, ctx):
 async def _increment(env, key):
     for attempt in range(1, MAX_ATTEMPTS + 1):
         entry = await env.COUNTS.get_entry(key, consistency="strong")
-        count = int(entry["value"] or 0) + 1
+        count = int(entry.value or 0) + 1
         try:
             revision = await env.COUNTS.put(
-                key, str(count), if_revision=entry["revision"], consistency="strong"
+                key, str(count), if_revision=entry.revision, consistency="strong"
             )
         except KVConflict:
             continue

@@ -18,7 +18,18 @@ from edgefn.errors import (
     ResponseTooLargeError,
     SubrequestLimitError,
 )
-from edgefn.sdk import Context, EdgeInfo, Env, Headers, QueryParams, Request, Response, fetch
+from edgefn.sdk import (
+    Context,
+    EdgeInfo,
+    Env,
+    Headers,
+    KVEntry,
+    KVNamespace,
+    QueryParams,
+    Request,
+    Response,
+    fetch,
+)
 
 __version__ = "0.1.0"
 
@@ -32,8 +43,10 @@ __all__ = [
     "FetchTimeoutError",
     "Headers",
     "KVConflict",
+    "KVEntry",
     "KVError",
     "KVLimitError",
+    "KVNamespace",
     "KVOutcomeUnknown",
     "KVUnavailable",
     "QueryParams",

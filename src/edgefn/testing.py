@@ -49,7 +49,7 @@ from edgefn.errors import (
 )
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import FETCH_ERRORS
-from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
+from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
@@ -116,12 +116,12 @@ class MemoryKV:
         text = e.value.decode()
         return json.loads(text) if type == "json" else text
 
-    async def get_entry(self, key: str, *, consistency: str = "eventual") -> dict[str, Any]:
+    async def get_entry(self, key: str, *, consistency: str = "eventual") -> KVEntry:
         self._check_key(key)
         e = self._live(key)
         if e is None:
-            return {"value": None, "revision": 0, "metadata": None}
-        return {"value": e.value.decode(), "revision": e.revision, "metadata": e.metadata}
+            return KVEntry(None, 0, None)
+        return KVEntry(e.value.decode(), e.revision, e.metadata)
 
     async def put(
         self,

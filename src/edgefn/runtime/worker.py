@@ -46,7 +46,7 @@ from edgefn.errors import (
 )
 from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
-from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
+from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
 from edgefn.sdk._fetch import Subrequest, fetch_backend
 
 CHUNK_BYTES = 64 * 1024
@@ -332,9 +332,10 @@ class _KVBinding:
         args = {"key": key, "consistency": consistency, "type": type}
         return await self._worker.kv_call(self._binding, "get", args)
 
-    async def get_entry(self, key: str, *, consistency: str = "eventual") -> Any:
+    async def get_entry(self, key: str, *, consistency: str = "eventual") -> KVEntry:
         args = {"key": key, "consistency": consistency}
-        return await self._worker.kv_call(self._binding, "get_entry", args)
+        out = await self._worker.kv_call(self._binding, "get_entry", args)
+        return KVEntry(out.get("value"), int(out.get("revision", 0)), out.get("metadata"))
 
     async def put(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgefn.sdk._env import Context, Env
 from edgefn.sdk._fetch import Subrequest, fetch
 from edgefn.sdk._headers import Headers
+from edgefn.sdk._kv import KVEntry, KVNamespace
 from edgefn.sdk._request import EdgeInfo, QueryParams, Request
 from edgefn.sdk._response import Response
 
@@ -13,6 +14,8 @@ __all__ = [
     "EdgeInfo",
     "Env",
     "Headers",
+    "KVEntry",
+    "KVNamespace",
     "QueryParams",
     "Request",
     "Response",

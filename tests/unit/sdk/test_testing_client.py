@@ -81,7 +81,8 @@ async def test_memory_kv_revisions_and_conflicts() -> None:
     with pytest.raises(KVConflict):
         await kv.put("a", "2", if_revision=0)
     entry = await kv.get_entry("a")
-    assert entry["revision"] == 1
+    assert entry.revision == 1
+    assert entry.value == "1"
     await kv.put("a", {"n": 2}, if_revision=1)
     assert await kv.get("a", type="json") == {"n": 2}
     assert (await kv.list(prefix="a"))["keys"] == ["a"]
