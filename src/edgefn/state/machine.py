@@ -114,6 +114,9 @@ class ReplicaConfig:
     replay_retry_ms: int = 200
     anti_entropy_interval_ms: int = 500
     repair_entries_max: int = 4_096
+    # A repair answer travels as one bus message (1 MiB NATS payload): past this many bytes of
+    # entries it is split, so a repair of large values is never silently dropped by the bus.
+    repair_bytes_max: int = 512 * 1024
     max_drift_ms: int = 60_000
     list_limit_max: int = 1_000
 
@@ -621,11 +624,32 @@ class Replica:
                 by_bucket.setdefault(bucket, []).append(entry)
         entries: list[Entry] = []
         sent: list[int] = []
+        size = 0
+        budget = self.config.repair_bytes_max
         for bucket in sorted(wanted):
             chunk = by_bucket.get(bucket, [])
+            chunk_bytes = sum(_entry_bytes(e) for e in chunk)
             if len(entries) + len(chunk) > self.config.repair_entries_max:
                 break
+            if size + chunk_bytes > budget:
+                if entries or sent:
+                    break  # the rest goes in a later round (the answer says incomplete)
+                # One bucket alone is over the budget: ship it now in pieces that each fit a
+                # message; the bucket then counts as sent.
+                for piece in _pieces(chunk, budget):
+                    partial = RepairResponse(
+                        sender=self.id,
+                        buckets=(bucket,),
+                        entries=tuple(piece),
+                        complete=False,
+                        leaves=(),
+                        applied=(),
+                    )
+                    out.others.append(SendTo(message.sender, partial))
+                sent.append(bucket)
+                continue
             entries.extend(chunk)
+            size += chunk_bytes
             sent.append(bucket)
         response = RepairResponse(
             sender=self.id,
@@ -786,6 +810,29 @@ def _strong_item(key: str, record: StrongRecord | None) -> Item:
     if record is None:
         return Item(key, None, 0)
     return Item(key, record.value, record.revision, record.metadata, record.expires_at_ms)
+
+
+def _entry_bytes(entry: Entry) -> int:
+    """An upper estimate of an entry's size on the wire (key, value, metadata, clock, envelope)."""
+    value = len(entry.value) if entry.value is not None else 0
+    return len(entry.key) * 4 + value + len(entry.metadata) + 32 * len(entry.kvec) + 64
+
+
+def _pieces(entries: list[Entry], budget: int) -> list[list[Entry]]:
+    """Split ``entries`` into runs of at most ``budget`` bytes (a bigger entry goes alone)."""
+    pieces: list[list[Entry]] = []
+    current: list[Entry] = []
+    size = 0
+    for entry in entries:
+        n = _entry_bytes(entry)
+        if current and size + n > budget:
+            pieces.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += n
+    if current:
+        pieces.append(current)
+    return pieces
 
 
 def _lost(replica: str, op: LocalOp, reason: str) -> KVUnavailable | KVOutcomeUnknown:

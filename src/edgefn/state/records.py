@@ -47,7 +47,9 @@ __all__ = [
 ]
 
 KEY_BYTES_MAX = 512
-VALUE_BYTES_MAX = 1024 * 1024
+# A write replicates as one bus message (NATS max_payload 1 MiB); the value limit leaves room for
+# the key, metadata, vector clock and envelope, so an accepted write always fits.
+VALUE_BYTES_MAX = 1024 * 1024 - 16 * 1024
 METADATA_BYTES_MAX = 1024
 SESSION_HEADER = "x-edgefn-session"
 _SESSION_ORIGINS_MAX = 1024

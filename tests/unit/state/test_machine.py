@@ -31,9 +31,10 @@ from edgefn.state import (
     StrongResult,
     Tick,
     WriteDone,
+    received,
 )
 from edgefn.state.hlc import pack
-from edgefn.state.messages import ReplayRequest
+from edgefn.state.messages import RepairResponse, ReplayRequest
 
 S = Consistency.SESSION
 C = Consistency.CAUSAL
@@ -331,3 +332,31 @@ def test_statistics_and_config_validation() -> None:
     assert dataclasses.asdict(stats)["local_writes"] == 0
     with pytest.raises(AssertionError):
         ReplicaConfig(replica_id="z", replicas=("a",))
+
+
+def test_anti_entropy_repairs_large_values_in_messages_that_fit_the_bus() -> None:
+    """Repairs of many large values are split into answers under repair_bytes_max each (one
+    answer used to carry them all and was too big for one NATS message)."""
+    budget = 64 * 1024
+    net = Net(("a", "b"), log_max=1, repair_bytes_max=budget)
+    big = b"x" * 20_000
+    for i in range(30):
+        net.do("a", Put(i, f"k{i}", big, net.now))
+    net.drop_all()
+    net.now += 1_000
+    net.do("a", Tick(net.now))
+    sizes: list[int] = []
+    for _ in range(50):
+        if not net.in_flight:
+            break
+        batch, net.in_flight = net.in_flight, []
+        for _src, dst, message in batch:
+            if isinstance(message, RepairResponse):
+                sizes.append(sum(len(e.value or b"") for e in message.entries))
+            net.do(dst, received(message, net.now))
+        net.now += 1_000
+        net.do("a", Tick(net.now))
+        net.do("b", Tick(net.now))
+    assert all(_value(net, "b", f"k{i}") == big for i in range(30))
+    assert sizes
+    assert max(sizes) <= budget
