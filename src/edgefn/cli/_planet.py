@@ -345,6 +345,12 @@ def deploy(
     strategy: Annotated[str, typer.Option(help="immediate | canary")] = "immediate",
     wait: Annotated[bool, typer.Option(help="Wait until every location serves it")] = False,
     timeout: Annotated[float, typer.Option(help="Seconds to wait with --wait")] = 120.0,
+    allow_no_traffic: Annotated[
+        bool,
+        typer.Option(
+            help="Canary: let stages advance after their soak without the gates' minimum requests"
+        ),
+    ] = False,
     state_dir: StateDir = None,
     json_out: JsonOut = False,
 ) -> None:
@@ -360,7 +366,7 @@ def deploy(
             # Same content as the active version: nothing to roll out.
             started: dict[str, Any] = {"deployment_id": None, "unchanged": True}
         else:
-            started = client.deploy(name, version, strategy)
+            started = client.deploy(name, version, strategy, allow_no_traffic=allow_no_traffic)
         out: dict[str, Any] = {
             "function": name,
             "version": version,

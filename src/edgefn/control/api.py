@@ -290,14 +290,21 @@ def create_app(
 
     async def deploy(request: Request) -> Response:
         name = request.path_params["name"]
-        body = await _json_body(request, ("version", "strategy"))
+        body = await _json_body(request, ("version", "strategy", "allow_no_traffic"))
         strategy = body.get("strategy") or "canary"
         if strategy not in STRATEGIES:
             raise ControlError(f"unknown strategy {strategy!r}", hint=f"use one of {STRATEGIES}")
         if not body.get("version"):
             raise ControlError("field 'version' is required", hint="a version id from upload")
+        no_traffic = body.get("allow_no_traffic", False)
+        if not isinstance(no_traffic, bool):
+            raise ControlError("field 'allow_no_traffic' must be true or false", hint="a boolean")
         started = await service.deploy(
-            name, body["version"], strategy, principal=_principal(request)
+            name,
+            body["version"],
+            strategy,
+            principal=_principal(request),
+            allow_no_traffic=no_traffic,
         )
         return _json(started, 202)
 

@@ -63,6 +63,9 @@ class DeployRequested:
     strategy: str
     now_ms: int
     regions: tuple[str, ...] = ()
+    # A canary stage advances after its soak only with evidence: at least the gates'
+    # min_requests for the new version, unless the deployer says there is no traffic to wait for.
+    allow_no_traffic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,6 +89,7 @@ def _paths() -> dict[str, Any]:
                             "properties": {
                                 "version": {"type": "string"},
                                 "strategy": {"enum": ["immediate", "canary"]},
+                                "allow_no_traffic": {"type": "boolean"},
                             },
                         }
                     ),

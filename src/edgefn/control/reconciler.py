@@ -131,6 +131,7 @@ class _Rollout:
     stage: int = 0
     ready_since_ms: int | None = None
     requests_at_stage_start: int = 0
+    allow_no_traffic: bool = False
 
 
 @dataclass(slots=True)
@@ -256,7 +257,14 @@ class Reconciler:
         self._deploy_seq += 1
         deployment_id = f"d{self._deploy_seq}-{ev.version.version_id}"
         stages = self._plan(ev.strategy, self.targets(ev.function), fn.active is not None)
-        fn.rollout = _Rollout(deployment_id, ev.version, ev.strategy, stages, ev.now_ms)
+        fn.rollout = _Rollout(
+            deployment_id,
+            ev.version,
+            ev.strategy,
+            stages,
+            ev.now_ms,
+            allow_no_traffic=ev.allow_no_traffic,
+        )
         fn.history.append(self._record(ev.function, fn.rollout, "in_progress"))
         out.append(
             DeploymentStarted(
@@ -350,7 +358,9 @@ class Reconciler:
             r.ready_since_ms = now_ms
         soaked = now_ms - r.ready_since_ms >= self._options.gates.min_soak_ms
         served = new.requests - r.requests_at_stage_start >= self._options.gates.advance_requests
-        if r.strategy == "immediate" or soaked or served:
+        # Soaking alone is no evidence: a canary with zero requests proved nothing.
+        evidence = new.requests >= self._options.gates.min_requests or r.allow_no_traffic
+        if r.strategy == "immediate" or served or (soaked and evidence):
             self._advance(name, fn, r, now_ms, new.requests, out)
 
     def _advance(

@@ -479,7 +479,13 @@ class ControlService:
         return info
 
     async def deploy(
-        self, name: str, ref: str, strategy: str, *, principal: Principal
+        self,
+        name: str,
+        ref: str,
+        strategy: str,
+        *,
+        principal: Principal,
+        allow_no_traffic: bool = False,
     ) -> DeploymentStarted:
         admin = ADMIN in principal.scopes
         self._registry.check_function(name, principal.account, admin=admin)
@@ -489,7 +495,8 @@ class ControlService:
         regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
         gen = self._secrets.generation(name) if self._secrets else 0
         version = VersionRef(info.version_id, info.sha256, info.signature, gen)
-        out = await self._handle(DeployRequested(name, version, strategy, _now_ms(), regions))
+        event = DeployRequested(name, version, strategy, _now_ms(), regions, allow_no_traffic)
+        out = await self._handle(event)
         started = self._expect(out, DeploymentStarted)
         detail = {"version": info.version_id, "strategy": strategy}
         await self.access.audit(principal, "deploy", name, detail)

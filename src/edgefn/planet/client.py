@@ -86,11 +86,14 @@ class PlanetClient:
         result["function"] = bundle.manifest.name
         return result
 
-    def deploy(self, name: str, version: str, strategy: str) -> dict[str, Any]:
+    def deploy(
+        self, name: str, version: str, strategy: str, *, allow_no_traffic: bool = False
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {"version": version, "strategy": strategy}
+        if allow_no_traffic:
+            body["allow_no_traffic"] = True
         out: dict[str, Any] = self._call(
-            "POST",
-            f"{self.api}/v1/functions/{name}/deployments",
-            json={"version": version, "strategy": strategy},
+            "POST", f"{self.api}/v1/functions/{name}/deployments", json=body
         )
         return out
 

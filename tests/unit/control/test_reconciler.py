@@ -36,8 +36,15 @@ def _world(layout: dict[str, str] | None = None) -> World:
     return w
 
 
-def _deploy(w: World, n: int, strategy: str = "immediate", regions: tuple[str, ...] = ()) -> None:
-    w.feed(DeployRequested(FN, ref(n), strategy, w.now_ms, regions))
+def _deploy(
+    w: World,
+    n: int,
+    strategy: str = "immediate",
+    regions: tuple[str, ...] = (),
+    *,
+    allow_no_traffic: bool = False,
+) -> None:
+    w.feed(DeployRequested(FN, ref(n), strategy, w.now_ms, regions, allow_no_traffic))
 
 
 def _completed(w: World) -> bool:
@@ -87,7 +94,7 @@ def test_canary_stages_weights_and_waves() -> None:
     _deploy(w, 1)
     w.run_until(lambda: _completed(w))
     w.log.clear()
-    _deploy(w, 2, "canary")
+    _deploy(w, 2, "canary", allow_no_traffic=True)  # this world has no traffic: soak alone
     started = [i for i in w.log if isinstance(i, DeploymentStarted)]
     assert started[0].stages == 4  # canary, eu, ap, all (us, the last region, is the final wave)
     w.step()
@@ -315,3 +322,24 @@ def test_a_superseded_canary_is_not_what_a_rollback_goes_to() -> None:
     w.feed(RollbackRequested(FN, None, w.now_ms))
     w.step()
     assert _serving(w, 1) == set(w.nodes)
+
+
+def test_a_canary_without_traffic_does_not_advance_on_soak_alone() -> None:
+    """A soaked stage with zero requests proved nothing: it waits for min_requests (or an explicit
+    allow_no_traffic), then advances on the soak."""
+    w = _world({"ams": "eu", "iad": "us"})
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    w.log.clear()
+    _deploy(w, 2, "canary")
+    for _ in range(10):
+        w.step(advance_ms=GATES.min_soak_ms)
+    assert not [i for i in w.log if isinstance(i, StageAdvanced)]
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.deployment is not None
+    assert status.deployment.status == "in_progress"
+    w.nodes["ams"].stats = {FN: {ref(2).version_id: VersionStats(GATES.min_requests, 0, 5, 10)}}
+    w.step(advance_ms=1)
+    w.step(advance_ms=GATES.min_soak_ms)
+    assert [i for i in w.log if isinstance(i, StageAdvanced)]

@@ -63,7 +63,8 @@ class ReconcilerMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(1, 7), strategy=st.sampled_from(["immediate", "canary"]))
     def deploy(self, n: int, strategy: str) -> None:
-        out = self.w.feed(DeployRequested(FN, ref(n), strategy, self.w.now_ms))
+        # The model has no traffic: canaries advance on their soak (allow_no_traffic).
+        out = self.w.feed(DeployRequested(FN, ref(n), strategy, self.w.now_ms, (), True))
         # Instructions apply in order: a pending rollout whose last stage was applied everywhere
         # completes before the new one starts (and the new one may roll back at once).
         self._apply(list(out), started=n)
