@@ -86,6 +86,9 @@ class RequestContext:
 KVHandler = Callable[[RequestContext, p.KVCall], Awaitable[p.KVResult]]
 
 
+# Request headers a node accepts (count and total bytes); more is 431 headers_too_large.
+MAX_REQUEST_HEADERS = 100
+MAX_REQUEST_HEADER_BYTES = 64 * 1024
 # A request body must arrive within BODY_GRACE_S plus its size limit at BODY_MIN_BYTES_PER_S.
 BODY_GRACE_S = 10.0
 BODY_MIN_BYTES_PER_S = 64 * 1024
@@ -407,7 +410,25 @@ class EdgeNode:
     async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
         rid = os.urandom(8).hex()
-        headers = _decode_headers(scope["headers"])
+        raw_headers = scope["headers"]
+        if len(raw_headers) > MAX_REQUEST_HEADERS or (
+            sum(len(k) + len(v) for k, v in raw_headers) > MAX_REQUEST_HEADER_BYTES
+        ):
+            # Every header travels to the worker and is decoded there: bound them first.
+            await _respond(
+                send,
+                431,
+                {
+                    "error": "headers_too_large",
+                    "request_id": rid,
+                    "hint": f"at most {MAX_REQUEST_HEADERS} headers and "
+                    f"{MAX_REQUEST_HEADER_BYTES // 1024} KiB of them",
+                },
+                self._base_headers(rid, ""),
+            )
+            self._access(rid, scope, "", "", 431, t0, False)
+            return
+        headers = _decode_headers(raw_headers)
         host = next((v for k, v in headers if k == "host"), "")
         fn = self.table.resolve(host, scope["path"])
         gate = None
