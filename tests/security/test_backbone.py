@@ -246,7 +246,10 @@ async def test_node_cannot_read_other_inboxes(secured: Secured) -> None:
         await fra.subscribe("_INBOX.node-ams.>")
         await fra.subscribe("_INBOX.>")
         await fra.flush()
-        await asyncio.sleep(0.3)
+        # The server reports each refused subscription asynchronously: wait for both.
+        async with asyncio.timeout(10):
+            while len(errors.violations()) < 2:
+                await asyncio.sleep(0.02)
         assert len(errors.violations()) == 2, errors.seen
     finally:
         await fra.close()

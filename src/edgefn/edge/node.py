@@ -86,6 +86,7 @@ class RequestContext:
 KVHandler = Callable[[RequestContext, p.KVCall], Awaitable[p.KVResult]]
 
 
+SERVE_START_TIMEOUT_S = 30.0  # how long an HTTP listener may take to bind and start
 # Request headers a node accepts (count and total bytes); more is 431 headers_too_large.
 MAX_REQUEST_HEADERS = 100
 MAX_REQUEST_HEADER_BYTES = 64 * 1024
@@ -661,10 +662,16 @@ async def serve_asgi(
     )
     server = _EmbeddedServer(config)
     task = asyncio.get_running_loop().create_task(server.serve())
+    # uvicorn has no "started" event to await; poll its flag, bounded.
+    deadline = asyncio.get_running_loop().time() + SERVE_START_TIMEOUT_S
     while not server.started:
         if task.done():
             task.result()
             raise OSError(f"the HTTP server on {host}:{port} stopped during start-up")
+        if asyncio.get_running_loop().time() > deadline:
+            server.should_exit = True
+            raise OSError(f"the HTTP server on {host}:{port} did not start within "
+                          f"{SERVE_START_TIMEOUT_S:.0f} s")  # fmt: skip
         await asyncio.sleep(0.005)
     return server, task, int(server.servers[0].sockets[0].getsockname()[1])
 

@@ -171,6 +171,7 @@ class WorkerProcess:
         self.paused_at: float | None = None  # monotonic time reading was paused (backpressure)
         # invoke id -> request id of responses whose wait_until tasks still run (bounded).
         self.background: dict[int, str] = {}
+        self.side_calls_refused = 0  # subrequests/KV calls answered at once over MAX_SIDE_CALLS
 
     async def start(self, on_exit: Callable[[WorkerProcess], None]) -> None:
         # A protocol rather than a StreamReader task: frames are decoded and routed in the
@@ -315,12 +316,14 @@ class WorkerProcess:
                 self.host.on_log(fn, msg)
             case p.FetchCall():
                 if len(self._side_tasks) >= MAX_SIDE_CALLS:
+                    self.side_calls_refused += 1
                     self.send(p.FetchResult(msg.id, msg.fetch_id, 0, [], b"", "subrequest_limit",
                                             _TOO_MANY_CALLS))  # fmt: skip
                 else:
                     self._spawn_side(self._answer_fetch(msg))
             case p.KVCall():
                 if len(self._side_tasks) >= MAX_SIDE_CALLS:
+                    self.side_calls_refused += 1
                     self.send(
                         p.KVResult(msg.id, msg.call_id, False, None, "limit", _TOO_MANY_CALLS)
                     )

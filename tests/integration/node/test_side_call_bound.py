@@ -61,9 +61,13 @@ async def test_a_flood_of_kv_calls_is_bounded(tmp_path: Path) -> None:
         await node.deploy_dir(fn)
         async with httpx.AsyncClient(base_url=node.url, headers={"host": "gather.localhost"}) as c:
             request = asyncio.ensure_future(c.get("/", params={"n": "3000"}, timeout=30))
-            while peak < MAX_SIDE_CALLS and not request.done():
-                await asyncio.sleep(0.01)
-            await asyncio.sleep(0.3)  # the rest of the 3,000 calls arrive meanwhile
+            # Until the node has held MAX_SIDE_CALLS and refused every other call at once.
+            async with asyncio.timeout(20):
+                while not request.done() and (
+                    sum(w.side_calls_refused for w in node.pool.workers.values())
+                    < 3000 - MAX_SIDE_CALLS
+                ):
+                    await asyncio.sleep(0.01)
             release.set()
             r = await request
             assert r.status_code == 200, r.text
