@@ -139,11 +139,11 @@ def next_forward(
     return ForwardInfo(hop=len(path), forwarded_by=path, request_id=request_id, at_ms=now_ms)
 
 
-def _collect(
-    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+def collect_once(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]], wanted: frozenset[str] | set[str]
 ) -> dict[str, str] | None:
-    """The relevant headers by lower-case name; None if one of them appears twice."""
-    wanted = FORWARD_HEADERS | {REQUEST_ID_HEADER}
+    """The ``wanted`` headers by lower-case name; None if one of them appears twice (a signed
+    header set with a duplicate is ambiguous, so it is treated as forged)."""
     found: dict[str, str] = {}
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     for name, value in pairs:
@@ -166,7 +166,7 @@ def inspect_forward(
     """Verify the forwarding headers; returns the info (when VALID) and why it was (not)
     accepted."""
     check_secret(secret)
-    found = _collect(headers)
+    found = collect_once(headers, FORWARD_HEADERS | {REQUEST_ID_HEADER})
     if found is None:
         return None, ForwardCheck.MALFORMED
     if not any(name in found for name in FORWARD_HEADERS):

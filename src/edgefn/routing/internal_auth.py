@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from edgefn.routing.headers import planet_mac
+from edgefn.routing.headers import collect_once, planet_mac
 
 __all__ = [
     "CLIENT_ADDR_HEADER",
@@ -216,15 +216,9 @@ def verify_client(
     max_skew_ms: int = 5_000,
 ) -> str | None:
     """The client address the entry signed, or None (absent, duplicated, forged or stale)."""
-    wanted = CLIENT_HEADERS | {CLIENT_LOCATION_HEADER}
-    found: dict[str, str] = {}
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
-    for name, value in pairs:
-        lname = name.lower()
-        if lname in wanted:
-            if lname in found:
-                return None
-            found[lname] = value.strip()
+    found = collect_once(headers, CLIENT_HEADERS | {CLIENT_LOCATION_HEADER})
+    if found is None:
+        return None
     addr = found.get(CLIENT_ADDR_HEADER, "")
     at_s = found.get(CLIENT_AT_HEADER, "")
     sig = found.get(CLIENT_SIG_HEADER, "")
