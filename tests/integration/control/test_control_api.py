@@ -237,6 +237,13 @@ async def test_api_error_paths(control: Control, signing_key: SigningKey, tmp_pa
         ),
         (await http.post(deployments, json={}), 400, "bad_request"),
         (await http.post(deployments, json={"version": 5}), 400, "bad_request"),
+        (
+            await http.post(
+                deployments, json={"version": v1["version_id"], "allow_no_traffic": "yes"}
+            ),
+            400,
+            "bad_request",
+        ),
         (await http.post(deployments, json={"vers": "x"}), 400, "bad_request"),
         (await http.post(deployments, content=b"{not json"), 400, "bad_request"),
         (await http.post(f"/v1/functions/{FN}/rollback", json={}), 409, "conflict"),
