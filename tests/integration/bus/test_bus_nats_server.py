@@ -163,7 +163,9 @@ async def test_ha_core_keeps_replicated_kv_through_a_server_loss(tmp_path: Path)
         )
         await hub.start()
         nc = await connect(hub.client_url, name="node")
-        kv = await ensure_kv(jetstream(nc, timeout_s=5), "edgefn-ha", replicas=3)
+        # Creating an R=3 bucket elects a Raft group across the three servers; on two busy
+        # cores that took over 5 s in a full-suite run, so the setup call gets 30 s.
+        kv = await ensure_kv(jetstream(nc, timeout_s=30), "edgefn-ha", replicas=3)
         await kv.put("k", b"1")
         cores[2].kill()
         await cores[2].stop()
