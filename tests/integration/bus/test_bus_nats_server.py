@@ -26,7 +26,7 @@ from edgefn.bus import (
     free_port,
     jetstream,
 )
-from edgefn.bus.errors import BusConnectError, BusSetupError
+from edgefn.bus.errors import BusConnectError, BusError, BusSetupError
 
 pytestmark = pytest.mark.integration
 
@@ -163,10 +163,18 @@ async def test_ha_core_keeps_replicated_kv_through_a_server_loss(tmp_path: Path)
         )
         await hub.start()
         nc = await connect(hub.client_url, name="node")
-        # Creating an R=3 bucket elects a Raft group across the three servers; on two busy
-        # cores that took over 5 s in a full-suite run, so the setup call gets 30 s.
-        kv = await ensure_kv(jetstream(nc, timeout_s=30), "edgefn-ha", replicas=3)
-        await kv.put("k", b"1")
+        # Until the three servers have elected a meta leader, and then the new bucket's Raft
+        # group its own, JetStream requests get no answer (seen in full-suite runs: the create or
+        # the first put timed out). Retry both with short timeouts until the cluster answers.
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            try:
+                kv = await ensure_kv(jetstream(nc, timeout_s=5), "edgefn-ha", replicas=3)
+                await kv.put("k", b"1")
+                break
+            except (BusError, NatsTimeout, TimeoutError):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
         cores[2].kill()
         await cores[2].stop()
         # If the hub's leafnode went to the killed core, it fails over to another within a
