@@ -138,6 +138,17 @@ class KVUnavailable(KVError):
     Nothing was done: the operation never reached the home, so retrying a write is safe."""
 
 
+class KVSessionBehind(KVUnavailable):
+    """A session or causal operation's token names writes this replica has not received in time.
+
+    ``missing`` maps each origin replica to the newest of its writes the token needs; a location
+    that has applied them (the writer's) can serve the read instead."""
+
+    def __init__(self, message: str, *, missing: dict[str, int], hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.missing = dict(missing)
+
+
 class KVOutcomeUnknown(KVError):
     """A strong write reached (or may have reached) the home but its answer was lost.
 
