@@ -884,7 +884,14 @@ class SandboxPool:
             self._apply(self.policy.handle(pp.WorkerExited(worker.pid, _now_ms())))
 
     def _kill(self, worker: WorkerProcess, reason: str) -> None:
-        """Kill ``worker`` and take it out of the policy at once (its EOF arrives later)."""
+        """Kill ``worker`` and take it out of the policy at once (its EOF arrives later).
+
+        CPU burnt while the worker's cgroup sits at its memory limit is the kernel reclaiming
+        for it (memfd or page-cache hogs): that worker is reported as ``exceeded_memory``, the
+        cause, not ``exceeded_cpu``, whichever check notices first.
+        """
+        if reason == "exceeded_cpu" and worker.cgroup and _cgroup.memory_limit_hit(worker.cgroup):
+            reason = "exceeded_memory"
         self.killed[reason] = self.killed.get(reason, 0) + 1
         worker.kill(reason)
         self._on_worker_exit(worker)
