@@ -40,6 +40,7 @@ from edgefn.errors import (
     EgressDeniedError,
     FetchError,
     FetchTimeoutError,
+    InvalidURLError,
     KVConflict,
     KVError,
     KVLimitError,
@@ -51,13 +52,12 @@ from edgefn.errors import (
 from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
-from edgefn.sdk._fetch import Subrequest, fetch_backend
+from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
 
 CHUNK_BYTES = p.CHUNK_BYTES
 WAIT_UNTIL_TIMEOUT_S = 30.0
 NOFILE_LIMIT = 256
 
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("rid", default="")
 current_invoke_id: contextvars.ContextVar[int] = contextvars.ContextVar("iid", default=0)
 
 FETCH_ERRORS: dict[str, type[FetchError]] = {
@@ -65,6 +65,7 @@ FETCH_ERRORS: dict[str, type[FetchError]] = {
     "egress_denied": EgressDeniedError,
     "timeout": FetchTimeoutError,
     "too_large": ResponseTooLargeError,
+    "invalid_url": InvalidURLError,
     "error": FetchError,
 }
 KV_ERRORS: dict[str, type[KVError]] = {
