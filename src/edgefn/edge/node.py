@@ -35,6 +35,7 @@ import uvicorn
 
 from edgefn._internal_auth import InternalGuard, request_target, wall_ms
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
+from edgefn.edge._ingress import IngressLimits, ingress_protocol
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.edge.response_check import BadResponse, check_response
@@ -95,6 +96,12 @@ MAX_REQUEST_HEADER_BYTES = 64 * 1024
 # A request body must arrive within BODY_GRACE_S plus its size limit at BODY_MIN_BYTES_PER_S.
 BODY_GRACE_S = 10.0
 BODY_MIN_BYTES_PER_S = 64 * 1024
+# Connection limits of every listener (edgefn.edge._ingress): headers complete within
+# HEADER_TIMEOUT_S (408), idle keep-alive closed after KEEPALIVE_IDLE_S, at most
+# MAX_REQUESTS_PER_CONNECTION requests on one connection.
+HEADER_TIMEOUT_S = 10.0
+KEEPALIVE_IDLE_S = 5.0
+MAX_REQUESTS_PER_CONNECTION = 1000
 
 
 class _BodyTooLarge(Exception):
@@ -700,6 +707,11 @@ async def serve_asgi(
     app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     """Run ``app`` on uvicorn in this loop; return the server, its task and the bound port."""
+    limits = IngressLimits(
+        header_timeout_s=HEADER_TIMEOUT_S,
+        keepalive_idle_s=KEEPALIVE_IDLE_S,
+        max_requests=MAX_REQUESTS_PER_CONNECTION,
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -707,7 +719,7 @@ async def serve_asgi(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        http="httptools",
+        http=ingress_protocol(limits),  # httptools with connection limits
         loop="none",
         timeout_graceful_shutdown=5,
         # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
