@@ -193,3 +193,20 @@ async def _body_trickle(port: int, request: bytes) -> bytes:
         return b""
     finally:
         writer.close()
+
+
+async def test_an_endless_request_head_is_431_and_closed(node: EdgeNode) -> None:
+    """Headers that never end are cut off at 128 KiB instead of being accumulated for ever."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", node.port)
+    try:
+        writer.write(b"GET / HTTP/1.1\r\nHost: hi.localhost\r\n")
+        for i in range(40):
+            writer.write(f"x-h{i}: ".encode() + b"v" * 4096 + b"\r\n")
+            if reader.at_eof():
+                break
+        status, headers, body = await _response(reader)
+        assert status == 431
+        assert json.loads(body)["error"] == "headers_too_large"
+        assert await _closed(reader, timeout_s=10)
+    finally:
+        writer.close()
