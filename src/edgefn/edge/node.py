@@ -249,6 +249,7 @@ class EdgeNode:
             bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
             scratch_mb=manifest.limits.scratch_mb,
             startup_ms=manifest.limits.startup_ms,
+            preload=manifest.runtime.preload,
         )
 
     async def install_bundle(
@@ -262,7 +263,9 @@ class EdgeNode:
         spec = self.spec_for(manifest, version, dest)
         loaded = await self.pool.check_load(spec)
         if not loaded.ok:
-            raise ManifestError(loaded.error, path=str(dest / manifest.main))
+            # A preload failure is the manifest's; anything else the main module's.
+            culprit = "edgefn.toml" if loaded.error.startswith("runtime.preload") else manifest.main
+            raise ManifestError(loaded.error, path=str(dest / culprit))
         return manifest, spec
 
     async def deploy_dir(self, directory: Path) -> str:
@@ -273,9 +276,10 @@ class EdgeNode:
             manifest, spec = await self.install_bundle(bundle.data, bundle.sha256, version)
         except ManifestError as err:
             # Name the user's file, not the unpacked copy.
+            unpacked = self._versions_dir() / version
             raise ManifestError(
                 err.message.split(": ", 1)[-1],
-                path=str(directory / bundle.manifest.main),
+                path=str(directory / Path(err.path).relative_to(unpacked)),
                 hint=err.hint,
             ) from None
         self.activate(manifest.name, [(version, 1.0, spec, manifest)])

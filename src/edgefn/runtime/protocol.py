@@ -55,6 +55,8 @@ class Load(_Msg, tag="load"):
     tenant: str = ""
     uid: int = 0
     scratch_mb: int = 16
+    # [runtime] preload: imported after isolation is set up, before the function's main module.
+    preload: list[str] = []
 
 
 class Invoke(_Msg, tag="inv"):

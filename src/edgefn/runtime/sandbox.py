@@ -87,6 +87,7 @@ class LoadSpec:
     tenant: str = ""  # whose uid the workers run under; defaults to the function name
     scratch_mb: int = 16
     startup_ms: int = 10_000  # how long importing the module may take ([limits] startup_ms)
+    preload: tuple[str, ...] = ()  # [runtime] preload, imported at Load before main
 
     @property
     def key(self) -> str:
@@ -228,6 +229,7 @@ class WorkerProcess:
                     tenant=tenant,
                     uid=_isolation.tenant_uid(tenant, self.uid_range),
                     scratch_mb=spec.scratch_mb,
+                    preload=list(spec.preload),
                 )
             )
 

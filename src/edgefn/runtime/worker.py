@@ -191,6 +191,7 @@ class Worker:
         try:
             code_dir = self._isolate(msg)
             self._apply_limits(msg.memory_mb, msg.scratch_mb)
+            _preload(code_dir, msg.preload)
             self.fetch_fn = _import_fetch(code_dir, msg.main, msg.version)
         except Exception as err:
             self.load_error = str(err)
@@ -430,6 +431,22 @@ class _KVBinding:
     async def list(self, prefix: str = "", limit: int = 1000, cursor: str | None = None) -> Any:
         args = {"prefix": prefix, "limit": limit, "cursor": cursor}
         return await self._worker.kv_call(self._binding, "list", args)
+
+
+def _preload(code_dir: str, modules: list[str]) -> None:
+    """Import ``[runtime] preload`` (from the bundle or the installed packages), inside the sandbox
+    and under the startup limit like the main module."""
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise RuntimeError(
+                f"runtime.preload[{i}] = {name!r} cannot be imported: "
+                f"{type(err).__name__}: {err} (install it, add it to the bundle, or remove it "
+                "from [runtime] preload)"
+            ) from None
 
 
 def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:

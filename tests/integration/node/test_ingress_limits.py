@@ -204,7 +204,7 @@ async def test_an_endless_request_head_is_431_and_closed(node: EdgeNode) -> None
             writer.write(f"x-h{i}: ".encode() + b"v" * 4096 + b"\r\n")
             if reader.at_eof():
                 break
-        status, headers, body = await _response(reader)
+        status, _, body = await _response(reader)
         assert status == 431
         assert json.loads(body)["error"] == "headers_too_large"
         assert await _closed(reader, timeout_s=10)
