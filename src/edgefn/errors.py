@@ -14,6 +14,7 @@ location, request id) and what to do next, so the CLI can print it as is::
     ├── ProtocolError                a malformed IPC or wire frame (length, msgpack, unknown type)
     ├── SandboxError                 a worker could not be started or died
     ├── FetchError                   an outbound edgefn.fetch() from function code failed
+    │   ├── InvalidURLError          the URL cannot be fetched at all (raised at once)
     │   ├── SubrequestLimitError     more subrequests than [limits] subrequests
     │   ├── EgressDeniedError        host not in [egress] allow
     │   ├── FetchTimeoutError        the subrequest took longer than timeout_ms
@@ -35,6 +36,7 @@ __all__ = [
     "EgressDeniedError",
     "FetchError",
     "FetchTimeoutError",
+    "InvalidURLError",
     "KVConflict",
     "KVError",
     "KVLimitError",
@@ -101,6 +103,10 @@ class SandboxError(EdgefnError):
 
 class FetchError(EdgefnError):
     """An outbound ``edgefn.fetch()`` made on behalf of function code failed."""
+
+
+class InvalidURLError(FetchError):
+    """The URL given to ``edgefn.fetch()`` is not an absolute http(s) URL with a valid host."""
 
 
 class SubrequestLimitError(FetchError):
