@@ -19,7 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from edgefn.errors import FetchError, InvalidURLError
+from edgefn.errors import FetchError, InvalidURLError, SubrequestLimitError
 from edgefn.sdk._headers import Headers, HeadersInit
 from edgefn.sdk._response import Response
 
@@ -43,6 +43,9 @@ fetch_backend: ContextVar[FetchBackend | None] = ContextVar("edgefn_fetch_backen
 current_request_id: ContextVar[str] = ContextVar("edgefn_request_id", default="")
 
 MAX_URL_CHARS = 8192
+# A subrequest's body travels to the node in one IPC frame (16 MiB): bounded well below it, with a
+# clear error instead of a protocol failure at the frame limit.
+MAX_SUBREQUEST_BODY_BYTES = 8 * 1024 * 1024
 # The syntax part of the node's check (edgefn.bundle._hostport.HOSTNAME_RE, which function code
 # does not import): RFC 1123 labels, underscores tolerated, at most 253 characters.
 _HOSTNAME_RE = re.compile(
@@ -111,6 +114,13 @@ async def fetch(
     if not isinstance(timeout_ms, int) or timeout_ms <= 0:
         raise FetchError(f"timeout_ms must be a positive int, got {timeout_ms!r}")
     data = body.encode() if isinstance(body, str) else (body or b"")
+    if len(data) > MAX_SUBREQUEST_BODY_BYTES:
+        rid = current_request_id.get()
+        raise SubrequestLimitError(
+            f"edgefn.fetch({url[:200]!r}): a request body of {len(data)} bytes is over the "
+            f"{MAX_SUBREQUEST_BODY_BYTES}-byte limit" + (f" (request {rid})" if rid else ""),
+            hint="send large uploads in several subrequests, or from outside the function",
+        )
     sub = Subrequest(
         url=url,
         method=method.upper(),

@@ -38,3 +38,17 @@ async def test_invalid_url_fails_at_once(node: EdgeNode, url: str) -> None:
     assert repr(url) in body["message"]
     assert f"request {resp.headers['x-edgefn-request-id']}" in body["message"]
     assert "https://example.com/path" in body["message"]  # what to do
+
+
+async def test_a_subrequest_body_over_the_limit_fails_at_once(node: EdgeNode) -> None:
+    async with httpx.AsyncClient(base_url=node.url, timeout=5) as c:
+        resp = await c.get(
+            "/",
+            params={"url": "https://example.com/upload", "body_mb": "9"},
+            headers={"host": "fetcher.localhost"},
+        )
+    assert resp.status_code == 502, resp.text
+    body = resp.json()
+    assert body["error"] == "SubrequestLimitError", body
+    assert "over the 8388608-byte limit" in body["message"]
+    assert f"request {resp.headers['x-edgefn-request-id']}" in body["message"]
