@@ -8,8 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,9 @@ from typing import Any
 import httpx
 
 from edgefn._internal_auth import InternalAuth, planet_secret
+from tests.waiting import wait_for
+
+__all__ = ["wait_for"]  # re-exported: planet tests import it from here
 
 REPO = Path(__file__).resolve().parent.parent
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
@@ -107,18 +109,6 @@ def running_planet(
                 os.killpg(int(pid), signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 
 def internal_client(state_dir: Path, **kwargs: Any) -> httpx.Client:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.waiting import wait_for
 
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
 pytestmark = pytest.mark.integration
@@ -21,15 +22,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _wait_for(predicate: object, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_new_then_dev_with_hot_reload(tmp_path: Path) -> None:
@@ -69,13 +61,13 @@ def test_new_then_dev_with_hot_reload(tmp_path: Path) -> None:
 
     try:
         # Healthy means loaded: the first request after health answers is served, never 404.
-        _wait_for(healthy, 30)
+        wait_for(healthy, timeout_s=30, what="edgefn dev to be healthy")
         first = httpx.get(url, timeout=5)
         assert first.status_code == 200, first.text
         assert first.json()["message"] == "Hello, Ada!"
         main = fn / "main.py"
         main.write_text(main.read_text().replace('f"{env.GREETING}, {name}!"', 'f"Hi {name}"'))
-        _wait_for(lambda: body() == "Hi Ada", 15)
+        wait_for(lambda: body() == "Hi Ada", timeout_s=15, what="the reload")
         main.write_text(main.read_text() + "\ndef broken(\n")  # a syntax error: old version stays
         time.sleep(1.0)
         assert body() == "Hi Ada"

@@ -4,13 +4,11 @@ socket and a victim process. Every check looks at those from outside; none asks 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,8 @@ from edgefn.observe import JsonLog
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration" / "control"))
 
 from _control_fixtures import control, core, nc, signing_key
+
+from tests.waiting import until
 
 __all__ = ["control", "core", "nc", "signing_key"]
 
@@ -65,15 +65,8 @@ class Sandboxed:
 
 
 async def wait_until(condition: Callable[[], Any], *, timeout_s: float = 10.0) -> Any:
-    """Poll ``condition`` (without blocking the event loop) until truthy or the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s (last {value!r})")
-        await asyncio.sleep(0.02)
+    """The shared poll (tests/waiting.py), with the security suite's default deadline."""
+    return await until(condition, timeout_s=timeout_s)
 
 
 @pytest.fixture

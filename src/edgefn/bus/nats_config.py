@@ -183,7 +183,10 @@ def _render_core(config: CoreConfig) -> dict[str, Any]:
         "max_memory_store": config.max_memory_store_bytes,
         "max_file_store": config.max_file_store_bytes,
     }
-    out["leafnodes"] = {"host": config.host, "port": config.leafnode_port}
+    # no_advertise: a hub must reach the core only through the URLs it was given (on a planet,
+    # its link emulator). Advertised, the core's own leafnode address let a hub reconnect around
+    # a cut link, so partitions silently did not partition.
+    out["leafnodes"] = {"host": config.host, "port": config.leafnode_port, "no_advertise": True}
     leaves = tuple(u for u in config.users if u.kind == "leaf")
     if leaves:
         out["leafnodes"]["authorization"] = {"users": render_users(leaves), "timeout": 2}

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import uvicorn
 from anycast_fakes import FakeLocation, StartLocation
+from tests.waiting import until
 
 
 @pytest.fixture
@@ -25,11 +26,7 @@ async def start_location() -> AsyncIterator[StartLocation]:
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         servers.append((server, task))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not server.started:
-            assert loop.time() < deadline, "location server did not start"
-            await asyncio.sleep(0.01)
+        await until(lambda: server.started, timeout_s=10, what="the location server")
         location.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         return location
 

@@ -6,12 +6,12 @@ the hub, and bundles are objects fetched through the hub.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 
 import httpx
 import pytest
+from tests.waiting import until
 
 from edgefn.bus import (
     BUNDLES_OBJECT_STORE,
@@ -33,11 +33,10 @@ async def _leafnode_count(server: NatsServer) -> int:
 
 
 async def _wait_leafnode(server: NatsServer, *, count: int, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while await _leafnode_count(server) != count:
-        assert loop.time() < deadline, f"{server.name} never had {count} leafnode(s)"
-        await asyncio.sleep(0.05)
+    async def has_count() -> bool:
+        return await _leafnode_count(server) == count
+
+    await until(has_count, timeout_s=timeout_s, what=f"{server.name} to have {count} leafnode(s)")
 
 
 async def test_hub_client_uses_core_kv_put_get_watch(core: NatsServer, hub: NatsServer) -> None:

@@ -8,6 +8,7 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from tests.waiting import until
 
 from edgefn.bus import Link
 
@@ -31,14 +32,6 @@ async def serving(handler: Handler) -> AsyncIterator[int]:
         yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
-
-
-async def wait_for(condition: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        assert loop.time() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.01)
 
 
 async def test_round_trip_takes_at_least_the_configured_rtt() -> None:
@@ -139,14 +132,14 @@ async def test_queue_is_bounded_and_the_sender_is_slowed() -> None:
             writer.write_eof()
 
         sender = asyncio.create_task(send())
-        await wait_for(lambda: link.statistics().bytes_queued >= limit)
+        await until(lambda: link.statistics().bytes_queued >= limit, timeout_s=10)
         for _ in range(20):
             assert link.statistics().bytes_queued <= limit + 65536
             await asyncio.sleep(0.01)
         assert not sender.done()
         release.set()
         await asyncio.wait_for(sender, timeout=60)
-        await wait_for(lambda: len(received) == len(blob), timeout_s=60)
+        await until(lambda: len(received) == len(blob), timeout_s=60)
         assert bytes(received) == blob
         writer.close()
 
@@ -168,7 +161,7 @@ async def test_cut_resets_connections_and_refuses_new_ones_until_heal() -> None:
         assert await reader.readexactly(1) == b"x"
         link.cut()
         assert await _closed_by_peer(reader)
-        await wait_for(lambda: link.statistics().connections_open == 0)
+        await until(lambda: link.statistics().connections_open == 0, timeout_s=10)
 
         reader2, _writer2 = await asyncio.open_connection("127.0.0.1", link.port)
         assert await _closed_by_peer(reader2)
@@ -214,8 +207,8 @@ async def test_a_graceful_close_delivers_everything_still_buffered() -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
         writer.write(b"request")
         writer.write_eof()
-        await wait_for(lambda: link.statistics().bytes_backward == len(answer))
-        await wait_for(lambda: link.statistics().connections_open == 0)
+        await until(lambda: link.statistics().bytes_backward == len(answer), timeout_s=10)
+        await until(lambda: link.statistics().connections_open == 0, timeout_s=10)
         got = await asyncio.wait_for(reader.read(), timeout=30)
         assert len(got) == len(answer)
         assert got == answer

@@ -20,6 +20,7 @@ import httpx
 import pytest
 import uvicorn
 from nats.aio.client import Client
+from tests.waiting import until
 
 from edgefn.bundle import SigningKey
 from edgefn.bus import CoreConfig, NatsServer, connect, ensure_kv, free_port
@@ -47,13 +48,8 @@ StatsFor = Callable[[str, str], VersionStats | None]
 
 
 async def eventually(predicate: Callable[[], Awaitable[bool]], timeout_s: float = 20.0) -> None:
-    """Poll ``predicate`` until it is true or the deadline passes."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s}s")
-        await asyncio.sleep(0.05)
+    """The shared poll (tests/waiting.py), with the control tests' default deadline."""
+    await until(predicate, timeout_s=timeout_s, interval_s=0.05)
 
 
 @dataclass

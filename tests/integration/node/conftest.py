@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
+from tests.waiting import until
 
 from edgefn.edge import EdgeNode
 from edgefn.observe import JsonLog
@@ -46,8 +47,7 @@ async def upstream() -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.get_running_loop().create_task(server.serve(sockets=None))
-    while not server.started:
-        await asyncio.sleep(0.01)
+    await until(lambda: server.started, timeout_s=10, what="the upstream server", interval_s=0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
