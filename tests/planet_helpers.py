@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,20 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float, what: str = "con
         if last:
             return last
         time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
+
+
+async def wait_for_async(
+    predicate: Callable[[], Awaitable[Any]], *, timeout_s: float, what: str = "condition"
+) -> Any:
+    """:func:`wait_for` inside an event loop: poll ``await predicate()`` until truthy."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(0.05)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what} (last: {last!r})")
 
 

@@ -4,7 +4,9 @@ How it works. :class:`KVService` owns one :class:`~edgefn.state.driver.KVDriver`
 namespace, an SQLite file under ``<state_dir>/kv/`` and a NATS connection through the location's
 hub) per namespace that this location's functions bind. Drivers start when a function binding the
 namespace is activated (``sync_namespaces``, called every second by ``run``) or on first use; they
-recover from disk and serve local operations at once, even while NATS cannot be reached.
+recover from disk and serve local operations at once, even while NATS cannot be reached. When no
+function here binds a namespace any more, its replica leaves the namespace (see
+``edgefn.state.membership``); the SQLite file stays, holding only the replica's counters.
 
 - :meth:`KVService.handle_call` is the node's ``kv_handler``: it maps a worker's ``KVCall``
   (binding → namespace through the manifest, consistency, ``if_revision``, ``ttl_s``, metadata) to
@@ -283,7 +285,9 @@ class KVService:
         return problems
 
     async def sync_namespaces(self, node: EdgeNode) -> None:
-        """Start a driver for every namespace that an active function here binds."""
+        """Start a driver for every namespace that an active function here binds; once the node
+        has loaded its functions, the replicas of the others leave (``KVDriver.leave``: only
+        when that loses no write; until then they keep serving and it is asked again)."""
         wanted = {
             ns.namespace
             for fn in node.table.functions.values()
@@ -295,6 +299,21 @@ class KVService:
                 await self.driver(namespace)
             except KVError as err:
                 node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
+        if node.ready:  # before that, an empty function table says nothing
+            await self._leave_unwanted(wanted, node)
+
+    async def _leave_unwanted(self, wanted: set[str], node: EdgeNode) -> None:
+        for namespace, driver in sorted(self.drivers.items()):
+            if namespace in wanted and driver.left:
+                # Wanted again after its replica left but before it deregistered: re-join
+                # with a new driver (next sync).
+                await driver.stop()
+                del self.drivers[namespace]
+            elif namespace in wanted:
+                driver.stay()
+            elif await driver.leave():
+                del self.drivers[namespace]
+                node.log.emit("kv", event="namespace_left", namespace=namespace)
 
     async def run(self, node: EdgeNode) -> None:
         """Keep drivers for the namespaces of the active functions (until cancelled)."""

@@ -806,7 +806,13 @@ class Replica:
         if not self.leaving:
             self.leaving = True
             self._anti_entropy(out)  # tell the peers now, so they can acknowledge it
-        blocker = leave_blocker(self.id, self.config.replicas, self.applied, self.peer_view)
+        blocker = leave_blocker(
+            self.id,
+            self.config.replicas,
+            self.applied,
+            self.peer_view,
+            holds_entries=bool(self.entries),
+        )
         if blocker:
             out.others.append(LeaveBlocked(blocker))
             return

@@ -74,10 +74,12 @@ def leave_blocker(
     members: Iterable[str],
     applied: Mapping[str, int],
     views: Mapping[str, PeerView],
+    *,
+    holds_entries: bool,
 ) -> str:
     """Empty if ``me`` may leave now (rule 1), else what it waits for."""
     peers = [p for p in members if p != me]
-    if not peers:
+    if not peers and (holds_entries or any(applied.values())):
         return f"{me} is the only replica of the namespace; leaving would take its data with it"
     for origin, seq in sorted(applied.items()):
         if seq and not any(_holds(views.get(p), p, origin, seq, me) for p in peers):

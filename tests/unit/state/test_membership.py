@@ -164,17 +164,23 @@ def test_leave_blocker_rules() -> None:
     origin's writes) have acknowledged the leaver's intent."""
     applied = {"a": 2, "d": 5}
     ok = PeerView(10, VClock({"a": 2, "d": 5}), leaving=False, leaving_seen=frozenset({"a"}))
-    assert leave_blocker("a", ("a", "b"), applied, {"b": ok}) == ""
+    assert leave_blocker("a", ("a", "b"), applied, {"b": ok}, holds_entries=True) == ""
     behind = PeerView(10, VClock({"a": 2, "d": 4}), False, frozenset({"a"}))
-    assert "writes of d up to seq 5" in leave_blocker("a", ("a", "b"), applied, {"b": behind})
+    assert "writes of d up to seq 5" in leave_blocker(
+        "a", ("a", "b"), applied, {"b": behind}, holds_entries=True
+    )
     leaving = PeerView(10, VClock({"a": 2, "d": 5}), True, frozenset({"a"}))
-    assert leave_blocker("a", ("a", "b"), applied, {"b": leaving})
+    assert leave_blocker("a", ("a", "b"), applied, {"b": leaving}, holds_entries=True)
     unaware = PeerView(10, VClock({"a": 2, "d": 5}), False, frozenset())
-    assert leave_blocker("a", ("a", "b"), applied, {"b": unaware})
+    assert leave_blocker("a", ("a", "b"), applied, {"b": unaware}, holds_entries=True)
     # An origin that stays is trusted with its own writes, acknowledgment or not.
     own = PeerView(10, VClock({"b": 3}), False, frozenset())
-    assert leave_blocker("a", ("a", "b"), {"b": 3}, {"b": own}) == ""
-    assert leave_blocker("a", ("a", "b"), {"b": 3}, {}) != ""
+    assert leave_blocker("a", ("a", "b"), {"b": 3}, {"b": own}, holds_entries=True) == ""
+    assert leave_blocker("a", ("a", "b"), {"b": 3}, {}, holds_entries=True) != ""
+    # Alone: only a replica that holds nothing may go.
+    assert leave_blocker("a", ("a",), {}, {}, holds_entries=False) == ""
+    assert "only replica" in leave_blocker("a", ("a",), {}, {}, holds_entries=True)
+    assert "only replica" in leave_blocker("a", ("a",), {"b": 1}, {}, holds_entries=False)
 
 
 def test_a_departed_replica_stops_blocking_gc_once_its_writes_are_everywhere() -> None:
