@@ -223,6 +223,7 @@ class KVService:
         self.connect_wait_s = connect_wait_s
         self.drivers: dict[str, KVDriver] = {}
         self._starting: dict[str, asyncio.Future[KVDriver]] = {}
+        self._swept = False  # replicas left on disk by an earlier run (see _reopen_unwanted)
         self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0, "sessions_rejected": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -300,7 +301,22 @@ class KVService:
             except KVError as err:
                 node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
         if node.ready:  # before that, an empty function table says nothing
+            if not self._swept:
+                self._swept = True
+                await self._reopen_unwanted(wanted, node)
             await self._leave_unwanted(wanted, node)
+
+    async def _reopen_unwanted(self, wanted: set[str], node: EdgeNode) -> None:
+        """Start the replicas still on disk that never left (the function moved away while
+        this node was down), so that they leave now instead of being waited for forever."""
+        for path in sorted(self.dir.glob("*.sqlite3")):
+            namespace = path.stem
+            if namespace in wanted or namespace in self.drivers or _left_on_disk(path):
+                continue
+            try:
+                await self.driver(namespace)
+            except KVError as err:
+                node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
 
     async def _leave_unwanted(self, wanted: set[str], node: EdgeNode) -> None:
         for namespace, driver in sorted(self.drivers.items()):
@@ -519,6 +535,20 @@ class KVService:
             "replica": asdict(driver.replica.statistics()),
             "driver": asdict(driver.statistics()),
         }
+
+
+def _left_on_disk(path: Path) -> bool:
+    """The replica in ``path`` left its namespace (or the file cannot be read: nothing to do)."""
+    try:
+        store = SqliteStore(path)
+    except KVError:
+        return True
+    try:
+        return store.recover(0).meta.left
+    except KVError:
+        return True
+    finally:
+        store.close()
 
 
 def _current_session(ctx: RequestContext) -> str:

@@ -29,8 +29,10 @@ from edgefn.runtime import protocol as p
 from edgefn.state import (
     SESSION_HEADER,
     MembersChanged,
+    Persist,
     Replica,
     ReplicaConfig,
+    ReplicaMeta,
     Tick,
     VClock,
     encode_session,
@@ -304,3 +306,33 @@ async def test_a_replica_that_left_but_cannot_deregister_is_replaced_when_wanted
     fresh = service.drivers["counts"]
     assert fresh is not old
     assert (await _call(service, _ctx(), "put", key="k", value="v")).ok
+
+
+async def test_replicas_left_on_disk_by_an_earlier_run_are_reopened_to_leave(
+    tmp_path: Path,
+) -> None:
+    """The function moved away while the node was down: at the first sync after the node is
+    ready, a replica on disk that never left is started (so that it can leave); one that left,
+    and a file that is not a store, are not."""
+    url = [f"nats://127.0.0.1:{free_port()}"]
+    first = KVService(location="fra", state_dir=tmp_path, nats_urls=url)
+    await first.sync_namespaces(fake_node(("counts",)))
+    await first.drivers["counts"].put("k", b"v")
+    await first.stop()
+    gone = SqliteStore(tmp_path / "kv" / "gone.sqlite3")
+    gone.apply(Persist((), (), ReplicaMeta((("fra", 3),), 3, 1, refill_seq=3, left=True)))
+    gone.close()
+    (tmp_path / "kv" / "junk.sqlite3").write_bytes(b"not a database" * 100)
+    second = KVService(location="fra", state_dir=tmp_path, nats_urls=url)
+    try:
+        await second.sync_namespaces(fake_node((), ready=False))
+        assert second.drivers == {}
+        await second.sync_namespaces(fake_node(()))
+        assert sorted(second.drivers) == ["counts"]
+        driver = second.drivers["counts"]
+        assert driver.leaving
+        assert (await driver.get("k")).item.value == b"v"
+        await second.sync_namespaces(fake_node(()))
+        assert sorted(second.drivers) == ["counts"], "reopened once, not on every sync"
+    finally:
+        await second.stop()
