@@ -313,7 +313,9 @@ class Replica:
         return VClock({o: s for o, s in self.applied.items() if o != self.id})
 
     def _frontier_total(self) -> int:
-        return self._held().total()
+        # Twice per event: plain sums, no VClock (what _held() would give).
+        total = sum(self.applied.values())
+        return total - self.applied.get(self.id, 0) if self.refill_seq else total
 
     # ---------------------------------------------------------------- local operations
 
