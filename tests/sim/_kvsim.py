@@ -5,7 +5,10 @@ Everything derives from one :class:`SimOptions` and one seed: a priority queue o
 simulated driver below (SimPy-style tie-breaking by sequence number). The network delays each
 message by a random latency (so messages reorder), drops and duplicates replica-to-replica
 messages, and cuts links during partition episodes. Replicas crash (losing everything not yet
-persisted) and restart from their persisted state. Each replica's clock is skewed.
+persisted) and restart from their persisted state. Each replica's clock is skewed. Replicas leave
+the namespace (asking every anti-entropy interval, as the node's KV service does, until the
+machine lets them) and re-join later from their store; a members registry stands in for the
+members bucket and every replica polls it.
 
 Clients issue sequential operations against the replica of their location (sometimes moving to
 another, carrying their session token) and record a history; after the faults stop and the
@@ -30,6 +33,12 @@ from edgefn.state import (
     GetDone,
     HomeRegister,
     Instruction,
+    Leave,
+    LeaveCancelled,
+    LeaveRequested,
+    Left,
+    MembersChanged,
+    PeerLeft,
     Persist,
     Put,
     Replica,
@@ -74,6 +83,9 @@ class SimOptions:
     partition_ms: tuple[int, int] = (200, 1500)
     crashes: int = 0
     downtime_ms: tuple[int, int] = (50, 600)
+    leaves: int = 0
+    away_ms: tuple[int, int] = (200, 1500)
+    members_poll_ms: int = 300
     clock_skew_ms: int = 20
     move: float = 0.2
     think_ms: tuple[int, int] = (0, 60)
@@ -187,6 +199,10 @@ class Simulation:
         for n in names:
             self.replicas[n] = self._new_replica(n)
         self.home = HomeRegister()
+        # The members bucket: None = registered, a Leave = its leave record.
+        self.registry: dict[str, Leave | None] = dict.fromkeys(names)
+        self.away: set[str] = set()
+        self.left_count = 0
         self.cuts: set[frozenset[str]] = set()
         self.faults_on = True
         self.next_op_id = 1
@@ -261,6 +277,8 @@ class Simulation:
                 self._schedule_tick(name, ins.at_ms - self.skew[name])
             elif isinstance(ins, Reply):
                 self._on_reply(ins.op_id, ins.result)
+            elif isinstance(ins, Left):
+                self._on_left(name, ins)
 
     def _schedule_tick(self, name: str, when: int) -> None:
         when = max(when, self.now)
@@ -330,6 +348,60 @@ class Simulation:
             self._at(start, lambda v=victim: self._crash(v))
             self._at(start + length, lambda v=victim: self._restart(v))
 
+    def _plan_leaves(self) -> None:
+        o = self.options
+        for _ in range(o.leaves):
+            victim = self.rng.choice(self.names)
+            start = self.rng.randint(0, o.fault_window_ms)
+            self._at(start, lambda v=victim, t=start: self._try_leave(v, t + o.fault_window_ms))
+        if o.leaves:
+            self._at(0, self._poll_members)
+
+    def _try_leave(self, name: str, until: int) -> None:
+        """The KV service's sync loop: ask again every interval until left, or wanted again."""
+        replica = self.replicas[name]
+        if name in self.away:
+            return
+        if self.now >= until or not self.faults_on:
+            if replica is not None:
+                self._feed(name, self.epoch[name], LeaveCancelled(self._clock(name)))
+            return
+        if replica is not None:
+            self._feed(name, self.epoch[name], LeaveRequested(self._clock(name)))
+        if name not in self.away:
+            step = self.options.anti_entropy_interval_ms
+            self._at(self.now + step, lambda: self._try_leave(name, until))
+
+    def _on_left(self, name: str, left: Left) -> None:
+        self.registry[name] = Leave(name, left.final_seq, left.left_hlc)
+        self.away.add(name)
+        self.left_count += 1
+        self.replicas[name] = None
+        self.epoch[name] += 1
+        self.ticks[name].clear()
+        o = self.options
+        self._at(self.now + self.rng.randint(*o.away_ms), lambda: self._rejoin(name))
+
+    def _rejoin(self, name: str) -> None:
+        if name not in self.away:
+            return
+        self.away.discard(name)
+        self.registry[name] = None
+        self._restart(name)
+
+    def _poll_members(self) -> None:
+        """Every replica reads the members registry, as the driver reads the bucket."""
+        present = tuple(n for n, record in self.registry.items() if record is None)
+        records = [r for r in self.registry.values() if r is not None]
+        for name, replica in self.replicas.items():
+            if replica is None:
+                continue
+            epoch = self.epoch[name]
+            self._feed(name, epoch, MembersChanged(present, self._clock(name)))
+            for record in records:
+                self._feed(name, epoch, PeerLeft(record, self._clock(name)))
+        self._at(self.now + self.options.members_poll_ms, self._poll_members)
+
     def _crash(self, name: str) -> None:
         if self.replicas[name] is None:
             return
@@ -338,7 +410,7 @@ class Simulation:
         self.ticks[name].clear()
 
     def _restart(self, name: str) -> None:
-        if self.replicas[name] is not None:
+        if self.replicas[name] is not None or name in self.away:
             return
         replica = self._new_replica(name)
         self.replicas[name] = replica
@@ -465,11 +537,14 @@ class Simulation:
     def run(self) -> None:
         o = self.options
         self._plan_faults()
+        self._plan_leaves()
         for client in self.clients:
             self._at(self.rng.randint(0, 50), lambda c=client: self._client_step(c))
         self._run_until(o.fault_window_ms + o.partition_ms[1] + o.downtime_ms[1])
         self.faults_on = False
         self.cuts.clear()
+        for name in sorted(self.away):
+            self._rejoin(name)
         for name in self.names:
             self._restart(name)
         # Quiesce: run until every replica holds the same tree and frontier (or the budget ends).

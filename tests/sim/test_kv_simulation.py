@@ -24,6 +24,8 @@ SCENARIOS: dict[str, SimOptions] = {
     "chaos": SimOptions(
         replicas=4, clients=6, partitions=2, crashes=2, drop=0.1, duplicate=0.1, clock_skew_ms=80
     ),
+    # Replicas leave and re-join (a function moves away and back) under loss and a crash.
+    "membership": SimOptions(leaves=3, crashes=1, partitions=1, drop=0.1, duplicate=0.05),
 }
 
 
@@ -89,6 +91,43 @@ class _EagerGC(Replica):
 
     def _stable_hlc(self) -> int:
         return self.clock.last
+
+
+class _LeaveAtOnce(Replica):
+    """Bug: a replica leaves when asked, before any staying replica holds its writes."""
+
+    def _on_leave_requested(self, out: object) -> None:
+        self._leave(out)  # type: ignore[arg-type]
+
+
+class _KeepDataOnLeave(Replica):
+    """Bug: a replica that leaves keeps its entries, so a re-join brings back keys deleted and
+    collected while it was away."""
+
+    def _leave(self, out: object) -> None:
+        super()._leave(out)  # type: ignore[arg-type]
+        out.removes.clear()  # type: ignore[attr-defined]  # the store keeps the entries
+
+
+def test_membership_scenario_leaves_and_rejoins() -> None:
+    """The scenario does exercise leaving: most seeds see at least one replica leave."""
+    options = SCENARIOS["membership"]
+    left = sum(run_seed(options, seed)[0].left_count > 0 for seed in range(20))
+    assert left >= 10, left
+
+
+def test_simulation_catches_a_replica_that_leaves_without_handing_off() -> None:
+    options = dataclasses.replace(
+        SCENARIOS["membership"], levels=(Consistency.EVENTUAL,), leaves=6, drop=0.3
+    )
+    assert _first_failing_seed(_LeaveAtOnce, options) is not None
+
+
+def test_simulation_catches_a_rejoin_that_kept_its_entries() -> None:
+    options = dataclasses.replace(
+        SCENARIOS["membership"], levels=(Consistency.EVENTUAL,), leaves=6, away_ms=(1500, 2500)
+    )
+    assert _first_failing_seed(_KeepDataOnLeave, options) is not None
 
 
 def _first_failing_seed(replica_type: type[Replica], options: SimOptions) -> int | None:

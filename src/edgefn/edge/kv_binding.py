@@ -4,7 +4,9 @@ How it works. :class:`KVService` owns one :class:`~edgefn.state.driver.KVDriver`
 namespace, an SQLite file under ``<state_dir>/kv/`` and a NATS connection through the location's
 hub) per namespace that this location's functions bind. Drivers start when a function binding the
 namespace is activated (``sync_namespaces``, called every second by ``run``) or on first use; they
-recover from disk and serve local operations at once, even while NATS cannot be reached.
+recover from disk and serve local operations at once, even while NATS cannot be reached. When no
+function here binds a namespace any more, its replica leaves the namespace (see
+``edgefn.state.membership``); the SQLite file stays, holding only the replica's counters.
 
 - :meth:`KVService.handle_call` is the node's ``kv_handler``: it maps a worker's ``KVCall``
   (binding → namespace through the manifest, consistency, ``if_revision``, ``ttl_s``, metadata) to
@@ -221,6 +223,7 @@ class KVService:
         self.connect_wait_s = connect_wait_s
         self.drivers: dict[str, KVDriver] = {}
         self._starting: dict[str, asyncio.Future[KVDriver]] = {}
+        self._swept = False  # replicas left on disk by an earlier run (see _reopen_unwanted)
         self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0, "sessions_rejected": 0}
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -283,7 +286,9 @@ class KVService:
         return problems
 
     async def sync_namespaces(self, node: EdgeNode) -> None:
-        """Start a driver for every namespace that an active function here binds."""
+        """Start a driver for every namespace that an active function here binds; once the node
+        has loaded its functions, the replicas of the others leave (``KVDriver.leave``: only
+        when that loses no write; until then they keep serving and it is asked again)."""
         wanted = {
             ns.namespace
             for fn in node.table.functions.values()
@@ -295,6 +300,36 @@ class KVService:
                 await self.driver(namespace)
             except KVError as err:
                 node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
+        if node.ready:  # before that, an empty function table says nothing
+            if not self._swept:
+                self._swept = True
+                await self._reopen_unwanted(wanted, node)
+            await self._leave_unwanted(wanted, node)
+
+    async def _reopen_unwanted(self, wanted: set[str], node: EdgeNode) -> None:
+        """Start the replicas still on disk that never left (the function moved away while
+        this node was down), so that they leave now instead of being waited for forever."""
+        for path in sorted(self.dir.glob("*.sqlite3")):
+            namespace = path.stem
+            if namespace in wanted or namespace in self.drivers or _left_on_disk(path):
+                continue
+            try:
+                await self.driver(namespace)
+            except KVError as err:
+                node.log.emit("kv", event="namespace_failed", namespace=namespace, error=str(err))
+
+    async def _leave_unwanted(self, wanted: set[str], node: EdgeNode) -> None:
+        for namespace, driver in sorted(self.drivers.items()):
+            if namespace in wanted and driver.left:
+                # Wanted again after its replica left but before it deregistered: re-join
+                # with a new driver (next sync).
+                await driver.stop()
+                del self.drivers[namespace]
+            elif namespace in wanted:
+                driver.stay()
+            elif await driver.leave():
+                del self.drivers[namespace]
+                node.log.emit("kv", event="namespace_left", namespace=namespace)
 
     async def run(self, node: EdgeNode) -> None:
         """Keep drivers for the namespaces of the active functions (until cancelled)."""
@@ -500,6 +535,20 @@ class KVService:
             "replica": asdict(driver.replica.statistics()),
             "driver": asdict(driver.statistics()),
         }
+
+
+def _left_on_disk(path: Path) -> bool:
+    """The replica in ``path`` left its namespace (or the file cannot be read: nothing to do)."""
+    try:
+        store = SqliteStore(path)
+    except KVError:
+        return True
+    try:
+        return store.recover(0).meta.left
+    except KVError:
+        return True
+    finally:
+        store.close()
 
 
 def _current_session(ctx: RequestContext) -> str:

@@ -18,9 +18,14 @@ allow only ``[-/_=.a-zA-Z0-9]``):
   the revision is the fencing token), ``if_revision=0`` is ``create``. A timeout or lost connection
   is ``unreachable``.
 
-- KV bucket ``edgefn-kv-members``, key ``<ns>.<replica>``: every replica registers itself there; the
-  driver reads the keys at start and every few seconds, learns senders of announcements as they
-  arrive, and remembers all of them in the store (``MembersChanged``). Membership only grows.
+- KV bucket ``edgefn-kv-members``, key ``<ns>.<replica>``: every replica registers itself there
+  (an empty value); the driver reads the keys at start and every few seconds, learns senders of
+  announcements as they arrive, and remembers all of them in the store (``MembersChanged``). A
+  replica that leaves (:meth:`KVDriver.leave`, see ``membership.py``) overwrites its key with a
+  *leave record*, msgpack ``[final_seq, left_hlc]``, so replicas that were away learn of it too
+  (``PeerLeft``); a re-join registers again. The store's member list keeps every name ever seen:
+  a replica restarted while cut off counts a departed one as a member until it reads the bucket,
+  which only makes it wait longer before collecting tombstones.
 
 Connecting happens in the background: ``start`` recovers from the store and the replica serves
 local reads and eventual writes at once, even when NATS cannot be reached (a node restarted during
@@ -70,9 +75,14 @@ from edgefn.state.events import (
     GetDone,
     Instruction,
     Item,
+    LeaveBlocked,
+    LeaveCancelled,
+    LeaveRequested,
+    Left,
     List,
     ListDone,
     MembersChanged,
+    PeerLeft,
     Persist,
     Put,
     Reply,
@@ -87,6 +97,7 @@ from edgefn.state.events import (
 from edgefn.state.machine import Replica
 from edgefn.state.messages import (
     Announce,
+    Leave,
     Message,
     Replication,
     SessionRead,
@@ -129,6 +140,7 @@ FORWARD_TIMEOUT_S = 1.0
 _FORWARD_ORIGINS_MAX = 2
 
 _HOME_VALUE = msgspec.msgpack.Decoder(tuple[bytes, bytes, int])
+_LEAVE_RECORD = msgspec.msgpack.Decoder(tuple[int, int])
 _ENC = msgspec.msgpack.Encoder()
 _HOME_ERRORS = (
     asyncio.TimeoutError,
@@ -153,6 +165,10 @@ class DriverStatistics:
     connected: bool
     members: tuple[str, ...]
     last_setup_error: str
+    departed: tuple[str, ...] = ()
+    # Empty, or why the replica cannot leave yet (it was asked to: no function binds it here).
+    leave_blocked: str = ""
+    left: bool = False
 
 
 def _now_ms() -> int:
@@ -170,6 +186,18 @@ async def _probe(servers: str | list[str]) -> None:
         await writer.wait_closed()
 
 
+def _leave_record(name: str, value: bytes) -> Leave | None:
+    """The leave record in a members-bucket value; None for a registration (empty) or a value
+    this version cannot read (counted as registered: a wider set is the safe side)."""
+    if not value:
+        return None
+    try:
+        final_seq, left_hlc = _LEAVE_RECORD.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    return Leave(name, final_seq, left_hlc)
+
+
 def _home_key(namespace: str, key: str) -> str:
     encoded = base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode("ascii") or "_"
     return f"{namespace}.{encoded}"
@@ -182,6 +210,10 @@ def _user_key(home_key: str) -> str:
 
 class KVDriver:
     """Runs one replica of one namespace against a NATS server with JetStream."""
+
+    # Leaving (see leave()); class-level defaults, each driver assigns its own.
+    _left: Left | None = None
+    _leave_blocked = ""
 
     def __init__(
         self,
@@ -324,13 +356,26 @@ class KVDriver:
                 await self._refresh_members()
 
     async def _refresh_members(self) -> None:
+        """Registered replicas join the set, leave records remove (or keep out) their writer.
+
+        A watch on ``<namespace>.>`` (see :meth:`_home_keys` for why not ``keys()``) that also
+        delivers the values, which say registered (empty) or left (a leave record).
+        """
         prefix = f"{self.namespace}."
+        watcher = await self._members_kv.watch(f"{prefix}>", ignore_deletes=True)
+        records: dict[str, bytes] = {}
         try:
-            keys = await self._members_kv.keys()
-        except nats.js.errors.NoKeysError:
-            keys = []
-        names = tuple(k[len(prefix) :] for k in keys if k.startswith(prefix))
-        self._learn_members(names)
+            async for entry in watcher:
+                if entry is None:  # every current key delivered
+                    break
+                records[entry.key[len(prefix) :]] = entry.value or b""
+        finally:
+            await watcher.stop()
+        self._learn_members(tuple(n for n, v in records.items() if not _leave_record(n, v)))
+        for name, value in sorted(records.items()):
+            record = _leave_record(name, value)
+            if record is not None:
+                self._feed(PeerLeft(record, _now_ms()))
 
     def _learn_members(self, names: tuple[str, ...]) -> None:
         new = tuple(n for n in names if n and n not in self.replica.config.replicas)
@@ -536,6 +581,10 @@ class KVDriver:
             ):
                 self._tick_at_ms = ins.at_ms
                 self._tick_wakeup.set()
+            elif isinstance(ins, Left):
+                self._left = ins
+            elif isinstance(ins, LeaveBlocked):
+                self._leave_blocked = ins.reason
 
     async def _broadcast(self, message: Message) -> None:
         if isinstance(message, Replication):
@@ -552,7 +601,7 @@ class KVDriver:
                 # announcement.
                 self._stats["publish_failures"] += 1
             return
-        assert isinstance(message, Announce), message
+        assert isinstance(message, (Announce, Leave)), message
         subject = kv_control_subject(self.namespace, "_all", self.replica.id)
         await self._publish(subject, Broadcast(message))
 
@@ -571,7 +620,10 @@ class KVDriver:
         sender = getattr(message, "sender", None)
         if sender == self.replica.id or sender != msg.subject.rsplit(".", 1)[-1]:
             return  # Our own, or claims a sender other than the one NATS authenticated.
-        if isinstance(sender, str) and sender not in self.replica.config.replicas:
+        known = (*self.replica.config.replicas, *self.replica.departed)
+        if isinstance(sender, str) and sender not in known and not isinstance(message, Leave):
+            # A departed sender is the machine's call: it re-adds one that announces a clock
+            # past its leave (a delayed old message must not bring it back).
             self._learn_members((sender,))
         if isinstance(message, SessionRead):
             if msg.subject.split(".")[-2] == self.replica.id:  # to us, not an announcement
@@ -741,4 +793,60 @@ class KVDriver:
             connected=self.connected,
             members=self.replica.config.replicas,
             last_setup_error=self._last_setup_error,
+            departed=tuple(sorted(self.replica.departed)),
+            leave_blocked=self._leave_blocked if self.leaving else "",
+            left=self._left is not None,
         )
+
+    # ------------------------------------------------------------------ leaving
+
+    @property
+    def left(self) -> bool:
+        """The replica left the namespace (it refuses operations; maybe not yet deregistered)."""
+        return self._left is not None
+
+    @property
+    def leaving(self) -> bool:
+        """Asked to leave and not yet gone (or gone from the machine, not yet deregistered)."""
+        return self.replica.leaving or self._left is not None
+
+    async def leave(self) -> bool:
+        """Leave the namespace if that loses no write (``membership.py`` rule 1): True once the
+        replica left, deregistered, deleted its stream consumer and stopped.
+
+        False while a staying replica does not yet hold everything this one holds (the reason is
+        in ``statistics().leave_blocked``; the replica keeps serving, and its announcements say
+        it is leaving so the others acknowledge it), or while deregistering fails (NATS
+        unreachable). Call it again later; :meth:`stay` cancels.
+        """
+        if self._left is None:
+            self._feed(LeaveRequested(_now_ms()))
+            if self._left is None:
+                return False
+        if not await self._deregister(self._left):
+            return False
+        await self.stop()
+        return True
+
+    def stay(self) -> None:
+        """The namespace is wanted here again: cancel a leave that has not happened yet."""
+        if self.replica.leaving:
+            self._feed(LeaveCancelled(_now_ms()))
+
+    async def _deregister(self, left: Left) -> bool:
+        if not self.connected or self._members_kv is None:
+            self._leave_blocked = "left; cannot deregister: not connected to NATS"
+            return False
+        ns, me = self.namespace, self.replica.id
+        leave = Leave(me, left.final_seq, left.left_hlc)
+        try:
+            assert self._nc is not None
+            # The machine broadcast this already; that task may not run before stop().
+            await self._nc.publish(kv_control_subject(ns, "_all", me), encode_message(leave))
+            await self._members_kv.put(f"{ns}.{me}", _ENC.encode((left.final_seq, left.left_hlc)))
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await self._js.delete_consumer(f"EDGEFN_KV_{ns}", f"kv-{me}")
+        except _HOME_ERRORS as err:
+            self._leave_blocked = f"left; cannot deregister: {type(err).__name__}: {err}"
+            return False
+        return True

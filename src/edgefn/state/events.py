@@ -17,6 +17,7 @@ from edgefn.errors import KVError
 from edgefn.state.messages import (
     Announce,
     Digest,
+    Leave,
     Message,
     RepairRequest,
     RepairResponse,
@@ -40,9 +41,15 @@ __all__ = [
     "GetDone",
     "Instruction",
     "Item",
+    "LeaveBlocked",
+    "LeaveCancelled",
+    "LeaveRequested",
+    "Left",
     "List",
     "ListDone",
+    "MembersChanged",
     "PeerAnnounced",
+    "PeerLeft",
     "Persist",
     "Put",
     "ReplayRequested",
@@ -152,14 +159,41 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class MembersChanged:
-    """The driver learned of replicas of the namespace (membership only grows).
+    """The driver learned of replicas of the namespace (registered, or heard from).
 
-    A replica that joins later is added before it can send anything that matters: until a
-    replica knows every member, tombstone GC waits for their floors (rule 7), so a wider set only
-    makes GC more conservative.
+    Adding is always safe: until a replica knows every member, tombstone GC waits for their
+    floors (rule 7), so a wider set only makes GC more conservative. A name given here that had
+    left is a member again (it re-joined). Only :class:`PeerLeft` removes a member.
     """
 
     replicas: tuple[str, ...]
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft:
+    """A replica left the namespace: its :class:`Leave` message, or its record in the members
+    bucket (see ``membership.py``)."""
+
+    message: Leave
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveRequested:
+    """No function here binds the namespace any more: leave once that loses nothing.
+
+    Answered with :class:`Left` (done: the replica refuses operations from now on) or
+    :class:`LeaveBlocked` (not yet; the driver asks again later).
+    """
+
+    now_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveCancelled:
+    """The namespace is wanted here again before the replica could leave."""
+
     now_ms: int
 
 
@@ -172,11 +206,18 @@ class StrongResult:
 
 @dataclass(frozen=True, slots=True)
 class ReplicaMeta:
-    """What a replica persists besides entries: its frontier, own write counter and clock."""
+    """What a replica persists besides entries: its frontier, own write counter and clock.
+
+    ``left``: the replica left the namespace (its entries were dropped). ``refill_seq``: its own
+    writes up to this seq are not held locally (dropped when it left); peers hold them, and
+    anti-entropy brings them back after a re-join.
+    """
 
     applied: tuple[tuple[str, int], ...]
     own_seq: int
     hlc_last: int
+    refill_seq: int = 0
+    left: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +245,9 @@ Event = (
     | StrongResult
     | Restarted
     | MembersChanged
+    | PeerLeft
+    | LeaveRequested
+    | LeaveCancelled
 )
 
 
@@ -219,6 +263,8 @@ def received(message: Message, now_ms: int) -> Event:
         return AntiEntropyDigest(message, now_ms)
     if isinstance(message, RepairRequest):
         return AntiEntropyRequest(message, now_ms)
+    if isinstance(message, Leave):
+        return PeerLeft(message, now_ms)
     if isinstance(message, RepairResponse):
         return AntiEntropyResponse(message, now_ms)
     raise TypeError(f"{type(message).__name__} is answered by the driver, not the replica")
@@ -316,4 +362,21 @@ class ScheduleTick:
     at_ms: int
 
 
-Instruction = Reply | Persist | Broadcast | SendTo | AskHome | ScheduleTick
+@dataclass(frozen=True, slots=True)
+class Left:
+    """The replica left the namespace: deregister (a leave record in the members bucket), delete
+    the stream consumer, stop. Its store keeps only its counters (``ReplicaMeta``)."""
+
+    replica: str
+    final_seq: int
+    left_hlc: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveBlocked:
+    """The replica cannot leave yet: ``reason`` says which writes no staying replica holds."""
+
+    reason: str
+
+
+Instruction = Reply | Persist | Broadcast | SendTo | AskHome | ScheduleTick | Left | LeaveBlocked

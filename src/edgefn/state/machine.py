@@ -27,6 +27,11 @@ Rules:
 7. **Tombstone GC** (also expired entries): an entry with timestamp ``t`` is dropped once, for every
    replica ``p``, ``p`` announced a floor ``(hlc >= t, seq)`` and every replica announced
    ``applied[p] >= seq``: no write that could lose to the tombstone can still arrive anywhere.
+8. **Membership** (``membership.py``): replicas join (``MembersChanged``) and leave. A replica
+   asked to leave (``LeaveRequested``) does so only once every write it holds is held by a
+   replica that stays; then it drops its entries (keeping its counters), broadcasts
+   :class:`Leave` and answers every later operation with ``KVUnavailable``. The others drop it
+   from the replica set (``PeerLeft``); GC then waits for its writes instead of its floor.
 """
 
 from __future__ import annotations
@@ -56,10 +61,15 @@ from edgefn.state.events import (
     GetDone,
     Instruction,
     Item,
+    LeaveBlocked,
+    LeaveCancelled,
+    LeaveRequested,
+    Left,
     List,
     ListDone,
     MembersChanged,
     PeerAnnounced,
+    PeerLeft,
     Persist,
     Put,
     ReplayRequested,
@@ -74,10 +84,18 @@ from edgefn.state.events import (
     WriteDone,
 )
 from edgefn.state.hlc import HLC, ClockDriftError
+from edgefn.state.membership import (
+    PeerView,
+    departed_covered,
+    leave_blocker,
+    leave_is_stale,
+    view_of,
+)
 from edgefn.state.merkle import LEAVES, MerkleTree, bucket_of, diff
 from edgefn.state.messages import (
     Announce,
     Digest,
+    Leave,
     RepairRequest,
     RepairResponse,
     ReplayRequest,
@@ -106,7 +124,8 @@ LocalOp = Get | Put | Delete | List
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReplicaConfig:
-    """Identity and limits of one replica. ``replicas`` lists every replica, this one included."""
+    """Identity and limits of one replica. ``replicas`` lists the replicas known at start, this
+    one included (membership changes later: ``Replica.config.replicas`` is the current set)."""
 
     replica_id: str
     replicas: tuple[str, ...]
@@ -151,6 +170,10 @@ class ReplicaStatistics:
     frontier_jumps: int
     gc_collected: int
     late_strong_results: int
+    departed: int
+    leaving: bool
+    left: bool
+    refill_seq: int
 
 
 @dataclass(slots=True)
@@ -195,6 +218,12 @@ class Replica:
         self.own_seq = 0
         self.log: collections.deque[Replication] = collections.deque()
         self.counters = _Counters()
+        # Membership (rule 8): replicas that left -> (final_seq, left_hlc); whether this one
+        # wants to leave or has left; its own writes it does not hold after a re-join.
+        self.departed: dict[str, tuple[int, int]] = {}
+        self.leaving = False
+        self.left = False
+        self.refill_seq = 0
 
     def _reset_volatile(self, now_ms: int) -> None:
         self.now_ms = now_ms
@@ -204,6 +233,7 @@ class Replica:
         self.strong_pending: dict[int, tuple[int, LocalOp]] = {}
         self.peer_applied: dict[str, VClock] = {}
         self.peer_floor: dict[str, tuple[int, int]] = {}
+        self.peer_view: dict[str, PeerView] = {}
         self.replay_asked_ms: dict[str, int] = {}
         self.next_anti_entropy_ms = now_ms
         self.anti_entropy_turn = 0
@@ -214,6 +244,8 @@ class Replica:
         """Apply one event; return what the driver must do, in order."""
         self.now_ms = max(self.now_ms, event.now_ms)
         out = _Out()
+        if self.left:
+            return self._while_left(event)
         frontier_before = self._frontier_total()
         if isinstance(event, _LOCAL_OPS):
             self._local(event, out, queued=False)
@@ -234,7 +266,13 @@ class Replica:
         elif isinstance(event, Tick):
             self._on_tick(out)
         elif isinstance(event, MembersChanged):
-            self._on_members(event)
+            self._on_members(event.replicas)
+        elif isinstance(event, PeerLeft):
+            self._on_peer_left(event.message)
+        elif isinstance(event, LeaveRequested):
+            self._on_leave_requested(out)
+        elif isinstance(event, LeaveCancelled):
+            self.leaving = False
         else:
             self._on_restarted(event)
         if self._frontier_total() != frontier_before:
@@ -242,11 +280,13 @@ class Replica:
             self._retry_waiting(out)
         return self._finish(out)
 
-    def _on_members(self, event: MembersChanged) -> None:
+    def _on_members(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            self.departed.pop(name, None)  # heard of again: it re-joined
         known = set(self.config.replicas)
-        if known.issuperset(event.replicas):
+        if known.issuperset(names):
             return
-        replicas = tuple(sorted(known | set(event.replicas)))
+        replicas = tuple(sorted(known | set(names)))
         self.config = dataclasses.replace(self.config, replicas=replicas)
 
     def _finish(self, out: _Out) -> list[Instruction]:
@@ -262,10 +302,20 @@ class Replica:
         return [persist, *out.others]
 
     def meta(self) -> ReplicaMeta:
-        return ReplicaMeta(VClock(self.applied).pairs(), self.own_seq, self.clock.last)
+        applied = VClock(self.applied).pairs()
+        return ReplicaMeta(applied, self.own_seq, self.clock.last, self.refill_seq, self.left)
+
+    def _held(self) -> VClock:
+        """The writes whose effects this replica holds: ``applied``, except its own writes up
+        to ``refill_seq`` after a re-join (rule 8). What it tells peers and checks tokens by."""
+        if not self.refill_seq:
+            return VClock(self.applied)
+        return VClock({o: s for o, s in self.applied.items() if o != self.id})
 
     def _frontier_total(self) -> int:
-        return sum(self.applied.values())
+        # Twice per event: plain sums, no VClock (what _held() would give).
+        total = sum(self.applied.values())
+        return total - self.applied.get(self.id, 0) if self.refill_seq else total
 
     # ---------------------------------------------------------------- local operations
 
@@ -281,7 +331,7 @@ class Replica:
             self._ask_home(op, out)
             return True
         needs_cover = op.consistency in (Consistency.SESSION, Consistency.CAUSAL)
-        if needs_cover and not VClock(self.applied).dominates(token):
+        if needs_cover and not self._held().dominates(token):
             if not queued:
                 self._wait(op, out)
             return False
@@ -487,6 +537,8 @@ class Replica:
         if origin == self.id or entry.seq <= self.applied.get(origin, 0):
             self.counters.duplicates += 1
             return
+        if origin in self.departed and entry.seq > self.departed[origin][0]:
+            self._on_members((origin,))  # written after its leave: it re-joined
         slot = self.buffer.setdefault(origin, {})
         if entry.seq not in slot:
             if self.buffered >= self.config.buffer_max:
@@ -527,7 +579,7 @@ class Replica:
         last = self.replay_asked_ms.get(origin)
         if last is not None and self.now_ms - last < self.config.replay_retry_ms:
             return
-        if origin not in self.config.replicas:
+        if origin not in self.config.replicas or origin == self.id:
             return
         self.replay_asked_ms[origin] = self.now_ms
         self.counters.replays_sent += 1
@@ -535,7 +587,7 @@ class Replica:
         out.others.append(SendTo(origin, ReplayRequest(self.id, origin, from_seq)))
 
     def _request_missing(self, token: VClock, out: _Out) -> None:
-        for origin in VClock(self.applied).missing(token):
+        for origin in self._held().missing(token):
             self._ask_replay(origin, out)
 
     def _on_replay_request(self, message: ReplayRequest, out: _Out) -> None:
@@ -566,8 +618,13 @@ class Replica:
 
     def _on_announce(self, message: Announce, out: _Out) -> None:
         peer = message.sender
+        if peer in self.departed and message.floor_hlc > self.departed[peer][1]:
+            self._on_members((peer,))  # announced after its leave: it re-joined
         if peer not in self.config.replicas or peer == self.id:
             return
+        view = view_of(message, self.peer_view.get(peer))
+        if view is not None:
+            self.peer_view[peer] = view
         self.peer_applied[peer] = self.peer_applied.get(peer, VClock()).merge(dict(message.applied))
         floor = (message.floor_hlc, message.floor_seq)
         self.peer_floor[peer] = max(self.peer_floor.get(peer, (0, 0)), floor)
@@ -580,7 +637,7 @@ class Replica:
         for deadline, op in list(self.waiting):
             if deadline <= now:
                 self.waiting.remove((deadline, op))
-                missing = VClock(self.applied).missing(decode_session(op.session))
+                missing = self._held().missing(decode_session(op.session))
                 err = KVSessionBehind(
                     f"replica {self.id} has not received the writes the session token needs "
                     f"(missing {dict(missing)}) within {self.config.session_wait_ms} ms",
@@ -606,8 +663,10 @@ class Replica:
         floor_hlc = self.clock.now(self.now_ms)
         # The floor is a promise about every later write: persist the clock before announcing.
         out.dirty = True
-        applied = VClock(self.applied).pairs()
-        out.others.append(Broadcast(Announce(self.id, applied, floor_hlc, self.own_seq)))
+        applied = self._held().pairs()
+        seen = tuple(sorted(p for p, v in self.peer_view.items() if v.leaving))
+        announce = Announce(self.id, applied, floor_hlc, self.own_seq, self.leaving, seen)
+        out.others.append(Broadcast(announce))
         peers = [p for p in self.config.replicas if p != self.id]
         if not peers:
             return
@@ -666,7 +725,7 @@ class Replica:
             entries=tuple(entries),
             complete=len(sent) == len(wanted),
             leaves=tuple(self.tree.leaves),
-            applied=VClock(self.applied).pairs(),
+            applied=self._held().pairs(),
         )
         out.others.append(SendTo(message.sender, response))
 
@@ -681,6 +740,9 @@ class Replica:
 
     def _adopt_frontier(self, applied: VClock, out: _Out) -> None:
         """Our state contains the peer's: everything it applied counts as applied here."""
+        if self.refill_seq and applied.get(self.id) >= self.refill_seq:
+            self.refill_seq = 0  # it held our own writes we dropped when we left: so do we now
+            out.dirty = True
         ours = VClock(self.applied)
         if ours.dominates(applied):
             return
@@ -712,7 +774,9 @@ class Replica:
         floors = dict(self.peer_floor)
         floors[self.id] = (self.clock.last, self.own_seq)
         frontiers = dict(self.peer_applied)
-        frontiers[self.id] = VClock(self.applied)
+        frontiers[self.id] = self._held()
+        if not departed_covered(self.departed, self.config.replicas, frontiers):
+            return 0
         stable = self.clock.last
         for origin in self.config.replicas:
             if origin not in floors:
@@ -724,6 +788,68 @@ class Replica:
                     return 0
             stable = min(stable, floor_hlc)
         return stable
+
+    # ---------------------------------------------------------------- membership (rule 8)
+
+    def _on_peer_left(self, message: Leave) -> None:
+        peer = message.sender
+        if peer == self.id:
+            return  # our own earlier leave, read back from the members bucket
+        if leave_is_stale(message, self.peer_view.get(peer), self.applied.get(peer, 0)):
+            return
+        self.departed[peer] = (message.final_seq, message.left_hlc)
+        if peer in self.config.replicas:
+            replicas = tuple(r for r in self.config.replicas if r != peer)
+            self.config = dataclasses.replace(self.config, replicas=replicas)
+        for table in (self.peer_applied, self.peer_floor, self.peer_view, self.replay_asked_ms):
+            table.pop(peer, None)
+
+    def _on_leave_requested(self, out: _Out) -> None:
+        if not self.leaving:
+            self.leaving = True
+            self._anti_entropy(out)  # tell the peers now, so they can acknowledge it
+        blocker = leave_blocker(
+            self.id,
+            self.config.replicas,
+            self.applied,
+            self.peer_view,
+            holds_entries=bool(self.entries),
+        )
+        if blocker:
+            out.others.append(LeaveBlocked(blocker))
+            return
+        self._leave(out)
+
+    def _leave(self, out: _Out) -> None:
+        """Every write held here is held by a staying replica: drop the data and go."""
+        reason = f"replica {self.id} left the namespace"
+        for _deadline, op in self.waiting:
+            out.others.append(Reply(op.op_id, Failed(KVUnavailable(reason))))
+        for op_id, (_deadline, op) in self.strong_pending.items():
+            out.others.append(Reply(op_id, Failed(_lost(self.id, op, reason))))
+        out.removes.update(self.entries)
+        out.upserts.clear()
+        left_hlc = self.clock.now(self.now_ms)
+        self._reset_volatile(self.now_ms)
+        self.entries, self.tree, self.dead = {}, MerkleTree(), set()
+        self.log.clear()
+        self.applied = {self.id: self.own_seq} if self.own_seq else {}
+        self.refill_seq = self.own_seq
+        self.left = True
+        self.leaving = False
+        out.others.append(Broadcast(Leave(self.id, self.own_seq, left_hlc)))
+        out.others.append(Left(self.id, self.own_seq, left_hlc))
+
+    def _while_left(self, event: Event) -> list[Instruction]:
+        if isinstance(event, LeaveRequested):
+            return [Left(self.id, self.own_seq, self.clock.last)]
+        if isinstance(event, _LOCAL_OPS):
+            err = KVUnavailable(
+                f"replica {self.id} left the namespace (no function here binds it any more)",
+                hint="send the request to a location where a function binds the namespace",
+            )
+            return [Reply(event.op_id, Failed(err))]
+        return []
 
     # ---------------------------------------------------------------- restart
 
@@ -739,6 +865,7 @@ class Replica:
                 self.dead.add(entry.key)
         self.applied = dict(event.meta.applied)
         self.own_seq = event.meta.own_seq
+        self.refill_seq = event.meta.refill_seq
         self.clock = HLC(max_drift_ms=self.config.max_drift_ms, last=event.meta.hlc_last)
         for entry in event.entries:
             self.clock.observe(entry.hlc)
@@ -768,6 +895,12 @@ class Replica:
         seqs = [r.entry.seq for r in self.log]
         assert seqs == sorted(seqs), "replay log out of order"
         assert all(s <= self.own_seq for s in seqs), "replay log ahead of own_seq"
+        assert self.refill_seq <= self.own_seq, (self.refill_seq, self.own_seq)
+        assert not set(self.departed) & set(self.config.replicas), "departed replica is a member"
+        assert self.id in self.config.replicas, "a replica is always a member of its own set"
+        if self.left:
+            assert not self.entries, "a replica that left keeps no entries"
+            assert not self.log, "a replica that left keeps no replay log"
 
     def statistics(self) -> ReplicaStatistics:
         return ReplicaStatistics(
@@ -778,6 +911,10 @@ class Replica:
             buffered=self.buffered,
             log=len(self.log),
             **dataclasses.asdict(self.counters),
+            departed=len(self.departed),
+            leaving=self.leaving,
+            left=self.left,
+            refill_seq=self.refill_seq,
         )
 
     def content(self) -> dict[str, Item]:

@@ -9,7 +9,12 @@ partitions and restarts; the anti-entropy ones are request/reply between two rep
 - :class:`ReplayRequest`: "resend your writes from ``from_seq``" (a gap in per-origin order).
 - :class:`Announce`: periodic, to every replica: what the sender has applied, and its clock floor
   (every write it makes later has a larger timestamp, every write up to ``floor_seq`` a smaller or
-  equal one). Tombstone garbage collection and gap detection use it.
+  equal one). Tombstone garbage collection and gap detection use it. It also says whether the
+  sender wants to leave the namespace and which peers it knows to be leaving (the hand-off rule
+  of ``membership.py``). ``floor_hlc`` grows with every announcement of a sender, so a receiver
+  keeps the newest one and ignores reordered older ones.
+- :class:`Leave`: the sender left the namespace after writing ``final_seq`` writes; it will never
+  write again unless it re-joins, and then only with timestamps above ``left_hlc``.
 - :class:`Digest` -> :class:`RepairRequest` -> :class:`RepairResponse`: a Merkle round; the digest
   receiver pulls the sender's entries of the buckets that differ.
 - :class:`SessionRead` -> :class:`SessionReadAnswer`: a session or causal read forwarded (NATS
@@ -27,6 +32,7 @@ from edgefn.state.records import Entry
 __all__ = [
     "Announce",
     "Digest",
+    "Leave",
     "Message",
     "RepairRequest",
     "RepairResponse",
@@ -63,6 +69,14 @@ class Announce(msgspec.Struct, frozen=True, tag="ann", array_like=True):
     applied: Pairs
     floor_hlc: int
     floor_seq: int
+    leaving: bool = False
+    leaving_seen: tuple[str, ...] = ()
+
+
+class Leave(msgspec.Struct, frozen=True, tag="leave", array_like=True):
+    sender: str
+    final_seq: int
+    left_hlc: int
 
 
 class Digest(msgspec.Struct, frozen=True, tag="dig", array_like=True):
@@ -111,7 +125,14 @@ class SessionReadAnswer(msgspec.Struct, frozen=True, array_like=True):
 
 
 Message = (
-    Replication | ReplayRequest | Announce | Digest | RepairRequest | RepairResponse | SessionRead
+    Replication
+    | ReplayRequest
+    | Announce
+    | Digest
+    | RepairRequest
+    | RepairResponse
+    | SessionRead
+    | Leave
 )
 
 _ENCODER = msgspec.msgpack.Encoder()

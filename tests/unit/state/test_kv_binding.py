@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.kv_fakes import fake_node
 
 from edgefn.bundle.manifest import KVNamespace, Manifest
 from edgefn.edge.kv_binding import (
@@ -28,8 +29,10 @@ from edgefn.runtime import protocol as p
 from edgefn.state import (
     SESSION_HEADER,
     MembersChanged,
+    Persist,
     Replica,
     ReplicaConfig,
+    ReplicaMeta,
     Tick,
     VClock,
     encode_session,
@@ -256,3 +259,80 @@ def test_membership_only_grows_and_is_remembered(tmp_path: Path) -> None:
     store.add_members(("a", "c"))
     store.close()
     assert SqliteStore(tmp_path / "m.sqlite3").members() == ("a", "b", "c")
+
+
+# --- leaving a namespace no function here binds (no NATS: the partitioned / lone-node case) ----
+
+
+async def test_an_unwanted_namespace_is_left_only_once_ready_and_never_by_its_only_replica(
+    service: KVService,
+) -> None:
+    """Before the node loaded its functions an empty table says nothing; after, the replica of an
+    unbound namespace asks to leave, but as the only holder of its writes it stays (serving)
+    and says why; bound again, it cancels."""
+    await service.sync_namespaces(fake_node(("counts",)))
+    driver = service.drivers["counts"]
+    await driver.put("k", b"v")
+    await service.sync_namespaces(fake_node((), ready=False))
+    assert not driver.leaving
+    await service.sync_namespaces(fake_node(()))
+    assert service.drivers["counts"] is driver
+    assert driver.leaving
+    assert "only replica" in driver.statistics().leave_blocked
+    assert (await driver.get("k")).item.value == b"v"
+    await service.sync_namespaces(fake_node(("counts",)))
+    assert not driver.leaving
+    assert driver.statistics().leave_blocked == ""
+
+
+async def test_a_replica_that_left_but_cannot_deregister_is_replaced_when_wanted_again(
+    service: KVService,
+) -> None:
+    """Holding nothing, the replica leaves at once, but cannot write its leave record without
+    NATS: the driver stays (refusing operations, asked again each sync). Wanted again, the
+    service stops it and starts a fresh replica from the same file."""
+    await service.sync_namespaces(fake_node(("counts",)))
+    old = service.drivers["counts"]
+    await service.sync_namespaces(fake_node(()))
+    assert old.left
+    assert "cannot deregister" in old.statistics().leave_blocked
+    assert service.drivers["counts"] is old
+    result = await _call(service, _ctx(), "put", key="k", value="v")
+    assert result.error_kind == "unavailable"
+    assert "left the namespace" in result.error_message
+    await service.sync_namespaces(fake_node(("counts",)))
+    assert "counts" not in service.drivers
+    await service.sync_namespaces(fake_node(("counts",)))
+    fresh = service.drivers["counts"]
+    assert fresh is not old
+    assert (await _call(service, _ctx(), "put", key="k", value="v")).ok
+
+
+async def test_replicas_left_on_disk_by_an_earlier_run_are_reopened_to_leave(
+    tmp_path: Path,
+) -> None:
+    """The function moved away while the node was down: at the first sync after the node is
+    ready, a replica on disk that never left is started (so that it can leave); one that left,
+    and a file that is not a store, are not."""
+    url = [f"nats://127.0.0.1:{free_port()}"]
+    first = KVService(location="fra", state_dir=tmp_path, nats_urls=url)
+    await first.sync_namespaces(fake_node(("counts",)))
+    await first.drivers["counts"].put("k", b"v")
+    await first.stop()
+    gone = SqliteStore(tmp_path / "kv" / "gone.sqlite3")
+    gone.apply(Persist((), (), ReplicaMeta((("fra", 3),), 3, 1, refill_seq=3, left=True)))
+    gone.close()
+    (tmp_path / "kv" / "junk.sqlite3").write_bytes(b"not a database" * 100)
+    second = KVService(location="fra", state_dir=tmp_path, nats_urls=url)
+    try:
+        await second.sync_namespaces(fake_node((), ready=False))
+        assert second.drivers == {}
+        await second.sync_namespaces(fake_node(()))
+        assert sorted(second.drivers) == ["counts"]
+        driver = second.drivers["counts"]
+        assert driver.leaving
+        assert (await driver.get("k")).item.value == b"v"
+        await second.sync_namespaces(fake_node(()))
+        assert sorted(second.drivers) == ["counts"], "reopened once, not on every sync"
+    finally:
+        await second.stop()
