@@ -1,7 +1,10 @@
 """Linearizability checker for strong KV operations (Wing & Gong 1993, with Lowe's memoisation).
 
-Input: a history of completed and indeterminate operations (an indeterminate one has no return
-time: the client timed out or got ``KVUnavailable``, so it may or may not have taken effect).
+Input: a history of completed and indeterminate operations, as Knossos and Porcupine take them.
+An indeterminate one (``outcome="unknown"``: the client timed out, lost the connection or got
+``KVOutcomeUnknown``) may or may not have taken effect, at any point after its invocation: its
+return time is infinite (``return_ms`` None). An operation that certainly did nothing
+(``outcome="fail"``: ``KVUnavailable``, a refused connection) is left out, as is an unknown read.
 The history is split by key (P-compositionality: a history of independent registers is
 linearizable iff each register's sub-history is), and each key is checked by depth-first search:
 
@@ -39,8 +42,8 @@ State = tuple[bytes | None, Revision, Revision]
 class LinOp:
     """One strong operation as a client saw it.
 
-    ``kind``: get, put or delete. ``outcome``: ok, conflict, or unknown (indeterminate; then
-    ``return_ms`` is None). For ok gets, ``value``/``revision`` are what was read (None/0 when
+    ``kind``: get, put or delete. ``outcome``: ok, conflict, fail (certainly not done; ignored)
+    or unknown (indeterminate; then ``return_ms`` is None). For ok gets, ``value``/``revision`` are what was read (None/0 when
     absent); for ok puts, ``revision`` is the new revision; for conflicts, the current revision.
     """
 
@@ -68,8 +71,10 @@ def check_linearizable(ops: Iterable[LinOp], *, states_max: int = 2_000_000) -> 
     """Check every key's sub-history; return the first key that is not linearizable."""
     by_key: dict[str, list[LinOp]] = {}
     for op in ops:
-        if op.outcome == "unknown" and op.kind == "get":
-            continue  # an unanswered read has no effect and nothing to check
+        assert op.outcome in ("ok", "conflict", "fail", "unknown"), op
+        assert (op.return_ms is None) == (op.outcome == "unknown"), op
+        if op.outcome == "fail" or (op.outcome == "unknown" and op.kind == "get"):
+            continue  # it did nothing (or only read): no effect and nothing to check
         by_key.setdefault(op.key, []).append(op)
     explored = 0
     for key in sorted(by_key):
