@@ -1,19 +1,103 @@
-"""``edgefn bench runtime``: sandbox runtime benchmarks (JSON, committed under benchmarks/results/)."""
+"""``edgefn bench runtime|deploy|chaos``: benchmarks (JSON, committed under benchmarks/results/)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from edgefn.cli._output import emit_json, fail, print_table
+from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.errors import EdgefnError
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("runtime")(bench_runtime)
     bench.command("deploy")(bench_deploy)
+    bench.command("chaos")(bench_chaos)
+
+
+def bench_chaos(
+    duration: Annotated[float, typer.Option(help="Seconds of workload and faults")] = 120.0,
+    seed: Annotated[int | None, typer.Option(help="Seed of the plan (default: random)")] = None,
+    locations: Annotated[int, typer.Option(help="Locations in the planet")] = 4,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+    failures_dir: Annotated[
+        Path, typer.Option(help="Where a failing run saves its history and seed")
+    ] = Path("benchmarks/results/chaos-failures"),
+) -> None:
+    """Jepsen-style: strong, session and eventual clients under partitions, kills and slow links.
+
+    Exits 1 when a checker fails (the history and seed are saved; the path is printed).
+    """
+    import secrets
+
+    from edgefn.bench import chaos
+
+    if duration < 5 or not 2 <= locations <= 12:
+        fail("--duration must be >= 5 s and --locations from 2 to 12")
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    try:
+        if json_out:
+            result = chaos.run(
+                duration_s=duration, seed=seed, locations=locations, failures_dir=failures_dir
+            )
+        else:
+            result = _chaos_with_progress(chaos, duration, seed, locations, failures_dir)
+    except EdgefnError as err:
+        fail_from(err)
+    target = out or (Path("benchmarks/results/chaos.json") if json_out else None)
+    if target is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result, indent=2) + "\n")
+    if json_out:
+        emit_json(result)
+    else:
+        _print_chaos(result)
+    if not result["passed"]:
+        typer.echo(
+            f"chaos run failed; history and seed saved in {result['failure_file']}", err=True
+        )
+        raise typer.Exit(1)
+
+
+def _chaos_with_progress(
+    chaos: Any, duration: float, seed: int, locations: int, failures_dir: Path
+) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task(f"chaos seed {seed}: starting the planet", total=duration * 1000)
+
+        def progress(phase: str, done_ms: int, total_ms: int) -> None:
+            bar.update(task, description=f"chaos seed {seed}: {phase}", completed=done_ms)
+
+        result: dict[str, Any] = chaos.run(
+            duration_s=duration,
+            seed=seed,
+            locations=locations,
+            failures_dir=failures_dir,
+            on_progress=progress,
+        )
+    return result
+
+
+def _print_chaos(result: dict[str, Any]) -> None:
+    rows: list[list[Any]] = [
+        ["seed", result["seed"]],
+        ["locations", ", ".join(result["locations"])],
+        ["operations", result["ops_total"]],
+        *([f"  {k}", v] for k, v in result["ops"].items()),
+        ["unknown outcomes", result["unknown_outcomes"]],
+        ["nemesis events", ", ".join(f"{k} {v}" for k, v in result["nemesis_events"].items())],
+    ]
+    for name, check in result["checks"].items():
+        verdict = "pass" if check["ok"] else f"FAIL: {check['violations'][:1]}"
+        rows.append([f"check {name}", f"{verdict} ({check['elapsed_ms']} ms)"])
+    print_table("edgefn bench chaos", ["measure", "value"], rows)
 
 
 def bench_deploy(

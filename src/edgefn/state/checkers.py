@@ -10,6 +10,8 @@ when the replica had no record at all (never written, or the tombstone was colle
   (a session's write to a key is newer than everything it saw of that key).
 - :func:`check_causal`: the same rule over the session's *causal past*: what it wrote and read,
   plus, transitively, the past of every causal write it read.
+- :func:`check_reads_observed_writes`: every read returned what some write wrote: the value of
+  the write whose stamp it reports (or of a write whose outcome is unknown), or nothing.
 - :func:`check_convergence`: every replica holds the same content.
 - :func:`check_no_lost_writes`: the final content of every key is at least as new as every
   acknowledged write to it.
@@ -30,6 +32,7 @@ __all__ = [
     "check_causal",
     "check_convergence",
     "check_no_lost_writes",
+    "check_reads_observed_writes",
     "check_sessions",
 ]
 
@@ -166,6 +169,51 @@ def _walk(
         if transitive and op.causal:
             past[op.stamp] = dict(ctx.by_key)
         ctx.add(op.key, op.stamp, op.kind == "delete")
+
+
+def check_reads_observed_writes(ops: Iterable[HistOp]) -> list[str]:
+    """No phantom, torn or misattributed reads: each read's (stamp, value) was written.
+
+    A read reporting a stamp must return the value the write with that stamp wrote (a tombstone
+    for a delete); a stamp no acknowledged write reported may belong to a write whose outcome is
+    unknown, with the same key and value. A read reporting no record must return nothing.
+    """
+    ops = list(ops)
+    by_stamp: dict[Stamp, HistOp] = {}
+    unknown: set[tuple[str, str, bytes | None]] = set()
+    for op in ops:
+        if op.kind == "get":
+            continue
+        if op.ok and op.stamp is not None:
+            by_stamp[op.stamp] = op
+        elif op.indeterminate:
+            unknown.add((op.key, op.kind, op.value if op.kind == "put" else None))
+    violations = []
+    for op in ops:
+        if op.kind != "get" or not op.ok:
+            continue
+        if op.stamp is None:
+            if op.value is not None:
+                violations.append(
+                    f"session {op.session}: op #{op.index} read {op.key!r} at {op.location} and "
+                    f"got {op.value!r} without a stamp"
+                )
+            continue
+        write = by_stamp.get(op.stamp)
+        kind = "put" if op.value is not None else "delete"
+        if write is not None:
+            matches = (write.key, write.kind) == (op.key, kind) and (
+                kind == "delete" or write.value == op.value
+            )
+        else:
+            matches = (op.key, kind, op.value) in unknown
+        if not matches:
+            violations.append(
+                f"session {op.session}: op #{op.index} read {op.key!r} at {op.location} and got "
+                f"{op.value!r} with stamp {op.stamp}, which no write (acknowledged or unknown) "
+                f"wrote"
+            )
+    return violations
 
 
 def check_convergence(contents: Mapping[str, Mapping[str, Item]]) -> list[str]:

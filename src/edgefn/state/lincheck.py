@@ -1,7 +1,10 @@
 """Linearizability checker for strong KV operations (Wing & Gong 1993, with Lowe's memoisation).
 
-Input: a history of completed and indeterminate operations (an indeterminate one has no return
-time: the client timed out or got ``KVUnavailable``, so it may or may not have taken effect).
+Input: a history of completed and indeterminate operations, as Knossos and Porcupine take them.
+An indeterminate one (``outcome="unknown"``: the client timed out, lost the connection or got
+``KVOutcomeUnknown``) may or may not have taken effect, at any point after its invocation: its
+return time is infinite (``return_ms`` None). An operation that certainly did nothing
+(``outcome="fail"``: ``KVUnavailable``, a refused connection) is left out, as is an unknown read.
 The history is split by key (P-compositionality: a history of independent registers is
 linearizable iff each register's sub-history is), and each key is checked by depth-first search:
 
@@ -39,8 +42,8 @@ State = tuple[bytes | None, Revision, Revision]
 class LinOp:
     """One strong operation as a client saw it.
 
-    ``kind``: get, put or delete. ``outcome``: ok, conflict, or unknown (indeterminate; then
-    ``return_ms`` is None). For ok gets, ``value``/``revision`` are what was read (None/0 when
+    ``kind``: get, put or delete. ``outcome``: ok, conflict, fail (certainly not done; ignored)
+    or unknown (indeterminate; then ``return_ms`` is None). For ok gets, ``value``/``revision`` are what was read (None/0 when
     absent); for ok puts, ``revision`` is the new revision; for conflicts, the current revision.
     """
 
@@ -68,8 +71,10 @@ def check_linearizable(ops: Iterable[LinOp], *, states_max: int = 2_000_000) -> 
     """Check every key's sub-history; return the first key that is not linearizable."""
     by_key: dict[str, list[LinOp]] = {}
     for op in ops:
-        if op.outcome == "unknown" and op.kind == "get":
-            continue  # an unanswered read has no effect and nothing to check
+        assert op.outcome in ("ok", "conflict", "fail", "unknown"), op
+        assert (op.return_ms is None) == (op.outcome == "unknown"), op
+        if op.outcome == "fail" or (op.outcome == "unknown" and op.kind == "get"):
+            continue  # it did nothing (or only read): no effect and nothing to check
         by_key.setdefault(op.key, []).append(op)
     explored = 0
     for key in sorted(by_key):
@@ -80,14 +85,20 @@ def check_linearizable(ops: Iterable[LinOp], *, states_max: int = 2_000_000) -> 
     return LinResult(True, explored=explored)
 
 
-def _check_key(key: str, ops: Sequence[LinOp], states_max: int) -> LinResult:
+def _check_key(
+    key: str, ops: Sequence[LinOp], states_max: int, *, simplify: bool = True
+) -> LinResult:
+    deadlines: dict[int, int] = {}
+    if simplify:
+        ops, deadlines = _simplify(ops)
     ops = sorted(ops, key=lambda o: (o.invoke_ms, o.op_id))
     observed = sorted({o.revision for o in ops if o.revision > 0})
     completed_mask = 0
     returns: list[int] = []
     for i, op in enumerate(ops):
-        returns.append(op.return_ms if op.return_ms is not None else 0)
-        if op.return_ms is not None:
+        done_ms = op.return_ms if op.return_ms is not None else deadlines.get(op.op_id)
+        returns.append(done_ms if done_ms is not None else 0)
+        if done_ms is not None:
             completed_mask |= 1 << i
     seen: set[tuple[int, State]] = set()
     # Iterative DFS: each frame is (linearized mask, state).
@@ -116,6 +127,55 @@ def _check_key(key: str, ops: Sequence[LinOp], states_max: int) -> LinResult:
         f"no linearization of {len(ops)} operations on key {key!r} (first: {first})",
         len(seen),
     )
+
+
+def _simplify(ops: Sequence[LinOp]) -> tuple[list[LinOp], dict[int, int]]:
+    """Shrink the search around unknown writes without changing the verdict.
+
+    Each pending unknown write multiplies the states to explore (it may apply after any prefix),
+    so two rules remove them where the history decides:
+
+    - *read*: an unknown put whose value no other put of the key wrote, and that some completed
+      get returned, certainly applied before that get: it becomes a completed operation that
+      returned when the earliest such get returned (its interval only shrinks from infinity to
+      a bound every valid linearization meets);
+    - *unobservable*: an unknown put whose value no completed get returned, on a key where every
+      conflict's revision and every ``if_revision`` is one that an acknowledged write or a read
+      reported (or 0), is dropped. Had it applied, the only operations that could tell would read
+      its value or report its revision, which no valid linearization shares with another write;
+      without it every later write still fits (a lower ``floor`` only admits more), so a
+      linearization with it gives one without it.
+
+    Returns the remaining operations and the deadlines (``op_id`` → return time) of the read ones.
+    """
+    put_values: dict[bytes | None, int] = {}
+    for op in ops:
+        if op.kind == "put":
+            put_values[op.value] = put_values.get(op.value, 0) + 1
+    first_read: dict[bytes, int] = {}
+    explained = {0}
+    for op in ops:
+        if op.outcome == "ok" and op.value is not None and op.kind == "get":
+            assert op.return_ms is not None
+            first_read[op.value] = min(first_read.get(op.value, op.return_ms), op.return_ms)
+        if op.outcome == "ok":
+            explained.add(op.revision)
+    referenced = {o.revision for o in ops if o.outcome == "conflict"}
+    referenced |= {o.if_revision for o in ops if o.if_revision is not None}
+    unobservable = referenced <= explained
+    kept: list[LinOp] = []
+    deadlines: dict[int, int] = {}
+    for op in ops:
+        if op.outcome != "unknown" or op.kind != "put" or op.value is None:
+            kept.append(op)
+        elif put_values[op.value] == 1 and op.value in first_read:
+            deadlines[op.op_id] = first_read[op.value]
+            kept.append(op)
+        elif op.value not in first_read and unobservable:
+            continue
+        else:
+            kept.append(op)
+    return kept, deadlines
 
 
 def _step(state: State, op: LinOp, observed: Sequence[int]) -> list[State]:
