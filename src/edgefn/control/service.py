@@ -49,6 +49,8 @@ from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
     DESIRED_BUCKET,
+    KV_HOME_BUCKET,
+    KV_MEMBERS_BUCKET,
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
     SECRETS_BUCKET,
@@ -120,6 +122,12 @@ MAX_RECENT_EVENTS: Final = 200
 # Bundles up to this size are pushed to region caches at upload (NATS max payload is 1 MiB).
 MAX_ANNOUNCE_BYTES: Final = 900 * 1024
 _STATE_PREFIX: Final = "state."
+# The strong-KV buckets' limits: the KV driver (state/driver.py) opens them with the same ones,
+# and the core, which always creates them first, makes them hold.
+KV_HOME_VALUE_BYTES_MAX: Final = 2 * 1024 * 1024
+KV_HOME_BYTES_MAX: Final = 32 * 1024 * 1024
+KV_MEMBERS_VALUE_BYTES_MAX: Final = 1024
+KV_MEMBERS_BYTES_MAX: Final = 1024 * 1024
 
 
 class StableState(msgspec.Struct, frozen=True):
@@ -161,11 +169,21 @@ class ControlService:
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
         desired_key: DesiredSigner | None = None,
         secrets_key: MasterKey | None = None,
+        replicas: int = 1,
+        setup_timeout_s: float = 5.0,
     ) -> None:
         assert tick_ms > 0
+        assert replicas in (1, 3, 5), replicas
         self._nc = nc
         self._bootstrap_keys = tuple(trusted_keys)
-        self.access = access or AccessService(nc)
+        # Every bucket of planet state gets one replica per core server (a clustered core keeps
+        # them through the loss of a server); setup calls on a cluster that is still electing
+        # its leaders take seconds, hence their own timeout.
+        self._replicas = replicas
+        self._setup_timeout_s = setup_timeout_s
+        self.access = access or AccessService(
+            nc, replicas=replicas, setup_timeout_s=setup_timeout_s
+        )
         # Signs every desired state it writes (control/desired_signing.py); None only in tests
         # whose fake nodes read the JSON directly.
         self._desired_key = desired_key
@@ -192,11 +210,28 @@ class ControlService:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        js = jetstream(self._nc)
-        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET)
-        self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET)
-        self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET)
-        self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE)
+        js = jetstream(self._nc, timeout_s=self._setup_timeout_s)
+        r = self._replicas
+        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET, replicas=r)
+        self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET, replicas=r)
+        self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET, replicas=r)
+        self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE, replicas=r)
+        # The strong-KV home and the KV members list are opened by nodes (state/driver.py),
+        # which adopt the replica count the core gives them here, before any node starts.
+        await ensure_kv(
+            js,
+            KV_HOME_BUCKET,
+            replicas=r,
+            max_value_bytes=KV_HOME_VALUE_BYTES_MAX,
+            max_bytes=KV_HOME_BYTES_MAX,
+        )
+        await ensure_kv(
+            js,
+            KV_MEMBERS_BUCKET,
+            replicas=r,
+            max_value_bytes=KV_MEMBERS_VALUE_BYTES_MAX,
+            max_bytes=KV_MEMBERS_BYTES_MAX,
+        )
         await self.access.start()
         for pem in self._bootstrap_keys:
             try:
@@ -208,7 +243,11 @@ class ControlService:
             # Small max_bytes: JetStream reserves it against the core's file store (64 secrets
             # of 5 KiB per function fit ~100 functions).
             kv = await ensure_kv(
-                js, SECRETS_BUCKET, max_value_bytes=64 * 1024, max_bytes=32 * 1024 * 1024
+                js,
+                SECRETS_BUCKET,
+                replicas=r,
+                max_value_bytes=64 * 1024,
+                max_bytes=32 * 1024 * 1024,
             )
             self._secrets = SecretStore(kv, self._secrets_key)
             await self._secrets.load()
