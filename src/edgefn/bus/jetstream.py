@@ -29,7 +29,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -176,6 +176,7 @@ async def ensure_kv(
     replicas: int | None = 1,
     max_value_bytes: int = 1024 * 1024,
     max_bytes: int = 256 * 1024 * 1024,
+    placement_wait_s: float = 0.0,
 ) -> KeyValue:
     """Open the KV ``bucket``, creating it (file storage, bounded size) when it does not exist.
 
@@ -183,6 +184,9 @@ async def ensure_kv(
     with 1): for processes outside the core, which do not know how many servers it has. On a
     planet the core creates every planet-state bucket with its replica count before any other
     process starts (``ControlService.start``), so they always find it.
+
+    ``placement_wait_s``: how long to retry a create that JetStream refuses with "no suitable
+    peers for placement" (a replicated bucket on a cluster whose servers have not all joined).
     """
     assert 1 <= history <= 64, "JetStream KV history is 1..64"
     assert replicas in (None, 1, 3, 5), "use 1, 3 or 5 replicas"
@@ -198,9 +202,12 @@ async def ensure_kv(
             storage=StorageType.FILE,
         )
         try:
-            kv = await js.create_key_value(config=config)
-        except BadRequestError:
-            kv = await js.key_value(bucket)  # Another process created it first.
+            kv = await _placed(lambda: js.create_key_value(config=config), placement_wait_s)
+        except BadRequestError as err:
+            try:
+                kv = await js.key_value(bucket)  # Another process created it first.
+            except BucketNotFoundError:
+                raise _setup_error("key-value bucket", bucket, err) from err  # a real refusal
         except JsError as err:
             raise _setup_error("key-value bucket", bucket, err) from err
     except JsError as err:
@@ -231,8 +238,12 @@ async def ensure_object_store(
     *,
     replicas: int = 1,
     max_bytes: int = 1024 * 1024 * 1024,
+    placement_wait_s: float = 0.0,
 ) -> ObjectStore:
-    """Open the object store ``bucket``, creating it (file storage, bounded size) if missing."""
+    """Open the object store ``bucket``, creating it (file storage, bounded size) if missing.
+
+    ``placement_wait_s`` as for :func:`ensure_kv`.
+    """
     assert replicas in (1, 3, 5), "use 1, 3 or 5 replicas"
     try:
         return await js.object_store(bucket)
@@ -244,11 +255,34 @@ async def ensure_object_store(
         bucket=bucket, replicas=replicas, max_bytes=max_bytes, storage=StorageType.FILE
     )
     try:
-        return await js.create_object_store(bucket, config=config)
-    except BadRequestError:
-        return await js.object_store(bucket)  # Another process created it first.
+        return await _placed(
+            lambda: js.create_object_store(bucket, config=config), placement_wait_s
+        )
+    except BadRequestError as err:
+        try:
+            return await js.object_store(bucket)  # Another process created it first.
+        except (BucketNotFoundError, NotFoundError):
+            raise _setup_error("object store", bucket, err) from err  # a real refusal
     except JsError as err:
         raise _setup_error("object store", bucket, err) from err
+
+
+_NO_PLACEMENT = 10005  # JetStream's err_code for "no suitable peers for placement"
+_PLACEMENT_RETRY_S = 0.25
+_T = TypeVar("_T")
+
+
+async def _placed(create: Callable[[], Awaitable[_T]], wait_s: float) -> _T:
+    """Run ``create``, retrying a refused placement until ``wait_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            return await create()
+        except BadRequestError as err:
+            if err.err_code != _NO_PLACEMENT or loop.time() + _PLACEMENT_RETRY_S > deadline:
+                raise
+        await asyncio.sleep(_PLACEMENT_RETRY_S)
 
 
 async def wait_jetstream(nc: Client, *, timeout_s: float, poll_s: float = 0.25) -> None:

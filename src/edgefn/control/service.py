@@ -212,10 +212,14 @@ class ControlService:
     async def start(self) -> None:
         js = jetstream(self._nc, timeout_s=self._setup_timeout_s)
         r = self._replicas
-        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET, replicas=r)
+        # A cluster refuses replicated buckets until every server has joined it.
+        wait = self._setup_timeout_s if r > 1 else 0.0
+        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET, replicas=r, placement_wait_s=wait)
         self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET, replicas=r)
         self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET, replicas=r)
-        self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE, replicas=r)
+        self._bundles = await ensure_object_store(
+            js, BUNDLES_OBJECT_STORE, replicas=r, placement_wait_s=wait
+        )
         # The strong-KV home and the KV members list are opened by nodes (state/driver.py),
         # which adopt the replica count the core gives them here, before any node starts.
         await ensure_kv(

@@ -22,6 +22,7 @@ from edgefn.bus import (
     NatsServerStartError,
     connect,
     ensure_kv,
+    ensure_object_store,
     find_nats_server,
     free_port,
     jetstream,
@@ -153,6 +154,21 @@ async def test_wait_jetstream_answers_at_a_core_and_gives_up_at_a_hub(tmp_path: 
         with pytest.raises(BusSetupError, match=r"did not answer within 0\.5s") as info:
             await wait_jetstream(nc, timeout_s=0.5, poll_s=0.05)
         assert "majority of its servers" in info.value.hint
+        await nc.close()
+
+
+async def test_a_replicated_bucket_on_a_single_server_is_refused_clearly(tmp_path: Path) -> None:
+    """JetStream refuses R=3 without a cluster: the error names the bucket and the cause."""
+    async with NatsServer(
+        CoreConfig(name="core", store_dir=tmp_path / "js"), work_dir=tmp_path
+    ) as core:
+        nc = await connect(core.client_url, name="setup")
+        js = jetstream(nc)
+        with pytest.raises(BusSetupError, match="key-value bucket 'edgefn-r3'") as info:
+            await ensure_kv(js, "edgefn-r3", replicas=3, placement_wait_s=0.5)
+        assert "3-server cluster" in info.value.hint
+        with pytest.raises(BusSetupError, match="object store 'edgefn-o3'"):
+            await ensure_object_store(js, "edgefn-o3", replicas=3, placement_wait_s=0.5)
         await nc.close()
 
 
