@@ -70,6 +70,10 @@ class StrongLoad:
     urls: list[str]
     key: str
     lin_key: str = ""
+    # The register of the linearizability check changes every lin_window_s (one key per
+    # window): the checker splits the history by key, and short sub-histories keep its search
+    # small even with many unknown outcomes, while all clients still share each window's key.
+    lin_window_s: float = 5.0
     thread_init: Callable[[], None] = lambda: None
     timeout_s: float = 20.0
     outcomes: dict[str, int] = field(default_factory=lambda: {"ok": 0, "unavailable": 0})
@@ -131,20 +135,21 @@ class StrongLoad:
         """A strong put of a unique value, then a strong get, recorded for the lincheck."""
         value = f"{client}-{n}"
         start = self._ms()
+        key = f"{self.lin_key}-{int(start / 1000 // self.lin_window_s)}"
         r = self._post(
             http,
             f"{url}/put",
             method="PUT",
-            params={"key": self.lin_key, "consistency": "strong"},
+            params={"key": key, "consistency": "strong"},
             content=value,
         )
         kind = classify(r)
         if kind != "unavailable":
             revision = int(r.json()["revision"]) if kind == "ok" and r is not None else 0
-            self._record(client, "put", start, kind, value.encode(), revision)
+            self._record(client, key, "put", start, kind, value.encode(), revision)
         start = self._ms()
         r = self._post(
-            http, f"{url}/get", method="GET", params={"key": self.lin_key, "consistency": "strong"}
+            http, f"{url}/get", method="GET", params={"key": key, "consistency": "strong"}
         )
         if classify(r) == "ok":
             assert r is not None
@@ -152,6 +157,7 @@ class StrongLoad:
             got = body.get("value")
             self._record(
                 client,
+                key,
                 "get",
                 start,
                 "ok",
@@ -160,7 +166,14 @@ class StrongLoad:
             )
 
     def _record(
-        self, client: str, kind: str, start: int, outcome: str, value: bytes | None, rev: int
+        self,
+        client: str,
+        key: str,
+        kind: str,
+        start: int,
+        outcome: str,
+        value: bytes | None,
+        rev: int,
     ) -> None:
         with self._lock:
             self.lin_ops.append(
@@ -168,7 +181,7 @@ class StrongLoad:
                     op_id=len(self.lin_ops),
                     client=client,
                     kind=kind,
-                    key=self.lin_key,
+                    key=key,
                     invoke_ms=start,
                     return_ms=None if outcome == "unknown" else self._ms(),
                     outcome=outcome,

@@ -56,7 +56,15 @@ from edgefn.planet.commands import (
 )
 from edgefn.world import Location, rtt_ms
 
-__all__ = ["Child", "Planet", "hub_sites", "read_planet", "wait_until"]
+__all__ = [
+    "Child",
+    "Planet",
+    "hub_sites",
+    "read_planet",
+    "start_child",
+    "stop_child",
+    "wait_until",
+]
 
 PLANET_FILE = "planet.json"
 RESTART_BACKOFF_S = 1.0
@@ -79,6 +87,9 @@ class Child:
     info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
     held_down: bool = False
+    # Runs the interpreter, e.g. ``nsenter --net=/run/netns/x --`` to start it in another
+    # network namespace (the multi-host test); it must exec, so ``pid`` stays the role's.
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -95,7 +106,7 @@ def _pdeathsig() -> None:
     os.setpgrp()
 
 
-async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+async def start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
     """Start ``child`` and wait for its ``{"ready": true}`` line.
 
     A child that does not report ready within ``timeout_s`` is stopped and reported as a
@@ -103,7 +114,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
     """
     log = child.log_path.open("ab")
     child.proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; readiness is awaited below
-        [sys.executable, "-m", "edgefn.cli.main", *child.args],
+        [*child.prefix, sys.executable, "-m", "edgefn.cli.main", *child.args],
         stdout=subprocess.PIPE,
         stderr=log,
         stdin=subprocess.DEVNULL,
@@ -117,7 +128,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
             loop.run_in_executor(None, child.proc.stdout.readline), timeout_s
         )
     except TimeoutError:
-        _stop_child(child, timeout_s=5)
+        stop_child(child, timeout_s=5)
         tail = child.log_path.read_text(errors="replace")[-1500:]
         raise PlanetError(
             f"{child.name} did not report ready within {timeout_s:.0f} s"
@@ -136,7 +147,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
     return child.info
 
 
-def _stop_child(child: Child, timeout_s: float = 10.0) -> None:
+def stop_child(child: Child, timeout_s: float = 10.0) -> None:
     proc = child.proc
     if proc is None or proc.poll() is not None:
         return
@@ -349,7 +360,7 @@ class Planet:
         async def one(child: Child) -> None:
             nonlocal done
             async with gate:
-                await _start_child(child, self.start_timeout_s)
+                await start_child(child, self.start_timeout_s)
             done += 1
             self.progress(f"{what}: {done}/{len(children)} ready")
 
@@ -457,7 +468,7 @@ class Planet:
         internal = child.info.get("internal_url", "").rsplit(":", 1)[-1]
         if internal.isdigit() and "--internal-port" not in child.args:
             child.args += ["--internal-port", internal]
-        await _start_child(child, self.start_timeout_s)
+        await start_child(child, self.start_timeout_s)
         self.entry.set_locations(self._entry_locations())
         self._write_state()
 
@@ -536,7 +547,7 @@ class Planet:
         # Nodes first, then hubs, then the core (servers together: a cluster losing its
         # majority one server at a time would only log elections).
         for tier in (self.nodes.values(), self.regions.values(), self.core_children):
-            await asyncio.gather(*(loop.run_in_executor(None, _stop_child, c) for c in tier))
+            await asyncio.gather(*(loop.run_in_executor(None, stop_child, c) for c in tier))
         if self.links is not None:
             with contextlib.suppress(Exception):
                 await self.links.close()
