@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import msgspec
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
@@ -63,6 +65,7 @@ from edgefn.control.errors import (
     ControlError,
     NotFound,
     SecretsUnavailable,
+    StateUnavailable,
     Untrusted,
 )
 from edgefn.control.events import (
@@ -122,6 +125,16 @@ MAX_RECENT_EVENTS: Final = 200
 # Bundles up to this size are pushed to region caches at upload (NATS max payload is 1 MiB).
 MAX_ANNOUNCE_BYTES: Final = 900 * 1024
 _STATE_PREFIX: Final = "state."
+# How long an API operation retries a JetStream write that got no answer: a clustered core
+# electing a new leader after losing a server answers nothing for a few seconds.
+BUS_RETRY_S: Final = 30.0
+_BUS_RETRY_FIRST_S: Final = 0.25
+_TRANSIENT: Final = (
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+)
 # The strong-KV buckets' limits: the KV driver (state/driver.py) opens them with the same ones,
 # and the core, which always creates them first, makes them hold.
 KV_HOME_VALUE_BYTES_MAX: Final = 2 * 1024 * 1024
@@ -153,6 +166,31 @@ class ControlStatistics:
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+async def _retrying(what: str, op: Any, *, budget_s: float = BUS_RETRY_S) -> Any:
+    """Await ``op()`` (an idempotent JetStream write), retrying transient failures.
+
+    Backs off from 0.25 s to 2 s; after ``budget_s`` raises :class:`StateUnavailable` (503),
+    so the caller may retry the whole operation, which is idempotent too.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    wait_s = _BUS_RETRY_FIRST_S
+    while True:
+        try:
+            return await op()
+        except _TRANSIENT as err:
+            if loop.time() + wait_s > deadline:
+                raise StateUnavailable(
+                    f"control state unavailable: {what} got no answer from JetStream "
+                    f"within {budget_s:g}s ({type(err).__name__})",
+                    hint="the core may be electing a leader or have lost a majority of its "
+                    "servers; retry the request",
+                ) from err
+            log.warning("%s: %s, retrying in %.2fs", what, type(err).__name__, wait_s)
+        await asyncio.sleep(wait_s)
+        wait_s = min(wait_s * 2, 2.0)
 
 
 class ControlService:
@@ -447,17 +485,21 @@ class ControlService:
             existing = self._registry.find_version(name, info.version_id)
             if existing is not None:
                 return existing
-            await bundles.put(sha, data)
+            # Each write is idempotent, so retrying one that may have applied is safe.
+            await _retrying(f"storing bundle {sha[:12]}", lambda: bundles.put(sha, data))
             await self._announce_bundle(sha, data)
             record, pruned = self._registry.add_version(
                 info, now_ms=info.created_ms, pinned=pinned, account=principal.account
             )
-            await kv.put(record_key(name), encode_record(record))
+            encoded = encode_record(record)
+            await _retrying(f"registering {name}", lambda: kv.put(record_key(name), encoded))
             claimed = self._registry.claim_namespaces(
                 info.manifest, record.account, now_ms=info.created_ms
             )
             for ns in claimed:
-                await kv.put(namespace_key(ns.namespace), encode_namespace(ns))
+                value = encode_namespace(ns)
+                key = namespace_key(ns.namespace)
+                await _retrying(f"claiming {key}", lambda k=key, v=value: kv.put(k, v))
             for old in pruned:
                 if not self._registry.has_sha256(old.sha256):
                     await bundles.delete(old.sha256)

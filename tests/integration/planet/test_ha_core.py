@@ -178,7 +178,9 @@ def test_leader_kills_during_strong_writes_and_a_deploy_lose_no_acknowledged_wri
             if deploy.poll() is None:
                 deploy.kill()
                 deploy.wait()
-        assert deploy.returncode == 0, f"the deploy failed:\n{out}\n{err}"
+        if deploy.returncode != 0:
+            log = (state / "logs/core-0.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"the deploy failed:\n{out}\n{err}\ncore-0's log:\n{log}")
         figures["meta_leader_killed"] = meta_leader
         version = json.loads(out)["version"]
         for url in urls:

@@ -1,4 +1,4 @@
-"""A clustered core's configuration: route auth and TLS, exposure checks, CLI and planet errors."""
+"""A clustered core: route auth and TLS, exposure checks, CLI and planet errors, retried writes."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from nats.errors import NoRespondersError
 from typer.testing import CliRunner
 
 from edgefn.bus import BusError, ClusterConfig, CoreConfig, render_config
@@ -14,6 +15,8 @@ from edgefn.bus.credentials import ROUTE_USER, load_credentials, write_planet_cr
 from edgefn.bus.errors import NatsServerStartError
 from edgefn.bus.nats_config import TlsFiles, check_exposure
 from edgefn.cli.main import app
+from edgefn.control import service as service_module
+from edgefn.control.errors import StateUnavailable
 from edgefn.errors import PlanetError
 from edgefn.planet import roles
 from edgefn.planet.commands import CoreServer, core_argv, write_planet_files
@@ -190,3 +193,28 @@ async def test_a_core_restarts_its_server_after_a_failed_restart() -> None:
     finally:
         keeper.cancel()
     assert server.starts == 2
+
+
+# --------------------------------------------------------------------------- control writes
+
+
+async def test_control_writes_retry_transient_bus_failures_then_give_up_with_503() -> None:
+    """A write that got no answer is retried; past its budget it is a 503 StateUnavailable."""
+    calls: list[int] = []
+
+    async def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise NoRespondersError
+        return "stored"
+
+    assert await service_module._retrying("storing x", flaky, budget_s=10) == "stored"
+    assert len(calls) == 3
+
+    async def dead() -> None:
+        raise NoRespondersError
+
+    with pytest.raises(StateUnavailable, match="storing y got no answer") as info:
+        await service_module._retrying("storing y", dead, budget_s=0.3)
+    assert info.value.status == 503
+    assert "retry the request" in info.value.hint
