@@ -1,12 +1,16 @@
 """A counter on the replicated KV: strong compare-and-set increments, plus plain reads and writes.
 
     POST /incr?key=n                      strong CAS loop: read the revision, put if unchanged
+                                          (jittered backoff after a conflict)
     GET  /get?key=k&consistency=session   read at any level (eventual, session, causal, strong)
     PUT  /put?key=k&consistency=session   write the request body
     GET  /list?prefix=p                   list keys
 
 Session tokens travel in the x-edgefn-session header; the platform adds the new one to the response.
 """
+
+import asyncio
+import random
 
 from edgefn import KVConflict, Response
 
@@ -42,6 +46,9 @@ async def _increment(env, key):
                 key, str(count), if_revision=entry.revision, consistency="strong"
             )
         except KVConflict:
+            # Another increment won this round: back off a random, growing while (capped), so
+            # that many contenders spread out instead of all retrying at once.
+            await asyncio.sleep(random.uniform(0, min(0.25, 0.01 * 2**attempt)))
             continue
         return Response.json({"count": count, "revision": revision, "attempts": attempt})
     return Response.json({"error": "too much contention", "attempts": MAX_ATTEMPTS}, status=409)

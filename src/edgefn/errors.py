@@ -14,6 +14,7 @@ location, request id) and what to do next, so the CLI can print it as is::
     ├── ProtocolError                a malformed IPC or wire frame (length, msgpack, unknown type)
     ├── SandboxError                 a worker could not be started or died
     ├── FetchError                   an outbound edgefn.fetch() from function code failed
+    │   ├── InvalidURLError          the URL cannot be fetched at all (raised at once)
     │   ├── SubrequestLimitError     more subrequests than [limits] subrequests
     │   ├── EgressDeniedError        host not in [egress] allow
     │   ├── FetchTimeoutError        the subrequest took longer than timeout_ms
@@ -35,6 +36,7 @@ __all__ = [
     "EgressDeniedError",
     "FetchError",
     "FetchTimeoutError",
+    "InvalidURLError",
     "KVConflict",
     "KVError",
     "KVLimitError",
@@ -103,6 +105,10 @@ class FetchError(EdgefnError):
     """An outbound ``edgefn.fetch()`` made on behalf of function code failed."""
 
 
+class InvalidURLError(FetchError):
+    """The URL given to ``edgefn.fetch()`` is not an absolute http(s) URL with a valid host."""
+
+
 class SubrequestLimitError(FetchError):
     """The request made more subrequests than ``[limits] subrequests`` allows."""
 
@@ -136,6 +142,17 @@ class KVUnavailable(KVError):
     """A strong operation cannot reach the namespace's home (for example during a partition).
 
     Nothing was done: the operation never reached the home, so retrying a write is safe."""
+
+
+class KVSessionBehind(KVUnavailable):
+    """A session or causal operation's token names writes this replica has not received in time.
+
+    ``missing`` maps each origin replica to the newest of its writes the token needs; a location
+    that has applied them (the writer's) can serve the read instead."""
+
+    def __init__(self, message: str, *, missing: dict[str, int], hint: str = "") -> None:
+        super().__init__(message, hint=hint)
+        self.missing = dict(missing)
 
 
 class KVOutcomeUnknown(KVError):

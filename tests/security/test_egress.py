@@ -275,7 +275,9 @@ async def test_credentials_and_bad_urls_are_refused_at_once(
         unresolvable = await planet.fetch("http://nowhere.test/")
     _denied(creds, "credentials")
     assert "secret" not in str(creds["message"])
-    _denied(bad_port, "not a valid URL")
+    # A URL that cannot be fetched at all fails in the function, before it reaches the node.
+    assert bad_port["error"] == "InvalidURLError", bad_port
+    assert "not a valid URL" in str(bad_port["message"])
     assert unresolvable["error"] == "FetchError"
     assert "cannot resolve nowhere.test" in str(unresolvable["message"])
     assert victim.connections == 0

@@ -19,7 +19,7 @@ The schema::
     [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
     [placement] mode = "everywhere" | "regions" ("smart" is refused for now); regions = [...]; affinity =
                 "header:<name>" | "cookie:<name>"; retry_safe = false
-    [runtime] preload = ["json", "re"]   # modules the zygote pre-imports
+    [runtime] preload = ["json", "re"]   # modules each worker imports at load, before main
 
 This module is pure: it reads files only in ``load_manifest``, and imports no driver.
 """
@@ -137,7 +137,10 @@ class Route:
 
 @dataclass(frozen=True, slots=True)
 class Runtime:
-    """Sandbox options: modules the zygote pre-imports."""
+    """Sandbox options. ``preload``: modules (installed or in the bundle) every worker of the
+    function imports when it loads, inside the sandbox and before ``main``, so a module the code
+    imports lazily is not imported during a request; one that fails to import fails the load.
+    (A node's own ``--preload`` list is imported once by its zygote for every function.)"""
 
     preload: tuple[str, ...] = ()
 
@@ -395,10 +398,17 @@ def _parse_routes(ctx: _Ctx, value: object) -> tuple[Route, ...]:
     return tuple(_parse_route(ctx, item, f"routes[{i}]") for i, item in enumerate(value))
 
 
+MAX_PRELOAD: Final = 64
+
+
 def _parse_runtime(ctx: _Ctx, value: object) -> Runtime:
     table = _table(ctx, value, "runtime")
     _check_keys(ctx, table, ("preload",), "runtime.")
     modules = _strings(ctx, table.get("preload", []), "runtime.preload")
+    if len(modules) > MAX_PRELOAD:
+        raise ctx.fail(
+            "runtime.preload", f"{len(modules)} modules, at most {MAX_PRELOAD}", "list fewer"
+        )
     for i, module in enumerate(modules):
         if not _MODULE_RE.match(module):
             raise ctx.fail(

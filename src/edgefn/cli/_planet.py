@@ -107,6 +107,9 @@ def up(
             help="Servers in the core: 1, or 3 (or 5) clustered, every bucket replicated on each"
         ),
     ] = 1,
+    kv_wait_ms: Annotated[
+        int, typer.Option(help="How long strong KV operations wait for the home connection (ms)")
+    ] = 2000,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -119,7 +122,9 @@ def up(
     if isolation not in ("strict", "relaxed"):
         fail(f"--isolation {isolation!r} is not known", hint="use strict or relaxed")
     # Passed through to every `edgefn node` (the supervisor copies node_args onto their commands).
-    node_args = ("--isolation", isolation)
+    if not 0 <= kv_wait_ms <= 30_000:
+        fail(f"--kv-wait-ms {kv_wait_ms} is out of range", hint="use 0 to 30000 (default 2000)")
+    node_args = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
     core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),

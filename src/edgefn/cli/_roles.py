@@ -318,11 +318,16 @@ def node(
     isolation: Annotated[
         str, typer.Option(help="Sandbox isolation: strict (every layer, else refuse) | relaxed")
     ] = "strict",
+    kv_wait_ms: Annotated[
+        int,
+        typer.Option(help="How long a strong KV operation waits for the home connection (ms)"),
+    ] = 2000,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
     from edgefn.planet.roles import run_node
 
+    _check_kv_wait(kv_wait_ms)
     if not nats:
         fail("--nats is required", hint="the region prints its client_url when it starts")
     loaded, _ = _bus_files(creds, None)
@@ -351,8 +356,14 @@ def node(
             internal_port=internal_port,
             metrics_token_file=metrics_token_file,
             isolation=isolation,
+            kv_wait_s=kv_wait_ms / 1000,
         )
     )
+
+
+def _check_kv_wait(kv_wait_ms: int) -> None:
+    if not 0 <= kv_wait_ms <= 30_000:
+        fail(f"--kv-wait-ms {kv_wait_ms} is out of range", hint="use 0 to 30000 (default 2000)")
 
 
 def _check_isolation(isolation: str) -> None:

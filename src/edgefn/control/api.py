@@ -63,7 +63,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edgefn.bundle.build import DEFAULT_MAX_BUNDLE_BYTES
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, PUBLIC, READ, Principal, deploy_scope, grants
-from edgefn.control.errors import ControlError, NotFound
+from edgefn.control.errors import ControlError, NotFound, TooLarge
 from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
@@ -131,7 +131,9 @@ async def _read_capped(request: Request, limit: int) -> bytes | None:
 
 def _decode_object(raw: bytes | None, allowed: tuple[str, ...]) -> dict[str, Any]:
     if raw is None:
-        raise ControlError(f"request body over {_MAX_JSON_BYTES} bytes")
+        raise TooLarge(
+            f"request body over {_MAX_JSON_BYTES} bytes", hint="send a smaller JSON object"
+        )
     try:
         body = msgspec.json.decode(raw or b"{}")
     except msgspec.DecodeError as err:
@@ -417,7 +419,9 @@ def create_app(
     async def on_http_error(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-        return _error(exc.status_code, code, str(exc.detail), "see /openapi.json")
+        response = _error(exc.status_code, code, str(exc.detail), "see /openapi.json")
+        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        return response
 
     async def on_crash(_request: Request, _exc: Exception) -> Response:
         # Never echo the exception: it may hold request data. The log has the traceback.

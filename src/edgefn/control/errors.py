@@ -5,6 +5,7 @@
     EdgefnError
     └── ControlError              .status (HTTP), .code (machine-readable)
         ├── NotFound              404: unknown function, version or bundle
+        ├── TooLarge              413: a request body over its route's limit
         ├── Conflict              409: the reconciler rejected a deploy or rollback
         ├── Untrusted             403: no registered deployer key of the caller's account signed it
         ├── Unauthorized          401: no token, a malformed, unknown or revoked token
@@ -29,6 +30,7 @@ __all__ = [
     "NotFound",
     "SecretsUnavailable",
     "StateUnavailable",
+    "TooLarge",
     "Unauthorized",
     "Untrusted",
 ]
@@ -50,6 +52,11 @@ class ControlError(EdgefnError):
 class NotFound(ControlError):
     status = 404
     code = "not_found"
+
+
+class TooLarge(ControlError):
+    status = 413
+    code = "too_large"
 
 
 class Conflict(ControlError):

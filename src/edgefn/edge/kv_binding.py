@@ -41,7 +41,7 @@ import hmac
 import json
 import os
 import urllib.parse
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,7 @@ from edgefn.errors import KVConflict, KVError, KVLimitError, KVOutcomeUnknown, K
 from edgefn.routing.headers import planet_mac
 from edgefn.runtime import protocol as p
 from edgefn.state import SESSION_HEADER, Consistency, Item, Replica, ReplicaConfig
-from edgefn.state.driver import KVDriver
+from edgefn.state.driver import HOME_WAIT_S, KVDriver
 from edgefn.state.store import SqliteStore
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ class KVService:
         nats_urls: list[str],
         config: dict[str, int] | None = None,
         session_secret: bytes | None = None,
+        connect_wait_s: float = HOME_WAIT_S,
     ) -> None:
         self.location = location
         # Signs session tokens; the planet secret, so every location accepts the others' tokens.
@@ -217,6 +218,7 @@ class KVService:
         self.dir = state_dir / "kv"
         self.nats_urls = nats_urls
         self.config = dict(config or {})
+        self.connect_wait_s = connect_wait_s
         self.drivers: dict[str, KVDriver] = {}
         self._starting: dict[str, asyncio.Future[KVDriver]] = {}
         self._counts = {"calls": 0, "call_errors": 0, "http_requests": 0, "sessions_rejected": 0}
@@ -258,7 +260,27 @@ class KVService:
             replica=Replica(config),
             store=SqliteStore(self.dir / f"{namespace}.sqlite3"),
             servers=self.nats_urls,
+            connect_wait_s=self.connect_wait_s,
         )
+
+    async def prepare(self, namespaces: Iterable[str], *, timeout_s: float) -> dict[str, str]:
+        """Start the drivers of ``namespaces`` and wait (bounded) until each is connected.
+
+        The node agent calls this before it reports a version deployed, so a function's
+        replication path (stream consumer, home bucket) is in place when ``deploy --wait`` returns:
+        its first write propagates as fast as later ones. Returns namespace → why it is not ready
+        (empty when all are); the functions serve anyway, locally, and strong operations wait.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        problems: dict[str, str] = {}
+        for namespace in sorted(set(namespaces)):
+            try:
+                driver = await self.driver(namespace)
+                await driver.wait_connected(timeout_s=max(deadline - loop.time(), 0.001))
+            except KVError as err:
+                problems[namespace] = str(err)
+        return problems
 
     async def sync_namespaces(self, node: EdgeNode) -> None:
         """Start a driver for every namespace that an active function here binds."""

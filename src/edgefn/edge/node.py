@@ -35,6 +35,7 @@ import uvicorn
 
 from edgefn._internal_auth import InternalGuard, request_target, wall_ms
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
+from edgefn.edge._ingress import IngressLimits, ingress_protocol
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.edge.response_check import BadResponse, check_response
@@ -49,10 +50,12 @@ from edgefn.runtime.sandbox import (
     BACKGROUND_MAX_S,
     STREAM_STALL_S,
     Host,
+    Invocation,
     InvokeFailed,
     Isolation,
     LoadSpec,
     SandboxPool,
+    failure,
 )
 
 Scope = MutableMapping[str, Any]
@@ -93,10 +96,20 @@ MAX_REQUEST_HEADER_BYTES = 64 * 1024
 # A request body must arrive within BODY_GRACE_S plus its size limit at BODY_MIN_BYTES_PER_S.
 BODY_GRACE_S = 10.0
 BODY_MIN_BYTES_PER_S = 64 * 1024
+# Connection limits of every listener (edgefn.edge._ingress): headers complete within
+# HEADER_TIMEOUT_S (408), idle keep-alive closed after KEEPALIVE_IDLE_S, at most
+# MAX_REQUESTS_PER_CONNECTION requests on one connection.
+HEADER_TIMEOUT_S = 10.0
+KEEPALIVE_IDLE_S = 5.0
+MAX_REQUESTS_PER_CONNECTION = 1000
 
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
 
 
 class EdgeNode:
@@ -236,6 +249,7 @@ class EdgeNode:
             bindings=tuple(ns.binding for ns in manifest.kv_namespaces),
             scratch_mb=manifest.limits.scratch_mb,
             startup_ms=manifest.limits.startup_ms,
+            preload=manifest.runtime.preload,
         )
 
     async def install_bundle(
@@ -249,7 +263,9 @@ class EdgeNode:
         spec = self.spec_for(manifest, version, dest)
         loaded = await self.pool.check_load(spec)
         if not loaded.ok:
-            raise ManifestError(loaded.error, path=str(dest / manifest.main))
+            # A preload failure is the manifest's; anything else the main module's.
+            culprit = "edgefn.toml" if loaded.error.startswith("runtime.preload") else manifest.main
+            raise ManifestError(loaded.error, path=str(dest / culprit))
         return manifest, spec
 
     async def deploy_dir(self, directory: Path) -> str:
@@ -260,9 +276,10 @@ class EdgeNode:
             manifest, spec = await self.install_bundle(bundle.data, bundle.sha256, version)
         except ManifestError as err:
             # Name the user's file, not the unpacked copy.
+            unpacked = self._versions_dir() / version
             raise ManifestError(
                 err.message.split(": ", 1)[-1],
-                path=str(directory / bundle.manifest.main),
+                path=str(directory / Path(err.path).relative_to(unpacked)),
                 hint=err.hint,
             ) from None
         self.activate(manifest.name, [(version, 1.0, spec, manifest)])
@@ -460,27 +477,61 @@ class EdgeNode:
             self._access(rid, scope, "", "", 404, t0, False)
             return
         active = fn.pick(self._rng)
-        limits = active.manifest.limits
+        limit = active.manifest.limits.max_body_kb * 1024
+        # The request holds an admission slot while its body arrives: a client that sends slower
+        # than BODY_MIN_BYTES_PER_S (after BODY_GRACE_S) is cut off, so a few hundred slow
+        # uploads cannot keep everyone else out. A body larger than one chunk streams to the
+        # worker under the same deadline (see _pump_body).
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BODY_GRACE_S + limit / BODY_MIN_BYTES_PER_S
         try:
-            limit = limits.max_body_kb * 1024
             try:
-                # The request holds an admission slot while its body arrives: a client that sends
-                # slower than BODY_MIN_BYTES_PER_S (after BODY_GRACE_S) is cut off, so a few
-                # hundred slow uploads cannot keep everyone else out.
-                async with asyncio.timeout(BODY_GRACE_S + limit / BODY_MIN_BYTES_PER_S):
-                    body = await _read_body(receive, headers, limit)
+                async with asyncio.timeout_at(deadline):
+                    body = await _read_head(receive, headers, limit, deadline)
             except _BodyTooLarge:
-                await self._fail(
-                    send, rid, fn.name, active.version, "body_too_large", 413, t0, scope
-                )
+                err = failure("body_too_large", "", hint=_too_large_hint(limit))
+                await self._fail(send, rid, fn.name, active.version, t0, scope, err)
                 return
             except TimeoutError:
-                await self._fail(send, rid, fn.name, active.version, "body_timeout", 408, t0, scope)
+                err = failure("body_timeout", "", hint=_timeout_hint())
+                await self._fail(send, rid, fn.name, active.version, t0, scope, err)
+                return
+            except _ClientGone:
+                self._access(rid, scope, fn.name, active.version, 499, t0, False)
                 return
             await self._run(scope, send, rid, headers, body, active, t0)
         finally:
             if gate is not None and self.traffic is not None:
                 self.traffic.leave(gate)  # frees the admission slot
+
+    async def _pump_body(self, inv: Invocation, body: _BodyIn) -> None:
+        """Stream the rest of a request body to the worker as it arrives, within its credit.
+
+        Waiting for credit means not calling ``receive()``, so uvicorn stops reading the client
+        socket (backpressure all the way to the client). Any limit broken here fails the request
+        at once: over ``max_body_kb`` 413, too slow 408, the client gone 499 (nobody to answer).
+        """
+        pending, more, received = body.pending, body.more, body.received
+        try:
+            async with asyncio.timeout_at(body.deadline):
+                while True:
+                    if pending and not await inv.send_body(pending):
+                        return
+                    if not more:
+                        inv.end_body()
+                        return
+                    message = await body.receive()
+                    if message["type"] == "http.disconnect":
+                        inv.fail(failure("client_disconnected", "the client left mid-body"))
+                        return
+                    pending = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    received += len(pending)
+                    if received > body.limit:
+                        inv.fail(failure("body_too_large", "", hint=_too_large_hint(body.limit)))
+                        return
+        except TimeoutError:
+            inv.fail(failure("body_timeout", "the body arrived too slowly", hint=_timeout_hint()))
 
     async def _run(
         self,
@@ -488,7 +539,7 @@ class EdgeNode:
         send: Send,
         rid: str,
         headers: list[tuple[str, str]],
-        body: bytes,
+        body: _BodyIn,
         active: ActiveVersion,
         t0: float,
     ) -> None:
@@ -497,16 +548,23 @@ class EdgeNode:
         qs = scope.get("query_string", b"").decode("latin-1")
         url = f"http://{next((v for k, v in headers if k == 'host'), 'localhost')}{scope['path']}"
         url += f"?{qs}" if qs else ""
-        msg = p.Invoke(0, scope["method"], url, headers, body, self.location, client_loc, rid)
+        streamed = body.more or bool(body.pending)
+        msg = p.Invoke(
+            0, scope["method"], url, headers, body.first, self.location, client_loc, rid, streamed
+        )
         ctx = RequestContext(rid, name, version, key, active.manifest, headers)
         self._requests[rid] = ctx
         try:
             inv = await self.pool.invoke(key, msg, timeout_ms=active.manifest.limits.timeout_ms)
         except InvokeFailed as err:
             self._requests.pop(rid, None)
-            await self._fail(send, rid, name, version, err.kind, err.status, t0, scope, err)
+            await self._fail(send, rid, name, version, t0, scope, err)
             return
         started = False
+        pump = None
+        if streamed:
+            pump = asyncio.get_running_loop().create_task(self._pump_body(inv, body))
+            pump.add_done_callback(self._pump_done)
         try:
             status, resp_headers = await inv.start()
             try:
@@ -553,10 +611,10 @@ class EdgeNode:
                     await send({"type": "http.response.body", "body": b""})
                 self.metrics.errors.labels(self.location, name, err.kind).inc()
             else:
-                await self._fail(
-                    send, rid, name, version, err.kind, err.status, t0, scope, err, cold=inv.cold
-                )
+                await self._fail(send, rid, name, version, t0, scope, err, cold=inv.cold)
         finally:
+            if pump is not None:
+                pump.cancel()  # the response is over: the rest of the body is not wanted
             inv.finish()
             if inv.background:
                 # ctx.wait_until tasks run on: keep the request's KV bindings and subrequest
@@ -566,6 +624,11 @@ class EdgeNode:
                 )
             else:
                 self._on_background_done(rid)
+
+    def _pump_done(self, task: asyncio.Task[None]) -> None:
+        # Take the exception of a failed body pump so it reaches the log, not the loop's handler.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self.log.emit("error", error="body_pump", message=f"{type(exc).__name__}: {exc}")
 
     def _base_headers(
         self, rid: str, version: str, *, cold: bool = False
@@ -586,15 +649,14 @@ class EdgeNode:
         rid: str,
         name: str,
         version: str,
-        kind: str,
-        status: int,
         t0: float,
         scope: Scope,
-        err: InvokeFailed | None = None,
+        err: InvokeFailed,
         *,
         cold: bool = False,
     ) -> None:
-        if err is not None:
+        kind, status = err.kind, err.status
+        if err.message:
             self.log.emit(
                 "error",
                 request_id=rid,
@@ -606,7 +668,10 @@ class EdgeNode:
             )
         self.metrics.errors.labels(self.location, name, kind).inc()
         headers = self._base_headers(rid, version, cold=cold)
-        await _respond(send, status, {"error": kind, "request_id": rid}, headers)
+        answer = {"error": kind, "request_id": rid}
+        if err.hint:
+            answer["hint"] = err.hint
+        await _respond(send, status, answer, headers)
         self._count(name, status, cold)
         self._access(rid, scope, name, version, status, t0, cold)
 
@@ -646,6 +711,11 @@ async def serve_asgi(
     app: Callable[[Scope, Receive, Send], Awaitable[None]], host: str, port: int
 ) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     """Run ``app`` on uvicorn in this loop; return the server, its task and the bound port."""
+    limits = IngressLimits(
+        header_timeout_s=HEADER_TIMEOUT_S,
+        keepalive_idle_s=KEEPALIVE_IDLE_S,
+        max_requests=MAX_REQUESTS_PER_CONNECTION,
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -653,7 +723,7 @@ async def serve_asgi(
         log_level="warning",
         access_log=False,
         lifespan="off",
-        http="httptools",
+        http=ingress_protocol(limits),  # httptools with connection limits
         loop="none",
         timeout_graceful_shutdown=5,
         # uvicorn would otherwise take the client address from X-Forwarded-For of any loopback
@@ -680,7 +750,24 @@ def _decode_headers(raw: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     return [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
 
 
-async def _read_body(receive: Receive, headers: list[tuple[str, str]], limit: int) -> bytes:
+@dataclass(slots=True)
+class _BodyIn:
+    """A request body as the node takes it: the piece for the Invoke frame (at most one chunk),
+    what else was read already, and whether the client has more to send."""
+
+    receive: Receive
+    first: bytes
+    pending: bytes
+    more: bool
+    received: int
+    limit: int
+    deadline: float  # loop time by which the whole body must have arrived
+
+
+async def _read_head(
+    receive: Receive, headers: list[tuple[str, str]], limit: int, deadline: float
+) -> _BodyIn:
+    """Read the body until it ends or one chunk is in hand (a small body is never streamed)."""
     declared = next((v for k, v in headers if k == "content-length"), None)
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _BodyTooLarge
@@ -688,13 +775,30 @@ async def _read_body(receive: Receive, headers: list[tuple[str, str]], limit: in
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _ClientGone
         body += message.get("body", b"")
         if len(body) > limit:
             raise _BodyTooLarge
-        if not message.get("more_body", False):
+        more = bool(message.get("more_body", False))
+        if not more or len(body) >= p.CHUNK_BYTES:
             break
-    return bytes(body)
+    data = bytes(body)
+    first, rest = data[: p.CHUNK_BYTES], data[p.CHUNK_BYTES :]
+    return _BodyIn(receive, first, rest, more, len(data), limit, deadline)
+
+
+def _too_large_hint(limit: int) -> str:
+    return (
+        f"the body is over [limits] max_body_kb = {limit // 1024} of this function; send less, "
+        "or raise max_body_kb in edgefn.toml (at most 15360)"
+    )
+
+
+def _timeout_hint() -> str:
+    return (
+        f"the body must arrive within {BODY_GRACE_S:.0f} s plus its size limit at "
+        f"{BODY_MIN_BYTES_PER_S // 1024} KiB/s; send it faster"
+    )
 
 
 async def _respond(

@@ -170,7 +170,7 @@ class Outbound:
             return self._result(
                 call, "timeout", f"{call.url} did not answer within {call.timeout_ms} ms"
             )
-        except (httpx.HTTPError, httpx.StreamError, OSError, ValueError) as err:
+        except (httpx.HTTPError, httpx.StreamError, httpx.InvalidURL, OSError, ValueError) as err:
             # Anything else escaping here would leave the function waiting for an answer to its
             # FetchCall until its own timeout; every failure must become a FetchResult.
             return self._result(call, "error", f"{call.url}: {type(err).__name__}: {err}")

@@ -56,6 +56,7 @@ from edgefn.control.model import (
     decode_desired,
     encode_observed,
 )
+from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
@@ -67,6 +68,9 @@ NODE_KEY_FILE: Final = "secrets-node.key"
 # A node with nothing on disk that cannot read desired state within this long reports ready
 # anyway (it serves nothing, so 404 is then the truth).
 READY_FALLBACK_S: Final = 10.0
+# How long applying a desired state waits for the KV namespaces of its functions to connect
+# before reporting the versions deployed anyway (they then serve locally; strong operations wait).
+KV_READY_S: Final = 10.0
 
 log = logging.getLogger("edgefn.agent")
 
@@ -87,8 +91,12 @@ class NodeAgent:
         core_keys: list[str] | None = None,
         secrets_key: NodeKey | None = None,
         redactor: Redactor | None = None,
+        kv: KVService | None = None,
+        kv_ready_s: float = KV_READY_S,
     ) -> None:
         self.node = node
+        self.kv = kv
+        self.kv_ready_s = kv_ready_s
         self.nats_urls = nats_urls
         self.region = region
         self.trusted_keys = trusted_keys
@@ -264,12 +272,28 @@ class NodeAgent:
             for name in set(self.node.table.functions) - set(desired.functions):
                 self.node.deactivate(name)
                 self.redactor.set_values(name, ())
+            if not offline:  # a node restoring from disk serves at once, and connects later
+                await self._prepare_kv()
             self._persist(desired)
             self.applied, self.errors = desired, errors
             self.node.log.emit(
                 "agent", event="applied", generation=desired.generation, errors=len(errors)
             )
         self._kick_report()
+
+    async def _prepare_kv(self) -> None:
+        """Connect the KV namespaces the active functions bind before reporting them deployed."""
+        if self.kv is None:
+            return
+        namespaces = {
+            ns.namespace
+            for fn in self.node.table.functions.values()
+            for version in fn.versions
+            for ns in version.manifest.kv_namespaces
+        }
+        problems = await self.kv.prepare(namespaces, timeout_s=self.kv_ready_s)
+        for namespace, error in problems.items():
+            self.node.log.emit("agent", event="kv_not_ready", namespace=namespace, error=error)
 
     def _open_secrets(self, name: str, fd: FunctionDesired) -> dict[str, str]:
         """The function's secrets, opened with this node's key (empty if it has none)."""

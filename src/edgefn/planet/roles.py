@@ -281,6 +281,7 @@ async def run_node(
     internal_port: int = 0,
     metrics_token_file: Path | None = None,
     isolation: str = "strict",
+    kv_wait_s: float = 2.0,
 ) -> None:
     from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode, Outbound
@@ -319,7 +320,7 @@ async def run_node(
         isolation="relaxed" if isolation == "relaxed" else "strict",
     )
     await node.start()
-    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret)
+    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret, kv_wait_s)
     agent = NodeAgent(
         node,
         nats_urls=nats_urls,
@@ -329,6 +330,7 @@ async def run_node(
         core_keys=core_keys,
         secrets_key=load_or_create_node_key(state_dir / NODE_KEY_FILE),
         redactor=redactor,
+        kv=kv,
     )
     driver: Any = None
     try:
@@ -380,13 +382,22 @@ def _check_node_bus(nats_urls: list[str], creds: Credentials) -> None:
 
 
 def _start_kv(
-    node: Any, location: str, state_dir: Path, nats_urls: list[str], secret: bytes | None
+    node: Any,
+    location: str,
+    state_dir: Path,
+    nats_urls: list[str],
+    secret: bytes | None,
+    kv_wait_s: float,
 ) -> tuple[Any, asyncio.Task[None]]:
     """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
     from edgefn.edge.kv_binding import KVService
 
     kv = KVService(
-        location=location, state_dir=state_dir, nats_urls=nats_urls, session_secret=secret
+        location=location,
+        state_dir=state_dir,
+        nats_urls=nats_urls,
+        session_secret=secret,
+        connect_wait_s=kv_wait_s,
     )
     node.kv_handler = kv.handle_call
     node.kv_http = kv.asgi

@@ -88,6 +88,14 @@ def oom_killed(group: str) -> bool:
     return int(fields.get("oom_kill", "0")) > 0 or (failcnt > 0 and fields.get("under_oom") == "1")
 
 
+def memory_limit_hit(group: str) -> bool:
+    """Whether the group's memory use has reached its limit at least once (``failcnt``)."""
+    try:
+        return int((ROOT / "memory" / group / "memory.failcnt").read_text()) > 0
+    except (OSError, ValueError):
+        return False
+
+
 def remove(group: str) -> bool:
     """Remove a group (its tasks must be gone); True when no directory is left."""
     done = True

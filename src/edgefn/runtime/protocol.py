@@ -4,9 +4,16 @@ A frame is a 4-byte big-endian length followed by that many bytes of msgpack enc
 struct below. Frames over ``MAX_FRAME_BYTES`` or that do not decode to a known message are a
 :class:`~edgefn.errors.ProtocolError`; the receiving side drops the peer instead of guessing.
 
-Node → worker: Load, Invoke, Cancel, FetchResult, KVResult, Shutdown.
-Worker → node: Ready, Loaded, Respond, ResponseStart, ResponseChunk, ResponseEnd, InvokeError, Log,
-FetchCall, KVCall.
+Bodies never travel in one frame, whatever their size. A request body that is not complete in
+``Invoke.body`` (``more_body``) follows as ``RequestChunk`` frames of at most ``CHUNK_BYTES`` and a
+``RequestEnd``; the node sends at most ``BODY_WINDOW_BYTES`` of chunks ahead of what the function has
+consumed, which the worker reports with ``RequestCredit`` (credit-based flow control, as in HTTP/2),
+so neither side buffers more than a window per request. A response larger than one chunk travels as
+``ResponseStart``, ``ResponseChunk``s and ``ResponseEnd``, back-pressured by the node (see sandbox).
+
+Node → worker: Load, Invoke, RequestChunk, RequestEnd, Cancel, FetchResult, KVResult, Shutdown.
+Worker → node: Ready, Loaded, Respond, ResponseStart, ResponseChunk, ResponseEnd, RequestCredit,
+Background, BackgroundDone, InvokeError, Log, FetchCall, KVCall.
 Node → zygote: Spawn. Zygote → node: Hello (first), Spawned (with the worker's socket attached by
 SCM_RIGHTS).
 """
@@ -21,6 +28,10 @@ import msgspec
 from edgefn.errors import ProtocolError
 
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+# The largest body piece in one frame, both ways, and how many request-body bytes the node may send
+# ahead of the function's reading (per request).
+CHUNK_BYTES = 64 * 1024
+BODY_WINDOW_BYTES = 1024 * 1024
 _LEN = struct.Struct(">I")
 
 
@@ -44,6 +55,8 @@ class Load(_Msg, tag="load"):
     tenant: str = ""
     uid: int = 0
     scratch_mb: int = 16
+    # [runtime] preload: imported after isolation is set up, before the function's main module.
+    preload: list[str] = []
 
 
 class Invoke(_Msg, tag="inv"):
@@ -55,6 +68,26 @@ class Invoke(_Msg, tag="inv"):
     location: str
     client_location: str
     request_id: str
+    # True when ``body`` is only the start: RequestChunk frames and a RequestEnd follow.
+    more_body: bool = False
+
+
+class RequestChunk(_Msg, tag="qchunk"):
+    """The next piece of a request body (at most CHUNK_BYTES, within the worker's credit)."""
+
+    id: int
+    data: bytes
+
+
+class RequestEnd(_Msg, tag="qend"):
+    id: int
+
+
+class RequestCredit(_Msg, tag="qcredit"):
+    """The function consumed ``n`` bytes of streamed request body: the node may send ``n`` more."""
+
+    id: int
+    n: int
 
 
 class Cancel(_Msg, tag="cancel"):
@@ -182,6 +215,9 @@ class Hello(_Msg, tag="hello"):
 Message = (
     Load
     | Invoke
+    | RequestChunk
+    | RequestEnd
+    | RequestCredit
     | Cancel
     | FetchResult
     | KVResult

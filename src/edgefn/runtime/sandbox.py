@@ -87,6 +87,7 @@ class LoadSpec:
     tenant: str = ""  # whose uid the workers run under; defaults to the function name
     scratch_mb: int = 16
     startup_ms: int = 10_000  # how long importing the module may take ([limits] startup_ms)
+    preload: tuple[str, ...] = ()  # [runtime] preload, imported at Load before main
 
     @property
     def key(self) -> str:
@@ -95,14 +96,21 @@ class LoadSpec:
 
 
 class InvokeFailed(Exception):
-    """The invocation failed; ``kind`` is the JSON error name, ``status`` the HTTP status."""
+    """The invocation failed; ``kind`` is the JSON error name, ``status`` the HTTP status.
 
-    def __init__(self, kind: str, status: int, message: str, traceback: str = "") -> None:
+    ``hint`` (what the client can do) goes into the JSON answer; it is set only by the node,
+    never from a worker's text, which goes only to the log.
+    """
+
+    def __init__(
+        self, kind: str, status: int, message: str, traceback: str = "", *, hint: str = ""
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.status = status
         self.message = message
         self.traceback = traceback
+        self.hint = hint
 
 
 _KIND_STATUS = {
@@ -117,11 +125,14 @@ _KIND_STATUS = {
     "consistency_unavailable": 503,
     "outcome_unknown": 503,
     "client_too_slow": 408,
+    "body_too_large": 413,
+    "body_timeout": 408,
+    "client_disconnected": 499,
 }
 
 
-def failure(kind: str, message: str, traceback: str = "") -> InvokeFailed:
-    return InvokeFailed(kind, _KIND_STATUS.get(kind, 500), message, traceback)
+def failure(kind: str, message: str, traceback: str = "", *, hint: str = "") -> InvokeFailed:
+    return InvokeFailed(kind, _KIND_STATUS.get(kind, 500), message, traceback, hint=hint)
 
 
 @dataclass(slots=True)
@@ -133,6 +144,9 @@ class _Inflight:
     buffered: int = 0  # bytes of ResponseChunk frames queued for the client
     aborted: bool = False  # cut off as too slow: further frames are dropped
     background: bool = False  # wait_until tasks run on after the response (Background frame)
+    # Request-body bytes the node may still send before the worker grants more (RequestCredit).
+    credit: int = p.BODY_WINDOW_BYTES
+    credit_changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(slots=True)
@@ -215,6 +229,7 @@ class WorkerProcess:
                     tenant=tenant,
                     uid=_isolation.tenant_uid(tenant, self.uid_range),
                     scratch_mb=spec.scratch_mb,
+                    preload=list(spec.preload),
                 )
             )
 
@@ -302,6 +317,11 @@ class WorkerProcess:
                     # The worker exits by itself after a MemoryError; take it out of service now
                     # so that no new request is dispatched to it meanwhile.
                     self.doom(self, "exceeded_memory")
+            case p.RequestCredit():
+                inf = self.inflight.get(msg.id)
+                if inf is not None:
+                    inf.credit += msg.n
+                    inf.credit_changed.set()
             case p.Background():
                 inf = self.inflight.get(msg.id)
                 if inf is not None and len(self.background) < MAX_BACKGROUND:
@@ -357,6 +377,7 @@ class WorkerProcess:
         kind = self.kill_reason or "worker_crashed"
         for inf in self.inflight.values():
             inf.queue.put_nowait(failure(kind, f"the worker stopped ({kind})"))
+            inf.credit_changed.set()  # a body upload waiting for credit stops
         if self.loaded is not None and not self.loaded.done():
             self.loaded.set_result(p.Loaded(ok=False, error="the worker died while loading"))
         if not self.ready.done():
@@ -467,6 +488,45 @@ class Invocation:
         """Whether the function's wait_until tasks run on after this response."""
         return self._inf.background
 
+    async def send_body(self, data: bytes) -> bool:
+        """Send more of a streamed request body, waiting for the worker's credit (backpressure).
+
+        False when the invocation is over (failed, aborted, its worker gone): stop sending."""
+        inf = self._inf
+        for i in range(0, len(data), p.CHUNK_BYTES):
+            piece = data[i : i + p.CHUNK_BYTES]
+            while inf.credit < len(piece) and self._open():
+                inf.credit_changed.clear()
+                await inf.credit_changed.wait()
+            if not self._open():
+                return False
+            inf.credit -= len(piece)
+            self.worker.send(p.RequestChunk(self.id, piece))
+        return True
+
+    def end_body(self) -> None:
+        if self._open():
+            self.worker.send(p.RequestEnd(self.id))
+
+    def _open(self) -> bool:
+        return not (self._finished or self._inf.aborted or self.worker.dead)
+
+    def fail(self, err: InvokeFailed) -> None:
+        """End the request now with ``err`` (a body that broke a limit, a client that left):
+        frames already queued are dropped, the worker is told to cancel, and the node answers
+        ``err`` unless the response has begun."""
+        inf = self._inf
+        if inf.aborted or self._finished:
+            return
+        inf.aborted = True
+        inf.buffered = 0
+        while not inf.queue.empty():
+            inf.queue.get_nowait()
+        inf.queue.put_nowait(err)
+        inf.credit_changed.set()
+        self.worker.send(p.Cancel(self.id))
+        self.worker.maybe_resume()
+
     def abort(self) -> None:
         """The client stopped reading: drop what is queued for it and tell the worker to cancel."""
         inf = self._inf
@@ -476,6 +536,7 @@ class Invocation:
         inf.buffered = 0
         while not inf.queue.empty():
             inf.queue.get_nowait()
+        inf.credit_changed.set()
         self.worker.send(p.Cancel(self.id))
         self.worker.maybe_resume()
         self.pool.slow_clients_cut += 1
@@ -884,7 +945,14 @@ class SandboxPool:
             self._apply(self.policy.handle(pp.WorkerExited(worker.pid, _now_ms())))
 
     def _kill(self, worker: WorkerProcess, reason: str) -> None:
-        """Kill ``worker`` and take it out of the policy at once (its EOF arrives later)."""
+        """Kill ``worker`` and take it out of the policy at once (its EOF arrives later).
+
+        CPU burnt while the worker's cgroup sits at its memory limit is the kernel reclaiming
+        for it (memfd or page-cache hogs): that worker is reported as ``exceeded_memory``, the
+        cause, not ``exceeded_cpu``, whichever check notices first.
+        """
+        if reason == "exceeded_cpu" and worker.cgroup and _cgroup.memory_limit_hit(worker.cgroup):
+            reason = "exceeded_memory"
         self.killed[reason] = self.killed.get(reason, 0) + 1
         worker.kill(reason)
         self._on_worker_exit(worker)

@@ -3,7 +3,10 @@
 A worker starts *generic* (no function) and sends ``Ready``. ``Load`` specialises it: the memory
 limit is applied (``RLIMIT_AS``), the user's module is imported from the bundle directory and its
 ``fetch`` checked. From then on every ``Invoke`` runs ``fetch(request, env, ctx)`` as an asyncio task,
-so one worker serves many concurrent requests. Responses go back as ``ResponseStart``, ``ResponseChunk``
+so one worker serves many concurrent requests. A request body that does not fit the ``Invoke`` frame
+arrives as ``RequestChunk`` frames into the request's :class:`_BodyStream`, which grants the node
+credit (``RequestCredit``) as the function reads, so at most a window per request waits here.
+Responses go back as ``ResponseStart``, ``ResponseChunk``
 (streamed as the function yields) and ``ResponseEnd``; a failure as ``InvokeError``. ``print`` and
 ``logging`` become ``Log`` frames tagged with the request id. ``edgefn.fetch`` becomes a ``FetchCall``
 answered by the node, which enforces the subrequest rules.
@@ -28,6 +31,7 @@ import socket
 import sys
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -36,6 +40,7 @@ from edgefn.errors import (
     EgressDeniedError,
     FetchError,
     FetchTimeoutError,
+    InvalidURLError,
     KVConflict,
     KVError,
     KVLimitError,
@@ -47,13 +52,12 @@ from edgefn.errors import (
 from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
-from edgefn.sdk._fetch import Subrequest, fetch_backend
+from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
 
-CHUNK_BYTES = 64 * 1024
+CHUNK_BYTES = p.CHUNK_BYTES
 WAIT_UNTIL_TIMEOUT_S = 30.0
 NOFILE_LIMIT = 256
 
-current_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("rid", default="")
 current_invoke_id: contextvars.ContextVar[int] = contextvars.ContextVar("iid", default=0)
 
 FETCH_ERRORS: dict[str, type[FetchError]] = {
@@ -61,6 +65,7 @@ FETCH_ERRORS: dict[str, type[FetchError]] = {
     "egress_denied": EgressDeniedError,
     "timeout": FetchTimeoutError,
     "too_large": ResponseTooLargeError,
+    "invalid_url": InvalidURLError,
     "error": FetchError,
 }
 KV_ERRORS: dict[str, type[KVError]] = {
@@ -107,6 +112,50 @@ class _LogHandler(logging.Handler):
         self._worker.log(record.levelname.lower(), self.format(record))
 
 
+class _BodyStream:
+    """A streamed request body in the worker: chunks as the node sends them, credit as read.
+
+    The node never sends more than ``BODY_WINDOW_BYTES`` beyond the credit granted here, so the
+    queue is bounded by the window (plus the first piece, which came in the Invoke frame).
+    """
+
+    __slots__ = ("_chunks", "_ended", "_id", "_wake", "_worker")
+
+    def __init__(self, worker: Worker, invoke_id: int, first: bytes) -> None:
+        self._worker = worker
+        self._id = invoke_id
+        # (data, whether reading it grants credit): the Invoke's own piece was never counted.
+        self._chunks: deque[tuple[bytes, bool]] = deque([(first, False)] if first else [])
+        self._ended = False
+        self._wake: asyncio.Future[None] | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._chunks.append((data, True))
+        self._notify()
+
+    def end(self) -> None:
+        self._ended = True
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    def __aiter__(self) -> _BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while not self._chunks:
+            if self._ended:
+                raise StopAsyncIteration
+            self._wake = asyncio.get_running_loop().create_future()
+            await self._wake
+        data, credit = self._chunks.popleft()
+        if credit:
+            self._worker.send(p.RequestCredit(self._id, len(data)))
+        return data
+
+
 class Worker:
     """State of one worker process (lives only in the child)."""
 
@@ -120,6 +169,7 @@ class Worker:
         self.fetch_fn: Callable[..., Any] | None = None
         self.env = Env({})
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.bodies: dict[int, _BodyStream] = {}  # streamed request bodies by invoke id
         self.pending: dict[tuple[int, int], asyncio.Future[Any]] = {}
         self.next_call = 0
         self.function = ""
@@ -141,6 +191,7 @@ class Worker:
         try:
             code_dir = self._isolate(msg)
             self._apply_limits(msg.memory_mb, msg.scratch_mb)
+            _preload(code_dir, msg.preload)
             self.fetch_fn = _import_fetch(code_dir, msg.main, msg.version)
         except Exception as err:
             self.load_error = str(err)
@@ -174,12 +225,13 @@ class Worker:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     # -- invocation -----------------------------------------------------------------------
-    async def invoke(self, msg: p.Invoke) -> None:
+    async def invoke(self, msg: p.Invoke, stream: _BodyStream | None) -> None:
         current_request_id.set(msg.request_id)
         current_invoke_id.set(msg.id)
         fetch_backend.set(self._subrequest)
         edge = EdgeInfo(msg.location, msg.client_location, msg.request_id)
-        req = Request(msg.url, method=msg.method, headers=msg.headers, body=msg.body, edge=edge)
+        body = msg.body if stream is None else stream
+        req = Request(msg.url, method=msg.method, headers=msg.headers, body=body, edge=edge)
         ctx = Context()
         try:
             if self.fetch_fn is None:  # the pipelined Load before this Invoke failed
@@ -199,11 +251,13 @@ class Worker:
                     )
                     return
             self.send(p.ResponseStart(msg.id, resp.status, resp.headers.items()))
+            assert self.writer is not None
             async for chunk in resp.iter_body():
                 for i in range(0, len(chunk), CHUNK_BYTES):
                     self.send(p.ResponseChunk(msg.id, chunk[i : i + CHUNK_BYTES]))
-                assert self.writer is not None
-                await self.writer.drain()
+                    # Per frame: a large body is handed to the socket as the node takes it, not
+                    # copied into the write buffer whole.
+                    await self.writer.drain()
             self._last(msg.id, ctx, p.ResponseEnd(msg.id))
         except asyncio.CancelledError:
             return
@@ -224,6 +278,7 @@ class Worker:
             self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb, ctx=ctx)
         finally:
             self.tasks.pop(msg.id)
+            self.bodies.pop(msg.id, None)
             if ctx._pending:
                 asyncio.get_running_loop().create_task(self._drain(ctx, msg.id))
 
@@ -305,8 +360,18 @@ class Worker:
             case p.Load():
                 self.send(self.load(msg))
             case p.Invoke():
-                task = asyncio.get_running_loop().create_task(self.invoke(msg))
+                # The body stream exists before the task runs: its chunks may be in this read.
+                stream = None
+                if msg.more_body:
+                    stream = self.bodies[msg.id] = _BodyStream(self, msg.id, msg.body)
+                task = asyncio.get_running_loop().create_task(self.invoke(msg, stream))
                 self.tasks[msg.id] = task
+            case p.RequestChunk():
+                if msg.id in self.bodies:
+                    self.bodies[msg.id].feed(msg.data)
+            case p.RequestEnd():
+                if msg.id in self.bodies:
+                    self.bodies[msg.id].end()
             case p.Cancel():
                 if msg.id in self.tasks:
                     self.tasks[msg.id].cancel()
@@ -366,6 +431,22 @@ class _KVBinding:
     async def list(self, prefix: str = "", limit: int = 1000, cursor: str | None = None) -> Any:
         args = {"prefix": prefix, "limit": limit, "cursor": cursor}
         return await self._worker.kv_call(self._binding, "list", args)
+
+
+def _preload(code_dir: str, modules: list[str]) -> None:
+    """Import ``[runtime] preload`` (from the bundle or the installed packages), inside the sandbox
+    and under the startup limit like the main module."""
+    if code_dir not in sys.path:
+        sys.path.insert(0, code_dir)
+    for i, name in enumerate(modules):
+        try:
+            importlib.import_module(name)
+        except Exception as err:
+            raise RuntimeError(
+                f"runtime.preload[{i}] = {name!r} cannot be imported: "
+                f"{type(err).__name__}: {err} (install it, add it to the bundle, or remove it "
+                "from [runtime] preload)"
+            ) from None
 
 
 def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:

@@ -24,7 +24,8 @@ allow only ``[-/_=.a-zA-Z0-9]``):
 
 Connecting happens in the background: ``start`` recovers from the store and the replica serves
 local reads and eventual writes at once, even when NATS cannot be reached (a node restarted during
-a partition); strong operations fail with ``KVUnavailable`` until the home answers. Every
+a partition); a strong operation waits up to ``connect_wait_s`` (default 2 s) for the home
+connection, then fails with ``KVUnavailable`` (nothing was done). Every
 JetStream context comes from :func:`edgefn.bus.jetstream.jetstream`, so the driver works through a
 regional hub (JetStream domain ``edgefn``) as well as at the core.
 
@@ -58,7 +59,7 @@ from edgefn.bus.subjects import (
     kv_control_subject,
     kv_replication_subject,
 )
-from edgefn.errors import EdgefnError, KVUnavailable
+from edgefn.errors import EdgefnError, KVError, KVSessionBehind, KVUnavailable
 from edgefn.state.events import (
     AskHome,
     Broadcast,
@@ -68,6 +69,7 @@ from edgefn.state.events import (
     Get,
     GetDone,
     Instruction,
+    Item,
     List,
     ListDone,
     MembersChanged,
@@ -87,16 +89,20 @@ from edgefn.state.messages import (
     Announce,
     Message,
     Replication,
+    SessionRead,
+    SessionReadAnswer,
     StrongOp,
     StrongOutcome,
     StrongRecord,
+    decode_answer,
     decode_message,
+    encode_answer,
     encode_message,
 )
 from edgefn.state.records import Consistency
 from edgefn.state.store import SqliteStore
 
-__all__ = ["MEMBERS_BUCKET", "DriverStatistics", "KVDriver"]
+__all__ = ["HOME_WAIT_S", "MEMBERS_BUCKET", "DriverStatistics", "KVDriver"]
 
 MEMBERS_BUCKET = KV_MEMBERS_BUCKET
 # Values up to 1 MiB plus key, metadata and framing.
@@ -110,6 +116,17 @@ _MEMBERS_POLL_S = 3.0
 _SETUP_RETRY_S = 0.5
 _STOP_WAIT_S = 3.0
 _JS_TIMEOUT_S = 10.0
+# How long a strong operation waits for the home connection (start-up, deploy, revive, reconnect)
+# before it answers KVUnavailable: the default of ``edgefn node --kv-wait-ms``.
+HOME_WAIT_S = 2.0
+_RECONNECT_POLL_S = 0.05
+# A home call answers this long before the machine's deadline, and gets at least _CALL_MIN_S.
+_ANSWER_MARGIN_S = 0.1
+_CALL_MIN_S = 0.05
+# A session read this replica cannot catch up for is asked of at most this many writers' replicas,
+# each bounded by FORWARD_TIMEOUT_S.
+FORWARD_TIMEOUT_S = 1.0
+_FORWARD_ORIGINS_MAX = 2
 
 _HOME_VALUE = msgspec.msgpack.Decoder(tuple[bytes, bytes, int])
 _ENC = msgspec.msgpack.Encoder()
@@ -130,6 +147,9 @@ class DriverStatistics:
     consumed: int
     home_calls: int
     home_failures: int
+    reads_forwarded: int
+    forward_failures: int
+    reads_answered: int
     connected: bool
     members: tuple[str, ...]
     last_setup_error: str
@@ -172,6 +192,8 @@ class KVDriver:
         servers: str | list[str],
         home_timeout_s: float = 2.0,
         ack_wait_s: float = 5.0,
+        connect_wait_s: float = HOME_WAIT_S,
+        forward_timeout_s: float = FORWARD_TIMEOUT_S,
     ) -> None:
         self.namespace = namespace
         self.replica = replica
@@ -179,6 +201,8 @@ class KVDriver:
         self.servers = servers
         self.home_timeout_s = home_timeout_s
         self.ack_wait_s = ack_wait_s
+        self.connect_wait_s = connect_wait_s
+        self.forward_timeout_s = forward_timeout_s
         self._ready = asyncio.Event()
         self._last_setup_error = ""
         self._members_kv: Any = None
@@ -191,7 +215,17 @@ class KVDriver:
         self._tick_wakeup = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._stats = dict.fromkeys(
-            ("published", "publish_failures", "consumed", "home_calls", "home_failures"), 0
+            (
+                "published",
+                "publish_failures",
+                "consumed",
+                "home_calls",
+                "home_failures",
+                "reads_forwarded",
+                "forward_failures",
+                "reads_answered",
+            ),
+            0,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -343,9 +377,88 @@ class KVDriver:
     async def get(
         self, key: str, *, consistency: Consistency = Consistency.EVENTUAL, session: str = ""
     ) -> GetDone:
-        result = await self._call(lambda op: Get(op, key, _now_ms(), consistency, session))
+        try:
+            result = await self._call(lambda op: Get(op, key, _now_ms(), consistency, session))
+        except KVSessionBehind as err:
+            # Read-your-writes wherever the user lands: ask a replica that has the writes.
+            return await self._forward_read(key, consistency, session, err)
         assert isinstance(result, GetDone)
         return result
+
+    async def _forward_read(
+        self, key: str, consistency: Consistency, session: str, behind: KVSessionBehind
+    ) -> GetDone:
+        """Serve a session/causal read this replica could not catch up for at a writer's replica.
+
+        The origins the token is missing are asked in turn (most missing writes first) over NATS
+        request/reply, each bounded by ``forward_timeout_s``; the first that covers the token
+        answers. If none can, the original :class:`KVSessionBehind` stands (nothing was done).
+        """
+        origins = sorted(behind.missing, key=lambda o: (-behind.missing[o], o))
+        reasons = []
+        for origin in origins[:_FORWARD_ORIGINS_MAX]:
+            if origin == self.replica.id or not self.connected:
+                continue
+            assert self._nc is not None
+            request = SessionRead(self.replica.id, key, session, consistency.value)
+            subject = kv_control_subject(self.namespace, origin, self.replica.id)
+            self._stats["reads_forwarded"] += 1
+            try:
+                reply = await self._nc.request(
+                    subject, encode_message(request), timeout=self.forward_timeout_s
+                )
+                answer = decode_answer(reply.data)
+            except (*_HOME_ERRORS, msgspec.DecodeError) as err:
+                reasons.append(f"{origin}: {type(err).__name__}")
+                continue
+            if answer.sender != origin or not answer.ok:
+                reasons.append(f"{origin}: {answer.reason or 'bad answer'}")
+                continue
+            item = Item(
+                key,
+                answer.value,
+                answer.revision,
+                answer.metadata,
+                answer.expires_at_ms,
+                answer.stamp,
+            )
+            return GetDone(item, answer.session)
+        self._stats["forward_failures"] += 1
+        if reasons:
+            raise KVSessionBehind(
+                f"{behind.message}; forwarded to {', '.join(reasons)}",
+                missing=behind.missing,
+                hint=behind.hint,
+            ) from None
+        raise behind
+
+    async def _answer_read(self, msg: Msg, request: SessionRead) -> None:
+        """Run a peer's forwarded session/causal read here and answer it (never forwarded on)."""
+        try:
+            level = Consistency(request.consistency)
+            if level not in (Consistency.SESSION, Consistency.CAUSAL):
+                raise KVError(f"forwarded reads are session or causal, not {request.consistency}")
+            result = await self._call(
+                lambda op: Get(op, request.key, _now_ms(), level, request.session)
+            )
+            assert isinstance(result, GetDone)
+            item = result.item
+            answer = SessionReadAnswer(
+                self.replica.id,
+                True,
+                item.value,
+                item.revision,
+                item.metadata,
+                item.expires_at_ms,
+                item.stamp,
+                result.session,
+            )
+        except (KVError, ValueError) as err:
+            answer = SessionReadAnswer(self.replica.id, False, reason=str(err).splitlines()[0])
+        self._stats["reads_answered"] += 1
+        if msg.reply:
+            with contextlib.suppress(*_HOME_ERRORS):
+                await msg.respond(encode_answer(answer))
 
     async def put(
         self,
@@ -467,6 +580,10 @@ class KVDriver:
             return  # Our own, or claims a sender other than the one NATS authenticated.
         if isinstance(sender, str) and sender not in self.replica.config.replicas:
             self._learn_members((sender,))
+        if isinstance(message, SessionRead):
+            if msg.subject.split(".")[-2] == self.replica.id:  # to us, not an announcement
+                self._spawn(self._answer_read(msg, message))
+            return
         self._feed(received(message, _now_ms()))
 
     async def _on_stream(self, msg: Msg) -> None:
@@ -476,10 +593,11 @@ class KVDriver:
             await msg.term()
             return
         origin = msg.subject.rsplit(".", 1)[-1]
-        if isinstance(message, Replication) and (
+        if not isinstance(message, Replication) or (
             message.sender != origin or message.entry.origin != origin
         ):
-            await msg.term()  # A write published under another origin's name: never applied.
+            # Not a write, or one published under another origin's name: never applied.
+            await msg.term()
             return
         self._stats["consumed"] += 1
         self._feed(received(message, _now_ms()))
@@ -503,7 +621,12 @@ class KVDriver:
 
     async def _ask_home(self, op: StrongOp) -> None:
         self._stats["home_calls"] += 1
-        if self._kv is None or not self.connected:
+        # Answer before the machine's own deadline (strong_timeout_ms), which would otherwise
+        # report a write that was never sent as one whose outcome is unknown.
+        budget_s = (op.now_ms + self.replica.config.strong_timeout_ms - _now_ms()) / 1000
+        budget_s -= _ANSWER_MARGIN_S
+        started = asyncio.get_running_loop().time()
+        if not await self._home_connected(min(self.connect_wait_s, budget_s - _CALL_MIN_S)):
             # Never sent: the operation certainly did nothing.
             self._stats["home_failures"] += 1
             reason = "not connected to the home (JetStream KV in the core)"
@@ -512,13 +635,33 @@ class KVDriver:
             )
             return
         try:
-            outcome = await asyncio.wait_for(self._home(op), timeout=self.home_timeout_s)
+            left_s = budget_s - (asyncio.get_running_loop().time() - started)
+            timeout_s = max(min(self.home_timeout_s, left_s), _CALL_MIN_S)
+            outcome = await asyncio.wait_for(self._home(op), timeout=timeout_s)
         except _HOME_ERRORS as err:
             # Sent (or being sent) when it failed: a write may have reached the home.
             self._stats["home_failures"] += 1
             status = "unknown" if op.kind in ("put", "delete") else "unreachable"
             outcome = StrongOutcome(status, reason=f"{type(err).__name__}: {err}")
         self._feed(StrongResult(op.op_id, outcome, _now_ms()))
+
+    async def _home_connected(self, wait_s: float) -> bool:
+        """Whether the home can be asked, waiting up to ``wait_s`` for it.
+
+        Right after a start, a deploy or a revive (and while nats-py reconnects) the connection is
+        seconds away; a strong operation waits for it, bounded, rather than failing at once.
+        """
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while self._kv is None or not self.connected:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            if not self._ready.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), timeout=left)
+            else:
+                await asyncio.sleep(min(_RECONNECT_POLL_S, left))
+        return True
 
     async def _read_home(self, key: str, now_ms: int) -> StrongRecord | None:
         try:

@@ -219,7 +219,9 @@ def received(message: Message, now_ms: int) -> Event:
         return AntiEntropyDigest(message, now_ms)
     if isinstance(message, RepairRequest):
         return AntiEntropyRequest(message, now_ms)
-    return AntiEntropyResponse(message, now_ms)
+    if isinstance(message, RepairResponse):
+        return AntiEntropyResponse(message, now_ms)
+    raise TypeError(f"{type(message).__name__} is answered by the driver, not the replica")
 
 
 # --- results -----------------------------------------------------------------------------------

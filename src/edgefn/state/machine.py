@@ -35,7 +35,14 @@ import collections
 import dataclasses
 from dataclasses import dataclass
 
-from edgefn.errors import KVConflict, KVError, KVLimitError, KVOutcomeUnknown, KVUnavailable
+from edgefn.errors import (
+    KVConflict,
+    KVError,
+    KVLimitError,
+    KVOutcomeUnknown,
+    KVSessionBehind,
+    KVUnavailable,
+)
 from edgefn.state.events import (
     AntiEntropyDigest,
     AntiEntropyRequest,
@@ -105,7 +112,8 @@ class ReplicaConfig:
     replicas: tuple[str, ...]
     value_bytes_max: int = VALUE_BYTES_MAX
     session_wait_ms: int = 2_000
-    strong_timeout_ms: int = 2_000
+    # A backstop: the driver answers within its connect wait plus its home timeout (2 + 2 s).
+    strong_timeout_ms: int = 5_000
     waiting_max: int = 1_024
     strong_pending_max: int = 1_024
     buffer_max: int = 4_096
@@ -573,9 +581,10 @@ class Replica:
             if deadline <= now:
                 self.waiting.remove((deadline, op))
                 missing = VClock(self.applied).missing(decode_session(op.session))
-                err = KVUnavailable(
+                err = KVSessionBehind(
                     f"replica {self.id} has not received the writes the session token needs "
                     f"(missing {dict(missing)}) within {self.config.session_wait_ms} ms",
+                    missing=dict(missing),
                     hint="retry, or send the request to the location that made those writes",
                 )
                 out.others.append(Reply(op.op_id, Failed(err)))

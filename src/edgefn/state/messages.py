@@ -12,6 +12,10 @@ partitions and restarts; the anti-entropy ones are request/reply between two rep
   equal one). Tombstone garbage collection and gap detection use it.
 - :class:`Digest` -> :class:`RepairRequest` -> :class:`RepairResponse`: a Merkle round; the digest
   receiver pulls the sender's entries of the buckets that differ.
+- :class:`SessionRead` -> :class:`SessionReadAnswer`: a session or causal read forwarded (NATS
+  request/reply) to a replica that has applied the writes its token needs, when the asking
+  replica could not catch up in time. Handled by the driver, not the machine: the answering
+  replica runs the read as its own client would.
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ __all__ = [
     "RepairResponse",
     "ReplayRequest",
     "Replication",
+    "SessionRead",
+    "SessionReadAnswer",
     "StrongOp",
     "StrongOutcome",
     "StrongRecord",
+    "decode_answer",
     "decode_message",
+    "encode_answer",
     "encode_message",
 ]
 
@@ -81,7 +89,30 @@ class RepairResponse(msgspec.Struct, frozen=True, tag="rresp", array_like=True):
     applied: Pairs
 
 
-Message = Replication | ReplayRequest | Announce | Digest | RepairRequest | RepairResponse
+class SessionRead(msgspec.Struct, frozen=True, tag="sread", array_like=True):
+    sender: str
+    key: str
+    session: str
+    consistency: str = "session"
+
+
+class SessionReadAnswer(msgspec.Struct, frozen=True, array_like=True):
+    """``ok`` with the item and the extended token, or why not (``reason``)."""
+
+    sender: str
+    ok: bool
+    value: bytes | None = None
+    revision: int = 0
+    metadata: bytes = b""
+    expires_at_ms: int = 0
+    stamp: tuple[int, str] | None = None
+    session: str = ""
+    reason: str = ""
+
+
+Message = (
+    Replication | ReplayRequest | Announce | Digest | RepairRequest | RepairResponse | SessionRead
+)
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
@@ -94,6 +125,18 @@ def encode_message(message: Message) -> bytes:
 def decode_message(raw: bytes) -> Message:
     """Decode one message; malformed input raises ``msgspec.DecodeError``."""
     return _DECODER.decode(raw)
+
+
+_ANSWER_DECODER = msgspec.msgpack.Decoder(SessionReadAnswer)
+
+
+def encode_answer(answer: SessionReadAnswer) -> bytes:
+    return _ENCODER.encode(answer)
+
+
+def decode_answer(raw: bytes) -> SessionReadAnswer:
+    """Decode a forwarded read's answer; malformed input raises ``msgspec.DecodeError``."""
+    return _ANSWER_DECODER.decode(raw)
 
 
 class StrongOp(msgspec.Struct, frozen=True, array_like=True):

@@ -46,3 +46,22 @@ def test_start_timeout_must_be_positive(tmp_path: Path) -> None:
     )
     assert res.returncode != 0
     assert "--start-timeout 0.0 must be positive" in res.stderr
+
+
+@pytest.mark.parametrize("command", ["up", "node"])
+def test_kv_wait_out_of_range_is_a_clear_error(tmp_path: Path, command: str) -> None:
+    res = subprocess.run(
+        [*EDGEFN, command, "--kv-wait-ms", "-5", "--state-dir", str(tmp_path)]
+        + (
+            ["--location", "fra", "--region", "eu", "--nats", "nats://127.0.0.1:9"]
+            if command == "node"
+            else []
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert res.returncode != 0
+    assert "--kv-wait-ms -5 is out of range" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

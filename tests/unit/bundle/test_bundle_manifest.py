@@ -241,6 +241,7 @@ def test_limits_out_of_bounds_say_the_range(key: str, value: str, bounds: str) -
         ('routes = [{ path = "x" }]', "routes[0].path", "unknown key"),
         ("routes = [{ }]", "routes[0].pattern", "missing required key"),
         ('[runtime]\npreload = ["os.path/x"]', "runtime.preload[0]", "invalid module name"),
+        (f"[runtime]\npreload = {[f'm{i}' for i in range(65)]!r}", "runtime.preload", "at most 64"),
     ],
 )
 def test_bad_values(body: str, key: str, needle: str) -> None:

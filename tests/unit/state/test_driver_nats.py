@@ -9,11 +9,12 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgefn.bus import CoreConfig, NatsServer
-from edgefn.errors import KVConflict, KVUnavailable
+from edgefn.errors import KVConflict, KVOutcomeUnknown, KVSessionBehind, KVUnavailable
 from edgefn.state import Consistency, Replica, ReplicaConfig
 from edgefn.state.driver import KVDriver
 from edgefn.state.store import SqliteStore
@@ -155,3 +156,108 @@ async def test_writes_replay_to_a_replica_that_was_down(server: NatsServer, tmp_
     finally:
         await fra.stop()
         await sin.stop()
+
+
+class _StalledDriver(KVDriver):
+    """A replica whose replication is stalled (a fault injected for the test): it drops what the
+    stream and its peers send (writes, replays, announcements), so it cannot catch up for a
+    session token; request/reply answers still reach it."""
+
+    async def _on_stream(self, msg: Any) -> None:
+        return None
+
+    async def _on_control(self, msg: Any) -> None:
+        return None
+
+
+def _stalled(server: NatsServer, tmp_path: Path, name: str) -> KVDriver:
+    config = ReplicaConfig(replica_id=name, replicas=NAMES, session_wait_ms=200)
+    return _StalledDriver(
+        namespace="counts",
+        replica=Replica(config),
+        store=SqliteStore(tmp_path / f"{name}-stalled.sqlite3"),
+        servers=server.client_url,
+    )
+
+
+async def test_session_read_behind_is_served_by_the_writers_replica(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    writer = _driver(server, tmp_path, "fra")
+    reader = _stalled(server, tmp_path, "sin")
+    await writer.start()
+    await reader.start()
+    try:
+        wrote = await writer.put("cart", b"2 items", consistency=Consistency.SESSION)
+        got = await reader.get("cart", consistency=Consistency.SESSION, session=wrote.session)
+        assert got.item.value == b"2 items"
+        assert got.item.stamp is not None
+        assert got.item.stamp[1] == "fra"
+        assert got.session  # the extended token, usable for the next request
+        assert reader.statistics().reads_forwarded == 1
+        assert writer.statistics().reads_answered == 1
+        # Locally the reader still has nothing: the answer came from the writer.
+        local = await reader.get("cart")
+        assert local.item.value is None
+    finally:
+        await reader.stop()
+        await writer.stop()
+
+
+async def test_session_read_behind_with_the_writer_gone_fails_clearly(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    writer = _driver(server, tmp_path, "fra")
+    reader = _stalled(server, tmp_path, "sin")
+    await writer.start()
+    await reader.start()
+    try:
+        wrote = await writer.put("cart", b"3 items", consistency=Consistency.SESSION)
+        await writer.stop()
+        started = time.monotonic()
+        with pytest.raises(KVSessionBehind) as info:
+            await reader.get("cart", consistency=Consistency.SESSION, session=wrote.session)
+        assert time.monotonic() - started < 5.0  # session wait + one bounded forward
+        assert info.value.missing == {"fra": 1}
+        assert "forwarded to fra" in info.value.message
+        assert reader.statistics().forward_failures == 1
+    finally:
+        await reader.stop()
+
+
+async def test_strong_operation_waits_for_the_home_connection(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """Right after start (not yet connected) a strong write waits for the home, not 503."""
+    d = _driver(server, tmp_path, "fra")
+    await d.start(wait_connected=False)
+    try:
+        done = await d.put("first", b"1", consistency=Consistency.STRONG)
+        assert done.revision >= 1
+        assert d.statistics().home_failures == 0
+    finally:
+        await d.stop()
+
+
+async def test_strong_operation_without_a_home_fails_after_its_bounded_wait(
+    tmp_path: Path,
+) -> None:
+    config = ReplicaConfig(replica_id="fra", replicas=("fra",))
+    d = KVDriver(
+        namespace="counts",
+        replica=Replica(config),
+        store=SqliteStore(tmp_path / "alone.sqlite3"),
+        servers="nats://127.0.0.1:9",  # nothing listens there
+        connect_wait_s=0.5,
+    )
+    await d.start(wait_connected=False)
+    try:
+        started = time.monotonic()
+        with pytest.raises(KVUnavailable) as info:
+            await d.put("k", b"v", consistency=Consistency.STRONG)
+        waited = time.monotonic() - started
+        assert 0.4 <= waited < 3.0
+        assert "not connected to the home" in info.value.message
+        assert not isinstance(info.value, KVOutcomeUnknown)
+    finally:
+        await d.stop()

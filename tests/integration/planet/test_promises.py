@@ -1,0 +1,119 @@
+"""Promises at the edges of time, on a fresh real planet (issue #11's "done when").
+
+Right after ``edgefn deploy --wait`` returns, with nothing waited for in between:
+
+- a session write at one location followed at once by a session read at another returns the
+  write, on the namespace's very first write too;
+- strong increments from all four locations all succeed (none refused on a healthy planet) and
+  the final count equals the acknowledged increments;
+
+and a revived node answers 503 ``not_ready`` (or refuses connections) until it serves the
+deployed function, never 404.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.planet_helpers import REPO, edgefn, running_planet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOST = {"host": "counter.localhost"}
+SESSION = "x-edgefn-session"
+PER_LOCATION = 4
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
+    state = tmp_path_factory.mktemp("promises")
+    with running_planet(state, locations=4) as info:
+        edgefn("deploy", str(REPO / "examples/counter"), "--wait", "--json", state_dir=state)
+        yield info, state
+
+
+def _urls(info: dict[str, Any]) -> list[str]:
+    return [loc["url"] for loc in info["locations"]]
+
+
+def test_first_session_write_is_read_at_once_at_another_location(
+    fresh: tuple[dict[str, Any], Path],
+) -> None:
+    urls = _urls(fresh[0])
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for i, (a, b) in enumerate(zip(urls, urls[1:] + urls[:1], strict=True)):
+            wrote = c.put(
+                f"{a}/put?key=first{i}&consistency=session", content=f"v{i}", headers=HOST
+            )
+            assert wrote.status_code == 200, wrote.text
+            token = wrote.headers[SESSION]
+            read = c.get(
+                f"{b}/get?key=first{i}&consistency=session", headers={**HOST, SESSION: token}
+            )
+            assert read.status_code == 200, (i, read.text)
+            assert read.json()["value"] == f"v{i}", read.text
+            assert read.json()["served_by"] != wrote.json()["served_by"]
+
+
+def test_strong_increments_from_every_location_right_after_deploy(
+    fresh: tuple[dict[str, Any], Path],
+) -> None:
+    urls = _urls(fresh[0])
+
+    def increment(i: int) -> httpx.Response:
+        with httpx.Client(timeout=60, trust_env=False) as c:
+            return c.post(f"{urls[i % len(urls)]}/incr?key=hits", headers=HOST)
+
+    with concurrent.futures.ThreadPoolExecutor(len(urls) * PER_LOCATION) as pool:
+        answers = list(pool.map(increment, range(len(urls) * PER_LOCATION)))
+    refused = [(a.status_code, a.text) for a in answers if a.status_code != 200]
+    assert refused == [], refused
+    counts = sorted(a.json()["count"] for a in answers)
+    assert counts == list(range(1, len(answers) + 1))  # each acknowledged exactly once
+    final = httpx.get(
+        f"{urls[1]}/get?key=hits&consistency=strong", headers=HOST, timeout=30, trust_env=False
+    )
+    assert final.status_code == 200, final.text
+    assert final.json()["value"] == str(len(answers))
+
+
+def test_a_revived_node_never_answers_404(fresh: tuple[dict[str, Any], Path]) -> None:
+    info, state = fresh
+    target = info["locations"][2]
+    seen: dict[int, int] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(timeout=5, trust_env=False) as c:
+            while not stop.is_set():
+                try:
+                    r = c.get(f"{target['url']}/get?key=hits", headers=HOST)
+                except httpx.HTTPError:
+                    time.sleep(0.005)  # refused while the process is down: not an answer
+                    continue
+                seen[r.status_code] = seen.get(r.status_code, 0) + 1
+                if r.status_code == 404:
+                    stop.set()
+
+    edgefn("net", "kill", target["name"], state_dir=state)
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    try:
+        edgefn("net", "revive", target["name"], state_dir=state)
+        deadline = time.monotonic() + 60
+        while seen.get(200, 0) < 20 and time.monotonic() < deadline and not stop.is_set():
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    assert 404 not in seen, seen
+    assert seen.get(200, 0) >= 20, seen
+    assert set(seen) <= {200, 503}, seen

@@ -1,0 +1,38 @@
+"""What the pool reads from a worker's cgroup files (a directory shaped like cgroup v1's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgefn.runtime import _cgroup
+
+
+@pytest.fixture
+def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setattr(_cgroup, "ROOT", tmp_path)
+    (tmp_path / "memory" / "w1").mkdir(parents=True)
+    return tmp_path
+
+
+def _write(root: Path, failcnt: int, oom_control: str) -> None:
+    (root / "memory" / "w1" / "memory.failcnt").write_text(f"{failcnt}\n")
+    (root / "memory" / "w1" / "memory.oom_control").write_text(oom_control)
+
+
+def test_limit_hit_is_the_failcnt(root: Path) -> None:
+    _write(root, 0, "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    assert not _cgroup.memory_limit_hit("w1")
+    assert not _cgroup.oom_killed("w1")
+    _write(root, 17, "oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+    assert _cgroup.memory_limit_hit("w1")
+    assert not _cgroup.oom_killed("w1")
+    _write(root, 17, "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    assert _cgroup.oom_killed("w1")
+
+
+def test_a_missing_or_garbled_group_is_not_a_hit(root: Path) -> None:
+    assert not _cgroup.memory_limit_hit("gone")
+    (root / "memory" / "w1" / "memory.failcnt").write_text("not a number")
+    assert not _cgroup.memory_limit_hit("w1")
