@@ -97,6 +97,11 @@ class AccessService:
             js, DEPLOYER_KEYS_BUCKET, replicas=r, max_bytes=4 * 1024 * 1024
         )
         self._audit_kv = await ensure_kv(js, AUDIT_BUCKET, replicas=r, max_bytes=_AUDIT_BYTES)
+        # Created under the setup timeout; operations use the normal one (see ControlService).
+        ops = jetstream(self._nc)
+        self._tokens_kv = await ops.key_value(TOKENS_BUCKET)
+        self._keys_kv = await ops.key_value(DEPLOYER_KEYS_BUCKET)
+        self._audit_kv = await ops.key_value(AUDIT_BUCKET)
         for _key, value in await _entries(self._tokens_kv):
             token = msgspec.json.decode(value, type=TokenRecord)
             self._tokens[token.token_id] = token

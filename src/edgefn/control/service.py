@@ -134,6 +134,8 @@ _TRANSIENT: Final = (
     nats.errors.NoRespondersError,
     nats.errors.ConnectionReconnectingError,
     nats.js.errors.ServiceUnavailableError,
+    # A publish the stream did not answer: its Raft group is electing a leader.
+    nats.js.errors.NoStreamResponseError,
 )
 # The strong-KV buckets' limits: the KV driver (state/driver.py) opens them with the same ones,
 # and the core, which always creates them first, makes them hold.
@@ -274,6 +276,13 @@ class ControlService:
             max_value_bytes=KV_MEMBERS_VALUE_BYTES_MAX,
             max_bytes=KV_MEMBERS_BYTES_MAX,
         )
+        # Created under the setup timeout; operations reopen them under the normal one, so a
+        # write during an election fails fast and is retried (_retrying) instead of hanging.
+        ops = jetstream(self._nc)
+        self._desired_kv = await ops.key_value(DESIRED_BUCKET)
+        self._observed_kv = await ops.key_value(OBSERVED_BUCKET)
+        self._registry_kv = await ops.key_value(REGISTRY_BUCKET)
+        self._bundles = await ops.object_store(BUNDLES_OBJECT_STORE)
         await self.access.start()
         for pem in self._bootstrap_keys:
             try:
@@ -291,6 +300,7 @@ class ControlService:
                 max_value_bytes=64 * 1024,
                 max_bytes=32 * 1024 * 1024,
             )
+            kv = await ops.key_value(SECRETS_BUCKET)
             self._secrets = SecretStore(kv, self._secrets_key)
             await self._secrets.load()
         await self._load_registry()
