@@ -5,6 +5,8 @@ Layout of ``<state-dir>/creds/`` (every file mode 0600, the directory 0700):
 - ``<user>.json`` for each identity — ``control``, ``admin``, ``leaf-<region>``, ``cache-<region>``,
   ``node-<location>``: ``{"user": ..., "password": ..., "ca_file": ...}`` (``ca_file`` only when the
   planet uses TLS; a relative path is relative to the file's directory).
+- ``route.json``: the user and password with which the servers of a clustered core authenticate
+  their routes to each other (``{"user": "route", "password": ...}``; no NATS client uses it).
 - ``core.users.json`` (the core server's users: control, admin, every leaf) and
   ``hub-<region>.users.json`` (a hub's users: its cache and its nodes):
   ``{"users": [{"kind", "scope", "region", "password"}, ...]}``. Passwords are random 32-byte
@@ -32,6 +34,7 @@ from edgefn.bus.errors import BusError
 from edgefn.bus.permissions import NatsUser, UserKind
 
 __all__ = [
+    "ROUTE_USER",
     "Credentials",
     "default_credentials",
     "load_credentials",
@@ -41,6 +44,7 @@ __all__ = [
 ]
 
 _KINDS: tuple[UserKind, ...] = ("control", "admin", "leaf", "cache", "node")
+ROUTE_USER = "route"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +161,12 @@ def write_planet_credentials(
             body["ca_file"] = os.path.relpath(ca_file, creds_dir)
         out[user.name] = creds_dir / f"{user.name}.json"
         _write_private(out[user.name], body)
+    out["route"] = creds_dir / "route.json"
+    route_password = load_credentials(out["route"]).password if out["route"].exists() else ""
+    _write_private(
+        out["route"],
+        {"user": ROUTE_USER, "password": route_password or secrets.token_urlsafe(32)},
+    )
     for name, users in [("core", core), *((f"hub-{r}", u) for r, u in hubs.items())]:
         out[f"{name}.users"] = creds_dir / f"{name}.users.json"
         _write_private(out[f"{name}.users"], {"users": [_user_entry(u) for u in users]})

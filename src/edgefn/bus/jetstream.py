@@ -19,7 +19,8 @@ name one (a server that requires TLS refuses a plaintext client).
 :func:`ensure_kv` and :func:`ensure_object_store` open a bucket, creating it when missing. Several
 processes may race to create the same bucket; JetStream accepts an identical create, and a loser
 that sees "already exists" just opens it. A bucket that exists with a different history or replica
-count raises :class:`BusSetupError` rather than silently running with the other settings.
+count raises :class:`BusSetupError` rather than silently running with the other settings (a caller
+that cannot know the core's size passes ``replicas=None`` and adopts the bucket's).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import asyncio
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -44,7 +45,14 @@ from edgefn.bus.errors import BusConnectError, BusSetupError
 from edgefn.bus.permissions import inbox_prefix
 from edgefn.bus.subjects import JETSTREAM_DOMAIN
 
-__all__ = ["client_tls_context", "connect", "ensure_kv", "ensure_object_store", "jetstream"]
+__all__ = [
+    "client_tls_context",
+    "connect",
+    "ensure_kv",
+    "ensure_object_store",
+    "jetstream",
+    "wait_jetstream",
+]
 
 Callback = Callable[[], Awaitable[None]]
 ErrorCallback = Callable[[Exception], Awaitable[None]]
@@ -165,28 +173,41 @@ async def ensure_kv(
     bucket: str,
     *,
     history: int = 1,
-    replicas: int = 1,
+    replicas: int | None = 1,
     max_value_bytes: int = 1024 * 1024,
     max_bytes: int = 256 * 1024 * 1024,
+    placement_wait_s: float = 0.0,
 ) -> KeyValue:
-    """Open the KV ``bucket``, creating it (file storage, bounded size) when it does not exist."""
+    """Open the KV ``bucket``, creating it (file storage, bounded size) when it does not exist.
+
+    ``replicas=None`` adopts the replica count of an existing bucket (and creates a missing one
+    with 1): for processes outside the core, which do not know how many servers it has. On a
+    planet the core creates every planet-state bucket with its replica count before any other
+    process starts (``ControlService.start``), so they always find it.
+
+    ``placement_wait_s``: how long to retry a create that JetStream refuses with "no suitable
+    peers for placement" (a replicated bucket on a cluster whose servers have not all joined).
+    """
     assert 1 <= history <= 64, "JetStream KV history is 1..64"
-    assert replicas in (1, 3, 5), "use 1, 3 or 5 replicas"
+    assert replicas in (None, 1, 3, 5), "use 1, 3 or 5 replicas"
     try:
         kv = await js.key_value(bucket)
     except BucketNotFoundError:
         config = KeyValueConfig(
             bucket=bucket,
             history=history,
-            replicas=replicas,
+            replicas=replicas or 1,
             max_value_size=max_value_bytes,
             max_bytes=max_bytes,
             storage=StorageType.FILE,
         )
         try:
-            kv = await js.create_key_value(config=config)
-        except BadRequestError:
-            kv = await js.key_value(bucket)  # Another process created it first.
+            kv = await _placed(lambda: js.create_key_value(config=config), placement_wait_s)
+        except BadRequestError as err:
+            try:
+                kv = await js.key_value(bucket)  # Another process created it first.
+            except BucketNotFoundError:
+                raise _setup_error("key-value bucket", bucket, err) from err  # a real refusal
         except JsError as err:
             raise _setup_error("key-value bucket", bucket, err) from err
     except JsError as err:
@@ -196,11 +217,13 @@ async def ensure_kv(
 
 
 async def _check_kv_settings(
-    js: JetStreamContext, bucket: str, *, history: int, replicas: int
+    js: JetStreamContext, bucket: str, *, history: int, replicas: int | None
 ) -> None:
     info = await js.stream_info(f"KV_{bucket}")
     have_history = info.config.max_msgs_per_subject
     have_replicas = info.config.num_replicas
+    if replicas is None:
+        replicas = have_replicas
     if have_history != history or have_replicas != replicas:
         raise BusSetupError(
             f"key-value bucket {bucket!r} exists with history={have_history}, "
@@ -215,8 +238,12 @@ async def ensure_object_store(
     *,
     replicas: int = 1,
     max_bytes: int = 1024 * 1024 * 1024,
+    placement_wait_s: float = 0.0,
 ) -> ObjectStore:
-    """Open the object store ``bucket``, creating it (file storage, bounded size) if missing."""
+    """Open the object store ``bucket``, creating it (file storage, bounded size) if missing.
+
+    ``placement_wait_s`` as for :func:`ensure_kv`.
+    """
     assert replicas in (1, 3, 5), "use 1, 3 or 5 replicas"
     try:
         return await js.object_store(bucket)
@@ -228,11 +255,61 @@ async def ensure_object_store(
         bucket=bucket, replicas=replicas, max_bytes=max_bytes, storage=StorageType.FILE
     )
     try:
-        return await js.create_object_store(bucket, config=config)
-    except BadRequestError:
-        return await js.object_store(bucket)  # Another process created it first.
+        return await _placed(
+            lambda: js.create_object_store(bucket, config=config), placement_wait_s
+        )
+    except BadRequestError as err:
+        try:
+            return await js.object_store(bucket)  # Another process created it first.
+        except (BucketNotFoundError, NotFoundError):
+            raise _setup_error("object store", bucket, err) from err  # a real refusal
     except JsError as err:
         raise _setup_error("object store", bucket, err) from err
+
+
+_NO_PLACEMENT = 10005  # JetStream's err_code for "no suitable peers for placement"
+_PLACEMENT_RETRY_S = 0.25
+_T = TypeVar("_T")
+
+
+async def _placed(create: Callable[[], Awaitable[_T]], wait_s: float) -> _T:
+    """Run ``create``, retrying a refused placement until ``wait_s`` has passed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    while True:
+        try:
+            return await create()
+        except BadRequestError as err:
+            if err.err_code != _NO_PLACEMENT or loop.time() + _PLACEMENT_RETRY_S > deadline:
+                raise
+        await asyncio.sleep(_PLACEMENT_RETRY_S)
+
+
+async def wait_jetstream(nc: Client, *, timeout_s: float, poll_s: float = 0.25) -> None:
+    """Return once the core's JetStream API answers; :class:`BusSetupError` after ``timeout_s``.
+
+    A clustered core answers no JetStream request (or answers 503) until its servers have
+    elected a meta leader, which takes seconds after a start or the loss of the leader; a
+    single server answers at once. Each probe (``$JS.API.INFO``) is bounded by ``poll_s`` plus
+    its own short timeout, so the wait never exceeds ``timeout_s`` by more than one probe.
+    """
+    assert timeout_s > 0
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    js = jetstream(nc, timeout_s=min(2.0, timeout_s))
+    last: Exception | None = None
+    while loop.time() < deadline:
+        try:
+            await js.account_info()
+            return
+        except (TimeoutError, NatsError) as err:  # JetStream errors are NatsErrors too
+            last = err
+        await asyncio.sleep(poll_s)
+    raise BusSetupError(
+        f"the core's JetStream did not answer within {timeout_s:g}s (last error: {last!r})",
+        hint="a clustered core needs a majority of its servers running and routed to each "
+        "other (see their logs); a single core needs JetStream enabled",
+    )
 
 
 def _setup_error(kind: str, bucket: str, err: Exception) -> BusSetupError:

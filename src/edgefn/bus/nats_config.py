@@ -8,7 +8,8 @@ value ever needs escaping. Rendering is pure: ports must already be concrete (th
 Core: JetStream with ``sync_interval: always``, because Jepsen (2025) found that NATS' default lazy
 fsync loses acknowledged writes on power loss; a client port; an HTTP monitoring port
 (``/healthz``); a leafnode listen port where the regional hubs connect; and, for the three-server
-HA core, a ``cluster`` block whose routes name the other two servers.
+HA core, a ``cluster`` block whose routes name the other two servers (authenticated with a route
+user and password, and over mutually verified TLS when the core has TLS).
 
 Hub: no JetStream of its own and one leafnode ``remotes`` entry listing the core's leafnode URLs
 (in the local planet those are link-emulator addresses, not the core's own).
@@ -62,12 +63,17 @@ class ClusterConfig:
     """The ``cluster`` block of one server of an HA core.
 
     ``routes`` are the other servers' cluster addresses as ``host:port`` (the own address may be
-    included; nats-server ignores a route to itself).
+    included; nats-server ignores a route to itself; the ``edgefn core`` role passes only the
+    others). ``user``/``password`` authenticate routes both ways: the server accepts only routes
+    that present them and presents them on its own. With the core's ``tls`` set, routes use TLS
+    too and each end verifies the other's certificate against the planet CA.
     """
 
     name: str
     port: int
     routes: tuple[str, ...]
+    user: str = ""
+    password: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,16 +137,19 @@ def is_loopback(host: str) -> bool:
 
 
 def check_exposure(config: NatsConfig) -> None:
-    """Refuse (:class:`BusError`) a server bound off loopback without TLS or without users."""
+    """Refuse (:class:`BusError`) a server bound off loopback without TLS, users or route auth."""
     if is_loopback(config.host):
         return
-    missing = [what for what, ok in (("TLS", config.tls), ("users", config.users)) if not ok]
+    checks: list[tuple[str, object]] = [("TLS", config.tls), ("users", config.users)]
+    if isinstance(config, CoreConfig) and config.cluster is not None:
+        checks.append(("route credentials", config.cluster.password))
+    missing = [what for what, ok in checks if not ok]
     if missing:
         raise BusError(
             f"nats-server {config.name!r} would listen on {config.host} (not loopback) "
             f"without {' and '.join(missing)}",
-            hint="pass --tls-cert/--tls-key/--tls-ca and --users (edgefn up writes them to "
-            "<state-dir>/creds/), or bind 127.0.0.1",
+            hint="pass --tls-cert/--tls-key/--tls-ca, --users and, for a clustered core, "
+            "--route-creds (edgefn up writes them to <state-dir>/creds/), or bind 127.0.0.1",
         )
 
 
@@ -194,13 +203,22 @@ def _render_core(config: CoreConfig) -> dict[str, Any]:
         out["leafnodes"]["tls"] = _tls_block(config.tls)
     out["mappings"] = {f"$JS.{JETSTREAM_DOMAIN}.API.$O.>": "$O.>"}
     if config.cluster is not None:
-        assert config.cluster.port > 0, "resolve ports before rendering"
-        out["cluster"] = {
-            "name": config.cluster.name,
-            "host": config.host,
-            "port": config.cluster.port,
-            "routes": [f"nats-route://{r}" for r in config.cluster.routes],
-        }
+        out["cluster"] = _cluster_block(config.cluster, config.host, config.tls)
+    return out
+
+
+def _cluster_block(cluster: ClusterConfig, host: str, tls: TlsFiles | None) -> dict[str, Any]:
+    assert cluster.port > 0, "resolve ports before rendering"
+    routes = [f"nats-route://{r}" for r in cluster.routes]
+    out: dict[str, Any] = {"name": cluster.name, "host": host, "port": cluster.port}
+    if cluster.user:
+        assert cluster.password, "a route user needs its password"
+        routes = [_with_userinfo(r, cluster.user, cluster.password) for r in routes]
+        out["authorization"] = {"user": cluster.user, "password": cluster.password, "timeout": 2}
+    out["routes"] = routes
+    if tls is not None:
+        # Both ends of a route are core servers holding planet-CA certificates: verify both.
+        out["tls"] = {**_tls_block(tls), "verify": True}
     return out
 
 

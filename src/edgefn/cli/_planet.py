@@ -101,11 +101,22 @@ def up(
     start_timeout: Annotated[
         float, typer.Option(help="Seconds each role process may take to report ready")
     ] = 60.0,
+    core_servers: Annotated[
+        int,
+        typer.Option(
+            help="Servers in the core: 1, or 3 (or 5) clustered, every bucket replicated on each"
+        ),
+    ] = 1,
     kv_wait_ms: Annotated[
         int, typer.Option(help="How long strong KV operations wait for the home connection (ms)")
     ] = 2000,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
+    if core_servers not in (1, 3, 5):
+        fail(
+            f"--core-servers {core_servers} is not supported",
+            hint="use 1, or 3 (or 5) for a replicated core that survives the loss of a server",
+        )
     if start_timeout <= 0:
         fail(f"--start-timeout {start_timeout} must be positive", hint="e.g. --start-timeout 90")
     if isolation not in ("strict", "relaxed"):
@@ -136,7 +147,7 @@ def up(
         # only has to notice a supervisor that stopped making progress (no new log line), so a
         # big planet on a busy machine is not cut off while its nodes still come up one by one.
         wait_s = start_timeout + 60
-        core_args += ("--start-timeout", str(start_timeout))
+        core_args += ("--start-timeout", str(start_timeout), "--core-servers", str(core_servers))
         _up_detached(
             sd,
             locations,
@@ -163,6 +174,7 @@ def up(
             node_args,
             start_timeout,
             quiet=json_out,
+            core_servers=core_servers,
         )
     )
     if not ok:
@@ -180,6 +192,7 @@ async def _up_foreground(
     start_timeout_s: float,
     *,
     quiet: bool,
+    core_servers: int = 1,
 ) -> bool:
     import asyncio
     import contextlib
@@ -197,6 +210,7 @@ async def _up_foreground(
         node_args=node_args,
         on_progress=lambda m: print(m, file=sys.stderr, flush=True),
         start_timeout_s=start_timeout_s,
+        core_servers=core_servers,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -114,8 +114,37 @@ def core(
             "Default: secrets.key in --state-dir. Share one file between core hosts."
         ),
     ] = None,
+    server_name: Annotated[
+        str, typer.Option(help="This server's name (unique within a clustered core)")
+    ] = "core",
+    cluster_port: Annotated[
+        int, typer.Option(help="Cluster (route) port of a clustered core server (0: none)")
+    ] = 0,
+    cluster_peer: Annotated[
+        list[str],
+        typer.Option(help="host:port of another server's cluster port (2 or 4 of them)"),
+    ] = [],  # noqa: B006
+    cluster_name: Annotated[str, typer.Option(help="Name of the clustered core")] = "edgefn-core",
+    route_creds: Annotated[
+        Path | None, typer.Option(help="Route user/password of the clustered core (route.json)")
+    ] = None,
+    peer_url: Annotated[
+        list[str],
+        typer.Option(help="Another core server's client URL, for the control service"),
+    ] = [],  # noqa: B006
+    control: Annotated[
+        bool, typer.Option(help="Run the control service and API with this server")
+    ] = True,
+    start_timeout: Annotated[
+        float, typer.Option(help="Seconds the server (and a cluster) may take to become ready")
+    ] = 60.0,
 ) -> None:
-    """Run the core: nats-server with JetStream plus the control API and reconciler."""
+    """Run the core: nats-server with JetStream plus the control API and reconciler.
+
+    A clustered core is three (or five) of these, each given --cluster-port and the other
+    servers' --cluster-peer; one of them runs the control service (--peer-url: the others'
+    client URLs), the others --no-control.
+    """
     from edgefn._loop import run
     from edgefn.control.gates import GateThresholds
     from edgefn.planet.roles import run_core
@@ -133,6 +162,14 @@ def core(
     )
     from edgefn.control.desired_signing import DesiredSigner
 
+    cluster = _cluster(cluster_name, cluster_port, cluster_peer, route_creds)
+    if cluster is None and (peer_url or not control):
+        fail(
+            "--peer-url and --no-control need a clustered core",
+            hint="give --cluster-port and --cluster-peer for every other server of the core",
+        )
+    if start_timeout <= 0:
+        fail(f"--start-timeout {start_timeout} must be positive", hint="e.g. --start-timeout 60")
     loaded, nats_users = _bus_files(creds, users)
     if nats_users is None:
         fail("--users is required", hint=_CREDS_HINT)
@@ -155,7 +192,38 @@ def core(
             desired_key=signer,
             gates=gates,
             secrets_key_file=secrets_key,
+            server_name=server_name,
+            cluster=cluster,
+            peer_urls=tuple(peer_url),
+            control=control,
+            start_timeout_s=start_timeout,
         )
+    )
+
+
+def _cluster(name: str, port: int, peers: list[str], route_creds: Path | None) -> Any:
+    """The cluster block of a clustered core server, or None; bad options fail clearly."""
+    from edgefn.bus.nats_config import ClusterConfig
+
+    if not peers and not port and route_creds is None:
+        return None
+    hint = (
+        "a clustered core has 3 (or 5) servers: give each --cluster-port, the others' "
+        "addresses as --cluster-peer host:port, and --route-creds (edgefn up writes route.json)"
+    )
+    if len(peers) not in (2, 4):
+        fail(f"{len(peers)} --cluster-peer given; a clustered core needs 2 or 4", hint=hint)
+    if not 0 < port < 65536:
+        fail(f"--cluster-port {port} is not a port the peers can reach", hint=hint)
+    for peer in peers:
+        host, sep, peer_port = peer.rpartition(":")
+        if not sep or not host or not peer_port.isdigit() or not 0 < int(peer_port) < 65536:
+            fail(f"--cluster-peer {peer!r} is not host:port", hint=hint)
+    if route_creds is None:
+        fail("--route-creds is required for a clustered core", hint=hint)
+    route, _ = _bus_files(route_creds, None)
+    return ClusterConfig(
+        name=name, port=port, routes=tuple(peers), user=route.user, password=route.password
     )
 
 

@@ -74,8 +74,10 @@ def _now_ms() -> int:
 class AccessService:
     """Tokens, deployer keys and audit records of one control plane. ``await start()`` first."""
 
-    def __init__(self, nc: Client) -> None:
+    def __init__(self, nc: Client, *, replicas: int = 1, setup_timeout_s: float = 5.0) -> None:
         self._nc = nc
+        self._replicas = replicas
+        self._setup_timeout_s = setup_timeout_s
         self._tokens: dict[str, TokenRecord] = {}
         self._keys: dict[str, DeployerKey] = {}
         self._audit: deque[AuditRecord] = deque(maxlen=MAX_AUDIT_IN_MEMORY)
@@ -86,12 +88,20 @@ class AccessService:
         self._audit_kv: KeyValue | None = None
 
     async def start(self) -> None:
-        js = jetstream(self._nc)
+        js = jetstream(self._nc, timeout_s=self._setup_timeout_s)
+        r = self._replicas
         # Small byte limits: JetStream reserves each bucket's max_bytes against the core's file
         # store (2 GiB), which the bundles and state buckets already mostly take.
-        self._tokens_kv = await ensure_kv(js, TOKENS_BUCKET, max_bytes=16 * 1024 * 1024)
-        self._keys_kv = await ensure_kv(js, DEPLOYER_KEYS_BUCKET, max_bytes=4 * 1024 * 1024)
-        self._audit_kv = await ensure_kv(js, AUDIT_BUCKET, max_bytes=_AUDIT_BYTES)
+        self._tokens_kv = await ensure_kv(js, TOKENS_BUCKET, replicas=r, max_bytes=16 * 1024 * 1024)
+        self._keys_kv = await ensure_kv(
+            js, DEPLOYER_KEYS_BUCKET, replicas=r, max_bytes=4 * 1024 * 1024
+        )
+        self._audit_kv = await ensure_kv(js, AUDIT_BUCKET, replicas=r, max_bytes=_AUDIT_BYTES)
+        # Created under the setup timeout; operations use the normal one (see ControlService).
+        ops = jetstream(self._nc)
+        self._tokens_kv = await ops.key_value(TOKENS_BUCKET)
+        self._keys_kv = await ops.key_value(DEPLOYER_KEYS_BUCKET)
+        self._audit_kv = await ops.key_value(AUDIT_BUCKET)
         for _key, value in await _entries(self._tokens_kv):
             token = msgspec.json.decode(value, type=TokenRecord)
             self._tokens[token.token_id] = token

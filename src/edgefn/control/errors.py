@@ -10,7 +10,9 @@
         ├── Untrusted             403: no registered deployer key of the caller's account signed it
         ├── Unauthorized          401: no token, a malformed, unknown or revoked token
         ├── Forbidden             403: a valid token without the scope, or another account's object
-        └── SecretsUnavailable    503: the control plane was started without a secrets key
+        ├── SecretsUnavailable    503: the control plane was started without a secrets key
+        └── StateUnavailable      503: JetStream did not take a write within its retry budget
+                                  (e.g. a clustered core that lost its majority); retry later
 
 ``extra`` carries machine-readable fields the API adds to the JSON body (``scope``, ``owner``).
 
@@ -27,6 +29,7 @@ __all__ = [
     "Forbidden",
     "NotFound",
     "SecretsUnavailable",
+    "StateUnavailable",
     "TooLarge",
     "Unauthorized",
     "Untrusted",
@@ -79,3 +82,8 @@ class Forbidden(ControlError):
 class SecretsUnavailable(ControlError):
     status = 503
     code = "secrets_unavailable"
+
+
+class StateUnavailable(ControlError):
+    status = 503
+    code = "state_unavailable"

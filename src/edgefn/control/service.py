@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import msgspec
+import nats.errors
+import nats.js.errors
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectNotFoundError
 from nats.js.kv import KeyValue
@@ -49,6 +51,8 @@ from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
     DESIRED_BUCKET,
+    KV_HOME_BUCKET,
+    KV_MEMBERS_BUCKET,
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
     SECRETS_BUCKET,
@@ -61,6 +65,7 @@ from edgefn.control.errors import (
     ControlError,
     NotFound,
     SecretsUnavailable,
+    StateUnavailable,
     Untrusted,
 )
 from edgefn.control.events import (
@@ -120,6 +125,24 @@ MAX_RECENT_EVENTS: Final = 200
 # Bundles up to this size are pushed to region caches at upload (NATS max payload is 1 MiB).
 MAX_ANNOUNCE_BYTES: Final = 900 * 1024
 _STATE_PREFIX: Final = "state."
+# How long an API operation retries a JetStream write that got no answer: a clustered core
+# electing a new leader after losing a server answers nothing for a few seconds.
+BUS_RETRY_S: Final = 30.0
+_BUS_RETRY_FIRST_S: Final = 0.25
+_TRANSIENT: Final = (
+    asyncio.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionReconnectingError,
+    nats.js.errors.ServiceUnavailableError,
+    # A publish the stream did not answer: its Raft group is electing a leader.
+    nats.js.errors.NoStreamResponseError,
+)
+# The strong-KV buckets' limits: the KV driver (state/driver.py) opens them with the same ones,
+# and the core, which always creates them first, makes them hold.
+KV_HOME_VALUE_BYTES_MAX: Final = 2 * 1024 * 1024
+KV_HOME_BYTES_MAX: Final = 32 * 1024 * 1024
+KV_MEMBERS_VALUE_BYTES_MAX: Final = 1024
+KV_MEMBERS_BYTES_MAX: Final = 1024 * 1024
 
 
 class StableState(msgspec.Struct, frozen=True):
@@ -147,6 +170,31 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+async def _retrying(what: str, op: Any, *, budget_s: float = BUS_RETRY_S) -> Any:
+    """Await ``op()`` (an idempotent JetStream write), retrying transient failures.
+
+    Backs off from 0.25 s to 2 s; after ``budget_s`` raises :class:`StateUnavailable` (503),
+    so the caller may retry the whole operation, which is idempotent too.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget_s
+    wait_s = _BUS_RETRY_FIRST_S
+    while True:
+        try:
+            return await op()
+        except _TRANSIENT as err:
+            if loop.time() + wait_s > deadline:
+                raise StateUnavailable(
+                    f"control state unavailable: {what} got no answer from JetStream "
+                    f"within {budget_s:g}s ({type(err).__name__})",
+                    hint="the core may be electing a leader or have lost a majority of its "
+                    "servers; retry the request",
+                ) from err
+            log.warning("%s: %s, retrying in %.2fs", what, type(err).__name__, wait_s)
+        await asyncio.sleep(wait_s)
+        wait_s = min(wait_s * 2, 2.0)
+
+
 class ControlService:
     """Reconciler + registry over JetStream. ``await start()``; ``await stop()``."""
 
@@ -161,11 +209,21 @@ class ControlService:
         keep_versions: int = DEFAULT_KEEP_VERSIONS,
         desired_key: DesiredSigner | None = None,
         secrets_key: MasterKey | None = None,
+        replicas: int = 1,
+        setup_timeout_s: float = 5.0,
     ) -> None:
         assert tick_ms > 0
+        assert replicas in (1, 3, 5), replicas
         self._nc = nc
         self._bootstrap_keys = tuple(trusted_keys)
-        self.access = access or AccessService(nc)
+        # Every bucket of planet state gets one replica per core server (a clustered core keeps
+        # them through the loss of a server); setup calls on a cluster that is still electing
+        # its leaders take seconds, hence their own timeout.
+        self._replicas = replicas
+        self._setup_timeout_s = setup_timeout_s
+        self.access = access or AccessService(
+            nc, replicas=replicas, setup_timeout_s=setup_timeout_s
+        )
         # Signs every desired state it writes (control/desired_signing.py); None only in tests
         # whose fake nodes read the JSON directly.
         self._desired_key = desired_key
@@ -192,11 +250,39 @@ class ControlService:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        js = jetstream(self._nc)
-        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET)
-        self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET)
-        self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET)
-        self._bundles = await ensure_object_store(js, BUNDLES_OBJECT_STORE)
+        js = jetstream(self._nc, timeout_s=self._setup_timeout_s)
+        r = self._replicas
+        # A cluster refuses replicated buckets until every server has joined it.
+        wait = self._setup_timeout_s if r > 1 else 0.0
+        self._desired_kv = await ensure_kv(js, DESIRED_BUCKET, replicas=r, placement_wait_s=wait)
+        self._observed_kv = await ensure_kv(js, OBSERVED_BUCKET, replicas=r)
+        self._registry_kv = await ensure_kv(js, REGISTRY_BUCKET, replicas=r)
+        self._bundles = await ensure_object_store(
+            js, BUNDLES_OBJECT_STORE, replicas=r, placement_wait_s=wait
+        )
+        # The strong-KV home and the KV members list are opened by nodes (state/driver.py),
+        # which adopt the replica count the core gives them here, before any node starts.
+        await ensure_kv(
+            js,
+            KV_HOME_BUCKET,
+            replicas=r,
+            max_value_bytes=KV_HOME_VALUE_BYTES_MAX,
+            max_bytes=KV_HOME_BYTES_MAX,
+        )
+        await ensure_kv(
+            js,
+            KV_MEMBERS_BUCKET,
+            replicas=r,
+            max_value_bytes=KV_MEMBERS_VALUE_BYTES_MAX,
+            max_bytes=KV_MEMBERS_BYTES_MAX,
+        )
+        # Created under the setup timeout; operations reopen them under the normal one, so a
+        # write during an election fails fast and is retried (_retrying) instead of hanging.
+        ops = jetstream(self._nc)
+        self._desired_kv = await ops.key_value(DESIRED_BUCKET)
+        self._observed_kv = await ops.key_value(OBSERVED_BUCKET)
+        self._registry_kv = await ops.key_value(REGISTRY_BUCKET)
+        self._bundles = await ops.object_store(BUNDLES_OBJECT_STORE)
         await self.access.start()
         for pem in self._bootstrap_keys:
             try:
@@ -208,8 +294,13 @@ class ControlService:
             # Small max_bytes: JetStream reserves it against the core's file store (64 secrets
             # of 5 KiB per function fit ~100 functions).
             kv = await ensure_kv(
-                js, SECRETS_BUCKET, max_value_bytes=64 * 1024, max_bytes=32 * 1024 * 1024
+                js,
+                SECRETS_BUCKET,
+                replicas=r,
+                max_value_bytes=64 * 1024,
+                max_bytes=32 * 1024 * 1024,
             )
+            kv = await ops.key_value(SECRETS_BUCKET)
             self._secrets = SecretStore(kv, self._secrets_key)
             await self._secrets.load()
         await self._load_registry()
@@ -404,17 +495,21 @@ class ControlService:
             existing = self._registry.find_version(name, info.version_id)
             if existing is not None:
                 return existing
-            await bundles.put(sha, data)
+            # Each write is idempotent, so retrying one that may have applied is safe.
+            await _retrying(f"storing bundle {sha[:12]}", lambda: bundles.put(sha, data))
             await self._announce_bundle(sha, data)
             record, pruned = self._registry.add_version(
                 info, now_ms=info.created_ms, pinned=pinned, account=principal.account
             )
-            await kv.put(record_key(name), encode_record(record))
+            encoded = encode_record(record)
+            await _retrying(f"registering {name}", lambda: kv.put(record_key(name), encoded))
             claimed = self._registry.claim_namespaces(
                 info.manifest, record.account, now_ms=info.created_ms
             )
             for ns in claimed:
-                await kv.put(namespace_key(ns.namespace), encode_namespace(ns))
+                value = encode_namespace(ns)
+                key = namespace_key(ns.namespace)
+                await _retrying(f"claiming {key}", lambda k=key, v=value: kv.put(k, v))
             for old in pruned:
                 if not self._registry.has_sha256(old.sha256):
                     await bundles.delete(old.sha256)

@@ -6,7 +6,9 @@ Each role is one process that takes the URLs of its peers, so the same code runs
 * **core** — a nats-server with JetStream (``sync_interval: always``) plus the control service and
   its HTTP API (the rollout reconciler and the registry over JetStream). On first start it writes
   a bootstrap admin API token (mode 0600) to ``admin_token_file``; ``trusted_keys`` are registered
-  as deployer keys of account ``default``.
+  as deployer keys of account ``default``. A clustered core is three ``core`` processes, each
+  with its server's cluster block; one of them (``control``) runs the control service, connected
+  to all three servers. Each core process restarts its nats-server if it exits.
 * **region** — a hub nats-server whose leafnode connects to the core, plus the region's bundle cache.
 * **node** — one location: the edge node's HTTP ingress and sandbox pool, plus the node agent that
   follows desired state through the region's hub.
@@ -33,7 +35,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from edgefn.bus.credentials import Credentials, set_default_credentials
-from edgefn.bus.nats_config import CoreConfig, HubConfig, TlsFiles, check_exposure
+from edgefn.bus.errors import NatsServerStartError
+from edgefn.bus.nats_config import ClusterConfig, CoreConfig, HubConfig, TlsFiles, check_exposure
 from edgefn.bus.nats_server import NatsServer
 from edgefn.bus.permissions import NatsUser
 
@@ -73,58 +76,141 @@ async def run_core(
     desired_key: Any = None,
     gates: Any = None,
     secrets_key_file: Path | None = None,
+    server_name: str = "core",
+    cluster: ClusterConfig | None = None,
+    peer_urls: tuple[str, ...] = (),
+    control: bool = True,
+    start_timeout_s: float = 60.0,
 ) -> None:
-    from edgefn.bus.jetstream import connect
-    from edgefn.control.api import create_app
-    from edgefn.control.reconciler import ReconcilerOptions
-    from edgefn.control.service import ControlService
-    from edgefn.secrets.crypto import load_or_create_master_key
+    """One core server, and (``control``) the control service and API.
 
+    With ``cluster`` (whose routes name the *other* servers) this is one server of a clustered
+    core: every planet-state bucket gets as many replicas as the cluster has servers, and the
+    control service connects to every server (``peer_urls``: the others' client URLs) so it
+    rides out the loss of any one of them.
+    """
     config = CoreConfig(
-        name="core",
+        name=server_name,
         store_dir=state_dir / "jetstream",
         host=host,
         client_port=client_port,
         leafnode_port=leafnode_port,
+        cluster=cluster,
         users=users,
         tls=tls,
     )
     check_exposure(config)  # Before creating anything: a refused start leaves no files behind.
     state_dir.mkdir(parents=True, exist_ok=True)
-    # The secrets master key: generated at first start (0600); on several hosts, share one file.
-    secrets_key = load_or_create_master_key(secrets_key_file or state_dir / "secrets.key")
     set_default_credentials(creds)
-    nats = NatsServer(config, work_dir=state_dir)
+    # A clustered server is healthy only once the cluster has a JetStream meta leader, which
+    # needs a majority of the servers started: they start together, so allow for all of them.
+    nats = NatsServer(config, work_dir=state_dir, start_timeout_s=start_timeout_s)
     await nats.start()
+    keeper = asyncio.create_task(_keep_server_running(nats), name="keep-nats-server")
     try:
-        nc = await connect(_local_url(nats), name="edgefn-control")
-        options = ReconcilerOptions(gates=gates) if gates is not None else None
-        service = ControlService(
-            nc,
+        info = {
+            "role": "core",
+            "server_name": server_name,
+            "client_url": nats.client_url,
+            "leafnode_url": nats.leafnode_url,
+            "monitor_url": nats.monitor_url,
+            "nats_pid": nats.pid,
+        }
+        if cluster is not None:
+            info["cluster_url"] = f"nats-route://{nats.cluster_address}"
+        if not control:
+            announce(info)
+            await _until_signalled()
+            return
+        # ``cluster.routes`` name the other servers: one replica of every bucket per server.
+        replicas = 1 if cluster is None else len(cluster.routes) + 1
+        await _run_control(
+            nats,
+            info,
+            host=host,
+            api_port=api_port,
             trusted_keys=trusted_keys,
-            options=options,
+            admin_token_file=admin_token_file,
             desired_key=desired_key,
-            secrets_key=secrets_key,
+            gates=gates,
+            secrets_key_file=secrets_key_file or state_dir / "secrets.key",
+            peer_urls=peer_urls,
+            replicas=replicas,
+            setup_timeout_s=start_timeout_s,
         )
-        await service.start()
-        await service.access.bootstrap_admin(admin_token_file)
-        server, task, port = await _serve_asgi(create_app(service), host, api_port)
-        announce(
-            {
-                "role": "core",
-                "api_url": f"http://{host}:{port}",
-                "client_url": nats.client_url,
-                "leafnode_url": nats.leafnode_url,
-                "nats_pid": nats.pid,
-            }
-        )
-        await _until_signalled()
-        server.should_exit = True
-        await task
-        await service.stop()
-        await nc.close()
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
         await nats.stop()
+
+
+async def _run_control(
+    nats: NatsServer,
+    info: dict[str, Any],
+    *,
+    host: str,
+    api_port: int,
+    trusted_keys: list[str],
+    admin_token_file: Path | None,
+    desired_key: Any,
+    gates: Any,
+    secrets_key_file: Path,
+    peer_urls: tuple[str, ...],
+    replicas: int,
+    setup_timeout_s: float,
+) -> None:
+    from edgefn.bus.jetstream import connect, wait_jetstream
+    from edgefn.control.api import create_app
+    from edgefn.control.reconciler import ReconcilerOptions
+    from edgefn.control.service import ControlService
+    from edgefn.secrets.crypto import load_or_create_master_key
+
+    # The secrets master key: generated at first start (0600); on several hosts, share one file.
+    secrets_key = load_or_create_master_key(secrets_key_file)
+    nc = await connect([_local_url(nats), *peer_urls], name="edgefn-control")
+    await wait_jetstream(nc, timeout_s=setup_timeout_s)
+    options = ReconcilerOptions(gates=gates) if gates is not None else None
+    service = ControlService(
+        nc,
+        trusted_keys=trusted_keys,
+        options=options,
+        desired_key=desired_key,
+        secrets_key=secrets_key,
+        replicas=replicas,
+        # A single server answers at once; a new cluster elects each bucket's Raft group.
+        setup_timeout_s=5.0 if replicas == 1 else setup_timeout_s,
+    )
+    await service.start()
+    await service.access.bootstrap_admin(admin_token_file)
+    server, task, port = await _serve_asgi(create_app(service), host, api_port)
+    announce({**info, "api_url": f"http://{host}:{port}", "replicas": replicas})
+    await _until_signalled()
+    server.should_exit = True
+    await task
+    await service.stop()
+    await nc.close()
+
+
+async def _keep_server_running(nats: NatsServer, *, poll_s: float = 0.5) -> None:
+    """Restart the nats-server when it exits (a crash, or a test killing it) until cancelled.
+
+    It comes back on the same ports and store, and a clustered server catches up from its peers
+    through Raft. Failed restarts back off from 1 s to at most 10 s between attempts.
+    """
+    backoff_s = 1.0
+    while True:
+        await asyncio.sleep(poll_s)
+        if nats.running():
+            backoff_s = 1.0
+            continue
+        sys.stderr.write(f"nats-server {nats.name} exited; restarting it\n")
+        try:
+            await nats.start()
+        except NatsServerStartError as err:
+            sys.stderr.write(f"restarting nats-server {nats.name} failed: {err}\n")
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 10.0)
 
 
 def _local_url(nats: NatsServer) -> str:

@@ -45,7 +45,26 @@ from pathlib import Path
 from typing import Any
 
 from edgefn.errors import PlanetError
+from edgefn.planet.commands import (
+    CoreServer,
+    PlanetFiles,
+    core_argv,
+    hub_sites,
+    node_argv,
+    region_argv,
+    write_planet_files,
+)
 from edgefn.world import Location, rtt_ms
+
+__all__ = [
+    "Child",
+    "Planet",
+    "hub_sites",
+    "read_planet",
+    "start_child",
+    "stop_child",
+    "wait_until",
+]
 
 PLANET_FILE = "planet.json"
 RESTART_BACKOFF_S = 1.0
@@ -68,6 +87,9 @@ class Child:
     info: dict[str, Any] = field(default_factory=dict)
     restarts: int = 0
     held_down: bool = False
+    # Runs the interpreter, e.g. ``nsenter --net=/run/netns/x --`` to start it in another
+    # network namespace (the multi-host test); it must exec, so ``pid`` stays the role's.
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def pid(self) -> int | None:
@@ -84,7 +106,7 @@ def _pdeathsig() -> None:
     os.setpgrp()
 
 
-async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
+async def start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict[str, Any]:
     """Start ``child`` and wait for its ``{"ready": true}`` line.
 
     A child that does not report ready within ``timeout_s`` is stopped and reported as a
@@ -92,7 +114,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
     """
     log = child.log_path.open("ab")
     child.proc = subprocess.Popen(  # noqa: ASYNC220 - fork+exec only; readiness is awaited below
-        [sys.executable, "-m", "edgefn.cli.main", *child.args],
+        [*child.prefix, sys.executable, "-m", "edgefn.cli.main", *child.args],
         stdout=subprocess.PIPE,
         stderr=log,
         stdin=subprocess.DEVNULL,
@@ -106,7 +128,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
             loop.run_in_executor(None, child.proc.stdout.readline), timeout_s
         )
     except TimeoutError:
-        _stop_child(child, timeout_s=5)
+        stop_child(child, timeout_s=5)
         tail = child.log_path.read_text(errors="replace")[-1500:]
         raise PlanetError(
             f"{child.name} did not report ready within {timeout_s:.0f} s"
@@ -125,7 +147,7 @@ async def _start_child(child: Child, timeout_s: float = START_TIMEOUT_S) -> dict
     return child.info
 
 
-def _stop_child(child: Child, timeout_s: float = 10.0) -> None:
+def stop_child(child: Child, timeout_s: float = 10.0) -> None:
     proc = child.proc
     if proc is None or proc.poll() is not None:
         return
@@ -160,14 +182,6 @@ def read_planet(state_dir: Path) -> dict[str, Any]:
     return data
 
 
-def hub_sites(locations: list[Location]) -> dict[str, Location]:
-    """Region id → the location its hub sits at (the region's first location)."""
-    sites: dict[str, Location] = {}
-    for loc in locations:
-        sites.setdefault(loc.region, loc)
-    return sites
-
-
 class Planet:
     """Starts, supervises and stops a local planet."""
 
@@ -184,9 +198,16 @@ class Planet:
         on_progress: Callable[[str], None] | None = None,
         start_timeout_s: float = START_TIMEOUT_S,
         tls: bool | None = None,
+        core_servers: int = 1,
     ) -> None:
         if not locations:
             raise PlanetError("a planet needs at least one location")
+        if core_servers not in (1, 3, 5):
+            raise PlanetError(
+                f"a core of {core_servers} servers is not supported",
+                hint="use 1 (no replication) or 3 (or 5) servers (replicated, Raft needs a majority)",
+            )
+        self.core_servers = core_servers
         self.locations = locations
         self.state_dir = state_dir.resolve()
         self.entry_port = entry_port
@@ -196,12 +217,12 @@ class Planet:
         # TLS on loopback costs little (measured in docs/design/0007-backbone.md), so it is on;
         # EDGEFN_PLANET_TLS=0 turns it off, e.g. to measure that cost.
         self.tls = tls if tls is not None else os.environ.get("EDGEFN_PLANET_TLS", "1") != "0"
-        self.creds: dict[str, Path] = {}
-        self.server_tls: dict[str, Any] = {}
+        self.files: PlanetFiles | None = None
         self.node_args = node_args  # e.g. ("--isolation", "relaxed"), appended to every node
         self.progress = on_progress or (lambda _msg: None)
         self.start_timeout_s = start_timeout_s
-        self.core: Child | None = None
+        self.core: Child | None = None  # the core server that runs the control service
+        self.core_children: list[Child] = []
         self.regions: dict[str, Child] = {}
         self.nodes: dict[str, Child] = {}
         self.links: Any = None
@@ -213,15 +234,6 @@ class Planet:
         self.secret = b""  # the planet secret, read in start() (signs every internal API call)
 
     # -- start -----------------------------------------------------------------------------
-    def _deployer_public_key(self) -> Path:
-        from edgefn.bundle import load_or_create_signing_key
-        from edgefn.planet.credentials import DEPLOYER_PUBLIC_KEY_FILE, deployer_key_path
-
-        key = load_or_create_signing_key(deployer_key_path())
-        pub = self.state_dir / DEPLOYER_PUBLIC_KEY_FILE
-        pub.write_text(key.public_key_pem())
-        return pub
-
     def _write_credentials(self, api_url: str) -> None:
         from edgefn.planet.credentials import ADMIN_TOKEN_FILE, write_credentials
 
@@ -235,127 +247,52 @@ class Planet:
             ) from None
         write_credentials(self.state_dir, api_url=api_url, token=token)
 
-    def _bus_files(self) -> Path:
-        """Credentials, users' lists, TLS material and the core's desired-state key."""
-        from edgefn.bundle import load_or_create_signing_key
-        from edgefn.bus.credentials import write_planet_credentials
-        from edgefn.bus.tls import write_planet_tls
-
-        creds_dir = self.state_dir / "creds"
-        regions = list(hub_sites(self.locations))
-        if self.tls:
-            self.server_tls = write_planet_tls(creds_dir, regions=regions)
-        self.creds = write_planet_credentials(
-            creds_dir,
-            regions=regions,
-            locations=[(loc.id, loc.region) for loc in self.locations],
-            ca_file=creds_dir / "ca.pem" if self.tls else None,
-        )
-        key = load_or_create_signing_key(creds_dir / "core-key.pem")
-        pub = self.state_dir / "core-key.pub"
-        pub.write_text(key.public_key_pem())
-        return pub
-
-    def _tls_args(self, name: str) -> list[str]:
-        files = self.server_tls.get(name)
-        if files is None:
-            return []
-        return [
-            "--tls-cert",
-            str(files.cert_file),
-            "--tls-key",
-            str(files.key_file),
-            "--tls-ca",
-            str(files.ca_file),
-        ]
-
-    def _traffic_files(self) -> list[str]:
-        """The planet secret, metrics token and location table every node reads."""
-        from edgefn._internal_auth import read_secret
-        from edgefn.edge.traffic_config import write_metrics_token, write_planet_files
-
-        secret, table = write_planet_files(
-            self.state_dir, self.locations, emulate_rtt=self.emulate_rtt
-        )
-        self.secret = read_secret(secret)
-        token = write_metrics_token(self.state_dir)
-        return [
-            "--secret-file",
-            str(secret),
-            "--locations-file",
-            str(table),
-            "--metrics-token-file",
-            str(token),
-        ]
-
     async def start(self) -> None:
+        from edgefn._internal_auth import read_secret
         from edgefn.bus.link_group import LinkEmulatorGroup
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
-        pub = self._deployer_public_key()
-        core_pub = self._bus_files()
-        traffic_args = self._traffic_files()
-        core_site = self.locations[0]
-        self.progress("starting core (nats-server + JetStream + control API)")
-        self.core = Child(
-            "core",
-            [
-                "core",
-                "--state-dir",
-                str(self.state_dir / "core"),
-                "--trusted-key",
-                str(pub),
-                "--admin-token-file",
-                str(self.state_dir / "core" / "admin-token"),
-                "--creds",
-                str(self.creds["control"]),
-                "--users",
-                str(self.creds["core.users"]),
-                "--core-signing-key",
-                str(self.state_dir / "creds/core-key.pem"),
-                *self._tls_args("core"),
-                *self.core_args,
-            ],
-            self.state_dir / "logs/core.log",
+        files = write_planet_files(
+            self.state_dir, self.locations, tls=self.tls, emulate_rtt=self.emulate_rtt
         )
-        core_info = await _start_child(self.core, self.start_timeout_s)
+        self.files = files
+        self.secret = read_secret(files.secret_file)
+        core_site = self.locations[0]
+        self.progress(
+            f"starting core ({self.core_servers} nats-server with JetStream + control API)"
+        )
+        self.core_children = self._core_children(files)
+        self.core = self.core_children[0]
+        await self._start_all(
+            self.core_children, "core servers", concurrency=len(self.core_children)
+        )
+        core_info = self.core.info
         self._write_credentials(core_info["api_url"])
         self.links = LinkEmulatorGroup()
         await self.links.start_control(secret=self.secret)
-        leaf_port = int(core_info["leafnode_url"].rsplit(":", 1)[1])
         sites = hub_sites(self.locations)
         for region, site in sites.items():
             self.progress(f"starting hub for region {region} at {site.id}")
-            link = await self.links.add_link(
-                f"core~hub-{region}",
+            leaf_urls = []
+            for i, core in enumerate(self.core_children):
+                # One link per core server, its endpoint named after the server (`edgefn net
+                # partition core-0 core-1 core-2` cuts a clustered core off).
+                name = "core" if len(self.core_children) == 1 else f"core-{i}"
+                link = await self.links.add_link(
+                    f"{name}~hub-{region}",
+                    f"hub-{region}",
+                    name,
+                    target_host="127.0.0.1",
+                    target_port=int(core.info["leafnode_url"].rsplit(":", 1)[1]),
+                    rtt_ms=rtt_ms(site, core_site),
+                )
+                leaf_urls.append(f"nats-leaf://127.0.0.1:{link.port}")
+            self.regions[region] = Child(
                 f"hub-{region}",
-                "core",
-                target_host="127.0.0.1",
-                target_port=leaf_port,
-                rtt_ms=rtt_ms(site, core_site),
-            )
-            child = Child(
-                f"hub-{region}",
-                [
-                    "region",
-                    "--name",
-                    region,
-                    "--core-leaf",
-                    f"nats-leaf://127.0.0.1:{link.port}",
-                    "--state-dir",
-                    str(self.state_dir / f"regions/{region}"),
-                    "--creds",
-                    str(self.creds[f"cache-{region}"]),
-                    "--leaf-creds",
-                    str(self.creds[f"leaf-{region}"]),
-                    "--users",
-                    str(self.creds[f"hub-{region}.users"]),
-                    *self._tls_args(f"hub-{region}"),
-                ],
+                region_argv(files, region, core_leaf_urls=leaf_urls),
                 self.state_dir / f"logs/hub-{region}.log",
             )
-            self.regions[region] = child
         await self._start_all(list(self.regions.values()), "hubs")
         for loc in self.locations:
             hub = self.regions[loc.region]
@@ -368,27 +305,13 @@ class Planet:
                 target_port=hub_port,
                 rtt_ms=rtt_ms(loc, sites[loc.region]),
             )
-            args = [
-                "node",
-                "--location",
-                loc.id,
-                "--region",
-                loc.region,
-                "--nats",
-                f"nats://127.0.0.1:{link.port}",
-                "--trusted-key",
-                str(pub),
-                "--state-dir",
-                str(self.state_dir / f"nodes/{loc.id}"),
-                "--creds",
-                str(self.creds[f"node-{loc.id}"]),
-                "--core-key",
-                str(core_pub),
-            ]
-            if self.preload:
-                args += ["--preload", ",".join(self.preload)]
-            args += traffic_args
-            args += list(self.node_args)
+            args = node_argv(
+                files,
+                loc,
+                nats_url=f"nats://127.0.0.1:{link.port}",
+                preload=self.preload,
+                extra=self.node_args,
+            )
             self.nodes[loc.id] = Child(f"loc-{loc.id}", args, self.state_dir / f"logs/{loc.id}.log")
         self.progress(f"starting {len(self.nodes)} edge nodes")
         await self._start_all(list(self.nodes.values()), "edge nodes")
@@ -398,15 +321,46 @@ class Planet:
         self._supervise_task = asyncio.create_task(self._supervise())
         self.progress("planet ready")
 
-    async def _start_all(self, children: list[Child], what: str) -> None:
-        """Start ``children``, at most START_CONCURRENCY at a time, reporting progress."""
-        gate = asyncio.Semaphore(START_CONCURRENCY)
+    def _core_children(self, files: PlanetFiles) -> list[Child]:
+        """The core's processes: one server, or a cluster whose first server runs control."""
+        timeout = ["--start-timeout", str(self.start_timeout_s)]
+        if self.core_servers == 1:
+            args = core_argv(files, extra=[*timeout, *self.core_args])
+            return [Child("core", args, self.state_dir / "logs/core.log")]
+        from edgefn.bus._ports import free_port
+
+        n = self.core_servers
+        cluster = [free_port() for _ in range(n)]
+        client = [free_port() for _ in range(n)]
+        children = []
+        for i in range(n):
+            others = [j for j in range(n) if j != i]
+            server = CoreServer(
+                index=i,
+                cluster_port=cluster[i],
+                cluster_peers=tuple(f"127.0.0.1:{cluster[j]}" for j in others),
+                peer_urls=tuple(f"nats://127.0.0.1:{client[j]}" for j in others) if i == 0 else (),
+                client_port=client[i],
+            )
+            args = core_argv(files, server=server, extra=[*timeout, *self.core_args])
+            children.append(Child(f"core-{i}", args, self.state_dir / f"logs/core-{i}.log"))
+        return children
+
+    async def _start_all(
+        self, children: list[Child], what: str, *, concurrency: int = START_CONCURRENCY
+    ) -> None:
+        """Start ``children``, at most ``concurrency`` at a time, reporting progress.
+
+        The servers of a clustered core must start together: none is ready before a majority
+        of them run.
+        """
+        gate = asyncio.Semaphore(concurrency)
         done = 0
 
         async def one(child: Child) -> None:
             nonlocal done
             async with gate:
-                await _start_child(child, self.start_timeout_s)
+                await start_child(child, self.start_timeout_s)
             done += 1
             self.progress(f"{what}: {done}/{len(children)} ready")
 
@@ -514,7 +468,7 @@ class Planet:
         internal = child.info.get("internal_url", "").rsplit(":", 1)[-1]
         if internal.isdigit() and "--internal-port" not in child.args:
             child.args += ["--internal-port", internal]
-        await _start_child(child, self.start_timeout_s)
+        await start_child(child, self.start_timeout_s)
         self.entry.set_locations(self._entry_locations())
         self._write_state()
 
@@ -542,8 +496,13 @@ class Planet:
             "credentials": str(self.state_dir / "credentials.json"),
             "secret_file": str(self.state_dir / "planet-secret"),
             "metrics_token_file": str(self.state_dir / "metrics-token"),
-            "admin_creds": str(self.creds.get("admin", "")),
+            "admin_creds": str(self.files.creds.get("admin", "")) if self.files else "",
             "tls": self.tls,
+            # Every server of the core (one, or a cluster): pids, client/monitor/cluster URLs.
+            "core_servers": [
+                {"name": c.name, "pid": c.pid, "alive": c.alive(), **c.info}
+                for c in self.core_children
+            ],
             "regions": {
                 r: {"pid": c.pid, "at": sites[r].id, **c.info} for r, c in self.regions.items()
             },
@@ -585,23 +544,10 @@ class Planet:
         if self.entry is not None:
             await self.entry.close()
         loop = asyncio.get_running_loop()
-        children = [
-            *self.nodes.values(),
-            *self.regions.values(),
-            *([self.core] if self.core else []),
-        ]
-        await asyncio.gather(
-            *(
-                loop.run_in_executor(None, _stop_child, c)
-                for c in children
-                if c in self.nodes.values()
-            )
-        )
-        await asyncio.gather(
-            *(loop.run_in_executor(None, _stop_child, c) for c in self.regions.values())
-        )
-        if self.core is not None:
-            await loop.run_in_executor(None, _stop_child, self.core)
+        # Nodes first, then hubs, then the core (servers together: a cluster losing its
+        # majority one server at a time would only log elections).
+        for tier in (self.nodes.values(), self.regions.values(), self.core_children):
+            await asyncio.gather(*(loop.run_in_executor(None, stop_child, c) for c in tier))
         if self.links is not None:
             with contextlib.suppress(Exception):
                 await self.links.close()

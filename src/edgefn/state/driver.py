@@ -327,14 +327,21 @@ class KVDriver:
         )
         with contextlib.suppress(nats.js.errors.BadRequestError):
             await self._js.add_stream(config)
+        # replicas=None: the core created both buckets with its own replica count (3 on an HA
+        # core); a bare nats-server without a core (tests) gets them with 1.
         self._kv = await ensure_kv(
             self._js,
             KV_HOME_BUCKET,
+            replicas=None,
             max_value_bytes=_HOME_VALUE_BYTES_MAX,
             max_bytes=_HOME_BYTES_MAX,
         )
         self._members_kv = await ensure_kv(
-            self._js, MEMBERS_BUCKET, max_value_bytes=1024, max_bytes=_MEMBERS_BYTES_MAX
+            self._js,
+            MEMBERS_BUCKET,
+            replicas=None,
+            max_value_bytes=1024,
+            max_bytes=_MEMBERS_BYTES_MAX,
         )
         await self._members_kv.put(f"{ns}.{me}", b"")
         await self._nc.subscribe(kv_control_subject(ns, me, "*"), cb=self._on_control)

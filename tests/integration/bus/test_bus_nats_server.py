@@ -22,11 +22,13 @@ from edgefn.bus import (
     NatsServerStartError,
     connect,
     ensure_kv,
+    ensure_object_store,
     find_nats_server,
     free_port,
     jetstream,
 )
 from edgefn.bus.errors import BusConnectError, BusError, BusSetupError
+from edgefn.bus.jetstream import wait_jetstream
 
 pytestmark = pytest.mark.integration
 
@@ -134,6 +136,40 @@ async def test_connect_gives_up_at_its_deadline_naming_the_urls() -> None:
     with pytest.raises(BusConnectError, match=url) as info:
         await connect(url, name="lonely", connect_deadline_s=0.5, connect_timeout_s=0.2)
     assert "running" in info.value.hint
+
+
+async def test_wait_jetstream_answers_at_a_core_and_gives_up_at_a_hub(tmp_path: Path) -> None:
+    """A core's JetStream answers at once; a server without JetStream fails at the deadline."""
+    async with (
+        NatsServer(CoreConfig(name="core", store_dir=tmp_path / "js"), work_dir=tmp_path) as core,
+        NatsServer(
+            HubConfig(name="hub", core_leafnode_urls=("nats-leaf://127.0.0.1:1",)),
+            work_dir=tmp_path,
+        ) as hub,
+    ):
+        nc = await connect(core.client_url, name="probe")
+        await wait_jetstream(nc, timeout_s=10)
+        await nc.close()
+        nc = await connect(hub.client_url, name="probe")
+        with pytest.raises(BusSetupError, match=r"did not answer within 0\.5s") as info:
+            await wait_jetstream(nc, timeout_s=0.5, poll_s=0.05)
+        assert "majority of its servers" in info.value.hint
+        await nc.close()
+
+
+async def test_a_replicated_bucket_on_a_single_server_is_refused_clearly(tmp_path: Path) -> None:
+    """JetStream refuses R=3 without a cluster: the error names the bucket and the cause."""
+    async with NatsServer(
+        CoreConfig(name="core", store_dir=tmp_path / "js"), work_dir=tmp_path
+    ) as core:
+        nc = await connect(core.client_url, name="setup")
+        js = jetstream(nc)
+        with pytest.raises(BusSetupError, match="key-value bucket 'edgefn-r3'") as info:
+            await ensure_kv(js, "edgefn-r3", replicas=3, placement_wait_s=0.5)
+        assert "3-server cluster" in info.value.hint
+        with pytest.raises(BusSetupError, match="object store 'edgefn-o3'"):
+            await ensure_object_store(js, "edgefn-o3", replicas=3, placement_wait_s=0.5)
+        await nc.close()
 
 
 async def test_ha_core_keeps_replicated_kv_through_a_server_loss(tmp_path: Path) -> None:
