@@ -3,7 +3,8 @@
     POST /incr?key=n                      strong CAS loop: read the revision, put if unchanged
                                           (jittered backoff after a conflict)
     GET  /get?key=k&consistency=session   read at any level (eventual, session, causal, strong)
-    PUT  /put?key=k&consistency=session   write the request body
+    PUT  /put?key=k&consistency=session   write the request body (&if_revision=N: only if the key
+                                          is still at revision N, else 409 with its revision)
     GET  /list?prefix=p                   list keys
 
 Session tokens travel in the x-edgefn-session header; the platform adds the new one to the response.
@@ -28,7 +29,16 @@ async def fetch(request, env, ctx):
         return Response.json({"key": key, **entry.as_dict(), "served_by": request.edge.location})
     if path == "put" and request.method == "PUT":
         value = await request.text()
-        revision = await env.COUNTS.put(key, value, consistency=level)
+        expected = request.query.get("if_revision")
+        try:
+            revision = await env.COUNTS.put(
+                key,
+                value,
+                consistency=level,
+                if_revision=None if expected is None else int(expected),
+            )
+        except KVConflict as err:
+            return Response.json({"error": "conflict", "revision": err.revision}, status=409)
         return Response.json({"key": key, "revision": revision, "served_by": request.edge.location})
     if path == "list":
         return Response.json(await env.COUNTS.list(prefix=request.query.get("prefix", "")))

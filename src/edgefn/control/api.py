@@ -420,7 +420,13 @@ def create_app(
         assert isinstance(exc, HTTPException)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
         response = _error(exc.status_code, code, str(exc.detail), "see /openapi.json")
-        response.headers.update(exc.headers or {})  # 405 keeps its Allow header
+        headers = dict(exc.headers or {})
+        if (
+            "Allow" in headers
+        ):  # 405 keeps its Allow header, in a stable order (Starlette's is a set)
+            methods = sorted(m.strip() for m in headers["Allow"].split(","))
+            headers["Allow"] = ", ".join(methods)
+        response.headers.update(headers)
         return response
 
     async def on_crash(_request: Request, _exc: Exception) -> Response:

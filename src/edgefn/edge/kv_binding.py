@@ -354,7 +354,11 @@ class KVService:
         except KVError as err:
             self._counts["call_errors"] += 1
             kind = _error_kind(err)
-            return p.KVResult(call.id, call.call_id, False, None, kind, str(err))
+            # A conflict carries the key's current revision, so the function can retry with it.
+            detail = (
+                {"key": err.key, "revision": err.revision} if isinstance(err, KVConflict) else None
+            )
+            return p.KVResult(call.id, call.call_id, False, detail, kind, str(err))
         return p.KVResult(call.id, call.call_id, True, value)
 
     async def _call(self, ctx: RequestContext, call: p.KVCall) -> Any:

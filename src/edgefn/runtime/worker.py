@@ -334,6 +334,12 @@ class Worker:
         iid = current_invoke_id.get()
         res: p.KVResult = await self._call(lambda n: p.KVCall(iid, n, binding, op, args))
         if not res.ok:
+            if res.error_kind == "conflict" and isinstance(res.value, dict):
+                raise KVConflict(
+                    res.error_message,
+                    key=str(res.value.get("key", "")),
+                    revision=int(res.value.get("revision") or 0),
+                )
             raise KV_ERRORS.get(res.error_kind, KVError)(res.error_message)
         return res.value
 

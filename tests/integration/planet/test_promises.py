@@ -117,3 +117,17 @@ def test_a_revived_node_never_answers_404(fresh: tuple[dict[str, Any], Path]) ->
     assert 404 not in seen, seen
     assert seen.get(200, 0) >= 20, seen
     assert set(seen) <= {200, 503}, seen
+
+
+def test_a_conflict_tells_the_function_the_current_revision(
+    fresh: tuple[dict[str, Any], Path],
+) -> None:
+    url = _urls(fresh[0])[0]
+    with httpx.Client(timeout=30, trust_env=False, headers=HOST) as c:
+        first = c.put(f"{url}/put?key=cas&consistency=strong", content="a")
+        assert first.status_code == 200, first.text
+        again = c.put(f"{url}/put?key=cas&consistency=strong", content="b")
+        current = again.json()["revision"]
+        stale = c.put(f"{url}/put?key=cas&consistency=strong&if_revision=1", content="c")
+    assert stale.status_code == 409, stale.text
+    assert stale.json()["revision"] == current > 1
