@@ -5,7 +5,7 @@ from __future__ import annotations
 from edgefn.chaos.plan import ChaosOptions, PlannedOp, plan_clients, plan_nemesis
 
 LOCATIONS = [("nrt", "as-east"), ("fra", "eu-west"), ("gru", "sa-east"), ("ist", "eu-west")]
-ENDS = {"partition": "heal", "kill": "revive", "slow": "restore"}
+ENDS = {"partition": "heal", "kill": "revive", "slow": "restore", "skew": "unskew"}
 
 
 def ops_of(seed: int, *, now_step_ms: int = 37, **kw: object) -> list[PlannedOp]:
@@ -47,7 +47,13 @@ def test_every_fault_is_ended_before_the_cooldown_and_faults_of_a_kind_never_ove
 
 def test_a_long_run_uses_every_fault_and_respects_the_chosen_ones() -> None:
     steps = plan_nemesis(ChaosOptions(seed=3, duration_ms=300_000), LOCATIONS)
-    assert {s.action for s in steps} == {"partition", "heal", "kill", "revive", "slow", "restore"}
+    assert {s.action for s in steps} == {
+        *("partition", "heal", "kill", "revive"),
+        *("slow", "restore", "skew", "unskew"),
+    }
+    skews = [s.skew_ms for s in steps if s.action == "skew"]
+    assert min(skews) < 0 < max(skews)
+    assert all(2_000 <= abs(x) <= 20_000 for x in skews)
     only_kills = plan_nemesis(
         ChaosOptions(seed=3, duration_ms=300_000, faults=("kill",)), LOCATIONS
     )

@@ -259,6 +259,7 @@ class _Nemesis:
         )
         self.original_rtt: dict[tuple[str, str], float] = {}
         self.killed: set[str] = set()
+        self.skewed: set[str] = set()
 
     def close(self) -> None:
         self.supervisor.close()
@@ -277,6 +278,14 @@ class _Nemesis:
             self.supervisor.revive(targets[0])
             self.killed.discard(targets[0])
             return "revived"
+        if action == "skew":
+            self.skewed.add(targets[0])
+            self.supervisor.skew(targets[0], step.skew_ms)
+            return f"restarted {step.skew_ms:+d} ms off"
+        if action == "unskew":
+            self.supervisor.skew(targets[0], 0)
+            self.skewed.discard(targets[0])
+            return "restarted on true time"
         a, b = targets
         if action == "slow":
             if (a, b) not in self.original_rtt:
@@ -295,8 +304,9 @@ class _Nemesis:
         raise EdgefnError(f"no link between {a} and {b}", hint="see `edgefn net links`")
 
     def recovery_steps(self, at_ms: int) -> list[NemesisStep]:
-        """Undo everything: heal, restore every slowed link, revive every killed node."""
+        """Undo everything: heal, restore every slowed link, unskew and revive every node."""
         steps = [NemesisStep(at_ms, "heal", ())]
+        steps += [NemesisStep(at_ms, "unskew", (loc,)) for loc in sorted(self.skewed)]
         steps += [NemesisStep(at_ms, "restore", link) for link in sorted(self.original_rtt)]
         steps += [NemesisStep(at_ms, "revive", (loc,)) for loc in sorted(self.killed)]
         return steps

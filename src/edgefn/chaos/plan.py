@@ -26,10 +26,9 @@ kind inside it, holds them, ends them, then leaves the planet quiet for a while.
 - ``partition``: cut every backbone link leaving some locations (``loc-<x>``) or one region's hub
   (``hub-<r>``, which cuts off the whole region); ended by ``heal``;
 - ``kill``: SIGKILL a location's node (kept down); ended by ``revive``;
-- ``slow``: raise one link's round-trip time (node↔hub or hub↔core); ended by ``restore``.
-
-Clock skew is not among them: the KV driver reads the wall clock directly
-(``edgefn.state.driver._now_ms``), so there is no way to skew one node's HLC from outside.
+- ``slow``: raise one link's round-trip time (node↔hub or hub↔core); ended by ``restore``;
+- ``skew``: restart a location's node with its KV clock off by ``skew_ms`` (either sign; the HLC's
+  physical input, ``edgefn node --clock-skew-ms``); ended by ``unskew`` (restarted on true time).
 """
 
 from __future__ import annotations
@@ -50,9 +49,9 @@ __all__ = [
     "plan_nemesis",
 ]
 
-FAULTS = ("partition", "kill", "slow")
+FAULTS = ("partition", "kill", "slow", "skew")
 LEVELS = ("strong", "session", "eventual")
-_ENDINGS = {"partition": "heal", "kill": "revive", "slow": "restore"}
+_ENDINGS = {"partition": "heal", "kill": "revive", "slow": "restore", "skew": "unskew"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +67,7 @@ class ChaosOptions:
     quiet_ms: tuple[int, int] = (1_000, 4_000)
     overlap_probability: float = 0.3
     slow_rtt_ms: tuple[int, int] = (150, 900)
+    skew_ms: tuple[int, int] = (2_000, 20_000)  # magnitude; the sign is drawn too
     think_ms: tuple[int, int] = (10, 60)
     key_period_ms: int = 6_000
     strong_keys: int = 2
@@ -165,8 +165,9 @@ def plan_clients(options: ChaosOptions, locations: Sequence[str]) -> list[Client
 class NemesisStep:
     """One nemesis action at run time ``at_ms``.
 
-    ``action``: partition, heal, kill, revive, slow or restore. ``targets``: endpoints
-    (partition), one location (kill/revive) or a link's two endpoints (slow/restore).
+    ``action``: partition, heal, kill, revive, slow, restore, skew or unskew. ``targets``:
+    endpoints (partition), one location (kill/revive, skew/unskew) or a link's two endpoints
+    (slow/restore). ``skew_ms``: the clock offset a ``skew`` restarts its node with.
     """
 
     at_ms: int
@@ -174,6 +175,7 @@ class NemesisStep:
     targets: tuple[str, ...]
     rtt_ms: float = 0.0
     episode: int = 0
+    skew_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +232,13 @@ def _fault(
         return [
             NemesisStep(start_ms, "kill", victim, episode=episode),
             NemesisStep(stop_ms, "revive", victim, episode=episode),
+        ]
+    if kind == "skew":
+        victim = (rng.choice(topo.locations),)
+        skew = rng.randint(*options.skew_ms) * rng.choice((-1, 1))
+        return [
+            NemesisStep(start_ms, "skew", victim, episode=episode, skew_ms=skew),
+            NemesisStep(stop_ms, "unskew", victim, episode=episode),
         ]
     assert kind == "slow", kind
     loc = rng.choice(topo.locations)

@@ -40,6 +40,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     net.command("delay")(net_delay)
     net.command("kill")(net_kill)
     net.command("revive")(net_revive)
+    net.command("skew")(net_skew)
     net.command("links")(net_links)
     app.add_typer(net, name="net")
 
@@ -600,6 +601,31 @@ def net_revive(location: Annotated[str, typer.Argument()], state_dir: StateDir =
     except EdgefnError as err:
         fail_from(err)
     typer.echo(f"{location} is back at {out.get('url')}")
+
+
+def net_skew(
+    location: Annotated[str, typer.Argument()],
+    ms: Annotated[int, typer.Argument(help="Offset of its KV clock in ms (0: true time)")],
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Restart a location's node with its KV clock MS off (HLC under skew; negative: -- -5000)."""
+    from edgefn.planet import CLOCK_SKEW_MAX_MS
+
+    if abs(ms) > CLOCK_SKEW_MAX_MS:
+        fail(
+            f"a skew of {ms} ms is out of range",
+            hint=f"use -{CLOCK_SKEW_MAX_MS} to {CLOCK_SKEW_MAX_MS} (below the HLC's drift limit)",
+        )
+    client = _client(state_dir)
+    try:
+        out = client.skew(location, ms)
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(out)
+    else:
+        typer.echo(f"{location} restarted with its KV clock {ms:+d} ms off, at {out.get('url')}")
 
 
 def net_links(state_dir: StateDir = None, json_out: JsonOut = False) -> None:

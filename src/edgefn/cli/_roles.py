@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from edgefn.cli._output import fail
+from edgefn.planet import CLOCK_SKEW_MAX_MS
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:
@@ -322,12 +323,17 @@ def node(
         int,
         typer.Option(help="How long a strong KV operation waits for the home connection (ms)"),
     ] = 2000,
+    clock_skew_ms: Annotated[
+        int,
+        typer.Option(help="Offset of this node's KV clock (ms; for chaos tests of the HLC)"),
+    ] = 0,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
     from edgefn.planet.roles import run_node
 
     _check_kv_wait(kv_wait_ms)
+    _check_clock_skew(clock_skew_ms)
     if not nats:
         fail("--nats is required", hint="the region prints its client_url when it starts")
     loaded, _ = _bus_files(creds, None)
@@ -357,8 +363,17 @@ def node(
             metrics_token_file=metrics_token_file,
             isolation=isolation,
             kv_wait_s=kv_wait_ms / 1000,
+            clock_skew_ms=clock_skew_ms,
         )
     )
+
+
+def _check_clock_skew(clock_skew_ms: int) -> None:
+    if abs(clock_skew_ms) > CLOCK_SKEW_MAX_MS:
+        fail(
+            f"--clock-skew-ms {clock_skew_ms} is out of range",
+            hint=f"use -{CLOCK_SKEW_MAX_MS} to {CLOCK_SKEW_MAX_MS} (below the HLC's 60 s drift limit)",
+        )
 
 
 def _check_kv_wait(kv_wait_ms: int) -> None:

@@ -212,6 +212,7 @@ class KVService:
         config: dict[str, int] | None = None,
         session_secret: bytes | None = None,
         connect_wait_s: float = HOME_WAIT_S,
+        clock_skew_ms: int = 0,
     ) -> None:
         self.location = location
         # Signs session tokens; the planet secret, so every location accepts the others' tokens.
@@ -221,6 +222,7 @@ class KVService:
         self.nats_urls = nats_urls
         self.config = dict(config or {})
         self.connect_wait_s = connect_wait_s
+        self.clock_skew_ms = clock_skew_ms
         self.drivers: dict[str, KVDriver] = {}
         self._starting: dict[str, asyncio.Future[KVDriver]] = {}
         self._swept = False  # replicas left on disk by an earlier run (see _reopen_unwanted)
@@ -264,6 +266,7 @@ class KVService:
             store=SqliteStore(self.dir / f"{namespace}.sqlite3"),
             servers=self.nats_urls,
             connect_wait_s=self.connect_wait_s,
+            clock_skew_ms=self.clock_skew_ms,
         )
 
     async def prepare(self, namespaces: Iterable[str], *, timeout_s: float) -> dict[str, str]:

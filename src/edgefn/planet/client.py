@@ -201,6 +201,17 @@ class PlanetClient:
             )
         )
 
+    def skew(self, location: str, clock_skew_ms: int) -> dict[str, Any]:
+        """Restart a location's node with its KV clock ``clock_skew_ms`` off (0: true time)."""
+        return self._checked(
+            self._call(
+                "POST",
+                f"{self.planet['supervisor_url']}/skew",
+                json={"location": location, "clock_skew_ms": clock_skew_ms},
+                signed=True,
+            )
+        )
+
     @staticmethod
     def _checked(out: dict[str, Any]) -> dict[str, Any]:
         if "error" in out:

@@ -282,6 +282,7 @@ async def run_node(
     metrics_token_file: Path | None = None,
     isolation: str = "strict",
     kv_wait_s: float = 2.0,
+    clock_skew_ms: int = 0,
 ) -> None:
     from edgefn._internal_auth import read_secret
     from edgefn.edge import EdgeNode, Outbound
@@ -320,7 +321,7 @@ async def run_node(
         isolation="relaxed" if isolation == "relaxed" else "strict",
     )
     await node.start()
-    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret, kv_wait_s)
+    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret, kv_wait_s, clock_skew_ms)
     agent = NodeAgent(
         node,
         nats_urls=nats_urls,
@@ -388,6 +389,7 @@ def _start_kv(
     nats_urls: list[str],
     secret: bytes | None,
     kv_wait_s: float,
+    clock_skew_ms: int = 0,
 ) -> tuple[Any, asyncio.Task[None]]:
     """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
     from edgefn.edge.kv_binding import KVService
@@ -398,6 +400,7 @@ def _start_kv(
         nats_urls=nats_urls,
         session_secret=secret,
         connect_wait_s=kv_wait_s,
+        clock_skew_ms=clock_skew_ms,
     )
     node.kv_handler = kv.handle_call
     node.kv_http = kv.asgi

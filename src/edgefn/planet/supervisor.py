@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from edgefn.errors import PlanetError
+from edgefn.planet import CLOCK_SKEW_MAX_MS
 from edgefn.planet.commands import (
     CoreServer,
     PlanetFiles,
@@ -417,11 +418,18 @@ class Planet:
             loc = (await r.json()).get("location", "")
             return JSONResponse(await self.revive(loc))
 
+        async def skew(r: Request) -> JSONResponse:
+            body = await r.json()
+            return JSONResponse(
+                await self.skew(str(body.get("location", "")), body.get("clock_skew_ms"))
+            )
+
         app = Starlette(
             routes=[
                 Route("/state", state),
                 Route("/kill", kill, methods=["POST"]),
                 Route("/revive", revive, methods=["POST"]),
+                Route("/skew", skew, methods=["POST"]),
             ]
         )
         # Kill/revive stop processes: only callers holding the planet secret may use them.
@@ -457,8 +465,54 @@ class Planet:
             return {"error": err.message, "hint": err.hint}
         child.held_down = False
         if not child.alive():
-            await self._restart(child)
+            failed = await self._restart_answer(child)
+            if failed:
+                return failed
         return {"location": location, "revived": True, "url": child.info.get("url")}
+
+    async def _restart_answer(self, child: Child) -> dict[str, Any] | None:
+        """Restart ``child`` for the API: None when it is up, else the error to answer."""
+        try:
+            await self._restart(child)
+        except (PlanetError, OSError) as err:
+            message = getattr(err, "message", str(err))
+            return {
+                "error": f"{child.name} did not start again: {message}",
+                "hint": getattr(err, "hint", f"see its log {child.log_path}")
+                or f"see its log {child.log_path}",
+            }
+        return None
+
+    async def skew(self, location: str, clock_skew_ms: Any) -> dict[str, Any]:
+        """Restart a node with its KV clock ``clock_skew_ms`` off (``--clock-skew-ms``; 0 clears)."""
+        try:
+            child = self._node(location)
+        except PlanetError as err:
+            return {"error": err.message, "hint": err.hint}
+        if (
+            isinstance(clock_skew_ms, bool)
+            or not isinstance(clock_skew_ms, int)
+            or abs(clock_skew_ms) > CLOCK_SKEW_MAX_MS
+        ):
+            return {
+                "error": f"clock_skew_ms {clock_skew_ms!r} must be an integer within "
+                f"±{CLOCK_SKEW_MAX_MS} ms",
+                "hint": "e.g. edgefn net skew nrt 5000",
+            }
+        if child.proc is not None and child.alive():
+            os.killpg(child.proc.pid, signal.SIGKILL)
+            child.proc.wait()
+        args = child.args
+        while "--clock-skew-ms" in args:  # drop the previous setting (flag and value)
+            i = args.index("--clock-skew-ms")
+            del args[i : i + 2]
+        if clock_skew_ms:
+            args += ["--clock-skew-ms", str(clock_skew_ms)]
+        child.held_down = False
+        failed = await self._restart_answer(child)
+        if failed:
+            return failed
+        return {"location": location, "clock_skew_ms": clock_skew_ms, "url": child.info.get("url")}
 
     async def _restart(self, child: Child) -> None:
         child.restarts += 1

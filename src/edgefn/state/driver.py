@@ -226,6 +226,7 @@ class KVDriver:
         ack_wait_s: float = 5.0,
         connect_wait_s: float = HOME_WAIT_S,
         forward_timeout_s: float = FORWARD_TIMEOUT_S,
+        clock_skew_ms: int = 0,
     ) -> None:
         self.namespace = namespace
         self.replica = replica
@@ -235,6 +236,9 @@ class KVDriver:
         self.ack_wait_s = ack_wait_s
         self.connect_wait_s = connect_wait_s
         self.forward_timeout_s = forward_timeout_s
+        # Added to the wall clock this replica's HLC reads: 0 but in chaos runs, where a node is
+        # restarted with its clock off (`edgefn net skew`) to exercise the HLC under skew.
+        self.clock_skew_ms = clock_skew_ms
         self._ready = asyncio.Event()
         self._last_setup_error = ""
         self._members_kv: Any = None
@@ -260,6 +264,9 @@ class KVDriver:
             0,
         )
 
+    def _now_ms(self) -> int:
+        return _now_ms() + self.clock_skew_ms
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, *, wait_connected: bool = True, timeout_s: float = 10.0) -> None:
@@ -268,11 +275,11 @@ class KVDriver:
         With ``wait_connected`` wait until subscriptions are in place (raises
         :class:`KVUnavailable` after ``timeout_s``; the driver keeps trying in the background).
         """
-        self._feed(self.store.recover(_now_ms()))
+        self._feed(self.store.recover(self._now_ms()))
         self._learn_members((self.replica.id, *self.store.members()))
         self._spawn(self._ticker())
         self._spawn(self._setup_loop())
-        self._feed(Tick(_now_ms()))
+        self._feed(Tick(self._now_ms()))
         if wait_connected:
             await self.wait_connected(timeout_s=timeout_s)
 
@@ -382,14 +389,14 @@ class KVDriver:
         for name, value in sorted(records.items()):
             record = _leave_record(name, value)
             if record is not None:
-                self._feed(PeerLeft(record, _now_ms()))
+                self._feed(PeerLeft(record, self._now_ms()))
 
     def _learn_members(self, names: tuple[str, ...]) -> None:
         new = tuple(n for n in names if n and n not in self.replica.config.replicas)
         if names:
             self.store.add_members(tuple(set(names)))
         if new:
-            self._feed(MembersChanged(new, _now_ms()))
+            self._feed(MembersChanged(new, self._now_ms()))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -423,7 +430,7 @@ class KVDriver:
         self, key: str, *, consistency: Consistency = Consistency.EVENTUAL, session: str = ""
     ) -> GetDone:
         try:
-            result = await self._call(lambda op: Get(op, key, _now_ms(), consistency, session))
+            result = await self._call(lambda op: Get(op, key, self._now_ms(), consistency, session))
         except KVSessionBehind as err:
             # Read-your-writes wherever the user lands: ask a replica that has the writes.
             return await self._forward_read(key, consistency, session, err)
@@ -484,7 +491,7 @@ class KVDriver:
             if level not in (Consistency.SESSION, Consistency.CAUSAL):
                 raise KVError(f"forwarded reads are session or causal, not {request.consistency}")
             result = await self._call(
-                lambda op: Get(op, request.key, _now_ms(), level, request.session)
+                lambda op: Get(op, request.key, self._now_ms(), level, request.session)
             )
             assert isinstance(result, GetDone)
             item = result.item
@@ -518,7 +525,7 @@ class KVDriver:
     ) -> WriteDone:
         result = await self._call(
             lambda op: Put(
-                op, key, value, _now_ms(), consistency, metadata, ttl_ms, if_revision, session
+                op, key, value, self._now_ms(), consistency, metadata, ttl_ms, if_revision, session
             )
         )
         assert isinstance(result, WriteDone)
@@ -533,7 +540,7 @@ class KVDriver:
         session: str = "",
     ) -> WriteDone:
         result = await self._call(
-            lambda op: Delete(op, key, _now_ms(), consistency, if_revision, session)
+            lambda op: Delete(op, key, self._now_ms(), consistency, if_revision, session)
         )
         assert isinstance(result, WriteDone)
         return result
@@ -548,7 +555,7 @@ class KVDriver:
         session: str = "",
     ) -> ListDone:
         result = await self._call(
-            lambda op: List(op, _now_ms(), consistency, prefix, limit, cursor, session)
+            lambda op: List(op, self._now_ms(), consistency, prefix, limit, cursor, session)
         )
         assert isinstance(result, ListDone)
         return result
@@ -636,7 +643,7 @@ class KVDriver:
             if msg.subject.split(".")[-2] == self.replica.id:  # to us, not an announcement
                 self._spawn(self._answer_read(msg, message))
             return
-        self._feed(received(message, _now_ms()))
+        self._feed(received(message, self._now_ms()))
 
     async def _on_stream(self, msg: Msg) -> None:
         try:
@@ -652,14 +659,14 @@ class KVDriver:
             await msg.term()
             return
         self._stats["consumed"] += 1
-        self._feed(received(message, _now_ms()))
+        self._feed(received(message, self._now_ms()))
         # Acknowledged only after the write was applied (and persisted) or buffered.
         with contextlib.suppress(*_HOME_ERRORS):
             await msg.ack()
 
     async def _ticker(self) -> None:
         while True:
-            now = _now_ms()
+            now = self._now_ms()
             if self._tick_at_ms is not None and self._tick_at_ms <= now:
                 self._tick_at_ms = None
                 self._feed(Tick(now))
@@ -675,7 +682,7 @@ class KVDriver:
         self._stats["home_calls"] += 1
         # Answer before the machine's own deadline (strong_timeout_ms), which would otherwise
         # report a write that was never sent as one whose outcome is unknown.
-        budget_s = (op.now_ms + self.replica.config.strong_timeout_ms - _now_ms()) / 1000
+        budget_s = (op.now_ms + self.replica.config.strong_timeout_ms - self._now_ms()) / 1000
         budget_s -= _ANSWER_MARGIN_S
         started = asyncio.get_running_loop().time()
         if not await self._home_connected(min(self.connect_wait_s, budget_s - _CALL_MIN_S)):
@@ -683,7 +690,7 @@ class KVDriver:
             self._stats["home_failures"] += 1
             reason = "not connected to the home (JetStream KV in the core)"
             self._feed(
-                StrongResult(op.op_id, StrongOutcome("unreachable", reason=reason), _now_ms())
+                StrongResult(op.op_id, StrongOutcome("unreachable", reason=reason), self._now_ms())
             )
             return
         try:
@@ -695,7 +702,7 @@ class KVDriver:
             self._stats["home_failures"] += 1
             status = "unknown" if op.kind in ("put", "delete") else "unreachable"
             outcome = StrongOutcome(status, reason=f"{type(err).__name__}: {err}")
-        self._feed(StrongResult(op.op_id, outcome, _now_ms()))
+        self._feed(StrongResult(op.op_id, outcome, self._now_ms()))
 
     async def _home_connected(self, wait_s: float) -> bool:
         """Whether the home can be asked, waiting up to ``wait_s`` for it.
@@ -827,7 +834,7 @@ class KVDriver:
         unreachable). Call it again later; :meth:`stay` cancels.
         """
         if self._left is None:
-            self._feed(LeaveRequested(_now_ms()))
+            self._feed(LeaveRequested(self._now_ms()))
             if self._left is None:
                 return False
         if not await self._deregister(self._left):
@@ -838,7 +845,7 @@ class KVDriver:
     def stay(self) -> None:
         """The namespace is wanted here again: cancel a leave that has not happened yet."""
         if self.replica.leaving:
-            self._feed(LeaveCancelled(_now_ms()))
+            self._feed(LeaveCancelled(self._now_ms()))
 
     async def _deregister(self, left: Left) -> bool:
         if not self.connected or self._members_kv is None:

@@ -8,7 +8,8 @@ Right after ``edgefn deploy --wait`` returns, with nothing waited for in between
   the final count equals the acknowledged increments;
 
 and a revived node answers 503 ``not_ready`` (or refuses connections) until it serves the
-deployed function, never 404.
+deployed function, never 404; a node restarted with a skewed KV clock (``edgefn net skew``) stamps
+its writes that far ahead.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.planet_helpers import REPO, edgefn, running_planet
+from edgefn.state.hlc import physical_ms_of
+from tests.planet_helpers import REPO, edgefn, internal_client, running_planet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -131,3 +133,26 @@ def test_a_conflict_tells_the_function_the_current_revision(
         stale = c.put(f"{url}/put?key=cas&consistency=strong&if_revision=1", content="c")
     assert stale.status_code == 409, stale.text
     assert stale.json()["revision"] == current > 1
+
+
+def test_a_node_restarted_with_a_skewed_clock_stamps_its_writes_ahead(
+    fresh: tuple[dict[str, Any], Path],
+) -> None:
+    info, state = fresh
+    target = info["locations"][3]
+    out = edgefn("net", "skew", target["name"], "15000", "--json", state_dir=state)
+    assert out["clock_skew_ms"] == 15000
+    try:
+        with internal_client(state, timeout=30) as c:
+            put = c.put(f"{target['internal_url']}/_edgefn/kv/counts/skewed", content=b"x")
+        assert put.status_code == 200, put.text
+        hlc, origin = put.json()["stamp"]
+        assert origin == target["name"]
+        ahead_ms = physical_ms_of(hlc) - time.time() * 1000
+        assert 10_000 < ahead_ms < 20_000, ahead_ms
+    finally:
+        edgefn("net", "skew", target["name"], "0", "--json", state_dir=state)
+    bad = edgefn("net", "skew", target["name"], "99999", state_dir=state, check=False)
+    assert bad.returncode != 0
+    assert "out of range" in bad.stderr
+    assert "Traceback" not in bad.stderr
