@@ -85,15 +85,17 @@ def test_failing_canary_rolls_back_by_itself(
     out = edgefn("deploy", str(bad), "--strategy", "canary", "--json", state_dir=state)
 
     def traffic_and_status() -> bool:
+        # Traffic to every location so the canary's gate sees errors: stage 0 gives the new
+        # version a small share at one location, and its gate judges after 20 of its requests.
         with httpx.Client(timeout=10) as c:
-            for _ in range(10):  # traffic to every location so the canary's gate sees errors
+            for _ in range(40):
                 for loc in info["locations"]:
                     c.get(f"{loc['url']}/", headers={"host": "hello.localhost"})
         st = edgefn("status", "hello", "--json", state_dir=state)
         dep = st["functions"][0]["deployment"] or {}
         return dep.get("status") == "rolled_back" and dep.get("version_id") == out["version"]
 
-    wait_for(traffic_and_status, timeout_s=60, what="automatic rollback of the failing canary")
+    wait_for(traffic_and_status, timeout_s=90, what="automatic rollback of the failing canary")
     wait_for(
         lambda: all(
             _get(info["entry_url"], c).headers.get("x-edgefn-version") == good["version"]
