@@ -1,5 +1,8 @@
 """The traffic driver without a bus: config files and their errors, the request body replay,
-affinity keys, nearest-only routing, and enter()/leave() over a recorded ASGI exchange."""
+affinity keys, nearest-only routing, and enter()/leave() over a recorded ASGI exchange.
+
+The pure decisions the driver carries out have their own tests in tests/unit/routing
+(test_routing_nearest, test_routing_failover, test_routing_suspicion, test_routing_local_limits)."""
 
 from __future__ import annotations
 
@@ -15,11 +18,11 @@ from edgefn.edge.traffic import (
     TrafficConfig,
     TrafficDriver,
     TrafficOptions,
-    _affinity_key,
     load_traffic_config,
     write_planet_files,
 )
 from edgefn.errors import ConfigError
+from edgefn.routing import affinity_key
 from edgefn.world import spread
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -84,10 +87,10 @@ async def test_body_replays_while_small_and_refuses_when_large() -> None:
 def test_affinity_key_from_header_or_cookie() -> None:
     header = Manifest(name="f", placement=Placement(affinity="header:x-user"))
     cookie = Manifest(name="f", placement=Placement(affinity="cookie:sid"))
-    assert _affinity_key(header, [("x-user", "u1")]) == "u1"
-    assert _affinity_key(header, []) is None
-    assert _affinity_key(cookie, [("cookie", "a=1; sid=s9")]) == "s9"
-    assert _affinity_key(Manifest(name="f"), [("x-user", "u1")]) is None
+    assert affinity_key(header.placement.affinity, [("x-user", "u1")]) == "u1"
+    assert affinity_key(header.placement.affinity, []) is None
+    assert affinity_key(cookie.placement.affinity, [("cookie", "a=1; sid=s9")]) == "s9"
+    assert affinity_key(Manifest(name="f").placement.affinity, [("x-user", "u1")]) is None
 
 
 def _driver(**kw: Any) -> TrafficDriver:
@@ -137,6 +140,6 @@ async def test_unplaced_function_with_no_runner_falls_through_and_forged_headers
     # Forwarding headers stripped; the socket peer becomes the (verified) client address.
     assert gate.headers == [("host", "f.localhost"), ("x-edgefn-client-addr", "10.0.0.1")]
     assert driver.statistics().stripped_headers == 1
-    decision = driver._nearest([], here=False, hop=5, forwarded_from=())
+    decision = driver.route("f", here=False, hop=5)
     assert decision.target is None
     await driver.forwarder.aclose()
