@@ -349,7 +349,14 @@ class TrafficDriver:
         if manifest is None and not self.candidates(function, here=False) and info is None:
             return  # Nobody runs it: the node answers 404 as usual.
         self._counts["no_route"] += 1
-        await reply(gate, self.location, 503, "no_route", retry_after_s=1.0, reason=decision.reason)
+        await reply(
+            gate,
+            self.location,
+            503,
+            "no_route",
+            retry_after_s=self.config.no_route_retry_after_s,
+            reason=decision.reason,
+        )
 
     async def _admit_here(self, gate: Gate, function: str, manifest: Manifest) -> None:
         self.limits.arrived(function)

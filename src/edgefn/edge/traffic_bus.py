@@ -80,7 +80,7 @@ class Peer:
     functions: frozenset[str] = frozenset()
     demand: dict[str, float] = field(default_factory=dict)
     heard_ms: int = 0
-    report_ms: int = -(10**12)
+    report_ms: int = -(10**12)  # Never reported: stale at any monotonic time.
 
 
 class PeerTable:

@@ -81,7 +81,9 @@ class TrafficConfig:
     is cut to ``client_key_max_chars``), ``max_functions`` (functions with a rate-limit share or
     in a peer's beacon), ``client_location_max_chars`` (a longer ``x-edgefn-client-location`` is not
     signed into the client identity), ``replay_limit_bytes`` (a forwarded body up to this size can
-    be sent again on failover) and ``max_failovers`` (alternates tried after the first target).
+    be sent again on failover), ``max_failovers`` (alternates tried after the first target) and
+    ``no_route_retry_after_s`` (the ``Retry-After`` of a ``503 no_route``: about when a restarted
+    or newly deployed location shows up in the beacons again).
 
     ``unknown_rtt_ms``: the RTT assumed to or from a location without a known position, a typical
     continental RTT rather than 0 (which would make an unknown location look nearest).
@@ -110,6 +112,7 @@ class TrafficConfig:
     max_functions: int = 1_024
     replay_limit_bytes: int = 1 << 20
     max_failovers: int = 1
+    no_route_retry_after_s: float = 1.0
     probe_timeout_s: float = 1.0
     max_probes_in_flight: int = 256
     unknown_rtt_ms: float = 50.0

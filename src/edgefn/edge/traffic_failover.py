@@ -131,6 +131,7 @@ class FailoverForwarder:
         )
         headers = [(k, v) for k, v in gate.headers if k != REQUEST_ID_HEADER]
         headers += list(sign_forward(self.config.secret, fields).items())
+        # Half the modelled RTT each way, from milliseconds to seconds.
         one_way_s = self._rtt_ms(self.location, target) / 2000 if self.config.emulate_rtt else 0.0
         outcome = await self._forwarder.forward(
             base_url=self._peers.url(target),

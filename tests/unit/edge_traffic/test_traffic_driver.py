@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from edgefn.bundle.manifest import Limits, Manifest, Placement
+from edgefn.edge._clock import mono_ms
 from edgefn.edge.forward import ReplayableBody
 from edgefn.edge.traffic import (
+    LoadBeacon,
     PeerLocation,
     TrafficConfig,
     TrafficDriver,
@@ -21,6 +23,7 @@ from edgefn.edge.traffic import (
     load_traffic_config,
     write_planet_files,
 )
+from edgefn.edge.traffic_bus import HeartbeatMsg
 from edgefn.errors import ConfigError
 from edgefn.routing import affinity_key
 from edgefn.world import spread
@@ -143,3 +146,29 @@ async def test_unplaced_function_with_no_runner_falls_through_and_forged_headers
     decision = driver.route("f", here=False, hop=5)
     assert decision.target is None
     await driver.forwarder.aclose()
+
+
+async def test_refused_peer_is_avoided_until_a_heartbeat_after_the_hold() -> None:
+    """The health driver's wiring: a refused forward marks the peer unhealthy in the policy at
+    once; a heartbeat within ``[suspicion] hold_ms`` keeps it so, a later one clears it."""
+    driver = _driver()
+    peer = driver.config.locations[1].id
+    driver._on_heartbeat(HeartbeatMsg(peer, "http://127.0.0.1:9"))
+    driver._on_beacon(LoadBeacon(peer, "http://127.0.0.1:9", functions=("f",)))
+    assert driver.candidates("f", here=False) == [peer]
+    now = mono_ms()
+    driver.health.outcome(peer, ok=False, latency_ms=1.0, connect_failed=True, now_ms=now)
+    assert peer in driver.policy.unhealthy
+    driver.health.heartbeat(peer, now + driver.config.suspicion.hold_ms)
+    assert peer in driver.policy.unhealthy
+    driver.health.heartbeat(peer, now + driver.config.suspicion.hold_ms + 1)
+    assert peer not in driver.policy.unhealthy
+    driver.check_invariants()
+    await driver.forwarder.aclose()
+
+
+def test_unknown_positions_use_the_configured_rtt() -> None:
+    """A location without a position is ``unknown_rtt_ms`` away, never 0 (which looks nearest)."""
+    driver = _driver(unknown_rtt_ms=77.0)
+    assert driver._rtt_ms(driver.location, "nowhere") == 77.0
+    assert driver._rtt_ms(driver.location, driver.config.locations[1].id) > 0
