@@ -19,7 +19,13 @@ import msgspec
 
 from edgefn._internal_auth import SECRET_FILE
 from edgefn.errors import ConfigError
-from edgefn.routing import AdmissionConfig, HealthConfig, LimitConfig, RoutingConfig
+from edgefn.routing import (
+    AdmissionConfig,
+    HealthConfig,
+    LimitConfig,
+    RoutingConfig,
+    SuspicionConfig,
+)
 
 __all__ = [
     "LOCATIONS_FILE",
@@ -51,7 +57,37 @@ class PeerLocation:
 
 @dataclass(frozen=True, slots=True)
 class TrafficConfig:
-    """Everything a node's traffic driver needs; keyword-only knobs with planet defaults."""
+    """Everything a node's traffic driver needs; keyword-only knobs with planet defaults.
+
+    Identity and planet: ``location``, ``region``, the planet ``secret`` (signs forwarding headers
+    and client identities) and ``locations`` (positions, for modelled RTTs). ``smart_routing``
+    false routes by :func:`~edgefn.routing.nearest.route_nearest` (the benchmark's baseline);
+    ``emulate_rtt`` delays each forward by the modelled one-way latency both ways.
+
+    The pure machines' own knobs: ``routing`` (also bounds the peer table by ``max_locations``),
+    ``health``, ``suspicion`` (fast failover on refused connections) and ``admission``.
+
+    Bus and timing: a heartbeat and a load beacon every ``report_interval_s``; a peer's report is
+    fresh (its functions are candidates) for ``report_fresh_ms``. Between reports the driver wakes
+    every ``tick_interval_s`` to expire queued requests whose wait ran out, so an admission queue
+    deadline is kept to within a tick. ``bus_connect_deadline_s``: how long the background bus
+    connection keeps retrying (the node serves what it runs meanwhile).
+
+    Health probes: at most ``max_probes_in_flight`` active probes (``GET /_edgefn/health``, each
+    within ``probe_timeout_s``) run at once; past that the table's ``SendProbe`` is skipped and the
+    table counts the probe as unanswered when it times out.
+
+    Per request: ``client_rate_per_s`` / ``client_burst`` (per-client GCRA, 0 = off; the client key
+    is cut to ``client_key_max_chars``), ``max_functions`` (functions with a rate-limit share or
+    in a peer's beacon), ``client_location_max_chars`` (a longer ``x-edgefn-client-location`` is not
+    signed into the client identity), ``replay_limit_bytes`` (a forwarded body up to this size can
+    be sent again on failover), ``max_failovers`` (alternates tried after the first target) and
+    ``no_route_retry_after_s`` (the ``Retry-After`` of a ``503 no_route``: about when a restarted
+    or newly deployed location shows up in the beacons again).
+
+    ``unknown_rtt_ms``: the RTT assumed to or from a location without a known position, a typical
+    continental RTT rather than 0 (which would make an unknown location look nearest).
+    """
 
     location: str
     secret: bytes
@@ -61,17 +97,25 @@ class TrafficConfig:
     emulate_rtt: bool = False
     report_interval_s: float = 0.25
     report_fresh_ms: int = 3_000
-    suspect_ms: int = 2_000
+    tick_interval_s: float = 0.05
+    bus_connect_deadline_s: float = 3_600.0
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     health: HealthConfig = field(
         default_factory=lambda: HealthConfig(first_heartbeat_interval_ms=250)
     )
+    suspicion: SuspicionConfig = field(default_factory=SuspicionConfig)
     client_rate_per_s: float = 0.0
     client_burst: int = 20
+    client_key_max_chars: int = 128
+    client_location_max_chars: int = 256
     max_functions: int = 1_024
     replay_limit_bytes: int = 1 << 20
+    max_failovers: int = 1
+    no_route_retry_after_s: float = 1.0
     probe_timeout_s: float = 1.0
+    max_probes_in_flight: int = 256
+    unknown_rtt_ms: float = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +213,6 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
         admission=admission,
         report_interval_s=0.25 * scale,
         report_fresh_ms=int(3_000 * scale),
-        suspect_ms=int(2_000 * scale),
         health=HealthConfig(
             first_heartbeat_interval_ms=int(250 * scale), probe_interval_ms=int(1_000 * scale)
         ),

@@ -1,10 +1,14 @@
 """Global traffic management: pure machines shared by the edge node and the simulator.
 
 * :mod:`.policy` — serve here or forward: RTT + predicted queueing + penalties, weights, affinity.
+* :mod:`.nearest` — the nearest-location baseline (``--routing nearest``).
+* :mod:`.failover` — which alternates a failed forward tries, and when a retry is safe.
 * :mod:`.health` — phi-accrual heartbeats, active probes, passive outlier ejection.
+* :mod:`.suspicion` — a location that refused a connection is avoided until it heartbeats again.
 * :mod:`.ratelimit` — GCRA per key, token bucket, planet-wide limit split by demand.
+* :mod:`.local_limits` — one location's share of each function's limit, and per-client limits.
 * :mod:`.admission` — adaptive concurrency limit, bounded queue, early 503 with Retry-After.
-* :mod:`.hashing` — weighted rendezvous hashing for session affinity.
+* :mod:`.hashing` — weighted rendezvous hashing for session affinity, and a request's affinity key.
 * :mod:`.headers` — signed forwarding headers (hop count, forwarders), the planet MAC.
 * :mod:`.internal_auth` — signed internal requests (replay-safe) and the entry's client identity.
 * :mod:`.loadgen_plan` — open-loop arrival schedule and the summary ``edgefn load`` prints.
@@ -30,7 +34,13 @@ from edgefn.routing.admission import (
     Reject,
     RejectReason,
 )
-from edgefn.routing.hashing import rendezvous_choose, rendezvous_rank, rendezvous_score
+from edgefn.routing.failover import IDEMPOTENT_METHODS, failover_targets, may_retry
+from edgefn.routing.hashing import (
+    affinity_key,
+    rendezvous_choose,
+    rendezvous_rank,
+    rendezvous_score,
+)
 from edgefn.routing.headers import (
     FORWARD_HEADERS,
     ForwardCheck,
@@ -79,6 +89,8 @@ from edgefn.routing.loadgen_plan import (
     plan_arrivals,
     select_clients,
 )
+from edgefn.routing.local_limits import LocalRateLimits, LocalRateStatistics, PeerDemand
+from edgefn.routing.nearest import route_nearest
 from edgefn.routing.policy import (
     HealthChanged,
     LoadReport,
@@ -106,9 +118,19 @@ from edgefn.routing.ratelimit import (
     TokenBucket,
     retry_after_header,
 )
+from edgefn.routing.suspicion import (
+    ConnectRefused,
+    HeardFrom,
+    Suspicion,
+    SuspicionConfig,
+    SuspicionEvent,
+    SuspicionStatistics,
+    TableVerdict,
+)
 
 __all__ = [
     "FORWARD_HEADERS",
+    "IDEMPOTENT_METHODS",
     "INTERNAL_AUTH_HEADER",
     "AdmissionConfig",
     "AdmissionController",
@@ -123,6 +145,7 @@ __all__ = [
     "Cancelled",
     "ClientCity",
     "Completed",
+    "ConnectRefused",
     "DemandReport",
     "Forget",
     "ForwardCheck",
@@ -137,6 +160,7 @@ __all__ = [
     "HealthStatistics",
     "HealthTable",
     "HealthTick",
+    "HeardFrom",
     "Heartbeat",
     "InternalVerifier",
     "LimitConfig",
@@ -144,10 +168,13 @@ __all__ = [
     "LoadReported",
     "LoadResult",
     "LoadSummary",
+    "LocalRateLimits",
+    "LocalRateStatistics",
     "LocationLeft",
     "MarkHealthy",
     "MarkUnhealthy",
     "OutlierConfig",
+    "PeerDemand",
     "PhiAccrualDetector",
     "PlannedRequest",
     "ProbeResult",
@@ -170,13 +197,21 @@ __all__ = [
     "ShareEvent",
     "ShareTick",
     "SharesChanged",
+    "Suspicion",
+    "SuspicionConfig",
+    "SuspicionEvent",
+    "SuspicionStatistics",
+    "TableVerdict",
     "TokenBucket",
     "Track",
     "VerifierStatistics",
     "WeightsChanged",
+    "affinity_key",
     "body_sha256",
     "check_secret",
+    "failover_targets",
     "inspect_forward",
+    "may_retry",
     "next_forward",
     "percentile",
     "plan_arrivals",
@@ -185,6 +220,7 @@ __all__ = [
     "rendezvous_rank",
     "rendezvous_score",
     "retry_after_header",
+    "route_nearest",
     "select_clients",
     "sign_client",
     "sign_forward",

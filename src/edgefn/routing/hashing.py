@@ -13,16 +13,20 @@ properties affinity routing needs:
 BLAKE2b rather than ``hash()``: Python's string hash is salted per process, and every location must
 agree on the owner of a key. Ties (equal scores, which needs a 64-bit collision) are broken by
 member name. Members with a weight <= 0 (or not finite) never own a key.
+
+The key of a request is what its function's ``[placement] affinity`` names
+(:func:`affinity_key`): ``header:<name>`` (the first header of that name) or ``cookie:<name>``
+(that cookie from the first ``cookie`` header that has it). No such header or cookie: no affinity.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from hashlib import blake2b
 
-__all__ = ["rendezvous_choose", "rendezvous_rank", "rendezvous_score"]
+__all__ = ["affinity_key", "rendezvous_choose", "rendezvous_rank", "rendezvous_score"]
 
 _TWO_64 = float(1 << 64)
 _MASK = (1 << 64) - 1
@@ -92,3 +96,25 @@ def rendezvous_rank(key: str, members: Mapping[str, float] | Iterable[str]) -> l
     ]
     scored.sort()
     return [member for _, member in scored]
+
+
+def affinity_key(spec: str | None, headers: Sequence[tuple[str, str]]) -> str | None:
+    """The request's affinity key under ``spec`` (``header:<name>`` / ``cookie:<name>``).
+
+    ``headers`` are (lower-case name, value) pairs; None when ``spec`` is empty or the request
+    carries no such header or cookie.
+    """
+    if not spec:
+        return None
+    kind, _, name = spec.partition(":")
+    name = name.strip().lower()
+    if kind == "header":
+        return next((v for k, v in headers if k == name), None)
+    for k, v in headers:
+        if k != "cookie":
+            continue
+        for part in v.split(";"):
+            key, _, value = part.strip().partition("=")
+            if key.lower() == name:
+                return value
+    return None

@@ -11,7 +11,7 @@ from edgefn.bus.credentials import load_credentials, load_users, write_planet_cr
 from edgefn.bus.nats_config import CoreConfig, HubConfig, render_config
 from edgefn.bus.permissions import NatsUser, render_permissions
 from edgefn.control.desired_signing import sign_desired, verify_desired
-from edgefn.edge.traffic import _from_itself
+from edgefn.edge.traffic_bus import from_itself
 from edgefn.errors import ProtocolError
 
 PW = "p" * 32
@@ -89,5 +89,5 @@ def test_desired_state_signature() -> None:
 
 
 def test_beacon_must_name_its_subjects_location() -> None:
-    assert _from_itself("edgefn.health.fra", "fra")
-    assert not _from_itself("edgefn.health.fra", "ams")
+    assert from_itself("edgefn.health.fra", "fra")
+    assert not from_itself("edgefn.health.fra", "ams")

@@ -1,5 +1,8 @@
 """The traffic driver without a bus: config files and their errors, the request body replay,
-affinity keys, nearest-only routing, and enter()/leave() over a recorded ASGI exchange."""
+affinity keys, nearest-only routing, and enter()/leave() over a recorded ASGI exchange.
+
+The pure decisions the driver carries out have their own tests in tests/unit/routing
+(test_routing_nearest, test_routing_failover, test_routing_suspicion, test_routing_local_limits)."""
 
 from __future__ import annotations
 
@@ -9,17 +12,20 @@ from typing import Any
 import pytest
 
 from edgefn.bundle.manifest import Limits, Manifest, Placement
+from edgefn.edge._clock import mono_ms
 from edgefn.edge.forward import ReplayableBody
 from edgefn.edge.traffic import (
+    LoadBeacon,
     PeerLocation,
     TrafficConfig,
     TrafficDriver,
     TrafficOptions,
-    _affinity_key,
     load_traffic_config,
     write_planet_files,
 )
+from edgefn.edge.traffic_bus import HeartbeatMsg
 from edgefn.errors import ConfigError
+from edgefn.routing import affinity_key
 from edgefn.world import spread
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -84,10 +90,10 @@ async def test_body_replays_while_small_and_refuses_when_large() -> None:
 def test_affinity_key_from_header_or_cookie() -> None:
     header = Manifest(name="f", placement=Placement(affinity="header:x-user"))
     cookie = Manifest(name="f", placement=Placement(affinity="cookie:sid"))
-    assert _affinity_key(header, [("x-user", "u1")]) == "u1"
-    assert _affinity_key(header, []) is None
-    assert _affinity_key(cookie, [("cookie", "a=1; sid=s9")]) == "s9"
-    assert _affinity_key(Manifest(name="f"), [("x-user", "u1")]) is None
+    assert affinity_key(header.placement.affinity, [("x-user", "u1")]) == "u1"
+    assert affinity_key(header.placement.affinity, []) is None
+    assert affinity_key(cookie.placement.affinity, [("cookie", "a=1; sid=s9")]) == "s9"
+    assert affinity_key(Manifest(name="f").placement.affinity, [("x-user", "u1")]) is None
 
 
 def _driver(**kw: Any) -> TrafficDriver:
@@ -137,6 +143,32 @@ async def test_unplaced_function_with_no_runner_falls_through_and_forged_headers
     # Forwarding headers stripped; the socket peer becomes the (verified) client address.
     assert gate.headers == [("host", "f.localhost"), ("x-edgefn-client-addr", "10.0.0.1")]
     assert driver.statistics().stripped_headers == 1
-    decision = driver._nearest([], here=False, hop=5, forwarded_from=())
+    decision = driver.route("f", here=False, hop=5)
     assert decision.target is None
     await driver.forwarder.aclose()
+
+
+async def test_refused_peer_is_avoided_until_a_heartbeat_after_the_hold() -> None:
+    """The health driver's wiring: a refused forward marks the peer unhealthy in the policy at
+    once; a heartbeat within ``[suspicion] hold_ms`` keeps it so, a later one clears it."""
+    driver = _driver()
+    peer = driver.config.locations[1].id
+    driver._on_heartbeat(HeartbeatMsg(peer, "http://127.0.0.1:9"))
+    driver._on_beacon(LoadBeacon(peer, "http://127.0.0.1:9", functions=("f",)))
+    assert driver.candidates("f", here=False) == [peer]
+    now = mono_ms()
+    driver.health.outcome(peer, ok=False, latency_ms=1.0, connect_failed=True, now_ms=now)
+    assert peer in driver.policy.unhealthy
+    driver.health.heartbeat(peer, now + driver.config.suspicion.hold_ms)
+    assert peer in driver.policy.unhealthy
+    driver.health.heartbeat(peer, now + driver.config.suspicion.hold_ms + 1)
+    assert peer not in driver.policy.unhealthy
+    driver.check_invariants()
+    await driver.forwarder.aclose()
+
+
+def test_unknown_positions_use_the_configured_rtt() -> None:
+    """A location without a position is ``unknown_rtt_ms`` away, never 0 (which looks nearest)."""
+    driver = _driver(unknown_rtt_ms=77.0)
+    assert driver._rtt_ms(driver.location, "nowhere") == 77.0
+    assert driver._rtt_ms(driver.location, driver.config.locations[1].id) > 0

@@ -10,13 +10,17 @@ import edgefn.routing
 
 SUBMODULES = [
     "admission",
+    "failover",
     "hashing",
     "headers",
     "health",
     "internal_auth",
     "loadgen_plan",
+    "local_limits",
+    "nearest",
     "policy",
     "ratelimit",
+    "suspicion",
 ]
 FORBIDDEN = {
     "asyncio",
