@@ -23,19 +23,12 @@ The planet is stopped by ``edgefn down`` (and its supervisor killed by pid) what
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 from edgefn._internal_auth import InternalAuth, planet_secret
+from edgefn.bench._planet import cli, detached_planet
 from edgefn.errors import PlanetError
 
 FUNCTION = '''"""Times a local KV read from inside the function."""
@@ -85,28 +78,6 @@ def _summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def _edgefn(*args: str, state_dir: Path, timeout_s: float = 900) -> dict[str, Any]:
-    res = subprocess.run(
-        [sys.executable, "-m", "edgefn.cli.main", *args, "--json", "--state-dir", str(state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
-    if res.returncode != 0:
-        raise PlanetError(
-            f"edgefn {' '.join(args)} failed ({res.returncode}): {res.stderr[-2000:]}",
-            hint=f"see the logs under {state_dir}/logs",
-        )
-    out: dict[str, Any] = json.loads(res.stdout)
-    return out
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def path_rtts_ms(locations: list[Any]) -> dict[str, float]:
     """Round-trip time of each location's replication path: location → hub → core (model)."""
     from edgefn.planet.supervisor import hub_sites
@@ -125,25 +96,14 @@ def run(
 ) -> dict[str, Any]:
     from edgefn.world import spread
 
-    state = Path(tempfile.mkdtemp(prefix="edgefn-bench-kv-"))
-    planet: dict[str, Any] = {}
     t_start = time.monotonic()
-    try:
-        planet = _edgefn(
-            "up",
-            "--detach",
-            "--locations",
-            str(locations),
-            "--entry-port",
-            str(_free_port()),
-            state_dir=state,
-        )
+    with detached_planet(locations=locations, prefix="edgefn-bench-kv-") as (planet, state):
         up_s = time.monotonic() - t_start
         fn_dir = state / "kvbench"
         fn_dir.mkdir()
         (fn_dir / "main.py").write_text(FUNCTION)
         (fn_dir / "edgefn.toml").write_text(MANIFEST)
-        _edgefn("deploy", str(fn_dir), "--wait", state_dir=state)
+        cli("deploy", str(fn_dir), "--wait", state_dir=state)
         urls = {loc["name"]: loc["url"] for loc in planet["locations"]}
         internal = {loc["name"]: loc["internal_url"] for loc in planet["locations"]}
         rtts = path_rtts_ms(list(spread(locations)))
@@ -151,19 +111,6 @@ def run(
         result = asyncio.run(
             _measure(urls, internal, secret, rtts, writes, reads, strong, duration_s)
         )
-    finally:
-        subprocess.run(
-            [sys.executable, "-m", "edgefn.cli.main", "down", "--state-dir", str(state)],
-            capture_output=True,
-            timeout=300,
-        )
-        pid = planet.get("supervisor_pid")
-        if pid:
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        shutil.rmtree(state, ignore_errors=True)
     worst = max(rtts.values())
     floor = max(rtts.values()) / 2 + sorted(rtts.values())[-2] / 2 if len(rtts) > 1 else worst
     return {
