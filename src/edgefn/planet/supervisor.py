@@ -474,13 +474,12 @@ class Planet:
         """Restart ``child`` for the API: None when it is up, else the error to answer."""
         try:
             await self._restart(child)
-        except (PlanetError, OSError) as err:
-            message = getattr(err, "message", str(err))
-            return {
-                "error": f"{child.name} did not start again: {message}",
-                "hint": getattr(err, "hint", f"see its log {child.log_path}")
-                or f"see its log {child.log_path}",
-            }
+        except PlanetError as err:
+            hint = err.hint or f"see its log {child.log_path}"
+            return {"error": f"{child.name} did not start again: {err.message}", "hint": hint}
+        except OSError as err:
+            hint = f"see its log {child.log_path}"
+            return {"error": f"{child.name} did not start again: {err}", "hint": hint}
         return None
 
     async def skew(self, location: str, clock_skew_ms: Any) -> dict[str, Any]:
