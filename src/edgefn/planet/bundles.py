@@ -156,8 +156,47 @@ async def region_cache_statistics(nc: Client, region: str) -> dict[str, Any]:
     return out
 
 
-async def fetch_bundle(nc: Client, region: str, sha256: str, *, timeout_s: float = 10.0) -> bytes:
-    """Fetch a bundle through the region's cache (or the object store when there is none)."""
+class _Transient(BundleError):
+    """The region or the core did not answer in time: worth another try."""
+
+
+# What a region's cache reports when the core's object store did not answer (a JetStream leader
+# election, a busy core): transient, unlike a bundle that does not exist or fails its checks.
+_TRANSIENT_MARKERS = ("Timeout", "NoStreamResponse", "ServiceUnavailable", "NoResponders")
+FETCH_DEADLINE_S = 30.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 4.0
+
+
+async def fetch_bundle(
+    nc: Client,
+    region: str,
+    sha256: str,
+    *,
+    timeout_s: float = 10.0,
+    deadline_s: float = FETCH_DEADLINE_S,
+) -> bytes:
+    """Fetch a bundle through the region's cache (or the object store when there is none).
+
+    A transient failure (the region or the core's object store did not answer: a leader election,
+    a busy core) is retried with backoff for up to ``deadline_s``; anything else fails at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + deadline_s
+    pause = _RETRY_FIRST_S
+    while True:
+        try:
+            return await _fetch_once(nc, region, sha256, timeout_s=timeout_s)
+        except _Transient as err:
+            if loop.time() + pause >= deadline:
+                raise BundleError(
+                    f"{err.message} (retried for {deadline_s:g} s)", hint=err.hint
+                ) from None
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, _RETRY_MAX_S)
+
+
+async def _fetch_once(nc: Client, region: str, sha256: str, *, timeout_s: float) -> bytes:
     subject = bundle_request_subject(region)
     parts: list[bytes] = []
     offset, total = 0, -1
@@ -168,15 +207,15 @@ async def fetch_bundle(nc: Client, region: str, sha256: str, *, timeout_s: float
         except NoRespondersError:
             return await _read_object_store(nc, sha256)
         except NatsTimeoutError:
-            raise BundleError(
+            raise _Transient(
                 f"region {region} did not answer for bundle {sha256[:12]} within {timeout_s} s",
                 hint="is the region's hub reachable?",
             ) from None
         headers = reply.headers or {}
         if "Edgefn-Error" in headers:
-            raise BundleError(
-                f"region {region} could not serve bundle {sha256[:12]}: {headers['Edgefn-Error']}"
-            )
+            error = headers["Edgefn-Error"]
+            kind = _Transient if any(m in error for m in _TRANSIENT_MARKERS) else BundleError
+            raise kind(f"region {region} could not serve bundle {sha256[:12]}: {error}")
         total = int(headers.get("Edgefn-Total", "0"))
         if total > MAX_BUNDLE_BYTES:
             raise BundleError(f"bundle {sha256[:12]} is {total} bytes, over {MAX_BUNDLE_BYTES}")

@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import pytest
 
+from edgefn.errors import PlanetError
+from edgefn.planet.client import PlanetClient
 from edgefn.state.hlc import physical_ms_of
 from tests.planet_helpers import REPO, edgefn, internal_client, running_planet
 
@@ -156,3 +158,13 @@ def test_a_node_restarted_with_a_skewed_clock_stamps_its_writes_ahead(
     assert bad.returncode != 0
     assert "out of range" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # The supervisor checks too (its API is signed, but a caller may still send nonsense).
+    client = PlanetClient(state)
+    try:
+        for wrong in (10**6, "5000", True):
+            with pytest.raises(PlanetError, match="must be an integer within"):
+                client.skew(target["name"], wrong)  # type: ignore[arg-type]
+        with pytest.raises(PlanetError, match="unknown location"):
+            client.skew("nowhere", 5)
+    finally:
+        client.close()

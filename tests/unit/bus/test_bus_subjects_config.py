@@ -50,7 +50,8 @@ def test_core_config_has_durable_jetstream_domain_and_leafnode_port(tmp_path: Pa
     assert out["jetstream"]["sync_interval"] == "always"
     assert out["jetstream"]["domain"] == JETSTREAM_DOMAIN
     assert out["jetstream"]["store_dir"] == str(tmp_path)
-    assert out["leafnodes"] == {"host": "127.0.0.1", "port": 7422}
+    # no_advertise: hubs reach the core only through the URLs they are given (their links).
+    assert out["leafnodes"] == {"host": "127.0.0.1", "port": 7422, "no_advertise": True}
     assert out["cluster"]["routes"] == ["nats-route://127.0.0.1:6223"]
     assert out["http"] == "127.0.0.1:8222"
     assert out["mappings"] == {"$JS.edgefn.API.$O.>": "$O.>"}
