@@ -11,6 +11,7 @@ not applied, seen from outside: the node keeps serving the old version.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import shutil
 import signal
@@ -31,9 +32,10 @@ from nats.js.errors import KeyNotFoundError
 from edgefn.bundle import build_bundle, load_or_create_signing_key
 from edgefn.bus import BusConnectError, BusError, CoreConfig, HubConfig, NatsServer
 from edgefn.bus.credentials import Credentials, load_credentials, load_users
-from edgefn.bus.jetstream import connect, ensure_kv, jetstream
+from edgefn.bus.jetstream import connect, ensure_kv, ensure_object_store, jetstream
 from edgefn.bus.nats_config import check_exposure
 from edgefn.bus.subjects import (
+    BUNDLES_OBJECT_STORE,
     DESIRED_BUCKET,
     OBSERVED_BUCKET,
     health_subject,
@@ -42,6 +44,7 @@ from edgefn.bus.subjects import (
     load_report_subject,
 )
 from edgefn.control.desired_signing import sign_desired
+from edgefn.planet.bundles import BundleCache
 from tests.bus_creds import BusFiles, bus_files
 from tests.planet_helpers import REPO, wait_for
 
@@ -511,3 +514,26 @@ def test_forged_desired_state_is_not_applied(
     assert "not signed" in log.read_text()
     for _ in range(5):
         assert serving() == version  # Still the old version: nothing forged was applied.
+
+
+async def test_region_cache_reads_a_missed_bundle_from_the_core_with_its_own_user(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """A cache that missed a bundle's push reads it from the object store as ``cache-<region>``
+    (its user may look the store's stream up by subject, which nats-py's object store needs)."""
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    errors = _Errors()
+    cache_nc = await _open(secured.hub.client_url, secured.creds(f"cache-{REGION}"), errors)
+    try:
+        store = await ensure_object_store(jetstream(control), BUNDLES_OBJECT_STORE)
+        data = b"a bundle nobody pushed" * 50
+        sha = hashlib.sha256(data).hexdigest()
+        await store.put(sha, data)
+        cache = BundleCache(cache_nc, REGION, tmp_path / "cache")
+        assert await asyncio.wait_for(cache.get(sha), timeout=30) == data
+        assert cache.statistics().misses == 1
+        assert errors.violations() == []
+    finally:
+        await cache_nc.close()
+        await control.close()

@@ -173,7 +173,16 @@ def render_permissions(user: NatsUser) -> dict[str, Any] | None:
     if user.kind == "cache":
         request = bundle_request_subject(user.scope)
         return {
-            "publish": {"allow": [f"{_API}.INFO", *_js_read(f"OBJ_{BUNDLES_OBJECT_STORE}")]},
+            # STREAM.NAMES: nats-py's object-store get looks its stream up by subject. Without it
+            # a cache that missed a bundle's push could never read it from the core (seen in the
+            # multi-host test, where a push was lost to a core-server kill).
+            "publish": {
+                "allow": [
+                    f"{_API}.INFO",
+                    f"{_API}.STREAM.NAMES",
+                    *_js_read(f"OBJ_{BUNDLES_OBJECT_STORE}"),
+                ]
+            },
             "subscribe": {"allow": [inbox, BUNDLE_ANNOUNCE, request, f"{request}.stats"]},
             "allow_responses": True,
         }
