@@ -113,7 +113,11 @@ def remove_tree(group: str) -> None:
     for d in _dirs(group):
         if not d.is_dir():
             continue
-        for child in sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True):
+        try:
+            children = sorted((p for p in d.rglob("*") if p.is_dir()), reverse=True)
+        except FileNotFoundError:
+            continue  # another node's sweep removed it meanwhile (nodes start concurrently)
+        for child in children:
             with contextlib.suppress(OSError):
                 child.rmdir()
         with contextlib.suppress(OSError):
@@ -126,7 +130,11 @@ def sweep_orphans(base: str = "edgefn") -> None:
     d = ROOT / "memory" / base
     if not d.is_dir():
         return
-    for child in d.iterdir():
+    try:
+        children = list(d.iterdir())
+    except FileNotFoundError:
+        return
+    for child in children:
         pid, _, _ = child.name.partition("-")
         if child.is_dir() and pid.isdigit() and not Path(f"/proc/{pid}").exists():
             remove_tree(f"{base}/{child.name}")

@@ -69,7 +69,7 @@ async def test_a_missing_bundle_fails_at_once_and_a_lasting_outage_within_its_de
         started = time.monotonic()
         with pytest.raises(BundleError, match=r"retried for 2 s"):
             await fetch_bundle(node, "eu", SHA, deadline_s=2)
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < 15  # its deadline plus one request's timeout
         await region2.close()
     finally:
         await node.close()

@@ -36,3 +36,16 @@ def test_a_missing_or_garbled_group_is_not_a_hit(root: Path) -> None:
     assert not _cgroup.memory_limit_hit("gone")
     (root / "memory" / "w1" / "memory.failcnt").write_text("not a number")
     assert not _cgroup.memory_limit_hit("w1")
+
+
+def test_a_group_removed_by_another_sweep_meanwhile_is_not_an_error(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes start concurrently and each sweeps orphans: a directory may vanish mid-walk."""
+    (root / "memory" / "edgefn" / "999999999-1" / "w").mkdir(parents=True)
+
+    def vanished(self: Path, pattern: str) -> list[Path]:
+        raise FileNotFoundError(2, "No such file or directory", str(self))
+
+    monkeypatch.setattr(Path, "rglob", vanished)
+    _cgroup.sweep_orphans()  # no exception
