@@ -71,6 +71,9 @@ READY_FALLBACK_S: Final = 10.0
 # How long applying a desired state waits for the KV namespaces of its functions to connect
 # before reporting the versions deployed anyway (they then serve locally; strong operations wait).
 KV_READY_S: Final = 10.0
+# How long a node re-reads the deployer-key registry for a bundle whose signature no key it knows
+# verifies (the core accepted it, so the key is registered; the read may fail or lag on a busy hub).
+KEY_LEARN_DEADLINE_S: Final = 15.0
 
 log = logging.getLogger("edgefn.agent")
 
@@ -329,7 +332,7 @@ class NodeAgent:
         else:
             data = await fetch_bundle(self.nc, self.region, sha256)
         if not self._verifies(sha256, signatures.get(sha256, "")) and not offline:
-            await self._learn_deployer_keys()
+            await self._learn_deployer_keys(sha256, signatures.get(sha256, ""))
         self._verify(version, sha256, signatures.get(sha256, ""))
         manifest, spec = await self.node.install_bundle(data, sha256, version)
         if manifest.name != name:
@@ -350,19 +353,33 @@ class NodeAgent:
                 continue
         return False
 
-    async def _learn_deployer_keys(self) -> None:
-        """Add the deployer public keys registered at the core (a key added after we started)."""
+    async def _learn_deployer_keys(self, sha256: str, signature: str) -> None:
+        """Add the deployer public keys registered at the core (a key added after we started).
+
+        The core accepted this bundle only because a registered key verifies it, so a node that
+        knows no such key has a stale view: it re-reads the registry (a read through the hub can
+        fail on a loaded machine) until the signature verifies or ``KEY_LEARN_DEADLINE_S`` ends.
+        """
         if self.nc is None:
             return
-        try:
-            kv = await jetstream(self.nc).key_value(DEPLOYER_KEYS_BUCKET)
-            for key in (await kv.keys())[:1000]:
-                entry = await kv.get(key)
-                pem = msgspec.json.decode(entry.value or b"{}").get("public_key_pem")
-                if isinstance(pem, str) and pem not in self.trusted_keys:
-                    self.trusted_keys.append(pem)
-        except Exception as err:  # unreachable core or no bucket: verify with what we have
-            self.node.log.emit("agent", event="deployer_keys_unavailable", error=repr(err))
+        deadline = time.monotonic() + KEY_LEARN_DEADLINE_S
+        delay = 0.2
+        while True:
+            try:
+                kv = await jetstream(self.nc).key_value(DEPLOYER_KEYS_BUCKET)
+                for key in (await kv.keys())[:1000]:
+                    entry = await kv.get(key)
+                    pem = msgspec.json.decode(entry.value or b"{}").get("public_key_pem")
+                    if isinstance(pem, str) and pem not in self.trusted_keys:
+                        self.trusted_keys.append(pem)
+            except (
+                Exception
+            ) as err:  # unreachable core or no bucket: retry, then verify with what we have
+                self.node.log.emit("agent", event="deployer_keys_unavailable", error=repr(err))
+            if self._verifies(sha256, signature) or time.monotonic() + delay > deadline:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _verify(self, version: str, sha256: str, signature: str) -> None:
         if not signature:
