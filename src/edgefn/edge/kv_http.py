@@ -87,7 +87,7 @@ class KVHttp:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         presented = query.get("session") or headers.get(SESSION_HEADER, "")
         if path.startswith("/_edgefn/kvstate/"):
-            return 200, await self._state(path.removeprefix("/_edgefn/kvstate/"))
+            return 200, await self.state(path.removeprefix("/_edgefn/kvstate/"))
         rest = path.removeprefix("/_edgefn/kv/")
         namespace, _, key = rest.partition("/")
         session = self._calls.open_session(namespace, presented)
@@ -135,7 +135,8 @@ class KVHttp:
             return 200, {**found, "revision": revision, "stamp": stamp, "session": token}
         return 405, {"error": "method_not_allowed", "hint": "use GET, PUT or DELETE"}
 
-    async def _state(self, namespace: str) -> dict[str, Any]:
+    async def state(self, namespace: str) -> dict[str, Any]:
+        """The ``/_edgefn/kvstate/<ns>`` answer: content digest, items, statistics."""
         driver = await self._driver_for(namespace)
         content = driver.replica.content()
         digest = hashlib.sha256()

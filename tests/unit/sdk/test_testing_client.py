@@ -85,7 +85,8 @@ async def test_memory_kv_revisions_and_conflicts() -> None:
     assert entry.value == "1"
     await kv.put("a", {"n": 2}, if_revision=1)
     assert await kv.get("a", type="json") == {"n": 2}
-    assert (await kv.list(prefix="a"))["keys"] == ["a"]
+    listed = await kv.list(prefix="a")
+    assert [(k["name"], k["revision"]) for k in listed["keys"]] == [("a", 2)]
 
 
 SECRET_MAIN = """
