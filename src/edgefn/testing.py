@@ -9,10 +9,20 @@
         assert resp.text_body == "Hello, Ada!"
 
 The function runs in the test's own process with the same ``Request``/``Env``/``Context`` objects the
-sandbox uses. ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` and ``[egress]``
-rules through the node's own ``Outbound`` (same SSRF policy: loopback and private addresses need
-``[egress] allow_private``), and KV bindings are real in-memory namespaces with revisions, so ``if_revision`` conflicts
-behave as on the platform (eventual semantics only: there is one replica).
+sandbox uses, and the node's own code serves what it asks of the platform:
+
+- ``edgefn.fetch`` follows the manifest's ``[limits] subrequests`` and ``[egress]`` rules through
+  the node's ``Outbound`` (same SSRF policy: loopback and private addresses need ``[egress]
+  allow_private``). With ``fetch=`` a fake answers instead of the network, after the same limit
+  and every policy check that needs no DNS.
+- KV bindings (``env.<BINDING>``, also ``client.kv[binding]``) are :class:`MemoryKV` namespaces:
+  the worker's binding, the node's KV call path (``edgefn.edge.kv_calls``: argument checks,
+  encodings, limits, error kinds, signed session tokens in ``x-edgefn-session``) and the node's
+  replica machine and store, as the one replica of its namespace (``edgefn.edge.kv_local``).
+  Revisions, ``if_revision`` conflicts, TTLs, listing and errors are therefore the platform's; what
+  needs other locations (replication, a session read forwarded to a writer) cannot happen, and
+  ``consistency="strong"`` runs against the pure model of the home (``edgefn.state.home``).
+- Calls and answers cross the worker ⇄ node frame codec (msgpack), as in a sandbox.
 
 Secrets: ``TestClient(path, secrets={"API_KEY": "test-key"})`` gives the function ``env.API_KEY``,
 with the platform's rules (valid names, at most 5 KiB, no name shared with ``[vars]`` or a KV
@@ -24,40 +34,34 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import inspect
+import itertools
 import json
 import os
 import sys
-import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from edgefn.bundle import Manifest, load_manifest
-from edgefn.bundle.manifest import Egress
-from edgefn.edge._egress_policy import EgressRules, precheck
+from edgefn.bundle.manifest import KVNamespace
+from edgefn.edge.kv_calls import KVCalls
+from edgefn.edge.kv_codec import check_namespace
+from edgefn.edge.kv_local import LocalKVDriver
+from edgefn.edge.node import RequestContext
 from edgefn.edge.outbound import Outbound, SubrequestRules
-from edgefn.errors import (
-    EgressDeniedError,
-    FetchError,
-    KVConflict,
-    KVLimitError,
-    ManifestError,
-    SubrequestLimitError,
-    UsageError,
-)
+from edgefn.errors import ManifestError, UsageError
 from edgefn.runtime import protocol as p
-from edgefn.runtime.worker import FETCH_ERRORS
-from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
+from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
+from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
 __all__ = ["MemoryKV", "TestClient", "TestResponse"]
 
-MAX_KEY_BYTES = 512
-MAX_VALUE_BYTES = 1024 * 1024
+_M = TypeVar("_M", bound=p.Message)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,98 +83,64 @@ class TestResponse:
         return json.loads(self.body)
 
 
-@dataclass(slots=True)
-class _Entry:
-    value: bytes
-    revision: int
-    metadata: Any
-    expires_at: float | None
+class _KVHost:
+    """The node's side of the KV bindings of one function, in this process.
+
+    One :class:`~edgefn.edge.kv_local.LocalKVDriver` per namespace (started on first use, like a
+    node's drivers, named after ``location``) under the node's :class:`~edgefn.edge.kv_calls.KVCalls`.
+    A call made while :meth:`TestClient.fetch` runs belongs to that request (its session header in,
+    the new token out as a response header); any other call is a request of its own.
+    """
+
+    def __init__(self, manifest: Manifest, location: str) -> None:
+        self.manifest = manifest
+        self.location = location
+        self.drivers: dict[str, LocalKVDriver] = {}
+        self.calls = KVCalls(driver_for=self._driver, session_key=os.urandom(32))
+        self._call_ids = itertools.count(1)
+
+    async def _driver(self, namespace: str) -> LocalKVDriver:
+        if namespace not in self.drivers:
+            check_namespace(namespace)
+            self.drivers[namespace] = LocalKVDriver(namespace=namespace, replica_id=self.location)
+        return self.drivers[namespace]
+
+    def context(self, request_id: str, headers: list[tuple[str, str]]) -> RequestContext:
+        name = self.manifest.name
+        return RequestContext(request_id, name, "test", f"{name}@test", self.manifest, headers)
+
+    async def kv_call(self, binding: str, op: str, args: dict[str, Any]) -> Any:
+        """What a worker's ``kv_call`` does, with the node in this process."""
+        call = _across_ipc(p.KVCall(0, next(self._call_ids), binding, op, args))
+        current = _REQUEST.get()
+        if current is not None and current[0] is self:
+            ctx = current[1]
+        else:
+            ctx = self.context(f"kv-{call.call_id}", [])
+        return kv_value(_across_ipc(await self.calls.handle_call(ctx, call)))
 
 
-class MemoryKV:
-    """A single-replica KV namespace with revisions, for tests of function code."""
+_REQUEST: ContextVar[tuple[_KVHost, RequestContext] | None] = ContextVar(
+    "edgefn_testing_request", default=None
+)
 
-    def __init__(self) -> None:
-        self._data: dict[str, _Entry] = {}
-        self._revision = 0
 
-    def _live(self, key: str) -> _Entry | None:
-        e = self._data.get(key)
-        if e is not None and e.expires_at is not None and e.expires_at <= time.monotonic():
-            del self._data[key]
-            return None
-        return e
+class MemoryKV(KVBinding):
+    """A KV namespace in this process that behaves as on a node (see the module docstring).
 
-    @staticmethod
-    def _check_key(key: str) -> None:
-        if not isinstance(key, str) or not key or len(key.encode()) > MAX_KEY_BYTES:
-            raise KVLimitError(f"keys must be non-empty strings of at most {MAX_KEY_BYTES} bytes")
+    ``MemoryKV()`` on its own is namespace ``namespace`` bound as ``binding``; a
+    :class:`TestClient` makes one per ``[[kv_namespaces]]`` entry of its manifest.
+    """
 
-    async def get(self, key: str, *, consistency: str = "eventual", type: str = "text") -> Any:
-        self._check_key(key)
-        e = self._live(key)
-        if e is None:
-            return None
-        if type == "bytes":
-            return e.value
-        text = e.value.decode()
-        return json.loads(text) if type == "json" else text
+    def __init__(self, namespace: str = "kv", *, binding: str = "KV") -> None:
+        manifest = Manifest(name="memory-kv", kv_namespaces=(KVNamespace(binding, namespace),))
+        super().__init__(_KVHost(manifest, "test"), binding)
 
-    async def get_entry(self, key: str, *, consistency: str = "eventual") -> KVEntry:
-        self._check_key(key)
-        e = self._live(key)
-        if e is None:
-            return KVEntry(None, 0, None)
-        return KVEntry(e.value.decode(), e.revision, e.metadata)
-
-    async def put(
-        self,
-        key: str,
-        value: Any,
-        *,
-        ttl_s: float | None = None,
-        metadata: Any = None,
-        if_revision: int | None = None,
-        consistency: str = "eventual",
-    ) -> int:
-        self._check_key(key)
-        data = (
-            value
-            if isinstance(value, bytes)
-            else (value.encode() if isinstance(value, str) else json.dumps(value).encode())
-        )
-        if len(data) > MAX_VALUE_BYTES:
-            raise KVLimitError(f"value of {len(data)} bytes exceeds {MAX_VALUE_BYTES} bytes")
-        current = self._live(key)
-        if if_revision is not None and (current.revision if current else 0) != if_revision:
-            raise KVConflict(
-                f"{key!r} is at revision {current.revision if current else 0}, not {if_revision}",
-                key=key,
-            )
-        self._revision += 1
-        expires = time.monotonic() + ttl_s if ttl_s else None
-        self._data[key] = _Entry(data, self._revision, metadata, expires)
-        return self._revision
-
-    async def delete(
-        self, key: str, *, if_revision: int | None = None, consistency: str = "eventual"
-    ) -> None:
-        current = self._live(key)
-        if if_revision is not None and (current.revision if current else 0) != if_revision:
-            raise KVConflict(
-                f"{key!r} changed (revision {current.revision if current else 0})", key=key
-            )
-        self._data.pop(key, None)
-
-    async def list(
-        self, prefix: str = "", limit: int = 1000, cursor: str | None = None
-    ) -> dict[str, Any]:
-        keys = sorted(k for k in list(self._data) if k.startswith(prefix) and self._live(k))
-        if cursor:
-            keys = [k for k in keys if k > cursor]
-        page = keys[:limit]
-        more = len(keys) > limit
-        return {"keys": page, "cursor": page[-1] if more and page else None}
+    @classmethod
+    def _bound(cls, host: _KVHost, binding: str) -> MemoryKV:
+        kv = cls.__new__(cls)
+        KVBinding.__init__(kv, host, binding)
+        return kv
 
 
 def _checked_secrets(secrets: Mapping[str, str], taken: set[str]) -> dict[str, str]:
@@ -205,7 +175,11 @@ class TestClient:
         self._fn = _import(self.path, self.manifest)
         values: dict[str, Any] = dict(self.manifest.vars)
         values.update(vars or {})
-        self.kv = {ns.binding: MemoryKV() for ns in self.manifest.kv_namespaces}
+        self._kv_host = _KVHost(self.manifest, location)
+        self.kv = {
+            ns.binding: MemoryKV._bound(self._kv_host, ns.binding)
+            for ns in self.manifest.kv_namespaces
+        }
         values.update(_checked_secrets(secrets or {}, set(self.manifest.vars) | set(self.kv)))
         values.update(self.kv)
         self.env = Env(values)
@@ -234,9 +208,10 @@ class TestClient:
             body=data,
             edge=EdgeInfo(self.location, client_location, rid),
         )
-        token = fetch_backend.set(self._rules_backend())
         outbound = Outbound()
-        out_token = _OUTBOUND.set((outbound, [0]))
+        token = fetch_backend.set(self._subrequests(outbound, rid))
+        request = self._kv_host.context(rid, req.headers.items())
+        request_token = _REQUEST.set((self._kv_host, request))
         ctx = Context()
         try:
             resp = await self._fn(req, self.env, ctx)
@@ -246,59 +221,48 @@ class TestClient:
             await ctx.drain(timeout_s=30)
         finally:
             fetch_backend.reset(token)
-            _OUTBOUND.reset(out_token)
+            _REQUEST.reset(request_token)
             await outbound.aclose()
-        return TestResponse(resp.status, dict(resp.headers.items()), b"".join(chunks), chunks)
+        # The node adds the headers of host services (the KV session token) after the function's.
+        out_headers = dict(resp.headers.items())
+        out_headers.update(request.response_headers)
+        return TestResponse(resp.status, out_headers, b"".join(chunks), chunks)
 
     def request(self, path: str = "/", **kwargs: Any) -> TestResponse:
         """Synchronous :meth:`fetch` (for plain pytest without an async plugin)."""
         return asyncio.run(self.fetch(path, **kwargs))
 
-    def _rules_backend(self) -> FetchBackend:
+    def _subrequests(self, outbound: Outbound, request_id: str) -> FetchBackend:
         """The platform's subrequest rules, from the same code the node runs.
 
-        Without a ``fetch=`` fake, subrequests go through a real ``Outbound`` (limits, the SSRF
-        policy, DNS pinning, redirects). With a fake, the same policy runs every check that needs
-        no DNS (``precheck``) before the fake is called, and the subrequest limit applies.
+        Without a ``fetch=`` fake, subrequests go through the real ``Outbound`` (limits, the SSRF
+        policy, DNS pinning, redirects). With a fake, ``Outbound.precheck`` runs the limit and
+        every policy check that needs no DNS before the fake is called.
         """
-        limits, egress = self.manifest.limits, self.manifest.egress
-        rules = EgressRules(egress.allow, egress.allow_private)
-        used = 0
-        inner = self._backend
+        rules = SubrequestRules.of(self.manifest)
+        fake = self._backend
+        fetch_ids = itertools.count(1)
 
         async def backend(sub: Subrequest) -> Response:
-            nonlocal used
-            if inner is None:
-                return await _outbound_backend(sub, limits.subrequests, egress)
-            used += 1
-            if used > limits.subrequests:
-                raise SubrequestLimitError(f"more than {limits.subrequests} subrequests")
-            refusal = precheck(rules, sub.url)
+            call = p.FetchCall(
+                0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
+            )
+            call = _across_ipc(call)
+            if fake is None:
+                return fetch_response(_across_ipc(await outbound.fetch(request_id, call, rules)))
+            refusal = outbound.precheck(request_id, call, rules)
             if refusal is not None:
-                raise EgressDeniedError(refusal.message)
-            return await inner(sub)
+                return fetch_response(_across_ipc(refusal))
+            return await fake(sub)
 
         return backend
 
 
-_OUTBOUND: ContextVar[tuple[Outbound, list[int]] | None] = ContextVar(
-    "edgefn_testing_outbound", default=None
-)
-
-
-async def _outbound_backend(sub: Subrequest, subrequests: int, egress: Egress) -> Response:
-    state = _OUTBOUND.get()
-    assert state is not None, "TestClient.fetch sets up the Outbound"
-    outbound, counter = state
-    counter[0] += 1
-    call = p.FetchCall(
-        counter[0], counter[0], sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
-    )
-    rules = SubrequestRules(subrequests, egress.allow, egress.allow_private)
-    res = await outbound.fetch("test", call, rules)
-    if res.error_kind:
-        raise FETCH_ERRORS.get(res.error_kind, FetchError)(res.error_message)
-    return Response(res.body, status=res.status, headers=res.headers)
+def _across_ipc(msg: _M) -> _M:
+    """``msg`` as the other side of a worker's socket decodes it (same codec, same limits)."""
+    out = p.decode(p.encode(msg)[4:])
+    assert isinstance(out, type(msg)), (type(out), type(msg))
+    return out
 
 
 def _import(path: Path, manifest: Manifest) -> Callable[..., Any]:

@@ -36,6 +36,7 @@ from urllib.parse import urljoin
 
 import httpx
 
+from edgefn.bundle import Manifest
 from edgefn.edge import _egress_policy as policy
 from edgefn.runtime import protocol as p
 
@@ -84,6 +85,12 @@ class SubrequestRules:
     subrequests: int
     allow: tuple[str, ...] | None
     allow_private: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> SubrequestRules:
+        """The rules of a function: its ``[limits] subrequests`` and ``[egress]``."""
+        egress = manifest.egress
+        return cls(manifest.limits.subrequests, egress.allow, egress.allow_private)
 
 
 class _Denied(Exception):
@@ -155,6 +162,25 @@ class Outbound:
                 f"request {request_id} made more than {rules.subrequests} subrequests "
                 "(raise [limits] subrequests in edgefn.toml; each redirect counts)",
             )
+
+    def precheck(
+        self, request_id: str, call: p.FetchCall, rules: SubrequestRules
+    ) -> p.FetchResult | None:
+        """Count ``call`` against the limit and run every check that needs no DNS.
+
+        None if it may go on, else the refusal. For a backend that replaces the network
+        (``edgefn.testing``'s ``fetch=`` fakes): their hosts need not resolve, and redirects are
+        theirs to fake.
+        """
+        egress = policy.EgressRules(rules.allow, rules.allow_private, self._deny)
+        try:
+            self._count(request_id, rules)
+            refusal = policy.precheck(egress, call.url)
+        except _Denied as denied:
+            return self._result(call, denied.kind, f"{denied.message} (request {request_id})")
+        if refusal is not None:
+            return self._result(call, "egress_denied", f"{refusal.message} (request {request_id})")
+        return None
 
     async def fetch(
         self, request_id: str, call: p.FetchCall, rules: SubrequestRules

@@ -34,7 +34,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from edgefn.errors import (
     EgressDeniedError,
@@ -200,7 +200,7 @@ class Worker:
         values: dict[str, Any] = dict(msg.vars)
         values.update(msg.secrets)
         for binding in msg.bindings:
-            values[binding] = _KVBinding(self, binding)
+            values[binding] = KVBinding(self, binding)
         self.env = Env(values)
         load_ms = (time.perf_counter() - t0) * 1000
         return p.Loaded(ok=True, load_ms=load_ms, isolation=dict(self.layers.status))
@@ -326,22 +326,12 @@ class Worker:
                 iid, n, sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
             )
         )
-        if res.error_kind:
-            raise FETCH_ERRORS.get(res.error_kind, FetchError)(res.error_message)
-        return Response(res.body, status=res.status, headers=res.headers)
+        return fetch_response(res)
 
     async def kv_call(self, binding: str, op: str, args: dict[str, Any]) -> Any:
         iid = current_invoke_id.get()
         res: p.KVResult = await self._call(lambda n: p.KVCall(iid, n, binding, op, args))
-        if not res.ok:
-            if res.error_kind == "conflict" and isinstance(res.value, dict):
-                raise KVConflict(
-                    res.error_message,
-                    key=str(res.value.get("key", "")),
-                    revision=int(res.value.get("revision") or 0),
-                )
-            raise KV_ERRORS.get(res.error_kind, KVError)(res.error_message)
-        return res.value
+        return kv_value(res)
 
     def resolve(self, invoke_id: int, call_id: int, result: Any) -> None:
         fut = self.pending.get((invoke_id, call_id))
@@ -392,10 +382,36 @@ class Worker:
         return True
 
 
-class _KVBinding:
+def fetch_response(res: p.FetchResult) -> Response:
+    """The node's answer to a ``FetchCall`` as ``edgefn.fetch`` returns (or raises) it."""
+    if res.error_kind:
+        raise FETCH_ERRORS.get(res.error_kind, FetchError)(res.error_message)
+    return Response(res.body, status=res.status, headers=res.headers)
+
+
+def kv_value(res: p.KVResult) -> Any:
+    """The node's answer to a ``KVCall`` as ``env.<BINDING>.<op>`` returns (or raises) it."""
+    if not res.ok:
+        if res.error_kind == "conflict" and isinstance(res.value, dict):
+            raise KVConflict(
+                res.error_message,
+                key=str(res.value.get("key", "")),
+                revision=int(res.value.get("revision") or 0),
+            )
+        raise KV_ERRORS.get(res.error_kind, KVError)(res.error_message)
+    return res.value
+
+
+class KVCaller(Protocol):
+    """Where a KV binding's calls go: the worker (over IPC), or ``edgefn.testing`` (in-process)."""
+
+    async def kv_call(self, binding: str, op: str, args: dict[str, Any]) -> Any: ...
+
+
+class KVBinding:
     """``env.<BINDING>`` inside a worker: every call goes to the node's KV replica over IPC."""
 
-    def __init__(self, worker: Worker, binding: str) -> None:
+    def __init__(self, worker: KVCaller, binding: str) -> None:
         self._worker = worker
         self._binding = binding
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from edgefn import Response
-from edgefn.errors import KVConflict, ManifestError
+from edgefn.errors import EgressDeniedError, KVConflict, ManifestError, UsageError
 from edgefn.sdk import Subrequest
 from edgefn.testing import MemoryKV, TestClient
 
@@ -62,8 +62,6 @@ def test_fetch_rules_apply(tmp_path: Path) -> None:
     client = TestClient(_write(tmp_path / "f", MANIFEST, MAIN), fetch=backend)
     resp = client.request("/out?u=http://allowed.test/ping")
     assert (resp.status, resp.body) == (201, b"pong")
-    from edgefn.errors import EgressDeniedError
-
     with pytest.raises(EgressDeniedError):
         client.request("/out?u=http://other.test/")
     assert seen == ["http://allowed.test/ping"]
@@ -85,7 +83,8 @@ async def test_memory_kv_revisions_and_conflicts() -> None:
     assert entry.value == "1"
     await kv.put("a", {"n": 2}, if_revision=1)
     assert await kv.get("a", type="json") == {"n": 2}
-    assert (await kv.list(prefix="a"))["keys"] == ["a"]
+    listed = await kv.list(prefix="a")
+    assert [(k["name"], k["revision"]) for k in listed["keys"]] == [("a", 2)]
 
 
 SECRET_MAIN = """
@@ -97,8 +96,6 @@ async def fetch(request, env, ctx):
 
 
 def test_secrets_become_env_and_follow_platform_rules(tmp_path: Path) -> None:
-    from edgefn.errors import UsageError
-
     fn = _write(tmp_path / "s", MANIFEST, SECRET_MAIN)
     client = TestClient(fn, secrets={"API_KEY": "test-key"})
     assert client.request("/").text_body == "test-key"
