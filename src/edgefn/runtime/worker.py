@@ -389,16 +389,22 @@ def fetch_response(res: p.FetchResult) -> Response:
     return Response(res.body, status=res.status, headers=res.headers)
 
 
+_HINT_SEP = "\n  hint: "  # how EdgefnError.__str__ joins a message and its hint
+
+
 def kv_value(res: p.KVResult) -> Any:
     """The node's answer to a ``KVCall`` as ``env.<BINDING>.<op>`` returns (or raises) it."""
     if not res.ok:
+        # The node sends ``str(err)``: the message, then its hint on a line of its own.
+        message, _, hint = res.error_message.partition(_HINT_SEP)
         if res.error_kind == "conflict" and isinstance(res.value, dict):
             raise KVConflict(
-                res.error_message,
+                message,
                 key=str(res.value.get("key", "")),
                 revision=int(res.value.get("revision") or 0),
+                hint=hint,
             )
-        raise KV_ERRORS.get(res.error_kind, KVError)(res.error_message)
+        raise KV_ERRORS.get(res.error_kind, KVError)(message, hint=hint)
     return res.value
 
 
