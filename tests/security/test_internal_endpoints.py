@@ -362,8 +362,8 @@ async def lone_node(tmp_path: Path) -> AsyncIterator[tuple[EdgeNode, bytes]]:
         state_dir=tmp_path / "node",
         log=JsonLog(io.StringIO(), location="solo"),
         internal_secret=secret,
+        kv_http=kv.asgi,
     )
-    node.kv_http = kv.asgi
     await node.start()
     try:
         yield node, secret

@@ -62,21 +62,21 @@ def dev(
     if not 0 <= port <= 65535:
         fail(f"--port {port} is out of range", hint="use a port from 1 to 65535")
     try:
-        load_manifest(path)
+        manifest = load_manifest(path)
     except EdgefnError as err:
         fail_from(err)
     try:
-        asyncio.run(_dev(path.resolve(), host, port, location, reload, isolation))
+        asyncio.run(_dev(path.resolve(), manifest.name, host, port, location, reload, isolation))
     except KeyboardInterrupt:
         typer.echo("stopped")
 
 
 async def _dev(
-    path: Path, host: str, port: int, location: str, reload: bool, isolation: str
+    path: Path, name: str, host: str, port: int, location: str, reload: bool, isolation: str
 ) -> None:
     import asyncio
 
-    from edgefn.edge import EdgeNode
+    from edgefn.edge import EdgeNode, FunctionTable
 
     node = EdgeNode(
         location,
@@ -84,6 +84,8 @@ async def _dev(
         port=port,
         isolation="relaxed" if isolation == "relaxed" else "strict",
         ready=False,  # healthy only once the function is loaded
+        # `edgefn dev` serves one function: a request whose Host names no function gets it.
+        table=FunctionTable(default=name),
     )
     try:
         await node.start()
@@ -96,8 +98,6 @@ async def _dev(
             version = await node.deploy_dir(path)
         except EdgefnError as err:
             fail_from(err)
-        name = next(iter(node.table.functions))
-        node.table.default = name
         node.mark_ready()
         typer.echo(
             f"Serving {name} ({version}) at {node.url}/  (also http://{name}.localhost:{node.port}/)"

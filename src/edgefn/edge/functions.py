@@ -44,11 +44,11 @@ class ActiveFunction:
 class FunctionTable:
     """Names → active versions, plus the route patterns of their manifests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, default: str | None = None) -> None:
         self.functions: dict[str, ActiveFunction] = {}
         self._routes: list[tuple[str, str, str]] = []  # (host glob, path glob, function)
         # `edgefn dev` serves one function; requests whose Host names none go to it.
-        self.default: str | None = None
+        self.default = default
 
     def activate(self, fn: ActiveFunction) -> list[str]:
         """Install ``fn``; return the keys of versions no longer active (to retire)."""

@@ -121,11 +121,18 @@ class TrafficStatistics:
 class TrafficDriver:
     """Routing, health, rate limits and admission for one node. ``await start(nats_urls)``."""
 
-    def __init__(self, config: TrafficConfig, *, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: TrafficConfig,
+        *,
+        functions: Callable[[], frozenset[str]] = frozenset,
+        seed: int = 0,
+    ) -> None:
         self.config = config
         self.location = config.location
         self.url = ""
-        self.functions: Callable[[], frozenset[str]] = frozenset
+        # The functions this location runs, asked at every beacon (the node's function table).
+        self.functions = functions
         self._coords = {p.id: GeoPoint(p.lat, p.lon) for p in config.locations}
         self.policy = RoutingPolicy(self._rtt_ms, config=config.routing, rng=random.Random(seed))
         self.peers = PeerTable(

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import signal
 import sys
@@ -34,11 +33,30 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import uvicorn
+
+from edgefn._internal_auth import read_secret
 from edgefn.bus.credentials import Credentials, set_default_credentials
-from edgefn.bus.errors import NatsServerStartError
-from edgefn.bus.nats_config import ClusterConfig, CoreConfig, HubConfig, TlsFiles, check_exposure
+from edgefn.bus.errors import BusError, NatsServerStartError
+from edgefn.bus.jetstream import connect, wait_jetstream
+from edgefn.bus.nats_config import (
+    ClusterConfig,
+    CoreConfig,
+    HubConfig,
+    TlsFiles,
+    check_exposure,
+    is_loopback,
+)
 from edgefn.bus.nats_server import NatsServer
 from edgefn.bus.permissions import NatsUser
+from edgefn.control.api import create_app
+from edgefn.control.reconciler import ReconcilerOptions
+from edgefn.control.service import ControlService
+from edgefn.edge.listener import ASGIApp, serve_asgi
+from edgefn.edge.traffic import TrafficOptions
+from edgefn.planet.assembly import NodeConfig, build_node
+from edgefn.planet.bundles import BundleCache
+from edgefn.secrets.crypto import load_or_create_master_key
 
 
 def announce(info: dict[str, Any]) -> None:
@@ -54,10 +72,10 @@ async def _until_signalled() -> None:
     await stop.wait()
 
 
-async def _serve_asgi(app: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None], int]:
+async def _serve_asgi(
+    app: ASGIApp, host: str, port: int
+) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
     """An ASGI app on uvicorn in this loop (the node's own server setup: no proxy headers)."""
-    from edgefn.edge.node import serve_asgi
-
     return await serve_asgi(app, host, port)
 
 
@@ -160,12 +178,6 @@ async def _run_control(
     replicas: int,
     setup_timeout_s: float,
 ) -> None:
-    from edgefn.bus.jetstream import connect, wait_jetstream
-    from edgefn.control.api import create_app
-    from edgefn.control.reconciler import ReconcilerOptions
-    from edgefn.control.service import ControlService
-    from edgefn.secrets.crypto import load_or_create_master_key
-
     # The secrets master key: generated at first start (0600); on several hosts, share one file.
     secrets_key = load_or_create_master_key(secrets_key_file)
     nc = await connect([_local_url(nats), *peer_urls], name="edgefn-control")
@@ -233,9 +245,6 @@ async def run_region(
     creds: Credentials,
     tls: TlsFiles | None = None,
 ) -> None:
-    from edgefn.bus.jetstream import connect
-    from edgefn.planet.bundles import BundleCache
-
     config = HubConfig(
         name=f"hub-{name}",
         core_leafnode_urls=tuple(core_leafnode_urls),
@@ -277,19 +286,14 @@ async def run_node(
     preload: tuple[str, ...],
     creds: Credentials,
     core_keys: list[str] | None = None,
-    traffic: Any = None,
+    traffic: TrafficOptions | None = None,
     internal_port: int = 0,
     metrics_token_file: Path | None = None,
     isolation: str = "strict",
     kv_wait_s: float = 2.0,
     clock_skew_ms: int = 0,
 ) -> None:
-    from edgefn._internal_auth import read_secret
-    from edgefn.edge import EdgeNode, Outbound
-    from edgefn.observe import JsonLog, RotatingFile
-    from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
-    from edgefn.secrets import Redactor, load_or_create_node_key
-
+    """One edge node and its agent, KV and traffic parts (built by planet/assembly.py)."""
     # The planet secret signs forwards and opens the internal listener; without it (a node run
     # by hand with no --secret-file) the node has no internal listener at all.
     secret = read_secret(traffic.secret_file) if traffic is not None else None
@@ -298,45 +302,28 @@ async def run_node(
     )
     _check_node_bus(nats_urls, creds)
     set_default_credentials(creds)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    # The bus this node talks to is never a subrequest target, whatever a manifest allows.
-    bus = [urlsplit(u) for u in nats_urls]
-    deny = [(b.hostname, b.port) for b in bus if b.hostname and b.port]
-    log_file = RotatingFile(state_dir / "node.log")
-    # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
-    redactor = Redactor()
-    node = EdgeNode(
-        location,
+    config = NodeConfig(
+        location=location,
         region=region,
+        state_dir=state_dir,
         host=host,
         port=port,
-        state_dir=state_dir,
-        log=JsonLog(log_file, location=location, redact=redactor.redact),
+        nats_urls=tuple(nats_urls),
+        trusted_keys=tuple(trusted_keys),
         preload=preload,
-        outbound=Outbound(deny_addresses=_ip_pairs(deny)),
-        internal_secret=secret,
+        core_keys=None if core_keys is None else tuple(core_keys),
+        traffic=traffic,
         internal_port=internal_port,
-        metrics_token=metrics_token,
-        ready=False,  # the node agent marks it ready once its functions are loaded
         isolation="relaxed" if isolation == "relaxed" else "strict",
+        kv_wait_s=kv_wait_s,
+        clock_skew_ms=clock_skew_ms,
+        secret=secret,
+        metrics_token=metrics_token,
     )
-    await node.start()
-    kv, kv_task = _start_kv(node, location, state_dir, nats_urls, secret, kv_wait_s, clock_skew_ms)
-    agent = NodeAgent(
-        node,
-        nats_urls=nats_urls,
-        region=region,
-        trusted_keys=trusted_keys,
-        state_dir=state_dir,
-        core_keys=core_keys,
-        secrets_key=load_or_create_node_key(state_dir / NODE_KEY_FILE),
-        redactor=redactor,
-        kv=kv,
-    )
-    driver: Any = None
+    assembled = build_node(config)
+    node = assembled.node
     try:
-        await agent.start()
-        driver = await _start_traffic(node, location, region, traffic, nats_urls)
+        await assembled.start()
         announce(
             {
                 "role": "node",
@@ -347,76 +334,14 @@ async def run_node(
         )
         await _until_signalled()
     finally:
-        await agent.stop()
-        if driver is not None:
-            await driver.stop()
-        kv_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await kv_task
-        await kv.stop()
-        await node.stop()
-        log_file.close()
-
-
-def _ip_pairs(pairs: list[tuple[str, int]]) -> list[tuple[str, int]]:
-    """Keep (host, port) pairs whose host is an IP literal (bus URLs on a planet are 127.0.0.1)."""
-    out = []
-    for host, port in pairs:
-        with contextlib.suppress(ValueError):
-            out.append((str(ipaddress.ip_address(host)), port))
-    return out
+        await assembled.stop()
 
 
 def _check_node_bus(nats_urls: list[str], creds: Credentials) -> None:
     """A node whose hub is not on this machine must verify it with the planet CA."""
-    from urllib.parse import urlsplit
-
-    from edgefn.bus.errors import BusError
-    from edgefn.bus.nats_config import is_loopback
-
     remote = [u for u in nats_urls if not is_loopback(urlsplit(u).hostname or "")]
     if remote and creds.ca_file is None:
         raise BusError(
             f"node would talk to NATS at {', '.join(remote)} (not loopback) without TLS",
             hint="use the credentials file `edgefn up` wrote with TLS (it names ca_file)",
         )
-
-
-def _start_kv(
-    node: Any,
-    location: str,
-    state_dir: Path,
-    nats_urls: list[str],
-    secret: bytes | None,
-    kv_wait_s: float,
-    clock_skew_ms: int = 0,
-) -> tuple[Any, asyncio.Task[None]]:
-    """KV replicas for the namespaces this node's functions bind (see edge/kv_binding.py)."""
-    from edgefn.edge.kv_binding import KVService
-
-    kv = KVService(
-        location=location,
-        state_dir=state_dir,
-        nats_urls=nats_urls,
-        session_secret=secret,
-        connect_wait_s=kv_wait_s,
-        clock_skew_ms=clock_skew_ms,
-    )
-    node.kv_handler = kv.handle_call
-    node.kv_http = kv.asgi
-    return kv, asyncio.create_task(kv.run(node), name="kv-sync")
-
-
-async def _start_traffic(
-    node: Any, location: str, region: str, options: Any, nats_urls: list[str]
-) -> Any:
-    """Routing, health, rate limits and admission for this node (see edge/traffic.py)."""
-    if options is None:
-        return None
-    from edgefn.edge.traffic import TrafficDriver, load_traffic_config
-
-    driver = TrafficDriver(load_traffic_config(location, region, options))
-    driver.functions = lambda: frozenset(node.table.functions)
-    node.traffic = driver
-    await driver.start(nats_urls, url=node.url)
-    return driver

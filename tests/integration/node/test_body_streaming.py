@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgefn.edge import EdgeNode
+from edgefn.edge import EdgeNode, FunctionTable
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.edge.traffic_config import PeerLocation, TrafficConfig
 from edgefn.observe import JsonLog
@@ -35,15 +35,21 @@ MiB = 1024 * 1024
 
 @pytest.fixture
 async def node(tmp_path: Path) -> AsyncIterator[EdgeNode]:
-    n = EdgeNode("test", state_dir=tmp_path / "node", log=JsonLog(io.StringIO(), location="test"))
+    table = FunctionTable()
     # Admission in the path, as on a planet node, so the tests can see its slots come back.
     traffic = TrafficDriver(
         TrafficConfig(
             location="test", secret=b"s" * 32, locations=(PeerLocation("test", "", 0, 0),)
-        )
+        ),
+        functions=lambda: frozenset(table.functions),
     )
-    traffic.functions = lambda: frozenset(n.table.functions)
-    n.traffic = traffic
+    n = EdgeNode(
+        "test",
+        state_dir=tmp_path / "node",
+        log=JsonLog(io.StringIO(), location="test"),
+        table=table,
+        traffic=traffic,
+    )
     await n.start()
     try:
         await n.deploy_dir(FUNCTIONS / "bodies")

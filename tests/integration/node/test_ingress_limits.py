@@ -20,7 +20,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-import edgefn.edge.node as node_module
+import edgefn.edge.listener as listener
+import edgefn.edge.request_io as request_io
 from edgefn.edge import EdgeNode
 from edgefn.observe import JsonLog
 
@@ -37,10 +38,10 @@ GET = b"GET / HTTP/1.1\r\nHost: hi.localhost\r\n\r\n"
 
 @pytest.fixture
 async def node(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[EdgeNode]:
-    monkeypatch.setattr(node_module, "KEEPALIVE_IDLE_S", 1.0)
-    monkeypatch.setattr(node_module, "MAX_REQUESTS_PER_CONNECTION", 3)
-    monkeypatch.setattr(node_module, "HEADER_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(node_module, "BODY_GRACE_S", 2.0)
+    monkeypatch.setattr(listener, "KEEPALIVE_IDLE_S", 1.0)
+    monkeypatch.setattr(listener, "MAX_REQUESTS_PER_CONNECTION", 3)
+    monkeypatch.setattr(listener, "HEADER_TIMEOUT_S", 2.0)
+    monkeypatch.setattr(request_io, "BODY_GRACE_S", 2.0)
     fn = tmp_path / "hi"
     fn.mkdir()
     (fn / "edgefn.toml").write_text('name = "hi"\n[limits]\nmax_body_kb = 1\n')

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import edgefn.edge.node as node_module
+import edgefn.edge.request_path as request_path
 from edgefn.edge import EdgeNode
 from edgefn.observe import JsonLog
 from edgefn.runtime.sandbox import STREAM_HIGH_BYTES
@@ -36,7 +36,7 @@ async def fetch(request, env, ctx):
 async def test_slow_reader_is_bounded_then_cut_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_module, "STREAM_STALL_S", 1.5)
+    monkeypatch.setattr(request_path, "STREAM_STALL_S", 1.5)
     fn = tmp_path / "endless"
     fn.mkdir()
     (fn / "edgefn.toml").write_text(

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-import edgefn.edge.node as node_module
+import edgefn.edge.request_io as request_io
 from edgefn.edge import EdgeNode
 from edgefn.observe import JsonLog
 
@@ -27,7 +27,7 @@ async def fetch(request, env, ctx):
 async def test_slow_uploads_time_out_and_normal_traffic_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(node_module, "BODY_GRACE_S", 1.0)
+    monkeypatch.setattr(request_io, "BODY_GRACE_S", 1.0)
     fn = tmp_path / "echo"
     fn.mkdir()
     (fn / "edgefn.toml").write_text('name = "echo"\nmain = "main.py"\n[limits]\nmax_body_kb = 1\n')

@@ -1,0 +1,182 @@
+"""Assembling one planet node: every part built once, in dependency order, from one config.
+
+A planet node is five parts, and :func:`build_node` is the one place that builds and wires them.
+Each part gets its collaborators in its constructor; nothing is attached afterwards:
+
+1. the **function table** (:class:`~edgefn.edge.functions.FunctionTable`), first, because two
+   parts share it: the node serves from it and the traffic driver advertises its names;
+2. the **KV service** (:class:`~edgefn.edge.kv_binding.KVService`), which needs no node to be
+   built (its sync loop is given the node when it runs: ``kv.run(node)``);
+3. the **traffic driver** (:class:`~edgefn.edge.traffic.TrafficDriver`), only with traffic
+   options (the planet secret and the location table);
+4. the **edge node** (:class:`~edgefn.edge.node.EdgeNode`), given the table, the driver, the KV
+   service's ``handle_call`` (worker KV calls) and ``asgi`` (the internal ``/_edgefn/kv*``);
+5. the **node agent** (:class:`~edgefn.planet.node_agent.NodeAgent`), given the node and the KV
+   service, with the log redactor it shares with the node's log.
+
+:meth:`AssembledNode.start` starts them in that order (the node's listeners first, so the agent
+and the driver have a URL to report) and :meth:`AssembledNode.stop` stops them in reverse.
+Process-wide set-up (the bus credentials) stays with the ``node`` role in
+:mod:`edgefn.planet.roles`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from edgefn.edge.functions import FunctionTable
+from edgefn.edge.kv_binding import KVService
+from edgefn.edge.node import EdgeNode
+from edgefn.edge.outbound import Outbound
+from edgefn.edge.traffic import TrafficDriver, TrafficOptions, load_traffic_config
+from edgefn.observe import JsonLog, RotatingFile
+from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
+from edgefn.runtime.sandbox import Isolation
+from edgefn.secrets import Redactor, load_or_create_node_key
+
+__all__ = ["AssembledNode", "NodeConfig", "build_node"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """What one planet node is told (the ``edgefn node`` flags, with its files already read).
+
+    ``secret`` is the planet secret (None: a node run by hand, with no internal listener and no
+    signed forwards); ``traffic`` None runs the node without routing or admission.
+    """
+
+    location: str
+    region: str
+    state_dir: Path
+    host: str
+    port: int
+    nats_urls: tuple[str, ...]
+    trusted_keys: tuple[str, ...]
+    preload: tuple[str, ...] = ()
+    core_keys: tuple[str, ...] | None = None
+    traffic: TrafficOptions | None = None
+    internal_port: int = 0
+    isolation: Isolation = "strict"
+    kv_wait_s: float = 2.0
+    clock_skew_ms: int = 0
+    secret: bytes | None = field(default=None, repr=False)
+    metrics_token: str | None = field(default=None, repr=False)
+
+
+class AssembledNode:
+    """The wired parts of one planet node. ``await start()``, ``node.url``, ``await stop()``."""
+
+    def __init__(
+        self,
+        *,
+        config: NodeConfig,
+        node: EdgeNode,
+        kv: KVService,
+        traffic: TrafficDriver | None,
+        agent: NodeAgent,
+        log_file: RotatingFile,
+    ) -> None:
+        self.config = config
+        self.node = node
+        self.kv = kv
+        self.traffic = traffic
+        self.agent = agent
+        self.log_file = log_file
+        self._kv_task: asyncio.Task[None] | None = None
+        self._traffic_started = False
+
+    async def start(self) -> None:
+        """Listeners, the KV sync loop, the agent (restores and follows desired state), traffic."""
+        await self.node.start()
+        self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
+        await self.agent.start()
+        if self.traffic is not None:
+            await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
+            self._traffic_started = True
+
+    async def stop(self) -> None:
+        """Stop what :meth:`start` started, in reverse order; then close the log file."""
+        if self._kv_task is not None:  # the node's listeners started
+            await self.agent.stop()
+            if self.traffic is not None and self._traffic_started:
+                await self.traffic.stop()
+            self._kv_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._kv_task
+            await self.kv.stop()
+            await self.node.stop()
+        self.log_file.close()
+
+
+def build_node(config: NodeConfig) -> AssembledNode:
+    """Build every part of a planet node from ``config``, each with its collaborators."""
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    table = FunctionTable()
+    kv = KVService(
+        location=config.location,
+        state_dir=config.state_dir,
+        nats_urls=list(config.nats_urls),
+        session_secret=config.secret,
+        connect_wait_s=config.kv_wait_s,
+        clock_skew_ms=config.clock_skew_ms,
+    )
+    traffic = None
+    if config.traffic is not None:
+        traffic = TrafficDriver(
+            load_traffic_config(config.location, config.region, config.traffic),
+            functions=lambda: frozenset(table.functions),
+        )
+    log_file = RotatingFile(config.state_dir / "node.log")
+    # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
+    redactor = Redactor()
+    node = EdgeNode(
+        config.location,
+        region=config.region,
+        host=config.host,
+        port=config.port,
+        state_dir=config.state_dir,
+        log=JsonLog(log_file, location=config.location, redact=redactor.redact),
+        preload=config.preload,
+        # The bus this node talks to is never a subrequest target, whatever a manifest allows.
+        outbound=Outbound(deny_addresses=bus_addresses(config.nats_urls)),
+        internal_secret=config.secret,
+        internal_port=config.internal_port,
+        metrics_token=config.metrics_token,
+        ready=False,  # the node agent marks it ready once its functions are loaded
+        isolation=config.isolation,
+        table=table,
+        traffic=traffic,
+        kv_handler=kv.handle_call,
+        kv_http=kv.asgi,
+    )
+    agent = NodeAgent(
+        node,
+        nats_urls=list(config.nats_urls),
+        region=config.region,
+        trusted_keys=list(config.trusted_keys),
+        state_dir=config.state_dir,
+        core_keys=None if config.core_keys is None else list(config.core_keys),
+        secrets_key=load_or_create_node_key(config.state_dir / NODE_KEY_FILE),
+        redactor=redactor,
+        kv=kv,
+    )
+    return AssembledNode(
+        config=config, node=node, kv=kv, traffic=traffic, agent=agent, log_file=log_file
+    )
+
+
+def bus_addresses(nats_urls: tuple[str, ...]) -> list[tuple[str, int]]:
+    """The (IP, port) of each bus URL whose host is an IP literal (on a planet, 127.0.0.1)."""
+    out = []
+    for url in nats_urls:
+        parts = urlsplit(url)
+        if not (parts.hostname and parts.port):
+            continue
+        with contextlib.suppress(ValueError):
+            out.append((str(ipaddress.ip_address(parts.hostname)), parts.port))
+    return out
