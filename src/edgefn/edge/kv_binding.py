@@ -72,7 +72,7 @@ class KVServiceStatistics:
 
 
 class KVService:
-    """KV replicas of one location. ``node.kv_handler = service.handle_call``."""
+    """KV replicas of one location; a node is built with ``kv_handler=service.handle_call``."""
 
     def __init__(
         self,

@@ -140,7 +140,7 @@ class EdgeNode:
         self.version_stats = VersionStatsTracker()
         self.table = table if table is not None else FunctionTable()
         self.outbound = outbound or Outbound()
-        self.kv_handler = kv_handler
+        self._kv_handler = kv_handler
         # Not ready: health answers 503 and a request for a function not (yet) loaded gets
         # 503 not_ready + Retry-After, never 404 (a node restoring its functions from disk, or
         # `edgefn dev` before its first load). Whoever loads the functions calls mark_ready().
@@ -194,6 +194,10 @@ class EdgeNode:
     @property
     def kv_http(self) -> ASGIApp | None:
         return self._endpoints.kv_http
+
+    @property
+    def kv_handler(self) -> KVHandler | None:
+        return self._kv_handler
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
@@ -300,9 +304,7 @@ class EdgeNode:
         fn = ActiveFunction(name, tuple(ActiveVersion(v, w, s, m) for v, w, s, m in versions))
         for _, _, spec, manifest in versions:
             self.pool.register(spec)
-            self._rules[spec.key] = SubrequestRules(
-                manifest.limits.subrequests, manifest.egress.allow, manifest.egress.allow_private
-            )
+            self._rules[spec.key] = SubrequestRules.of(manifest)
         for key in self.table.activate(fn):
             self.pool.retire(key)
         self.version_stats.forget(name, {v[0] for v in versions})
@@ -326,7 +328,7 @@ class EdgeNode:
 
     async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
         ctx = self._requests.get(request_id)
-        if self.kv_handler is None or ctx is None:
+        if self._kv_handler is None or ctx is None:
             return p.KVResult(
                 call.id,
                 call.call_id,
@@ -335,7 +337,7 @@ class EdgeNode:
                 "unavailable",
                 "this node has no KV store configured",
             )
-        return await self.kv_handler(ctx, call)
+        return await self._kv_handler(ctx, call)
 
     def _on_background_done(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

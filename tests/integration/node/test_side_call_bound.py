@@ -42,7 +42,6 @@ async def test_a_flood_of_kv_calls_is_bounded(tmp_path: Path) -> None:
         '[[kv_namespaces]]\nbinding = "KV"\nnamespace = "ns"\n'
     )
     (fn / "main.py").write_text(GATHER)
-    node = EdgeNode("test", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()))
     in_flight = peak = 0
     release = asyncio.Event()
 
@@ -55,7 +54,9 @@ async def test_a_flood_of_kv_calls_is_bounded(tmp_path: Path) -> None:
         in_flight -= 1
         return p.KVResult(call.id, call.call_id, True, None)
 
-    node.kv_handler = slow_kv
+    node = EdgeNode(
+        "test", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()), kv_handler=slow_kv
+    )
     await node.start()
     try:
         await node.deploy_dir(fn)

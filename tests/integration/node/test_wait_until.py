@@ -44,14 +44,13 @@ async def test_wait_until_tasks_use_kv_and_fetch_after_the_response(
         '[[kv_namespaces]]\nbinding = "KV"\nnamespace = "ns"\n'
     )
     (fn / "main.py").write_text(LATER)
-    node = EdgeNode("test", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()))
     puts: list[tuple[str, str]] = []
 
     async def kv(ctx: RequestContext, call: p.KVCall) -> p.KVResult:
         puts.append((ctx.request_id, call.args["key"]))
         return p.KVResult(call.id, call.call_id, True, None)
 
-    node.kv_handler = kv
+    node = EdgeNode("test", state_dir=tmp_path / "node", log=JsonLog(io.StringIO()), kv_handler=kv)
     fetched: list[int] = []
     real_fetch = node.outbound.fetch
 

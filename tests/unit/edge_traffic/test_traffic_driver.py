@@ -99,9 +99,7 @@ def test_affinity_key_from_header_or_cookie() -> None:
 def _driver(**kw: Any) -> TrafficDriver:
     peers = tuple(PeerLocation(loc.id, loc.region, loc.lat, loc.lon) for loc in spread(3))
     config = TrafficConfig(location=peers[0].id, secret=SECRET, locations=peers, **kw)
-    driver = TrafficDriver(config)
-    driver.functions = lambda: frozenset({"f"})
-    return driver
+    return TrafficDriver(config, functions=lambda: frozenset({"f"}))
 
 
 async def _call(driver: TrafficDriver, manifest: Manifest | None, headers: Any = ()) -> Any:
