@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from edgefn.bundle import build_bundle
+from edgefn.bus.credentials import load_credentials
+from edgefn.bus.jetstream import connect
+from edgefn.planet.bundles import region_cache_statistics
+from edgefn.planet.client import PlanetClient
 
 
 def _edgefn(*args: str, timeout: float = 600) -> str:
@@ -63,9 +70,6 @@ def run(
     entry_port: int = 0,
     timeout_s: float = 120.0,
 ) -> dict[str, Any]:
-    from edgefn.bundle import build_bundle
-    from edgefn.planet.client import PlanetClient
-
     state = Path(tempfile.mkdtemp(prefix="edgefn-bench-deploy-"))
     work = Path(tempfile.mkdtemp(prefix="edgefn-bench-fn-"))
     port = entry_port or _free_port()
@@ -139,10 +143,6 @@ def run(
 
 def _cache_stats(planet: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Each region cache's counters, asked over NATS through the core."""
-    from edgefn.bus.credentials import load_credentials
-    from edgefn.bus.jetstream import connect
-    from edgefn.planet.bundles import region_cache_statistics
-
     creds = load_credentials(Path(planet["admin_creds"])) if planet.get("admin_creds") else None
 
     async def ask() -> dict[str, dict[str, int]]:
@@ -213,8 +213,6 @@ def _report(
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

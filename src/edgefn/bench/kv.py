@@ -27,9 +27,13 @@ import os
 import time
 from typing import Any
 
+import httpx
+
 from edgefn._internal_auth import InternalAuth, planet_secret
 from edgefn.bench._planet import cli, detached_planet
 from edgefn.errors import PlanetError
+from edgefn.planet.supervisor import hub_sites
+from edgefn.world import rtt_ms, spread
 
 FUNCTION = '''"""Times a local KV read from inside the function."""
 import time
@@ -80,9 +84,6 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 def path_rtts_ms(locations: list[Any]) -> dict[str, float]:
     """Round-trip time of each location's replication path: location → hub → core (model)."""
-    from edgefn.planet.supervisor import hub_sites
-    from edgefn.world import rtt_ms
-
     sites = hub_sites(locations)
     core = locations[0]
     return {
@@ -94,8 +95,6 @@ def path_rtts_ms(locations: list[Any]) -> dict[str, float]:
 def run(
     *, locations: int, writes: int, reads: int, strong: int, duration_s: float
 ) -> dict[str, Any]:
-    from edgefn.world import spread
-
     t_start = time.monotonic()
     with detached_planet(locations=locations, prefix="edgefn-bench-kv-") as (planet, state):
         up_s = time.monotonic() - t_start
@@ -134,8 +133,6 @@ async def _measure(
     strong: int,
     duration_s: float,
 ) -> dict[str, Any]:
-    import httpx
-
     # ``urls`` are the internal listeners (KV endpoints, every request signed with the planet
     # secret); ``public`` the listeners users reach, for the function reads.
     limits = httpx.Limits(max_connections=len(urls) * 4 + 32)
@@ -203,8 +200,6 @@ async def _wait_replicas(client: Any, urls: dict[str, str]) -> None:
 
 
 def httpx_errors() -> type[Exception]:
-    import httpx
-
     return httpx.HTTPError
 
 

@@ -13,12 +13,25 @@ is kept too, for the failover figures of :func:`run_traffic_bench`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
+
+from edgefn.bus import free_port
+from edgefn.errors import PlanetError
+from edgefn.routing import LoadResult, LoadSummary, plan_arrivals, select_clients
 
 __all__ = ["LoadRun", "run_load"]
 
@@ -45,10 +58,6 @@ async def run_load(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> LoadRun:
     """Drive open-loop traffic for ``name`` through ``entry_url``; see the module docstring."""
-    import httpx
-
-    from edgefn.routing import LoadResult, LoadSummary, plan_arrivals, select_clients
-
     chosen = select_clients(clients)
     where = {c.name: f"{c.lat:.4f},{c.lon:.4f}" for c in chosen}  # type: ignore[attr-defined]
     plan = plan_arrivals(rps=rps, duration_s=duration_s, rng=random.Random(seed), clients=chosen)
@@ -124,9 +133,6 @@ CAPACITY_RPS = 20.0
 
 
 def _cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 240) -> str:
-    import subprocess
-    import sys
-
     res = subprocess.run(
         [sys.executable, "-m", "edgefn.cli.main", *args],
         capture_output=True,
@@ -135,8 +141,6 @@ def _cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float =
         env=env,
     )
     if res.returncode != 0:
-        from edgefn.errors import PlanetError
-
         raise PlanetError(f"edgefn {' '.join(args)} failed:\n{res.stderr[-2000:]}")
     return res.stdout
 
@@ -153,17 +157,11 @@ class _Planet:
     """A benchmark planet started with ``edgefn up --detach`` and stopped with ``down``."""
 
     def __init__(self, root: Path, routing: str) -> None:
-        import os
-
         self.state = root / f"planet-{routing}"
         self.env = {**os.environ, "EDGEFN_ROUTING": routing}
         self.info: dict[str, Any] = {}
 
     def __enter__(self) -> _Planet:
-        import json
-
-        from edgefn.bus import free_port
-
         port = str(free_port())
         args = ["up", "--detach", "--json", "--locations", "3", "--entry-port", port]
         out = _cli([*args, "--state-dir", str(self.state)], env=self.env)
@@ -174,10 +172,6 @@ class _Planet:
         _cli(["deploy", str(directory), "--wait", "--state-dir", str(self.state)])
 
     def __exit__(self, *exc: object) -> None:
-        import contextlib
-        import os
-        import signal
-
         with contextlib.suppress(Exception):
             _cli(["down", "--state-dir", str(self.state)], timeout=90)
         pid = int(self.info.get("supervisor_pid", 0))
@@ -255,8 +249,6 @@ async def _overload(planet: _Planet, duration_s: float) -> dict[str, Any]:
 
 async def run_traffic_bench(*, quick: bool = False) -> dict[str, Any]:
     """Nearest-only vs edgefn routing, failover under ``net kill``, 1x/2x/3x overload."""
-    import tempfile
-
     duration = 4.0 if quick else 12.0
     world_rps = 30.0
     root = Path(tempfile.mkdtemp(prefix="edgefn-bench-traffic-"))

@@ -185,8 +185,8 @@ class TrafficBus:
 
     async def connect(self, nats_urls: list[str]) -> None:
         """Connect (retrying until the deadline) and subscribe to every node's reports."""
-        # edgefn.bus (the NATS client and server supervision) takes ~0.6 s to import; a node
-        # without a planet (edgefn dev) never connects, so it is imported only here.
+        # lazy: edgefn.bus (NATS client, server supervision) costs ~0.2 s at every node start, and
+        # a node without a planet (edgefn dev, edgefn.testing) never connects.
         from edgefn.bus.jetstream import connect
         from edgefn.bus.subjects import HEALTH_ALL, LOAD_REPORT_ALL
 
@@ -214,7 +214,7 @@ class TrafficBus:
 
     async def publish(self, beat: HeartbeatMsg, beacon: LoadBeacon) -> None:
         """Send this location's heartbeat and beacon; nothing while not connected."""
-        # Lazy for the reason given in connect().
+        # lazy: for the reason given in connect().
         from edgefn.bus.subjects import health_subject, load_report_subject
 
         if self._nc is None or not self._nc.is_connected:

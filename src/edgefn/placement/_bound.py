@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
@@ -44,8 +46,6 @@ class Candidates:
 
 def candidates(a: Any, fixed: Any, opened: Sequence[int], kmax: int) -> Candidates:
     """Keep every site cheaper than 1.5x the client's assigned cost (4..kmax per client)."""
-    import numpy as np
-
     n, ns = a.shape
     cur = a[:, list(opened)].min(axis=1)
     need = int((a <= 1.5 * cur[:, None]).sum(axis=1).max())
@@ -70,8 +70,6 @@ class LowerBound:
     """Subgradient state for a batch of functions (see the module docstring)."""
 
     def __init__(self, cands: Sequence[Candidates], replicas: Sequence[int]) -> None:
-        import numpy as np
-
         nf = len(cands)
         assert nf == len(replicas), (nf, len(replicas))
         ns = int(cands[0].fixed.size)
@@ -109,8 +107,6 @@ class LowerBound:
         down so that no site's slack ``F_i - sum_c max(0, v_c - a_ci)`` turns negative; clients
         blocked by a tight site stop. A feasible dual gives ``L(v) = sum v``.
         """
-        import numpy as np
-
         a_e, pair_e, key_e, starts = self.a_e, self.pair_e, self.key_e, self.starts
         fixed = self.f_fixed.ravel()
         v = np.minimum(a_e[starts], self.cap_v)
@@ -137,8 +133,6 @@ class LowerBound:
 
     def run(self, iterations: int, target_gap: float) -> None:
         """Up to ``iterations`` subgradient steps, stopping early at ``target_gap``."""
-        import numpy as np
-
         assert 0 <= iterations <= 10_000, iterations
         nf, ns, r = self.nf, self.ns, self.r
         rmax = int(r.max())
@@ -162,8 +156,6 @@ class LowerBound:
             self._step(value, vp, chosen)
 
     def _record(self, value: Any, chosen: Any) -> None:
-        import numpy as np
-
         finite = np.isfinite(self.best)
         base = np.where(finite, self.best, 0.0)
         better = ~finite | (value > base + 1e-12 * np.abs(base))
@@ -175,8 +167,6 @@ class LowerBound:
         self.best_set[better] = chosen[better]
 
     def _step(self, value: Any, vp: Any, chosen: Any) -> None:
-        import numpy as np
-
         served = chosen.ravel()[self.key_e] & (vp > self.a_e)
         g = 1.0 - np.bincount(self.pair_e, served, minlength=self.npairs)
         g = np.where((self.v >= self.cap_v) & (g > 0), 0.0, g)

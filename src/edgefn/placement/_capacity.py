@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from edgefn.placement._model import PlacementProblem
 
@@ -24,8 +26,6 @@ __all__ = ["fit_capacity"]
 
 def _routed(problem: PlacementProblem, f: int, sites: tuple[int, ...]) -> tuple[Any, Any, Any]:
     """(clients, their cheapest placed site, their CPU load) for function f, as route() does."""
-    import numpy as np
-
     spec = problem.functions[f]
     clients, a, allowed = problem.assign_cost(f)
     idx = np.array(sites, dtype=int)
@@ -40,8 +40,6 @@ def fit_capacity(
     problem: PlacementProblem, placement: dict[int, tuple[int, ...]], *, max_moves: int
 ) -> tuple[dict[int, tuple[int, ...]], int]:
     """The repaired placement and the number of replicas added (see the module docstring)."""
-    import numpy as np
-
     assert 0 <= max_moves <= 1_000_000, max_moves
     nf, ns = len(problem.functions), len(problem.sites)
     cap = np.array([s.capacity for s in problem.sites])
@@ -85,8 +83,6 @@ def _best_new_site(
     mem_cap: Any,
 ) -> int | None:
     """Cheapest site for f's clients now at ``hot`` with room for their load and a replica."""
-    import numpy as np
-
     _, where, _ = _routed(problem, f, sites)
     _, a, allowed = problem.assign_cost(f)
     at_hot = where == hot

@@ -25,6 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix, hstack, vstack
+
 __all__ = ["FacilityProblem", "FacilityResult", "Formulation", "lp_bound", "solve_facility"]
 
 Formulation = Literal["disaggregated", "aggregated"]
@@ -77,10 +81,6 @@ class FacilityResult:
 
 def _build(problem: FacilityProblem, formulation: Formulation) -> tuple[Any, Any, Any, Any]:
     """Objective vector, constraints, integrality and bounds in scipy.optimize.milp's terms."""
-    import numpy as np
-    from scipy.optimize import Bounds, LinearConstraint
-    from scipy.sparse import coo_matrix, hstack, vstack
-
     m, n = problem.m, problem.n
     nx = m * n  # x[i, j] at column i * n + j; y[i] at column nx + i
     c = np.concatenate([np.asarray(problem.cost, dtype=float).ravel(), problem.fixed_cost])
@@ -122,9 +122,6 @@ def solve_facility(
     rel_gap: float = 1e-9,
 ) -> FacilityResult:
     """Solve exactly (up to ``rel_gap``) within ``time_limit_s``; report status, bound and gap."""
-    import numpy as np
-    from scipy.optimize import milp
-
     assert time_limit_s > 0, time_limit_s
     c, cons, integrality, bounds = _build(problem, formulation)
     res = milp(
@@ -155,8 +152,6 @@ def solve_facility(
 
 def lp_bound(problem: FacilityProblem, *, formulation: Formulation = "disaggregated") -> float:
     """Optimal value of the LP relaxation (y continuous in [0, 1])."""
-    from scipy.optimize import milp
-
     c, cons, _, bounds = _build(problem, formulation)
     res = milp(c, constraints=cons, bounds=bounds, options={"disp": False})
     assert res.x is not None, res.message

@@ -33,6 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from edgefn.placement._bound import LowerBound, candidates, replication_for_bound
 from edgefn.placement._capacity import fit_capacity
 
@@ -91,8 +93,6 @@ class _Job:
 
 def _greedy(sub: _Sub, nines: Any, start: list[int] | None = None) -> list[int]:
     """Greedy addition then drop/add passes, from ``start`` (a Lagrangian open set) or empty."""
-    import numpy as np
-
     a, fixed = sub.a, sub.fixed
     opened = list(start) if start else [int(np.argmin(a.sum(axis=0) + fixed))]
     cur = a[:, opened].min(axis=1)
@@ -118,8 +118,6 @@ def _greedy(sub: _Sub, nines: Any, start: list[int] | None = None) -> list[int]:
 
 
 def _drop_one(sub: _Sub, nines: Any, opened: list[int]) -> int | None:
-    import numpy as np
-
     if len(opened) <= max(1, sub.replicas):
         return None
     cols = sub.a[:, opened]
@@ -137,8 +135,6 @@ def _drop_one(sub: _Sub, nines: Any, opened: list[int]) -> int | None:
 def _subproblem(
     problem: PlacementProblem, f: int, fixed: Any, lam: Any, mu: Any
 ) -> tuple[Any, _Sub]:
-    import numpy as np
-
     spec = problem.functions[f]
     clients, a, allowed = problem.assign_cost(f)
     load = problem.demand_rps[f, clients] * spec.cpu_ms_per_request / 1e3
@@ -162,8 +158,6 @@ def solve_lagrangian(
     chunks: int = 1,
 ) -> LagrangianResult:
     """Heuristic placement with a proven lower bound (see the module docstring)."""
-    import numpy as np
-
     assert 1 <= iterations <= 10_000, iterations
     assert candidates >= 1, candidates
     assert 0 <= capacity_rounds <= 50, capacity_rounds
@@ -227,8 +221,6 @@ def _split(items: list[int], chunks: int) -> list[tuple[int, ...]]:
 
 
 def _nines(problem: PlacementProblem) -> Any:
-    import numpy as np
-
     return np.array([s.nines for s in problem.sites])
 
 
@@ -269,8 +261,6 @@ def _refine(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], be
     ``candidates`` sites nearer than their replica, and the clamp holds their multipliers down.
     Only a few dozen functions qualify, so wide rows for them cost about as much as the rest.
     """
-    import numpy as np
-
     hard = np.flatnonzero(lb.ub - lb.best > _REFINE_GAP * np.abs(lb.ub))
     if hard.size == 0 or job.candidates >= _REFINE_SITES:
         return
@@ -287,8 +277,6 @@ def _refine(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], be
 
 def _repair(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], nines: Any) -> None:
     """The Lagrangian heuristic (module docstring, step 3) for the chunk's open gaps."""
-    import numpy as np
-
     for k, f in enumerate(job.functions):
         if lb.ub[k] - lb.best[k] <= 1e-6 * abs(lb.ub[k]):
             continue
@@ -306,8 +294,6 @@ def _repair(job: _Job, lb: LowerBound, placement: dict[int, tuple[int, ...]], ni
 def _loads(
     problem: PlacementProblem, placement: dict[int, tuple[int, ...]], cpu: Any, mem: Any
 ) -> tuple[Any, Any]:
-    import numpy as np
-
     ns = len(problem.sites)
     load, used = np.zeros(ns), np.zeros(ns)
     for f, sites in placement.items():

@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import coo_matrix, vstack
+
 if TYPE_CHECKING:
     from edgefn.placement._model import FloatArray, PlacementProblem
 
@@ -38,10 +42,6 @@ def solve_milp(
     problem: PlacementProblem, *, extra_fixed: FloatArray | None = None, time_limit_s: float = 30.0
 ) -> MilpResult:
     """Solve the placement MILP; ``extra_fixed[f, i]`` adds to replica costs (re-planning)."""
-    import numpy as np
-    from scipy.optimize import Bounds, LinearConstraint, milp
-    from scipy.sparse import coo_matrix, vstack
-
     nf, ns = len(problem.functions), len(problem.sites)
     fixed = problem.fixed_cost() + (extra_fixed if extra_fixed is not None else 0.0)
     xc, xf, xs, xcost, xload, xprice = [], [], [], [], [], []

@@ -28,18 +28,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from edgefn.placement._routing import RoutingWeights
 from edgefn.world import LatencyModel, Location, rtt_ms
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
-    FloatArray = npt.NDArray[np.float64]
-else:
-    FloatArray = Any
+FloatArray = npt.NDArray[np.float64]
 
 __all__ = [
     "Client",
@@ -148,8 +145,6 @@ class PlacementProblem:
     # Per-site coefficients (vectors over sites) used by every solver.
     def price_per_core(self) -> FloatArray:
         """Objective cost of one busy core-hour at each site (dollars and carbon, weighted)."""
-        import numpy as np
-
         price = np.array([s.cost_per_hour for s in self.sites])
         carbon_kg = np.array([s.carbon_g_per_kwh for s in self.sites]) * _WATTS_PER_CORE / 1e6
         w = self.weights
@@ -158,8 +153,6 @@ class PlacementProblem:
 
     def price_per_gb(self) -> FloatArray:
         """Objective cost of reserving 1 GB for an hour at each site."""
-        import numpy as np
-
         price = np.array([s.cost_per_hour for s in self.sites])
         carbon_kg = np.array([s.carbon_g_per_kwh for s in self.sites]) * _WATTS_PER_GB / 1e6
         w = self.weights
@@ -168,16 +161,12 @@ class PlacementProblem:
 
     def fixed_cost(self) -> FloatArray:
         """``F[f, i]``: objective cost of a replica of f at i."""
-        import numpy as np
-
         mem_gb = np.array([f.memory_mb / 1024.0 for f in self.functions])
         out: FloatArray = np.outer(mem_gb, self.price_per_gb())
         return out
 
     def assign_cost(self, f: int) -> tuple[Any, Any, Any]:
         """For function f: client indices with demand, their costs ``a[c, i]`` and SLA mask."""
-        import numpy as np
-
         spec = self.functions[f]
         clients = np.flatnonzero(self.demand_rps[f] > 0)
         d = self.demand_rps[f, clients]
@@ -210,8 +199,6 @@ class PlacementProblem:
 
     def unmet_sla(self) -> tuple[tuple[str, str], ...]:
         """(client, function) pairs with demand that no site can serve within the SLA."""
-        import numpy as np
-
         out: list[tuple[str, str]] = []
         best = self.latency_ms.min(axis=1)
         for f, spec in enumerate(self.functions):
@@ -269,8 +256,6 @@ def build_problem(
     model: LatencyModel | None = None,
 ) -> PlacementProblem:
     """Assemble a problem from world locations and ``demand[(client_id, function)] = rps``."""
-    import numpy as np
-
     sites = tuple(Site.from_location(loc) for loc in locations)
     f_index = {f.name: k for k, f in enumerate(functions)}
     c_index = {c.id: k for k, c in enumerate(clients)}

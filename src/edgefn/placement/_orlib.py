@@ -18,6 +18,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import shortest_path
+
 from edgefn.errors import PlanInputError
 from edgefn.placement._facility import FacilityProblem
 
@@ -127,10 +131,6 @@ def _parse_cap(tok: _Tokens, capacity: float | None) -> FacilityProblem:
 
 
 def _parse_pmed(tok: _Tokens) -> FacilityProblem:
-    import numpy as np
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import shortest_path
-
     n = tok.count("number of vertices")
     e = int(tok.number("number of edges"))
     p = tok.count("p")

@@ -13,13 +13,16 @@ place is free. The reported objective includes the migration cost paid.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
 
 from edgefn.errors import PlanInputError
 from edgefn.placement._lagrange import Mapper, Progress, solve_lagrangian
 from edgefn.placement._milp import MAX_MILP_VARIABLES, milp_variable_count, solve_milp
 from edgefn.placement._model import _WATTS_PER_CORE, _WATTS_PER_GB, PlacementPlan
-from edgefn.placement._routing import route
+from edgefn.placement._routing import RoutingWeights, route
 
 if TYPE_CHECKING:
     from edgefn.placement._model import FloatArray, PlacementProblem
@@ -86,8 +89,6 @@ def replan(
     chunks: int = 1,
 ) -> PlacementPlan:
     """The best next placement given ``current`` (function -> site ids) and a cost per new replica."""
-    import numpy as np
-
     if migration_cost < 0:
         raise PlanInputError(f"migration cost must be >= 0, got {migration_cost}",
                              key="migration_cost")  # fmt: skip
@@ -108,14 +109,10 @@ def replan(
 
 
 def _with_note(p: PlacementPlan, note: str) -> PlacementPlan:
-    from dataclasses import replace
-
     return replace(p, notes=(*p.notes, note))
 
 
 def _empty(problem: PlacementProblem, status: str, method: str) -> PlacementPlan:
-    from edgefn.placement._routing import RoutingWeights
-
     return PlacementPlan(status, method, float("inf"), float("-inf"), float("inf"), {},
                          RoutingWeights({}), 0.0, 0.0, 0.0, {}, problem.unmet_sla(),
                          ("no feasible placement: check replicas, capacities and budget",))  # fmt: skip
@@ -131,8 +128,6 @@ def _evaluate(
     extra_fixed: FloatArray | None,
     notes: list[str],
 ) -> PlacementPlan:
-    import numpy as np
-
     fixed = problem.fixed_cost() + (extra_fixed if extra_fixed is not None else 0.0)
     price = np.array([s.cost_per_hour for s in problem.sites])
     carbon = np.array([s.carbon_g_per_kwh for s in problem.sites])

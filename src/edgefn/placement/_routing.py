@@ -23,6 +23,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
+
 from edgefn.errors import PlanInputError
 
 if TYPE_CHECKING:
@@ -121,8 +125,6 @@ class RouteResult:
 
 def route(problem: PlacementProblem, placement: Mapping[str, Sequence[str]]) -> RouteResult:
     """Optimal routing weights for ``placement`` (function name -> site ids)."""
-    import numpy as np
-
     site_index = {s.id: k for k, s in enumerate(problem.sites)}
     cand: dict[int, tuple[Any, Any, Any]] = {}  # f -> (clients, cost over placed sites, sites)
     nearest: dict[int, tuple[Any, Any, Any]] = {}
@@ -156,10 +158,6 @@ def route(problem: PlacementProblem, placement: Mapping[str, Sequence[str]]) -> 
 def _solve_lp(
     problem: PlacementProblem, cand: Mapping[int, tuple[Any, Any, Any]], capacity: Any
 ) -> dict[int, tuple[Any, Any, Any]] | None:
-    import numpy as np
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
-
     costs, pair_rows, site_cols, loads, owners = [], [], [], [], []
     pair = 0
     for f, (clients, sub, placed) in cand.items():

@@ -14,8 +14,10 @@ import math
 import random
 from typing import Any
 
+import numpy as np
+
 from edgefn.placement._model import Client, FunctionSpec, PlacementProblem, Site, Weights
-from edgefn.world import cities, rtt_ms, spread
+from edgefn.world import REGIONS, cities, region_of, rtt_ms, spread
 
 __all__ = ["world_instance"]
 
@@ -23,8 +25,6 @@ __all__ = ["world_instance"]
 def world_instance(
     *, n_sites: int = 300, n_functions: int = 1000, n_clients: int = 500, seed: int = 0
 ) -> PlacementProblem:
-    import numpy as np
-
     rng = random.Random(seed)
     sites = tuple(Site.from_location(loc) for loc in spread(n_sites))
     clients, pops, conts, regs = _clients(n_clients, rng)
@@ -56,10 +56,6 @@ def world_instance(
 
 
 def _clients(n: int, rng: random.Random) -> tuple[tuple[Client, ...], Any, Any, Any]:
-    import numpy as np
-
-    from edgefn.world import REGIONS, region_of
-
     base = cities()[:n]
     out = [Client(c.name, c.lat, c.lon, c.utc_offset_h) for c in base]
     pops = [float(c.population) for c in base]

@@ -20,6 +20,8 @@ from typing import Any
 import httpx
 
 from edgefn._internal_auth import InternalAuth, planet_secret
+from edgefn.bundle import build_bundle, load_or_create_signing_key
+from edgefn.bus.link_control import LinkControlClient
 from edgefn.errors import PlanetError
 from edgefn.planet.credentials import deployer_key_path, read_credentials
 from edgefn.planet.supervisor import read_planet
@@ -70,8 +72,6 @@ class PlanetClient:
 
     # -- control API -----------------------------------------------------------------------
     def upload(self, path: Path) -> dict[str, Any]:
-        from edgefn.bundle import build_bundle, load_or_create_signing_key
-
         bundle = build_bundle(path)
         key = load_or_create_signing_key(deployer_key_path())
         result: dict[str, Any] = self._call(
@@ -227,8 +227,6 @@ class PlanetClient:
                 )
 
     def _links(self) -> Any:
-        from edgefn.bus.link_control import LinkControlClient
-
         return LinkControlClient(self.planet["links_url"], secret=self.secret)
 
     def partition(self, locations: list[str]) -> dict[str, Any]:

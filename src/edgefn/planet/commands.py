@@ -93,6 +93,8 @@ def write_planet_files(
     server_hosts: Mapping[str, Sequence[str]] | None = None,
 ) -> PlanetFiles:
     """Write (or keep) every file the planet's roles need; see the module docstring."""
+    # lazy: importing edgefn.edge loads the whole node (uvicorn, sandbox pool; ~0.4 s), and every
+    # command that finds a running planet imports this module (through planet.supervisor).
     from edgefn.edge.traffic_config import write_metrics_token
     from edgefn.edge.traffic_config import write_planet_files as write_traffic_files
 

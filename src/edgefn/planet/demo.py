@@ -12,6 +12,7 @@ takes the planet down.
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import statistics
 import subprocess
@@ -24,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from rich.console import Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 DEMO_CITIES = (
     "Tokyo", "Seoul", "Jakarta", "Singapore", "Mumbai", "Dubai", "Cairo", "Lagos", "Nairobi",
@@ -93,8 +98,6 @@ class Demo:
         )
         if res.returncode != 0:
             raise SystemExit(f"could not start the planet:\n{res.stderr}")
-        import json
-
         self.planet = json.loads(res.stdout)
 
     def deploy(self, path: Path, strategy: str = "immediate", wait: bool = True) -> str:
@@ -110,8 +113,6 @@ class Demo:
         res = _edgefn(*args, *(["--wait"] if wait else []))
         if res.returncode != 0:
             raise SystemExit(f"deploy of {path} failed:\n{res.stderr}")
-        import json
-
         out = json.loads(res.stdout)
         self.events.append(f"deployed {out['function']} {out['version']} ({strategy})")
         return str(out["version"])
@@ -143,8 +144,6 @@ class Demo:
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
 
     def table(self) -> Any:
-        from rich.table import Table
-
         cities = {loc["name"]: loc["city"] for loc in self.planet.get("locations", [])}
         t = Table(
             title=f"edgefn demo — {len(cities)} locations, entry {self.planet.get('entry_url')}"
@@ -166,10 +165,6 @@ class Demo:
         return t
 
     async def run_traffic(self) -> None:
-        from rich.console import Group
-        from rich.live import Live
-        from rich.text import Text
-
         forever = self.seconds <= 0
         stop_at = time.monotonic() + (10**9 if forever else self.seconds)
         rollout_at = time.monotonic() + (15 if forever else self.seconds / 2)

@@ -44,8 +44,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from edgefn._internal_auth import InternalGuard, read_secret
+from edgefn.bus._ports import free_port
+from edgefn.bus.link_group import LinkEmulatorGroup
 from edgefn.errors import PlanetError
 from edgefn.planet import CLOCK_SKEW_MAX_MS
+from edgefn.planet._anycast_choice import EntryLocation
+from edgefn.planet.anycast import AnycastEntry
 from edgefn.planet.commands import (
     CoreServer,
     PlanetFiles,
@@ -55,6 +65,8 @@ from edgefn.planet.commands import (
     region_argv,
     write_planet_files,
 )
+from edgefn.planet.credentials import ADMIN_TOKEN_FILE, write_credentials
+from edgefn.runtime._seccomp import set_parent_death_signal
 from edgefn.world import Location, rtt_ms
 
 __all__ = [
@@ -101,8 +113,6 @@ class Child:
 
 
 def _pdeathsig() -> None:
-    from edgefn.runtime._seccomp import set_parent_death_signal
-
     set_parent_death_signal(signal.SIGTERM)
     os.setpgrp()
 
@@ -236,8 +246,6 @@ class Planet:
 
     # -- start -----------------------------------------------------------------------------
     def _write_credentials(self, api_url: str) -> None:
-        from edgefn.planet.credentials import ADMIN_TOKEN_FILE, write_credentials
-
         path = self.state_dir / ADMIN_TOKEN_FILE
         try:
             token = path.read_text().strip()
@@ -249,9 +257,6 @@ class Planet:
         write_credentials(self.state_dir, api_url=api_url, token=token)
 
     async def start(self) -> None:
-        from edgefn._internal_auth import read_secret
-        from edgefn.bus.link_group import LinkEmulatorGroup
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "logs").mkdir(exist_ok=True)
         files = write_planet_files(
@@ -328,8 +333,6 @@ class Planet:
         if self.core_servers == 1:
             args = core_argv(files, extra=[*timeout, *self.core_args])
             return [Child("core", args, self.state_dir / "logs/core.log")]
-        from edgefn.bus._ports import free_port
-
         n = self.core_servers
         cluster = [free_port() for _ in range(n)]
         client = [free_port() for _ in range(n)]
@@ -371,8 +374,6 @@ class Planet:
             raise errors[0]
 
     async def _start_entry(self) -> None:
-        from edgefn.planet.anycast import AnycastEntry
-
         self.entry = AnycastEntry(
             self._entry_locations(),
             port=self.entry_port,
@@ -390,8 +391,6 @@ class Planet:
             await self.entry.wait_health(loc.id, healthy=True, timeout_s=20)
 
     def _entry_locations(self) -> list[Any]:
-        from edgefn.planet._anycast_choice import EntryLocation
-
         return [
             EntryLocation(loc.id, loc.lat, loc.lon, self.nodes[loc.id].info.get("url", ""))
             for loc in self.locations
@@ -399,13 +398,9 @@ class Planet:
         ]
 
     async def _start_api(self) -> None:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse
-        from starlette.routing import Route
-
-        from edgefn._internal_auth import InternalGuard
-        from edgefn.planet.roles import _serve_asgi
+        # lazy: edgefn.edge.node (uvicorn, the sandbox pool) costs ~0.3 s, and every command that
+        # finds a running planet (deploy, status, kv, load, down) imports read_planet from here.
+        from edgefn.edge.node import serve_asgi
 
         async def state(_r: Request) -> JSONResponse:
             return JSONResponse(self.describe())
@@ -434,7 +429,7 @@ class Planet:
         )
         # Kill/revive stop processes: only callers holding the planet secret may use them.
         guarded = InternalGuard(app, self.secret)
-        self._api, self._api_task, port = await _serve_asgi(guarded, "127.0.0.1", 0)
+        self._api, self._api_task, port = await serve_asgi(guarded, "127.0.0.1", 0)
         self.api_url = f"http://127.0.0.1:{port}"
 
     # -- chaos -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from edgefn.errors import UsageError
+from edgefn.world import cities
 
 __all__ = [
     "ClientCity",
@@ -61,8 +62,6 @@ class PlannedRequest(NamedTuple):
 
 
 def _world_cities() -> tuple[ClientCity, ...]:
-    from edgefn.world import cities
-
     return cities()
 
 

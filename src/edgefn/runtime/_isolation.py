@@ -31,6 +31,7 @@ import sys
 import zlib
 from dataclasses import dataclass, field
 
+import edgefn
 from edgefn.runtime import _landlock, _seccomp
 
 CLONE_NEWNS = 0x00020000
@@ -108,8 +109,6 @@ def python_roots() -> list[str]:
     ``edgefn`` is bound as its package directory only: an editable install points into the
     repository, which also holds keys (``.edgefn/signing-key.pem``) the sandbox must not see.
     """
-    import edgefn
-
     roots = {os.path.dirname(os.__file__)}
     for entry in sys.path:
         if entry and os.path.isdir(entry) and entry.rstrip("/").endswith("-packages"):

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
+from edgefn._loop import run
 from edgefn.errors import (
     EgressDeniedError,
     FetchError,
@@ -564,8 +565,6 @@ def run_worker(sock: socket.socket, plan: Plan, layers: _isolation.Layers) -> No
     root.handlers[:] = [_LogHandler(worker)]
     root.setLevel(logging.INFO)
     try:
-        from edgefn._loop import run
-
         run(worker.serve())
     finally:
         os._exit(0)

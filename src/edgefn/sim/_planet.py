@@ -31,11 +31,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from edgefn.errors import ScenarioError
+from edgefn.routing import RouteRequest, RoutingPolicy
 from edgefn.sim._arrivals import PEAK_HOUR, diurnal_factor
 from edgefn.sim._distributions import Distribution
 from edgefn.sim._fastpath import run_fast
 from edgefn.sim._local import make_keep_alive, zipf_weights
 from edgefn.sim._location import run_exact
+from edgefn.sim._planner import PlannerRouter, plan_placement
 from edgefn.sim._requests import RequestArrays
 from edgefn.sim._rng import numpy_stream
 from edgefn.sim._scenario import Scenario
@@ -109,8 +112,6 @@ class EdgefnRouter:
     pop_ids: tuple[str, ...]
 
     def assign(self, placement: np.ndarray, reachable: np.ndarray) -> np.ndarray:
-        from edgefn.routing import RouteRequest, RoutingPolicy
-
         index = {p: i for i, p in enumerate(self.pop_ids)}
         policy = RoutingPolicy(lambda a, b: float(self.pop_rtt_ms[index[a], index[b]]))
         out = np.full((self.rtt_ms.shape[0], placement.shape[0]), -1, dtype=np.int32)
@@ -276,8 +277,6 @@ def _planned(
     functions: tuple[np.ndarray, tuple[str, ...], tuple[Distribution, ...], np.ndarray, np.ndarray],
 ) -> Placement:
     """``placement = "planner"``: solve the scenario's placement problem (see ``_planner``)."""
-    from edgefn.sim._planner import plan_placement
-
     assert s.world is not None
     weight, names, service, memory, replicas = functions
     want = np.where(replicas > 0, replicas, s.policies.min_replicas)
@@ -297,8 +296,6 @@ def build_planet(s: Scenario) -> PlanetModel:
     ids = {p.id for p in pops}
     for i, f in enumerate(s.faults):
         if f.kind == "location_down" and f.target not in ids:
-            from edgefn.errors import ScenarioError
-
             raise ScenarioError(
                 f"fault names PoP {f.target!r}, not in this world",
                 path=s.path,
@@ -354,8 +351,6 @@ def build_planet(s: Scenario) -> PlanetModel:
 def _router(s: Scenario, rtt: np.ndarray, pops: tuple[Location, ...], cs: tuple[City, ...],
             names: tuple[str, ...], placement: Placement) -> Router:  # fmt: skip
     if placement.weights is not None:
-        from edgefn.sim._planner import PlannerRouter
-
         pop_rtt = np.array([[rtt_ms(a, b) for b in pops] for a in pops])
         return PlannerRouter(rtt, pop_rtt, tuple(p.id for p in pops),
                              tuple(c.name for c in cs), names, placement.weights)  # fmt: skip

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edgefn.routing import RouteRequest, RoutingPolicy, WeightsChanged
 from edgefn.world import City, Location
 
 __all__ = ["PlannedPlacement", "PlannerRouter", "plan_placement"]
@@ -64,6 +65,7 @@ def plan_placement(
     peak_factor: float,
 ) -> PlannedPlacement:
     """Build the placement problem of a planet scenario and solve it (see the module docstring)."""
+    # lazy: edgefn.placement imports scipy (~1 s); only scenarios with placement = "planner" solve.
     from edgefn.placement import Client, FunctionSpec, PlacementProblem, Site, plan
 
     sites = tuple(
@@ -116,8 +118,6 @@ class PlannerRouter:
     weights: Mapping[tuple[str, str], tuple[tuple[str, float], ...]]
 
     def assign(self, placement: np.ndarray, reachable: np.ndarray) -> np.ndarray:
-        from edgefn.routing import RouteRequest, RoutingPolicy, WeightsChanged
-
         index = {p: i for i, p in enumerate(self.pop_ids)}
         policy = RoutingPolicy(
             lambda a, b: float(self.pop_rtt_ms[index[a], index[b]]),

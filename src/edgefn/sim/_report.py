@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 
 from edgefn.sim._runner import SimulationResult
@@ -20,11 +22,7 @@ __all__ = ["write_report"]
 
 def write_report(result: SimulationResult, directory: str | Path) -> list[Path]:
     """Write the plots and index.html into ``directory``; return the files written."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     files = [

@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.special import stdtrit
 
 __all__ = [
     "LatencyHistogram",
@@ -44,9 +45,9 @@ def summarize(values_ms: np.ndarray) -> dict[str, float]:
 
 
 def _t975(dof: int) -> float:
-    from scipy.stats import t
-
-    return float(t.ppf(0.975, dof))
+    # scipy.special.stdtrit is what scipy.stats.t.ppf computes, without the ~1.5 s import of
+    # scipy.stats.
+    return float(stdtrit(dof, 0.975))
 
 
 def mean_ci(samples: list[float] | np.ndarray) -> dict[str, float]:

@@ -21,6 +21,7 @@ from importlib import resources
 from types import MappingProxyType
 
 from edgefn.errors import UsageError
+from edgefn.world._cities import cities
 from edgefn.world._countries import carbon_for, cost_for
 from edgefn.world._geo import CONTINENTS, REGIONS, GeoPoint, haversine_km, region_of
 
@@ -110,9 +111,8 @@ def _spread_order() -> tuple[Location, ...]:
     built-in metro areas of population x distance to the nearest chosen PoP. So small planets sit
     where people are (Tokyo, New York, Sao Paulo, ...), not at geographic extremes. Ties break by id.
     """
+    # lazy: numpy costs ~150 ms and every node process imports edgefn.world; only spread() needs it.
     import numpy as np
-
-    from edgefn.world._cities import cities
 
     locs = pops()
     metros = cities()

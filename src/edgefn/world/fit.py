@@ -23,6 +23,8 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from edgefn.world._geo import GeoPoint, haversine_km
 from edgefn.world._latency import LOCAL_RTT_MS, rtt_from_distance_ms
 
@@ -62,8 +64,6 @@ def load_pairs(servers_csv: str, pings_csv: str) -> list[MeasuredPair]:
 
 def fit_constants(pairs: Sequence[MeasuredPair]) -> tuple[float, float]:
     """Least squares on relative error: minimise sum(((c0 + c1 d + c2 sqrt d) - avg) / avg)^2."""
-    import numpy as np
-
     d = np.array([p.distance_km for p in pairs])
     y = np.array([p.avg_ms for p in pairs]) - LOCAL_RTT_MS
     w = 1.0 / np.array([p.avg_ms for p in pairs])
