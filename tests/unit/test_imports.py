@@ -18,13 +18,7 @@ PACKAGE = Path(edgefn.__file__).parent
 
 # Files other parts of issue #16 are rewriting at the same time; they fix their own imports.
 # Empty this set once that work is merged (test_pending_files_still_need_the_exemption says when).
-PENDING = {
-    "bench/_serve.py",
-    "bench/runtime.py",
-    "edge/kv_binding.py",
-    "edge/node.py",
-    "planet/roles.py",
-}
+PENDING: set[str] = set()
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from typing import Any
 
 import uvicorn
 
+from edgefn._loop import run
+
 
 async def _bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send(
@@ -60,6 +62,7 @@ async def _main(mode: str, function_dir: str) -> None:
         server.should_exit = True
         await task
         return
+    # lazy: the bare-uvicorn baseline process must not load the node it is compared with
     from edgefn.edge import EdgeNode
     from edgefn.observe import JsonLog
 
@@ -82,8 +85,6 @@ def main() -> None:
     ap.add_argument("--mode", choices=["bare", "node", "node-relaxed"], required=True)
     ap.add_argument("--function-dir", default="")
     a = ap.parse_args()
-    from edgefn._loop import run
-
     run(_main(a.mode, a.function_dir))
     sys.exit(0)
 

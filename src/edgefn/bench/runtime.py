@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,13 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Literal
+
+from edgefn._loop import run as run_loop
+from edgefn.bundle import build_bundle, extract_bundle
+from edgefn.edge import EdgeNode
+from edgefn.edge.functions import ActiveFunction, ActiveVersion
+from edgefn.observe import JsonLog
+from edgefn.runtime.pool_policy import PoolConfig
 
 Isolation = Literal["strict", "relaxed"]
 
@@ -99,10 +107,6 @@ class _RawClient:
 
 async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[str, Any]:
     """Cold starts under ``isolation``; "relaxed" here is the sandbox without the host layers."""
-    from edgefn.edge import EdgeNode
-    from edgefn.observe import JsonLog
-    from edgefn.runtime.pool_policy import PoolConfig
-
     node = EdgeNode(
         "bench",
         log=JsonLog(io.StringIO()),
@@ -150,15 +154,11 @@ async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[s
 
 async def _install_cold(node: Any, fn: Path) -> str:
     """Activate a new version without pre-warming it, so the next request is a cold start."""
-    from edgefn.bundle import build_bundle, extract_bundle
-
     bundle = build_bundle(fn)
     dest = node._versions_dir() / bundle.version_id
     manifest = extract_bundle(bundle.data, dest, expected_sha256=bundle.sha256)
     spec = node.spec_for(manifest, bundle.version_id, dest)
     node.pool.specs[spec.key] = spec
-    from edgefn.edge.functions import ActiveFunction, ActiveVersion
-
     for key in node.table.activate(
         ActiveFunction(manifest.name, (ActiveVersion(bundle.version_id, 1.0, spec, manifest),))
     ):
@@ -251,8 +251,6 @@ def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] 
     exe = os.environ.get("EDGEFN_WORKERD") or shutil.which("workerd")
     if exe is None:
         return "not installed (npm package `workerd`; or set EDGEFN_WORKERD); skipped"
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -288,10 +286,6 @@ def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] 
 
 
 async def _idle_memory(root: Path, workers: int, isolation: Isolation) -> dict[str, Any]:
-    from edgefn.edge import EdgeNode
-    from edgefn.observe import JsonLog
-    from edgefn.runtime.pool_policy import PoolConfig
-
     node = EdgeNode(
         "bench",
         log=JsonLog(io.StringIO()),
@@ -324,12 +318,7 @@ async def _idle_memory(root: Path, workers: int, isolation: Isolation) -> dict[s
 
 
 def _isolation_layers() -> dict[str, dict[str, str]]:
-    from edgefn._loop import run as run_loop
-
     async def probe(mode: Isolation) -> dict[str, str]:
-        from edgefn.edge import EdgeNode
-        from edgefn.observe import JsonLog
-
         node = EdgeNode(
             "bench",
             log=JsonLog(io.StringIO()),
@@ -349,8 +338,6 @@ def _isolation_layers() -> dict[str, dict[str, str]]:
 def run(
     *, samples: int = 30, concurrency: int = 64, duration_s: float = 5.0, idle_workers: int = 40
 ) -> dict[str, Any]:
-    from edgefn._loop import run as run_loop
-
     root = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
     try:
         result: dict[str, Any] = {
