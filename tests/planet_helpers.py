@@ -1,27 +1,68 @@
-"""Test helpers: start a real local planet with the CLI (as a user would) and stop it by pid."""
+"""Test helpers: start a real local planet with the CLI (as a user would) and stop it by pid.
+
+``start_planet`` is the one way a test starts a whole local planet. It runs ``edgefn up --detach``,
+which returns once every role (core, region hubs, nodes, entry) has reported ready and
+``planet.json`` names the supervisor; the test gets a ``Planet`` (that file and the state
+directory, with the URLs, secret and CLI of that planet at hand). On the way out, whatever
+happened: ``edgefn down``, SIGKILL to the supervisor's process group, then a check that no process
+of the planet is left (every one names the state directory on its command line); a survivor is
+killed by pid and fails the test. Module fixtures start theirs through the ``planet_factory``
+fixture (tests/conftest.py) with their own ``PlanetSpec``.
+
+Two other shapes are deliberately separate: ``running_roles`` starts one core, one region hub and
+one node as plain processes wired by URL with the test's own bus credentials (no supervisor, so a
+test can act as one role against the others); the multi-host test builds its planet across
+network namespaces (tests/integration/multihost).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NamedTuple
 
 import httpx
 
 from edgefn._internal_auth import InternalAuth, planet_secret
+from edgefn.bundle import load_or_create_signing_key
+from tests.bus_creds import BusFiles, bus_files
 from tests.waiting import wait_for
 
-__all__ = ["wait_for"]  # re-exported: planet tests import it from here
+__all__ = [
+    "EDGEFN",
+    "REPO",
+    "Planet",
+    "PlanetFactory",
+    "PlanetSpec",
+    "Role",
+    "Roles",
+    "cli_env",
+    "credentials",
+    "edgefn",
+    "free_port",
+    "internal_client",
+    "internal_urls",
+    "planet_processes",
+    "running_roles",
+    "start_planet",
+    "wait_for",  # re-exported: planet tests import it from here
+    "wait_kv_connected",
+]
 
 REPO = Path(__file__).resolve().parent.parent
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
+# How long a stopped planet's processes may take to exit before the test fails (they normally
+# are gone when ``edgefn down`` returns; workers may need a moment after their node died).
+EXIT_TIMEOUT_S = 30.0
 
 
 def free_port() -> int:
@@ -75,42 +116,6 @@ def edgefn(
     return res
 
 
-@contextmanager
-def running_planet(
-    state_dir: Path,
-    *,
-    locations: int = 4,
-    topology: Path | None = None,
-    emulate_rtt: bool = False,
-    extra: tuple[str, ...] = (),
-) -> Iterator[dict[str, Any]]:
-    """``edgefn up --detach``; yields planet.json; always stops every process by pid."""
-    port = free_port()
-    args = ["up", "--detach", "--json", "--entry-port", str(port)]
-    args += ["--topology", str(topology)] if topology else ["--locations", str(locations)]
-    if not emulate_rtt:
-        args.append("--no-emulate-rtt")
-    args += list(extra)
-    planet: dict[str, Any] = {}
-    try:
-        planet = edgefn(*args, state_dir=state_dir)
-        yield planet
-    finally:
-        subprocess.run(
-            [*EDGEFN, "down", "--state-dir", str(state_dir)],
-            capture_output=True,
-            timeout=90,
-            cwd=REPO,
-            env=cli_env(state_dir),
-        )
-        pid = planet.get("supervisor_pid")
-        if pid:
-            try:
-                os.killpg(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
 def internal_client(state_dir: Path, **kwargs: Any) -> httpx.Client:
     """A client for the planet's internal listeners: every request signed with its secret."""
     return httpx.Client(auth=InternalAuth(planet_secret(state_dir)), trust_env=False, **kwargs)
@@ -119,3 +124,258 @@ def internal_client(state_dir: Path, **kwargs: Any) -> httpx.Client:
 def internal_urls(planet: dict[str, Any]) -> dict[str, str]:
     """Location name -> the node's internal listener URL, from planet.json."""
     return {loc["name"]: loc["internal_url"] for loc in planet["locations"]}
+
+
+# --------------------------------------------------------------------------- a whole planet
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanetSpec:
+    """What ``edgefn up`` starts: the options a module's planet differs in."""
+
+    locations: int = 4
+    core_servers: int = 1
+    topology: Path | None = None
+    emulate_rtt: bool = False
+    # Further ``edgefn up`` options, e.g. canary gates.
+    extra_args: tuple[str, ...] = ()
+    # Environment for the planet's processes (``edgefn up`` passes it on to every role).
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    def up_args(self, entry_port: int) -> list[str]:
+        args = ["up", "--detach", "--json", "--entry-port", str(entry_port)]
+        if self.topology:
+            args += ["--topology", str(self.topology)]
+        else:
+            args += ["--locations", str(self.locations)]
+        if self.core_servers != 1:
+            args += ["--core-servers", str(self.core_servers)]
+        if not self.emulate_rtt:
+            args.append("--no-emulate-rtt")
+        return args + list(self.extra_args)
+
+
+class Planet(NamedTuple):
+    """A running planet: ``planet.json`` as ``edgefn up --json`` printed it, and its state directory.
+
+    A tuple so a test may unpack it as ``info, state = planet``.
+    """
+
+    info: dict[str, Any]
+    state: Path
+
+    @property
+    def entry_url(self) -> str:
+        return str(self.info["entry_url"])
+
+    @property
+    def names(self) -> list[str]:
+        """Location names, in ``planet.json`` order."""
+        return [loc["name"] for loc in self.info["locations"]]
+
+    @property
+    def locations(self) -> dict[str, dict[str, Any]]:
+        """Location name -> its ``planet.json`` entry (url, internal_url, region, ...)."""
+        return {loc["name"]: loc for loc in self.info["locations"]}
+
+    @property
+    def public_urls(self) -> dict[str, str]:
+        return {loc["name"]: loc["url"] for loc in self.info["locations"]}
+
+    @property
+    def internal_urls(self) -> dict[str, str]:
+        return internal_urls(self.info)
+
+    @property
+    def secret(self) -> bytes:
+        return planet_secret(self.state)
+
+    def edgefn(self, *args: str, **options: Any) -> Any:
+        """``edgefn ARGS`` against this planet (see ``edgefn`` for the options)."""
+        return edgefn(*args, state_dir=self.state, **options)
+
+    def deploy(self, function_dir: Path) -> dict[str, Any]:
+        """``edgefn deploy DIR --wait``: returns once every location serves the new version."""
+        out: dict[str, Any] = self.edgefn("deploy", str(function_dir), "--wait", "--json")
+        return out
+
+    def internal_client(self, **kwargs: Any) -> httpx.Client:
+        return internal_client(self.state, **kwargs)
+
+
+# What the ``planet_factory`` fixture (tests/conftest.py) gives a module: start a planet named
+# ``name`` (its state directory's prefix) per the spec; it runs until the module is done.
+PlanetFactory = Callable[[str, PlanetSpec], Planet]
+
+
+def planet_processes(state_dir: Path) -> list[tuple[int, str]]:
+    """(pid, command line) of every process whose command line names ``state_dir`` or below.
+
+    Every process of a local planet does: the supervisor, roles and nats-servers by
+    ``--state-dir``/config path, sandbox zygotes and workers by ``--versions-dir``.
+    """
+    mine = re.compile(re.escape(str(state_dir)) + r"(/|$)")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # exited meanwhile
+            continue
+        args = [a.decode(errors="replace") for a in argv if a]
+        if any(mine.search(a) for a in args):
+            found.append((int(entry.name), " ".join(args)))
+    return found
+
+
+def _check_nothing_left(state_dir: Path) -> None:
+    """Fail if a process under ``state_dir`` outlived its planet's stop, after killing it by pid."""
+    try:
+        wait_for(
+            lambda: not planet_processes(state_dir),
+            timeout_s=EXIT_TIMEOUT_S,
+            what=f"every process of the planet in {state_dir} to exit",
+        )
+    except AssertionError as err:
+        left = planet_processes(state_dir)
+        for pid, _ in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        raise AssertionError(f"{err}; killed the survivors: {left}") from None
+
+
+@contextmanager
+def start_planet(state_dir: Path, spec: PlanetSpec | None = None) -> Iterator[Planet]:
+    """``edgefn up --detach`` per ``spec``; yields the planet; always stops every process by pid."""
+    spec = spec or PlanetSpec()
+    env = cli_env(state_dir, **spec.env)
+    info: dict[str, Any] = {}
+    try:
+        info = edgefn(*spec.up_args(free_port()), state_dir=state_dir, env=env)
+        yield Planet(info, state_dir)
+    finally:
+        subprocess.run(
+            [*EDGEFN, "down", "--state-dir", str(state_dir)],
+            capture_output=True,
+            timeout=90,
+            cwd=REPO,
+            env=cli_env(state_dir),
+        )
+        pid = info.get("supervisor_pid")
+        if pid:
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        _check_nothing_left(state_dir)
+
+
+def wait_kv_connected(planet: Planet, namespace: str, *, timeout_s: float = 60) -> None:
+    """Until every location's replica of ``namespace`` is on the bus and knows all the others."""
+
+    def connected() -> bool:
+        with planet.internal_client(timeout=10) as c:
+            states = [
+                c.get(f"{url}/_edgefn/kvstate/{namespace}").json()
+                for url in planet.internal_urls.values()
+            ]
+        return all(
+            s["driver"]["connected"] and len(s["driver"]["members"]) == len(states) for s in states
+        )
+
+    wait_for(connected, timeout_s=timeout_s, what=f"every {namespace!r} KV replica connected")
+
+
+# --------------------------------------------------------------------------- roles by hand
+
+
+class Role:
+    """One role process (``edgefn core|region|node``) started by the test; ready once it prints
+    its JSON line (``info``)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log: IO[str] = log.open("w")
+        self.proc = subprocess.Popen(
+            [*EDGEFN, *args], stdout=subprocess.PIPE, stderr=self.log, text=True
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.stop()
+            raise AssertionError(f"role {args[0]} failed to start: {log.read_text()[-2000:]}")
+        self.info: dict[str, Any] = json.loads(line)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+        self.log.close()
+
+
+class Roles(NamedTuple):
+    """One core, one region hub and one node, wired by URL; files under ``tmp``.
+
+    ``tmp`` holds ``key.pem`` (the trusted deployer key), ``admin-token``, the bus credentials
+    ``bus`` names, each role's state directory (``core``, ``region``, ``node``) and log.
+    """
+
+    core: Role
+    region: Role
+    node: Role
+    bus: BusFiles
+    tmp: Path
+
+
+@contextmanager
+def running_roles(tmp: Path, *, region: str = "eu-west", location: str = "fra") -> Iterator[Roles]:
+    """The three roles as separate processes, as on three machines (no supervisor, no entry)."""
+    key = load_or_create_signing_key(tmp / "key.pem")
+    pub = tmp / "key.pub"
+    pub.write_text(key.public_key_pem())
+    bus = bus_files(tmp, regions=[region], locations=[(location, region)])
+    started: list[Role] = []
+    try:
+        core = Role(
+            [
+                *("core", "--state-dir", str(tmp / "core"), "--trusted-key", str(pub)),
+                *("--admin-token-file", str(tmp / "admin-token")),
+                *("--creds", str(bus["control"]), "--users", str(bus["core.users"])),
+                *("--core-signing-key", str(bus.core_key), *bus.tls_args("core")),
+            ],
+            tmp / "core.log",
+        )
+        started.append(core)
+        hub = Role(
+            [
+                *("region", "--name", region, "--core-leaf", core.info["leafnode_url"]),
+                *("--state-dir", str(tmp / "region"), "--creds", str(bus[f"cache-{region}"])),
+                *("--leaf-creds", str(bus[f"leaf-{region}"])),
+                *("--users", str(bus[f"hub-{region}.users"]), *bus.tls_args(f"hub-{region}")),
+            ],
+            tmp / "region.log",
+        )
+        started.append(hub)
+        node = Role(
+            [
+                *("node", "--location", location, "--region", region),
+                *("--nats", hub.info["client_url"], "--trusted-key", str(pub)),
+                *("--state-dir", str(tmp / "node"), "--creds", str(bus[f"node-{location}"])),
+                *("--core-key", str(bus.core_pub)),
+            ],
+            tmp / "node.log",
+        )
+        started.append(node)
+        yield Roles(core, hub, node, bus, tmp)
+    finally:
+        for role in reversed(started):
+            role.stop()
+        _check_nothing_left(tmp)

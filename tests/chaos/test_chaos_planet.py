@@ -23,7 +23,7 @@ import pytest
 
 from edgefn.chaos.driver import evaluate, run_chaos, save_failure, summarize, write_function
 from edgefn.chaos.plan import ChaosOptions, plan_nemesis
-from tests.planet_helpers import edgefn, running_planet
+from tests.planet_helpers import PlanetSpec, start_planet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,11 +35,11 @@ DURATION_S = float(os.environ.get("EDGEFN_CHAOS_S", "40"))
 def test_chaos_run_on_a_real_planet_passes_every_checker(tmp_path: Path) -> None:
     state = tmp_path / "planet"
     options = ChaosOptions(seed=SEED, duration_ms=int(DURATION_S * 1000))
-    with running_planet(state, locations=3) as planet:
-        edgefn("deploy", str(write_function(tmp_path / "fn")), "--wait", "--json", state_dir=state)
-        locations = [(loc["name"], loc["region"]) for loc in planet["locations"]]
+    with start_planet(state, PlanetSpec(locations=3)) as planet:
+        planet.deploy(write_function(tmp_path / "fn"))
+        locations = [(loc["name"], loc["region"]) for loc in planet.info["locations"]]
         planned = {s.action for s in plan_nemesis(options, locations)}
-        run = asyncio.run(run_chaos(planet, state, options))
+        run = asyncio.run(run_chaos(planet.info, state, options))
     verdicts = evaluate(run)
     summary = summarize(run, verdicts)
     failed = [v for v in verdicts if not v.ok]

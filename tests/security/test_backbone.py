@@ -14,7 +14,6 @@ import asyncio
 import hashlib
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -46,7 +45,8 @@ from edgefn.bus.subjects import (
 from edgefn.control.desired_signing import sign_desired
 from edgefn.planet.bundles import BundleCache
 from tests.bus_creds import BusFiles, bus_files
-from tests.planet_helpers import REPO, wait_for
+from tests.planet_helpers import REPO, Roles, running_roles, wait_for
+from tests.waiting import until
 
 pytestmark = pytest.mark.integration
 
@@ -133,13 +133,13 @@ async def _wait_hub_linked(s: Secured) -> None:
     fra = await _open(s.hub.client_url, s.creds("node-fra"))
     try:
         got = await _collect(control, health_subject("fra"))
-        for _ in range(100):
+
+        async def heard() -> bool:
             await fra.publish(health_subject("fra"), b"{}")
             await fra.flush()
-            await asyncio.sleep(0.05)
-            if got:
-                return
-        raise AssertionError("the hub's leafnode to the core never came up")
+            return bool(got)
+
+        await until(heard, timeout_s=15, what="the hub's leafnode to the core", interval_s=0.05)
     finally:
         await fra.close()
         await control.close()
@@ -192,12 +192,22 @@ async def test_node_publishes_only_its_own_subjects(secured: Secured) -> None:
         for subject in watched:
             await fra.publish(subject, b"{}")
         await fra.flush()
-        await asyncio.sleep(0.5)
         allowed = {
             health_subject("fra"),
             kv_replication_subject("ns", "fra"),
             kv_control_subject("ns", "ams", "fra"),
         }
+        # Until the allowed messages reached the core (the last one published is allowed, and a
+        # refused one published before it would have arrived before it) and the hub reported a
+        # permissions error for each refused one; a fixed pause here was too short under load.
+        await until(
+            lambda: (
+                all(got[subject] for subject in allowed)
+                and len(errors.violations()) >= len(watched) - len(allowed)
+            ),
+            timeout_s=15,
+            what="the allowed messages at the core and an error for each refused one",
+        )
         for subject in watched:
             assert bool(got[subject]) == (subject in allowed), subject
         assert len(errors.violations()) == len(watched) - len(allowed), errors.seen
@@ -250,9 +260,11 @@ async def test_node_cannot_read_other_inboxes(secured: Secured) -> None:
         await fra.subscribe("_INBOX.>")
         await fra.flush()
         # The server reports each refused subscription asynchronously: wait for both.
-        async with asyncio.timeout(10):
-            while len(errors.violations()) < 2:
-                await asyncio.sleep(0.02)
+        await until(
+            lambda: len(errors.violations()) >= 2,
+            timeout_s=10,
+            what="both refused subscriptions reported",
+        )
         assert len(errors.violations()) == 2, errors.seen
     finally:
         await fra.close()
@@ -341,117 +353,17 @@ def test_node_refuses_a_remote_hub_without_tls(tmp_path: Path) -> None:
 # -- signed desired state ------------------------------------------------------------------------
 
 
-class _Role:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli.main", *args],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.stop()
-            raise AssertionError(f"role {args[0]} failed: {log.read_text()[-2000:]}")
-        self.info: dict[str, Any] = json.loads(line)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.log.close()
-
-
 @pytest.fixture
-def planet(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, BusFiles, Path]]:
-    key = load_or_create_signing_key(tmp_path / "key.pem")
-    pub = tmp_path / "key.pub"
-    pub.write_text(key.public_key_pem())
-    bus = bus_files(tmp_path, regions=[REGION], locations=NODES)
-    started: list[_Role] = []
-    try:
-        started.append(
-            _Role(
-                [
-                    "core",
-                    "--state-dir",
-                    str(tmp_path / "core"),
-                    "--trusted-key",
-                    str(pub),
-                    "--creds",
-                    str(bus["control"]),
-                    "--users",
-                    str(bus["core.users"]),
-                    "--core-signing-key",
-                    str(bus.core_key),
-                    *bus.tls_args("core"),
-                    "--admin-token-file",
-                    str(tmp_path / "admin-token"),
-                ],
-                tmp_path / "core.log",
-            )
-        )
-        started.append(
-            _Role(
-                [
-                    "region",
-                    "--name",
-                    REGION,
-                    "--core-leaf",
-                    started[0].info["leafnode_url"],
-                    "--state-dir",
-                    str(tmp_path / "region"),
-                    "--creds",
-                    str(bus[f"cache-{REGION}"]),
-                    "--leaf-creds",
-                    str(bus[f"leaf-{REGION}"]),
-                    "--users",
-                    str(bus[f"hub-{REGION}.users"]),
-                    *bus.tls_args(f"hub-{REGION}"),
-                ],
-                tmp_path / "region.log",
-            )
-        )
-        started.append(
-            _Role(
-                [
-                    "node",
-                    "--location",
-                    "fra",
-                    "--region",
-                    REGION,
-                    "--nats",
-                    started[1].info["client_url"],
-                    "--trusted-key",
-                    str(pub),
-                    "--state-dir",
-                    str(tmp_path / "node"),
-                    "--creds",
-                    str(bus["node-fra"]),
-                    "--core-key",
-                    str(bus.core_pub),
-                ],
-                tmp_path / "node.log",
-            )
-        )
-        yield started[0], started[1], started[2], bus, tmp_path
-    finally:
-        for role in reversed(started):
-            role.stop()
+def roles(tmp_path: Path) -> Iterator[Roles]:
+    """A core, a region hub and a node started by hand (``running_roles``), not ``edgefn up``:
+    the test holds the bus credentials those roles were given (control, node-fra) and uses
+    them to forge desired state on the bus itself, then checks the node from outside."""
+    with running_roles(tmp_path, region=REGION, location="fra") as r:
+        yield r
 
 
-def test_forged_desired_state_is_not_applied(
-    planet: tuple[_Role, _Role, _Role, BusFiles, Path],
-) -> None:
-    core, region, node, bus, tmp = planet
+def test_forged_desired_state_is_not_applied(roles: Roles) -> None:
+    core, region, node, bus, tmp = roles
     api, url = core.info["api_url"], node.info["url"]
     fn = tmp / "hello"
     shutil.copytree(REPO / "examples" / "hello", fn)

@@ -14,14 +14,14 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from edgefn._internal_auth import InternalAuth, planet_secret
+from edgefn._internal_auth import InternalAuth
 from edgefn.edge import EdgeNode
 from edgefn.edge.kv_binding import KVService, open_session
 from edgefn.observe import JsonLog
@@ -29,10 +29,11 @@ from edgefn.routing.internal_auth import INTERNAL_AUTH_HEADER, sign_internal
 from edgefn.state import VClock, encode_session
 from tests.planet_helpers import (
     REPO,
+    Planet,
+    PlanetFactory,
+    PlanetSpec,
     edgefn,
     internal_client,
-    internal_urls,
-    running_planet,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -75,36 +76,30 @@ PROBES = [
 ]
 
 
-class Planet:
-    def __init__(self, info: dict[str, Any], state: Path) -> None:
-        self.info = info
-        self.state = state
-        self.entry = info["entry_url"]
-        self.names = [loc["name"] for loc in info["locations"]]
-        self.public = {loc["name"]: loc["url"] for loc in info["locations"]}
-        self.internal = internal_urls(info)
-        self.secret = planet_secret(state)
+class Target(Planet):
+    """The attacked planet, with its KV canary (``counts/canary``) at hand."""
+
+    __slots__ = ()
 
     def canary(self, location: str | None = None) -> dict[str, Any]:
         """The canary key as the replica holds it, read through the signed internal path."""
-        url = self.internal[location or self.names[0]]
-        with internal_client(self.state, timeout=10) as c:
+        url = self.internal_urls[location or self.names[0]]
+        with self.internal_client(timeout=10) as c:
             r = c.get(f"{url}/_edgefn/kv/counts/canary")
         assert r.status_code == 200, r.text
         out: dict[str, Any] = r.json()
         return out
 
     def put_canary(self, value: str, location: str | None = None) -> int:
-        url = self.internal[location or self.names[0]]
-        with internal_client(self.state, timeout=10) as c:
+        url = self.internal_urls[location or self.names[0]]
+        with self.internal_client(timeout=10) as c:
             r = c.put(f"{url}/_edgefn/kv/counts/canary", content=value.encode())
         assert r.status_code == 200, r.text
         return int(r.json()["revision"])
 
 
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
-    state = tmp_path_factory.mktemp("security")
+def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Target:
     fns = tmp_path_factory.mktemp("fns")
     # ssrfpriv is a tenant that opened loopback for itself ([egress] allow_private): then only
     # the internal services' own authentication stands between it and them.
@@ -116,19 +111,16 @@ def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
         (fns / name).mkdir()
         (fns / name / "edgefn.toml").write_text(f'name = "{name}"\nmain = "main.py"\n{egress}')
         (fns / name / "main.py").write_text(code)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGEFN_CLIENT_RPS", "2")  # inherited by every node of the planet
-        with running_planet(state, locations=2) as info:
-            edgefn("deploy", str(REPO / "examples/counter"), "--wait", state_dir=state)
-            edgefn("deploy", str(fns / "rl"), "--wait", state_dir=state)
-            edgefn("deploy", str(fns / "ssrf"), "--wait", state_dir=state)
-            edgefn("deploy", str(fns / "ssrfpriv"), "--wait", state_dir=state)
-            p = Planet(info, state)
-            p.put_canary("original")
-            yield p
+    # EDGEFN_CLIENT_RPS is inherited by every node of the planet.
+    spec = PlanetSpec(locations=2, env={"EDGEFN_CLIENT_RPS": "2"})
+    p = Target._make(planet_factory("security", spec))
+    for fn in (REPO / "examples/counter", fns / "rl", fns / "ssrf", fns / "ssrfpriv"):
+        p.deploy(fn)
+    p.put_canary("original")
+    return p
 
 
-def _unchanged(planet: Planet, before: dict[str, Any]) -> None:
+def _unchanged(planet: Target, before: dict[str, Any]) -> None:
     after = planet.canary()
     assert (after["value"], after["revision"]) == (before["value"], before["revision"])
 
@@ -136,9 +128,9 @@ def _unchanged(planet: Planet, before: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- public listeners
 
 
-def test_anycast_entry_answers_404_for_internal_paths_and_forwards_none(planet: Planet) -> None:
+def test_anycast_entry_answers_404_for_internal_paths_and_forwards_none(planet: Target) -> None:
     before = planet.canary()
-    with httpx.Client(base_url=planet.entry, timeout=10, trust_env=False) as c:
+    with httpx.Client(base_url=planet.entry_url, timeout=10, trust_env=False) as c:
         for method, path in PROBES:
             r = c.request(method, path, headers=COUNTER, content=b"evil")
             assert r.status_code == 404, (method, path, r.text)
@@ -149,10 +141,10 @@ def test_anycast_entry_answers_404_for_internal_paths_and_forwards_none(planet: 
     _unchanged(planet, before)
 
 
-def test_node_public_port_answers_404_for_internal_paths(planet: Planet) -> None:
+def test_node_public_port_answers_404_for_internal_paths(planet: Target) -> None:
     before = planet.canary()
     token = (planet.state / "metrics-token").read_text().strip()
-    for name, url in planet.public.items():
+    for name, url in planet.public_urls.items():
         with httpx.Client(base_url=url, timeout=10, trust_env=False) as c:
             for method, path in PROBES:
                 r = c.request(method, path, headers=COUNTER, content=b"evil")
@@ -181,8 +173,8 @@ def _signed(
     return {INTERNAL_AUTH_HEADER: value}
 
 
-def test_internal_listener_refuses_unsigned_wrong_stale_and_replayed(planet: Planet) -> None:
-    url = planet.internal[planet.names[0]]
+def test_internal_listener_refuses_unsigned_wrong_stale_and_replayed(planet: Target) -> None:
+    url = planet.internal_urls[planet.names[0]]
     target = "/_edgefn/kv/counts/canary"
     planet.put_canary("original")
     before = planet.canary()
@@ -215,7 +207,7 @@ def test_internal_listener_refuses_unsigned_wrong_stale_and_replayed(planet: Pla
 # --------------------------------------------------------------------------- planet control APIs
 
 
-def test_supervisor_and_link_control_refuse_unauthenticated_callers(planet: Planet) -> None:
+def test_supervisor_and_link_control_refuse_unauthenticated_callers(planet: Target) -> None:
     victim = planet.names[1]
     pid = next(loc["pid"] for loc in planet.info["locations"] if loc["name"] == victim)
     sup, links = planet.info["supervisor_url"], planet.info["links_url"]
@@ -236,22 +228,22 @@ def test_supervisor_and_link_control_refuse_unauthenticated_callers(planet: Plan
             assert r.status_code == 403, (url, r.text)
     # The victim process lives, serves, and none of its links was cut.
     os.kill(pid, 0)
-    health = httpx.get(f"{planet.public[victim]}/_edgefn/health", timeout=10)
+    health = httpx.get(f"{planet.public_urls[victim]}/_edgefn/health", timeout=10)
     assert health.status_code == 200
-    served = httpx.get(f"{planet.public[victim]}/get?key=canary", headers=COUNTER, timeout=10)
+    served = httpx.get(f"{planet.public_urls[victim]}/get?key=canary", headers=COUNTER, timeout=10)
     assert served.status_code == 200, served.text
     listed = edgefn("net", "links", "--json", state_dir=planet.state)  # the signed CLI path
     assert listed, listed
     assert not any(link.get("cut") for link in listed), listed
 
 
-def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
+def test_function_subrequests_cannot_use_internal_apis(planet: Target) -> None:
     """Deployed code is inside the planet's network, but holds no secret: its subrequests to the
     internal listener, the supervisor and the link API are refused, the public port hides KV."""
     victim = planet.names[1]
     before = planet.canary()
     sup, links = planet.info["supervisor_url"], planet.info["links_url"]
-    internal, public = planet.internal[planet.names[0]], planet.public[planet.names[0]]
+    internal, public = planet.internal_urls[planet.names[0]], planet.public_urls[planet.names[0]]
     probes = [
         ("PUT", f"{internal}/_edgefn/kv/counts/canary", "evil", 401),
         ("GET", f"{internal}/_edgefn/kvstate/counts", "", 401),
@@ -261,17 +253,19 @@ def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
     ]
     body = [{"method": m, "url": u, "body": b} for m, u, b, _ in probes]
     # By default the egress policy refuses every one of them before connecting.
-    r = httpx.post(f"{planet.entry}/", json=body, headers={"host": "ssrf.localhost"}, timeout=20)
+    r = httpx.post(
+        f"{planet.entry_url}/", json=body, headers={"host": "ssrf.localhost"}, timeout=20
+    )
     assert r.status_code == 200, r.text
     assert r.json() == ["egress_denied"] * len(probes)
     # With loopback allowed by the tenant, each service refuses the unauthenticated call.
     r = httpx.post(
-        f"{planet.entry}/", json=body, headers={"host": "ssrfpriv.localhost"}, timeout=20
+        f"{planet.entry_url}/", json=body, headers={"host": "ssrfpriv.localhost"}, timeout=20
     )
     assert r.status_code == 200, r.text
     assert r.json() == [want for *_, want in probes]
     _unchanged(planet, before)
-    assert httpx.get(f"{planet.public[victim]}/_edgefn/health", timeout=10).status_code == 200
+    assert httpx.get(f"{planet.public_urls[victim]}/_edgefn/health", timeout=10).status_code == 200
     assert not any(
         link.get("cut") for link in edgefn("net", "links", "--json", state_dir=planet.state)
     )
@@ -280,11 +274,11 @@ def test_function_subrequests_cannot_use_internal_apis(planet: Planet) -> None:
 # --------------------------------------------------------------------------- session tokens
 
 
-def test_forged_session_token_is_ignored_through_the_entry(planet: Planet) -> None:
+def test_forged_session_token_is_ignored_through_the_entry(planet: Target) -> None:
     """A token claiming a write nobody made would hold a session read until it fails (503);
     unsigned, it is ignored: the read is served and a fresh, valid token comes back."""
     forged = encode_session(VClock({planet.names[0]: 10**9}))
-    with httpx.Client(base_url=planet.entry, timeout=15, trust_env=False) as c:
+    with httpx.Client(base_url=planet.entry_url, timeout=15, trust_env=False) as c:
         r = c.get(
             "/get",
             params={"key": "canary", "consistency": "session"},
@@ -295,7 +289,7 @@ def test_forged_session_token_is_ignored_through_the_entry(planet: Planet) -> No
     assert fresh != forged
     assert open_session(planet.secret, "counts", fresh)
     # Modifying a genuine token breaks it, and the internal endpoint says so plainly.
-    url = planet.internal[planet.names[0]]
+    url = planet.internal_urls[planet.names[0]]
     with internal_client(planet.state, timeout=15) as c:
         tampered = forged + "." + fresh.rpartition(".")[2]
         bad = c.get(f"{url}/_edgefn/kv/counts/canary", params={"session": tampered})
@@ -307,7 +301,7 @@ def test_forged_session_token_is_ignored_through_the_entry(planet: Planet) -> No
 # --------------------------------------------------------------------------- rate-limit key
 
 
-def test_rotating_fake_client_identity_does_not_escape_the_rate_limit(planet: Planet) -> None:
+def test_rotating_fake_client_identity_does_not_escape_the_rate_limit(planet: Target) -> None:
     """Every request claims to be a new client (the old x-edgefn-client-key, a forged entry
     signature, X-Forwarded-For); the limit (2/s, burst 20) still applies to the one real client."""
 
@@ -332,10 +326,10 @@ def test_rotating_fake_client_identity_does_not_escape_the_rate_limit(planet: Pl
                     assert "x-edgefn-client-sig" not in seen, seen
         return out
 
-    through_entry = statuses(planet.entry)
+    through_entry = statuses(planet.entry_url)
     assert 429 in through_entry, through_entry
     assert through_entry.count(200) <= 30, through_entry
-    direct = statuses(planet.public[planet.names[1]])
+    direct = statuses(planet.public_urls[planet.names[1]])
     assert 429 in direct, direct
 
 

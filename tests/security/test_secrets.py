@@ -14,14 +14,13 @@ not made here.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.planet_helpers import edgefn, running_planet, wait_for
+from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, edgefn, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -63,13 +62,12 @@ def _function(root: Path, name: str, main: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
-    state = tmp_path_factory.mktemp("planet")
+def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
+    p = planet_factory("planet", PlanetSpec(locations=3))
     src = tmp_path_factory.mktemp("functions")
-    with running_planet(state, locations=3) as info:
-        for name, main in (("vault", VAULT), ("other", OTHER)):
-            edgefn("deploy", str(_function(src, name, main)), "--wait", "--json", state_dir=state)
-        yield info, state
+    for name, main in (("vault", VAULT), ("other", OTHER)):
+        p.deploy(_function(src, name, main))
+    return p
 
 
 def _everywhere(info: dict[str, Any], function: str, path: str = "/") -> dict[str, httpx.Response]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import stat
 import sys
@@ -12,6 +11,8 @@ import pytest
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.errors import NoStreamResponseError, ServiceUnavailableError
+from nats.js.kv import KeyValue
+from tests.waiting import until
 
 from edgefn.bus import (
     ClusterConfig,
@@ -199,33 +200,39 @@ async def test_ha_core_keeps_replicated_kv_through_a_server_loss(tmp_path: Path)
         )
         await hub.start()
         nc = await connect(hub.client_url, name="node")
+
         # Until the three servers have elected a meta leader, and then the new bucket's Raft
         # group its own, JetStream requests get no answer (seen in full-suite runs: the create or
         # the first put timed out). Retry both with short timeouts until the cluster answers.
-        deadline = asyncio.get_running_loop().time() + 60
-        while True:
+        async def written_bucket() -> KeyValue | None:
             try:
                 kv = await ensure_kv(jetstream(nc, timeout_s=5), "edgefn-ha", replicas=3)
                 await kv.put("k", b"1")
-                break
             except (BusError, NatsTimeout, TimeoutError):
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
+                return None
+            return kv
+
+        kv: KeyValue = await until(
+            written_bucket, timeout_s=60, what="the cluster to create and write an R3 bucket"
+        )
         cores[2].kill()
         await cores[2].stop()
+
         # If the hub's leafnode went to the killed core, it fails over to another within a
         # reconnect interval; until then a put finds no responders. Retry until a deadline.
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 30
-        while True:
+        async def written_again() -> bool:
             try:
                 await kv.put("k", b"2")
-                assert (await kv.get("k")).value == b"2"
-                break
+                got = await kv.get("k")
             except (NoRespondersError, NoStreamResponseError, ServiceUnavailableError, NatsTimeout):
                 # A timeout: the stream's leader was on the killed core and is being re-elected.
-                assert loop.time() < deadline, "the hub never failed over to a live core"
-                await asyncio.sleep(0.05)
+                return False
+            assert got.value == b"2"
+            return True
+
+        await until(
+            written_again, timeout_s=30, what="the hub to fail over to a live core", interval_s=0.05
+        )
         await nc.close()
     finally:
         if hub is not None:

@@ -12,7 +12,6 @@ import concurrent.futures
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +28,14 @@ from edgefn.state.checkers import (
 from edgefn.state.lincheck import LinOp, check_linearizable
 from tests.planet_helpers import (
     REPO,
+    Planet,
+    PlanetFactory,
+    PlanetSpec,
     edgefn,
     internal_client,
     internal_urls,
-    running_planet,
     wait_for,
+    wait_kv_connected,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -43,13 +45,11 @@ SESSION = "x-edgefn-session"
 
 
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
-    state = tmp_path_factory.mktemp("kvplanet")
-    with running_planet(state, locations=5) as info:
-        edgefn("deploy", str(REPO / "examples/counter"), "--wait", "--json", state_dir=state)
-        urls = list(internal_urls(info).values())
-        wait_for(lambda: _all_connected(urls, state), timeout_s=60, what="KV replicas connected")
-        yield info, state
+def planet(planet_factory: PlanetFactory) -> Planet:
+    p = planet_factory("kvplanet", PlanetSpec(locations=5))
+    p.deploy(REPO / "examples/counter")
+    wait_kv_connected(p, "counts")
+    return p
 
 
 def _state(url: str, state_dir: Path) -> dict[str, Any]:
@@ -59,13 +59,6 @@ def _state(url: str, state_dir: Path) -> dict[str, Any]:
     assert r.status_code == 200, r.text
     out: dict[str, Any] = r.json()
     return out
-
-
-def _all_connected(urls: list[str], state_dir: Path) -> bool:
-    states = [_state(u, state_dir) for u in urls]
-    return all(
-        s["driver"]["connected"] and len(s["driver"]["members"]) == len(urls) for s in states
-    )
 
 
 def _converged(urls: list[str], state_dir: Path) -> list[dict[str, Any]] | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.waiting import until
 
 from edgefn.edge import EdgeNode, FunctionTable
 from edgefn.edge.traffic import TrafficDriver
@@ -79,12 +80,8 @@ def _busy(node: EdgeNode) -> dict[str, int]:
 
 
 async def _wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.02)
+    """The shared poll (tests/waiting.py) with this module's default deadline."""
+    await until(condition, timeout_s=timeout_s, what=what)
 
 
 async def test_15_mib_goes_up_in_chunks_and_back_whole(node: EdgeNode) -> None:

@@ -17,7 +17,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +27,12 @@ from tests.ha_helpers import HOME_STREAM, HOST, StrongLoad, check_counter, jetst
 from tests.planet_helpers import (
     EDGEFN,
     REPO,
+    Planet,
+    PlanetFactory,
+    PlanetSpec,
     cli_env,
-    edgefn,
-    internal_client,
-    internal_urls,
-    running_planet,
     wait_for,
+    wait_kv_connected,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,19 +52,11 @@ PLANET_BUCKETS = {
 
 
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
-    state = tmp_path_factory.mktemp("haplanet")
-    with running_planet(state, locations=3, extra=("--core-servers", "3")) as info:
-        edgefn("deploy", str(REPO / "examples/counter"), "--wait", "--json", state_dir=state)
-        urls = list(internal_urls(info).values())
-        wait_for(lambda: _kv_connected(urls, state), timeout_s=60, what="KV replicas connected")
-        yield info, state
-
-
-def _kv_connected(urls: list[str], state_dir: Path) -> bool:
-    with internal_client(state_dir, timeout=10) as c:
-        states = [c.get(f"{u}/_edgefn/kvstate/counts").json() for u in urls]
-    return all(s["driver"]["connected"] for s in states)
+def planet(planet_factory: PlanetFactory) -> Planet:
+    p = planet_factory("haplanet", PlanetSpec(locations=3, core_servers=3))
+    p.deploy(REPO / "examples/counter")
+    wait_kv_connected(p, "counts")
+    return p
 
 
 def _get_json(url: str) -> dict[str, Any] | None:

@@ -4,25 +4,33 @@ partition during a deploy, and process failures — all through the CLI and HTTP
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.planet_helpers import REPO, cli_env, credentials, edgefn, running_planet, wait_for
+from tests.planet_helpers import (
+    REPO,
+    Planet,
+    PlanetFactory,
+    PlanetSpec,
+    cli_env,
+    credentials,
+    edgefn,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
+# Small gates so a canary is judged after a few seconds of test traffic.
+GATES = ("--gate-min-requests", "20", "--gate-soak-ms", "2000", "--gate-advance-requests", "40")
+
+
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
-    state = tmp_path_factory.mktemp("planet")
-    # Small gates so a canary is judged after a few seconds of test traffic.
-    gates = ("--gate-min-requests", "20", "--gate-soak-ms", "2000", "--gate-advance-requests", "40")
-    with running_planet(state, locations=6, extra=gates) as info:
-        yield info, state
+def planet(planet_factory: PlanetFactory) -> Planet:
+    return planet_factory("planet", PlanetSpec(locations=6, extra_args=GATES))
 
 
 def _get(entry: str, client_location: str, host: str = "hello.localhost") -> httpx.Response:

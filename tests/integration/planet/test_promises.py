@@ -17,7 +17,6 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,15 @@ import pytest
 from edgefn.errors import PlanetError
 from edgefn.planet.client import PlanetClient
 from edgefn.state.hlc import physical_ms_of
-from tests.planet_helpers import REPO, edgefn, internal_client, running_planet
+from tests.planet_helpers import (
+    REPO,
+    Planet,
+    PlanetFactory,
+    PlanetSpec,
+    edgefn,
+    internal_client,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,11 +44,10 @@ PER_LOCATION = 4
 
 
 @pytest.fixture(scope="module")
-def fresh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Path]]:
-    state = tmp_path_factory.mktemp("promises")
-    with running_planet(state, locations=4) as info:
-        edgefn("deploy", str(REPO / "examples/counter"), "--wait", "--json", state_dir=state)
-        yield info, state
+def fresh(planet_factory: PlanetFactory) -> Planet:
+    p = planet_factory("promises", PlanetSpec(locations=4))
+    p.deploy(REPO / "examples/counter")
+    return p
 
 
 def _urls(info: dict[str, Any]) -> list[str]:
@@ -112,9 +118,11 @@ def test_a_revived_node_never_answers_404(fresh: tuple[dict[str, Any], Path]) ->
     poller.start()
     try:
         edgefn("net", "revive", target["name"], state_dir=state)
-        deadline = time.monotonic() + 60
-        while seen.get(200, 0) < 20 and time.monotonic() < deadline and not stop.is_set():
-            time.sleep(0.05)
+        wait_for(
+            lambda: seen.get(200, 0) >= 20 or stop.is_set(),
+            timeout_s=60,
+            what="20 answers 200 (or a 404) from the revived node",
+        )
     finally:
         stop.set()
         poller.join(timeout=10)

@@ -4,19 +4,13 @@ the command exits non-zero without a traceback, and nothing is left running."""
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.planet_helpers import EDGEFN, REPO, free_port
+from tests.planet_helpers import EDGEFN, REPO, free_port, planet_processes, wait_for
 
 pytestmark = [pytest.mark.integration]
-
-
-def _processes_using(state_dir: Path) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True)
-    return [line for line in out.stdout.splitlines() if str(state_dir) in line]
 
 
 @pytest.mark.parametrize("detach", [True, False])
@@ -30,10 +24,11 @@ def test_a_role_too_slow_to_start_is_a_clear_error(tmp_path: Path, detach: bool)
     assert "did not report ready within" in res.stderr, res.stderr
     assert "--start-timeout" in res.stderr
     assert "Traceback" not in res.stderr
-    deadline = time.monotonic() + 20
-    while _processes_using(state) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert _processes_using(state) == []
+    wait_for(
+        lambda: planet_processes(state) == [],
+        timeout_s=20,
+        what="every process of the failed start-up to exit",
+    )
 
 
 def test_start_timeout_must_be_positive(tmp_path: Path) -> None:

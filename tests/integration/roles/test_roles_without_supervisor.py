@@ -2,128 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from tests.bus_creds import bus_files
-from tests.planet_helpers import REPO, wait_for
+from tests.planet_helpers import REPO, Role, running_roles, wait_for
 
 from edgefn.bundle import build_bundle, load_or_create_signing_key
 
 pytestmark = pytest.mark.integration
 
 
-class _Role:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edgefn.cli.main", *args],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line:
-            self.stop()
-            raise AssertionError(f"role {args[0]} failed to start: {log.read_text()[-2000:]}")
-        self.info: dict[str, Any] = json.loads(line)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.log.close()
-
-
 @pytest.fixture
-def roles(tmp_path: Path) -> Iterator[tuple[_Role, _Role, _Role, Path]]:
-    key = load_or_create_signing_key(tmp_path / "key.pem")
-    pub = tmp_path / "key.pub"
-    pub.write_text(key.public_key_pem())
-    bus = bus_files(tmp_path, regions=["eu-west"], locations=[("fra", "eu-west")])
-    started: list[_Role] = []
-    try:
-        core = _Role(
-            [
-                "core",
-                "--state-dir",
-                str(tmp_path / "core"),
-                "--trusted-key",
-                str(pub),
-                "--admin-token-file",
-                str(tmp_path / "admin-token"),
-                "--creds",
-                str(bus["control"]),
-                "--users",
-                str(bus["core.users"]),
-                "--core-signing-key",
-                str(bus.core_key),
-                *bus.tls_args("core"),
-            ],
-            tmp_path / "core.log",
-        )
-        started.append(core)
-        region = _Role(
-            [
-                "region",
-                "--name",
-                "eu-west",
-                "--core-leaf",
-                core.info["leafnode_url"],
-                "--state-dir",
-                str(tmp_path / "region"),
-                "--creds",
-                str(bus["cache-eu-west"]),
-                "--leaf-creds",
-                str(bus["leaf-eu-west"]),
-                "--users",
-                str(bus["hub-eu-west.users"]),
-                *bus.tls_args("hub-eu-west"),
-            ],
-            tmp_path / "region.log",
-        )
-        started.append(region)
-        node = _Role(
-            [
-                "node",
-                "--location",
-                "fra",
-                "--region",
-                "eu-west",
-                "--nats",
-                region.info["client_url"],
-                "--trusted-key",
-                str(pub),
-                "--state-dir",
-                str(tmp_path / "node"),
-                "--creds",
-                str(bus["node-fra"]),
-                "--core-key",
-                str(bus.core_pub),
-            ],
-            tmp_path / "node.log",
-        )
-        started.append(node)
-        yield core, region, node, tmp_path
-    finally:
-        for role in reversed(started):
-            role.stop()
+def roles(tmp_path: Path) -> Iterator[tuple[Role, Role, Role, Path]]:
+    with running_roles(tmp_path) as r:
+        yield r.core, r.region, r.node, r.tmp
 
 
 def _auth(tmp: Path) -> dict[str, str]:
@@ -133,7 +29,7 @@ def _auth(tmp: Path) -> dict[str, str]:
     return {"authorization": f"Bearer {path.read_text().strip()}"}
 
 
-def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role, Path]) -> None:
+def test_deploy_through_separate_role_processes(roles: tuple[Role, Role, Role, Path]) -> None:
     core, _region, node, tmp = roles
     api, url = core.info["api_url"], node.info["url"]
     auth = _auth(tmp)
@@ -180,7 +76,7 @@ def test_deploy_through_separate_role_processes(roles: tuple[_Role, _Role, _Role
     assert served()
 
 
-def test_untrusted_bundle_is_refused(roles: tuple[_Role, _Role, _Role, Path]) -> None:
+def test_untrusted_bundle_is_refused(roles: tuple[Role, Role, Role, Path]) -> None:
     core, _region, _node, tmp = roles
     fn = tmp / "hello"
     shutil.copytree(REPO / "examples" / "hello", fn)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import httpx
 import pytest
 
 from edgefn.routing import ForwardInfo, sign_forward
-from tests.planet_helpers import edgefn, running_planet, wait_for
+from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, edgefn, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,41 +46,30 @@ def _function(root: Path, name: str, code: str, extra: str = "") -> Path:
     return d
 
 
-class Planet:
-    def __init__(self, info: dict[str, Any], state: Path) -> None:
-        self.info = info
-        self.state = state
-        self.entry = info["entry_url"]
-        self.locs = {loc["name"]: loc for loc in info["locations"]}
-        self.secret = (state / "planet-secret").read_text().strip().encode()
-
-
 @pytest.fixture(scope="module")
-def planet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Planet]:
-    state = tmp_path_factory.mktemp("traffic")
+def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
+    p = planet_factory("traffic", PlanetSpec(locations=3))
     fns = tmp_path_factory.mktemp("fns")
-    with running_planet(state, locations=3) as info:
-        p = Planet(info, state)
-        last = info["locations"][-1]
-        only_last = f'[placement]\nmode = "regions"\nregions = ["{last["region"]}"]\n'
-        for d in (
-            _function(fns, "echo1", ECHO, only_last),
-            _function(fns, "slow1", SLOW, only_last),
-            _function(fns, "echo", ECHO),
-            _function(fns, "limited", ECHO, "[limits]\nrequests_per_s = 4\n"),
-        ):
-            edgefn("deploy", str(d), "--wait", state_dir=state)
-        yield p
+    last = p.info["locations"][-1]
+    only_last = f'[placement]\nmode = "regions"\nregions = ["{last["region"]}"]\n'
+    for d in (
+        _function(fns, "echo1", ECHO, only_last),
+        _function(fns, "slow1", SLOW, only_last),
+        _function(fns, "echo", ECHO),
+        _function(fns, "limited", ECHO, "[limits]\nrequests_per_s = 4\n"),
+    ):
+        p.deploy(d)
+    return p
 
 
 def _others(p: Planet) -> list[str]:
     last = p.info["locations"][-1]["name"]
-    return [name for name in p.locs if name != last]
+    return [name for name in p.locations if name != last]
 
 
 def _wait_forwarding(p: Planet, ingress: str) -> None:
     """Until ``ingress`` has heard which location runs echo1 (load reports every 250 ms)."""
-    url = p.locs[ingress]["url"]
+    url = p.locations[ingress]["url"]
     wait_for(
         lambda: httpx.get(f"{url}/", headers={"host": "echo1.localhost"}).status_code == 200,
         timeout_s=15,
@@ -103,7 +91,7 @@ def test_forward_when_not_placed_here_and_strip_forged_headers(planet: Planet) -
         "x-edgefn-forward-sig": "0" * 64,
     }
     for headers in (forged, {**forged, "x-edgefn-hop": "x"}, {**forged, "x-edgefn-hop": "1"}):
-        r = httpx.get(f"{planet.locs[ingress]['url']}/", headers=headers, timeout=10)
+        r = httpx.get(f"{planet.locations[ingress]['url']}/", headers=headers, timeout=10)
         assert r.status_code == 200, r.text
         assert r.headers["x-edgefn-location"] == last
         assert r.headers["x-edgefn-via"] == ingress
@@ -124,20 +112,20 @@ def test_forwarding_loops_are_impossible(planet: Planet) -> None:
         info = ForwardInfo(hop=len(path), forwarded_by=path, request_id="loop-test", at_ms=now_ms)
         return {"host": "echo1.localhost", **sign_forward(planet.secret, info)}
 
-    at_limit = httpx.get(f"{planet.locs[a]['url']}/", headers=signed((b, last)), timeout=10)
+    at_limit = httpx.get(f"{planet.locations[a]['url']}/", headers=signed((b, last)), timeout=10)
     assert at_limit.status_code == 503, at_limit.text
     assert at_limit.json()["error"] == "no_route"
     assert "x-edgefn-via" not in at_limit.headers
-    excluded = httpx.get(f"{planet.locs[a]['url']}/", headers=signed((last,)), timeout=10)
+    excluded = httpx.get(f"{planet.locations[a]['url']}/", headers=signed((last,)), timeout=10)
     assert excluded.status_code == 503, excluded.text
     # At the runner itself, a forwarded request is served there: serving ends every chain.
-    served = httpx.get(f"{planet.locs[last]['url']}/", headers=signed((a,)), timeout=10)
+    served = httpx.get(f"{planet.locations[last]['url']}/", headers=signed((a,)), timeout=10)
     assert served.status_code == 200, served.text
     assert served.headers["x-edgefn-request-id"] == "loop-test"
 
 
 def test_rate_limit_answers_429_with_retry_after(planet: Planet) -> None:
-    url = planet.locs[planet.info["locations"][0]["name"]]["url"]
+    url = planet.locations[planet.info["locations"][0]["name"]]["url"]
     codes = []
     retry_after = []
     for _ in range(30):
@@ -204,7 +192,7 @@ def test_edgefn_load_end_to_end(planet: Planet) -> None:
     out = edgefn("load", "echo", "--rps", "30", "--duration", "2", "--json", state_dir=planet.state)
     assert out["requests"] >= 20
     assert out["status"].get("200", 0) == out["requests"]
-    assert set(out["served_by"]) <= set(planet.locs)
+    assert set(out["served_by"]) <= set(planet.locations)
     assert out["overall"]["p99_ms"] >= out["overall"]["p50_ms"] > 0
     assert out["regions"]
 
@@ -219,7 +207,7 @@ def test_killed_location_under_load(planet: Planet) -> None:
     async def scenario() -> Any:
         load = asyncio.create_task(
             run_load(
-                entry_url=planet.entry,
+                entry_url=planet.entry_url,
                 name="echo",
                 rps=40,
                 duration_s=14,  # room after the kill even when the CLI is slow to start

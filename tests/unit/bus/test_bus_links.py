@@ -18,7 +18,7 @@ from edgefn.bus import (
 )
 
 
-def planet() -> LinkTable:
+def two_region_links() -> LinkTable:
     """core -- hub-eu -- {loc-fra, loc-ams}; core -- hub-us -- loc-iad."""
     table = LinkTable()
     table.add("core~hub-eu", "core", "hub-eu", rtt_ms=20)
@@ -31,7 +31,7 @@ def planet() -> LinkTable:
 
 def test_partition_of_a_hub_cuts_its_uplink_and_its_locations() -> None:
     """Isolating hub-eu alone cuts every link touching it and nothing else."""
-    table = planet()
+    table = two_region_links()
     out = table.handle(Partition(frozenset({"hub-eu"})))
     assert out == [CutLink("core~hub-eu"), CutLink("hub-eu~loc-ams"), CutLink("hub-eu~loc-fra")]
     table.check_invariants()
@@ -44,14 +44,14 @@ def test_partition_of_a_hub_cuts_its_uplink_and_its_locations() -> None:
 
 def test_partition_of_a_region_keeps_links_inside_it() -> None:
     """A region partitioned as a whole talks to itself; only its uplink to the core is cut."""
-    table = planet()
+    table = two_region_links()
     separating = table.partition({"hub-eu", "loc-fra", "loc-ams"})
     assert separating == {"core~hub-eu"}
     assert [s.name for s in table.links() if s.cut] == ["core~hub-eu"]
 
 
 def test_partitions_add_up_and_report_links_already_cut() -> None:
-    table = planet()
+    table = two_region_links()
     table.partition({"loc-fra"})
     out = table.handle(Partition(frozenset({"hub-eu"})))
     assert out == [CutLink("core~hub-eu"), CutLink("hub-eu~loc-ams")]  # loc-fra's was cut already
@@ -59,7 +59,7 @@ def test_partitions_add_up_and_report_links_already_cut() -> None:
 
 
 def test_heal_heals_every_cut_link_once() -> None:
-    table = planet()
+    table = two_region_links()
     table.partition({"core"})
     out = table.handle(Heal())
     assert out == [HealLink("core~hub-eu"), HealLink("core~hub-us")]
@@ -69,7 +69,7 @@ def test_heal_heals_every_cut_link_once() -> None:
 
 
 def test_delay_finds_the_link_in_either_order() -> None:
-    table = planet()
+    table = two_region_links()
     assert table.handle(SetDelay("hub-eu", "core", 150)) == [SetLinkRtt("core~hub-eu", 150)]
     assert table.handle(SetDelay("core", "hub-eu", 150)) == []  # No change, no instruction.
     assert table.delay("loc-iad", "hub-us", 9) == "hub-us~loc-iad"
@@ -94,7 +94,7 @@ def test_delay_finds_the_link_in_either_order() -> None:
     ],
 )
 def test_bad_operations_raise_with_a_hint(action: object, match: str) -> None:
-    table = planet()
+    table = two_region_links()
     with pytest.raises(LinkTableError, match=match) as info:
         action(table)  # type: ignore[operator]
     assert info.value.hint
@@ -125,7 +125,7 @@ def test_cut_links_equal_the_union_of_separating_sets_since_last_heal(
     ops: list[tuple[str, set[str]]],
 ) -> None:
     """Model check: the cut set is exactly the union of links each partition separated."""
-    table = planet()
+    table = two_region_links()
     expected: set[str] = set()
     for op, endpoints in ops:
         if op == "heal":

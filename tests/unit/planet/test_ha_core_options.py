@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from nats.errors import NoRespondersError
+from tests.waiting import until
 from typer.testing import CliRunner
 
 from edgefn.bus import BusError, ClusterConfig, CoreConfig, render_config
@@ -185,11 +186,12 @@ async def test_a_core_restarts_its_server_after_a_failed_restart() -> None:
     server = _FlakyServer()
     keeper = asyncio.create_task(roles._keep_server_running(server, poll_s=0.01))  # type: ignore[arg-type]
     try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not server.up:
-            assert loop.time() < deadline, "the keeper never restarted the server"
-            await asyncio.sleep(0.01)
+        await until(
+            lambda: server.up,
+            timeout_s=10,
+            what="the keeper to restart the server",
+            interval_s=0.01,
+        )
     finally:
         keeper.cancel()
     assert server.starts == 2

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.waiting import until
 
 from edgefn.bus import CoreConfig, NatsServer
 from edgefn.errors import KVConflict, KVOutcomeUnknown, KVSessionBehind, KVUnavailable
@@ -57,13 +58,6 @@ async def drivers(server: NatsServer, tmp_path: Path) -> AsyncIterator[dict[str,
             await d.stop()
 
 
-async def _eventually(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached before the deadline"
-        await asyncio.sleep(0.02)
-
-
 async def test_eventual_write_propagates_to_every_replica(drivers: dict[str, KVDriver]) -> None:
     done = await drivers["fra"].put("greeting", b"hello")
     assert done.revision >= 1
@@ -74,7 +68,7 @@ async def test_eventual_write_propagates_to_every_replica(drivers: dict[str, KVD
                 return False
         return True
 
-    await _eventually(everywhere)
+    await until(everywhere, timeout_s=10, what="the write at every replica")
     assert drivers["sin"].statistics().consumed >= 1
 
 
@@ -152,7 +146,7 @@ async def test_writes_replay_to_a_replica_that_was_down(server: NatsServer, tmp_
         async def caught_up() -> bool:
             return all([(await sin.get(f"k{i}")).item.value == b"v" for i in range(5)])
 
-        await _eventually(caught_up)
+        await until(caught_up, timeout_s=10, what="sin to replay the writes it missed")
     finally:
         await fra.stop()
         await sin.stop()
