@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.waiting import until
 
 from edgefn.edge import EdgeNode
 from edgefn.edge.node import RequestContext
@@ -63,12 +64,16 @@ async def test_a_flood_of_kv_calls_is_bounded(tmp_path: Path) -> None:
         async with httpx.AsyncClient(base_url=node.url, headers={"host": "gather.localhost"}) as c:
             request = asyncio.ensure_future(c.get("/", params={"n": "3000"}, timeout=30))
             # Until the node has held MAX_SIDE_CALLS and refused every other call at once.
-            async with asyncio.timeout(20):
-                while not request.done() and (
-                    sum(w.side_calls_refused for w in node.pool.workers.values())
-                    < 3000 - MAX_SIDE_CALLS
-                ):
-                    await asyncio.sleep(0.01)
+            await until(
+                lambda: (
+                    request.done()
+                    or sum(w.side_calls_refused for w in node.pool.workers.values())
+                    >= 3000 - MAX_SIDE_CALLS
+                ),
+                timeout_s=20,
+                interval_s=0.01,
+                what="every call over the bound refused",
+            )
             release.set()
             r = await request
             assert r.status_code == 200, r.text

@@ -3,12 +3,12 @@ README's own example): the node keeps the request's context until the worker say
 
 from __future__ import annotations
 
-import asyncio
 import io
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.waiting import until
 
 from edgefn.edge import EdgeNode
 from edgefn.edge.node import RequestContext
@@ -68,13 +68,10 @@ async def test_wait_until_tasks_use_kv_and_fetch_after_the_response(
         assert (r.status_code, r.text) == (200, "sent")
         rid = r.headers["x-edgefn-request-id"]
         assert puts == []  # nothing yet: the task sleeps past the response
-        async with asyncio.timeout(10):
-            while not fetched:
-                await asyncio.sleep(0.02)
+        await until(lambda: fetched, timeout_s=10, what="the background subrequest")
         assert puts == [(rid, "after")]
         assert fetched == [200]
-        async with asyncio.timeout(5):  # BackgroundDone let the node drop the context
-            while rid in node._requests:
-                await asyncio.sleep(0.02)
+        # BackgroundDone lets the node drop the request's context.
+        await until(lambda: rid not in node._requests, timeout_s=5, what="the context dropped")
     finally:
         await node.stop()
