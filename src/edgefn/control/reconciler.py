@@ -20,8 +20,11 @@ Rollouts, per function (one at a time; a new deploy supersedes a running one):
 A stage advances when every location in it has applied the stage's desired state AND the health
 gate has not failed AND (the stage has soaked ``min_soak_ms`` since it was applied, or the new
 version served ``advance_requests`` more requests). The gate (``edgefn.control.gates``) compares
-the new version, summed over all locations, with the active one; any node reporting that it could
-not load the new version fails it too. A failed gate rolls back automatically: the rollout ends and
+the new version, summed over all locations, with the active one: at the locations serving both
+(a canary) when those have ``min_requests`` of the active one's, else everywhere it serves. Nodes
+report latency over the same recent window for every version (``observe/version_stats.py``), so
+a slow spell of the whole planet does not count against the version that happened to serve it.
+Any node reporting that it could not load the new version fails the gate too. A failed gate rolls back automatically: the rollout ends and
 every location returns to the active version (or drops the function on a first deploy). Manual
 rollback sends every location to the chosen version (default: the previous one) in one step.
 
@@ -333,6 +336,19 @@ class Reconciler:
             if version_id in loc.stats.get(name, {})
         )
 
+    def _baseline_stats(self, name: str, version_id: str, new_version_id: str) -> VersionStats:
+        """The previous version's stats, from the locations serving the new one too when they
+        have enough of its requests: a canary is judged against its own location's traffic (the
+        same users, the same path to the KV home), not a planet-wide mix."""
+        side_by_side = aggregate(
+            loc.stats[name][version_id]
+            for loc in self._locations.values()
+            if version_id in loc.stats.get(name, {}) and new_version_id in loc.stats[name]
+        )
+        if side_by_side.requests >= self._options.gates.min_requests:
+            return side_by_side
+        return self._version_stats(name, version_id)
+
     def _evaluate(self, name: str, now_ms: int, out: list[Instruction]) -> None:
         fn = self._functions[name]
         r = fn.rollout
@@ -346,7 +362,11 @@ class Reconciler:
                 self._roll_back(name, fn, why, now_ms, out, automatic=True)
                 return
         new = self._version_stats(name, r.version.version_id)
-        prev = self._version_stats(name, fn.active.version_id) if fn.active else VersionStats()
+        prev = (
+            self._baseline_stats(name, fn.active.version_id, r.version.version_id)
+            if fn.active
+            else VersionStats()
+        )
         gate = evaluate_gate(new, prev, self._options.gates)
         if gate.outcome is GateOutcome.FAILED:
             self._roll_back(name, fn, f"health gate failed: {gate.reason}", now_ms, out, True)
