@@ -34,17 +34,10 @@ from pathlib import Path
 
 from edgefn.state import (
     AskHome,
-    Consistency,
-    Delete,
     Event,
     Failed,
-    Get,
-    GetDone,
     HomeRegister,
-    List,
-    ListDone,
     Persist,
-    Put,
     Replica,
     ReplicaConfig,
     Reply,
@@ -52,8 +45,8 @@ from edgefn.state import (
     ScheduleTick,
     StrongResult,
     Tick,
-    WriteDone,
 )
+from edgefn.state.operations import ReplicaOperations
 from edgefn.state.store import SqliteStore
 
 __all__ = ["LocalDriverStatistics", "LocalKVDriver"]
@@ -72,7 +65,7 @@ def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class LocalKVDriver:
+class LocalKVDriver(ReplicaOperations):
     """The one replica of ``namespace``, driven in this process (``config``: ReplicaConfig fields)."""
 
     def __init__(
@@ -100,61 +93,9 @@ class LocalKVDriver:
     def close(self) -> None:
         self._finalizer()
 
-    # -- client operations (the same as KVDriver's) --------------------------------------------
-    async def get(
-        self, key: str, *, consistency: Consistency = Consistency.EVENTUAL, session: str = ""
-    ) -> GetDone:
-        result = await self._call(lambda op: Get(op, key, _wall_ms(), consistency, session))
-        assert isinstance(result, GetDone)
-        return result
-
-    async def put(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        consistency: Consistency = Consistency.EVENTUAL,
-        metadata: bytes = b"",
-        ttl_ms: int = 0,
-        if_revision: int | None = None,
-        session: str = "",
-    ) -> WriteDone:
-        result = await self._call(
-            lambda op: Put(
-                op, key, value, _wall_ms(), consistency, metadata, ttl_ms, if_revision, session
-            )
-        )
-        assert isinstance(result, WriteDone)
-        return result
-
-    async def delete(
-        self,
-        key: str,
-        *,
-        consistency: Consistency = Consistency.EVENTUAL,
-        if_revision: int | None = None,
-        session: str = "",
-    ) -> WriteDone:
-        result = await self._call(
-            lambda op: Delete(op, key, _wall_ms(), consistency, if_revision, session)
-        )
-        assert isinstance(result, WriteDone)
-        return result
-
-    async def list_keys(
-        self,
-        *,
-        prefix: str = "",
-        limit: int = 1000,
-        cursor: str = "",
-        consistency: Consistency = Consistency.EVENTUAL,
-        session: str = "",
-    ) -> ListDone:
-        result = await self._call(
-            lambda op: List(op, _wall_ms(), consistency, prefix, limit, cursor, session)
-        )
-        assert isinstance(result, ListDone)
-        return result
+    # -- client operations: edgefn.state.operations (the same as KVDriver's) -------------------
+    def _now_ms(self) -> int:
+        return _wall_ms()
 
     def statistics(self) -> LocalDriverStatistics:
         return LocalDriverStatistics(self.namespace, self.replica.id, **self._stats)

@@ -47,6 +47,7 @@ import base64
 import contextlib
 import itertools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,6 @@ from edgefn.errors import EdgefnError, KVError, KVSessionBehind, KVUnavailable
 from edgefn.state.events import (
     AskHome,
     Broadcast,
-    Delete,
     Event,
     Failed,
     Get,
@@ -79,19 +79,15 @@ from edgefn.state.events import (
     LeaveCancelled,
     LeaveRequested,
     Left,
-    List,
-    ListDone,
     MembersChanged,
     PeerLeft,
     Persist,
-    Put,
     Reply,
     Result,
     ScheduleTick,
     SendTo,
     StrongResult,
     Tick,
-    WriteDone,
     received,
 )
 from edgefn.state.machine import Replica
@@ -110,6 +106,7 @@ from edgefn.state.messages import (
     encode_answer,
     encode_message,
 )
+from edgefn.state.operations import ReplicaOperations
 from edgefn.state.records import Consistency
 from edgefn.state.store import SqliteStore
 
@@ -208,7 +205,7 @@ def _user_key(home_key: str) -> str:
     return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
 
 
-class KVDriver:
+class KVDriver(ReplicaOperations):
     """Runs one replica of one namespace against a NATS server with JetStream."""
 
     # Leaving (see leave()); class-level defaults, each driver assigns its own.
@@ -430,12 +427,10 @@ class KVDriver:
         self, key: str, *, consistency: Consistency = Consistency.EVENTUAL, session: str = ""
     ) -> GetDone:
         try:
-            result = await self._call(lambda op: Get(op, key, self._now_ms(), consistency, session))
+            return await super().get(key, consistency=consistency, session=session)
         except KVSessionBehind as err:
             # Read-your-writes wherever the user lands: ask a replica that has the writes.
             return await self._forward_read(key, consistency, session, err)
-        assert isinstance(result, GetDone)
-        return result
 
     async def _forward_read(
         self, key: str, consistency: Consistency, session: str, behind: KVSessionBehind
@@ -512,55 +507,7 @@ class KVDriver:
             with contextlib.suppress(*_HOME_ERRORS):
                 await msg.respond(encode_answer(answer))
 
-    async def put(
-        self,
-        key: str,
-        value: bytes,
-        *,
-        consistency: Consistency = Consistency.EVENTUAL,
-        metadata: bytes = b"",
-        ttl_ms: int = 0,
-        if_revision: int | None = None,
-        session: str = "",
-    ) -> WriteDone:
-        result = await self._call(
-            lambda op: Put(
-                op, key, value, self._now_ms(), consistency, metadata, ttl_ms, if_revision, session
-            )
-        )
-        assert isinstance(result, WriteDone)
-        return result
-
-    async def delete(
-        self,
-        key: str,
-        *,
-        consistency: Consistency = Consistency.EVENTUAL,
-        if_revision: int | None = None,
-        session: str = "",
-    ) -> WriteDone:
-        result = await self._call(
-            lambda op: Delete(op, key, self._now_ms(), consistency, if_revision, session)
-        )
-        assert isinstance(result, WriteDone)
-        return result
-
-    async def list_keys(
-        self,
-        *,
-        prefix: str = "",
-        limit: int = 1000,
-        cursor: str = "",
-        consistency: Consistency = Consistency.EVENTUAL,
-        session: str = "",
-    ) -> ListDone:
-        result = await self._call(
-            lambda op: List(op, self._now_ms(), consistency, prefix, limit, cursor, session)
-        )
-        assert isinstance(result, ListDone)
-        return result
-
-    async def _call(self, make: Any) -> Result:
+    async def _call(self, make: Callable[[int], Event]) -> Result:
         op_id = next(self._op_ids)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._futures[op_id] = future
