@@ -50,6 +50,8 @@ from edgefn.bus.nats_config import (
 from edgefn.bus.nats_server import NatsServer
 from edgefn.bus.permissions import NatsUser
 from edgefn.control.api import create_app
+from edgefn.control.desired_signing import DesiredSigner
+from edgefn.control.gates import GateThresholds
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
 from edgefn.edge.listener import ASGIApp, serve_asgi
@@ -91,8 +93,8 @@ async def run_core(
     users: tuple[NatsUser, ...],
     creds: Credentials,
     tls: TlsFiles | None = None,
-    desired_key: Any = None,
-    gates: Any = None,
+    desired_key: DesiredSigner | None = None,
+    gates: GateThresholds | None = None,
     secrets_key_file: Path | None = None,
     server_name: str = "core",
     cluster: ClusterConfig | None = None,
@@ -171,8 +173,8 @@ async def _run_control(
     api_port: int,
     trusted_keys: list[str],
     admin_token_file: Path | None,
-    desired_key: Any,
-    gates: Any,
+    desired_key: DesiredSigner | None,
+    gates: GateThresholds | None,
     secrets_key_file: Path,
     peer_urls: tuple[str, ...],
     replicas: int,
