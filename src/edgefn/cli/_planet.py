@@ -462,6 +462,9 @@ def status(
                 "isolation": isolation,
                 "versions": versions,
                 "load_errors": (observed.get(loc["name"]) or {}).get("load_errors", []),
+                "resources": ((observed.get(loc["name"]) or {}).get("observed") or {}).get(
+                    "resources"
+                ),
             }
         )
     functions = [
@@ -481,13 +484,24 @@ def status(
         return
     print_table(
         "locations",
-        ["location", "region", "healthy", "isolation", "versions", "errors"],
+        [
+            "location",
+            "region",
+            "healthy",
+            "isolation",
+            "cpu",
+            "memory",
+            "disk free",
+            "versions",
+            "errors",
+        ],
         [
             [
                 x["name"],
                 x["region"],
                 "yes" if x["healthy"] else "NO",
                 _isolation_summary(x["isolation"]),
+                *_resources_summary(x["resources"]),
                 " ".join(f"{k}={','.join(v)}" for k, v in x["versions"].items()),
                 x["load_errors"] or "",
             ]
@@ -502,6 +516,20 @@ def status(
             for f in functions
         ],
     )
+
+
+def _resources_summary(res: dict[str, Any] | None) -> list[str]:
+    """cpu, memory and disk-free cells of a location's resources ("-": not reported)."""
+    if not res:
+        return ["-", "-", "-"]
+    cpu = res.get("cpu_percent")
+    rss = res.get("rss_mb")
+    free = res.get("disk_free_mb")
+    return [
+        f"{cpu:.1f}%" if isinstance(cpu, int | float) else "-",
+        f"{rss:.0f} MiB" if isinstance(rss, int | float) else "-",
+        f"{free / 1024:.1f} GiB" if isinstance(free, int | float) else "-",
+    ]
 
 
 def rollback(

@@ -91,6 +91,27 @@ class VersionStats(msgspec.Struct, frozen=True):
     latency_ms_p99: float = 0.0
 
 
+class NodeResources(msgspec.Struct, frozen=True, omit_defaults=True):
+    """A location host's resources (``planet/resources.py``); ``None`` or empty: not measured
+    (``unavailable`` says why)."""
+
+    at_ms: int = 0
+    cpu_cores: int = 0
+    # Percent of one core used by the node's processes since the previous sample.
+    cpu_percent: float | None = None
+    processes: int = 0
+    # Resident memory of the node's processes, summed (pages shared after fork count per process).
+    rss_mb: float | None = None
+    host_memory_mb: float | None = None
+    host_memory_available_mb: float | None = None
+    disk_mb: float | None = None
+    disk_free_mb: float | None = None
+    open_sockets: int | None = None
+    thermal_c: dict[str, float] = msgspec.field(default_factory=dict)
+    power_w: dict[str, float] = msgspec.field(default_factory=dict)
+    unavailable: tuple[str, ...] = ()
+
+
 class ObservedState(msgspec.Struct, frozen=True):
     location: str
     generation: int
@@ -101,6 +122,8 @@ class ObservedState(msgspec.Struct, frozen=True):
     url: str = ""
     # The node's X25519 public key (base64) that the control plane seals its secrets to.
     secrets_key: str = ""
+    # The location's host: CPU, memory, disk, sockets, temperature, power (observe/resources.py).
+    resources: NodeResources | None = None
 
 
 _desired_decoder = msgspec.json.Decoder(DesiredState)

@@ -60,6 +60,7 @@ from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
+from edgefn.planet.resources import ResourceSampler
 from edgefn.runtime.sandbox import LoadSpec
 from edgefn.secrets.crypto import NodeKey, SecretsError, load_or_create_node_key, open_for_node
 from edgefn.secrets.redact import Redactor
@@ -121,6 +122,10 @@ class NodeAgent:
         (state_dir / "bundles").mkdir(parents=True, exist_ok=True)
         self.secrets_key = secrets_key or load_or_create_node_key(state_dir / NODE_KEY_FILE)
         self.redactor = redactor or Redactor()
+        # The location's CPU, memory, disk, sockets, temperature and power, in observed state.
+        self.resources = ResourceSampler(
+            disk_path=state_dir, pids=lambda: [os.getpid(), *node.pool.pids()]
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -423,6 +428,7 @@ class NodeAgent:
             region=self.region,
             url=self.node.url,
             secrets_key=self.secrets_key.public_b64(),
+            resources=self.resources.sample(),
         )
 
     def _kick_report(self) -> None:

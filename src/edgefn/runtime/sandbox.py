@@ -741,6 +741,11 @@ class SandboxPool:
             await asyncio.sleep(0.02)
         _cgroup.remove_tree(self._cgroup_parent)
 
+    def pids(self) -> list[int]:
+        """The pool's processes: its zygote (while it runs) and every worker."""
+        zygote = [self._zygote.pid] if self._zygote is not None else []
+        return [*zygote, *self.workers]
+
     def statistics(self) -> SandboxStatistics:
         return SandboxStatistics(
             workers=len(self.workers),

@@ -65,6 +65,34 @@ def test_nearest_locations_serve_the_same_version(planet: tuple[dict[str, Any], 
     assert len(set(served.values())) >= 4, served
 
 
+def test_status_shows_each_locations_resources(planet: tuple[dict[str, Any], Path]) -> None:
+    """Every node reports its host's CPU, memory and disk, measured (not invented)."""
+    info, state = planet
+
+    def reported() -> list[dict[str, Any]]:
+        locs = edgefn("status", "--json", state_dir=state)["locations"]
+        # The second sample of a node has a CPU rate (the first has none).
+        done = all((x["resources"] or {}).get("cpu_percent") is not None for x in locs)
+        return locs if done else []
+
+    locs = wait_for(reported, timeout_s=60, what="every location's resources with a CPU rate")
+    assert {x["name"] for x in locs} == {loc["name"] for loc in info["locations"]}
+    for x in locs:
+        res = x["resources"]
+        assert res["cpu_cores"] >= 1
+        assert res["processes"] >= 2, res  # the node and its zygote, at least
+        assert 10 < res["rss_mb"] < 4096, res
+        assert 0 < res["disk_free_mb"] <= res["disk_mb"], res
+        assert res["open_sockets"] >= 2, res  # its listeners
+        # Empty fields are left out of the report; what is missing says why.
+        missing = res.get("unavailable", [])
+        assert res.get("thermal_c") or any(u.startswith("thermal:") for u in missing)
+        assert res.get("power_w") or any(u.startswith("power:") for u in missing)
+    table = edgefn("status", state_dir=state, check=False)
+    assert table.returncode == 0
+    assert "disk" in table.stdout
+
+
 def test_deploy_v2_then_rollback(planet: tuple[dict[str, Any], Path], tmp_path: Path) -> None:
     info, state = planet
     v1 = edgefn("deploy", str(REPO / "examples/hello"), "--wait", "--json", state_dir=state)
