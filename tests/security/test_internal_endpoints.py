@@ -72,6 +72,7 @@ PROBES = [
     ("PUT", "/%5Fedgefn/kv/counts/canary"),
     ("GET", "/_edgefn/metrics"),
     ("POST", "/_edgefn/kill"),
+    ("POST", "/_edgefn/thermal"),
     ("GET", "/_edgefn/anything"),
 ]
 
@@ -247,6 +248,7 @@ def test_function_subrequests_cannot_use_internal_apis(planet: Target) -> None:
     probes = [
         ("PUT", f"{internal}/_edgefn/kv/counts/canary", "evil", 401),
         ("GET", f"{internal}/_edgefn/kvstate/counts", "", 401),
+        ("POST", f"{internal}/_edgefn/thermal", '{"celsius": 150}', 401),
         ("PUT", f"{public}/_edgefn/kv/counts/canary", "evil", 404),
         ("POST", f"{sup}/kill", f'{{"location": "{victim}"}}', 401),
         ("POST", f"{links}/partition", f'{{"endpoints": ["loc-{victim}"]}}', 401),

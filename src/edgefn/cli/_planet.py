@@ -41,6 +41,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     net.command("kill")(net_kill)
     net.command("revive")(net_revive)
     net.command("skew")(net_skew)
+    net.command("heat")(net_heat)
     net.command("links")(net_links)
     app.add_typer(net, name="net")
 
@@ -654,6 +655,38 @@ def net_skew(
         emit_json(out)
     else:
         typer.echo(f"{location} restarted with its KV clock {ms:+d} ms off, at {out.get('url')}")
+
+
+def net_heat(
+    location: Annotated[str, typer.Argument()],
+    celsius: Annotated[
+        str, typer.Argument(help="Emulated temperature in °C, or 'off' for the host's sensors")
+    ],
+    state_dir: StateDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Emulate a location's temperature: from 80 °C it is hot (traffic moves to cooler
+    neighbours) and its admission limit falls, to a quarter at 95 °C."""
+    value: float | None = None
+    if celsius.lower() != "off":
+        try:
+            value = float(celsius)
+        except ValueError:
+            fail(f"{celsius!r} is not a temperature", hint="e.g. edgefn net heat fra 92, or off")
+        if not -50 <= value <= 150:
+            fail(f"{value:g} °C is out of range", hint="use -50 to 150, or off")
+    client = _client(state_dir)
+    try:
+        out = client.heat(location, value)
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        emit_json(out)
+    elif out.get("celsius") is None:
+        typer.echo(f"{location}: emulation off (no sensor reading: not throttled)")
+    else:
+        state = "hot: traffic moves to cooler neighbours" if out.get("hot") else "not hot"
+        typer.echo(f"{location}: {out['celsius']:g} °C, {state}; capacity {out['capacity']:.0%}")
 
 
 def net_links(state_dir: StateDir = None, json_out: JsonOut = False) -> None:

@@ -179,6 +179,7 @@ class EdgeNode:
             kv_http=kv_http,
             metrics_token=metrics_token,
             internal_secret=internal_secret,
+            heat=traffic.thermal.heat if traffic is not None else None,
         )
         self._server: uvicorn.Server | None = None
         self._serve_task: asyncio.Task[None] | None = None

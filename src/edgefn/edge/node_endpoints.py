@@ -6,8 +6,8 @@
   ``{"error": "not_found"}``.
 * **Internal listener** (:meth:`NodeEndpoints.internal`, mounted by the node behind
   :class:`~edgefn._internal_auth.InternalGuard`, so nothing unsigned reaches it):
-  ``/_edgefn/kv*`` and ``/_edgefn/kvstate/*`` go to the KV service's ASGI app, plus health and
-  metrics.
+  ``/_edgefn/kv*`` and ``/_edgefn/kvstate/*`` go to the KV service's ASGI app,
+  ``/_edgefn/thermal`` sets an emulated temperature (``edgefn net heat``), plus health and metrics.
 
 Health answers 200 ``{"status": "ok", ...}`` once the node is ready, else 503 ``"starting"``, with
 the active versions, uptime and the sandbox isolation in force. Metrics are the Prometheus text of
@@ -17,6 +17,7 @@ the active versions, uptime and the sandbox isolation in force. Metrics are the 
 from __future__ import annotations
 
 import hmac
+import json
 import time
 from collections.abc import Callable
 
@@ -25,9 +26,12 @@ from edgefn.edge.listener import ASGIApp, Receive, Scope, Send
 from edgefn.edge.request_io import decode_headers, respond
 from edgefn.observe import NodeMetrics
 from edgefn.routing.internal_auth import INTERNAL_AUTH_HEADER, AuthCheck, InternalVerifier
+from edgefn.routing.thermal import ThermalState
 from edgefn.runtime.sandbox import SandboxPool
 
 __all__ = ["NodeEndpoints"]
+
+THERMAL_BODY_MAX = 1024
 
 
 class NodeEndpoints:
@@ -49,12 +53,14 @@ class NodeEndpoints:
         kv_http: ASGIApp | None,
         metrics_token: str | None,
         internal_secret: bytes | None,
+        heat: Callable[[float | None], ThermalState] | None = None,
     ) -> None:
         self.location = location
         self.region = region
         self.pool = pool
         self.metrics = metrics
         self.kv_http = kv_http
+        self._heat = heat
         self._ready = ready
         self._functions = functions
         self._metrics_token = metrics_token
@@ -79,7 +85,56 @@ class NodeEndpoints:
         if path.startswith("/_edgefn/kv") and self.kv_http is not None:
             await self.kv_http(scope, receive, send)
             return
+        if path == "/_edgefn/thermal":
+            await self._thermal(scope, receive, send)
+            return
         await self._serve(scope, send)
+
+    async def _thermal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST {"celsius": 92.5}`` emulates this location's temperature (``null``: its sensors
+        again); ``edgefn net heat`` sends it through the supervisor. Answers the thermal state."""
+        if self._heat is None:
+            await respond(
+                send, 404, {"error": "not_found", "hint": "this node has no traffic driver"}
+            )
+            return
+        if scope["method"] != "POST":
+            await respond(send, 405, {"error": "method_not_allowed", "allow": "POST"})
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if len(body) > THERMAL_BODY_MAX or not message.get("more_body", False):
+                break
+        try:
+            celsius = json.loads(body)["celsius"]
+            if celsius is not None and (
+                isinstance(celsius, bool) or not isinstance(celsius, int | float)
+            ):
+                raise ValueError(f"celsius must be a number or null, not {celsius!r}")
+            state = self._heat(None if celsius is None else float(celsius))
+        except (ValueError, KeyError, TypeError) as err:
+            await respond(
+                send,
+                400,
+                {
+                    "error": "bad_request",
+                    "message": str(err),
+                    "hint": 'send {"celsius": 90} or {"celsius": null}',
+                },
+            )
+            return
+        await respond(
+            send,
+            200,
+            {
+                "location": self.location,
+                "celsius": state.celsius,
+                "hot": state.hot,
+                "capacity": state.capacity,
+            },
+        )
 
     def _metrics_allowed(self, scope: Scope) -> bool:
         """A bearer metrics token, or a planet-internal signature of this GET."""

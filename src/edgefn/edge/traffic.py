@@ -37,12 +37,12 @@ import contextlib
 import random
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
 from typing import Any
 
 from edgefn.bundle.manifest import Manifest
 from edgefn.edge._clock import mono_ms, wall_ms
 from edgefn.edge.forward import Forwarder
+from edgefn.edge.thermal import ThermalGovernor, ThermalSensor
 from edgefn.edge.traffic_admission import AdmissionQueue
 from edgefn.edge.traffic_bus import HeartbeatMsg, LoadBeacon, PeerTable, TrafficBus
 from edgefn.edge.traffic_config import (
@@ -65,6 +65,7 @@ from edgefn.edge.traffic_gate import (
     unsigned_for_function,
 )
 from edgefn.edge.traffic_health import HealthDriver
+from edgefn.edge.traffic_stats import TrafficStatistics
 from edgefn.routing import (
     IDEMPOTENT_METHODS,
     ForwardCheck,
@@ -75,6 +76,7 @@ from edgefn.routing import (
     RouteDecision,
     RouteRequest,
     RoutingPolicy,
+    ThermalThrottle,
     affinity_key,
     inspect_forward,
     route_nearest,
@@ -100,24 +102,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class TrafficStatistics:
-    served_here: int
-    forwarded: int
-    failovers: int
-    forward_failed: int
-    rate_limited: int
-    shed: int
-    stripped_headers: int
-    no_route: int
-    peers_known: int
-    unhealthy: tuple[str, ...]
-    admission_limit: int
-    admission_inflight: int
-    admission_queued: int
-    overloaded: bool
-
-
 class TrafficDriver:
     """Routing, health, rate limits and admission for one node. ``await start(nats_urls)``."""
 
@@ -126,6 +110,7 @@ class TrafficDriver:
         config: TrafficConfig,
         *,
         functions: Callable[[], frozenset[str]] = frozenset,
+        thermal: ThermalSensor | None = None,
         seed: int = 0,
     ) -> None:
         self.config = config
@@ -143,6 +128,10 @@ class TrafficDriver:
         )
         self.health = HealthDriver(config, policy=self.policy, peers=self.peers)
         self.admission = AdmissionQueue(config.admission)
+        # A hot location takes less work and tells its peers (routing/thermal.py).
+        self.thermal = ThermalGovernor(
+            thermal or ThermalSensor(), ThermalThrottle(config.thermal), self.admission.set_capacity
+        )
         self.limits = LocalRateLimits(
             self.location,
             client_rate_per_s=config.client_rate_per_s,
@@ -214,6 +203,7 @@ class TrafficDriver:
             self.admission.expire()
             now = time.monotonic()
             if now - last >= interval:
+                self.thermal.apply()
                 self.limits.rebalance(now - last, now, self.peers.demand(mono_ms()))
                 last = now
                 with contextlib.suppress(Exception):
@@ -226,7 +216,7 @@ class TrafficDriver:
     def beacon(self) -> LoadBeacon:
         """This location's current load report (what goes on the bus)."""
         report = self.admission.load_report(
-            self.location, now_ms=mono_ms(), draining=self._draining
+            self.location, now_ms=mono_ms(), draining=self._draining, hot=self.thermal.state.hot
         )
         return LoadBeacon(
             location=self.location,
@@ -237,6 +227,7 @@ class TrafficDriver:
             service_ms_ewma=report.service_ms_ewma,
             overloaded=report.overloaded,
             draining=report.draining,
+            hot=report.hot,
             functions=tuple(sorted(self.functions())),
             demand=self.limits.demand_per_s(),
         )
@@ -264,7 +255,10 @@ class TrafficDriver:
     ) -> RouteDecision:
         """Serve here or forward: the decision for one request (no I/O)."""
         now = mono_ms()
-        self.policy.handle(LoadReported(self.admission.load_report(self.location, now_ms=now)))
+        here_report = self.admission.load_report(
+            self.location, now_ms=now, hot=self.thermal.state.hot
+        )
+        self.policy.handle(LoadReported(here_report))
         request = RouteRequest(
             ingress=self.location,
             function=function,
@@ -423,4 +417,7 @@ class TrafficDriver:
             admission_inflight=adm.inflight,
             admission_queued=adm.queued,
             overloaded=adm.overloaded,
+            celsius=self.thermal.state.celsius,
+            hot=self.thermal.state.hot,
+            capacity=self.thermal.state.capacity,
         )

@@ -30,6 +30,7 @@ from edgefn.routing import (
     Admit,
     Arrived,
     Cancelled,
+    CapacityChanged,
     Completed,
     LoadReport,
     Reject,
@@ -82,8 +83,14 @@ class AdmissionQueue:
                 # Its waiter is gone (client left): give the slot back at once.
                 self._resolve(self.controller.handle(Cancelled(ins.req_id, mono_ms())))
 
-    def load_report(self, location: str, *, now_ms: int, draining: bool = False) -> LoadReport:
-        return self.controller.load_report(location, now_ms=now_ms, draining=draining)
+    def set_capacity(self, factor: float) -> None:
+        """Scale the concurrency limit (a thermally throttled location); a rise admits waiters."""
+        self._resolve(self.controller.handle(CapacityChanged(factor, mono_ms())))
+
+    def load_report(
+        self, location: str, *, now_ms: int, draining: bool = False, hot: bool = False
+    ) -> LoadReport:
+        return self.controller.load_report(location, now_ms=now_ms, draining=draining, hot=hot)
 
     @property
     def config(self) -> AdmissionConfig:

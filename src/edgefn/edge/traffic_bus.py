@@ -51,6 +51,7 @@ class LoadBeacon(msgspec.Struct, frozen=True):
     service_ms_ewma: float = 0.0
     overloaded: bool = False
     draining: bool = False
+    hot: bool = False
     functions: tuple[str, ...] = ()
     demand: dict[str, float] = {}
 
@@ -144,6 +145,7 @@ class PeerTable:
             beacon.overloaded,
             beacon.draining,
             now_ms,
+            hot=beacon.hot,
         )
 
     def fresh(self, peer: Peer, now_ms: int) -> bool:

@@ -25,6 +25,7 @@ from edgefn.routing import (
     LimitConfig,
     RoutingConfig,
     SuspicionConfig,
+    ThermalConfig,
 )
 
 __all__ = [
@@ -105,6 +106,7 @@ class TrafficConfig:
         default_factory=lambda: HealthConfig(first_heartbeat_interval_ms=250)
     )
     suspicion: SuspicionConfig = field(default_factory=SuspicionConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
     client_rate_per_s: float = 0.0
     client_burst: int = 20
     client_key_max_chars: int = 128

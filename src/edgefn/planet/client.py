@@ -212,6 +212,15 @@ class PlanetClient:
             )
         )
 
+    def heat(self, location: str, celsius: float | None) -> dict[str, Any]:
+        """Emulate ``location``'s temperature (None: back to its sensors) on its node, at once."""
+        self._known([location])
+        url = next(x["internal_url"] for x in self.planet["locations"] if x["name"] == location)
+        out: dict[str, Any] = self._call(
+            "POST", f"{url}/_edgefn/thermal", json={"celsius": celsius}, signed=True
+        )
+        return out
+
     @staticmethod
     def _checked(out: dict[str, Any]) -> dict[str, Any]:
         if "error" in out:

@@ -23,10 +23,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from edgefn.control.model import NodeResources
+from edgefn.edge.thermal import MAX_ZONES, read_zones
 
 __all__ = ["ResourceSampler", "energy_delta_uj", "parse_meminfo", "stat_ticks"]
-
-MAX_ZONES = 16  # thermal zones / RAPL domains reported, at most
 
 
 def stat_ticks(text: str) -> int:
@@ -156,15 +155,11 @@ class ResourceSampler:
         return count
 
     def _thermal(self, unavailable: list[str]) -> dict[str, float]:
-        base = self.sysfs / "class" / "thermal"
-        out: dict[str, float] = {}
-        for zone in sorted(base.glob("thermal_zone*"))[:MAX_ZONES]:
-            temp = _read(zone / "temp")
-            kind = (_read(zone / "type") or zone.name).strip() or zone.name
-            if temp is not None and temp.strip().lstrip("-").isdigit():
-                out[f"{zone.name}:{kind}"[:64]] = int(temp) / 1000.0
+        out = read_zones(self.sysfs)
         if not out:
-            unavailable.append(f"thermal: this host exposes no zones under {base}")
+            unavailable.append(
+                f"thermal: this host exposes no zones under {self.sysfs}/class/thermal"
+            )
         return out
 
     def _power(self, elapsed: float, unavailable: list[str]) -> dict[str, float]:

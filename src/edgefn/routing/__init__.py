@@ -8,6 +8,7 @@
 * :mod:`.ratelimit` — GCRA per key, token bucket, planet-wide limit split by demand.
 * :mod:`.local_limits` — one location's share of each function's limit, and per-client limits.
 * :mod:`.admission` — adaptive concurrency limit, bounded queue, early 503 with Retry-After.
+* :mod:`.thermal` — a hot location: capacity factor for admission, ``hot`` in its load report.
 * :mod:`.hashing` — weighted rendezvous hashing for session affinity, and a request's affinity key.
 * :mod:`.headers` — signed forwarding headers (hop count, forwarders), the planet MAC.
 * :mod:`.internal_auth` — signed internal requests (replay-safe) and the entry's client identity.
@@ -29,6 +30,7 @@ from edgefn.routing.admission import (
     Admit,
     Arrived,
     Cancelled,
+    CapacityChanged,
     Completed,
     Queue,
     Reject,
@@ -127,6 +129,7 @@ from edgefn.routing.suspicion import (
     SuspicionStatistics,
     TableVerdict,
 )
+from edgefn.routing.thermal import ThermalConfig, ThermalState, ThermalThrottle
 
 __all__ = [
     "FORWARD_HEADERS",
@@ -143,6 +146,7 @@ __all__ = [
     "Arrived",
     "AuthCheck",
     "Cancelled",
+    "CapacityChanged",
     "ClientCity",
     "Completed",
     "ConnectRefused",
@@ -202,6 +206,9 @@ __all__ = [
     "SuspicionEvent",
     "SuspicionStatistics",
     "TableVerdict",
+    "ThermalConfig",
+    "ThermalState",
+    "ThermalThrottle",
     "TokenBucket",
     "Track",
     "VerifierStatistics",

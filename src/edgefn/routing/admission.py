@@ -40,6 +40,7 @@ __all__ = [
     "Admit",
     "Arrived",
     "Cancelled",
+    "CapacityChanged",
     "Completed",
     "LimitConfig",
     "Queue",
@@ -111,7 +112,16 @@ class AdmissionTick:
     now_ms: int
 
 
-AdmissionEvent = Arrived | Completed | Cancelled | AdmissionTick
+@dataclass(frozen=True, slots=True)
+class CapacityChanged:
+    """Scale the concurrency limit by ``factor`` in (0, 1]: a thermally throttled location
+    (:mod:`edgefn.routing.thermal`). Admitted requests keep running; a rise admits queued ones."""
+
+    factor: float
+    now_ms: int
+
+
+AdmissionEvent = Arrived | Completed | Cancelled | AdmissionTick | CapacityChanged
 
 # -- instructions ------------------------------------------------------------------------------
 
@@ -172,6 +182,7 @@ class AdmissionController:
         self._inflight: dict[int, int] = {}  # req_id -> admitted at ms
         self._queue: OrderedDict[int, int] = OrderedDict()  # req_id -> arrived at ms, FIFO
         self._service_ms = self.config.initial_service_ms
+        self._capacity = 1.0
         self._now_ms = 0
         self._last_reject_ms: int | None = None
         self._admitted = 0
@@ -182,7 +193,10 @@ class AdmissionController:
 
     @property
     def limit(self) -> int:
-        return self._limiter.limit
+        """The concurrency limit in force: the adaptive limit times the capacity factor."""
+        if self._capacity >= 1.0:
+            return self._limiter.limit
+        return max(1, int(self._limiter.limit * self._capacity))
 
     @property
     def service_ms_ewma(self) -> float:
@@ -203,6 +217,9 @@ class AdmissionController:
             return self._completed(event)
         if isinstance(event, Cancelled):
             return self._cancelled(event)
+        if isinstance(event, CapacityChanged):
+            self._capacity = min(1.0, max(0.01, event.factor))
+            return self._drain(event.now_ms)
         return self._expire(event.now_ms)
 
     def retry_after_s(self) -> float:
@@ -277,7 +294,9 @@ class AdmissionController:
             out.append(self._reject(req_id, RejectReason.QUEUE_TIMEOUT, now_ms))
         return out
 
-    def load_report(self, location: str, *, now_ms: int, draining: bool = False) -> LoadReport:
+    def load_report(
+        self, location: str, *, now_ms: int, draining: bool = False, hot: bool = False
+    ) -> LoadReport:
         """This location's load, for the routing policy of every ingress."""
         return LoadReport(
             location=location,
@@ -288,13 +307,17 @@ class AdmissionController:
             overloaded=self.overloaded,
             draining=draining,
             at_ms=now_ms,
+            hot=hot,
         )
 
     def check_invariants(self) -> None:
         cfg = self.config
         assert len(self._queue) <= cfg.max_queue, len(self._queue)
         assert len(self._inflight) <= cfg.limit.max_limit, len(self._inflight)
-        assert cfg.limit.min_limit <= self.limit <= cfg.limit.max_limit, self.limit
+        assert cfg.limit.min_limit <= self._limiter.limit <= cfg.limit.max_limit, (
+            self._limiter.limit
+        )
+        assert 1 <= self.limit <= self._limiter.limit, (self.limit, self._capacity)
         assert not (self._queue.keys() & self._inflight.keys()), "request both queued and running"
         if self._queue:
             assert len(self._inflight) >= self.limit, "queued while below the limit"

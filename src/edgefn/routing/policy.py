@@ -17,7 +17,8 @@ How a request is routed, in order:
    it is alive, and serving here is what ends a loop).
 3. **Score** (lower is better, in ms of user latency): ``RTT(ingress -> candidate)`` (0 for the
    ingress) ``+ forward_cost_ms`` for a remote candidate ``+`` the predicted queueing delay ``+``
-   penalties for overloaded / draining / no fresh report. The queueing delay is the M/M/c wait of a
+   penalties for overloaded / draining / thermally throttled (``hot``, :mod:`.thermal`) / no fresh
+   report. The queueing delay is the M/M/c wait of a
    request that finds ``concurrency + queue_len`` ahead of it on ``limit`` servers whose mean
    service time is ``service_ms_ewma``: ``max(0, queue_len + concurrency + pending - limit + 1) *
    service_ms / limit``. ``pending`` counts requests this ingress forwarded there since the last
@@ -73,6 +74,8 @@ class LoadReport:
     overloaded: bool
     draining: bool
     at_ms: int
+    # Thermally throttled (edgefn.routing.thermal): peers prefer cooler neighbours.
+    hot: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,7 @@ class RoutingConfig:
     forward_cost_ms: float = 1.0
     overloaded_penalty_ms: float = 1_000.0
     draining_penalty_ms: float = 10_000.0
+    hot_penalty_ms: float = 400.0
     unknown_load_penalty_ms: float = 5.0
     max_queue_delay_ms: float = 5_000.0
     report_ttl_ms: int = 10_000
@@ -102,6 +106,7 @@ class RoutingConfig:
             "forward_cost_ms",
             "overloaded_penalty_ms",
             "draining_penalty_ms",
+            "hot_penalty_ms",
             "unknown_load_penalty_ms",
             "affinity_slack_ms",
         ):
@@ -311,6 +316,8 @@ class RoutingPolicy:
             score += cfg.overloaded_penalty_ms
         if report.draining:
             score += cfg.draining_penalty_ms
+        if report.hot:
+            score += cfg.hot_penalty_ms
         return score
 
     # -- decisions -----------------------------------------------------------------------------

@@ -234,3 +234,61 @@ def test_killed_location_under_load(planet: Planet) -> None:
         assert any(by == victim for _, _, by, _ in run.timeline), "victim never served"
     finally:
         edgefn("net", "revive", victim, state_dir=planet.state)
+
+
+def test_heated_location_under_load_hands_its_traffic_to_cooler_neighbours(planet: Planet) -> None:
+    """``edgefn net heat`` a location under world load: from 2 s after the heat on it serves
+    nothing (its clients go to cooler neighbours), and no request fails at all; ``off`` ends it."""
+    from edgefn.bench.traffic import run_load
+
+    victim = planet.info["locations"][0]["name"]
+
+    async def scenario() -> Any:
+        load = asyncio.create_task(
+            run_load(
+                entry_url=planet.entry_url,
+                name="echo",
+                rps=40,
+                duration_s=18,  # room after the heat when the CLI is slow to start
+                clients="Tokyo,Mexico City,Istanbul,Delhi,Lagos",
+                keep_timeline=True,
+            )
+        )
+        await asyncio.sleep(3)  # load schedule, not a wait for a condition: 3 s before the heat
+        out = await asyncio.to_thread(
+            edgefn, "net", "heat", victim, "95", "--json", state_dir=planet.state
+        )
+        t_heat = time.perf_counter()  # the node throttles before the CLI returns
+        return await load, t_heat, out
+
+    start = time.perf_counter()
+    run, t_heat, out = asyncio.run(scenario())
+    heat_at_s = t_heat - start
+    try:
+        assert (out["location"], out["celsius"], out["hot"], out["capacity"]) == (
+            victim,
+            95.0,
+            True,
+            0.25,
+        )
+        assert all(status == 200 for _, status, _, _ in run.timeline), "a request failed"
+        assert any(by == victim for t, _, by, _ in run.timeline if t < heat_at_s), "never served"
+        late = [by for t, _, by, _ in run.timeline if t > heat_at_s + 2.0]
+        assert late, f"no requests after the heat at {heat_at_s:.1f} s"
+        assert victim not in late, late.count(victim)
+    finally:
+        off = edgefn("net", "heat", victim, "off", "--json", state_dir=planet.state)
+    assert (off["celsius"], off["hot"], off["capacity"]) == (None, False, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [(["fra-nowhere", "90"], "unknown location"), (["{victim}", "warm"], "is not a temperature")],
+)
+def test_net_heat_refuses_bad_arguments(planet: Planet, args: list[str], needle: str) -> None:
+    victim = planet.info["locations"][0]["name"]
+    res = edgefn(
+        "net", "heat", *[a.format(victim=victim) for a in args], state_dir=planet.state, check=False
+    )
+    assert res.returncode == 2
+    assert needle in res.stderr
