@@ -493,6 +493,7 @@ def status(
             "cpu",
             "memory",
             "disk free",
+            "thermal",
             "versions",
             "errors",
         ],
@@ -520,9 +521,9 @@ def status(
 
 
 def _resources_summary(res: dict[str, Any] | None) -> list[str]:
-    """cpu, memory and disk-free cells of a location's resources ("-": not reported)."""
+    """cpu, memory, disk-free and thermal cells of a location's resources ("-": not reported)."""
     if not res:
-        return ["-", "-", "-"]
+        return ["-", "-", "-", "-"]
     cpu = res.get("cpu_percent")
     rss = res.get("rss_mb")
     free = res.get("disk_free_mb")
@@ -530,7 +531,18 @@ def _resources_summary(res: dict[str, Any] | None) -> list[str]:
         f"{cpu:.1f}%" if isinstance(cpu, int | float) else "-",
         f"{rss:.0f} MiB" if isinstance(rss, int | float) else "-",
         f"{free / 1024:.1f} GiB" if isinstance(free, int | float) else "-",
+        _thermal_summary(res),
     ]
+
+
+def _thermal_summary(res: dict[str, Any]) -> str:
+    """The reading throttled on, and whether it throttles ("-": no reading)."""
+    celsius = res.get("throttle_c")
+    if not isinstance(celsius, int | float):
+        return "-"
+    if not res.get("hot"):
+        return f"{celsius:.0f} °C"
+    return f"{celsius:.0f} °C HOT ({float(res.get('capacity', 1.0)):.0%})"
 
 
 def rollback(

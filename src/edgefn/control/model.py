@@ -108,6 +108,11 @@ class NodeResources(msgspec.Struct, frozen=True, omit_defaults=True):
     disk_free_mb: float | None = None
     open_sockets: int | None = None
     thermal_c: dict[str, float] = msgspec.field(default_factory=dict)
+    # What the traffic driver throttles on (routing/thermal.py): the reading (a sensor's, or
+    # `edgefn net heat`'s emulated one), whether the location is hot, its admission capacity.
+    throttle_c: float | None = None
+    hot: bool = False
+    capacity: float = 1.0
     power_w: dict[str, float] = msgspec.field(default_factory=dict)
     unavailable: tuple[str, ...] = ()
 

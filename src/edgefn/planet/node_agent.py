@@ -51,6 +51,7 @@ from edgefn.control.desired_signing import load_core_public_key, verify_desired
 from edgefn.control.model import (
     DesiredState,
     FunctionDesired,
+    NodeResources,
     ObservedState,
     VersionStats,
     decode_desired,
@@ -428,7 +429,17 @@ class NodeAgent:
             region=self.region,
             url=self.node.url,
             secrets_key=self.secrets_key.public_b64(),
-            resources=self.resources.sample(),
+            resources=self._resources(),
+        )
+
+    def _resources(self) -> NodeResources:
+        sample = self.resources.sample()
+        traffic = self.node.traffic
+        if traffic is None:
+            return sample
+        state = traffic.thermal.state
+        return msgspec.structs.replace(
+            sample, throttle_c=state.celsius, hot=state.hot, capacity=state.capacity
         )
 
     def _kick_report(self) -> None:

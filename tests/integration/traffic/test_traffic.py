@@ -276,6 +276,17 @@ def test_heated_location_under_load_hands_its_traffic_to_cooler_neighbours(plane
         late = [by for t, _, by, _ in run.timeline if t > heat_at_s + 2.0]
         assert late, f"no requests after the heat at {heat_at_s:.1f} s"
         assert victim not in late, late.count(victim)
+
+        def status_hot() -> bool:
+            locs = edgefn("status", "--json", state_dir=planet.state)["locations"]
+            res = next(x["resources"] for x in locs if x["name"] == victim) or {}
+            return (res.get("throttle_c"), res.get("hot"), res.get("capacity")) == (
+                95.0,
+                True,
+                0.25,
+            )
+
+        wait_for(status_hot, timeout_s=60, what=f"edgefn status showing {victim} hot")
     finally:
         off = edgefn("net", "heat", victim, "off", "--json", state_dir=planet.state)
     assert (off["celsius"], off["hot"], off["capacity"]) == (None, False, 1.0)
