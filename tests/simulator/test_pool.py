@@ -279,22 +279,46 @@ def test_same_seed_same_json_and_replications_merge() -> None:
 
 
 def test_hybrid_policy_prewarms_instances() -> None:
-    # Periodic arrivals every 30 s with a 1 s bin: the histogram policy learns to pre-warm.
-    doc: dict[str, Any] = {
-        "run": {"duration_s": 3000.0, "seed": 1},
-        "locations": [{"name": "l"}],
-        "workload": {"arrivals": "poisson", "rate_per_s": 1 / 30},
-        "service": {"distribution": "deterministic", "mean_ms": 100.0},
-        "cold_start": {
-            "enabled": True,
-            "keep_alive": "hybrid",
-            "instance_concurrency": 1,
-            "mean_ms": 500.0,
-        },
-    }
-    r = simulate(parse_scenario(doc), workers=1)
-    assert r["requests"] > 50
-    assert 0.0 < r["cold_start_fraction"] <= 1.0
+    # A request every 10 s: the histogram policy learns the idle time (~9.9 s) and answers with
+    # a pre-warm delay, so each instance is unloaded when idle and a fresh one is loaded just
+    # before the next request, which then finds it warm.
+    n = 60
+    req = _requests([10_000.0 * k for k in range(n)], [100.0] * n, cold=500.0)
+    policy = HybridHistogramPolicy(bin_ms=1000, range_ms=60_000, min_samples=5, cv_threshold=1.0)
+    out = run_pool(
+        req,
+        spec=PoolSpec(instance_concurrency=1),
+        keep_alive=policy,
+        function_names=["f"],
+        location="l",
+        window_ms=(0.0, 10_000.0 * n),
+        check_every=1,
+    )
+    assert policy.statistics().decisions_histogram > 0
+    assert out.tally.prewarmed > 0
+    assert not out.cold[-20:].any()  # served by pre-warmed instances
+    assert out.tally.started < 10
+
+
+def test_pending_events_stay_bounded_by_instances() -> None:
+    # 40,000 requests, ~25 instances: the kernel holds O(instances) events, not O(requests).
+    rng = np.random.default_rng(3)
+    n = 40_000
+    arrival = np.cumsum(rng.exponential(20.0, n))
+    req = RequestArrays(
+        arrival, np.zeros(n, dtype=np.int64), rng.exponential(400.0, n), np.full(n, 50.0)
+    )
+    out = run_pool(
+        req,
+        spec=PoolSpec(instance_concurrency=1),
+        keep_alive=FixedKeepAlive(keep_alive_ms=60_000),
+        function_names=["f"],
+        location="l",
+        window_ms=(0.0, float(arrival[-1])),
+    )
+    peak = out.tally.peaks["l"]
+    assert 10 < peak < 100
+    assert out.events_pending_max <= 2 * peak + 2
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,12 @@ def _simfaas_python() -> Path:
     home = Path(tempfile.gettempdir()) / "edgefn-simfaas-0.2.2-venv"
     py = home / "bin" / "python"
     if py.exists():
-        return py
+        ok = subprocess.run(
+            [str(py), "-c", "import simfaas.ServerlessSimulator"], capture_output=True, timeout=60
+        )
+        if ok.returncode == 0:
+            return py
+        shutil.rmtree(home, ignore_errors=True)  # a broken cache (e.g. Python upgraded): rebuild
     build = home.with_name(f"{home.name}.build-{os.getpid()}")
     shutil.rmtree(build, ignore_errors=True)
     try:
@@ -120,6 +125,7 @@ def _edgefn(rate: float, es: float, ec: float, t: float, dur: float, cap: int) -
     }
 
 
+@pytest.mark.timeout(400)  # the first run builds the SimFaaS venv (about 45 s, more when busy)
 def test_pools_match_simfaas(tmp_path: Path) -> None:
     py = _simfaas_python()
     spec = {

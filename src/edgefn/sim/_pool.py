@@ -431,6 +431,7 @@ class PoolOutcome:
     busy_ms: np.ndarray
     cold: np.ndarray
     tally: PoolTally
+    events_pending_max: int = 0  # the kernel's high-water mark: O(instances), not O(requests)
 
 
 def run_pool(
@@ -503,6 +504,7 @@ def run_pool(
         np.array(busy),
         np.array(cold, dtype=bool),
         tally,
+        events_pending_max=kernel.statistics().pending_max,
     )
 
 
