@@ -16,6 +16,7 @@ from edgefn.runtime.keepalive import FixedKeepAlive, HybridHistogramPolicy, Keep
 from edgefn.sim._arrivals import workload_arrivals_ms
 from edgefn.sim._fastpath import run_fast
 from edgefn.sim._location import run_exact
+from edgefn.sim._pool import run_pool
 from edgefn.sim._requests import LocationOutcome, RequestArrays
 from edgefn.sim._rng import numpy_stream
 from edgefn.sim._scenario import ColdStartSpec, Scenario
@@ -98,6 +99,9 @@ def run_local_job(job: LocalJob) -> Tally:
     loc = s.locations[job.location]
     req, names = _requests(job)
     policy = make_keep_alive(s.cold_start)
+    if s.cold_start.pool is not None:
+        assert policy is not None
+        return _run_pool_job(s, loc.name, req, names, policy)
     out: LocationOutcome
     if s.run.engine == "exact":
         out = run_exact(
@@ -115,4 +119,30 @@ def run_local_job(job: LocalJob) -> Tally:
     wait = out.wait_ms(req)
     busy = out.busy_ms(req)
     tally.add(req.arrival_ms, wait, wait + busy, busy, out.cold)
+    return tally
+
+
+def _run_pool_job(
+    s: Scenario, location: str, req: RequestArrays, names: tuple[str, ...], policy: KeepAlivePolicy
+) -> Tally:
+    """Instance pools (``[cold_start] instance_concurrency``): no shared queue; see _pool.py."""
+    assert s.cold_start.pool is not None
+    shape = tally_shape(s)
+    out = run_pool(
+        req,
+        spec=s.cold_start.pool,
+        keep_alive=policy,
+        function_names=names,
+        location=location,
+        window_ms=(shape.warmup_ms, shape.duration_ms),
+        batches=shape.batches,
+    )
+    tally = Tally(shape)
+    ok = out.served
+    arrival = req.arrival_ms[ok]
+    wait = out.start_ms[ok] - arrival
+    busy = out.busy_ms[ok]
+    tally.add(arrival, wait, wait + busy, busy, out.cold[ok])
+    tally.add_failed(int(out.tally.rejected_by_batch.sum()))
+    tally.pool = out.tally
     return tally

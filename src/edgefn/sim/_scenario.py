@@ -21,6 +21,7 @@ from typing import Any
 
 from edgefn.errors import ScenarioError
 from edgefn.sim._distributions import DISTRIBUTIONS, Distribution
+from edgefn.sim._pool import PoolSpec
 from edgefn.sim._schema import Table
 
 __all__ = [
@@ -60,7 +61,7 @@ class RunSpec:
 @dataclass(frozen=True, slots=True)
 class LocationSpec:
     name: str
-    servers: int
+    servers: int  # 0 with instance pools: each function's instances serve, no shared queue
     share: float = 1.0
     memory_budget_mb: float = math.inf
     region: str = "local"
@@ -90,6 +91,7 @@ class ColdStartSpec:
     keep_alive: str = "fixed"
     keep_alive_s: float = 600.0
     memory_mb: float = 128.0
+    pool: PoolSpec | None = None  # instance pools (instance_concurrency set), else one instance
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,13 +188,14 @@ def parse_scenario(data: dict[str, Any], *, path: str = "") -> Scenario:
             hint="use [[locations]] for a queue scenario or [world] for a planet, not both",
         )
     workload = _workload(root.table("workload") if world_t is None else root.opt_table("workload"))
+    cold_start = _cold_start(root.opt_table("cold_start"))
     scenario = Scenario(
         path=path,
         run=run,
         workload=workload,
         service=_distribution(root.opt_table("service"), "exponential", 100.0, 1.0),
-        cold_start=_cold_start(root.opt_table("cold_start")),
-        locations=tuple(_location(t) for t in locs),
+        cold_start=cold_start,
+        locations=tuple(_location(t, pools=cold_start.pool is not None) for t in locs),
         world=_world(world_t) if world_t is not None else None,
         functions=tuple(_function(t) for t in root.array("functions")),
         policies=_policies(root.opt_table("policies")),
@@ -219,14 +222,26 @@ def _run(t: Table) -> RunSpec:
     )
 
 
-def _location(t: Table) -> LocationSpec:
+def _location(t: Table, *, pools: bool) -> LocationSpec:
     t.check_keys(
         {"name", "servers", "share", "memory_budget_mb", "region", "cost_per_hour"}
         | {"carbon_g_per_kwh"}
     )
+    if pools:
+        for key, hint in (
+            ("servers", "cap instances with [cold_start] max_instances instead"),
+            ("memory_budget_mb", "cap instances with [cold_start] max_instances instead"),
+        ):
+            if key in t.data:
+                raise t.error(
+                    key,
+                    "not used with instance pools ([cold_start] instance_concurrency): "
+                    "each function's instances serve its requests, there is no shared worker queue",
+                    f"remove {key}; {hint}",
+                )
     return LocationSpec(
         name=t.string("name"),
-        servers=t.integer("servers", minimum=1, maximum=1_000_000),
+        servers=0 if pools else t.integer("servers", minimum=1, maximum=1_000_000),
         share=t.number("share", 1.0, minimum=0.0),
         memory_budget_mb=t.number("memory_budget_mb", math.inf, minimum=0.0),
         region=t.string("region", "local"),
@@ -284,20 +299,48 @@ def _cold_start(t: Table | None) -> ColdStartSpec:
     if t is None:
         return ColdStartSpec()
     t.check_keys(
-        {"enabled", "distribution", "mean_ms", "scv", "keep_alive", "keep_alive_s"} | {"memory_mb"}
+        {"enabled", "distribution", "mean_ms", "scv", "keep_alive", "keep_alive_s"}
+        | {"memory_mb", "instance_concurrency", "max_instances"}
     )
-    kind = t.choice("distribution", ("fixed", "lognormal"), "fixed")
+    # "fixed" is the older spelling of "deterministic"; any service-time distribution works.
+    kind = t.choice("distribution", ("fixed", *DISTRIBUTIONS), "fixed")
     mean = t.number("mean_ms", 500.0, minimum=0.0)
     scv = t.number("scv", 0.25, minimum=1e-6)
-    dist = Distribution("deterministic", max(mean, 1e-9), 0.0)
-    if kind == "lognormal":
-        dist = Distribution("lognormal", max(mean, 1e-9), scv)
+    if kind == "hyperexponential" and scv < 1.0:
+        raise t.error("scv", f"hyperexponential needs scv >= 1, got {scv}", "use scv >= 1")
+    if kind == "fixed":
+        kind = "deterministic"
+    dist = Distribution(kind, max(mean, 1e-9), 0.0 if kind == "deterministic" else scv)
+    enabled = t.boolean("enabled", False)
+    pool: PoolSpec | None = None
+    if "instance_concurrency" in t.data:
+        if not enabled:
+            raise t.error(
+                "instance_concurrency",
+                "instance pools need cold starts on (a new instance starts cold)",
+                "set enabled = true in [cold_start]",
+            )
+        pool = PoolSpec(
+            instance_concurrency=t.integer("instance_concurrency", minimum=1, maximum=1_000_000),
+            max_instances=(
+                t.integer("max_instances", minimum=1, maximum=100_000_000)
+                if "max_instances" in t.data
+                else 0
+            ),
+        )
+    elif "max_instances" in t.data:
+        raise t.error(
+            "max_instances",
+            "max_instances caps an instance pool, and there is none",
+            "add instance_concurrency = 1 (scale per request) or remove max_instances",
+        )
     return ColdStartSpec(
-        enabled=t.boolean("enabled", False),
+        enabled=enabled,
         duration=dist,
         keep_alive=t.choice("keep_alive", KEEP_ALIVE, "fixed"),
         keep_alive_s=t.number("keep_alive_s", 600.0, minimum=0.0),
         memory_mb=t.number("memory_mb", 128.0, minimum=0.0),
+        pool=pool,
     )
 
 
@@ -366,6 +409,13 @@ def _fault(t: Table, duration_s: float) -> FaultSpec:
 
 
 def _cross_checks(s: Scenario) -> None:
+    if s.cold_start.pool is not None and s.world is not None:
+        raise ScenarioError(
+            "instance pools are simulated for queue scenarios only, not yet for [world] planets",
+            path=s.path,
+            key="cold_start.instance_concurrency",
+            hint="remove instance_concurrency, or use [[locations]] instead of [world]",
+        )
     names = [loc.name for loc in s.locations]
     if len(set(names)) != len(names):
         raise ScenarioError(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgefn.sim._pool import PoolTally
 from edgefn.sim._stats import LatencyHistogram, batch_means_ci, mean_ci
 
 __all__ = ["Tally", "TallyShape"]
@@ -48,6 +49,7 @@ class Tally:
     response: LatencyHistogram = field(default_factory=LatencyHistogram.empty)
     batch: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
     timeline: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    pool: PoolTally | None = None  # instance-pool meters (scenarios with instance_concurrency)
 
     def __post_init__(self) -> None:
         if len(self.batch) == 0:
@@ -101,6 +103,11 @@ class Tally:
         self.response += other.response
         self.batch += other.batch
         self.timeline += other.timeline
+        if other.pool is not None:
+            if self.pool is None:
+                self.pool = other.pool.copy()
+            else:
+                self.pool += other.pool
         return self
 
     def summary(self, servers: int) -> dict[str, object]:
@@ -117,6 +124,8 @@ class Tally:
         }
         if servers:  # client regions have no servers of their own
             out["utilization"] = round(self.busy_ms / (servers * measured_ms), 6)
+        if self.pool is not None:
+            out.update(self.pool.summary(self.n, self.cold, self.batch[:, 0], self.batch[:, 4]))
         return out
 
     def batch_ci(self) -> dict[str, dict[str, float]]:
