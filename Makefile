@@ -6,7 +6,9 @@ STAMP := $(VENV)/.installed
 DEMO_SECONDS ?= 0
 LOCATIONS ?= 6
 
-.PHONY: all venv demo test check fmt pytest bench clean
+SIMFAAS := .venv-simfaas/.installed
+
+.PHONY: all venv simfaas demo test check fmt pytest bench clean
 
 all: test
 
@@ -18,6 +20,15 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# SimFaaS (a published serverless simulator) in its own environment: tests/simulator compares
+# edgefn's instance pools with it. Not a dependency of edgefn itself.
+$(SIMFAAS):
+	test -x .venv-simfaas/bin/python || $(PYTHON) -m venv .venv-simfaas
+	.venv-simfaas/bin/python -m pip install --quiet 'simfaas==0.2.2'
+	touch $(SIMFAAS)
+
+simfaas: $(SIMFAAS)
 
 demo: $(STAMP)
 	DEMO_SECONDS=$(DEMO_SECONDS) $(BIN)/edgefn demo --locations $(LOCATIONS)
@@ -32,8 +43,8 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-pytest: $(STAMP)
-	$(BIN)/pytest -q
+pytest: $(STAMP) $(SIMFAAS)
+	$(BIN)/pytest -q --durations=20
 
 test: check pytest
 
@@ -41,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/edgefn bench all --json
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-simfaas build *.egg-info src/*.egg-info .mypy_cache .ruff_cache

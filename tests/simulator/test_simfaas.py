@@ -1,9 +1,8 @@
 """edgefn's instance pools against SimFaaS (Mahmoudi & Khazaei, PyPI ``simfaas`` 0.2.2).
 
-SimFaaS is not a dependency of edgefn. The test installs it into its own virtual environment
-(``python -m venv`` + ``pip install simfaas==0.2.2`` from the configured package index, cached
-under the temp directory so later runs reuse it) and runs ``simfaas_driver.py`` there; when the
-environment cannot be built (no index, no wheel) the test is skipped and says why.
+SimFaaS is not a dependency of edgefn: ``make simfaas`` (run by ``make test``) installs it into a
+separate virtual environment, ``.venv-simfaas`` (or ``$EDGEFN_SIMFAAS_PYTHON``), and the test runs
+``simfaas_driver.py`` there; nothing is installed while the tests run.
 
 Five parameter sets of SimFaaS's scale-per-request model (exponential service, cold busy time =
 cold start + service, fixed expiration threshold, one with a concurrency cap that rejects), each
@@ -27,10 +26,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import subprocess
-import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +34,8 @@ import pytest
 from scipy.special import chdtri, stdtrit
 
 from edgefn.sim import parse_scenario, simulate
+
+REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -57,38 +55,11 @@ SETS = [
 
 
 def _simfaas_python() -> Path:
-    """Python of a cached venv with SimFaaS, built on first use; skip when it cannot be built."""
-    home = Path(tempfile.gettempdir()) / "edgefn-simfaas-0.2.2-venv"
-    py = home / "bin" / "python"
-    if py.exists():
-        ok = subprocess.run(
-            [str(py), "-c", "import simfaas.ServerlessSimulator"], capture_output=True, timeout=60
-        )
-        if ok.returncode == 0:
-            return py
-        shutil.rmtree(home, ignore_errors=True)  # a broken cache (e.g. Python upgraded): rebuild
-    build = home.with_name(f"{home.name}.build-{os.getpid()}")
-    shutil.rmtree(build, ignore_errors=True)
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "venv", str(build)], check=True, capture_output=True, timeout=60
-        )
-        res = subprocess.run(
-            [str(build / "bin" / "pip"), "install", "-q", SIMFAAS],
-            capture_output=True,
-            text=True,
-            timeout=100,
-        )
-    except (subprocess.SubprocessError, OSError) as err:
-        shutil.rmtree(build, ignore_errors=True)
-        pytest.skip(f"cannot build a venv for SimFaaS: {err}")
-    if res.returncode != 0:
-        shutil.rmtree(build, ignore_errors=True)
-        pytest.skip(f"pip install {SIMFAAS} failed: {res.stderr.strip()[-300:]}")
-    try:
-        build.rename(home)
-    except OSError:  # another run finished first: use its venv
-        shutil.rmtree(build, ignore_errors=True)
+    """Python of the separate SimFaaS environment ``make test`` builds (``make simfaas``)."""
+    override = os.environ.get("EDGEFN_SIMFAAS_PYTHON")
+    py = Path(override) if override else REPO / ".venv-simfaas" / "bin" / "python"
+    if not py.exists():
+        pytest.skip(f"no SimFaaS environment at {py}: run `make simfaas` (make test does)")
     return py
 
 
@@ -125,7 +96,6 @@ def _edgefn(rate: float, es: float, ec: float, t: float, dur: float, cap: int) -
     }
 
 
-@pytest.mark.timeout(400)  # the first run builds the SimFaaS venv (about 45 s, more when busy)
 def test_pools_match_simfaas(tmp_path: Path) -> None:
     py = _simfaas_python()
     spec = {
