@@ -31,6 +31,7 @@ __all__ = [
     "ProcessSample",
     "classify",
     "cpu_report",
+    "machine_busy_ticks",
     "memory_report",
     "process_tree",
     "read_memory_kb",
@@ -77,6 +78,18 @@ def read_stat(pid: int, *, proc: Path = Path("/proc")) -> tuple[int, int]:
     # last ')'. The rest starts at field 3 (state).
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[1]), int(fields[11]) + int(fields[12])
+
+
+def machine_busy_ticks(*, proc: Path = Path("/proc")) -> int:
+    """Clock ticks every CPU of the machine spent busy (not idle, not waiting for I/O) so far.
+
+    From the ``cpu`` line of ``/proc/stat``: user nice system idle iowait irq softirq steal.
+    Compared with the planet's own ticks it shows how much else ran during a window.
+    """
+    fields = (proc / "stat").read_text().splitlines()[0].split()
+    assert fields[0] == "cpu", fields[0]
+    values = [int(x) for x in fields[1:9]]
+    return sum(values) - values[3] - values[4]
 
 
 def read_memory_kb(pid: int, *, proc: Path = Path("/proc")) -> tuple[int | None, int | None]:
@@ -182,9 +195,14 @@ def cpu_report(
     *,
     wall_s: float,
     locations: int,
+    machine_busy_ticks: int | None = None,
     clk_tck: int | None = None,
 ) -> dict[str, object]:
-    """Percent of one core used between two samples: per role, per location and in total."""
+    """Percent of one core used between two samples: per role, per location and in total.
+
+    ``machine_busy_ticks``: the machine's busy ticks during the window
+    (:func:`machine_busy_ticks` difference), reported with what of it was not the planet's.
+    """
     assert wall_s > 0, wall_s
     assert locations > 0, locations
     tck = clk_tck or os.sysconf("SC_CLK_TCK")
@@ -202,6 +220,13 @@ def cpu_report(
             by_location[b.info.location] = by_location.get(b.info.location, 0.0) + pct
     total = sum(by_role.values())
     edge = [by_location.get(loc, 0.0) for loc in sorted(by_location)]
+    machine: dict[str, float] = {}
+    if machine_busy_ticks is not None:
+        busy = machine_busy_ticks / tck / wall_s * 100
+        machine = {
+            "machine_busy_pct_of_one_core": _round(busy),
+            "outside_planet_pct_of_one_core": _round(max(0.0, busy - total)),
+        }
     return {
         "window_s": _round(wall_s),
         "processes": counted,
@@ -217,6 +242,7 @@ def cpu_report(
         ),
         "by_role_pct_of_one_core": {r: _round(v) for r, v in by_role.items() if v or r != "other"},
         "by_location_pct_of_one_core": {k: _round(v) for k, v in sorted(by_location.items())},
+        **machine,
     }
 
 

@@ -280,14 +280,19 @@ def _idle(
     connz = f"/connz?limit={_CONNZ_LIMIT}"
     conns_before = _monitor(monitors, connz)
     t0 = time.monotonic()
+    busy0 = _procfs.machine_busy_ticks()
     before = _procfs.sample(tree)
     time.sleep(window_s)
-    after = _procfs.sample(tree, memory=True)
+    after = _procfs.sample(tree)
+    busy = _procfs.machine_busy_ticks() - busy0
     wall_s = time.monotonic() - t0
+    memory = _procfs.sample(tree, memory=True)
     conns_after = _monitor(monitors, connz)
     return {
-        "cpu": _procfs.cpu_report(before, after, wall_s=wall_s, locations=locations),
-        "memory": _procfs.memory_report(after.values(), locations=locations),
+        "cpu": _procfs.cpu_report(
+            before, after, wall_s=wall_s, locations=locations, machine_busy_ticks=busy
+        ),
+        "memory": _procfs.memory_report(memory.values(), locations=locations),
         "messages": message_report(conns_before, conns_after, wall_s=wall_s, locations=locations),
         "http_probes": _probe_rates(state, planet, locations),
     }

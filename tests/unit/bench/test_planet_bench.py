@@ -271,3 +271,19 @@ def test_scaling_exponents() -> None:
     assert agent["grows_with_square"] is False
     assert table["cpu_exponent"] == 1.0
     assert table["cpu_pct_of_one_core_per_location"] == {"6": 2.0, "12": 2.0}
+
+
+def test_machine_busy_ticks_and_what_was_not_the_planet(tmp_path: Path) -> None:
+    """Busy = all ticks but idle and iowait; the rest of the machine is busy minus the planet."""
+    (tmp_path / "stat").write_text("cpu  100 5 50 1000 40 3 2 0 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n")
+    assert _procfs.machine_busy_ticks(proc=tmp_path) == 160
+    _planet(tmp_path, node_ticks=0)
+    tree = _procfs.process_tree(10, proc=tmp_path)
+    before = _procfs.sample(tree, proc=tmp_path)
+    _planet(tmp_path, node_ticks=50)
+    after = _procfs.sample(tree, proc=tmp_path)
+    report = _procfs.cpu_report(
+        before, after, wall_s=10.0, locations=2, machine_busy_ticks=300, clk_tck=100
+    )
+    assert report["machine_busy_pct_of_one_core"] == 30.0
+    assert report["outside_planet_pct_of_one_core"] == 10.0
