@@ -12,10 +12,11 @@ How it works. :func:`process_tree` lists every process whose parent chain reache
 * ``other`` — anything else in the tree.
 
 :func:`sample` reads each process's CPU time (utime + stime, fields 14 and 15 of ``stat``, in
-clock ticks; all threads included) and, when readable, ``Rss`` and ``Pss`` from
+clock ticks; all threads included), its threads' context switches (``task/*/status``, about one
+per wake-up of an idle event loop) and, when readable, ``Rss`` and ``Pss`` from
 ``/proc/<pid>/smaps_rollup`` (kB). :func:`cpu_report` compares two samples taken ``wall_s``
 apart: per process ``Δticks / CLK_TCK / wall_s`` is the share of one core it used, summed per role
-and per location (a node with its zygote and workers). A process present in only one sample is
+and per location (and wake-ups per second per role) (a node with its zygote and workers). A process present in only one sample is
 left out and counted. Everything takes the ``/proc`` root as an argument, so tests can build one.
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "process_tree",
     "read_memory_kb",
     "read_stat",
+    "read_switches",
     "sample",
 ]
 
@@ -69,6 +71,7 @@ class ProcessSample:
     cpu_ticks: int
     rss_kb: int | None
     pss_kb: int | None
+    switches: int = 0  # context switches of all its threads so far (about: wake-ups)
 
 
 def read_stat(pid: int, *, proc: Path = Path("/proc")) -> tuple[int, int]:
@@ -106,6 +109,24 @@ def read_memory_kb(pid: int, *, proc: Path = Path("/proc")) -> tuple[int | None,
         elif key == "Pss":
             pss = int(rest.split()[0])
     return rss, pss
+
+
+def read_switches(pid: int, *, proc: Path = Path("/proc")) -> int:
+    """Voluntary + involuntary context switches of every thread of ``pid`` so far.
+
+    An idle event loop switches out once per wake-up (a timer, a socket read), so the rate is a
+    count of how often the process wakes up. A thread that exits takes its count with it.
+    """
+    total = 0
+    for task in (proc / str(pid) / "task").iterdir():
+        try:
+            lines = (task / "status").read_text().splitlines()
+        except OSError:
+            continue  # the thread exited while we looked
+        for line in lines:
+            if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
+                total += int(line.split()[1])
+    return total
 
 
 def _cmdline(pid: int, proc: Path) -> list[str]:
@@ -178,10 +199,11 @@ def sample(
     for pid, info in tree.items():
         try:
             _, ticks = read_stat(pid, proc=proc)
+            switches = read_switches(pid, proc=proc)
         except (OSError, ValueError, IndexError):
             continue
         rss, pss = read_memory_kb(pid, proc=proc) if memory else (None, None)
-        out[pid] = ProcessSample(info, ticks, rss, pss)
+        out[pid] = ProcessSample(info, ticks, rss, pss, switches)
     return out
 
 
@@ -207,6 +229,7 @@ def cpu_report(
     assert locations > 0, locations
     tck = clk_tck or os.sysconf("SC_CLK_TCK")
     by_role = dict.fromkeys(ROLES, 0.0)
+    wakeups = dict.fromkeys(ROLES, 0.0)
     by_location: dict[str, float] = {}
     counted = 0
     for pid, b in before.items():
@@ -216,6 +239,7 @@ def cpu_report(
         counted += 1
         pct = (a.cpu_ticks - b.cpu_ticks) / tck / wall_s * 100
         by_role[b.info.role] += pct
+        wakeups[b.info.role] += (a.switches - b.switches) / wall_s
         if b.info.location:
             by_location[b.info.location] = by_location.get(b.info.location, 0.0) + pct
     total = sum(by_role.values())
@@ -242,6 +266,7 @@ def cpu_report(
         ),
         "by_role_pct_of_one_core": {r: _round(v) for r, v in by_role.items() if v or r != "other"},
         "by_location_pct_of_one_core": {k: _round(v) for k, v in sorted(by_location.items())},
+        "by_role_wakeups_per_s": {r: round(v, 1) for r, v in wakeups.items() if v or r != "other"},
         **machine,
     }
 

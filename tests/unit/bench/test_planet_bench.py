@@ -38,6 +38,10 @@ def _proc(root: Path, pid: int, ppid: int, argv: list[str], ticks: tuple[int, in
     d = root / str(pid)
     d.mkdir(parents=True, exist_ok=True)
     (d / "stat").write_text(_stat(pid, ppid, ticks, comm="odd) name"))
+    (d / "task" / str(pid)).mkdir(parents=True, exist_ok=True)
+    (d / "task" / str(pid) / "status").write_text(
+        f"Name:\tx\nvoluntary_ctxt_switches:\t{sum(ticks) * 3}\nnonvoluntary_ctxt_switches:\t{pid}\n"
+    )
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
     (d / "smaps_rollup").write_text(
         f"00400000-7fff [rollup]\nRss:  {pid * 10} kB\nPss:  {pid * 5} kB\nShared_Clean: 1 kB\n"
@@ -106,6 +110,9 @@ def test_cpu_report_sums_per_role_and_location(tmp_path: Path) -> None:
         "worker": 0.0,
     }
     assert report["by_location_pct_of_one_core"] == {"fra": 10.0, "nrt": 10.0}
+    # Each node switched 3 × 100 more times (voluntary) in 10 s: 30/s each, 60/s for the role.
+    assert report["by_role_wakeups_per_s"]["node"] == 60.0
+    assert report["by_role_wakeups_per_s"]["supervisor"] == 0.0
     assert report["total_pct_of_one_core"] == 20.0
     assert report["per_location_pct_of_one_core"] == 10.0
     assert report["shared_pct_of_one_core"] == 0.0
@@ -149,6 +156,7 @@ def test_real_proc_of_a_child(child: subprocess.Popen[bytes]) -> None:
     tree = _procfs.process_tree(os.getpid())
     assert tree[child.pid].ppid == os.getpid()
     assert tree[child.pid].role == "other"
+    assert _procfs.read_switches(child.pid) > 0
     rss, pss = _procfs.read_memory_kb(child.pid)
     assert rss is not None
     assert pss is not None
