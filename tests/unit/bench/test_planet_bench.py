@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from edgefn.bench import _procfs
 from edgefn.bench.planet import (
@@ -23,6 +24,7 @@ from edgefn.bench.planet import (
     message_report,
     scaling,
 )
+from edgefn.cli.main import app
 
 PY = "/venv/bin/python"
 
@@ -295,3 +297,20 @@ def test_machine_busy_ticks_and_what_was_not_the_planet(tmp_path: Path) -> None:
     )
     assert report["machine_busy_pct_of_one_core"] == 30.0
     assert report["outside_planet_pct_of_one_core"] == 10.0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--locations", "1"], "--locations must be from 2 to 300"),
+        (["--locations", "6", "--locations", "6"], "the same planet size twice"),
+        (["--window", "0"], "--window must be > 0 s"),
+        (["--settle", "-1"], "--settle >= 0 s"),
+        (["--deploys", "0"], "--deploys must be from 1 to 50"),
+        (["--writes", "0"], "--writes from 1 to 1000"),
+    ],
+)
+def test_bad_flags_are_refused_before_any_planet_starts(args: list[str], says: str) -> None:
+    result = CliRunner().invoke(app, ["bench", "planet", *args, "--json"])
+    assert result.exit_code == 2
+    assert says in result.output
