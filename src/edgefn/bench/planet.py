@@ -9,16 +9,17 @@ talks to the planet during the idle window):
 1. **Idle CPU** — every process under the supervisor (its process tree: supervisor with the link
    emulator and anycast entry, core and its nats-server, hubs and theirs, nodes, zygotes, workers)
    sampled from ``/proc/<pid>/stat`` at both ends of ``window_s`` (:mod:`edgefn.bench._procfs`):
-   percent of one core per role, per location (node + zygote + workers) and in total.
+   percent of one core per role, per location (node + zygote + workers) and in total; wake-ups
+   per second per role; and how busy the whole machine was (``/proc/stat``), so that a run
+   disturbed by other work shows as such.
 2. **Messages** — the NATS servers' ``/connz`` (core and every hub) read at both ends of the same
    window: messages per second each connection sent (``in_msgs`` at the server) and received
    (``out_msgs``), grouped by activity from the connection's name (``traffic-<loc>``: heartbeats
    and load beacons; ``node-<loc>``: the node agent's observed-state reports and desired-state
    resyncs; ``kv-<ns>-<loc>``: the KV replica's anti-entropy, membership polls and stream;
    ``edgefn-control``: the core's control service), and the long-haul core↔hub leafnodes
-   (counted at the core's end). HTTP health probes do not
-   cross NATS; their rates are given from the nodes' traffic configuration and the anycast
-   entry's probe interval.
+   (counted at the core's end). HTTP health probes do not cross NATS; their rates are given
+   from the configuration the nodes load and the anycast entry's probe interval.
 3. **Memory** — RSS and PSS of every process (``/proc/<pid>/smaps_rollup``), per role and per
    location.
 4. **Deploy propagation** — ``deploys`` new versions of ``hello``, each timed from the deploy call
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import json
 import math
 import os
 import re
@@ -455,7 +455,3 @@ def _report(
         "targets": targets,
         "targets_met": all(t["met"] for t in targets.values() if t.get("applies", True)),
     }
-
-
-def dumps(result: Mapping[str, Any]) -> str:
-    return json.dumps(result, indent=2)
