@@ -24,8 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
+from edgefn.bench._propagation import link_path_rtts_ms, time_deploy
 from edgefn.bundle import build_bundle
 from edgefn.bus.credentials import load_credentials
 from edgefn.bus.jetstream import connect
@@ -43,19 +42,6 @@ def _edgefn(*args: str, timeout: float = 600) -> str:
     if res.returncode != 0:
         raise RuntimeError(f"edgefn {' '.join(args)} failed:\n{res.stderr}")
     return res.stdout
-
-
-async def _poll(url: str, version: str, t0: float, deadline: float) -> float | None:
-    async with httpx.AsyncClient(timeout=2, trust_env=False) as client:
-        while time.monotonic() < deadline:
-            try:
-                r = await client.get(f"{url}/", headers={"host": "hello.localhost"})
-                if r.headers.get("x-edgefn-version") == version:
-                    return time.monotonic() - t0
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.01)
-    return None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -102,18 +88,8 @@ def run(
         caches_before = _cache_stats(client.planet)
         uploaded = client.upload(fn)
         version = uploaded["version_id"]
-        t0 = time.monotonic()
-        client.deploy("hello", version, "immediate")
         urls = {loc["name"]: loc["url"] for loc in client.planet["locations"]}
-
-        async def poll_all() -> dict[str, float | None]:
-            deadline = time.monotonic() + timeout_s
-            results = await asyncio.gather(
-                *(_poll(u, version, t0, deadline) for u in urls.values())
-            )
-            return dict(zip(urls, results, strict=True))
-
-        times = asyncio.run(poll_all())
+        times = time_deploy(client, "hello", version, urls, timeout_s=timeout_s)
         client.wait_converged("hello", version, timeout_s=timeout_s)
         time.sleep(0.5)  # let the last observed-state reports cross the links
         after = {x["name"]: x for x in client.links()}
@@ -166,11 +142,7 @@ def _report(
     locations: int,
 ) -> dict[str, Any]:
     done = [t for t in times.values() if t is not None]
-    path_rtt: dict[str, float] = {}
-    for loc in planet["locations"]:
-        hub_link = after.get(f"hub-{loc['region']}~loc-{loc['name']}", {})
-        core_link = after.get(f"core~hub-{loc['region']}", {})
-        path_rtt[loc["name"]] = float(hub_link.get("rtt_ms", 0)) + float(core_link.get("rtt_ms", 0))
+    path_rtt = link_path_rtts_ms(planet, after)
     slowest = max(path_rtt.values()) if path_rtt else 0.0
     long_haul = [n for n in after if n.startswith("core~hub-")]
 

@@ -31,9 +31,14 @@ import httpx
 
 from edgefn._internal_auth import InternalAuth, planet_secret
 from edgefn.bench._planet import cli, detached_planet
-from edgefn.errors import PlanetError
-from edgefn.planet.supervisor import hub_sites
-from edgefn.world import rtt_ms, spread
+from edgefn.bench._propagation import (
+    NAMESPACE,
+    kv_propagation,
+    path_rtts_ms,
+    summary,
+    wait_replicas,
+)
+from edgefn.world import spread
 
 FUNCTION = '''"""Times a local KV read from inside the function."""
 import time
@@ -59,37 +64,6 @@ namespace = "bench"
 cpu_ms = 500
 timeout_ms = 10000
 """
-NAMESPACE = "bench"
-# Each poll costs the polled node CPU; 20 ms keeps 50 pollers from swamping 2 cores.
-_POLL_S = 0.02
-_PROPAGATION_TIMEOUT_S = 30.0
-
-
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    idx = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return round(ordered[idx], 2)
-
-
-def _summary(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50": _pct(values, 50),
-        "p99": _pct(values, 99),
-        "max": round(max(values), 2) if values else float("nan"),
-    }
-
-
-def path_rtts_ms(locations: list[Any]) -> dict[str, float]:
-    """Round-trip time of each location's replication path: location → hub → core (model)."""
-    sites = hub_sites(locations)
-    core = locations[0]
-    return {
-        loc.id: rtt_ms(loc, sites[loc.region]) + rtt_ms(sites[loc.region], core)
-        for loc in locations
-    }
 
 
 def run(
@@ -138,8 +112,8 @@ async def _measure(
     limits = httpx.Limits(max_connections=len(urls) * 4 + 32)
     auth = InternalAuth(secret)
     async with httpx.AsyncClient(timeout=30, limits=limits, auth=auth, trust_env=False) as client:
-        await _wait_replicas(client, urls)
-        propagation, misses = await _propagation(client, urls, writes)
+        await wait_replicas(client, urls)
+        propagation, misses = await kv_propagation(client, urls, writes)
         names = list(urls)
         read_ms = await _function_reads(client, [public[n] for n in names[:3]], reads)
         near = min(rtts, key=lambda n: rtts[n])
@@ -148,90 +122,25 @@ async def _measure(
         strong_far, far_503 = await _strong_writes(client, urls[far], strong)
         rate = await _write_rate(client, urls[names[-1]], duration_s)
     return {
-        "propagation_ms": _summary(propagation),
+        "propagation_ms": summary(propagation),
         "propagation_not_seen_in_30s": misses,
-        "function_read_ms": _summary(read_ms),
+        "function_read_ms": summary(read_ms),
         "strong_write_ms": {
             "near": {
                 "location": near,
                 "path_rtt_ms": round(rtts[near], 1),
                 "unavailable_503": near_503,
-                **_summary(strong_near),
+                **summary(strong_near),
             },
             "far": {
                 "location": far,
                 "path_rtt_ms": round(rtts[far], 1),
                 "unavailable_503": far_503,
-                **_summary(strong_far),
+                **summary(strong_far),
             },
         },
         "writes_per_s_per_location": rate,
     }
-
-
-async def _replica_ready(client: Any, url: str, count: int) -> tuple[bool, str]:
-    try:
-        r = await client.get(f"{url}/_edgefn/kvstate/{NAMESPACE}", timeout=10)
-    except httpx_errors() as err:
-        return False, type(err).__name__
-    if r.status_code != 200:
-        return False, f"HTTP {r.status_code}"
-    driver = r.json()["driver"]
-    return driver["connected"] and len(driver["members"]) == count, driver["last_setup_error"]
-
-
-async def _wait_replicas(client: Any, urls: dict[str, str]) -> None:
-    """Every location's replica connected and aware of every other one."""
-    deadline = time.monotonic() + 300
-    while True:
-        states = await asyncio.gather(
-            *(_replica_ready(client, u, len(urls)) for u in urls.values())
-        )
-        if all(ok for ok, _ in states):
-            return
-        if time.monotonic() > deadline:
-            errors = {err for ok, err in states if not ok}
-            raise PlanetError(
-                f"{sum(not ok for ok, _ in states)} KV replicas not ready after 300 s "
-                f"(errors: {errors})",
-                hint="the machine may be overloaded; try fewer --locations",
-            )
-        await asyncio.sleep(1.0)
-
-
-def httpx_errors() -> type[Exception]:
-    return httpx.HTTPError
-
-
-async def _propagation(client: Any, urls: dict[str, str], writes: int) -> tuple[list[float], int]:
-    names = list(urls)
-    samples: list[float] = []
-    misses = 0
-    for i in range(writes):
-        origin = names[i % len(names)]
-        key, value = f"prop-{i}", f"v{i}"
-        r = await client.put(f"{urls[origin]}/_edgefn/kv/{NAMESPACE}/{key}", content=value)
-        r.raise_for_status()
-        t0 = time.perf_counter()
-        seen = await asyncio.gather(
-            *(_first_seen(client, urls[n], key, value, t0) for n in names if n != origin)
-        )
-        samples += [s for s in seen if s is not None]
-        misses += sum(1 for s in seen if s is None)
-    return samples, misses
-
-
-async def _first_seen(client: Any, url: str, key: str, value: str, t0: float) -> float | None:
-    deadline = t0 + _PROPAGATION_TIMEOUT_S
-    while time.perf_counter() < deadline:
-        try:
-            r = await client.get(f"{url}/_edgefn/kv/{NAMESPACE}/{key}")
-        except httpx_errors():
-            continue  # a busy node: poll again
-        if r.status_code == 200 and r.json().get("value") == value:
-            return (time.perf_counter() - t0) * 1000
-        await asyncio.sleep(_POLL_S)
-    return None
 
 
 async def _function_reads(client: Any, urls: list[str], reads: int) -> list[float]:

@@ -16,6 +16,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("runtime")(bench_runtime)
     bench.command("deploy")(bench_deploy)
     bench.command("chaos")(bench_chaos)
+    bench.command("planet")(bench_planet)
 
 
 def bench_chaos(
@@ -192,4 +193,137 @@ def bench_runtime(
                 f"{mem['pss_mb_mean']} MB → {mem['idle_workers_per_4gib']} per 4 GiB",
             ],
         ],
+    )
+
+
+def bench_planet(
+    locations: Annotated[
+        list[int],
+        typer.Option(help="Locations in the planet; repeat (6, then 12) for a scaling table"),
+    ] = [12],  # noqa: B006 - typer reads list defaults; it is never mutated
+    window: Annotated[float, typer.Option(help="Seconds of the idle measurement window")] = 20.0,
+    settle: Annotated[float, typer.Option(help="Seconds to let the planet settle first")] = 10.0,
+    deploys: Annotated[int, typer.Option(help="Deploys timed for propagation")] = 3,
+    writes: Annotated[int, typer.Option(help="KV writes timed for propagation")] = 10,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Idle CPU, memory and messages per location; deploy and KV propagation vs the RTT floor.
+
+    With --json each run is also written to benchmarks/results/planet-<N>.json (and a scaling
+    table over several --locations to benchmarks/results/planet-scaling.json).
+    """
+    from edgefn.bench import planet
+
+    if any(not 2 <= n <= 300 for n in locations):
+        fail("--locations must be from 2 to 300", hint="e.g. --locations 12")
+    if len(set(locations)) != len(locations):
+        fail(
+            "--locations lists the same planet size twice", hint="e.g. --locations 6 --locations 12"
+        )
+    if window <= 0 or settle < 0:
+        fail("--window must be > 0 s and --settle >= 0 s", hint="e.g. --window 20 --settle 10")
+    if not 1 <= deploys <= 50 or not 1 <= writes <= 1000:
+        fail("--deploys must be from 1 to 50 and --writes from 1 to 1000")
+    runs = []
+    try:
+        for n in locations:
+            kwargs: dict[str, Any] = {
+                "locations": n,
+                "window_s": window,
+                "settle_s": settle,
+                "deploys": deploys,
+                "writes": writes,
+            }
+            result = planet.run(**kwargs) if json_out else _planet_with_progress(planet, kwargs)
+            if json_out:
+                _write_json(Path(f"benchmarks/results/planet-{n}.json"), result)
+            runs.append(result)
+    except EdgefnError as err:
+        fail_from(err)
+    doc: dict[str, Any] = runs[0]
+    if len(runs) > 1:
+        doc = {"benchmark": "planet-scaling", "scaling": planet.scaling(runs), "runs": runs}
+        if json_out:
+            _write_json(Path("benchmarks/results/planet-scaling.json"), doc)
+    if out is not None:
+        _write_json(out, doc)
+    if json_out:
+        emit_json(doc)
+        return
+    for result in runs:
+        _print_planet(result)
+    if len(runs) > 1:
+        _print_scaling(doc["scaling"])
+
+
+def _write_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def _planet_with_progress(planet: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bench planet", total=None)
+        result: dict[str, Any] = planet.run(
+            **kwargs, on_progress=lambda msg: bar.update(task, description=msg)
+        )
+    return result
+
+
+def _print_planet(result: dict[str, Any]) -> None:
+    cpu, mem, t = result["idle"]["cpu"], result["idle"]["memory"], result["targets"]
+    dep, kv = (
+        result["deploy_propagation"]["location_ms"],
+        result["kv_propagation"]["propagation_ms"],
+    )
+
+    def verdict(name: str) -> str:
+        x = t[name]
+        return f"{x['value']} (target <= {x['target']}: {'met' if x['met'] else 'missed'})"
+
+    rows: list[list[Any]] = [
+        ["idle CPU, % of one core, total", cpu["total_pct_of_one_core"]],
+        ["idle CPU, % of one core per location", verdict("idle_pct_of_one_core_per_location")],
+        ["idle cores total", verdict("idle_cores_total")],
+        *([f"  {role}", pct] for role, pct in cpu["by_role_pct_of_one_core"].items()),
+        ["PSS per location (all processes / N)", f"{mem['pss_per_location_mb']} MB"],
+        [
+            "edge PSS per location (node+zygote+workers)",
+            f"{mem['edge_pss_per_location_mb']['mean']} MB",
+        ],
+        *(
+            [
+                f"msgs/s per location: {a}",
+                f"sent {m['sent_per_s_per_location']}, received {m['received_per_s_per_location']}",
+            ]
+            for a, m in result["idle"]["messages"].items()
+        ),
+        ["deploy p50 / p99 / max", f"{dep['p50']} / {dep['p99']} / {dep['max']} ms"],
+        ["deploy, last location", verdict("deploy_last_location_max_ms")],
+        ["KV p50 / p99 / max", f"{kv['p50']} / {kv['p99']} / {kv['max']} ms"],
+        ["KV p99", verdict("kv_propagation_p99_ms")],
+        ["slowest path RTT", f"{result['rtt_floor']['slowest_path_rtt_ms']} ms"],
+    ]
+    print_table(
+        f"edgefn bench planet ({result['locations']} locations)", ["measure", "value"], rows
+    )
+
+
+def _print_scaling(table: dict[str, Any]) -> None:
+    ns = [str(n) for n in table["locations"]]
+    rows = [
+        [activity, *(row["msgs_per_s_per_location"][n] for n in ns), row["exponent"]]
+        for activity, row in table["messages"].items()
+    ]
+    cpu = table["cpu_pct_of_one_core_per_location"]
+    rows.append(["CPU % of one core", *(cpu[n] for n in ns), table["cpu_exponent"]])
+    print_table(
+        "msgs/s per location vs N (exponent ~2: grows with N squared in total)",
+        ["activity", *(f"N={n}" for n in ns), "exponent"],
+        rows,
     )
