@@ -38,6 +38,32 @@ from edgefn.errors import EdgefnError
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TOP = 25
 RATE_HZ = 250  # samples per second; py-spy's default is 100
+# Where a source file's self time goes, for the per-component summary; the first match wins, so
+# the specific prefixes come before the general ones. The paths are as py-spy prints them.
+COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("event loop (uvloop, in C: epoll, socket reads, callbacks)", ("asyncio/runners.py",)),
+    (
+        "HTTP ingress (uvicorn/httptools, edgefn's protocol, response writes)",
+        ("uvicorn/", "httptools/", "edgefn/edge/_ingress.py", "edgefn/edge/request_io.py"),
+    ),
+    ("asyncio in Python (timeouts, tasks, futures, queues, streams)", ("asyncio/",)),
+    (
+        "sandbox pool and IPC, node side (frames, policy, cgroup reads)",
+        (
+            "edgefn/runtime/sandbox.py",
+            "edgefn/runtime/pool_policy.py",
+            "edgefn/runtime/_cgroup.py",
+            "edgefn/runtime/keepalive.py",
+        ),
+    ),
+    ("IPC frame codec", ("edgefn/runtime/protocol.py",)),
+    ("worker runtime (dispatch, send)", ("edgefn/runtime/",)),
+    ("routing, traffic policy, response checks, stats", ("edgefn/edge/", "edgefn/routing/")),
+    ("observability (stats, logs, metrics)", ("edgefn/observe/", "prometheus_client/")),
+    ("SDK objects (Request, Headers, Response)", ("edgefn/sdk/",)),
+)
+OTHER = "other (stdlib, dataclass __init__s, function code)"
+
 _PROCESS = re.compile(r'^process (\d+):"(.*)"$')
 _FRAME = re.compile(r"^(.*) \(([^()]*?)(?::\d+)?\)$")
 _STARTED = b"Sampling process"  # py-spy's stderr line once it samples
@@ -215,6 +241,20 @@ class ProcessProfile:
         """As :meth:`top`, with the self samples of each source file's functions added up."""
         return _rows("module", self.module_samples, self.samples, n, us_per_request)
 
+    def components(self, *, us_per_request: float | None = None) -> list[dict[str, Any]]:
+        """Self samples added up by :data:`COMPONENTS`, largest first."""
+        counts: Counter[str] = Counter()
+        for module, count in self.module_samples.items():
+            counts[component_of(module)] += count
+        return _rows("component", dict(counts), self.samples, len(counts), us_per_request)
+
+
+def component_of(module: str) -> str:
+    for name, prefixes in COMPONENTS:
+        if module.startswith(prefixes):
+            return name
+    return OTHER
+
 
 def _rows(
     name: str, counts: dict[str, int], total: int, n: int, us_per_request: float | None
@@ -275,8 +315,9 @@ def format_summary(profile: dict[str, Any]) -> str:
                 f"{part['cpu_us_per_request']} µs CPU per request; top {len(part['top_self'])} "
                 f"functions by self time (stacks: {part['stacks_file']})"
             )
-            lines.append(f"  {'self %':>7} {'µs/req':>7}  function")
-            for row in part["top_self"]:
-                us = row.get("self_us_per_request", "")
-                lines.append(f"  {row['self_pct']:>7} {us:>7}  {row['function']}")
+            for key, rows in (("component", part["components"]), ("function", part["top_self"])):
+                lines.append(f"  {'self %':>7} {'µs/req':>7}  {key}")
+                for row in rows:
+                    us = row.get("self_us_per_request", "")
+                    lines.append(f"  {row['self_pct']:>7} {us:>7}  {row[key]}")
     return "\n".join(lines)

@@ -161,6 +161,7 @@ def profiled(
             "stacks_file": str(spy.path),
             "samples": profile.samples,
             "cpu_us_per_request": us,
+            "components": profile.components(us_per_request=us),
             "top_self": profile.top(us_per_request=us),
             "top_modules": profile.top_modules(us_per_request=us),
         }

@@ -95,3 +95,17 @@ def test_snapshot_finds_the_tree_and_its_roles() -> None:
         for proc in (zygote, other):
             proc.kill()
             proc.wait()
+
+
+def test_components_add_up_the_files_self_samples() -> None:
+    profile = _profile.summarise((DATA / "worker.collapsed.txt").read_text(), pid=7)
+    got = {r["component"]: r["self_samples"] for r in profile.components()}
+    assert got == {
+        "event loop (uvloop, in C: epoll, socket reads, callbacks)": 79,
+        "asyncio in Python (timeouts, tasks, futures, queues, streams)": 15,  # streams.py
+        "IPC frame codec": 9,  # decode, decode_length, encode
+        "SDK objects (Request, Headers, Response)": 9,
+        "worker runtime (dispatch, send)": 5,
+        _profile.OTHER: 2,  # a dataclass __init__ (<string>) and urllib's parse_qsl
+    }
+    assert sum(got.values()) == profile.samples
