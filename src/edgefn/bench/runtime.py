@@ -255,6 +255,7 @@ def run(
     idle_workers: int = 40,
     load_generator: Literal["auto", "wrk", "asyncio"] = "auto",
     profile_dir: Path | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     gen = _wrk.choose(load_generator)
     root = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
@@ -279,6 +280,7 @@ def run(
             concurrency=concurrency,
             duration_s=duration_s,
             profile_dir=profile_dir,
+            rounds=rounds,
         )
         result["warm"]["concurrency"] = concurrency
         result["idle_memory"] = run_loop(_idle_memory(root, idle_workers, "strict"))

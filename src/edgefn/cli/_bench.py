@@ -152,13 +152,16 @@ def bench_runtime(
         Path | None,
         typer.Option(help="Record py-spy profiles of the node and a worker under load into DIR"),
     ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Rounds over all servers; each server keeps its median round")
+    ] = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
 ) -> None:
     """Cold start; warm throughput vs bare granian, bare uvicorn (and workerd); idle memory."""
     from edgefn.bench import runtime
 
-    if samples < 1 or concurrency < 1 or duration <= 0 or idle_workers < 1:
-        fail("--samples, --concurrency, --duration and --idle-workers must be positive")
+    if samples < 1 or concurrency < 1 or duration <= 0 or idle_workers < 1 or rounds < 1:
+        fail("--samples, --concurrency, --duration, --idle-workers and --rounds must be positive")
     if load_generator not in ("auto", "wrk", "asyncio"):
         fail(f"--load-generator {load_generator!r}: use auto, wrk or asyncio")
     if profile is not None and not runtime.profiler_available():
@@ -175,6 +178,7 @@ def bench_runtime(
             idle_workers=idle_workers,
             load_generator=load_generator,  # type: ignore[arg-type]  # checked above
             profile_dir=profile,
+            rounds=rounds,
         )
     except EdgefnError as err:
         fail_from(err)
