@@ -10,7 +10,8 @@ between is missing (the hello-world benchmark kills none).
 
 **Profiles.** ``PySpy(exe, pid, path)`` runs ``py-spy record --nonblocking --format raw`` on one
 process: the target is never paused (sampling reads its memory), idle threads are not sampled, so a
-process's samples are where its CPU went. The raw format is flamegraph-collapsed stacks, one
+process's samples are where its CPU went (on a contended machine a thread that is runnable but
+preempted counts as busy too, which favours the functions that wake another process). The raw format is flamegraph-collapsed stacks, one
 ``frame;frame;...;frame count`` line per distinct stack (``process <pid>:"<cmdline>"`` roots them
 under ``--subprocesses``, which ``summarise`` skips). ``summarise`` counts self samples (the
 innermost frame) per function and per source file. py-spy sees Python frames only (``--native``
