@@ -6,9 +6,12 @@ Everything is measured in one run on this machine, side by side:
   p50/p99 over ``samples`` fresh versions; for a stdlib-only function and for one importing a heavy
   module the zygote pre-imported (numpy); with ``python -c pass`` and ``python -c "import numpy"``
   process starts as the reference a fork-per-request or process-per-function design would pay.
-* **warm throughput** — closed-loop load at ``concurrency`` through the full node (ingress, routing,
-  IPC, sandbox) against a hello-world ASGI app on the same uvicorn/httptools server (the ceiling),
-  and against Cloudflare's ``workerd`` when it is installed; ratios are reported.
+* **warm throughput** — closed-loop load at ``concurrency`` (``wrk`` when installed, else our asyncio
+  generator; ``warm.load_generator`` says which) through the full node (ingress, routing, IPC,
+  sandbox) against a hello-world ASGI app on bare granian and on bare uvicorn/httptools/uvloop (the
+  stack the node listens with), and against Cloudflare's ``workerd`` when it is installed; rps, p50,
+  p99, CPU microseconds per request by process and the ratios are reported (``_warm.py``). With
+  ``profile_dir``, py-spy profiles of the node and its busiest worker under a second load run.
 * **idle worker memory** — proportional set size (PSS, from ``/proc/<pid>/smaps_rollup``) of idle
   warm workers forked from the zygote, and how many would fit in 4 GiB.
 """
@@ -17,10 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from edgefn._loop import run as run_loop
+from edgefn.bench import _profile, _warm, _wrk
 from edgefn.bundle import build_bundle, extract_bundle
 from edgefn.edge import EdgeNode
 from edgefn.edge.functions import ActiveFunction, ActiveVersion
@@ -173,118 +175,6 @@ async def _wait_generic(node: Any, timeout_s: float = 10) -> None:
     await asyncio.sleep(0.05)  # let the refill fork settle so it does not overlap the sample
 
 
-def _start_server(args: list[str]) -> tuple[subprocess.Popen[str], int]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgefn.bench._serve", *args], stdout=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if not line.startswith("READY"):
-        proc.kill()
-        raise RuntimeError(f"bench server failed to start: {line!r}")
-    return proc, int(line.split()[1])
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout:
-        proc.stdout.close()
-
-
-def _load(port: int, host_header: str, concurrency: int, duration_s: float) -> dict[str, Any]:
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgefn.bench._http_load",
-            "--port",
-            str(port),
-            "--host-header",
-            host_header,
-            "--concurrency",
-            str(concurrency),
-            "--duration",
-            str(duration_s),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(res.stdout))
-
-
-def _throughput(root: Path, concurrency: int, duration_s: float) -> dict[str, Any]:
-    fn = _write_fn(root, "hello", HELLO)
-    results: dict[str, Any] = {}
-    for label, args, host in (
-        ("bare_uvicorn", ["--mode", "bare"], "localhost"),
-        ("edgefn_node", ["--mode", "node", "--function-dir", str(fn)], "hello.localhost"),
-        (
-            "edgefn_node_relaxed",
-            ["--mode", "node-relaxed", "--function-dir", str(fn)],
-            "hello.localhost",
-        ),
-    ):
-        proc, port = _start_server(args)
-        try:
-            results[label] = _load(port, host, concurrency, duration_s)
-        finally:
-            _stop(proc)
-    results["workerd"] = _workerd(root, concurrency, duration_s)
-    bare = results["bare_uvicorn"]["rps"] or 1.0
-    results["ratio_node_vs_bare"] = round(results["edgefn_node"]["rps"] / bare, 3)
-    relaxed = results["edgefn_node_relaxed"]["rps"] or 1.0
-    results["ratio_strict_vs_relaxed"] = round(results["edgefn_node"]["rps"] / relaxed, 3)
-    if isinstance(results["workerd"], dict) and "rps" in results["workerd"]:
-        results["ratio_node_vs_workerd"] = round(
-            results["edgefn_node"]["rps"] / results["workerd"]["rps"], 3
-        )
-    return results
-
-
-def _workerd(root: Path, concurrency: int, duration_s: float) -> dict[str, Any] | str:
-    exe = os.environ.get("EDGEFN_WORKERD") or shutil.which("workerd")
-    if exe is None:
-        return "not installed (npm package `workerd`; or set EDGEFN_WORKERD); skipped"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    (root / "w.js").write_text(
-        'export default { async fetch() { return new Response("Hello, world!"); } };\n'
-    )
-    (root / "config.capnp").write_text(
-        'using Workerd = import "/workerd/workerd.capnp";\n'
-        "const config :Workerd.Config = (\n"
-        '  services = [(name = "main", worker = .w)],\n'
-        f'  sockets = [(name = "http", address = "127.0.0.1:{port}", http = (), service = "main")]\n'
-        ");\n"
-        'const w :Workerd.Worker = (modules = [(name = "w", esModule = embed "w.js")], '
-        'compatibilityDate = "2024-01-01");\n'
-    )
-    proc = subprocess.Popen(
-        [exe, "serve", str(root / "config.capnp")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
-        return _load(port, "localhost", concurrency, duration_s)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 async def _idle_memory(root: Path, workers: int, isolation: Isolation) -> dict[str, Any]:
     node = EdgeNode(
         "bench",
@@ -335,9 +225,39 @@ def _isolation_layers() -> dict[str, dict[str, str]]:
     return {mode: run_loop(probe(mode)) for mode in ("strict", "relaxed")}
 
 
+def profiler_available() -> bool:
+    """Whether ``run(profile_dir=...)`` can record: py-spy is installed."""
+    return _profile.pyspy_exe() is not None
+
+
+def profile_summary(result: dict[str, Any]) -> str | None:
+    """The profile of a ``run`` result as text (top functions by self time), if it has one."""
+    profile = result.get("warm", {}).get("profile")
+    return None if profile is None else _profile.format_summary(profile)
+
+
+def _warm_targets(warm: dict[str, Any]) -> dict[str, bool]:
+    """Issue #12's hot-path targets, for the baselines that were measured."""
+    out = {}
+    if "ratio_node_vs_bare_granian" in warm:
+        out["throughput>=0.5x_bare_granian"] = warm["ratio_node_vs_bare_granian"] >= 0.5
+    if "ratio_node_vs_workerd" in warm:
+        out["throughput>=1.2x_workerd"] = warm["ratio_node_vs_workerd"] >= 1.2
+        out["p99<=workerd_p99"] = warm["ratio_p99_node_vs_workerd"] <= 1.0
+    return out
+
+
 def run(
-    *, samples: int = 30, concurrency: int = 64, duration_s: float = 5.0, idle_workers: int = 40
+    *,
+    samples: int = 30,
+    concurrency: int = 64,
+    duration_s: float = 6.0,
+    idle_workers: int = 40,
+    load_generator: Literal["auto", "wrk", "asyncio"] = "auto",
+    profile_dir: Path | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
+    gen = _wrk.choose(load_generator)
     root = Path(tempfile.mkdtemp(prefix="edgefn-bench-"))
     try:
         result: dict[str, Any] = {
@@ -353,7 +273,15 @@ def run(
         result["cold_start"]["speedup_vs_python_start_p50"] = round(
             ref / result["cold_start"]["stdlib"]["p50_ms"], 1
         )
-        result["warm"] = _throughput(root, concurrency, duration_s)
+        result["warm"] = _warm.throughput(
+            gen,
+            _write_fn(root, "hello", HELLO),
+            root,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            profile_dir=profile_dir,
+            rounds=rounds,
+        )
         result["warm"]["concurrency"] = concurrency
         result["idle_memory"] = run_loop(_idle_memory(root, idle_workers, "strict"))
         # Side by side: the same measurements with `relaxed` isolation as a host without
@@ -368,7 +296,8 @@ def run(
         result["targets"] = {
             "cold_start_p50_ms<=5": result["cold_start"]["stdlib"]["p50_ms"] <= 5,
             "cold_start_p99_ms<=20": result["cold_start"]["stdlib"]["p99_ms"] <= 20,
-            "throughput>=50%_of_bare": result["warm"]["ratio_node_vs_bare"] >= 0.5,
+            "throughput>=50%_of_bare": (result["warm"]["ratio_node_vs_bare"] or 0) >= 0.5,
+            **_warm_targets(result["warm"]),
             "idle_workers_per_4gib>=1000": result["idle_memory"]["idle_workers_per_4gib"] >= 1000,
         }
         return result

@@ -142,30 +142,63 @@ def bench_runtime(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     samples: Annotated[int, typer.Option(help="Cold starts to measure per function")] = 30,
     concurrency: Annotated[int, typer.Option(help="Concurrent connections for throughput")] = 64,
-    duration: Annotated[float, typer.Option(help="Seconds of load per server")] = 5.0,
+    duration: Annotated[
+        float, typer.Option(help="Seconds of load per server (wrk: whole seconds)")
+    ] = 6.0,
     idle_workers: Annotated[int, typer.Option(help="Idle warm workers to measure PSS on")] = 40,
+    load_generator: Annotated[
+        str, typer.Option(help="auto (wrk when on PATH, else asyncio), wrk or asyncio")
+    ] = "auto",
+    profile: Annotated[
+        Path | None,
+        typer.Option(help="Record py-spy profiles of the node and a worker under load into DIR"),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Rounds over all servers; each server keeps its median round")
+    ] = 1,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
 ) -> None:
-    """Cold start, warm throughput vs the bare server (and workerd), idle worker memory."""
+    """Cold start; warm throughput vs bare granian, bare uvicorn (and workerd); idle memory."""
     from edgefn.bench import runtime
 
-    if samples < 1 or concurrency < 1 or duration <= 0 or idle_workers < 1:
-        fail("--samples, --concurrency, --duration and --idle-workers must be positive")
+    if samples < 1 or concurrency < 1 or duration <= 0 or idle_workers < 1 or rounds < 1:
+        fail("--samples, --concurrency, --duration, --idle-workers and --rounds must be positive")
+    if load_generator not in ("auto", "wrk", "asyncio"):
+        fail(f"--load-generator {load_generator!r}: use auto, wrk or asyncio")
+    if profile is not None and not runtime.profiler_available():
+        fail("--profile needs py-spy, which is not installed", hint="pip install 'edgefn[dev]'")
     if not json_out:
         typer.echo(
-            "running: cold starts, throughput (node vs bare server), idle memory ...", err=True
+            "running: cold starts, throughput (node vs bare servers), idle memory ...", err=True
         )
-    result = runtime.run(
-        samples=samples, concurrency=concurrency, duration_s=duration, idle_workers=idle_workers
-    )
+    try:
+        result = runtime.run(
+            samples=samples,
+            concurrency=concurrency,
+            duration_s=duration,
+            idle_workers=idle_workers,
+            load_generator=load_generator,  # type: ignore[arg-type]  # checked above
+            profile_dir=profile,
+            rounds=rounds,
+        )
+    except EdgefnError as err:
+        fail_from(err)
     target = out or (Path("benchmarks/results/runtime.json") if json_out else None)
     if target is not None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(json.dumps(result, indent=2) + "\n")
+    summary = runtime.profile_summary(result)
     if json_out:
+        if summary is not None:
+            typer.echo(summary, err=True)
         emit_json(result)
         return
     cs, warm, mem = result["cold_start"], result["warm"], result["idle_memory"]
+
+    def served(label: str) -> str:
+        r = warm[label]
+        return r if isinstance(r, str) else f"{r['rps']} ({r['p50_ms']} / {r['p99_ms']} ms)"
+
     print_table(
         "edgefn bench runtime",
         ["measure", "value"],
@@ -179,21 +212,33 @@ def bench_runtime(
                 f"{cs['preloaded_numpy']['p50_ms']} / {cs['preloaded_numpy']['p99_ms']} ms",
             ],
             ["python -c pass p50", f"{result['process_start']['python_c_pass']['p50_ms']} ms"],
-            [
-                "node rps (p99)",
-                f"{warm['edgefn_node']['rps']} ({warm['edgefn_node']['p99_ms']} ms)",
-            ],
-            [
-                "bare uvicorn rps (p99)",
-                f"{warm['bare_uvicorn']['rps']} ({warm['bare_uvicorn']['p99_ms']} ms)",
-            ],
-            ["node / bare", warm["ratio_node_vs_bare"]],
+            ["load generator", warm["load_generator"]],
+            *(
+                [f"{label} rps (p50 / p99)", served(label)]
+                for label in (
+                    "edgefn_node",
+                    "edgefn_node_relaxed",
+                    "bare_granian",
+                    "bare_uvicorn",
+                    "workerd",
+                )
+            ),
+            *(
+                [name, warm.get(key, "-")]
+                for name, key in (
+                    ("node / bare granian", "ratio_node_vs_bare_granian"),
+                    ("node / bare uvicorn", "ratio_node_vs_bare_uvicorn"),
+                    ("node / workerd", "ratio_node_vs_workerd"),
+                )
+            ),
             [
                 "idle worker PSS",
                 f"{mem['pss_mb_mean']} MB → {mem['idle_workers_per_4gib']} per 4 GiB",
             ],
         ],
     )
+    if summary is not None:
+        typer.echo(summary)
 
 
 def bench_planet(
