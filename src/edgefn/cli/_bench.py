@@ -1,4 +1,4 @@
-"""``edgefn bench runtime|deploy|chaos``: benchmarks (JSON, committed under benchmarks/results/)."""
+"""``edgefn bench runtime|deploy|chaos|planet``: benchmarks (JSON, committed under benchmarks/results/)."""
 
 from __future__ import annotations
 
