@@ -8,6 +8,7 @@ answer, raise a ``Failed`` answer's error) and ``_now_ms`` (its wall clock).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 from edgefn.state.events import (
@@ -26,14 +27,16 @@ from edgefn.state.records import Consistency
 __all__ = ["ReplicaOperations"]
 
 
-class ReplicaOperations:
+class ReplicaOperations(ABC):
     """Client operations on one replica, in terms of the driver's ``_call`` and ``_now_ms``."""
 
+    @abstractmethod
     async def _call(self, make: Callable[[int], Event]) -> Result:
-        raise NotImplementedError
+        """Feed the event ``make(op_id)`` builds, await the answer, raise a failure's error."""
 
+    @abstractmethod
     def _now_ms(self) -> int:
-        raise NotImplementedError
+        """The driver's wall clock, in ms."""
 
     async def get(
         self, key: str, *, consistency: Consistency = Consistency.EVENTUAL, session: str = ""

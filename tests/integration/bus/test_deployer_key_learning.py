@@ -59,6 +59,7 @@ async def test_a_key_registered_while_the_registry_is_unreadable_is_learned(
 
         async def register_later() -> None:
             # The bucket does not exist yet: the node's first reads fail (as through a busy hub).
+            # A schedule, not a wait for a condition: register the key 1 s into the node's retries.
             await asyncio.sleep(1.0)
             kv = await ensure_kv(jetstream(agent.nc), DEPLOYER_KEYS_BUCKET)
             doc = {"account": "acme", "public_key_pem": key.public_key_pem()}

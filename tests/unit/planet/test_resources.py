@@ -114,7 +114,7 @@ def test_real_processes_on_this_host(tmp_path: Path) -> None:
         first = sampler.sample()
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
-            time.sleep(0.5)
+            time.sleep(0.5)  # the measured span of CPU use, not a wait for a condition
             second = sampler.sample()
         assert first.cpu_percent is None
         assert second.cpu_percent is not None
