@@ -36,11 +36,12 @@ async def _jetstream_answers(nc: Any) -> bool:
     return True
 
 
-async def _hub_remote_port(hub: NatsServer) -> int:
+async def _hub_remote_port(hub: NatsServer) -> int | None:
+    """The port of the hub's one leafnode connection; None while the hub has not (yet) one."""
     async with httpx.AsyncClient(timeout=2.0) as client:
         resp = await client.get(f"{hub.monitor_url}/leafz")
-    (leaf,) = json.loads(resp.text)["leafs"]
-    return int(leaf["port"])
+    leafs = json.loads(resp.text)["leafs"]
+    return int(leafs[0]["port"]) if len(leafs) == 1 else None
 
 
 async def _leafnodes_are(server: NatsServer, count: int) -> bool:
@@ -143,7 +144,9 @@ async def test_hub_leafnode_through_a_link_partition_and_heal_via_control_api(
         await until(lambda: _leafnodes_are(core, 1), timeout_s=15, what="the leafnode back")
         # Through the link, never around it: the core does not advertise its own leafnode address
         # (a hub that learnt it reconnected directly, and a cut link stopped nothing).
-        assert await _hub_remote_port(hub) == uplink.port
+        # The core lists the leafnode a moment before the hub does: wait for the hub's own view.
+        port = await until(lambda: _hub_remote_port(hub), timeout_s=15, what="the hub's leafnode")
+        assert port == uplink.port
         # Interest crosses the new leafnode connection a moment after it is up: retry briefly.
 
         async def value_is_back() -> bool:
