@@ -13,6 +13,10 @@ many idle ones and is what we can compute from reports without histograms).
   ``p99_new > latency_ratio * p99_prev + latency_slack_ms``: ``failed``;
 - otherwise ``passed``.
 
+The reconciler passes the previous version's counts since the rollout began (``since_mark``),
+so both versions are judged over the same time: a fault while the canary is young (a core
+server's leader dying) shows in both rates, not only in the young one's.
+
 With no previous version (first deploy) the baseline error rate is 0, so the new version fails
 only above ``error_slack`` (1% by default), and latency is not judged.
 """
@@ -25,7 +29,14 @@ from enum import Enum
 
 from edgefn.control.model import VersionStats
 
-__all__ = ["GateOutcome", "GateResult", "GateThresholds", "aggregate", "evaluate_gate"]
+__all__ = [
+    "GateOutcome",
+    "GateResult",
+    "GateThresholds",
+    "aggregate",
+    "evaluate_gate",
+    "since_mark",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,20 @@ def aggregate(samples: Iterable[VersionStats]) -> VersionStats:
     if requests == 0:
         return VersionStats()
     return VersionStats(requests, errors, p50 / requests, p99 / requests)
+
+
+def since_mark(now: VersionStats, mark: VersionStats | None) -> VersionStats:
+    """The requests and errors counted after ``mark`` (an earlier report of the same counters),
+    with ``now``'s percentiles (they already cover a recent window). Counters that went back
+    (the node restarted and counts from zero again) count from zero."""
+    if mark is None or now.requests < mark.requests or now.errors < mark.errors:
+        return now
+    return VersionStats(
+        now.requests - mark.requests,
+        now.errors - mark.errors,
+        now.latency_ms_p50,
+        now.latency_ms_p99,
+    )
 
 
 def _rate(stats: VersionStats) -> float:

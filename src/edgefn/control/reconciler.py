@@ -64,7 +64,13 @@ from edgefn.control.events import (
     Tick,
     WriteDesired,
 )
-from edgefn.control.gates import GateOutcome, GateThresholds, aggregate, evaluate_gate
+from edgefn.control.gates import (
+    GateOutcome,
+    GateThresholds,
+    aggregate,
+    evaluate_gate,
+    since_mark,
+)
 from edgefn.control.model import (
     DesiredState,
     FunctionDesired,
@@ -135,6 +141,12 @@ class _Rollout:
     ready_since_ms: int | None = None
     requests_at_stage_start: int = 0
     allow_no_traffic: bool = False
+    # The active version's stats per location when this rollout began; at a location of the
+    # rollout's stages, its last report before the new version served there. The health gate
+    # judges the active version by what it served since (the time the new version is judged
+    # on), not since its own activation, so a fault in a young canary's first seconds is not
+    # compared with hours of calm.
+    baseline_marks: dict[str, VersionStats] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -268,6 +280,8 @@ class Reconciler:
             ev.now_ms,
             allow_no_traffic=ev.allow_no_traffic,
         )
+        if fn.active is not None:
+            fn.rollout.baseline_marks = self._stats_at(ev.function, fn.active.version_id)
         fn.history.append(self._record(ev.function, fn.rollout, "in_progress"))
         out.append(
             DeploymentStarted(
@@ -336,18 +350,34 @@ class Reconciler:
             if version_id in loc.stats.get(name, {})
         )
 
-    def _baseline_stats(self, name: str, version_id: str, new_version_id: str) -> VersionStats:
-        """The previous version's stats, from the locations serving the new one too when they
-        have enough of its requests: a canary is judged against its own location's traffic (the
-        same users, the same path to the KV home), not a planet-wide mix."""
+    def _stats_at(self, name: str, version_id: str) -> dict[str, VersionStats]:
+        return {
+            location: loc.stats[name][version_id]
+            for location, loc in self._locations.items()
+            if version_id in loc.stats.get(name, {})
+        }
+
+    def _update_marks(self, name: str, r: _Rollout, version_id: str) -> None:
+        for location in self._stage_locations(name, r):
+            stats = self._locations[location].stats.get(name, {})
+            if r.version.version_id not in stats and version_id in stats:
+                r.baseline_marks[location] = stats[version_id]
+
+    def _baseline_stats(self, name: str, r: _Rollout, version_id: str) -> VersionStats:
+        """The active version's stats since the rollout began (``since_mark``), from the
+        locations serving the new one too when they have enough of its requests: a canary is
+        judged against its own location's traffic over the same time (the same users, the same
+        path to the KV home, the same faults), not a planet-wide mix of a longer past."""
+        self._update_marks(name, r, version_id)
+        new_id = r.version.version_id
+        now = self._stats_at(name, version_id)
+        since = {loc: since_mark(s, r.baseline_marks.get(loc)) for loc, s in now.items()}
         side_by_side = aggregate(
-            loc.stats[name][version_id]
-            for loc in self._locations.values()
-            if version_id in loc.stats.get(name, {}) and new_version_id in loc.stats[name]
+            s for loc, s in since.items() if new_id in self._locations[loc].stats[name]
         )
         if side_by_side.requests >= self._options.gates.min_requests:
             return side_by_side
-        return self._version_stats(name, version_id)
+        return aggregate(since.values())
 
     def _evaluate(self, name: str, now_ms: int, out: list[Instruction]) -> None:
         fn = self._functions[name]
@@ -362,11 +392,7 @@ class Reconciler:
                 self._roll_back(name, fn, why, now_ms, out, automatic=True)
                 return
         new = self._version_stats(name, r.version.version_id)
-        prev = (
-            self._baseline_stats(name, fn.active.version_id, r.version.version_id)
-            if fn.active
-            else VersionStats()
-        )
+        prev = self._baseline_stats(name, r, fn.active.version_id) if fn.active else VersionStats()
         gate = evaluate_gate(new, prev, self._options.gates)
         if gate.outcome is GateOutcome.FAILED:
             self._roll_back(name, fn, f"health gate failed: {gate.reason}", now_ms, out, True)

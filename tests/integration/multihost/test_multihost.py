@@ -247,7 +247,16 @@ def _finish(planet: Hosts, deploy: subprocess.Popen[str]) -> dict[str, Any]:
             deploy.wait()
     if deploy.returncode != 0:
         log = planet.cores[0].log_path.read_text(errors="replace")[-3000:]
-        raise AssertionError(f"the deploy failed:\n{out}\n{err}\ncore0's log:\n{log}")
+        errors = [
+            f"{loc}: {line}"
+            for loc, node in planet.nodes.items()
+            for line in node.log_path.read_text(errors="replace").splitlines()
+            if '"error"' in line
+        ][-20:]
+        raise AssertionError(
+            f"the deploy failed:\n{out}\n{err}\ncore0's log:\n{log}\nnode errors:\n"
+            + "\n".join(errors)
+        )
     result: dict[str, Any] = json.loads(out)
     return result
 

@@ -346,21 +346,60 @@ def test_a_canary_without_traffic_does_not_advance_on_soak_alone() -> None:
 
 
 def _canary_beside(prev_requests_at_canary: int) -> list[RolledBack]:
-    """fra serves only v1 (fast); the canary location ams serves v1 and v2, both slower."""
+    """fra serves only v1 (fast); the canary location ams serves v1 and v2, both slower. The
+    counts are cumulative, as nodes report them: v1 is judged by what it served after ams first
+    reported v2."""
     w = _world({"ams": "eu", "fra": "eu"})
     _deploy(w, 1)
     w.run_until(lambda: _completed(w))
-    w.nodes["fra"].stats = {FN: {ref(1).version_id: VersionStats(5000, 0, 5, 20)}}
+    v1, v2 = ref(1).version_id, ref(2).version_id
+    w.nodes["fra"].stats = {FN: {v1: VersionStats(5000, 0, 5, 20)}}
+    w.nodes["ams"].stats = {FN: {v1: VersionStats(3000, 0, 50, 90)}}
+    w.step()
     _deploy(w, 2, "canary")
     w.step()
+    w.nodes["ams"].stats = {FN: {v1: VersionStats(3000, 0, 50, 90), v2: VersionStats(1, 0, 50, 95)}}
+    w.step()
+    w.nodes["fra"].stats = {FN: {v1: VersionStats(10000, 0, 5, 20)}}
     w.nodes["ams"].stats = {
         FN: {
-            ref(1).version_id: VersionStats(prev_requests_at_canary, 0, 50, 90),
-            ref(2).version_id: VersionStats(150, 0, 50, 95),
+            v1: VersionStats(3000 + prev_requests_at_canary, 0, 50, 90),
+            v2: VersionStats(150, 0, 50, 95),
         }
     }
     w.step()
     return [i for i in w.log if isinstance(i, RolledBack)]
+
+
+def _canary_in_a_fault(v1_errors_since: int) -> list[RolledBack]:
+    """v1 served 100,000 requests with 10 errors before the deploy; then a fault (a KV home's
+    leader dying) fails 3 of the canary's first 150 requests and ``v1_errors_since`` of the 900
+    that v1 served beside it meanwhile."""
+    w = _world({"ams": "eu"})
+    _deploy(w, 1)
+    w.run_until(lambda: _completed(w))
+    v1, v2 = ref(1).version_id, ref(2).version_id
+    w.nodes["ams"].stats = {FN: {v1: VersionStats(100_000, 10, 5, 20)}}
+    w.step()
+    _deploy(w, 2, "canary")
+    w.step()
+    w.nodes["ams"].stats = {
+        FN: {
+            v1: VersionStats(100_900, 10 + v1_errors_since, 5, 20),
+            v2: VersionStats(150, 3, 5, 20),
+        }
+    }
+    w.step()
+    return [i for i in w.log if isinstance(i, RolledBack)]
+
+
+def test_a_fault_during_the_canary_is_judged_over_the_same_time_for_both_versions() -> None:
+    # 2% for the canary, 2% for v1 since the rollout began: the fault, not the version.
+    assert _canary_in_a_fault(18) == []
+    # v1 served the same time without errors: the canary's 2% is its own.
+    rolled = _canary_in_a_fault(0)
+    assert rolled
+    assert "error rate 2.00% > limit 1.00% (previous 0.00%)" in rolled[0].reason
 
 
 def test_a_canary_is_judged_against_its_own_locations_traffic() -> None:
