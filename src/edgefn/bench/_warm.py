@@ -198,11 +198,15 @@ def workerd(
     )
     try:
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while True:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
                 break
             except OSError:
+                if proc.poll() is not None:
+                    return f"workerd exited with code {proc.returncode} before listening; skipped"
+                if time.monotonic() >= deadline:
+                    return f"workerd did not listen on 127.0.0.1:{port} within 10 s; skipped"
                 time.sleep(0.05)
         return measure(gen, proc.pid, port, "localhost", concurrency, duration_s)
     finally:
