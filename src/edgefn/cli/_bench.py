@@ -193,6 +193,12 @@ def bench_runtime(
             typer.echo(summary, err=True)
         emit_json(result)
         return
+    _print_runtime(result)
+    if summary is not None:
+        typer.echo(summary)
+
+
+def _print_runtime(result: dict[str, Any]) -> None:
     cs, warm, mem = result["cold_start"], result["warm"], result["idle_memory"]
 
     def served(label: str) -> str:
@@ -237,8 +243,6 @@ def bench_runtime(
             ],
         ],
     )
-    if summary is not None:
-        typer.echo(summary)
 
 
 def bench_planet(
