@@ -306,13 +306,16 @@ def _probe_rates(state: Path, planet: Mapping[str, Any], locations: int) -> dict
     )
     config = load_traffic_config(loc["name"], loc["region"], options)
     interval_s = config.health.probe_interval_ms / 1000
+    # An idle planet: every peer heartbeats on time and gets no requests (routing/health.py).
+    idle_s = max(config.health.idle_probe_interval_ms, config.health.probe_interval_ms) / 1000
     # The supervisor builds its entry with the default interval.
     entry_interval_s = _default(AnycastEntry, "probe_interval_s")
     return {
         "source": "the nodes' traffic configuration and the anycast entry's default",
         "node_probe_interval_s": interval_s,
-        "node_probes_sent_per_s_per_location": round((locations - 1) / interval_s, 2),
-        "node_probes_total_per_s": round(locations * (locations - 1) / interval_s, 1),
+        "node_idle_probe_interval_s": idle_s,
+        "node_probes_sent_per_s_per_location": round((locations - 1) / idle_s, 2),
+        "node_probes_total_per_s": round(locations * (locations - 1) / idle_s, 1),
         "entry_probe_interval_s": entry_interval_s,
         "entry_probes_per_s_per_location": round(1 / entry_interval_s, 2),
         "beacon_interval_s": config.report_interval_s,

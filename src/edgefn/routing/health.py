@@ -5,10 +5,15 @@ detectors feed it; a location is unhealthy while at least one of them accuses it
 
 * **phi accrual** over the heartbeats every node publishes on the bus (:mod:`._phi`): suspected
   once ``phi > phi_threshold``; cleared by the next heartbeat;
-* **active probes**: every ``probe_interval_ms`` the table emits :class:`SendProbe` for each
-  location without a probe in flight (at most ``max_probes_per_tick`` per tick); the driver answers
-  with :class:`ProbeResult`. A probe unanswered after ``probe_timeout_ms`` counts as failed.
-  ``probe_failures_unhealthy`` failures in a row accuse the location; one success clears it;
+* **active probes**: the table emits :class:`SendProbe` for a location without a probe in flight
+  (at most ``max_probes_per_tick`` per tick) every ``probe_interval_ms`` while the location needs
+  watching — it is unhealthy, a probe to it failed, its phi is past half the threshold, this
+  location sent it requests in the last ``busy_window_ms``, or heartbeats are not used — and every
+  ``idle_probe_interval_ms`` (or ``probe_interval_ms`` if longer) otherwise: a quiet peer that heartbeats on time is not probed every
+  second by every other location (that was N(N-1) requests a second, half an idle node's CPU;
+  docs/design/0018). The driver answers with :class:`ProbeResult`. A probe unanswered after
+  ``probe_timeout_ms`` counts as failed. ``probe_failures_unhealthy`` failures in a row accuse
+  the location; one success clears it;
 * **passive outlier detection** over :class:`RequestOutcome` events (:mod:`._outlier`): consecutive
   errors and latency outliers eject a location for an exponentially growing time.
 
@@ -56,6 +61,8 @@ class HealthConfig:
     acceptable_pause_ms: float = 0.0
     first_heartbeat_interval_ms: int = 1_000
     probe_interval_ms: int = 1_000
+    idle_probe_interval_ms: int = 15_000
+    busy_window_ms: int = 10_000
     probe_timeout_ms: int = 2_000
     probe_failures_unhealthy: int = 2
     max_probes_per_tick: int = 64
@@ -68,6 +75,8 @@ class HealthConfig:
             "min_std_ms",
             "first_heartbeat_interval_ms",
             "probe_interval_ms",
+            "idle_probe_interval_ms",
+            "busy_window_ms",
             "probe_timeout_ms",
             "probe_failures_unhealthy",
             "max_probes_per_tick",
@@ -180,7 +189,8 @@ class HealthStatistics:
 @dataclass(slots=True)
 class _Location:
     phi: PhiAccrualDetector
-    next_probe_ms: int
+    last_probe_ms: int | None = None
+    last_request_ms: int | None = None
     probe_id: int | None = None
     probe_sent_ms: int = 0
     probe_failures: int = 0
@@ -215,6 +225,7 @@ class HealthTable:
         elif isinstance(event, ProbeResult):
             self._probe_result(loc, event)
         elif isinstance(event, RequestOutcome):
+            loc.last_request_ms = event.now_ms
             self._outliers.outcome(event.location, event.ok, event.latency_ms, event.now_ms)
         return self._reassess(event.location, loc, event.now_ms)
 
@@ -233,7 +244,7 @@ class HealthTable:
             acceptable_pause_ms=cfg.acceptable_pause_ms,
             first_interval_ms=cfg.first_heartbeat_interval_ms,
         )
-        loc = _Location(phi=phi, next_probe_ms=now_ms)
+        loc = _Location(phi=phi)
         self._locs[location] = loc
         self._outliers.track(location)
         return loc
@@ -283,7 +294,10 @@ class HealthTable:
                 loc.probe_id = None
                 loc.probe_failures += 1
                 self._probes_failed += 1
-            due = loc.probe_id is None and now_ms >= loc.next_probe_ms
+            due = loc.probe_id is None and (
+                loc.last_probe_ms is None
+                or now_ms - loc.last_probe_ms >= self._probe_interval(loc, now_ms)
+            )
             if due and probes < self.config.max_probes_per_tick:
                 probes += 1
                 out.append(self._send_probe(name, loc, now_ms))
@@ -295,9 +309,26 @@ class HealthTable:
         self._next_probe_id += 1
         loc.probe_id = probe_id
         loc.probe_sent_ms = now_ms
-        loc.next_probe_ms = now_ms + self.config.probe_interval_ms
+        loc.last_probe_ms = now_ms
         self._probes_sent += 1
         return SendProbe(name, probe_id)
+
+    def _probe_interval(self, loc: _Location, now_ms: int) -> int:
+        """``probe_interval_ms`` while the location needs watching, else the idle interval."""
+        cfg = self.config
+        busy = loc.last_request_ms is not None and now_ms - loc.last_request_ms < cfg.busy_window_ms
+        watched = (
+            busy
+            or not cfg.use_heartbeats
+            or bool(loc.unhealthy_reason)
+            or loc.probe_failures > 0
+            or loc.phi.phi(now_ms) > cfg.phi_threshold / 2
+        )
+        return (
+            cfg.probe_interval_ms
+            if watched
+            else max(cfg.idle_probe_interval_ms, cfg.probe_interval_ms)
+        )
 
     # -- introspection -------------------------------------------------------------------------
 

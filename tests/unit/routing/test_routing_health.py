@@ -94,6 +94,52 @@ def test_failed_and_timed_out_probes_mark_unhealthy_and_success_recovers() -> No
     t.check_invariants()
 
 
+def _probed(t: HealthTable, now_ms: int) -> list[str]:
+    return [i.location for i in t.handle(HealthTick(now_ms)) if isinstance(i, SendProbe)]
+
+
+def _answer(t: HealthTable, location: str, now_ms: int, *, ok: bool = True) -> None:
+    t.handle(ProbeResult(location, ok, 1.0, now_ms))
+
+
+def test_a_quiet_peer_that_heartbeats_is_probed_at_the_idle_interval() -> None:
+    """Busy (requests sent to it in the last 10 s) or suspect peers every second; quiet ones every
+    15 s: a planet of N idle locations no longer sends N(N-1) probes a second."""
+    t = HealthTable(config=HealthConfig(), self_location="fra")
+    sent: dict[str, list[int]] = {"ams": [], "lhr": []}
+    for ms in range(0, 40_001, 500):
+        for peer in sent:
+            if ms % 1_000 == 0:
+                t.handle(Heartbeat(peer, ms))
+        if ms <= 20_000:
+            t.handle(RequestOutcome("lhr", True, 5.0, ms))  # fra forwards to lhr until 20 s
+        for peer in _probed(t, ms):
+            sent[peer].append(ms)
+            _answer(t, peer, ms + 10)
+    assert sent["ams"] == [0, 15_000, 30_000]
+    # lhr: every second while requests flow and 10 s after the last (20 s); then idle (next at 44 s).
+    assert sent["lhr"] == list(range(0, 30_000, 1_000))
+    t.check_invariants()
+
+
+def test_a_failed_probe_or_rising_phi_brings_a_quiet_peer_back_to_fast_probes() -> None:
+    t = HealthTable(config=HealthConfig(), self_location="fra")
+    for ms in range(0, 10_001, 1_000):
+        t.handle(Heartbeat("ams", ms))
+    assert _probed(t, 10_000) == ["ams"]
+    _answer(t, "ams", 10_010, ok=False)
+    t.handle(Heartbeat("ams", 11_000))
+    assert _probed(t, 11_000) == ["ams"]  # one failure: watched
+    _answer(t, "ams", 11_010)
+    t.handle(Heartbeat("ams", 12_000))
+    assert _probed(t, 12_000) == []  # recovered: idle again
+    # Heartbeats stop: past half the phi threshold (4 at 13.75 s) the peer is probed at once,
+    # not 15 s after its last probe.
+    probed = [ms for ms in range(12_250, 15_001, 250) if _probed(t, ms)]
+    assert probed == [13_750]
+    t.check_invariants()
+
+
 def test_probes_per_tick_are_bounded() -> None:
     cfg = HealthConfig(use_heartbeats=False, max_probes_per_tick=3)
     t = HealthTable(config=cfg)
