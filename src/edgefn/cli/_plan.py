@@ -77,9 +77,8 @@ def solve_orlib_file(
     }
 
 
-def _plan_world(topology: str, demand: str, functions: str, method: str, time_limit: float,
-                show_progress: bool, workers: int = 0) -> tuple[dict[str, Any], Any]:  # fmt: skip
-    from edgefn.placement import build_problem, plan, read_demand, read_functions
+def _world_problem(topology: str, demand: str, functions: str) -> tuple[Any, Any]:
+    from edgefn.placement import build_problem, read_demand, read_functions
     from edgefn.world import load_topology, pops
 
     locations = pops() if topology == "world" else load_topology(topology)
@@ -87,6 +86,24 @@ def _plan_world(topology: str, demand: str, functions: str, method: str, time_li
     clients, rates = read_demand(demand, spec.functions)
     problem = build_problem(spec.functions, locations, clients, rates, weights=spec.weights,
                             budget_per_hour=spec.budget_per_hour)  # fmt: skip
+    return problem, spec
+
+
+def _plan_value(topology: str, demand: str, functions: str, time_limit: float) -> dict[str, Any]:
+    from edgefn.placement import plan_value
+
+    problem, spec = _world_problem(topology, demand, functions)
+    start = time.perf_counter()
+    out = plan_value(problem, spec.economics, time_limit_s=time_limit)
+    out["solve_s"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def _plan_world(topology: str, demand: str, functions: str, method: str, time_limit: float,
+                show_progress: bool, workers: int = 0) -> tuple[dict[str, Any], Any]:  # fmt: skip
+    from edgefn.placement import plan
+
+    problem, _ = _world_problem(topology, demand, functions)
     start = time.perf_counter()
     with _progress(show_progress) as report:
         mapper, chunks = _pool_mapper(workers)
@@ -108,6 +125,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         demand: Annotated[str | None, typer.Option(help="demand CSV client,function,rps")] = None,
         functions: Annotated[str | None, typer.Option(help="functions TOML")] = None,
         method: Annotated[str, typer.Option(help="auto, milp or lagrangian")] = "auto",
+        objective: Annotated[
+            str,
+            typer.Option(help="cost (weighted latency + dollars) or value (value - cost, $/h)"),
+        ] = "cost",
         routing_out: Annotated[str | None, typer.Option(help="write routing weights JSON")] = None,
         workers: Annotated[int, typer.Option(help="processes for the planner (0: all CPUs)")] = 0,
         json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -117,6 +138,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             fail(f"unknown --method {method!r}", hint="use auto, milp or lagrangian")
         if time_limit <= 0:
             fail(f"--time-limit must be > 0, got {time_limit}")
+        if objective not in ("cost", "value"):
+            fail(f"unknown --objective {objective!r}", hint="use cost or value")
+        if objective == "value" and (orlib is not None or method != "auto"):
+            fail("--objective value plans functions over a topology and chooses its own method",
+                 hint="drop --orlib and --method")  # fmt: skip
         try:
             if orlib is not None:
                 if topology or demand or functions:
@@ -130,8 +156,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             if not (topology and demand and functions):
                 fail("give --orlib FILE, or all of --topology, --demand and --functions",
                      hint="see examples/plan/ for input files")  # fmt: skip
-            out, _ = _plan_world(topology, demand, functions, method, time_limit, not json_,
-                                 workers)  # fmt: skip
+            if objective == "value":
+                out = _plan_value(topology, demand, functions, time_limit)
+            else:
+                out, _ = _plan_world(topology, demand, functions, method, time_limit, not json_,
+                                     workers)  # fmt: skip
         except EdgefnError as err:
             fail_from(err)
         if routing_out:
@@ -139,7 +168,10 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         if json_:
             emit_json(out)
             return
-        _print_world(out)
+        if objective == "value":
+            _print_value(out)
+        else:
+            _print_world(out)
 
     @bench.command("plan")
     def bench_plan(
@@ -182,6 +214,26 @@ def _print_world(out: dict[str, Any]) -> None:
     print_table("totals", ["cost $/h", "carbon kg/h", "mean latency ms", "unmet SLA", "solve s"],
                 [[f"{out['cost_per_hour']:.2f}", f"{out['carbon_kg_per_hour']:.3f}",
                   f"{out['mean_latency_ms']:.1f}", len(out["unmet_sla"]), out["solve_s"]]])  # fmt: skip
+
+
+def _print_value(out: dict[str, Any]) -> None:
+    fns = out["functions"]
+    print_table(
+        f"plan ({out['status']}): net value {out['net_value']:.3f} $/h = value "
+        f"{out['value']:.3f} - cost {out['cost']:.3f}",
+        ["function", "replicas", "value $/h", "cost $/h", "net $/h", "locations"],
+        [[f, fn["replicas"], f"{fn['value']:.4f}", f"{fn['cost']:.4f}",
+          f"{fn['net_value']:.4f}", " ".join(fn["locations"])] for f, fn in fns.items()],
+    )  # fmt: skip
+    parts = ("value_latency", "value_availability", "cost_deployment", "cost_capacity",
+             "cost_transfer", "cost_coordination")  # fmt: skip
+    print_table("breakdown ($/h)", ["function", *(p.replace("_", " ") for p in parts)],
+                [[f, *(f"{fn[p]:.4f}" for p in parts)] for f, fn in fns.items()])  # fmt: skip
+    print_table("by location ($/h)", ["location", "replicas", "value", "cost", "net value"],
+                [[loc, v["replicas"], f"{v['value']:.4f}", f"{v['cost']:.4f}",
+                  f"{v['net_value']:.4f}"] for loc, v in sorted(out["locations"].items())])  # fmt: skip
+    for note in out["notes"]:
+        typer.echo(f"note: {note}")
 
 
 def _optima(directory: Path) -> dict[str, float]:

@@ -29,11 +29,13 @@ from edgefn.placement._orlib import parse_orlib, read_orlib
 from edgefn.placement._plan import Method, plan, replan
 from edgefn.placement._routing import RouteResult, RoutingWeights, route
 from edgefn.placement._synthetic import world_instance
+from edgefn.placement._value import Economics, plan_value
 
 __all__ = [
     "MAX_MILP_VARIABLES",
     "Client",
     "DemandModel",
+    "Economics",
     "FacilityProblem",
     "FacilityResult",
     "Formulation",
@@ -54,6 +56,7 @@ __all__ = [
     "lp_bound",
     "parse_orlib",
     "plan",
+    "plan_value",
     "read_demand",
     "read_functions",
     "read_orlib",

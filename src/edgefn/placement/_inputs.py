@@ -14,6 +14,9 @@
     cpu_ms_per_request = 5             # optional, default 5
     memory_mb = 128                    # optional, default 128
     availability_min = 0.999           # optional, default none
+    [economics]                        # optional; `edgefn plan --objective value` only
+    deploy_cost_per_hour = 0.01        # see edgefn.placement._value.Economics for every key
+    value_per_million = 0.5
 
 ``demand.csv`` has a header ``client,function,rps``. ``client`` is a city name, a PoP code or
 ``lat,lon`` (quoted); ``*`` spreads the rate over all built-in cities by population. Errors are
@@ -26,12 +29,13 @@ import csv
 import math
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edgefn.errors import PlanInputError, UsageError
 from edgefn.placement._model import Client, FunctionSpec, Weights
+from edgefn.placement._value import ECONOMICS_KEYS, Economics
 from edgefn.world import cities, parse_client_location
 
 __all__ = ["FunctionsFile", "read_demand", "read_functions"]
@@ -47,6 +51,7 @@ class FunctionsFile:
     functions: tuple[FunctionSpec, ...]
     weights: Weights
     budget_per_hour: float | None
+    economics: Economics = field(default_factory=Economics)
 
 
 def _read_text(path: Path) -> str:
@@ -88,7 +93,31 @@ def read_functions(path: str | Path) -> FunctionsFile:
     budget = data.get("budget_per_hour")
     if budget is not None:
         budget = _number(str(p), "budget_per_hour", budget, 0, 1e12)
-    return FunctionsFile(specs, weights, budget)
+    return FunctionsFile(specs, weights, budget, _economics(str(p), data.get("economics", {})))
+
+
+def _economics(path: str, table: Any) -> Economics:
+    if not isinstance(table, dict):
+        raise PlanInputError("must be a table", path=path, key="economics")
+    unknown = sorted(set(table) - ECONOMICS_KEYS)
+    if unknown:
+        raise PlanInputError(f"unknown key {unknown[0]!r}", path=path,
+                             key=f"economics.{unknown[0]}",
+                             hint=f"allowed: {', '.join(sorted(ECONOMICS_KEYS))}")  # fmt: skip
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key == "max_replicas":
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise PlanInputError(f"must be a whole number, got {value!r}", path=path,
+                                     key="economics.max_replicas")  # fmt: skip
+            values[key] = value
+        else:
+            values[key] = _number(path, f"economics.{key}", value, 0, 1e12)
+    try:
+        return Economics(**values)
+    except PlanInputError as err:  # raised without the file: say which file
+        message = err.message.removeprefix(f"{err.key}: ")
+        raise PlanInputError(message, path=path, key=err.key, hint=err.hint) from None
 
 
 def _function(path: str, key: str, entry: Any) -> FunctionSpec:
