@@ -16,6 +16,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +42,12 @@ from edgefn.bus.subjects import (
     kv_control_subject,
     kv_replication_subject,
     load_report_subject,
+    telemetry_subject,
 )
 from edgefn.control.desired_signing import sign_desired
+from edgefn.control.telemetry_ingest import TelemetryIngest
+from edgefn.observe.rollup import Accumulator, encode_rollup
+from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.bundles import BundleCache
 from tests.bus_creds import BusFiles, bus_files
 from tests.planet_helpers import REPO, Roles, running_roles, wait_for
@@ -214,6 +219,56 @@ async def test_node_publishes_only_its_own_subjects(secured: Secured) -> None:
     finally:
         await fra.close()
         await control.close()
+
+
+def _rollup_bytes(location: str, claimed: str, seq: int) -> tuple[bytes, str]:
+    acc = Accumulator(location=claimed, epoch="e1", start_ms=time.time_ns() // 1_000_000)
+    acc._seq = seq
+    acc.record("fn", "v1", 200, "eu-west", 5.0)
+    rollup = acc.cut(time.time_ns() // 1_000_000)
+    assert rollup is not None
+    return encode_rollup(rollup), f"{location}-{claimed}-{seq}"
+
+
+async def test_node_cannot_publish_or_forge_another_locations_telemetry(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """fra's node publishes rollups: on ams's subject (refused by the hub), on its own subject
+    but naming ams (refused by the core's ingest), and one of its own. Seen from outside, in the
+    core's store: only fra's own request counts. Tooling (admin) cannot publish telemetry."""
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    store = TelemetryStore(tmp_path / "telemetry.sqlite")
+    ingest = TelemetryIngest(control, store)
+    await ingest.start()
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    admin = await _open(secured.core.client_url, secured.creds("admin"), errors)
+    try:
+        js = jetstream(fra, timeout_s=2.0)
+        data, msg_id = _rollup_bytes("fra", "ams", 1)
+        with pytest.raises(_DENIED):
+            await js.publish(telemetry_subject("ams"), data, headers={"Nats-Msg-Id": msg_id})
+        with pytest.raises(_DENIED):
+            await jetstream(admin, timeout_s=2.0).publish(telemetry_subject("ams"), data)
+        # Accepted by the stream (the subject is fra's), then refused by the ingest.
+        await js.publish(telemetry_subject("fra"), data, headers={"Nats-Msg-Id": msg_id})
+        own, own_id = _rollup_bytes("fra", "fra", 2)
+        await js.publish(telemetry_subject("fra"), own, headers={"Nats-Msg-Id": own_id})
+        await until(
+            lambda: ingest.statistics().received_total >= 2,
+            timeout_s=15,
+            what="both rollups on fra's subject at the ingest",
+        )
+        assert [(r.location, r.requests) for r in store.stats("fn", since_ms=0)] == [("fra", 1)]
+        assert ingest.statistics().rejected_total == 1
+        assert len(errors.violations()) == 2, errors.seen
+    finally:
+        await fra.close()
+        await admin.close()
+        await ingest.stop()
+        await control.close()
+        store.close()
 
 
 async def test_node_cannot_write_desired_or_other_observed_state(secured: Secured) -> None:

@@ -105,6 +105,7 @@ def activity_of(connection: Mapping[str, Any]) -> str | None:
         return "long_haul_leafnode" if name.startswith("hub-") else None
     for prefix, activity in (
         ("traffic-", "traffic_bus"),
+        ("telemetry-", "telemetry"),
         ("node-", "node_agent"),
         ("kv-", "kv_replica"),
         ("bundle-cache-", "bundle_cache"),

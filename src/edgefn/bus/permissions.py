@@ -8,7 +8,8 @@ nowhere else (docs/design/0007-backbone.md copies it):
 
 * ``control`` — the core services: everything. Only it may write desired state.
 * ``admin`` — tooling (``edgefn bench``): everything except writing desired or observed state and
-  publishing nodes' beacons (it cannot steer a rollout or the forwarding tables).
+  publishing nodes' beacons or telemetry (it cannot steer a rollout, the forwarding tables or
+  the statistics).
 * ``leaf-<region>`` — a hub's leafnode connection to the core: no subject permissions of its own;
   the hub enforces its clients' permissions before anything reaches the leafnode.
 * ``cache-<region>`` — reads the bundle object store, answers ``edgefn.bundle.request.<region>``.
@@ -47,6 +48,7 @@ from edgefn.bus.subjects import (
     LOAD_REPORT_ALL,
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
+    TELEMETRY_ALL,
     bundle_request_subject,
     health_subject,
     kv_control_subject,
@@ -113,6 +115,8 @@ def _protected_writes() -> list[str]:
         *_kv_put(REGISTRY_BUCKET, ">"),
         HEALTH_ALL,
         LOAD_REPORT_ALL,
+        # Rollups are what a location served: only that location's node speaks for it.
+        TELEMETRY_ALL,
         f"{_API}.STREAM.DELETE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.PURGE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.UPDATE.KV_{DESIRED_BUCKET}",

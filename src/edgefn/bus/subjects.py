@@ -29,6 +29,7 @@ __all__ = [
     "SECRETS_BUCKET",
     "SUBJECT_PREFIX",
     "TELEMETRY_ALL",
+    "TELEMETRY_STREAM",
     "TOKENS_BUCKET",
     "bundle_request_subject",
     "health_subject",
@@ -69,6 +70,9 @@ BUNDLE_ANNOUNCE = f"{SUBJECT_PREFIX}.bundle.announce"
 HEALTH_ALL = f"{SUBJECT_PREFIX}.health.*"
 LOAD_REPORT_ALL = f"{SUBJECT_PREFIX}.load.*"
 TELEMETRY_ALL = f"{SUBJECT_PREFIX}.telemetry.*"
+# The core's stream of node rollups (edgefn.control.telemetry_ingest): nodes publish to it on
+# their own telemetry subject and get an acknowledgement once the rollup is stored.
+TELEMETRY_STREAM = "EDGEFN_TELEMETRY"
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 

@@ -23,6 +23,7 @@ the scope each one needs::
     GET    /v1/keys                          read
     GET    /v1/audit                         admin          ?limit=n
     GET    /v1/kv                            read
+    GET    /v1/stats/{name}                  read           ?window=5m (edgefn.control.stats_api)
     POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
     GET    /openapi.json                     public
 
@@ -67,7 +68,9 @@ from edgefn.control.errors import ControlError, NotFound, TooLarge
 from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
+from edgefn.control.stats_api import stats_endpoint
 from edgefn.errors import BundleError, ConfigError, EdgefnError, UsageError
+from edgefn.observe.telemetry_store import TelemetryStore
 
 __all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app", "function_deploy"]
 
@@ -239,9 +242,13 @@ def _secret_value(raw: bytes) -> str:
 
 
 def create_app(
-    service: ControlService, *, max_upload_bytes: int = DEFAULT_MAX_BUNDLE_BYTES + 64 * 1024
+    service: ControlService,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_BUNDLE_BYTES + 64 * 1024,
+    telemetry: TelemetryStore | None = None,
 ) -> Starlette:
-    """The API app for ``service`` (which the caller starts and stops)."""
+    """The API app for ``service`` (which the caller starts and stops); ``telemetry`` is the
+    core's rollup store that ``/v1/stats`` reads (None: that route answers 503)."""
 
     async def upload(request: Request) -> Response:
         name = request.path_params["name"]
@@ -466,6 +473,7 @@ def create_app(
             method="DELETE",
             need=function_deploy,
         ),
+        ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _known), method="GET", need=READ),
     ]
     app = Starlette(
         routes=routes,

@@ -60,6 +60,7 @@ from edgefn.edge.request_path import RequestContext, RequestPath
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
+from edgefn.observe.rollup import Accumulator
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
@@ -123,6 +124,7 @@ class EdgeNode:
         traffic: TrafficDriver | None = None,
         kv_handler: KVHandler | None = None,
         kv_http: ASGIApp | None = None,
+        telemetry: Accumulator | None = None,
     ) -> None:
         self.location = location
         self.region = region
@@ -168,6 +170,7 @@ class EdgeNode:
             release=self._on_background_done,
             access_log=access_log,
             seed=seed,
+            telemetry=telemetry,
         )
         self._endpoints = NodeEndpoints(
             location=location,
@@ -324,6 +327,8 @@ class EdgeNode:
     # -- host callbacks (from workers) ------------------------------------------------------
     async def _on_fetch(self, request_id: str, call: p.FetchCall) -> p.FetchResult:
         ctx = self._requests.get(request_id)
+        if ctx is not None:
+            ctx.subrequests += 1
         rules = self._rules.get(ctx.key if ctx else "", SubrequestRules(0, ()))
         return await self.outbound.fetch(request_id, call, rules)
 
@@ -338,6 +343,7 @@ class EdgeNode:
                 "unavailable",
                 "this node has no KV store configured",
             )
+        ctx.kv_ops += 1
         return await self._kv_handler(ctx, call)
 
     def _on_background_done(self, request_id: str) -> None:

@@ -55,6 +55,7 @@ from edgefn.edge.request_io import (
 from edgefn.edge.response_check import BadResponse, check_response
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.observe import JsonLog, NodeMetrics
+from edgefn.observe.rollup import Accumulator, client_region
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
@@ -66,6 +67,8 @@ from edgefn.runtime.sandbox import (
 )
 
 __all__ = ["RequestContext", "RequestPath"]
+
+_CLIENT_LOCATION = b"x-edgefn-client-location"
 
 
 @dataclass(slots=True)
@@ -83,6 +86,9 @@ class RequestContext:
     manifest: Manifest
     headers: list[tuple[str, str]]
     response_headers: list[tuple[str, str]] = field(default_factory=list)
+    # Host calls the worker made while the request was answered (telemetry rollups).
+    kv_ops: int = 0
+    subrequests: int = 0
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -110,6 +116,7 @@ class RequestPath:
         release: Callable[[str], None],
         access_log: bool,
         seed: int,
+        telemetry: Accumulator | None = None,
     ) -> None:
         self.location = location
         self.table = table
@@ -124,6 +131,8 @@ class RequestPath:
         self._ready = ready
         self._release = release
         self._rng = random.Random(seed)
+        # Rollups of what this node answered (edgefn.observe.rollup); None records nothing.
+        self.telemetry = telemetry
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
@@ -153,7 +162,10 @@ class RequestPath:
             manifest = fn.versions[0].manifest if fn else None
             gate = await self.traffic.enter(scope, receive, send, headers, name, manifest, rid)
             if gate.handled:
-                self._access(gate.request_id, scope, name or "", "", gate.status, t0, False)
+                self._access(
+                    gate.request_id, scope, name or "", "", gate.status, t0, False,
+                    relayed=gate.relayed,
+                )  # fmt: skip
                 return
             rid, headers, send = gate.request_id, gate.headers, gate.send
         if fn is None and not self._ready():
@@ -345,8 +357,19 @@ class RequestPath:
         self.metrics.count(name, status, cold)
 
     def _access(
-        self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
+        self,
+        rid: str,
+        scope: Scope,
+        name: str,
+        version: str,
+        status: int,
+        t0: float,
+        cold: bool,
+        *,
+        relayed: bool = False,
     ) -> None:
+        if name and self.telemetry is not None and not relayed:
+            self._record(rid, scope, name, version, status, t0, cold)
         if name:
             self.version_stats.record(
                 name, version, ok=status < 500, latency_ms=(time.perf_counter() - t0) * 1000
@@ -363,3 +386,28 @@ class RequestPath:
                 cold=cold,
                 duration_ms=round((time.perf_counter() - t0) * 1000, 3),
             )
+
+    def _record(
+        self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
+    ) -> None:
+        """One answered request into the telemetry rollup (a forward's relayed answer is
+        counted by the node that produced it, not again here).
+
+        The client's position is the header as it arrived: the entry's signed ``lat,lon``, or
+        what a direct client said about itself (which the traffic driver signs as is, too).
+        """
+        assert self.telemetry is not None
+        ctx = self._requests.get(rid)
+        kv, sub = (ctx.kv_ops, ctx.subrequests) if ctx is not None else (0, 0)
+        where = next((v for k, v in scope["headers"] if k == _CLIENT_LOCATION), b"")
+        region = client_region(where.decode("latin-1"))
+        self.telemetry.record(
+            name,
+            version,
+            status,
+            region,
+            (time.perf_counter() - t0) * 1000,
+            cold=cold,
+            kv_ops=kv,
+            subrequests=sub,
+        )

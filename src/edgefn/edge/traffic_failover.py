@@ -145,6 +145,7 @@ class FailoverForwarder:
         if outcome.responded:
             gate.handled = True
             gate.status = outcome.status
+            gate.relayed = True
         ok = outcome.responded and outcome.status < 500 and not outcome.error
         self._health.outcome(
             target,

@@ -67,6 +67,8 @@ class Gate:
     admission_id: int | None = None
     admitted_at: float = 0.0
     client_key: str = "unknown"
+    # The response came from another location (a forward): that node counts it in telemetry.
+    relayed: bool = False
 
 
 def recording(gate: Gate, send: Send) -> Send:

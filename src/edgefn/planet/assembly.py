@@ -1,6 +1,6 @@
 """Assembling one planet node: every part built once, in dependency order, from one config.
 
-A planet node is five parts, and :func:`build_node` is the one place that builds and wires them.
+A planet node is six parts, and :func:`build_node` is the one place that builds and wires them.
 Each part gets its collaborators in its constructor; nothing is attached afterwards:
 
 1. the **function table** (:class:`~edgefn.edge.functions.FunctionTable`), first, because two
@@ -12,7 +12,9 @@ Each part gets its collaborators in its constructor; nothing is attached afterwa
 4. the **edge node** (:class:`~edgefn.edge.node.EdgeNode`), given the table, the driver, the KV
    service's ``handle_call`` (worker KV calls) and ``asgi`` (the internal ``/_edgefn/kv*``);
 5. the **node agent** (:class:`~edgefn.planet.node_agent.NodeAgent`), given the node and the KV
-   service, with the log redactor it shares with the node's log.
+   service, with the log redactor it shares with the node's log;
+6. the **telemetry shipper** (:class:`~edgefn.edge.telemetry_ship.TelemetryShipper`), which
+   ships the rollups of the accumulator the node records every request into.
 
 :meth:`AssembledNode.start` starts them in that order (the node's listeners first, so the agent
 and the driver have a URL to report) and :meth:`AssembledNode.stop` stops them in reverse.
@@ -33,6 +35,7 @@ from edgefn.edge.functions import FunctionTable
 from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.edge.outbound import Outbound
+from edgefn.edge.telemetry_ship import TelemetryShipper, new_accumulator
 from edgefn.edge.traffic import TrafficDriver, TrafficOptions, load_traffic_config
 from edgefn.observe import JsonLog, RotatingFile
 from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
@@ -80,6 +83,7 @@ class AssembledNode:
         traffic: TrafficDriver | None,
         agent: NodeAgent,
         log_file: RotatingFile,
+        telemetry: TelemetryShipper,
     ) -> None:
         self.config = config
         self.node = node
@@ -87,6 +91,7 @@ class AssembledNode:
         self.traffic = traffic
         self.agent = agent
         self.log_file = log_file
+        self.telemetry = telemetry
         self._kv_task: asyncio.Task[None] | None = None
         self._traffic_started = False
 
@@ -98,10 +103,12 @@ class AssembledNode:
         if self.traffic is not None:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
+        await self.telemetry.start()
 
     async def stop(self) -> None:
         """Stop what :meth:`start` started, in reverse order; then close the log file."""
         if self._kv_task is not None:  # the node's listeners started
+            await self.telemetry.stop()
             await self.agent.stop()
             if self.traffic is not None and self._traffic_started:
                 await self.traffic.stop()
@@ -134,13 +141,15 @@ def build_node(config: NodeConfig) -> AssembledNode:
     log_file = RotatingFile(config.state_dir / "node.log")
     # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
     redactor = Redactor()
+    log = JsonLog(log_file, location=config.location, redact=redactor.redact)
+    accumulator = new_accumulator(config.location)
     node = EdgeNode(
         config.location,
         region=config.region,
         host=config.host,
         port=config.port,
         state_dir=config.state_dir,
-        log=JsonLog(log_file, location=config.location, redact=redactor.redact),
+        log=log,
         preload=config.preload,
         # The bus this node talks to is never a subrequest target, whatever a manifest allows.
         outbound=Outbound(deny_addresses=bus_addresses(config.nats_urls)),
@@ -153,6 +162,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         traffic=traffic,
         kv_handler=kv.handle_call,
         kv_http=kv.asgi,
+        telemetry=accumulator,
     )
     agent = NodeAgent(
         node,
@@ -165,8 +175,15 @@ def build_node(config: NodeConfig) -> AssembledNode:
         redactor=redactor,
         kv=kv,
     )
+    telemetry = TelemetryShipper(accumulator, nats_urls=list(config.nats_urls), log=log)
     return AssembledNode(
-        config=config, node=node, kv=kv, traffic=traffic, agent=agent, log_file=log_file
+        config=config,
+        node=node,
+        kv=kv,
+        traffic=traffic,
+        agent=agent,
+        log_file=log_file,
+        telemetry=telemetry,
     )
 
 

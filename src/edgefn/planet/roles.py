@@ -54,8 +54,10 @@ from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.gates import GateThresholds
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
+from edgefn.control.telemetry_ingest import TelemetryIngest
 from edgefn.edge.listener import ASGIApp, serve_asgi
 from edgefn.edge.traffic import TrafficOptions
+from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.assembly import NodeConfig, build_node
 from edgefn.planet.bundles import BundleCache
 from edgefn.secrets.crypto import load_or_create_master_key
@@ -157,6 +159,7 @@ async def run_core(
             peer_urls=peer_urls,
             replicas=replicas,
             setup_timeout_s=start_timeout_s,
+            telemetry_db=state_dir / "telemetry.sqlite",
         )
     finally:
         keeper.cancel()
@@ -179,6 +182,7 @@ async def _run_control(
     peer_urls: tuple[str, ...],
     replicas: int,
     setup_timeout_s: float,
+    telemetry_db: Path,
 ) -> None:
     # The secrets master key: generated at first start (0600); on several hosts, share one file.
     secrets_key = load_or_create_master_key(secrets_key_file)
@@ -197,13 +201,20 @@ async def _run_control(
     )
     await service.start()
     await service.access.bootstrap_admin(admin_token_file)
-    server, task, port = await _serve_asgi(create_app(service), host, api_port)
+    # Node rollups into the core's SQLite store (docs/design/0019-telemetry.md).
+    telemetry = TelemetryStore(telemetry_db)
+    ingest = TelemetryIngest(nc, telemetry, replicas=replicas)
+    await ingest.start()
+    app = create_app(service, telemetry=telemetry)
+    server, task, port = await _serve_asgi(app, host, api_port)
     announce({**info, "api_url": f"http://{host}:{port}", "replicas": replicas})
     await _until_signalled()
     server.should_exit = True
     await task
+    await ingest.stop()
     await service.stop()
     await nc.close()
+    telemetry.close()
 
 
 async def _keep_server_running(nats: NatsServer, *, poll_s: float = 0.5) -> None:

@@ -37,6 +37,7 @@ from edgefn.control import (
 )
 from edgefn.control.api import create_app
 from edgefn.control.service import ControlService
+from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.secrets.crypto import KEY_BYTES, MasterKey, NodeKey, open_for_node
 
 OPTIONS = ReconcilerOptions(
@@ -73,7 +74,8 @@ async def start_control(
     await service.start()
     port = free_port()
     config = uvicorn.Config(
-        create_app(service),
+        # An empty in-memory telemetry store: /v1/stats answers (nothing was served).
+        create_app(service, telemetry=TelemetryStore(Path(":memory:"))),
         host="127.0.0.1",
         port=port,
         log_level="warning",

@@ -47,6 +47,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/audit", ADMIN),
     ("GET", "/v1/kv", READ),
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
+    ("GET", "/v1/stats/{name}", READ),
 ]
 
 

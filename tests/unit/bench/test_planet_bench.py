@@ -179,6 +179,7 @@ def _conn(cid: int, name: str | None, msgs: tuple[int, int], kind: str = "Client
 
 def test_activity_from_connection_names() -> None:
     assert activity_of({"name": "traffic-fra"}) == "traffic_bus"
+    assert activity_of({"name": "telemetry-fra"}) == "telemetry"
     assert activity_of({"name": "node-fra"}) == "node_agent"
     assert activity_of({"name": "kv-bench-fra"}) == "kv_replica"
     assert activity_of({"name": "edgefn-control"}) == "control_service"

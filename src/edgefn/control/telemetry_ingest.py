@@ -1,0 +1,137 @@
+"""The core's end of the telemetry hierarchy: the stream of node rollups into the store.
+
+Nodes publish rollups on ``edgefn.telemetry.<location>`` (edgefn.edge.telemetry_ship); the
+``EDGEFN_TELEMETRY`` stream here captures them (a work queue: a message leaves the stream once
+this consumer acknowledged it; bounded in bytes; a ``Nats-Msg-Id`` dedupe window of 10 minutes)
+and the node gets its acknowledgement when the message is stored in the stream. This driver's
+durable consumer ``telemetry-core`` reads them, treats each as hostile
+(:func:`~edgefn.observe.rollup.decode_rollup` bounds every field, and the rollup must name the
+location of the subject it came on, which the bus lets only that location's node publish),
+stores it in the :class:`~edgefn.observe.telemetry_store.TelemetryStore` (which refuses a
+``(location, epoch, seq)`` it has) and only then acknowledges. A bad message is terminated (never
+redelivered) and counted. Compaction of the store's tiers runs every minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from edgefn.bus.jetstream import jetstream
+from edgefn.bus.subjects import TELEMETRY_ALL, TELEMETRY_STREAM
+from edgefn.observe import JsonLog
+from edgefn.observe.rollup import BadRollup, decode_rollup
+from edgefn.observe.telemetry_store import TelemetryStore
+
+__all__ = ["IngestStatistics", "TelemetryIngest"]
+
+_STREAM_BYTES_MAX = 256 * 1024 * 1024
+_DUPLICATE_WINDOW_S = 600.0
+_COMPACT_EVERY_S = 60.0
+_DURABLE = "telemetry-core"
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStatistics:
+    received_total: int
+    stored_total: int
+    duplicates_total: int
+    rejected_total: int
+    bytes_by_location: dict[str, int]
+
+
+class TelemetryIngest:
+    """Consumes the telemetry stream into ``store``. ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self, nc: Client, store: TelemetryStore, *, replicas: int = 1, log: JsonLog | None = None
+    ) -> None:
+        self._nc = nc
+        self.store = store
+        self._replicas = replicas
+        self._log = log or JsonLog(location="core")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._received = 0
+        self._stored = 0
+        self._duplicates = 0
+        self._rejected = 0
+        self._bytes: dict[str, int] = {}
+
+    async def start(self) -> None:
+        js = jetstream(self._nc)
+        config = StreamConfig(
+            name=TELEMETRY_STREAM,
+            subjects=[TELEMETRY_ALL],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_bytes=_STREAM_BYTES_MAX,
+            discard=DiscardPolicy.OLD,
+            duplicate_window=_DUPLICATE_WINDOW_S,
+            num_replicas=self._replicas,
+        )
+        with contextlib.suppress(BadRequestError):  # exists already (a restarted core)
+            await js.add_stream(config)
+        await js.subscribe(
+            TELEMETRY_ALL,
+            durable=_DURABLE,
+            stream=TELEMETRY_STREAM,
+            cb=self._on_message,
+            manual_ack=True,
+            config=ConsumerConfig(ack_wait=30.0, max_ack_pending=1024),
+        )
+        self._tasks.append(asyncio.create_task(self._compact_loop(), name="telemetry-compact"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _on_message(self, msg: Msg) -> None:
+        self._received += 1
+        location = msg.subject.rsplit(".", 1)[-1]
+        try:
+            rollup = decode_rollup(msg.data)
+            if rollup.location != location:
+                raise BadRollup(f"rollup names {rollup.location!r} but came on {msg.subject}")
+        except BadRollup as err:
+            self._rejected += 1
+            self._log.emit("warn", event="telemetry_rejected", subject=msg.subject, error=str(err))
+            with contextlib.suppress(NatsError):
+                await msg.term()
+            return
+        if self.store.ingest(rollup, now_ms=_wall_ms()):
+            self._stored += 1
+            self._bytes[location] = self._bytes.get(location, 0) + len(msg.data)
+        else:
+            self._duplicates += 1
+        # A lost ack means a redelivery, which the store refuses as a duplicate.
+        with contextlib.suppress(NatsError):
+            await msg.ack()
+
+    async def _compact_loop(self) -> None:
+        while True:
+            await asyncio.sleep(_COMPACT_EVERY_S)
+            self.store.compact(now_ms=_wall_ms())
+
+    def statistics(self) -> IngestStatistics:
+        return IngestStatistics(
+            received_total=self._received,
+            stored_total=self._stored,
+            duplicates_total=self._duplicates,
+            rejected_total=self._rejected,
+            bytes_by_location=dict(self._bytes),
+        )

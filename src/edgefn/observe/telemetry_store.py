@@ -1,0 +1,323 @@
+"""The core's telemetry store: node rollups in SQLite, in three retention tiers.
+
+Tiers (``TIERS``): 10 s buckets kept for an hour, 1 min buckets for a day, 1 h buckets for 30
+days. :meth:`TelemetryStore.ingest` adds a rollup's rows to the bucket of its start time in the
+finest tier that still covers that age (a backfill older than an hour goes straight to the
+1-minute tier), in one transaction with the rollup's id, so a rollup delivered twice (a lost
+acknowledgement, a redelivery after a core restart) counts once: ``seen`` holds every stored
+``(location, epoch, seq range)`` and a rollup overlapping one is refused as a duplicate.
+:meth:`compact` moves buckets that aged out of their tier into the next one (merging counts and
+sketches) and drops what is older than 30 days. Every figure lives in exactly one tier at a time,
+so :meth:`stats` sums all three over the window. A coarse bucket counts in a window if it starts
+inside it.
+
+Sketches are stored as msgpack of :class:`~edgefn.observe.rollup.Sketch` (the DDSketch bins).
+Figures are per (location, function, version, status class, client region); :meth:`stats`
+groups them by location and client region.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from edgefn.errors import UsageError
+from edgefn.observe.rollup import (
+    OVERFLOW,
+    STATUS_CLASSES,
+    Rollup,
+    Row,
+    Sketch,
+    merge_sketches,
+    quantiles,
+)
+
+__all__ = [
+    "TIERS",
+    "WINDOW_MAX_S",
+    "LocationStats",
+    "StoreStatistics",
+    "TelemetryStore",
+    "Tier",
+    "parse_window",
+]
+
+_MINUTE_MS = 60_000
+_HOUR_MS = 60 * _MINUTE_MS
+_DAY_MS = 24 * _HOUR_MS
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    bucket_ms: int
+    keep_ms: int
+
+
+TIERS = (Tier(10_000, _HOUR_MS), Tier(_MINUTE_MS, _DAY_MS), Tier(_HOUR_MS, 30 * _DAY_MS))
+WINDOW_MAX_S = TIERS[-1].keep_ms // 1000
+# Rollup ids are kept for dedupe this long after they arrived: longer than any node buffers one
+# (an hour of rollups, merged further back) plus the stream's redelivery.
+_SEEN_KEEP_MS = 26 * _HOUR_MS
+_WINDOW = re.compile(r"(\d{1,7})([smhd])")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cells (
+    tier INTEGER NOT NULL, bucket_ms INTEGER NOT NULL, location TEXT NOT NULL,
+    function TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL, region TEXT NOT NULL,
+    requests INTEGER NOT NULL, cold INTEGER NOT NULL, kv INTEGER NOT NULL, sub INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL, sketch BLOB NOT NULL,
+    PRIMARY KEY (tier, bucket_ms, location, function, version, status, region)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cells_by_function ON cells (function, bucket_ms);
+CREATE TABLE IF NOT EXISTS seen (
+    location TEXT NOT NULL, epoch TEXT NOT NULL, seq_first INTEGER NOT NULL,
+    seq_last INTEGER NOT NULL, received_ms INTEGER NOT NULL,
+    PRIMARY KEY (location, epoch, seq_first)
+) WITHOUT ROWID;
+"""
+
+_Cell = tuple[int, int, int, int, int, Sketch]  # requests, cold, kv, sub, latency_us, sketch
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(Sketch)
+
+
+def parse_window(text: str) -> int:
+    """Seconds in a window such as ``30s``, ``5m``, ``2h``, ``7d`` (10 s .. 30 days)."""
+    m = _WINDOW.fullmatch(text.strip())
+    hint = "give a number and a unit: 30s, 5m, 2h or 7d (at least 10s, at most 30d)"
+    if m is None:
+        raise UsageError(f"--window {text!r} is not a duration", hint=hint)
+    seconds = int(m.group(1)) * _UNIT_S[m.group(2)]
+    if not 10 <= seconds <= WINDOW_MAX_S:
+        raise UsageError(f"--window {text!r} is out of range", hint=hint)
+    return seconds
+
+
+@dataclass(slots=True)
+class LocationStats:
+    """One (location, client region) over a window."""
+
+    location: str
+    client_region: str
+    requests: int = 0
+    by_status: dict[str, int] = field(default_factory=lambda: dict.fromkeys(STATUS_CLASSES, 0))
+    cold_starts: int = 0
+    kv_ops: int = 0
+    subrequests: int = 0
+    latency_us: int = 0
+    sketch: Sketch = field(default_factory=Sketch)
+
+    def add(self, status: str, cell: _Cell) -> None:
+        self.requests += cell[0]
+        self.by_status[status] = self.by_status.get(status, 0) + cell[0]
+        self.cold_starts += cell[1]
+        self.kv_ops += cell[2]
+        self.subrequests += cell[3]
+        self.latency_us += cell[4]
+        self.sketch = merge_sketches(self.sketch, cell[5])
+
+    def absorb(self, other: LocationStats) -> None:
+        """Add ``other``'s figures to these (a location's total over its client regions)."""
+        self.requests += other.requests
+        for status, n in other.by_status.items():
+            self.by_status[status] = self.by_status.get(status, 0) + n
+        self.cold_starts += other.cold_starts
+        self.kv_ops += other.kv_ops
+        self.subrequests += other.subrequests
+        self.latency_us += other.latency_us
+        self.sketch = merge_sketches(self.sketch, other.sketch)
+
+    def as_json(self) -> dict[str, object]:
+        p50, p95, p99 = quantiles(self.sketch, (0.5, 0.95, 0.99))
+        n = self.requests
+        return {
+            "location": self.location,
+            "client_region": self.client_region,
+            "requests": n,
+            "by_status": dict(self.by_status),
+            "error_rate": round(self.by_status.get("5xx", 0) / n, 6) if n else 0.0,
+            "latency_ms_p50": p50,
+            "latency_ms_p95": p95,
+            "latency_ms_p99": p99,
+            "latency_ms_mean": round(self.latency_us / n / 1000, 3) if n else None,
+            "cold_starts": self.cold_starts,
+            "cold_start_rate": round(self.cold_starts / n, 6) if n else 0.0,
+            "kv_ops": self.kv_ops,
+            "subrequests": self.subrequests,
+            # Not measured per request (docs/design/0019-telemetry.md): never invented.
+            "cpu_ms": None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    rollups_ingested_total: int
+    duplicates_total: int
+    too_old_total: int
+    cells: int
+
+
+class TelemetryStore:
+    """SQLite at ``path`` (WAL). ``ingest`` rollups, ``compact`` now and then, ``stats`` to read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._ingested = 0
+        self._duplicates = 0
+        self._too_old = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    # -- writing ------------------------------------------------------------------------------
+    def ingest(self, rollup: Rollup, *, now_ms: int) -> bool:
+        """Store ``rollup`` once: False if it (or part of its range) was stored before."""
+        age = now_ms - rollup.start_ms
+        tier = next((i for i, t in enumerate(TIERS) if age < t.keep_ms - t.bucket_ms), None)
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if self._seen(rollup):
+                db.execute("ROLLBACK")
+                self._duplicates += 1
+                return False
+            db.execute(
+                "INSERT INTO seen VALUES (?, ?, ?, ?, ?)",
+                (rollup.location, rollup.epoch, rollup.seq_first, rollup.seq_last, now_ms),
+            )
+            if tier is None:
+                self._too_old += 1
+            else:
+                bucket = rollup.start_ms - rollup.start_ms % TIERS[tier].bucket_ms
+                self._add(tier, bucket, rollup.location, rollup.rows)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._ingested += 1
+        return True
+
+    def _seen(self, rollup: Rollup) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM seen WHERE location = ? AND epoch = ? AND seq_first <= ? "
+            "AND seq_last >= ? LIMIT 1",
+            (rollup.location, rollup.epoch, rollup.seq_last, rollup.seq_first),
+        ).fetchone()
+        return row is not None
+
+    def _add(self, tier: int, bucket: int, location: str, rows: Iterable[Row]) -> None:
+        for r in rows:
+            cell = (r.requests, r.cold_starts, r.kv_ops, r.subrequests, r.latency_us_sum, r.latency)
+            self._upsert(
+                tier, bucket, (location, r.function, r.version, r.status, r.client_region), cell
+            )
+
+    def _upsert(
+        self, tier: int, bucket: int, key: tuple[str, str, str, str, str], cell: _Cell
+    ) -> None:
+        where = (tier, bucket, *key)
+        old = self._db.execute(
+            "SELECT requests, cold, kv, sub, latency_us, sketch FROM cells WHERE tier = ? AND "
+            "bucket_ms = ? AND location = ? AND function = ? AND version = ? AND status = ? "
+            "AND region = ?",
+            where,
+        ).fetchone()
+        if old is not None:
+            cell = (
+                cell[0] + old[0],
+                cell[1] + old[1],
+                cell[2] + old[2],
+                cell[3] + old[3],
+                cell[4] + old[4],
+                merge_sketches(cell[5], _DEC.decode(old[5])),
+            )
+        self._db.execute(
+            "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*where, *cell[:5], _ENC.encode(cell[5])),
+        )
+
+    def compact(self, *, now_ms: int) -> int:
+        """Move aged-out buckets one tier down, drop expired ones; returns cells moved."""
+        db = self._db
+        moved = 0
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for tier, t in enumerate(TIERS):
+                cutoff = now_ms - t.keep_ms
+                old = db.execute(
+                    "SELECT bucket_ms, location, function, version, status, region, requests, "
+                    "cold, kv, sub, latency_us, sketch FROM cells WHERE tier = ? AND "
+                    "bucket_ms + ? <= ?",
+                    (tier, t.bucket_ms, cutoff),
+                ).fetchall()
+                db.execute(
+                    "DELETE FROM cells WHERE tier = ? AND bucket_ms + ? <= ?",
+                    (tier, t.bucket_ms, cutoff),
+                )
+                if tier + 1 < len(TIERS):
+                    width = TIERS[tier + 1].bucket_ms
+                    for b, *key, n, cold, kv, sub, lat, sk in old:
+                        cell = (n, cold, kv, sub, lat, _DEC.decode(sk))
+                        self._upsert(tier + 1, b - b % width, tuple(key), cell)
+                        moved += 1
+            db.execute("DELETE FROM seen WHERE received_ms < ?", (now_ms - _SEEN_KEEP_MS,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return moved
+
+    # -- reading ------------------------------------------------------------------------------
+    def has_data(self, function: str) -> bool:
+        return (
+            self._db.execute(
+                "SELECT 1 FROM cells WHERE function = ? LIMIT 1", (function,)
+            ).fetchone()
+            is not None
+        )
+
+    def stats(self, function: str, *, since_ms: int) -> list[LocationStats]:
+        """``function``'s figures from buckets starting at or after ``since_ms``, every tier."""
+        out: dict[tuple[str, str], LocationStats] = {}
+        rows = self._db.execute(
+            "SELECT location, region, status, requests, cold, kv, sub, latency_us, sketch "
+            "FROM cells WHERE function = ? AND bucket_ms >= ? ORDER BY location, region",
+            (function, since_ms),
+        )
+        for location, region, status, n, cold, kv, sub, lat, sk in rows:
+            entry = out.get((location, region))
+            if entry is None:
+                entry = out[(location, region)] = LocationStats(location, region)
+            entry.add(status, (n, cold, kv, sub, lat, _DEC.decode(sk)))
+        return [out[k] for k in sorted(out)]
+
+    def overflow_requests(self, *, since_ms: int) -> int:
+        """Requests of keys that did not fit in a node's rollup (function unknown), all tiers."""
+        row = self._db.execute(
+            "SELECT COALESCE(SUM(requests), 0) FROM cells WHERE function = ? AND bucket_ms >= ?",
+            (OVERFLOW, since_ms),
+        ).fetchone()
+        return int(row[0])
+
+    def tier_cells(self) -> dict[int, int]:
+        return dict(self._db.execute("SELECT tier, COUNT(*) FROM cells GROUP BY tier").fetchall())
+
+    def statistics(self) -> StoreStatistics:
+        cells = self._db.execute("SELECT COUNT(*) FROM cells").fetchone()[0]
+        return StoreStatistics(
+            rollups_ingested_total=self._ingested,
+            duplicates_total=self._duplicates,
+            too_old_total=self._too_old,
+            cells=int(cells),
+        )

@@ -1,0 +1,98 @@
+"""The core's telemetry store: dedupe by (location, epoch, seq), tiers, compaction, queries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from edgefn.errors import UsageError
+from edgefn.observe.rollup import Accumulator, Rollup, merge_rollups
+from edgefn.observe.telemetry_store import TelemetryStore, parse_window
+
+HOUR = 3_600_000
+NOW = 400 * 24 * HOUR  # some day, at midnight
+
+
+def _rollup(location: str, seq: int, start_ms: int, statuses: dict[int, int]) -> Rollup:
+    acc = Accumulator(location=location, epoch="e1", start_ms=start_ms)
+    acc._seq = seq
+    for status, n in statuses.items():
+        for i in range(n):
+            acc.record("fn", "v1", status, "eu-west", 10.0 + i, cold=i == 0)
+    acc.record("other", "v1", 200, "na-east", 1.0)
+    rollup = acc.cut(start_ms + 5_000)
+    assert rollup is not None
+    return rollup
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[TelemetryStore]:
+    s = TelemetryStore(tmp_path / "telemetry.sqlite")
+    yield s
+    s.close()
+
+
+def test_a_rollup_counts_once_however_often_it_arrives(store: TelemetryStore) -> None:
+    r1 = _rollup("fra", 1, NOW - 20_000, {200: 8, 503: 2})
+    r2 = _rollup("fra", 2, NOW - 15_000, {200: 5})
+    assert store.ingest(r1, now_ms=NOW)
+    assert not store.ingest(r1, now_ms=NOW)  # a redelivery
+    assert store.ingest(r2, now_ms=NOW)
+    # A merged rollup overlapping stored numbers is refused whole (never sent by a real node).
+    assert not store.ingest(merge_rollups(r1, r2), now_ms=NOW)
+    (row,) = store.stats("fn", since_ms=NOW - 60_000)
+    out = row.as_json()
+    assert (out["location"], out["client_region"], out["requests"]) == ("fra", "eu-west", 15)
+    assert out["by_status"] == {"2xx": 13, "3xx": 0, "4xx": 0, "5xx": 2}
+    assert out["error_rate"] == pytest.approx(2 / 15, abs=1e-6)
+    assert out["cold_starts"] == 3
+    assert out["cpu_ms"] is None
+    assert 9.5 <= out["latency_ms_p50"] <= 15
+    assert store.statistics().duplicates_total == 2
+    # The same numbers from another boot (epoch) of the node are new rollups.
+    assert store.ingest(msgspec.structs.replace(r1, epoch="e2"), now_ms=NOW)
+
+
+def test_tiers_compact_without_losing_a_request(store: TelemetryStore) -> None:
+    """Rollups of the last 2 days, compacted as time passes: totals stay, resolution drops."""
+    sent = 0
+    for i in range(48):
+        start = NOW - i * HOUR + 1_000
+        store.ingest(_rollup("ams", i + 1, start, {200: 3, 404: 1}), now_ms=NOW)
+        sent += 4
+    tiers = store.tier_cells()
+    assert set(tiers) == {0, 1, 2}  # the last hour at 10 s, the last day at 1 min, then 1 h
+    store.compact(now_ms=NOW)
+    window = 3 * 24 * HOUR
+    total = sum(r.requests for r in store.stats("fn", since_ms=NOW - window))
+    assert total == sent
+    later = NOW + 2 * 24 * HOUR
+    store.compact(now_ms=later)
+    assert set(store.tier_cells()) == {2}
+    assert sum(r.requests for r in store.stats("fn", since_ms=NOW - window)) == sent
+    store.compact(now_ms=NOW + 40 * 24 * HOUR)
+    assert store.tier_cells() == {}
+    # Older than the last tier keeps: remembered as seen, counted nowhere.
+    assert store.ingest(_rollup("ams", 999, NOW - 31 * 24 * HOUR, {200: 1}), now_ms=NOW)
+    assert store.statistics().too_old_total == 1
+
+
+def test_stats_group_by_location_and_client_region(store: TelemetryStore) -> None:
+    store.ingest(_rollup("fra", 1, NOW - 10_000, {200: 2}), now_ms=NOW)
+    store.ingest(_rollup("nrt", 1, NOW - 10_000, {500: 1}), now_ms=NOW)
+    got = [(r.location, r.client_region, r.requests) for r in store.stats("fn", since_ms=0)]
+    assert got == [("fra", "eu-west", 2), ("nrt", "eu-west", 1)]
+    assert store.stats("nope", since_ms=0) == []
+    assert store.stats("fn", since_ms=NOW) == []  # the window starts after the buckets
+
+
+def test_parse_window() -> None:
+    assert [parse_window(x) for x in ("10s", "5m", "2h", "30d", " 90s ")] == [
+        10, 300, 7200, 2_592_000, 90,
+    ]  # fmt: skip
+    for bad in ("", "5", "m", "5w", "-5m", "1.5h", "9s", "31d"):
+        with pytest.raises(UsageError, match="--window"):
+            parse_window(bad)
