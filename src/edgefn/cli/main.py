@@ -24,6 +24,7 @@ _COMMAND_MODULES: list[str] = [
     "_roles",
     "_secrets",
     "_simulate",
+    "_tail",
     "_traffic",
 ]
 

@@ -53,8 +53,10 @@ from edgefn.edge.request_io import (
     too_large_hint,
 )
 from edgefn.edge.response_check import BadResponse, check_response
+from edgefn.edge.tail import TailPublisher
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.observe import JsonLog, NodeMetrics
+from edgefn.observe.tail import TailRequest
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
@@ -110,6 +112,7 @@ class RequestPath:
         release: Callable[[str], None],
         access_log: bool,
         seed: int,
+        tail: TailPublisher | None = None,
     ) -> None:
         self.location = location
         self.table = table
@@ -124,6 +127,8 @@ class RequestPath:
         self._ready = ready
         self._release = release
         self._rng = random.Random(seed)
+        # Live tail (edgefn.edge.tail); None: this node never sends request events.
+        self.tail = tail
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
@@ -363,3 +368,33 @@ class RequestPath:
                 cold=cold,
                 duration_ms=round((time.perf_counter() - t0) * 1000, 3),
             )
+        if self.tail is not None and name and self.tail.watching(name):
+            self._tail(self.tail, rid, scope, name, version, status, t0, cold)
+
+    @staticmethod
+    def _tail(
+        tail: TailPublisher,
+        rid: str,
+        scope: Scope,
+        name: str,
+        version: str,
+        status: int,
+        t0: float,
+        cold: bool,
+    ) -> None:
+        # Only for a function a tail session watches: the hot path pays one dict lookup.
+        client = next((v for k, v in scope["headers"] if k == b"x-edgefn-client-location"), b"")
+        tail.offer(
+            TailRequest(
+                request_id=rid,
+                ts_ms=tail.stamp(),
+                function=name,
+                version=version,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                cold=cold,
+                client=client.decode("latin-1"),
+            )
+        )

@@ -1,6 +1,6 @@
 """Assembling one planet node: every part built once, in dependency order, from one config.
 
-A planet node is five parts, and :func:`build_node` is the one place that builds and wires them.
+A planet node is six parts, and :func:`build_node` is the one place that builds and wires them.
 Each part gets its collaborators in its constructor; nothing is attached afterwards:
 
 1. the **function table** (:class:`~edgefn.edge.functions.FunctionTable`), first, because two
@@ -12,7 +12,9 @@ Each part gets its collaborators in its constructor; nothing is attached afterwa
 4. the **edge node** (:class:`~edgefn.edge.node.EdgeNode`), given the table, the driver, the KV
    service's ``handle_call`` (worker KV calls) and ``asgi`` (the internal ``/_edgefn/kv*``);
 5. the **node agent** (:class:`~edgefn.planet.node_agent.NodeAgent`), given the node and the KV
-   service, with the log redactor it shares with the node's log.
+   service, with the log redactor it shares with the node's log;
+6. the **tail publisher** (:class:`~edgefn.edge.tail.TailPublisher`), built before the node (its
+   request path and console-line callback feed it) with the same redactor.
 
 :meth:`AssembledNode.start` starts them in that order (the node's listeners first, so the agent
 and the driver have a URL to report) and :meth:`AssembledNode.stop` stops them in reverse.
@@ -33,6 +35,7 @@ from edgefn.edge.functions import FunctionTable
 from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.edge.outbound import Outbound
+from edgefn.edge.tail import TailPublisher
 from edgefn.edge.traffic import TrafficDriver, TrafficOptions, load_traffic_config
 from edgefn.observe import JsonLog, RotatingFile
 from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
@@ -80,6 +83,7 @@ class AssembledNode:
         traffic: TrafficDriver | None,
         agent: NodeAgent,
         log_file: RotatingFile,
+        tail: TailPublisher,
     ) -> None:
         self.config = config
         self.node = node
@@ -87,6 +91,7 @@ class AssembledNode:
         self.traffic = traffic
         self.agent = agent
         self.log_file = log_file
+        self.tail = tail
         self._kv_task: asyncio.Task[None] | None = None
         self._traffic_started = False
 
@@ -95,6 +100,7 @@ class AssembledNode:
         await self.node.start()
         self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
         await self.agent.start()
+        await self.tail.start(list(self.config.nats_urls))
         if self.traffic is not None:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
@@ -105,6 +111,7 @@ class AssembledNode:
             await self.agent.stop()
             if self.traffic is not None and self._traffic_started:
                 await self.traffic.stop()
+            await self.tail.stop()
             self._kv_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._kv_task
@@ -134,6 +141,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
     log_file = RotatingFile(config.state_dir / "node.log")
     # The agent feeds decrypted secret values to the redactor; the log hides them everywhere.
     redactor = Redactor()
+    tail = TailPublisher(config.location, redact=redactor.redact)
     node = EdgeNode(
         config.location,
         region=config.region,
@@ -153,6 +161,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         traffic=traffic,
         kv_handler=kv.handle_call,
         kv_http=kv.asgi,
+        tail=tail,
     )
     agent = NodeAgent(
         node,
@@ -166,7 +175,13 @@ def build_node(config: NodeConfig) -> AssembledNode:
         kv=kv,
     )
     return AssembledNode(
-        config=config, node=node, kv=kv, traffic=traffic, agent=agent, log_file=log_file
+        config=config,
+        node=node,
+        kv=kv,
+        traffic=traffic,
+        agent=agent,
+        log_file=log_file,
+        tail=tail,
     )
 
 
