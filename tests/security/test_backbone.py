@@ -38,10 +38,12 @@ from edgefn.bus.subjects import (
     BUNDLES_OBJECT_STORE,
     DESIRED_BUCKET,
     OBSERVED_BUCKET,
+    TAIL_SESSIONS,
     health_subject,
     kv_control_subject,
     kv_replication_subject,
     load_report_subject,
+    tail_event_subject,
     telemetry_subject,
 )
 from edgefn.control.desired_signing import sign_desired
@@ -504,3 +506,62 @@ async def test_region_cache_reads_a_missed_bundle_from_the_core_with_its_own_use
     finally:
         await cache_nc.close()
         await control.close()
+
+
+# -- live tail -----------------------------------------------------------------------------------
+
+
+async def test_node_sends_tail_events_only_as_itself_and_cannot_announce_sessions(
+    secured: Secured,
+) -> None:
+    """fra may send tail events as fra only; neither a node nor admin may announce a session
+    (that would make every node send request data); control may, and nodes hear it."""
+    await _wait_hub_linked(secured)
+    session = "0123456789abcdef"
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    ams = await _open(secured.hub.client_url, secured.creds("node-ams"))
+    admin_errors = _Errors()
+    admin = await _open(secured.core.client_url, secured.creds("admin"), admin_errors)
+    try:
+        events = await _collect(control, tail_event_subject("*", session))
+        heard: list[bytes] = []
+
+        async def on_announce(msg: Any) -> None:
+            heard.append(msg.data)
+
+        await ams.subscribe(TAIL_SESSIONS, cb=on_announce)
+        await ams.flush()
+        await fra.publish(tail_event_subject("ams", session), b"{}")  # refused
+        await fra.publish(TAIL_SESSIONS, b"fra")  # refused
+        await admin.publish(TAIL_SESSIONS, b"admin")  # refused
+        await fra.flush()
+        await admin.flush()
+
+        async def delivered() -> bool:
+            # The allowed ones, again until each subscriber's interest crossed the leafnode.
+            await fra.publish(tail_event_subject("fra", session), b"{}")
+            await fra.flush()
+            await control.publish(TAIL_SESSIONS, b"control")
+            await control.flush()
+            return (
+                bool(events)
+                and bool(heard)
+                and len(errors.violations()) >= 2
+                and len(admin_errors.violations()) >= 1
+            )
+
+        await until(
+            delivered,
+            timeout_s=15,
+            what="the allowed messages delivered and an error for each refused one",
+            interval_s=0.05,
+        )
+        assert set(events) == {tail_event_subject("fra", session)}
+        assert set(heard) == {b"control"}
+        assert len(errors.violations()) == 2, errors.seen
+        assert len(admin_errors.violations()) == 1, admin_errors.seen
+    finally:
+        for nc in (admin, ams, fra, control):
+            await nc.close()

@@ -62,6 +62,7 @@ async def test_unauthenticated_and_forged_requests_change_nothing(
         ("POST", "/v1/keys", {"json": {"public_key": SigningKey.generate().public_key_pem()}}),
         ("GET", "/v1/audit", {}),
         ("GET", "/v1/status", {}),
+        ("GET", f"/v1/tail/{FN}", {}),  # live request data and console lines
     ]
     async with httpx.AsyncClient(base_url=control.url, timeout=10) as http:
         for headers in _forgeries(control):

@@ -7,18 +7,20 @@ Every process that talks NATS authenticates as one :class:`NatsUser`; anonymous 
 nowhere else (docs/design/0007-backbone.md copies it):
 
 * ``control`` — the core services: everything. Only it may write desired state.
-* ``admin`` — tooling (``edgefn bench``): everything except writing desired or observed state and
-  publishing nodes' beacons or telemetry (it cannot steer a rollout, the forwarding tables or
-  the statistics).
+* ``admin`` — tooling (``edgefn bench``): everything except writing desired or observed state,
+  publishing nodes' beacons or telemetry and announcing tail sessions (it cannot steer a rollout,
+  the forwarding tables or the statistics, nor make nodes send request data).
 * ``leaf-<region>`` — a hub's leafnode connection to the core: no subject permissions of its own;
   the hub enforces its clients' permissions before anything reaches the leafnode.
 * ``cache-<region>`` — reads the bundle object store, answers ``edgefn.bundle.request.<region>``.
 * ``node-<loc>`` — publishes only subjects that carry its own location: beacons
-  (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its observed state
+  (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its tail events
+  (``edgefn.tail.<loc>.<session>``), its observed state
   (``$KV.edgefn-observed.<loc>``), KV replication (``edgefn.kv.<ns>.<loc>``), KV control messages
   it sends (``edgefn.kvctl.<ns>.<to>.<loc>``) and its KV membership key; plus the JetStream API
-  calls it needs and the strong-KV home bucket. It subscribes to its own inbox, the beacons and the
-  KV control messages addressed to it. It never writes desired state.
+  calls it needs and the strong-KV home bucket. It subscribes to its own inbox, the beacons, the
+  KV control messages addressed to it and the tail session announcements (``edgefn.tailctl``,
+  which only ``control`` publishes). It never writes desired state.
 
 Every client uses the inbox prefix ``_INBOX.<user>`` (:func:`inbox_prefix`) and may subscribe only
 to its own inboxes, so no node can read another process's JetStream replies. Replies to requests a
@@ -48,6 +50,7 @@ from edgefn.bus.subjects import (
     LOAD_REPORT_ALL,
     OBSERVED_BUCKET,
     REGISTRY_BUCKET,
+    TAIL_SESSIONS,
     TELEMETRY_ALL,
     bundle_request_subject,
     health_subject,
@@ -55,6 +58,7 @@ from edgefn.bus.subjects import (
     kv_replication_subject,
     load_report_subject,
     subject_token,
+    tail_event_subject,
     telemetry_subject,
 )
 
@@ -117,6 +121,7 @@ def _protected_writes() -> list[str]:
         LOAD_REPORT_ALL,
         # Rollups are what a location served: only that location's node speaks for it.
         TELEMETRY_ALL,
+        TAIL_SESSIONS,  # tail sessions make nodes send request data: the core's alone
         f"{_API}.STREAM.DELETE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.PURGE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.UPDATE.KV_{DESIRED_BUCKET}",
@@ -142,6 +147,7 @@ def _node_publish(user: NatsUser) -> list[str]:
         health_subject(loc),
         load_report_subject(loc),
         telemetry_subject(loc),
+        tail_event_subject(loc, "*"),
         bundle_request_subject(user.region),
         kv_replication_subject("*", loc),
         kv_control_subject("*", "*", loc),
@@ -200,6 +206,7 @@ def render_permissions(user: NatsUser) -> dict[str, Any] | None:
                 LOAD_REPORT_ALL,
                 kv_control_subject("*", user.scope, "*"),
                 kv_control_subject("*", "_all", "*"),
+                TAIL_SESSIONS,
             ]
         },
         "allow_responses": True,

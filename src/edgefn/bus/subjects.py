@@ -28,6 +28,7 @@ __all__ = [
     "REGISTRY_BUCKET",
     "SECRETS_BUCKET",
     "SUBJECT_PREFIX",
+    "TAIL_SESSIONS",
     "TELEMETRY_ALL",
     "TELEMETRY_STREAM",
     "TOKENS_BUCKET",
@@ -37,6 +38,7 @@ __all__ = [
     "kv_replication_subject",
     "load_report_subject",
     "subject_token",
+    "tail_event_subject",
     "telemetry_subject",
 ]
 
@@ -73,6 +75,9 @@ TELEMETRY_ALL = f"{SUBJECT_PREFIX}.telemetry.*"
 # The core's stream of node rollups (edgefn.control.telemetry_ingest): nodes publish to it on
 # their own telemetry subject and get an acknowledgement once the rollup is stored.
 TELEMETRY_STREAM = "EDGEFN_TELEMETRY"
+# Live tail (edgefn.observe.tail): the core announces tail sessions here (only ``control`` may
+# publish it); nodes answer on ``tail_event_subject(location, session)``.
+TAIL_SESSIONS = f"{SUBJECT_PREFIX}.tailctl"
 
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -129,3 +134,13 @@ def kv_control_subject(namespace: str, to: str, sender: str) -> str:
     ns = _token_or_wildcard(namespace, what="KV namespace")
     dest = _token_or_wildcard(to, what="KV replica")
     return f"{SUBJECT_PREFIX}.kvctl.{ns}.{dest}.{_token_or_wildcard(sender, what='KV sender')}"
+
+
+def tail_event_subject(location: str, session: str) -> str:
+    """Subject of the tail events a location's node sends to one tail session.
+
+    ``*`` is accepted for either token (the core subscribes to ``tail_event_subject("*", s)``;
+    a node's publish permission is ``tail_event_subject(loc, "*")``).
+    """
+    loc = _token_or_wildcard(location, what="location")
+    return f"{SUBJECT_PREFIX}.tail.{loc}.{_token_or_wildcard(session, what='tail session')}"

@@ -25,6 +25,7 @@ _COMMAND_MODULES: list[str] = [
     "_secrets",
     "_simulate",
     "_stats",
+    "_tail",
     "_traffic",
 ]
 

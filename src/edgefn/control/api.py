@@ -25,6 +25,9 @@ the scope each one needs::
     GET    /v1/kv                            read
     GET    /v1/stats/{name}                  read           ?window=5m (edgefn.control.stats_api)
     POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
+    GET    /v1/tail/{name}                   read           application/x-ndjson, streamed
+                                                            ?location=L (repeatable)&status=5xx
+                                                            &search=TEXT&sample=0.1
     GET    /openapi.json                     public
 
 Authentication. Every route is a ``ScopedRoute`` that declares the scope it needs (a string, or a
@@ -57,7 +60,7 @@ import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -69,7 +72,9 @@ from edgefn.control.events import STRATEGIES
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.control.stats_api import stats_endpoint
+from edgefn.control.tail import TailHub
 from edgefn.errors import BundleError, ConfigError, EdgefnError, UsageError
+from edgefn.observe.tail import SEARCH_MAX, parse_sample, parse_status_class
 from edgefn.observe.telemetry_store import TelemetryStore
 
 __all__ = ["KEY_ID_HEADER", "SIGNATURE_HEADER", "ScopedRoute", "create_app", "function_deploy"]
@@ -241,14 +246,66 @@ def _secret_value(raw: bytes) -> str:
     return value
 
 
+def _tail_filters(request: Request, known: Sequence[str]) -> dict[str, Any]:
+    """The filters of ``GET /v1/tail/{name}``; a clear 400 for any bad one."""
+    q = request.query_params
+    unknown = sorted(set(q) - {"location", "status", "search", "sample"})
+    if unknown:
+        raise UsageError(
+            f"unknown query parameter(s) {unknown}", hint="use location, status, search, sample"
+        )
+    locations = tuple(dict.fromkeys(q.getlist("location")))
+    strangers = [loc for loc in locations if loc not in known]
+    if strangers:
+        raise UsageError(
+            f"unknown location(s) {strangers}", hint=f"locations: {', '.join(known) or 'none yet'}"
+        )
+    search = q.get("search", "")
+    if len(search) > SEARCH_MAX:
+        raise UsageError(f"search text over {SEARCH_MAX} characters", hint="search a shorter text")
+    return {
+        "status_class": parse_status_class(q.get("status", "")),
+        "locations": locations,
+        "search": search,
+        "sample": parse_sample(q.get("sample", "1")),
+    }
+
+
+def tail_route(service: ControlService, hub: TailHub) -> ScopedRoute:
+    """``GET /v1/tail/{name}``: the function's request events from every location, as NDJSON."""
+
+    async def tail(request: Request) -> Response:
+        name = request.path_params["name"]
+        if service.registry().get_function(name) is None:
+            raise NotFound(f"unknown function {name!r}", hint="GET /v1/functions lists them")
+        known = [str(loc["location"]) for loc in service.status()["locations"]]
+        stream = await hub.open(name, **_tail_filters(request, known))
+
+        async def body() -> Any:
+            try:
+                async for line in hub.lines(stream):
+                    yield line
+            finally:  # the client left (or the server stops): this runs cancelled, so no await
+                hub.close_soon(stream)
+
+        return StreamingResponse(body(), media_type="application/x-ndjson")
+
+    return ScopedRoute("/v1/tail/{name}", tail, method="GET", need=READ)
+
+
 def create_app(
     service: ControlService,
     *,
     max_upload_bytes: int = DEFAULT_MAX_BUNDLE_BYTES + 64 * 1024,
     telemetry: TelemetryStore | None = None,
+    tail: TailHub | None = None,
 ) -> Starlette:
-    """The API app for ``service`` (which the caller starts and stops); ``telemetry`` is the
-    core's rollup store that ``/v1/stats`` reads (None: that route answers 503)."""
+    """The API app for ``service`` (which the caller starts and stops).
+
+    ``telemetry`` is the core's rollup store that ``/v1/stats`` reads (None: that route answers
+    503); ``tail`` serves ``/v1/tail``, by default a :class:`TailHub` on the service's NATS
+    connection.
+    """
 
     async def upload(request: Request) -> Response:
         name = request.path_params["name"]
@@ -474,6 +531,7 @@ def create_app(
             need=function_deploy,
         ),
         ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _known), method="GET", need=READ),
+        tail_route(service, tail or TailHub(service.nc)),
     ]
     app = Starlette(
         routes=routes,

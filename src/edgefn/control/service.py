@@ -754,6 +754,11 @@ class ControlService:
     def registry(self) -> Registry:
         return self._registry
 
+    @property
+    def nc(self) -> Client:
+        """The core's NATS connection (the tail route subscribes with it)."""
+        return self._nc
+
     def function_status(self, name: str) -> FunctionStatus | None:
         return self._reconciler.function_status(name)
 

@@ -57,6 +57,7 @@ from edgefn.edge.request_io import (
     MAX_REQUEST_HEADERS,
 )
 from edgefn.edge.request_path import RequestContext, RequestPath
+from edgefn.edge.tail import TailPublisher
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
@@ -125,6 +126,7 @@ class EdgeNode:
         kv_handler: KVHandler | None = None,
         kv_http: ASGIApp | None = None,
         telemetry: Accumulator | None = None,
+        tail: TailPublisher | None = None,
     ) -> None:
         self.location = location
         self.region = region
@@ -171,6 +173,7 @@ class EdgeNode:
             access_log=access_log,
             seed=seed,
             telemetry=telemetry,
+            tail=tail,
         )
         self._endpoints = NodeEndpoints(
             location=location,
@@ -365,6 +368,9 @@ class EdgeNode:
             level=msg.level,
             message=msg.message,
         )
+        tail = self._path.tail
+        if tail is not None and tail.watching(function):
+            tail.log(function, msg.request_id, msg.level, msg.message)
 
     # -- HTTP ------------------------------------------------------------------------------
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

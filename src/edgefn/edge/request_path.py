@@ -53,9 +53,11 @@ from edgefn.edge.request_io import (
     too_large_hint,
 )
 from edgefn.edge.response_check import BadResponse, check_response
+from edgefn.edge.tail import TailPublisher
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.observe import JsonLog, NodeMetrics
 from edgefn.observe.rollup import Accumulator, client_region
+from edgefn.observe.tail import TailRequest
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
@@ -117,6 +119,7 @@ class RequestPath:
         access_log: bool,
         seed: int,
         telemetry: Accumulator | None = None,
+        tail: TailPublisher | None = None,
     ) -> None:
         self.location = location
         self.table = table
@@ -133,6 +136,8 @@ class RequestPath:
         self._rng = random.Random(seed)
         # Rollups of what this node answered (edgefn.observe.rollup); None records nothing.
         self.telemetry = telemetry
+        # Live tail (edgefn.edge.tail); None: this node never sends request events.
+        self.tail = tail
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         t0 = time.perf_counter()
@@ -386,6 +391,8 @@ class RequestPath:
                 cold=cold,
                 duration_ms=round((time.perf_counter() - t0) * 1000, 3),
             )
+        if self.tail is not None and name and not relayed and self.tail.watching(name):
+            self._tail(self.tail, rid, scope, name, version, status, t0, cold)
 
     def _record(
         self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
@@ -410,4 +417,32 @@ class RequestPath:
             cold=cold,
             kv_ops=kv,
             subrequests=sub,
+        )
+
+    @staticmethod
+    def _tail(
+        tail: TailPublisher,
+        rid: str,
+        scope: Scope,
+        name: str,
+        version: str,
+        status: int,
+        t0: float,
+        cold: bool,
+    ) -> None:
+        # Only for a function a tail session watches: the hot path pays one dict lookup.
+        client = next((v for k, v in scope["headers"] if k == _CLIENT_LOCATION), b"")
+        tail.offer(
+            TailRequest(
+                request_id=rid,
+                ts_ms=tail.stamp(),
+                function=name,
+                version=version,
+                method=scope["method"],
+                path=scope["path"],
+                status=status,
+                duration_ms=(time.perf_counter() - t0) * 1000,
+                cold=cold,
+                client=client.decode("latin-1"),
+            )
         )

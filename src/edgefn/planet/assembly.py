@@ -15,6 +15,8 @@ Each part gets its collaborators in its constructor; nothing is attached afterwa
    service, with the log redactor it shares with the node's log;
 6. the **telemetry shipper** (:class:`~edgefn.edge.telemetry_ship.TelemetryShipper`), which
    ships the rollups of the accumulator the node records every request into.
+7. the **tail publisher** (:class:`~edgefn.edge.tail.TailPublisher`), built before the node (its
+   request path and console-line callback feed it) with the same redactor.
 
 :meth:`AssembledNode.start` starts them in that order (the node's listeners first, so the agent
 and the driver have a URL to report) and :meth:`AssembledNode.stop` stops them in reverse.
@@ -35,6 +37,7 @@ from edgefn.edge.functions import FunctionTable
 from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.edge.outbound import Outbound
+from edgefn.edge.tail import TailPublisher
 from edgefn.edge.telemetry_ship import TelemetryShipper, new_accumulator
 from edgefn.edge.traffic import TrafficDriver, TrafficOptions, load_traffic_config
 from edgefn.observe import JsonLog, RotatingFile
@@ -84,6 +87,7 @@ class AssembledNode:
         agent: NodeAgent,
         log_file: RotatingFile,
         telemetry: TelemetryShipper,
+        tail: TailPublisher,
     ) -> None:
         self.config = config
         self.node = node
@@ -92,6 +96,7 @@ class AssembledNode:
         self.agent = agent
         self.log_file = log_file
         self.telemetry = telemetry
+        self.tail = tail
         self._kv_task: asyncio.Task[None] | None = None
         self._traffic_started = False
 
@@ -100,6 +105,7 @@ class AssembledNode:
         await self.node.start()
         self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
         await self.agent.start()
+        await self.tail.start(list(self.config.nats_urls))
         if self.traffic is not None:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
@@ -112,6 +118,7 @@ class AssembledNode:
             await self.agent.stop()
             if self.traffic is not None and self._traffic_started:
                 await self.traffic.stop()
+            await self.tail.stop()
             self._kv_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._kv_task
@@ -143,6 +150,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
     redactor = Redactor()
     log = JsonLog(log_file, location=config.location, redact=redactor.redact)
     accumulator = new_accumulator(config.location)
+    tail = TailPublisher(config.location, redact=redactor.redact)
     node = EdgeNode(
         config.location,
         region=config.region,
@@ -163,6 +171,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         kv_handler=kv.handle_call,
         kv_http=kv.asgi,
         telemetry=accumulator,
+        tail=tail,
     )
     agent = NodeAgent(
         node,
@@ -184,6 +193,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         agent=agent,
         log_file=log_file,
         telemetry=telemetry,
+        tail=tail,
     )
 
 

@@ -11,9 +11,10 @@ and are raised as :class:`~edgefn.errors.PlanetError` with the same words.
 
 from __future__ import annotations
 
+import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,18 @@ class PlanetClient:
                 f"cannot reach {url}: {err}", hint="is the planet still running? `edgefn status`"
             ) from None
         if resp.status_code >= 400:
-            try:
-                body = resp.json()
-            except ValueError:
-                body = {"message": resp.text}
-            hint = str(body.get("hint", ""))
-            if resp.status_code == 401 and not self._auth:
-                hint = f"no API token: set $EDGEFN_TOKEN or restart the planet; {hint}"
-            raise PlanetError(str(body.get("message") or body.get("error") or resp.text), hint=hint)
+            self._raise_for(resp)
         return resp.json() if resp.content else {}
+
+    def _raise_for(self, resp: httpx.Response) -> None:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {"message": resp.text}
+        hint = str(body.get("hint", ""))
+        if resp.status_code == 401 and not self._auth:
+            hint = f"no API token: set $EDGEFN_TOKEN or restart the planet; {hint}"
+        raise PlanetError(str(body.get("message") or body.get("error") or resp.text), hint=hint)
 
     # -- control API -----------------------------------------------------------------------
     def upload(self, path: Path) -> dict[str, Any]:
@@ -131,6 +135,28 @@ class PlanetClient:
             "DELETE", f"{self.api}/v1/functions/{name}/secrets/{secret}"
         )
         return out
+
+    def tail(self, name: str, params: list[tuple[str, str]]) -> Iterator[dict[str, Any]]:
+        """The lines of ``GET /v1/tail/{name}`` as they arrive (until the caller stops)."""
+        url = f"{self.api}/v1/tail/{name}"
+        # No read timeout beyond a few missed heartbeats (the core sends one every 5 s).
+        timeout = httpx.Timeout(10.0, read=30.0)
+        try:
+            query = httpx.QueryParams(tuple(params))
+            with self._http.stream(
+                "GET", url, params=query, headers=self._auth, timeout=timeout
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    self._raise_for(resp)
+                for line in resp.iter_lines():
+                    if line:
+                        yield json.loads(line)
+        except httpx.HTTPError as err:
+            raise PlanetError(
+                f"the tail stream from {url} broke: {err}",
+                hint="is the planet still running? `edgefn status`",
+            ) from None
 
     def function_status(self, name: str) -> dict[str, Any] | None:
         for fn in self.status().get("functions", []):

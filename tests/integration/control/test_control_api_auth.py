@@ -48,6 +48,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/kv", READ),
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
     ("GET", "/v1/stats/{name}", READ),
+    ("GET", "/v1/tail/{name}", READ),
 ]
 
 
@@ -88,6 +89,14 @@ async def _request(
         "/v1/kv/{namespace}/shares": {"account": "acme"},
         "/v1/functions/{name}/secrets/{secret}": {"value": "s3cr3t-value"},
     }
+    if path == "/v1/tail/{name}":  # streams until the client leaves: read its first line only
+        async with http.stream(method, url, headers=headers) as resp:
+            if resp.status_code != 200:
+                await resp.aread()
+                return resp
+            async for line in resp.aiter_lines():
+                return httpx.Response(200, content=line.encode())
+            return httpx.Response(599)
     if path == "/v1/functions/{name}/versions" and method == "POST":
         return await http.post(url, content=ctx["bundle"].encode("latin-1"), headers=headers)
     body = bodies.get(path) if method in ("POST", "PUT") else None

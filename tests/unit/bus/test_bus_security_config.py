@@ -8,8 +8,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgefn.bus.credentials import load_credentials, load_users, write_planet_credentials
+from edgefn.bus.errors import BusError
 from edgefn.bus.nats_config import CoreConfig, HubConfig, render_config
 from edgefn.bus.permissions import NatsUser, render_permissions
+from edgefn.bus.subjects import TAIL_SESSIONS, tail_event_subject
 from edgefn.control.desired_signing import sign_desired, verify_desired
 from edgefn.edge.traffic_bus import from_itself
 from edgefn.errors import ProtocolError
@@ -91,3 +93,18 @@ def test_desired_state_signature() -> None:
 def test_beacon_must_name_its_subjects_location() -> None:
     assert from_itself("edgefn.health.fra", "fra")
     assert not from_itself("edgefn.health.fra", "ams")
+
+
+def test_tail_subjects_a_node_sends_only_its_own_events_and_only_control_announces() -> None:
+    node = render_permissions(NatsUser("node", PW, "fra", "eu"))
+    assert node is not None
+    assert tail_event_subject("fra", "*") in node["publish"]["allow"]
+    assert TAIL_SESSIONS not in node["publish"]["allow"]
+    assert TAIL_SESSIONS in node["subscribe"]["allow"]
+    assert not [s for s in node["subscribe"]["allow"] if s.startswith("edgefn.tail.")]
+    admin = render_permissions(NatsUser("admin", PW))
+    assert admin is not None
+    assert TAIL_SESSIONS in admin["publish"]["deny"]
+    assert tail_event_subject("*", "0123456789abcdef") == "edgefn.tail.*.0123456789abcdef"
+    with pytest.raises(BusError):
+        tail_event_subject("fra", "a.b")
