@@ -119,3 +119,21 @@ async def test_token_secrets_never_appear_in_responses_or_the_audit_log(control:
         text = (await control.http.get(path)).text
         for needle in (secret, digest, stored, control.token.split("_")[2]):
             assert needle not in text, path
+
+
+async def test_another_accounts_read_token_cannot_tail_or_read_stats_of_a_function(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """Tail events (request paths, console lines) and stats are the function's users' data: a
+    read token of another account gets 403 naming the owner; the owner's account reads them."""
+    first = await upload(control, control.token, signing_key, bundle_dir(tmp_path / "v1", FN))
+    assert first.status_code == 201
+    stranger = await new_token(control, ["read"], account="acme")
+    owner = await new_token(control, ["read"], account="default", name="owner")
+    for path in (f"/v1/tail/{FN}", f"/v1/stats/{FN}"):
+        resp = await control.http.get(path, headers=bearer(stranger))
+        assert (resp.status_code, resp.json()["error"]) == (403, "forbidden"), (path, resp.text)
+        assert "default" in resp.json()["message"]
+    resp = await control.http.get(f"/v1/stats/{FN}", headers=bearer(owner))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["function"] == FN

@@ -278,6 +278,8 @@ def tail_route(service: ControlService, hub: TailHub) -> ScopedRoute:
         name = request.path_params["name"]
         if service.registry().get_function(name) is None:
             raise NotFound(f"unknown function {name!r}", hint="GET /v1/functions lists them")
+        # Request paths and console lines are the function's users' data: its account only.
+        service.check_owner(name, _principal(request))
         known = [str(loc["location"]) for loc in service.status()["locations"]]
         stream = await hub.open(name, **_tail_filters(request, known))
 
@@ -342,6 +344,11 @@ def create_app(
     def _known(name: str) -> None:
         if service.registry().get_function(name) is None:
             raise NotFound(f"unknown function {name!r}", hint="GET /v1/functions lists them")
+
+    def _owned(request: Request, name: str) -> None:
+        """Known, and the caller's account owns it (admin: any): what its users sent and saw."""
+        _known(name)
+        service.check_owner(name, _principal(request))
 
     async def list_versions(request: Request) -> Response:
         name = request.path_params["name"]
@@ -530,7 +537,7 @@ def create_app(
             method="DELETE",
             need=function_deploy,
         ),
-        ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _known), method="GET", need=READ),
+        ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _owned), method="GET", need=READ),
         tail_route(service, tail or TailHub(service.nc)),
     ]
     app = Starlette(
