@@ -25,6 +25,7 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from edgefn._loop import cancel_and_wait
 from edgefn.bus.jetstream import jetstream
 from edgefn.bus.subjects import TELEMETRY_ALL, TELEMETRY_STREAM
 from edgefn.observe import JsonLog
@@ -94,11 +95,7 @@ class TelemetryIngest:
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="telemetry-compact"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
     async def _on_message(self, msg: Msg) -> None:
         self._received += 1
