@@ -272,10 +272,14 @@ class IncidentsDriver:
     def tick(self) -> None:
         now = self._now_ms()
         alerts: list[Alert] = []
+        known = set()
         for loc in self._locations():
+            known.add(loc.location)
             self._regions[loc.location] = loc.region
             if loc.last_seen_ms:
                 alerts += self.connectivity.heard(loc.location, loc.region, loc.last_seen_ms)
+        for gone in sorted(set(self.connectivity.tracked()) - known):  # removed from the planet
+            alerts += self.connectivity.forget(gone)
         impact = {
             loc: self.detector.location_rate(loc) * (now - since) / 5000
             for loc, since in self.connectivity.down().items()

@@ -468,6 +468,9 @@ class ConnectivityTracker:
     def down(self) -> dict[str, int]:
         return dict(self._down)
 
+    def tracked(self) -> list[str]:
+        return sorted(self._last)
+
     def check_invariants(self) -> None:
         assert set(self._down) <= set(self._last), (self._down, self._last)
         assert len(self._last) <= self.max_locations, len(self._last)

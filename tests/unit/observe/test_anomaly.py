@@ -349,4 +349,10 @@ def test_connectivity_alerts_for_a_silent_location_and_clears_when_heard() -> No
     assert c.heard("fra", "eu-west", T0) == []  # an old report is not a sign of life
     (up,) = c.heard("fra", "eu-west", T0 + 21_000)
     assert not up.active
+    # A location removed from the planet while silent: its alert clears, it is not tracked.
+    c.tick(T0 + 60_000)
+    assert sorted(c.down()) == ["ams", "fra"]
+    (gone,) = c.forget("ams")
+    assert (gone.location, gone.active) == ("ams", False)
+    assert c.tracked() == ["fra"]
     c.check_invariants()
