@@ -77,6 +77,7 @@ from edgefn.control.events import (
     FunctionStatus,
     Instruction,
     LocationForgotten,
+    LocationStatus,
     NodeObserved,
     Rejected,
     RollbackRequested,
@@ -760,6 +761,10 @@ class ControlService:
 
     def deployments(self, name: str) -> tuple[DeploymentRecord, ...]:
         return self._reconciler.deployments(name)
+
+    def location_status(self) -> tuple[LocationStatus, ...]:
+        """Every known location: region, generations, when it last reported (core clock)."""
+        return self._reconciler.location_status()
 
     def status(self) -> dict[str, Any]:
         """Per location: observed and desired generation; per function: versions, convergence."""

@@ -49,6 +49,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
     ("GET", "/v1/stats/{name}", READ),
     ("GET", "/v1/tail/{name}", READ),
+    ("GET", "/v1/incidents", READ),
+    ("POST", "/v1/incidents/{id}/ack", ADMIN),
+    ("POST", "/v1/incidents/{id}/resolve", ADMIN),
 ]
 
 
@@ -121,6 +124,7 @@ async def test_every_route_by_token(
         "namespace": "ns1",
         "secret": "API_KEY",
         "bundle": "",
+        "id": "1",  # the fixture's open incident
     }
     tokens = {
         READ: await new_token(control, [READ]),
