@@ -40,7 +40,7 @@ async def _deployed(control: Control, key: SigningKey, tmp_path: Path) -> str:
     version = str(resp.json()["version_id"])
     out = await control.http.post(
         f"/v1/functions/{FN}/deployments",
-        json={"version": version, "strategy": "immediate", "allow_no_traffic": True},
+        json={"version": version, "strategy": "immediate"},
     )
     assert out.status_code == 202, out.text
     return version
