@@ -179,16 +179,20 @@ def test_dashboard_in_headless_chromium(planet: Planet, browser_page: Any, tmp_p
         timeout=UI_TIMEOUT_MS,
     )
     assert _health(page) == dict.fromkeys(planet.names, "healthy")
-    # Stats: the function's requests by client region (rollups reach the core within seconds).
-    page.wait_for_selector(
-        f'#stats-panel[data-function="{FN}"] tr[data-client-region]', timeout=UI_TIMEOUT_MS
+    # Stats: the function's requests by client region, all of them once every location's
+    # rollup reached the core (each node ships every few seconds).
+    page.wait_for_function(
+        """n => [...document.querySelectorAll('#stats-panel[data-function] tr[data-client-region]')]
+               .reduce((sum, e) => sum + Number(e.dataset.requests), 0) >= n""",
+        arg=12,
+        timeout=UI_TIMEOUT_MS,
     )
+    assert page.get_attribute("#stats-panel", "data-function") == FN
     regions = page.eval_on_selector_all(
         "#stats tr[data-client-region]",
         "els => Object.fromEntries(els.map(e => [e.dataset.clientRegion, +e.dataset.requests]))",
     )
-    assert len(regions) >= 2, regions  # three client regions sent requests
-    assert sum(regions.values()) >= 12, regions
+    assert len(regions) == len(CLIENTS), regions  # clients in three regions sent requests
     # Rollouts: the deployment done everywhere.
     assert page.get_attribute(f'#rollouts tr[data-function="{FN}"]', "data-progress") == "1"
     # Live tail: a request sent now shows up (requests are sent until one does).
