@@ -43,8 +43,13 @@ fmt: $(STAMP)
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
+# Pure-logic suites (no planets) on both cores; the planet tests one at a time, as their timing
+# bounds assume a machine that is not also running another planet.
+PARALLEL_TESTS := tests/unit tests/sim tests/simulator
+
 pytest: $(STAMP) $(SIMFAAS)
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q -n 2 --durations=10 $(PARALLEL_TESTS)
+	$(BIN)/pytest -q --durations=20 $(addprefix --ignore=,$(PARALLEL_TESTS))
 
 test: check pytest
 

@@ -24,7 +24,9 @@ location, request id) and what to do next, so the CLI can print it as is::
     │   ├── KVUnavailable            strong consistency cannot reach the home: nothing was done
     │   ├── KVOutcomeUnknown         a strong write's answer was lost: it may have applied
     │   └── KVLimitError             key or value too large, bad argument
-    └── PlanetError                  the local planet: not running, already running, unknown location
+    ├── PlanetError                  the local planet: not running, already running, unknown location
+    └── IncidentError                an incident id that is unknown (.not_found), or a state change
+                                     its state forbids (acknowledging a resolved incident)
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ __all__ = [
     "EgressDeniedError",
     "FetchError",
     "FetchTimeoutError",
+    "IncidentError",
     "InvalidURLError",
     "KVConflict",
     "KVError",
@@ -168,3 +171,11 @@ class KVLimitError(KVError):
 
 class PlanetError(EdgefnError):
     """The local planet is not running, already running, or was asked about an unknown location."""
+
+
+class IncidentError(EdgefnError):
+    """An incident id is unknown (``not_found``) or its state forbids the change asked for."""
+
+    def __init__(self, message: str, *, hint: str = "", not_found: bool = False) -> None:
+        self.not_found = not_found
+        super().__init__(message, hint=hint)

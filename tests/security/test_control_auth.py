@@ -63,6 +63,9 @@ async def test_unauthenticated_and_forged_requests_change_nothing(
         ("GET", "/v1/audit", {}),
         ("GET", "/v1/status", {}),
         ("GET", f"/v1/tail/{FN}", {}),  # live request data and console lines
+        ("GET", "/v1/incidents", {}),
+        ("POST", "/v1/incidents/1/ack", {}),
+        ("POST", "/v1/incidents/1/resolve", {}),
     ]
     async with httpx.AsyncClient(base_url=control.url, timeout=10) as http:
         for headers in _forgeries(control):
@@ -82,6 +85,7 @@ async def test_unauthenticated_and_forged_requests_change_nothing(
     assert control.service.deployments(FN) == ()
     assert [t.name for t in control.service.access.tokens()] == ["bootstrap-admin"]
     assert len(control.service.access.keys()) == 1
+    assert control.incidents.store.get(1).state == "open"  # type: ignore[union-attr]
 
 
 async def test_low_privilege_tokens_cannot_escalate(
@@ -97,6 +101,8 @@ async def test_low_privilege_tokens_cannot_escalate(
                 ("GET", "/v1/audit", None),
                 ("GET", "/v1/tokens", None),
                 ("POST", f"/v1/functions/{FN}/rollback", {}),
+                ("POST", "/v1/incidents/1/ack", None),
+                ("POST", "/v1/incidents/1/resolve", None),
             ):
                 resp = await http.request(method, path, json=body, headers=bearer(token))
                 assert (resp.status_code, resp.json()["error"]) == (403, "forbidden"), path
@@ -107,6 +113,9 @@ async def test_low_privilege_tokens_cannot_escalate(
         assert signing_key.key_id() in resp.json()["message"]
     assert control.service.registry().get_function("other") is None
     assert len(control.service.access.tokens()) == 3
+    incident = control.incidents.store.get(1)
+    assert incident is not None
+    assert (incident.state, incident.acknowledged_by, incident.resolved_by) == ("open", "", "")
 
 
 async def test_token_secrets_never_appear_in_responses_or_the_audit_log(control: Control) -> None:
@@ -119,3 +128,21 @@ async def test_token_secrets_never_appear_in_responses_or_the_audit_log(control:
         text = (await control.http.get(path)).text
         for needle in (secret, digest, stored, control.token.split("_")[2]):
             assert needle not in text, path
+
+
+async def test_another_accounts_read_token_cannot_tail_or_read_stats_of_a_function(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """Tail events (request paths, console lines) and stats are the function's users' data: a
+    read token of another account gets 403 naming the owner; the owner's account reads them."""
+    first = await upload(control, control.token, signing_key, bundle_dir(tmp_path / "v1", FN))
+    assert first.status_code == 201
+    stranger = await new_token(control, ["read"], account="acme")
+    owner = await new_token(control, ["read"], account="default", name="owner")
+    for path in (f"/v1/tail/{FN}", f"/v1/stats/{FN}"):
+        resp = await control.http.get(path, headers=bearer(stranger))
+        assert (resp.status_code, resp.json()["error"]) == (403, "forbidden"), (path, resp.text)
+        assert "default" in resp.json()["message"]
+    resp = await control.http.get(f"/v1/stats/{FN}", headers=bearer(owner))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["function"] == FN

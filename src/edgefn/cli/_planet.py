@@ -77,6 +77,19 @@ def choose_locations(locations: int | None, topology: Path | None) -> list[Any]:
         fail_from(err)
 
 
+def _incident_routes_args(path: Path | None) -> tuple[str, ...]:
+    """``--incident-routes`` for the core, checked here so a bad file fails before anything starts."""
+    from edgefn.observe.incident_routes import load_routes
+
+    if path is None:
+        return ()
+    try:
+        load_routes(path)
+    except EdgefnError as err:
+        fail_from(err)
+    return ("--incident-routes", str(path.resolve()))
+
+
 def up(
     locations: Annotated[
         int | None, typer.Option(help="How many real PoPs (spread worldwide)")
@@ -112,6 +125,10 @@ def up(
     kv_wait_ms: Annotated[
         int, typer.Option(help="How long strong KV operations wait for the home connection (ms)")
     ] = 2000,
+    incident_routes: Annotated[
+        Path | None,
+        typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
+    ] = None,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -135,6 +152,7 @@ def up(
         "--gate-advance-requests",
         str(gate_advance_requests),
     )
+    core_args += _incident_routes_args(incident_routes)
     from edgefn.planet.supervisor import read_planet
 
     sd = _state_dir(state_dir)

@@ -139,6 +139,10 @@ def core(
     start_timeout: Annotated[
         float, typer.Option(help="Seconds the server (and a cluster) may take to become ready")
     ] = 60.0,
+    incident_routes: Annotated[
+        Path | None,
+        typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
+    ] = None,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler.
 
@@ -156,6 +160,7 @@ def core(
             hint="--gate-min-requests >= 1, --gate-soak-ms >= 0, "
             "--gate-advance-requests >= --gate-min-requests",
         )
+    routes = _incident_routes(incident_routes)  # checked first: a bad file names file and key
     gates = GateThresholds(
         min_requests=gate_min_requests,
         min_soak_ms=gate_soak_ms,
@@ -198,8 +203,23 @@ def core(
             peer_urls=tuple(peer_url),
             control=control,
             start_timeout_s=start_timeout,
+            incident_routes=routes,
         )
     )
+
+
+def _incident_routes(path: Path | None) -> Any:
+    """The routes file, checked before anything starts (a bad one names the file and key)."""
+    from edgefn.errors import EdgefnError
+    from edgefn.observe.incident_routes import load_routes
+
+    if path is None:
+        return None
+    try:
+        return load_routes(path)
+    except EdgefnError as err:
+        fail(err.message, hint=err.hint)
+    raise AssertionError("unreachable")
 
 
 def _cluster(name: str, port: int, peers: list[str], route_creds: Path | None) -> Any:

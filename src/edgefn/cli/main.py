@@ -18,6 +18,7 @@ _COMMAND_MODULES: list[str] = [
     "_bench",
     "_demo",
     "_dev",
+    "_incidents",
     "_kv",
     "_plan",
     "_planet",

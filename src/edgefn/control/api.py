@@ -25,6 +25,9 @@ the scope each one needs::
     GET    /v1/kv                            read
     GET    /v1/stats/{name}                  read           ?window=5m (edgefn.control.stats_api)
     POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
+    GET    /v1/incidents                     read           ?state=open&limit=100 (control.incidents_api)
+    POST   /v1/incidents/{id}/ack            admin
+    POST   /v1/incidents/{id}/resolve        admin
     GET    /v1/tail/{name}                   read           application/x-ndjson, streamed
                                                             ?location=L (repeatable)&status=5xx
                                                             &search=TEXT&sample=0.1
@@ -72,6 +75,8 @@ from edgefn.control.auth import ADMIN, PUBLIC, READ, Principal, deploy_scope, gr
 from edgefn.control.dashboard import dashboard_handlers
 from edgefn.control.errors import ControlError, NotFound, TooLarge
 from edgefn.control.events import STRATEGIES
+from edgefn.control.incidents_api import incidents_endpoints
+from edgefn.control.incidents_driver import IncidentsDriver
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.control.stats_api import stats_endpoint
@@ -281,6 +286,8 @@ def tail_route(service: ControlService, hub: TailHub) -> ScopedRoute:
         name = request.path_params["name"]
         if service.registry().get_function(name) is None:
             raise NotFound(f"unknown function {name!r}", hint="GET /v1/functions lists them")
+        # Request paths and console lines are the function's users' data: its account only.
+        service.check_owner(name, _principal(request))
         known = [str(loc["location"]) for loc in service.status()["locations"]]
         stream = await hub.open(name, **_tail_filters(request, known))
 
@@ -306,18 +313,28 @@ def dashboard_routes(service: ControlService) -> list[ScopedRoute]:
     ]
 
 
+def _incident_routes(incidents: IncidentsDriver | None) -> list[ScopedRoute]:
+    listing, ack, resolve = incidents_endpoints(incidents, _principal)
+    return [
+        ScopedRoute("/v1/incidents", listing, method="GET", need=READ),
+        ScopedRoute("/v1/incidents/{id}/ack", ack, method="POST", need=ADMIN),
+        ScopedRoute("/v1/incidents/{id}/resolve", resolve, method="POST", need=ADMIN),
+    ]
+
+
 def create_app(
     service: ControlService,
     *,
     max_upload_bytes: int = DEFAULT_MAX_BUNDLE_BYTES + 64 * 1024,
     telemetry: TelemetryStore | None = None,
     tail: TailHub | None = None,
+    incidents: IncidentsDriver | None = None,
 ) -> Starlette:
     """The API app for ``service`` (which the caller starts and stops).
 
     ``telemetry`` is the core's rollup store that ``/v1/stats`` reads (None: that route answers
     503); ``tail`` serves ``/v1/tail``, by default a :class:`TailHub` on the service's NATS
-    connection.
+    connection. ``incidents`` serves ``/v1/incidents`` (None: those routes answer 503).
     """
 
     async def upload(request: Request) -> Response:
@@ -355,6 +372,11 @@ def create_app(
     def _known(name: str) -> None:
         if service.registry().get_function(name) is None:
             raise NotFound(f"unknown function {name!r}", hint="GET /v1/functions lists them")
+
+    def _owned(request: Request, name: str) -> None:
+        """Known, and the caller's account owns it (admin: any): what its users sent and saw."""
+        _known(name)
+        service.check_owner(name, _principal(request))
 
     async def list_versions(request: Request) -> Response:
         name = request.path_params["name"]
@@ -543,9 +565,10 @@ def create_app(
             method="DELETE",
             need=function_deploy,
         ),
-        ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _known), method="GET", need=READ),
+        ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _owned), method="GET", need=READ),
         tail_route(service, tail or TailHub(service.nc)),
         *dashboard_routes(service),
+        *_incident_routes(incidents),
     ]
     app = Starlette(
         routes=routes,

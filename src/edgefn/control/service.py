@@ -28,7 +28,6 @@ Time comes from ``time.time_ns`` (a driver).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import deque
@@ -44,6 +43,7 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError, ObjectN
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
+from edgefn._loop import cancel_and_wait
 from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
 from edgefn.bundle.signing import verify_signature
 from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
@@ -77,6 +77,7 @@ from edgefn.control.events import (
     FunctionStatus,
     Instruction,
     LocationForgotten,
+    LocationStatus,
     NodeObserved,
     Rejected,
     RollbackRequested,
@@ -311,11 +312,7 @@ class ControlService:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
 
     async def _load_registry(self) -> None:
@@ -764,6 +761,10 @@ class ControlService:
 
     def deployments(self, name: str) -> tuple[DeploymentRecord, ...]:
         return self._reconciler.deployments(name)
+
+    def location_status(self) -> tuple[LocationStatus, ...]:
+        """Every known location: region, generations, when it last reported (core clock)."""
+        return self._reconciler.location_status()
 
     def status(self) -> dict[str, Any]:
         """Per location: observed and desired generation; per function: versions, convergence."""

@@ -1,4 +1,5 @@
-"""``GET /v1/stats/{name}?window=5m`` (scope ``read``): a function's figures from the rollups.
+"""``GET /v1/stats/{name}?window=5m`` (scope ``read``, the function's account or admin): a
+function's figures from the rollups.
 
 The answer groups the core's telemetry store (edgefn.observe.telemetry_store) by location (where
 the request was answered) and client region, over the last ``window`` (default ``5m``, 10 s to
@@ -48,9 +49,10 @@ def _by_client_region(rows: list[LocationStats]) -> list[dict[str, object]]:
 
 
 def stats_endpoint(
-    store: TelemetryStore | None, known: Callable[[str], None]
+    store: TelemetryStore | None, owned: Callable[[Request, str], None]
 ) -> Callable[[Request], object]:
-    """The route handler; ``known(name)`` raises NotFound for a function never uploaded."""
+    """The route handler; ``owned(request, name)`` raises NotFound for a function never
+    uploaded and 403 when the caller's account does not own it (admin: any)."""
 
     async def stats(request: Request) -> Response:
         name = request.path_params["name"]
@@ -58,7 +60,7 @@ def stats_endpoint(
             raise StatsUnavailable(
                 "this control service keeps no telemetry", hint="run the core with `edgefn core`"
             )
-        known(name)
+        owned(request, name)
         text = request.query_params.get("window", "5m")
         try:
             window_s = parse_window(text)

@@ -9,7 +9,8 @@ durable consumer ``telemetry-core`` reads them, treats each as hostile
 location of the subject it came on, which the bus lets only that location's node publish),
 stores it in the :class:`~edgefn.observe.telemetry_store.TelemetryStore` (which refuses a
 ``(location, epoch, seq)`` it has) and only then acknowledges. A bad message is terminated (never
-redelivered) and counted. Compaction of the store's tiers runs every minute.
+redelivered) and counted. Compaction of the store's tiers runs every minute. ``on_stored`` is
+called with every rollup stored (the incident detector, control/incidents_driver.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
@@ -25,10 +27,11 @@ from nats.errors import Error as NatsError
 from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
+from edgefn._loop import cancel_and_wait
 from edgefn.bus.jetstream import jetstream
 from edgefn.bus.subjects import TELEMETRY_ALL, TELEMETRY_STREAM
 from edgefn.observe import JsonLog
-from edgefn.observe.rollup import BadRollup, decode_rollup
+from edgefn.observe.rollup import BadRollup, Rollup, decode_rollup
 from edgefn.observe.telemetry_store import TelemetryStore
 
 __all__ = ["IngestStatistics", "TelemetryIngest"]
@@ -56,9 +59,16 @@ class TelemetryIngest:
     """Consumes the telemetry stream into ``store``. ``await start()``, ``await stop()``."""
 
     def __init__(
-        self, nc: Client, store: TelemetryStore, *, replicas: int = 1, log: JsonLog | None = None
+        self,
+        nc: Client,
+        store: TelemetryStore,
+        *,
+        replicas: int = 1,
+        log: JsonLog | None = None,
+        on_stored: Callable[[Rollup], None] | None = None,
     ) -> None:
         self._nc = nc
+        self._on_stored = on_stored
         self.store = store
         self._replicas = replicas
         self._log = log or JsonLog(location="core")
@@ -94,11 +104,7 @@ class TelemetryIngest:
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="telemetry-compact"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
 
     async def _on_message(self, msg: Msg) -> None:
         self._received += 1
@@ -116,6 +122,11 @@ class TelemetryIngest:
         if self.store.ingest(rollup, now_ms=_wall_ms()):
             self._stored += 1
             self._bytes[location] = self._bytes.get(location, 0) + len(msg.data)
+            if self._on_stored is not None:
+                try:
+                    self._on_stored(rollup)
+                except Exception as err:  # stored already: a detector fault must not block acks
+                    self._log.emit("error", event="telemetry_hook_failed", error=repr(err))
         else:
             self._duplicates += 1
         # A lost ack means a redelivery, which the store refuses as a duplicate.

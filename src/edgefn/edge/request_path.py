@@ -373,12 +373,16 @@ class RequestPath:
         *,
         relayed: bool = False,
     ) -> None:
-        if name and self.telemetry is not None and not relayed:
-            self._record(rid, scope, name, version, status, t0, cold)
+        duration_ms = (time.perf_counter() - t0) * 1000
         if name:
-            self.version_stats.record(
-                name, version, ok=status < 500, latency_ms=(time.perf_counter() - t0) * 1000
-            )
+            self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
+            # A relayed forward's answer is counted and tailed by the node that produced it.
+            if not relayed:
+                done = _Answered(rid, scope, name, version, status, duration_ms, cold)
+                if self.telemetry is not None:
+                    self._record(self.telemetry, done)
+                if self.tail is not None and self.tail.watching(name):
+                    self._tail(self.tail, done)
         if self.access_log:
             self.log.emit(
                 "access",
@@ -389,60 +393,59 @@ class RequestPath:
                 version=version,
                 status=status,
                 cold=cold,
-                duration_ms=round((time.perf_counter() - t0) * 1000, 3),
+                duration_ms=round(duration_ms, 3),
             )
-        if self.tail is not None and name and not relayed and self.tail.watching(name):
-            self._tail(self.tail, rid, scope, name, version, status, t0, cold)
 
-    def _record(
-        self, rid: str, scope: Scope, name: str, version: str, status: int, t0: float, cold: bool
-    ) -> None:
-        """One answered request into the telemetry rollup (a forward's relayed answer is
-        counted by the node that produced it, not again here).
+    def _record(self, telemetry: Accumulator, done: _Answered) -> None:
+        """One answered request into the telemetry rollup.
 
         The client's position is the header as it arrived: the entry's signed ``lat,lon``, or
         what a direct client said about itself (which the traffic driver signs as is, too).
         """
-        assert self.telemetry is not None
-        ctx = self._requests.get(rid)
+        ctx = self._requests.get(done.request_id)
         kv, sub = (ctx.kv_ops, ctx.subrequests) if ctx is not None else (0, 0)
-        where = next((v for k, v in scope["headers"] if k == _CLIENT_LOCATION), b"")
-        region = client_region(where.decode("latin-1"))
-        self.telemetry.record(
-            name,
-            version,
-            status,
-            region,
-            (time.perf_counter() - t0) * 1000,
-            cold=cold,
+        telemetry.record(
+            done.function,
+            done.version,
+            done.status,
+            client_region(done.client_location()),
+            done.duration_ms,
+            cold=done.cold,
             kv_ops=kv,
             subrequests=sub,
         )
 
     @staticmethod
-    def _tail(
-        tail: TailPublisher,
-        rid: str,
-        scope: Scope,
-        name: str,
-        version: str,
-        status: int,
-        t0: float,
-        cold: bool,
-    ) -> None:
+    def _tail(tail: TailPublisher, done: _Answered) -> None:
         # Only for a function a tail session watches: the hot path pays one dict lookup.
-        client = next((v for k, v in scope["headers"] if k == _CLIENT_LOCATION), b"")
         tail.offer(
             TailRequest(
-                request_id=rid,
+                request_id=done.request_id,
                 ts_ms=tail.stamp(),
-                function=name,
-                version=version,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=(time.perf_counter() - t0) * 1000,
-                cold=cold,
-                client=client.decode("latin-1"),
+                function=done.function,
+                version=done.version,
+                method=done.scope["method"],
+                path=done.scope["path"],
+                status=done.status,
+                duration_ms=done.duration_ms,
+                cold=done.cold,
+                client=done.client_location(),
             )
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A function request this node answered, as telemetry and the tail record it."""
+
+    request_id: str
+    scope: Scope
+    function: str
+    version: str
+    status: int
+    duration_ms: float
+    cold: bool
+
+    def client_location(self) -> str:
+        raw = next((v for k, v in self.scope["headers"] if k == _CLIENT_LOCATION), b"")
+        return raw.decode("latin-1")

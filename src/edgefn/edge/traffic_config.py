@@ -202,7 +202,8 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
     )
     # Every node hears every other node's beacons and probes every other node, so the bus and
     # probe load grow with the square of the planet: past 10 locations the intervals stretch in
-    # proportion (50 locations: reports every 1.25 s, probes every 5 s).
+    # proportion (50 locations: reports every 1.25 s, probes of busy or suspect peers every 5 s,
+    # of quiet ones every 75 s).
     scale = max(1.0, len(peers) / 10)
     return TrafficConfig(
         location=location,
@@ -216,7 +217,9 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
         report_interval_s=0.25 * scale,
         report_fresh_ms=int(3_000 * scale),
         health=HealthConfig(
-            first_heartbeat_interval_ms=int(250 * scale), probe_interval_ms=int(1_000 * scale)
+            first_heartbeat_interval_ms=int(250 * scale),
+            probe_interval_ms=int(1_000 * scale),
+            idle_probe_interval_ms=int(15_000 * scale),
         ),
     )
 

@@ -52,11 +52,13 @@ from edgefn.bus.permissions import NatsUser
 from edgefn.control.api import create_app
 from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.gates import GateThresholds
+from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
 from edgefn.control.telemetry_ingest import TelemetryIngest
 from edgefn.edge.listener import ASGIApp, serve_asgi
 from edgefn.edge.traffic import TrafficOptions
+from edgefn.observe.incident_routes import Routes
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.assembly import NodeConfig, build_node
 from edgefn.planet.bundles import BundleCache
@@ -103,6 +105,7 @@ async def run_core(
     peer_urls: tuple[str, ...] = (),
     control: bool = True,
     start_timeout_s: float = 60.0,
+    incident_routes: Routes | None = None,
 ) -> None:
     """One core server, and (``control``) the control service and API.
 
@@ -160,6 +163,7 @@ async def run_core(
             replicas=replicas,
             setup_timeout_s=start_timeout_s,
             telemetry_db=state_dir / "telemetry.sqlite",
+            incident_routes=incident_routes,
         )
     finally:
         keeper.cancel()
@@ -183,6 +187,7 @@ async def _run_control(
     replicas: int,
     setup_timeout_s: float,
     telemetry_db: Path,
+    incident_routes: Routes | None = None,
 ) -> None:
     # The secrets master key: generated at first start (0600); on several hosts, share one file.
     secrets_key = load_or_create_master_key(secrets_key_file)
@@ -203,18 +208,27 @@ async def _run_control(
     await service.access.bootstrap_admin(admin_token_file)
     # Node rollups into the core's SQLite store (docs/design/0019-telemetry.md).
     telemetry = TelemetryStore(telemetry_db)
-    ingest = TelemetryIngest(nc, telemetry, replicas=replicas)
+    # Anomalies and incidents on those rollups, next to them (docs/design/0021-incidents.md).
+    incidents = IncidentsDriver(
+        IncidentStore(telemetry_db.with_name("incidents.sqlite")),
+        routes=incident_routes,
+        locations=service.location_status,
+    )
+    await incidents.start()
+    ingest = TelemetryIngest(nc, telemetry, replicas=replicas, on_stored=incidents.on_rollup)
     await ingest.start()
-    app = create_app(service, telemetry=telemetry)
+    app = create_app(service, telemetry=telemetry, incidents=incidents)
     server, task, port = await _serve_asgi(app, host, api_port)
     announce({**info, "api_url": f"http://{host}:{port}", "replicas": replicas})
     await _until_signalled()
     server.should_exit = True
     await task
     await ingest.stop()
+    await incidents.stop()
     await service.stop()
     await nc.close()
     telemetry.close()
+    incidents.store.close()
 
 
 async def _keep_server_running(nats: NatsServer, *, poll_s: float = 0.5) -> None:

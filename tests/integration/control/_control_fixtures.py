@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,9 @@ from edgefn.control import (
     encode_observed,
 )
 from edgefn.control.api import create_app
+from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
 from edgefn.control.service import ControlService
+from edgefn.observe.rollup import Accumulator
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.secrets.crypto import KEY_BYTES, MasterKey, NodeKey, open_for_node
 
@@ -59,10 +62,30 @@ class Control:
     http: httpx.AsyncClient  # sends the bootstrap admin token
     service: ControlService
     token: str  # the bootstrap admin token (account "default")
+    incidents: IncidentsDriver  # holds incident 1, open (seeded_incidents)
+
+
+def seeded_incidents() -> IncidentsDriver:
+    """An in-memory incident driver (not started) holding one open incident, id 1: fra
+    answering 5xx to every request of ``hello`` for two rollup periods."""
+    driver = IncidentsDriver(IncidentStore(Path(":memory:")), routes=None, locations=list)
+    now = time.time_ns() // 1_000_000
+    acc = Accumulator(location="fra", epoch="e", start_ms=now - 10_000)
+    for end_ms in (now - 5000, now):
+        for _ in range(20):
+            acc.record("hello", "v1", 500, "eu-west", 2.0)
+        rollup = acc.cut(end_ms)
+        assert rollup is not None
+        driver.on_rollup(rollup)
+    assert [i.id for i in driver.book.unresolved()] == [1]
+    return driver
 
 
 async def start_control(
-    nc: Client, key: SigningKey, secrets_key: MasterKey | None = None
+    nc: Client,
+    key: SigningKey,
+    secrets_key: MasterKey | None = None,
+    incidents: IncidentsDriver | None = None,
 ) -> tuple[ControlService, uvicorn.Server]:
     service = ControlService(
         nc,
@@ -75,7 +98,12 @@ async def start_control(
     port = free_port()
     config = uvicorn.Config(
         # An empty in-memory telemetry store: /v1/stats answers (nothing was served).
-        create_app(service, telemetry=TelemetryStore(Path(":memory:"))),
+        # An in-memory incident store too (the control fixture's holds one open incident).
+        create_app(
+            service,
+            telemetry=TelemetryStore(Path(":memory:")),
+            incidents=incidents or seeded_incidents(),
+        ),
         host="127.0.0.1",
         port=port,
         log_level="warning",
@@ -187,7 +215,8 @@ def signing_key() -> SigningKey:
 
 @pytest.fixture
 async def control(nc: Client, signing_key: SigningKey, tmp_path: Path) -> AsyncIterator[Control]:
-    service, server = await start_control(nc, signing_key)
+    incidents = seeded_incidents()
+    service, server = await start_control(nc, signing_key, incidents=incidents)
     assert await service.access.bootstrap_admin(tmp_path / "admin-token")
     token = (tmp_path / "admin-token").read_text().strip()
     task = asyncio.create_task(server.serve())
@@ -202,7 +231,7 @@ async def control(nc: Client, signing_key: SigningKey, tmp_path: Path) -> AsyncI
     try:
         headers = {"authorization": f"Bearer {token}"}
         async with httpx.AsyncClient(base_url=url, timeout=10.0, headers=headers) as http:
-            yield Control(url, http, service, token)
+            yield Control(url, http, service, token, incidents)
     finally:
         server.should_exit = True
         await task

@@ -53,6 +53,9 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/dashboard", PUBLIC),
     ("GET", "/dashboard/{asset}", PUBLIC),
     ("GET", "/v1/dashboard", READ),
+    ("GET", "/v1/incidents", READ),
+    ("POST", "/v1/incidents/{id}/ack", ADMIN),
+    ("POST", "/v1/incidents/{id}/resolve", ADMIN),
 ]
 
 
@@ -126,6 +129,7 @@ async def test_every_route_by_token(
         "secret": "API_KEY",
         "bundle": "",
         "asset": "dashboard.js",
+        "id": "1",  # the fixture's open incident
     }
     tokens = {
         READ: await new_token(control, [READ]),

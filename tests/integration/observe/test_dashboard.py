@@ -208,7 +208,7 @@ def test_dashboard_in_headless_chromium(planet: Planet, browser_page: Any, tmp_p
 
     wait_for(tailed, timeout_s=15, interval_s=0.2, what="a request in the tail panel")
     assert f"dash1 served http://{FN}.localhost/req/0" in page.text_content("#tail")
-    # Incidents: the hook answers whatever the core has (404 until /v1/incidents exists).
+    # Incidents: the panel shows what the core has ("absent" on a core without /v1/incidents).
     state = page.get_attribute("#incidents-panel", "data-state")
     assert state in ("absent", "none", "open"), page.text_content("#incidents")
     _shoot(page, tmp_path, "healthy")

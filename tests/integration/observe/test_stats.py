@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, credentials, wait_for
+from tests.planet_helpers import Planet, credentials, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,8 +33,8 @@ Counts = collections.Counter[tuple[str, str]]
 
 
 @pytest.fixture(scope="module")
-def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = planet_factory("stats", PlanetSpec(locations=3))
+def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
+    p = observed_planet
     d: Path = tmp_path_factory.mktemp("fns") / FN
     d.mkdir()
     (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')

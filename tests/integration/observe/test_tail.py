@@ -20,7 +20,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.planet_helpers import EDGEFN, REPO, Planet, PlanetFactory, PlanetSpec, cli_env
+from tests.planet_helpers import EDGEFN, REPO, Planet, cli_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -42,8 +42,8 @@ TAIL_TIMEOUT_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = planet_factory("tail", PlanetSpec(locations=4, emulate_rtt=True))
+def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
+    p = observed_planet
     d = tmp_path_factory.mktemp("fns") / FN
     d.mkdir()
     (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')

@@ -306,7 +306,7 @@
     }
   }
 
-  // -- incidents (hook: lights up once GET /v1/incidents exists) --------------------------------
+  // -- incidents (GET /v1/incidents; a core without it answers 404: "no incidents API") ---------
 
   function incidentText(inc) {
     const parts = [inc.id, inc.severity, inc.state || inc.status, inc.title || inc.summary];
