@@ -31,6 +31,7 @@ def demo(
 ) -> None:
     """Start a local planet, deploy the examples and serve users around the world (live table)."""
     from edgefn._loop import run
+    from edgefn.planet.credentials import dashboard_hint
     from edgefn.planet.demo import Demo
 
     if seconds is None:
@@ -50,6 +51,7 @@ def demo(
     )
     typer.echo(f"starting a {locations}-location planet in {state_dir} ...", err=True)
     d.start_planet()
+    typer.echo(dashboard_hint(d.planet["api_url"], d.planet["credentials"]), err=True)
     try:
         d.deploy(examples / "hello")
         d.deploy(examples / "echo-stream")

@@ -333,6 +333,8 @@ def _up_detached(
     if json_out:
         emit_json(planet)
     else:
+        from edgefn.planet.credentials import dashboard_hint
+
         _print_planet(planet)
         typer.echo(
             f"Planet up (supervisor pid {proc.pid}). Try:\n"
@@ -340,6 +342,7 @@ def _up_detached(
             f"  curl -H 'Host: hello.localhost' -H 'x-edgefn-client-location: NRT' "
             f"{planet['entry_url']}/\n  edgefn down"
         )
+        typer.echo(dashboard_hint(planet["api_url"], planet["credentials"]))
 
 
 def _print_planet(planet: dict[str, Any]) -> None:

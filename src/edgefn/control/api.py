@@ -32,6 +32,8 @@ the scope each one needs::
                                                             ?location=L (repeatable)&status=5xx
                                                             &search=TEXT&sample=0.1
     GET    /openapi.json                     public
+    GET    /dashboard, /dashboard/{asset}    public         the dashboard page and its assets
+    GET    /v1/dashboard                     read           its map and rollouts (edgefn.control.dashboard)
 
 Authentication. Every route is a ``ScopedRoute`` that declares the scope it needs (a string, or a
 function of the path parameters). ``_AuthMiddleware`` matches each request to its route before
@@ -70,6 +72,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from edgefn.bundle.build import DEFAULT_MAX_BUNDLE_BYTES
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, PUBLIC, READ, Principal, deploy_scope, grants
+from edgefn.control.dashboard import dashboard_handlers
 from edgefn.control.errors import ControlError, NotFound, TooLarge
 from edgefn.control.events import STRATEGIES
 from edgefn.control.incidents_api import incidents_endpoints
@@ -298,6 +301,16 @@ def tail_route(service: ControlService, hub: TailHub) -> ScopedRoute:
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
     return ScopedRoute("/v1/tail/{name}", tail, method="GET", need=READ)
+
+
+def dashboard_routes(service: ControlService) -> list[ScopedRoute]:
+    """The dashboard (docs/design/0022-dashboard.md): the page is public, its data needs ``read``."""
+    page, asset, view = dashboard_handlers(service)
+    return [
+        ScopedRoute("/dashboard", page, method="GET", need=PUBLIC),
+        ScopedRoute("/dashboard/{asset}", asset, method="GET", need=PUBLIC),
+        ScopedRoute("/v1/dashboard", view, method="GET", need=READ),
+    ]
 
 
 def _incident_routes(incidents: IncidentsDriver | None) -> list[ScopedRoute]:
@@ -554,6 +567,7 @@ def create_app(
         ),
         ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _owned), method="GET", need=READ),
         tail_route(service, tail or TailHub(service.nc)),
+        *dashboard_routes(service),
         *_incident_routes(incidents),
     ]
     app = Starlette(

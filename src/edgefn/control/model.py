@@ -129,6 +129,10 @@ class ObservedState(msgspec.Struct, frozen=True):
     secrets_key: str = ""
     # The location's host: CPU, memory, disk, sockets, temperature, power (observe/resources.py).
     resources: NodeResources | None = None
+    # Where the location is (its entry of the planet's locations file), for the dashboard's map;
+    # None: the node has no locations file. The core draws only valid positions (dashboard_view).
+    lat: float | None = None
+    lon: float | None = None
 
 
 _desired_decoder = msgspec.json.Decoder(DesiredState)

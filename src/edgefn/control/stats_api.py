@@ -5,7 +5,8 @@ The answer groups the core's telemetry store (edgefn.observe.telemetry_store) by
 the request was answered) and client region, over the last ``window`` (default ``5m``, 10 s to
 30 days): requests, by status class, error rate (5xx share), p50/p95/p99 latency, cold-start
 rate, KV operations, subrequests and ``cpu_ms`` (always null: not measured per request). It
-also gives ``totals`` per location and ``overflow_requests``: requests of keys that did not fit
+also gives ``totals`` per location, ``by_client_region`` (every location's rows of one client
+region merged: latency as the client region saw it, sketches merged, not percentiles averaged) and ``overflow_requests``: requests of keys that did not fit
 in a node's bounded rollup (they count in no function's rows, so a non-zero figure says the
 rows are incomplete). A store-less app (a test's control service) answers 503.
 """
@@ -39,6 +40,14 @@ def _totals(rows: list[LocationStats]) -> list[dict[str, object]]:
     return [by_location[k].as_json() for k in sorted(by_location)]
 
 
+def _by_client_region(rows: list[LocationStats]) -> list[dict[str, object]]:
+    by_region: dict[str, LocationStats] = {}
+    for r in rows:
+        total = by_region.setdefault(r.client_region, LocationStats("*", r.client_region))
+        total.absorb(r)
+    return [by_region[k].as_json() for k in sorted(by_region)]
+
+
 def stats_endpoint(
     store: TelemetryStore | None, owned: Callable[[Request, str], None]
 ) -> Callable[[Request], object]:
@@ -67,6 +76,7 @@ def stats_endpoint(
             "until_ms": now_ms,
             "rows": [r.as_json() for r in rows],
             "totals": _totals(rows),
+            "by_client_region": _by_client_region(rows),
             "overflow_requests": store.overflow_requests(since_ms=since_ms),
         }
         return JSONResponse(msgspec.to_builtins(body))

@@ -24,6 +24,7 @@ __all__ = [
     "CREDENTIALS_FILE",
     "DEPLOYER_PUBLIC_KEY_FILE",
     "TOKEN_ENV",
+    "dashboard_hint",
     "deployer_key_path",
     "read_credentials",
     "write_credentials",
@@ -42,6 +43,17 @@ def deployer_key_path() -> Path:
         return Path(explicit)
     config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(config) / "edgefn" / "deployer-key.pem"
+
+
+def dashboard_hint(api_url: str, credentials: str) -> str:
+    """Where the planet's dashboard is and where its token is (never the token itself)."""
+    return (
+        f"dashboard: {api_url.rstrip('/')}/dashboard\n"
+        f'  log in with the "token" of {credentials}, e.g. '
+        f'python3 -c \'import json; print(json.load(open("{credentials}"))["token"])\'\n'
+        f"  or a read-only one: edgefn token create --name dashboard --scope read "
+        f"--state-dir {Path(credentials).parent}"
+    )
 
 
 def write_credentials(state_dir: Path, *, api_url: str, token: str) -> Path:

@@ -146,7 +146,9 @@ class Demo:
     def table(self) -> Any:
         cities = {loc["name"]: loc["city"] for loc in self.planet.get("locations", [])}
         t = Table(
-            title=f"edgefn demo — {len(cities)} locations, entry {self.planet.get('entry_url')}"
+            title=f"edgefn demo — {len(cities)} locations, entry {self.planet.get('entry_url')}",
+            caption=f"dashboard: {self.planet.get('api_url')}/dashboard "
+            f"(token: {self.planet.get('credentials')})",
         )
         for col in ("user in", "served by", "version", "p50 ms", "last ms", "ok", "failed", "says"):
             t.add_column(col)

@@ -430,7 +430,15 @@ class NodeAgent:
             url=self.node.url,
             secrets_key=self.secrets_key.public_b64(),
             resources=self._resources(),
+            **self._position(),
         )
+
+    def _position(self) -> dict[str, float]:
+        """This location's ``lat`` and ``lon`` from the planet's locations file, if it has one."""
+        traffic = self.node.traffic
+        peers = traffic.config.locations if traffic is not None else ()
+        mine = [p for p in peers if p.id == self.node.location]
+        return {"lat": mine[0].lat, "lon": mine[0].lon} if mine else {}
 
     def _resources(self) -> NodeResources:
         sample = self.resources.sample()

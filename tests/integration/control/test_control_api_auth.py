@@ -49,6 +49,10 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
     ("GET", "/v1/stats/{name}", READ),
     ("GET", "/v1/tail/{name}", READ),
+    # The dashboard (docs/design/0022): the page and its assets are public, its data is not.
+    ("GET", "/dashboard", PUBLIC),
+    ("GET", "/dashboard/{asset}", PUBLIC),
+    ("GET", "/v1/dashboard", READ),
     ("GET", "/v1/incidents", READ),
     ("POST", "/v1/incidents/{id}/ack", ADMIN),
     ("POST", "/v1/incidents/{id}/resolve", ADMIN),
@@ -124,6 +128,7 @@ async def test_every_route_by_token(
         "namespace": "ns1",
         "secret": "API_KEY",
         "bundle": "",
+        "asset": "dashboard.js",
         "id": "1",  # the fixture's open incident
     }
     tokens = {
