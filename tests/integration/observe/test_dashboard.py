@@ -29,7 +29,7 @@ import pytest
 
 from edgefn.control.dashboard_view import HEALTH_STATES
 from edgefn.planet.client import PlanetClient
-from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, credentials, wait_for
+from tests.planet_helpers import Planet, credentials, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -58,8 +58,8 @@ UI_TIMEOUT_MS = 20_000
 
 
 @pytest.fixture(scope="module")
-def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = planet_factory("dashboard", PlanetSpec(locations=3))
+def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
+    p = observed_planet
     d = tmp_path_factory.mktemp("fns") / FN
     d.mkdir()
     (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')
