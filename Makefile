@@ -48,6 +48,7 @@ fmt: $(STAMP)
 PARALLEL_TESTS := tests/unit tests/sim tests/simulator
 
 pytest: $(STAMP) $(SIMFAAS)
+	.ci/debian-packages
 	$(BIN)/pytest -q -n 2 --durations=10 $(PARALLEL_TESTS)
 	$(BIN)/pytest -q --durations=20 $(addprefix --ignore=,$(PARALLEL_TESTS))
 
