@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 import httpx
+import pytest
 
 from edgefn._internal_auth import InternalAuth, planet_secret
 from edgefn.bundle import load_or_create_signing_key
@@ -47,6 +48,7 @@ __all__ = [
     "Roles",
     "cli_env",
     "credentials",
+    "deployed",
     "edgefn",
     "free_port",
     "internal_client",
@@ -379,3 +381,15 @@ def running_roles(tmp: Path, *, region: str = "eu-west", location: str = "fra") 
         for role in reversed(started):
             role.stop()
         _check_nothing_left(tmp)
+
+
+def deployed(
+    planet: Planet, tmp_path_factory: pytest.TempPathFactory, name: str, code: str
+) -> Planet:
+    """``planet`` with function ``name`` (its ``main.py`` is ``code``) deployed on it."""
+    d: Path = tmp_path_factory.mktemp("fns") / name
+    d.mkdir()
+    (d / "edgefn.toml").write_text(f'name = "{name}"\nmain = "main.py"\n')
+    (d / "main.py").write_text(code)
+    planet.deploy(d)
+    return planet

@@ -29,7 +29,7 @@ import pytest
 
 from edgefn.control.dashboard_view import HEALTH_STATES
 from edgefn.planet.client import PlanetClient
-from tests.planet_helpers import Planet, credentials, wait_for
+from tests.planet_helpers import Planet, credentials, deployed, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,13 +59,7 @@ UI_TIMEOUT_MS = 20_000
 
 @pytest.fixture(scope="module")
 def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = observed_planet
-    d = tmp_path_factory.mktemp("fns") / FN
-    d.mkdir()
-    (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')
-    (d / "main.py").write_text(CODE)
-    p.deploy(d)
-    return p
+    return deployed(observed_planet, tmp_path_factory, FN, CODE)
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ from __future__ import annotations
 import collections
 import re
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.planet_helpers import Planet, credentials, wait_for
+from tests.planet_helpers import Planet, credentials, deployed, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,13 +33,7 @@ Counts = collections.Counter[tuple[str, str]]
 
 @pytest.fixture(scope="module")
 def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = observed_planet
-    d: Path = tmp_path_factory.mktemp("fns") / FN
-    d.mkdir()
-    (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')
-    (d / "main.py").write_text(CODE)
-    p.deploy(d)
-    return p
+    return deployed(observed_planet, tmp_path_factory, FN, CODE)
 
 
 def _send(http: httpx.Client, entry: str, client_at: str, n: int, got: Counts) -> None:

@@ -20,7 +20,7 @@ from typing import IO, Any
 import httpx
 import pytest
 
-from tests.planet_helpers import EDGEFN, REPO, Planet, cli_env
+from tests.planet_helpers import EDGEFN, REPO, Planet, cli_env, deployed
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -43,13 +43,7 @@ TAIL_TIMEOUT_S = 60.0
 
 @pytest.fixture(scope="module")
 def planet(observed_planet: Planet, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = observed_planet
-    d = tmp_path_factory.mktemp("fns") / FN
-    d.mkdir()
-    (d / "edgefn.toml").write_text(f'name = "{FN}"\nmain = "main.py"\n')
-    (d / "main.py").write_text(CODE)
-    p.deploy(d)
-    return p
+    return deployed(observed_planet, tmp_path_factory, FN, CODE)
 
 
 class Clients:
