@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -26,11 +25,22 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
-    """Cancel every task, then wait for each to finish (its cancellation is not an error)."""
+async def cancel_and_wait(
+    tasks: Iterable[asyncio.Task[Any]], *, timeout_s: float = 10.0
+) -> list[asyncio.Task[Any]]:
+    """Cancel every task and wait up to ``timeout_s`` for all of them to finish (a cancellation
+    or an error of theirs is not raised here). Returns the tasks still running then, cancelled
+    once more: a task that swallows its cancellation (a library's loop catching it) must not hang
+    the shutdown of everything else."""
     pending = list(tasks)
     for task in pending:
         task.cancel()
-    for task in pending:
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    if not pending:
+        return []
+    done, stuck = await asyncio.wait(pending, timeout=timeout_s)
+    for task in done:
+        if not task.cancelled():
+            task.exception()  # retrieved: no "exception was never retrieved" warning
+    for task in stuck:
+        task.cancel()
+    return list(stuck)
