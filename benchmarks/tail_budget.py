@@ -47,7 +47,10 @@ async def driven(url: str, budget: float) -> tuple[float, float, int]:
     pub = TailPublisher("fra", budget=TailBudget(events_per_s=budget, queue_max=4096))
     await pub.start([url])
     stream = await hub.open("hello")
-    while not pub.watching("hello"):
+    deadline = time.perf_counter() + 10
+    while not pub.watching("hello"):  # the session announcement reaches the publisher
+        if time.perf_counter() > deadline:
+            raise SystemExit("the tail session never reached the publisher within 10 s")
         await asyncio.sleep(0.01)
     t0 = time.perf_counter()
     i = 0
