@@ -246,7 +246,13 @@ def _check_nothing_left(state_dir: Path) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        raise AssertionError(f"{err}; killed the survivors: {left}") from None
+        log = state_dir / "logs" / "supervisor.log"
+        tail = log.read_text(errors="replace")[-2000:] if log.exists() else "(no supervisor log)"
+        # `from err`: err's own context is what made the planet stop (e.g. `edgefn up` failing),
+        # which the report must show, not hide.
+        raise AssertionError(
+            f"{err}; killed the survivors: {left}\nsupervisor log tail:\n{tail}"
+        ) from err
 
 
 @contextmanager
