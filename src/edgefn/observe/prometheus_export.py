@@ -125,10 +125,10 @@ def _duration(
 
 
 def _function_duration(recent: Mapping[tuple[str, str, str], Sketch], window_s: int) -> Metric:
-    merged: dict[tuple[str, str], Sketch] = {}
+    parts: dict[tuple[str, str], list[Sketch]] = {}
     for (_location, function, version), sketch in sorted(recent.items()):
-        key = (function, version)
-        merged[key] = merge_sketches(merged[key], sketch) if key in merged else sketch
+        parts.setdefault((function, version), []).append(sketch)
+    merged = {key: merge_sketches(*sketches) for key, sketches in parts.items()}
     family = GaugeMetricFamily(
         "edgefn_planet_function_duration_seconds",
         f"Time to the response's first byte over the last {window_s} s, every location merged",

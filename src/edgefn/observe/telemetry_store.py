@@ -451,7 +451,7 @@ class TelemetryStore:
     def _recent(
         self, kept: set[tuple[str, ...]], since_ms: int, only: str, names: tuple[str, ...]
     ) -> dict[tuple[str, str, str], Sketch]:
-        out: dict[tuple[str, str, str], Sketch] = {}
+        parts: dict[tuple[str, str, str], list[Sketch]] = {}
         cells = self._db.execute(
             "SELECT location, function, version, sketch FROM cells WHERE tier = 0 AND "
             "bucket_ms >= ?" + only,
@@ -460,9 +460,8 @@ class TelemetryStore:
         for location, function, version, sk in cells:
             key = (location, function, version)
             if key in kept:
-                sketch = _DEC.decode(sk)
-                out[key] = merge_sketches(out[key], sketch) if key in out else sketch
-        return out
+                parts.setdefault(key, []).append(_DEC.decode(sk))
+        return {key: merge_sketches(*sketches) for key, sketches in parts.items()}
 
     def tier_cells(self) -> dict[int, int]:
         return dict(self._db.execute("SELECT tier, COUNT(*) FROM cells GROUP BY tier").fetchall())

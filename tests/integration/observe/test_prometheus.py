@@ -221,7 +221,7 @@ def test_prometheus_scrapes_the_planets_rollups_and_a_node(planet: Planet, prome
             f'sum by (location, status_class) (edgefn_planet_requests_total{{function="{FN}"}})'
         )
         rows = _by(prometheus, promql, "location", "status_class")
-        return collections.Counter({k: int(v) for k, v in rows.items()})  # type: ignore[misc]
+        return Counts({(loc, status): int(n) for (loc, status), n in rows.items()})
 
     wait_for(lambda: core_counts() == sent, timeout_s=40, what="Prometheus's counts = clients'")
     _check_access(planet)  # now that the store holds the function's figures

@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterable
 
 from prometheus_client.exposition import generate_latest
+from prometheus_client.metrics_core import Metric
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +24,7 @@ class _Fixed(Collector):
     def __init__(self, totals: Totals) -> None:
         self.totals = totals
 
-    def collect(self) -> Iterable[object]:  # type: ignore[override]
+    def collect(self) -> Iterable[Metric]:
         return rollup_families(self.totals, window_s=60)
 
 

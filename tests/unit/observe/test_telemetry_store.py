@@ -100,12 +100,15 @@ def test_parse_window() -> None:
             parse_window(bad)
 
 
-def _totals(store: TelemetryStore, now_ms: int, **kw: object) -> Totals:
+def _totals(
+    store: TelemetryStore, now_ms: int, *, limit: int = 100, functions: set[str] | None = None
+) -> Totals:
+    """What the metrics route asks: active in the last day, sketches of the last minute."""
     return store.totals(
         active_since_ms=now_ms - 24 * HOUR,
         recent_since_ms=now_ms - 60_000,
-        limit=kw.pop("limit", 100),  # type: ignore[arg-type]
-        **kw,  # type: ignore[arg-type]
+        functions=functions,
+        limit=limit,
     )
 
 
