@@ -32,7 +32,9 @@ import pytest
 
 from tests.planet_helpers import Planet, credentials, deployed, free_port, wait_for
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# Run alone, the one test's setup starts the shared planet (50-80 s on a busy machine) and its
+# teardown stops it, inside the per-test timeout; its own part is ~17 s (deploy 7, scrape 9).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(240)]
 
 PROMETHEUS = Path("/usr/bin/prometheus")
 FN = "prom1"
