@@ -16,11 +16,14 @@ The answer is the Prometheus text exposition format (OpenMetrics when the scrape
 Bounds: the ``MAX_TRIPLES`` most recently active (location, function, version) triples that served
 within ``ACTIVE_S``, as many client-region rows, at most ``MAX_SENSORS`` temperature and power
 readings per location; ``edgefn_planet_metrics_omitted_series`` says what the limit left out.
-Quantiles are over the last ``WINDOW_S``. A store-less app (a test's control service) answers 503.
+Quantiles are over the last ``WINDOW_S``. The store is read and the answer encoded in a worker
+thread (the store reads a WAL snapshot through its own connection there), the service's state on
+the event loop. A store-less app (a test's control service) answers 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -169,18 +172,29 @@ def metrics_endpoint(
             )
         caller = principal(request)
         now_ms = time.time_ns() // 1_000_000
-        totals = store.totals(
-            active_since_ms=now_ms - ACTIVE_S * 1000,
-            recent_since_ms=now_ms - WINDOW_S * 1000,
-            functions=_readable(service, caller),
-            limit=MAX_TRIPLES,
+        readable = _readable(service, caller)
+        # The service's state lives on this loop: read it here, the store in the thread.
+        planet = (
+            [*_location_families(service, now_ms), *_store_families(store)]
+            if ADMIN in caller.scopes
+            else []
         )
-        families = rollup_families(totals, window_s=WINDOW_S)
-        if ADMIN in caller.scopes:
-            families += [*_location_families(service, now_ms), *_store_families(store)]
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Families(families))
         encode, content_type = choose_encoder(request.headers.get("accept", ""))
-        return Response(encode(registry), headers={"content-type": content_type})
+
+        def render() -> bytes:
+            totals = store.totals(
+                active_since_ms=now_ms - ACTIVE_S * 1000,
+                recent_since_ms=now_ms - WINDOW_S * 1000,
+                functions=readable,
+                limit=MAX_TRIPLES,
+            )
+            registry = CollectorRegistry(auto_describe=False)
+            registry.register(_Families([*rollup_families(totals, window_s=WINDOW_S), *planet]))
+            return encode(registry)
+
+        # At the cap a scrape reads and encodes for a good part of a second (docs/design/0024):
+        # off the event loop, so the core's ingest and API go on meanwhile.
+        body = await asyncio.to_thread(render) if store.reads_in_thread else render()
+        return Response(body, headers={"content-type": content_type})
 
     return metrics

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,6 +136,27 @@ def _function_filter(functions: Collection[str]) -> tuple[str, tuple[str, ...]]:
     """`` AND function IN (?, ...)`` and its parameters."""
     names = tuple(sorted(functions))
     return f" AND function IN ({', '.join('?' * len(names))})", names
+
+
+def _recent(
+    db: sqlite3.Connection,
+    kept: set[tuple[str, ...]],
+    since_ms: int,
+    only: str,
+    names: tuple[str, ...],
+) -> dict[tuple[str, str, str], Sketch]:
+    """The 10 s tier's sketches since ``since_ms``, merged per kept triple."""
+    parts: dict[tuple[str, str, str], list[Sketch]] = {}
+    cells = db.execute(
+        "SELECT location, function, version, sketch FROM cells WHERE tier = 0 AND "
+        "bucket_ms >= ?" + only,
+        (since_ms, *names),
+    )
+    for location, function, version, sk in cells:
+        key = (location, function, version)
+        if key in kept:
+            parts.setdefault(key, []).append(_DEC.decode(sk))
+    return {key: merge_sketches(*sketches) for key, sketches in parts.items()}
 
 
 def parse_window(text: str) -> int:
@@ -402,6 +424,26 @@ class TelemetryStore:
         ).fetchone()
         return int(row[0])
 
+    @property
+    def reads_in_thread(self) -> bool:
+        """Whether :meth:`totals` may run in another thread than the ingest's: it then reads
+        through a connection of its own, in one WAL snapshot that an ingest in progress cannot
+        tear. Not for ``:memory:``, whose data only the store's own connection sees."""
+        return str(self.path) != ":memory:"
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        if not self.reads_in_thread:
+            yield self._db
+            return
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("BEGIN")  # every query below reads the same snapshot
+            yield db
+        finally:
+            db.close()
+
     def totals(
         self,
         *,
@@ -417,51 +459,40 @@ class TelemetryStore:
         if functions is not None and not functions:
             return Totals([], [], {})
         only, names = ("", ()) if functions is None else _function_filter(functions)
-        triples = self._db.execute(
-            "SELECT location, function, version FROM totals WHERE 1 = 1"
-            + only
-            + " GROUP BY location, function, version HAVING MAX(last_ms) >= ? "
-            "ORDER BY MAX(last_ms) DESC, location, function, version",
-            (*names, active_since_ms),
-        ).fetchall()
-        kept = {tuple(t) for t in triples[:limit]}
-        rows = [
-            Total(*row)
-            for row in self._db.execute(
-                "SELECT location, function, version, status, requests, cold, kv, sub, latency_us "
-                "FROM totals WHERE 1 = 1" + only + " ORDER BY location, function, version, status",
-                names,
-            )
-            if tuple(row[:3]) in kept
-        ]
-        regions = self._db.execute(
-            "SELECT function, region, status, requests FROM region_totals WHERE last_ms >= ?"
-            + only
-            + " ORDER BY last_ms DESC, function, region, status",
-            (active_since_ms, *names),
-        ).fetchall()
+        with self._snapshot() as db:
+            triples = db.execute(
+                "SELECT location, function, version FROM totals WHERE 1 = 1"
+                + only
+                + " GROUP BY location, function, version HAVING MAX(last_ms) >= ? "
+                "ORDER BY MAX(last_ms) DESC, location, function, version",
+                (*names, active_since_ms),
+            ).fetchall()
+            kept = {tuple(t) for t in triples[:limit]}
+            rows = [
+                Total(*row)
+                for row in db.execute(
+                    "SELECT location, function, version, status, requests, cold, kv, sub, "
+                    "latency_us FROM totals WHERE 1 = 1"
+                    + only
+                    + " ORDER BY location, function, version, status",
+                    names,
+                )
+                if tuple(row[:3]) in kept
+            ]
+            regions = db.execute(
+                "SELECT function, region, status, requests FROM region_totals WHERE last_ms >= ?"
+                + only
+                + " ORDER BY last_ms DESC, function, region, status",
+                (active_since_ms, *names),
+            ).fetchall()
+            recent = _recent(db, kept, recent_since_ms, only, names)
         return Totals(
             rows,
             [RegionTotal(*r) for r in sorted(regions[:limit])],
-            self._recent(kept, recent_since_ms, only, names),
+            recent,
             omitted_triples=len(triples) - len(kept),
             omitted_regions=max(0, len(regions) - limit),
         )
-
-    def _recent(
-        self, kept: set[tuple[str, ...]], since_ms: int, only: str, names: tuple[str, ...]
-    ) -> dict[tuple[str, str, str], Sketch]:
-        parts: dict[tuple[str, str, str], list[Sketch]] = {}
-        cells = self._db.execute(
-            "SELECT location, function, version, sketch FROM cells WHERE tier = 0 AND "
-            "bucket_ms >= ?" + only,
-            (since_ms, *names),
-        )
-        for location, function, version, sk in cells:
-            key = (location, function, version)
-            if key in kept:
-                parts.setdefault(key, []).append(_DEC.decode(sk))
-        return {key: merge_sketches(*sketches) for key, sketches in parts.items()}
 
     def tier_cells(self) -> dict[int, int]:
         return dict(self._db.execute("SELECT tier, COUNT(*) FROM cells GROUP BY tier").fetchall())

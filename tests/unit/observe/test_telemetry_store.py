@@ -201,3 +201,20 @@ def test_a_store_from_before_totals_seeds_them_from_its_cells(tmp_path: Path) ->
         assert _requests(_totals(s, NOW))[("fra", "fn", "2xx")] == 4
     finally:
         s.close()
+
+
+def test_totals_read_a_snapshot_that_an_ingest_in_progress_cannot_tear(
+    store: TelemetryStore,
+) -> None:
+    """The metrics route reads totals in a worker thread while the ingest writes on the loop:
+    the read sees committed rollups only (its own connection, one WAL snapshot)."""
+    assert store.reads_in_thread
+    store.ingest(_rollup("fra", 1, NOW - 20_000, {200: 2}), now_ms=NOW)
+    before = _requests(_totals(store, NOW))
+    store._db.execute("BEGIN IMMEDIATE")  # an ingest half done: totals added, not committed
+    store._add_totals("fra", _rollup("fra", 2, NOW - 15_000, {200: 5}).rows, NOW)
+    try:
+        assert _requests(_totals(store, NOW)) == before
+    finally:
+        store._db.execute("ROLLBACK")
+    assert not TelemetryStore(Path(":memory:")).reads_in_thread
