@@ -24,6 +24,9 @@ the scope each one needs::
     GET    /v1/audit                         admin          ?limit=n
     GET    /v1/kv                            read
     GET    /v1/stats/{name}                  read           ?window=5m (edgefn.control.stats_api)
+    GET    /v1/metrics                       read           Prometheus text format; admin: every
+                                                            function and the locations, else the
+                                                            account's functions (control.metrics_api)
     POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
     GET    /v1/incidents                     read           ?state=open&limit=100 (control.incidents_api)
     POST   /v1/incidents/{id}/ack            admin
@@ -77,6 +80,7 @@ from edgefn.control.errors import ControlError, NotFound, TooLarge
 from edgefn.control.events import STRATEGIES
 from edgefn.control.incidents_api import incidents_endpoints
 from edgefn.control.incidents_driver import IncidentsDriver
+from edgefn.control.metrics_api import metrics_endpoint
 from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.control.stats_api import stats_endpoint
@@ -332,8 +336,8 @@ def create_app(
 ) -> Starlette:
     """The API app for ``service`` (which the caller starts and stops).
 
-    ``telemetry`` is the core's rollup store that ``/v1/stats`` reads (None: that route answers
-    503); ``tail`` serves ``/v1/tail``, by default a :class:`TailHub` on the service's NATS
+    ``telemetry`` is the core's rollup store that ``/v1/stats`` and ``/v1/metrics`` read (None:
+    they answer 503); ``tail`` serves ``/v1/tail``, by default a :class:`TailHub` on the service's NATS
     connection. ``incidents`` serves ``/v1/incidents`` (None: those routes answer 503).
     """
 
@@ -566,6 +570,9 @@ def create_app(
             need=function_deploy,
         ),
         ScopedRoute("/v1/stats/{name}", stats_endpoint(telemetry, _owned), method="GET", need=READ),
+        ScopedRoute(
+            "/v1/metrics", metrics_endpoint(service, telemetry, _principal), method="GET", need=READ
+        ),
         tail_route(service, tail or TailHub(service.nc)),
         *dashboard_routes(service),
         *_incident_routes(incidents),

@@ -180,6 +180,19 @@ def _paths() -> dict[str, Any]:
                 },
             },
         },
+        "/v1/metrics": {
+            "get": {
+                "summary": "The planet's rollups for Prometheus (admin: every function and the "
+                "locations; else the account's functions); see docs/design/0024-prometheus.md",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text exposition (OpenMetrics on request)",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "default": {"description": "error", "content": _json_content(_ref("Error"))},
+                },
+            }
+        },
         **_access_paths(),
     }
 

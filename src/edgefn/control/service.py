@@ -766,6 +766,10 @@ class ControlService:
         """Every known location: region, generations, when it last reported (core clock)."""
         return self._reconciler.location_status()
 
+    def observed(self, location: str) -> ObservedState | None:
+        """What ``location`` last reported (its resources among it), or None."""
+        return self._observed.get(location)
+
     def status(self) -> dict[str, Any]:
         """Per location: observed and desired generation; per function: versions, convergence."""
         locations = []

@@ -224,19 +224,22 @@ def _from_sketch(sketch: Sketch) -> BaseDDSketch:
     )
 
 
-def merge_sketches(a: Sketch, b: Sketch) -> Sketch:
-    """Bin-wise sum (what ``DenseStore.merge`` does), in integers: exact and order-free."""
-    if not a.bins:
-        return Sketch(offset=b.offset, bins=list(b.bins), zero=a.zero + b.zero)
-    if not b.bins:
-        return Sketch(offset=a.offset, bins=list(a.bins), zero=a.zero + b.zero)
-    lo = min(a.offset, b.offset)
-    hi = max(a.offset + len(a.bins), b.offset + len(b.bins))
+def merge_sketches(*sketches: Sketch) -> Sketch:
+    """Bin-wise sum (what ``DenseStore.merge`` does), in integers: exact and order-free. Any
+    number at once, into one list (merging n sketches pairwise would copy the bins n times)."""
+    zero = sum(s.zero for s in sketches)
+    filled = [s for s in sketches if s.bins]
+    if len(filled) <= 1:
+        only = filled[0] if filled else Sketch()
+        return Sketch(offset=only.offset, bins=list(only.bins), zero=zero)
+    lo = min(s.offset for s in filled)
+    hi = max(s.offset + len(s.bins) for s in filled)
     bins = [0] * (hi - lo)
-    for s in (a, b):
-        for i, count in enumerate(s.bins):
-            bins[s.offset - lo + i] += count
-    return Sketch(offset=lo, bins=bins, zero=a.zero + b.zero)
+    for s in filled:
+        start = s.offset - lo
+        for i, count in enumerate(s.bins, start):
+            bins[i] += count
+    return Sketch(offset=lo, bins=bins, zero=zero)
 
 
 def quantiles(sketch: Sketch, qs: Iterable[float]) -> list[float | None]:

@@ -14,13 +14,24 @@ inside it.
 Sketches are stored as msgpack of :class:`~edgefn.observe.rollup.Sketch` (the DDSketch bins).
 Figures are per (location, function, version, status class, client region); :meth:`stats`
 groups them by location and client region.
+
+Cumulative totals, for Prometheus (docs/design/0024-prometheus.md). The tiers forget what is
+older than 30 days, so their sums can go down; a Prometheus counter must not. ``totals`` (per
+location, function, version, status class) and ``region_totals`` (per function, client region,
+status class) are added to in the same transaction as the tiers and never compacted: each row
+only grows. A row is deleted only when its series has been idle for 30 days, and ``totals`` is
+pruned a whole (location, function, version) at a time, because the exposition sums a triple's
+status classes (cold starts, the latency summary's count and sum): pruning one status class of a
+live triple would make those sums go down. A store created before these tables existed seeds
+them once from its cells.
 """
 
 from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,9 +47,11 @@ from edgefn.observe.rollup import (
     merge_sketches,
     quantiles,
 )
+from edgefn.observe.rollup_totals import RegionTotal, Total, Totals
 
 __all__ = [
     "TIERS",
+    "TOTALS_KEEP_MS",
     "WINDOW_MAX_S",
     "LocationStats",
     "StoreStatistics",
@@ -63,6 +76,8 @@ WINDOW_MAX_S = TIERS[-1].keep_ms // 1000
 # Rollup ids are kept for dedupe this long after they arrived: longer than any node buffers one
 # (an hour of rollups, merged further back) plus the stream's redelivery.
 _SEEN_KEEP_MS = 26 * _HOUR_MS
+# A total idle this long (its location, function and version served nothing) is forgotten.
+TOTALS_KEEP_MS = 30 * _DAY_MS
 _WINDOW = re.compile(r"(\d{1,7})([smhd])")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -81,10 +96,67 @@ CREATE TABLE IF NOT EXISTS seen (
     PRIMARY KEY (location, epoch, seq_first)
 ) WITHOUT ROWID;
 """
+_TOTALS_SCHEMA = """
+CREATE TABLE totals (
+    location TEXT NOT NULL, function TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL,
+    requests INTEGER NOT NULL, cold INTEGER NOT NULL, kv INTEGER NOT NULL, sub INTEGER NOT NULL,
+    latency_us INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+    PRIMARY KEY (location, function, version, status)
+) WITHOUT ROWID;
+CREATE TABLE region_totals (
+    function TEXT NOT NULL, region TEXT NOT NULL, status TEXT NOT NULL,
+    requests INTEGER NOT NULL, last_ms INTEGER NOT NULL,
+    PRIMARY KEY (function, region, status)
+) WITHOUT ROWID;
+INSERT INTO totals SELECT location, function, version, status, SUM(requests), SUM(cold),
+    SUM(kv), SUM(sub), SUM(latency_us), MAX(bucket_ms) FROM cells
+    GROUP BY location, function, version, status;
+INSERT INTO region_totals SELECT function, region, status, SUM(requests), MAX(bucket_ms)
+    FROM cells GROUP BY function, region, status;
+"""
+_ADD_TOTAL = """
+INSERT INTO totals VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (location, function, version, status) DO UPDATE SET
+    requests = requests + excluded.requests, cold = cold + excluded.cold, kv = kv + excluded.kv,
+    sub = sub + excluded.sub, latency_us = latency_us + excluded.latency_us,
+    last_ms = MAX(last_ms, excluded.last_ms)
+"""
+_ADD_REGION_TOTAL = """
+INSERT INTO region_totals VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (function, region, status) DO UPDATE SET
+    requests = requests + excluded.requests, last_ms = MAX(last_ms, excluded.last_ms)
+"""
 
 _Cell = tuple[int, int, int, int, int, Sketch]  # requests, cold, kv, sub, latency_us, sketch
 _ENC = msgspec.msgpack.Encoder()
 _DEC = msgspec.msgpack.Decoder(Sketch)
+
+
+def _function_filter(functions: Collection[str]) -> tuple[str, tuple[str, ...]]:
+    """`` AND function IN (?, ...)`` and its parameters."""
+    names = tuple(sorted(functions))
+    return f" AND function IN ({', '.join('?' * len(names))})", names
+
+
+def _recent(
+    db: sqlite3.Connection,
+    kept: set[tuple[str, ...]],
+    since_ms: int,
+    only: str,
+    names: tuple[str, ...],
+) -> dict[tuple[str, str, str], Sketch]:
+    """The 10 s tier's sketches since ``since_ms``, merged per kept triple."""
+    parts: dict[tuple[str, str, str], list[Sketch]] = {}
+    cells = db.execute(
+        "SELECT location, function, version, sketch FROM cells WHERE tier = 0 AND "
+        "bucket_ms >= ?" + only,
+        (since_ms, *names),
+    )
+    for location, function, version, sk in cells:
+        key = (location, function, version)
+        if key in kept:
+            parts.setdefault(key, []).append(_DEC.decode(sk))
+    return {key: merge_sketches(*sketches) for key, sketches in parts.items()}
 
 
 def parse_window(text: str) -> int:
@@ -173,12 +245,20 @@ class TelemetryStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        if not self._has_table("totals"):
+            self._db.executescript(f"BEGIN IMMEDIATE; {_TOTALS_SCHEMA} COMMIT;")
         self._ingested = 0
         self._duplicates = 0
         self._too_old = 0
 
     def close(self) -> None:
         self._db.close()
+
+    def _has_table(self, name: str) -> bool:
+        found = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+        ).fetchone()
+        return found is not None
 
     # -- writing ------------------------------------------------------------------------------
     def ingest(self, rollup: Rollup, *, now_ms: int) -> bool:
@@ -201,6 +281,7 @@ class TelemetryStore:
             else:
                 bucket = rollup.start_ms - rollup.start_ms % TIERS[tier].bucket_ms
                 self._add(tier, bucket, rollup.location, rollup.rows)
+                self._add_totals(rollup.location, rollup.rows, now_ms)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -221,6 +302,28 @@ class TelemetryStore:
             cell = (r.requests, r.cold_starts, r.kv_ops, r.subrequests, r.latency_us_sum, r.latency)
             self._upsert(
                 tier, bucket, (location, r.function, r.version, r.status, r.client_region), cell
+            )
+
+    def _add_totals(self, location: str, rows: Iterable[Row], now_ms: int) -> None:
+        """Add to the cumulative totals (only ever up; see the module docstring)."""
+        for r in rows:
+            self._db.execute(
+                _ADD_TOTAL,
+                (
+                    location,
+                    r.function,
+                    r.version,
+                    r.status,
+                    r.requests,
+                    r.cold_starts,
+                    r.kv_ops,
+                    r.subrequests,
+                    r.latency_us_sum,
+                    now_ms,
+                ),
+            )
+            self._db.execute(
+                _ADD_REGION_TOTAL, (r.function, r.client_region, r.status, r.requests, now_ms)
             )
 
     def _upsert(
@@ -272,11 +375,22 @@ class TelemetryStore:
                         self._upsert(tier + 1, b - b % width, tuple(key), cell)
                         moved += 1
             db.execute("DELETE FROM seen WHERE received_ms < ?", (now_ms - _SEEN_KEEP_MS,))
+            self._prune_totals(now_ms - TOTALS_KEEP_MS)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         return moved
+
+    def _prune_totals(self, cutoff_ms: int) -> None:
+        # A whole (location, function, version) at once: its status classes are summed.
+        self._db.execute(
+            "DELETE FROM totals WHERE (location, function, version) IN (SELECT location, "
+            "function, version FROM totals GROUP BY location, function, version "
+            "HAVING MAX(last_ms) < ?)",
+            (cutoff_ms,),
+        )
+        self._db.execute("DELETE FROM region_totals WHERE last_ms < ?", (cutoff_ms,))
 
     # -- reading ------------------------------------------------------------------------------
     def has_data(self, function: str) -> bool:
@@ -309,6 +423,76 @@ class TelemetryStore:
             (OVERFLOW, since_ms),
         ).fetchone()
         return int(row[0])
+
+    @property
+    def reads_in_thread(self) -> bool:
+        """Whether :meth:`totals` may run in another thread than the ingest's: it then reads
+        through a connection of its own, in one WAL snapshot that an ingest in progress cannot
+        tear. Not for ``:memory:``, whose data only the store's own connection sees."""
+        return str(self.path) != ":memory:"
+
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        if not self.reads_in_thread:
+            yield self._db
+            return
+        uri = self.path.resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("BEGIN")  # every query below reads the same snapshot
+            yield db
+        finally:
+            db.close()
+
+    def totals(
+        self,
+        *,
+        active_since_ms: int,
+        recent_since_ms: int,
+        functions: Collection[str] | None = None,
+        limit: int,
+    ) -> Totals:
+        """Cumulative totals of the ``limit`` most recently active (location, function,
+        version) triples active since ``active_since_ms`` (and as many region rows), of
+        ``functions`` (None: every function, the overflow row too), with their recent sketches."""
+        assert limit > 0
+        if functions is not None and not functions:
+            return Totals([], [], {})
+        only, names = ("", ()) if functions is None else _function_filter(functions)
+        with self._snapshot() as db:
+            triples = db.execute(
+                "SELECT location, function, version FROM totals WHERE 1 = 1"
+                + only
+                + " GROUP BY location, function, version HAVING MAX(last_ms) >= ? "
+                "ORDER BY MAX(last_ms) DESC, location, function, version",
+                (*names, active_since_ms),
+            ).fetchall()
+            kept = {tuple(t) for t in triples[:limit]}
+            rows = [
+                Total(*row)
+                for row in db.execute(
+                    "SELECT location, function, version, status, requests, cold, kv, sub, "
+                    "latency_us FROM totals WHERE 1 = 1"
+                    + only
+                    + " ORDER BY location, function, version, status",
+                    names,
+                )
+                if tuple(row[:3]) in kept
+            ]
+            regions = db.execute(
+                "SELECT function, region, status, requests FROM region_totals WHERE last_ms >= ?"
+                + only
+                + " ORDER BY last_ms DESC, function, region, status",
+                (active_since_ms, *names),
+            ).fetchall()
+            recent = _recent(db, kept, recent_since_ms, only, names)
+        return Totals(
+            rows,
+            [RegionTotal(*r) for r in sorted(regions[:limit])],
+            recent,
+            omitted_triples=len(triples) - len(kept),
+            omitted_regions=max(0, len(regions) - limit),
+        )
 
     def tier_cells(self) -> dict[int, int]:
         return dict(self._db.execute("SELECT tier, COUNT(*) FROM cells GROUP BY tier").fetchall())

@@ -48,6 +48,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/kv", READ),
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
     ("GET", "/v1/stats/{name}", READ),
+    # Prometheus's scrape (docs/design/0024): read; what it shows depends on the account.
+    ("GET", "/v1/metrics", READ),
     ("GET", "/v1/tail/{name}", READ),
     # The dashboard (docs/design/0022): the page and its assets are public, its data is not.
     ("GET", "/dashboard", PUBLIC),

@@ -16,10 +16,12 @@ from edgefn.observe.rollup import (
     BadRollup,
     Rollup,
     RollupBuffer,
+    Sketch,
     client_region,
     decode_rollup,
     encode_rollup,
     merge_rollups,
+    merge_sketches,
     quantiles,
     status_class,
 )
@@ -123,6 +125,29 @@ def test_merge_is_associative_and_commutative_and_bounded(
     assert sum(1 for r in merged.rows if r.function != OVERFLOW) <= max_keys
     assert all(r.latency.count == r.requests for r in merged.rows)
     assert decode_rollup(encode_rollup(merged)) == merged
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.floats(0.001, 3_600_000.0), max_size=20), max_size=6))
+def test_merging_many_sketches_at_once_equals_merging_them_in_pairs(
+    latencies: list[list[float]],
+) -> None:
+    """``merge_sketches(*many)`` (one allocation) is the pairwise sum, whatever the ranges."""
+    sketches = []
+    for ms in latencies:
+        acc = _acc()
+        for x in ms:
+            acc.record("f", "v1", 200, "eu-west", x)
+        rollup = acc.cut(5_000)
+        sketches.append(rollup.rows[0].latency if rollup else Sketch())
+    pairwise = Sketch()
+    for sk in sketches:
+        pairwise = merge_sketches(pairwise, sk)
+    at_once = merge_sketches(*sketches)
+    assert at_once.count == pairwise.count == sum(map(len, latencies))
+    assert quantiles(at_once, (0.5, 0.99)) == quantiles(pairwise, (0.5, 0.99))
+    trimmed = [(s.offset, s.bins, s.zero) for s in (at_once, pairwise)]
+    assert trimmed[0] == trimmed[1]
 
 
 def test_decode_refuses_what_breaks_a_rule() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import pytest
 
 from edgefn.errors import UsageError
 from edgefn.observe.rollup import Accumulator, Rollup, merge_rollups
+from edgefn.observe.rollup_totals import Totals
 from edgefn.observe.telemetry_store import TelemetryStore, parse_window
 
 HOUR = 3_600_000
@@ -96,3 +98,123 @@ def test_parse_window() -> None:
     for bad in ("", "5", "m", "5w", "-5m", "1.5h", "9s", "31d"):
         with pytest.raises(UsageError, match="--window"):
             parse_window(bad)
+
+
+def _totals(
+    store: TelemetryStore, now_ms: int, *, limit: int = 100, functions: set[str] | None = None
+) -> Totals:
+    """What the metrics route asks: active in the last day, sketches of the last minute."""
+    return store.totals(
+        active_since_ms=now_ms - 24 * HOUR,
+        recent_since_ms=now_ms - 60_000,
+        functions=functions,
+        limit=limit,
+    )
+
+
+def _requests(totals: Totals) -> dict[tuple[str, str, str], int]:
+    return {(t.location, t.function, t.status): t.requests for t in totals.rows}
+
+
+def test_totals_only_grow_through_compaction_and_expiry(store: TelemetryStore) -> None:
+    """40 days of one rollup a day: the tiers forget what is older than 30 days, the
+    cumulative totals (what Prometheus counters are made of) never go down."""
+    last: dict[tuple[str, str, str], int] = {}
+    for day in range(40):
+        now = NOW + day * 24 * HOUR
+        store.ingest(_rollup("ams", day + 1, now - 20_000, {200: 3, 500: 1}), now_ms=now)
+        store.compact(now_ms=now)
+        got = _requests(_totals(store, now))
+        assert all(got[k] >= n for k, n in last.items()), (day, got, last)
+        last = got
+    assert last == {
+        ("ams", "fn", "2xx"): 120,
+        ("ams", "fn", "5xx"): 40,
+        ("ams", "other", "2xx"): 40,
+    }
+    assert sum(r.requests for r in store.stats("fn", since_ms=0)) < 160  # the tiers forgot
+    row = next(t for t in _totals(store, now).rows if t.status == "2xx" and t.function == "fn")
+    assert (row.cold_starts, row.version) == (40, "v1")
+    assert row.latency_us == 40 * (10_000 + 11_000 + 12_000)
+    regions = {
+        (r.function, r.client_region, r.status): r.requests for r in _totals(store, now).regions
+    }
+    assert regions == {("fn", "eu-west", "2xx"): 120, ("fn", "eu-west", "5xx"): 40,
+                       ("other", "na-east", "2xx"): 40}  # fmt: skip
+
+
+def test_totals_count_a_redelivered_rollup_once(store: TelemetryStore) -> None:
+    r1 = _rollup("fra", 1, NOW - 20_000, {200: 8})
+    assert store.ingest(r1, now_ms=NOW)
+    assert not store.ingest(r1, now_ms=NOW)
+    assert _requests(_totals(store, NOW))[("fra", "fn", "2xx")] == 8
+
+
+def test_an_idle_triple_is_forgotten_whole_after_30_days(store: TelemetryStore) -> None:
+    """A triple's status classes go together: the 5xx row idle for 31 days stays while its 2xx
+    row is active (the exposition sums them), and both go once the whole triple is idle."""
+    store.ingest(_rollup("fra", 1, NOW - 20_000, {200: 1, 500: 1}), now_ms=NOW)
+    later = NOW + 31 * 24 * HOUR
+    store.ingest(_rollup("fra", 2, later - 20_000, {200: 1}), now_ms=later)
+    store.compact(now_ms=later)
+    got = _requests(_totals(store, later))
+    assert got[("fra", "fn", "5xx")] == 1, got
+    assert got[("fra", "fn", "2xx")] == 2, got
+    much_later = later + 31 * 24 * HOUR
+    store.compact(now_ms=much_later)
+    assert _totals(store, much_later, limit=10) == Totals([], [], {})
+    # Nothing active in the last day: nothing is exposed, though the rows are still stored.
+    assert _totals(store, later + 2 * 24 * HOUR).rows == []
+
+
+def test_totals_limit_by_recent_activity_and_filter_by_function(store: TelemetryStore) -> None:
+    for i, loc in enumerate(("ams", "fra", "nrt")):
+        store.ingest(_rollup(loc, 1, NOW - 20_000, {200: 2}), now_ms=NOW - 1000 * (3 - i))
+    top = _totals(store, NOW, limit=2)
+    # nrt arrived last, then fra; per triple ("fn" and "other" at each location).
+    assert {(t.location, t.function) for t in top.rows} == {("nrt", "fn"), ("nrt", "other")}
+    assert (top.omitted_triples, top.omitted_regions) == (4, 0)
+    only = _totals(store, NOW, functions={"other"})
+    assert {t.function for t in only.rows} == {"other"}
+    assert {r.function for r in only.regions} == {"other"}
+    assert set(only.recent) == {(loc, "other", "v1") for loc in ("ams", "fra", "nrt")}
+    assert _totals(store, NOW, functions=set()) == Totals([], [], {})
+    # The recent sketches are the 10 s tier's since recent_since_ms, per triple.
+    sketch = _totals(store, NOW).recent[("fra", "fn", "v1")]
+    assert sum(sketch.bins) + sketch.zero == 2
+    assert _totals(store, NOW + 10 * 60_000).recent == {}
+
+
+def test_a_store_from_before_totals_seeds_them_from_its_cells(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    s = TelemetryStore(path)
+    s.ingest(_rollup("fra", 1, NOW - 20_000, {200: 3, 404: 1}), now_ms=NOW)
+    s.close()
+    with sqlite3.connect(path) as db:
+        db.executescript("DROP TABLE totals; DROP TABLE region_totals;")
+    s = TelemetryStore(path)
+    try:
+        assert _requests(_totals(s, NOW)) == {
+            ("fra", "fn", "2xx"): 3, ("fra", "fn", "4xx"): 1, ("fra", "other", "2xx"): 1,
+        }  # fmt: skip
+        s.ingest(_rollup("fra", 2, NOW - 10_000, {200: 1}), now_ms=NOW)
+        assert _requests(_totals(s, NOW))[("fra", "fn", "2xx")] == 4
+    finally:
+        s.close()
+
+
+def test_totals_read_a_snapshot_that_an_ingest_in_progress_cannot_tear(
+    store: TelemetryStore,
+) -> None:
+    """The metrics route reads totals in a worker thread while the ingest writes on the loop:
+    the read sees committed rollups only (its own connection, one WAL snapshot)."""
+    assert store.reads_in_thread
+    store.ingest(_rollup("fra", 1, NOW - 20_000, {200: 2}), now_ms=NOW)
+    before = _requests(_totals(store, NOW))
+    store._db.execute("BEGIN IMMEDIATE")  # an ingest half done: totals added, not committed
+    store._add_totals("fra", _rollup("fra", 2, NOW - 15_000, {200: 5}).rows, NOW)
+    try:
+        assert _requests(_totals(store, NOW)) == before
+    finally:
+        store._db.execute("ROLLBACK")
+    assert not TelemetryStore(Path(":memory:")).reads_in_thread
