@@ -29,19 +29,25 @@ SCENARIOS: dict[str, SimOptions] = {
 }
 
 
-def _seeds() -> list[int]:
+# Each scenario's seeds run in this many slices: separate test items, so the two xdist workers
+# share the load evenly and no item runs near the per-test timeout on a busy machine.
+SLICES = 4
+
+
+def _seeds(part: int) -> list[int]:
     one = os.environ.get("EDGEFN_SIM_SEED")
     if one is not None:
-        return [int(one)]
+        return [int(one)] if part == 0 else []
     total = int(os.environ.get("EDGEFN_SIM_SEEDS", "2000"))
-    return list(range(max(1, total // len(SCENARIOS))))
+    return list(range(max(1, total // len(SCENARIOS))))[part::SLICES]
 
 
+@pytest.mark.parametrize("part", range(SLICES))
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_scenario_passes_every_checker(scenario: str) -> None:
+def test_scenario_passes_every_checker(scenario: str, part: int) -> None:
     """Every seed: invariants hold after each step, and every checker passes after heal."""
     options = SCENARIOS[scenario]
-    for seed in _seeds():
+    for seed in _seeds(part):
         _, problems = run_seed(options, seed)
         assert not problems, (
             f"seed {seed} failed in scenario {scenario}:\n  "
