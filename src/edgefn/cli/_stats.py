@@ -1,7 +1,7 @@
 """``edgefn stats NAME [--window 5m] [--json]``: a function's figures from the telemetry rollups.
 
 Per location (where requests were answered) and client region: requests, error rate (5xx),
-p50/p95/p99 latency, cold-start rate and CPU ms (``-``: not measured per request), read from the
+p50/p95/p99 latency, cold-start rate and mean CPU ms per request, read from the
 core's store through ``GET /v1/stats/NAME`` (scope ``read``). Figures lag the requests by up to
 one rollup period (5 s) plus delivery; a location cut off from its hub reports after the heal.
 """

@@ -4,7 +4,8 @@ function's figures from the rollups.
 The answer groups the core's telemetry store (edgefn.observe.telemetry_store) by location (where
 the request was answered) and client region, over the last ``window`` (default ``5m``, 10 s to
 30 days): requests, by status class, error rate (5xx share), p50/p95/p99 latency, cold-start
-rate, KV operations, subrequests and ``cpu_ms`` (always null: not measured per request). It
+rate, KV operations, subrequests and ``cpu_ms`` (the function's mean CPU time per request, as
+its workers measured it; null without requests). It
 also gives ``totals`` per location, ``by_client_region`` (every location's rows of one client
 region merged: latency as the client region saw it, sketches merged, not percentiles averaged) and ``overflow_requests``: requests of keys that did not fit
 in a node's bounded rollup (they count in no function's rows, so a non-zero figure says the

@@ -91,6 +91,8 @@ class RequestContext:
     # Host calls the worker made while the request was answered (telemetry rollups).
     kv_ops: int = 0
     subrequests: int = 0
+    # The function's CPU time, as its worker reported it with the last frame (telemetry).
+    cpu_us: int = 0
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -285,9 +287,11 @@ class RequestPath:
                         self.metrics.errors.labels(self.location, name, "client_too_slow").inc()
                         return
                 await send({"type": "http.response.body", "body": b""})
+            ctx.cpu_us = inv.cpu_us
             self._count(name, status, inv.cold)
             self._access(rid, scope, name, version, status, t0, inv.cold)
         except InvokeFailed as err:
+            ctx.cpu_us = inv.cpu_us
             if started:  # too late to change the status: end the stream and log
                 self.log.emit(
                     "error", request_id=rid, function=name, error=err.kind, message=err.message
@@ -403,7 +407,7 @@ class RequestPath:
         what a direct client said about itself (which the traffic driver signs as is, too).
         """
         ctx = self._requests.get(done.request_id)
-        kv, sub = (ctx.kv_ops, ctx.subrequests) if ctx is not None else (0, 0)
+        kv, sub, cpu = (ctx.kv_ops, ctx.subrequests, ctx.cpu_us) if ctx is not None else (0, 0, 0)
         telemetry.record(
             done.function,
             done.version,
@@ -413,6 +417,8 @@ class RequestPath:
             cold=done.cold,
             kv_ops=kv,
             subrequests=sub,
+            # A worker's figure is not trusted beyond this: never more than the wall time.
+            cpu_us=max(0, min(cpu, round(done.duration_ms * 1000))),
         )
 
     @staticmethod

@@ -2,7 +2,7 @@
 
 A node records every function request it answered into an :class:`Accumulator`, under the key
 (function, version, status class ``2xx``..``5xx``, client region). Each key keeps counts (requests,
-cold starts, KV operations, subrequests), the latency sum in microseconds and the latency as a
+cold starts, KV operations, subrequests, CPU µs), the latency sum in microseconds and the latency as a
 DDSketch (the ``ddsketch`` library, 1% relative accuracy). :meth:`Accumulator.cut` ends the period
 and returns it as a :class:`Rollup` with the node's next sequence number; an empty period is no
 rollup and uses no number.
@@ -24,8 +24,9 @@ Rules:
 * **Hostile input.** :func:`decode_rollup` bounds every field (string lengths, row and bin counts,
   non-negative counts, sketch counts that add up to the requests) before anything uses it.
 
-CPU time per request is not in a rollup: the sandbox samples a worker's CPU every 20 ms, not per
-request (docs/design/0019-telemetry.md), and a made-up figure would be worse than none.
+CPU time: ``cpu_us_sum`` is the function's own CPU time over a key's requests, as its worker
+measured each invocation's task (thread CPU time around every step of the task; the node's own
+work, the KV calls it serves and ``wait_until`` tasks after the response are not in it).
 """
 
 from __future__ import annotations
@@ -109,6 +110,9 @@ class Row(msgspec.Struct, frozen=True, array_like=True):
     subrequests: Count
     latency_us_sum: Count
     latency: Sketch
+    # The function's CPU time over these requests, in µs (its worker measures each invocation;
+    # a rollup from a node that did not measure it decodes as 0).
+    cpu_us_sum: Count = 0
 
     @property
     def key(self) -> tuple[str, str, str, str]:
@@ -267,6 +271,7 @@ def _add_rows(a: Row, b: Row) -> Row:
         subrequests=a.subrequests + b.subrequests,
         latency_us_sum=a.latency_us_sum + b.latency_us_sum,
         latency=merge_sketches(a.latency, b.latency),
+        cpu_us_sum=a.cpu_us_sum + b.cpu_us_sum,
     )
 
 
@@ -317,7 +322,7 @@ def _clamp(latency_ms: float) -> float:
 
 
 class _Cell:
-    __slots__ = ("cold", "kv", "latency", "latency_us", "requests", "sub")
+    __slots__ = ("cold", "cpu_us", "kv", "latency", "latency_us", "requests", "sub")
 
     def __init__(self) -> None:
         self.requests = 0
@@ -325,6 +330,7 @@ class _Cell:
         self.kv = 0
         self.sub = 0
         self.latency_us = 0
+        self.cpu_us = 0
         self.latency = DDSketch(RELATIVE_ACCURACY)
 
 
@@ -362,6 +368,7 @@ class Accumulator:
         cold: bool = False,
         kv_ops: int = 0,
         subrequests: int = 0,
+        cpu_us: int = 0,
     ) -> None:
         key = (function[:_MAX_NAME], version[:_MAX_NAME], status_class(status), region[:_MAX_NAME])
         cell = self._cells.get(key)
@@ -379,6 +386,7 @@ class Accumulator:
         cell.cold += cold
         cell.kv += kv_ops
         cell.sub += subrequests
+        cell.cpu_us += max(0, cpu_us)
         cell.latency_us += round(latency_ms * 1000)
         cell.latency.add(latency_ms)
 
@@ -399,6 +407,7 @@ class Accumulator:
                 subrequests=c.sub,
                 latency_us_sum=c.latency_us,
                 latency=_to_sketch(c.latency),
+                cpu_us_sum=c.cpu_us,
             )
             for k, c in sorted(self._cells.items())
         ]

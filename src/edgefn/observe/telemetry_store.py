@@ -86,7 +86,7 @@ CREATE TABLE IF NOT EXISTS cells (
     tier INTEGER NOT NULL, bucket_ms INTEGER NOT NULL, location TEXT NOT NULL,
     function TEXT NOT NULL, version TEXT NOT NULL, status TEXT NOT NULL, region TEXT NOT NULL,
     requests INTEGER NOT NULL, cold INTEGER NOT NULL, kv INTEGER NOT NULL, sub INTEGER NOT NULL,
-    latency_us INTEGER NOT NULL, sketch BLOB NOT NULL,
+    latency_us INTEGER NOT NULL, sketch BLOB NOT NULL, cpu_us INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (tier, bucket_ms, location, function, version, status, region)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cells_by_function ON cells (function, bucket_ms);
@@ -127,7 +127,8 @@ ON CONFLICT (function, region, status) DO UPDATE SET
     requests = requests + excluded.requests, last_ms = MAX(last_ms, excluded.last_ms)
 """
 
-_Cell = tuple[int, int, int, int, int, Sketch]  # requests, cold, kv, sub, latency_us, sketch
+# requests, cold, kv, sub, latency_us, sketch, cpu_us
+_Cell = tuple[int, int, int, int, int, Sketch, int]
 _ENC = msgspec.msgpack.Encoder()
 _DEC = msgspec.msgpack.Decoder(Sketch)
 
@@ -184,6 +185,7 @@ class LocationStats:
     subrequests: int = 0
     latency_us: int = 0
     sketch: Sketch = field(default_factory=Sketch)
+    cpu_us: int = 0
 
     def add(self, status: str, cell: _Cell) -> None:
         self.requests += cell[0]
@@ -193,6 +195,7 @@ class LocationStats:
         self.subrequests += cell[3]
         self.latency_us += cell[4]
         self.sketch = merge_sketches(self.sketch, cell[5])
+        self.cpu_us += cell[6]
 
     def absorb(self, other: LocationStats) -> None:
         """Add ``other``'s figures to these (a location's total over its client regions)."""
@@ -204,6 +207,7 @@ class LocationStats:
         self.subrequests += other.subrequests
         self.latency_us += other.latency_us
         self.sketch = merge_sketches(self.sketch, other.sketch)
+        self.cpu_us += other.cpu_us
 
     def as_json(self) -> dict[str, object]:
         p50, p95, p99 = quantiles(self.sketch, (0.5, 0.95, 0.99))
@@ -222,8 +226,9 @@ class LocationStats:
             "cold_start_rate": round(self.cold_starts / n, 6) if n else 0.0,
             "kv_ops": self.kv_ops,
             "subrequests": self.subrequests,
-            # Not measured per request (docs/design/0019-telemetry.md): never invented.
-            "cpu_ms": None,
+            # The function's own CPU time per request (its worker measures the invocation's
+            # task: docs/design/0019-telemetry.md), mean over the requests.
+            "cpu_ms": round(self.cpu_us / n / 1000, 3) if n else None,
         }
 
 
@@ -245,6 +250,9 @@ class TelemetryStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(cells)")}
+        if "cpu_us" not in columns:  # a store made before CPU time was recorded
+            self._db.execute("ALTER TABLE cells ADD COLUMN cpu_us INTEGER NOT NULL DEFAULT 0")
         if not self._has_table("totals"):
             self._db.executescript(f"BEGIN IMMEDIATE; {_TOTALS_SCHEMA} COMMIT;")
         self._ingested = 0
@@ -299,7 +307,15 @@ class TelemetryStore:
 
     def _add(self, tier: int, bucket: int, location: str, rows: Iterable[Row]) -> None:
         for r in rows:
-            cell = (r.requests, r.cold_starts, r.kv_ops, r.subrequests, r.latency_us_sum, r.latency)
+            cell = (
+                r.requests,
+                r.cold_starts,
+                r.kv_ops,
+                r.subrequests,
+                r.latency_us_sum,
+                r.latency,
+                r.cpu_us_sum,
+            )
             self._upsert(
                 tier, bucket, (location, r.function, r.version, r.status, r.client_region), cell
             )
@@ -331,8 +347,8 @@ class TelemetryStore:
     ) -> None:
         where = (tier, bucket, *key)
         old = self._db.execute(
-            "SELECT requests, cold, kv, sub, latency_us, sketch FROM cells WHERE tier = ? AND "
-            "bucket_ms = ? AND location = ? AND function = ? AND version = ? AND status = ? "
+            "SELECT requests, cold, kv, sub, latency_us, sketch, cpu_us FROM cells WHERE tier = ? "
+            "AND bucket_ms = ? AND location = ? AND function = ? AND version = ? AND status = ? "
             "AND region = ?",
             where,
         ).fetchone()
@@ -344,10 +360,13 @@ class TelemetryStore:
                 cell[3] + old[3],
                 cell[4] + old[4],
                 merge_sketches(cell[5], _DEC.decode(old[5])),
+                cell[6] + old[6],
             )
         self._db.execute(
-            "INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*where, *cell[:5], _ENC.encode(cell[5])),
+            "INSERT OR REPLACE INTO cells (tier, bucket_ms, location, function, version, status, "
+            "region, requests, cold, kv, sub, latency_us, sketch, cpu_us) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*where, *cell[:5], _ENC.encode(cell[5]), cell[6]),
         )
 
     def compact(self, *, now_ms: int) -> int:
@@ -360,7 +379,7 @@ class TelemetryStore:
                 cutoff = now_ms - t.keep_ms
                 old = db.execute(
                     "SELECT bucket_ms, location, function, version, status, region, requests, "
-                    "cold, kv, sub, latency_us, sketch FROM cells WHERE tier = ? AND "
+                    "cold, kv, sub, latency_us, sketch, cpu_us FROM cells WHERE tier = ? AND "
                     "bucket_ms + ? <= ?",
                     (tier, t.bucket_ms, cutoff),
                 ).fetchall()
@@ -370,8 +389,8 @@ class TelemetryStore:
                 )
                 if tier + 1 < len(TIERS):
                     width = TIERS[tier + 1].bucket_ms
-                    for b, *key, n, cold, kv, sub, lat, sk in old:
-                        cell = (n, cold, kv, sub, lat, _DEC.decode(sk))
+                    for b, *key, n, cold, kv, sub, lat, sk, cpu in old:
+                        cell = (n, cold, kv, sub, lat, _DEC.decode(sk), cpu)
                         self._upsert(tier + 1, b - b % width, tuple(key), cell)
                         moved += 1
             db.execute("DELETE FROM seen WHERE received_ms < ?", (now_ms - _SEEN_KEEP_MS,))
@@ -405,15 +424,15 @@ class TelemetryStore:
         """``function``'s figures from buckets starting at or after ``since_ms``, every tier."""
         out: dict[tuple[str, str], LocationStats] = {}
         rows = self._db.execute(
-            "SELECT location, region, status, requests, cold, kv, sub, latency_us, sketch "
-            "FROM cells WHERE function = ? AND bucket_ms >= ? ORDER BY location, region",
+            "SELECT location, region, status, requests, cold, kv, sub, latency_us, sketch, "
+            "cpu_us FROM cells WHERE function = ? AND bucket_ms >= ? ORDER BY location, region",
             (function, since_ms),
         )
-        for location, region, status, n, cold, kv, sub, lat, sk in rows:
+        for location, region, status, n, cold, kv, sub, lat, sk, cpu in rows:
             entry = out.get((location, region))
             if entry is None:
                 entry = out[(location, region)] = LocationStats(location, region)
-            entry.add(status, (n, cold, kv, sub, lat, _DEC.decode(sk)))
+            entry.add(status, (n, cold, kv, sub, lat, _DEC.decode(sk), cpu))
         return [out[k] for k in sorted(out)]
 
     def overflow_requests(self, *, since_ms: int) -> int:

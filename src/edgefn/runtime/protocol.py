@@ -142,6 +142,7 @@ class Respond(_Msg, tag="resp"):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
+    cpu_us: int = 0  # the invocation's CPU time (see ResponseEnd)
 
 
 class ResponseChunk(_Msg, tag="rchunk"):
@@ -151,6 +152,10 @@ class ResponseChunk(_Msg, tag="rchunk"):
 
 class ResponseEnd(_Msg, tag="rend"):
     id: int
+    # The function's CPU time for this invocation, in µs: the worker's thread CPU time over every
+    # step of the invocation's task (telemetry; the node clamps it, a worker's word is not trusted
+    # beyond that).
+    cpu_us: int = 0
 
 
 class Background(_Msg, tag="bg"):
@@ -171,6 +176,7 @@ class InvokeError(_Msg, tag="ierr"):
     kind: str
     message: str
     traceback: str = ""
+    cpu_us: int = 0  # the invocation's CPU time (see ResponseEnd)
 
 
 class Log(_Msg, tag="log"):

@@ -437,6 +437,9 @@ class Invocation:
         loop = asyncio.get_running_loop()
         self._loop_deadline = loop.time() + (deadline - time.monotonic())
         self._body: bytes | None = None
+        # The worker's account of the function's CPU time (its last frame says it): telemetry
+        # only, clamped by the node (it cannot exceed the request's wall time).
+        self.cpu_us = 0
 
     async def _next(self) -> p.Message:
         queue = self._inf.queue
@@ -452,6 +455,7 @@ class Invocation:
         if isinstance(item, InvokeFailed):
             raise item
         if isinstance(item, p.InvokeError):
+            self.cpu_us = item.cpu_us
             raise failure(item.kind, item.message, item.traceback)
         return item
 
@@ -459,6 +463,7 @@ class Invocation:
         msg = await self._next()
         if isinstance(msg, p.Respond):
             self._body = msg.body
+            self.cpu_us = msg.cpu_us
             return msg.status, msg.headers
         if not isinstance(msg, p.ResponseStart):
             raise failure("bad_response", f"unexpected {type(msg).__name__} before the response")
@@ -477,6 +482,7 @@ class Invocation:
         while True:
             msg = await self._next()
             if isinstance(msg, p.ResponseEnd):
+                self.cpu_us = msg.cpu_us
                 return
             if isinstance(msg, p.ResponseChunk):
                 yield msg.data

@@ -32,7 +32,7 @@ import sys
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol, TextIO
 
@@ -111,6 +111,62 @@ class _LogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._worker.log(record.levelname.lower(), self.format(record))
+
+
+class CpuMeter(Coroutine[Any, Any, None]):
+    """Runs an invocation's coroutine as a task, adding up the thread CPU time of its steps.
+
+    The worker's loop runs many invocations at once; each step of a task runs on the one thread
+    until it awaits, so the CPU time between a step's start and end is that invocation's. The
+    cost is two ``clock_gettime(CLOCK_THREAD_CPUTIME_ID)`` calls per step.
+    """
+
+    __slots__ = ("_coro", "_since", "_spent")
+
+    def __init__(self) -> None:
+        self._coro: Coroutine[Any, Any, None] | None = None
+        self._spent = 0
+        self._since = 0
+
+    def run(self, coro: Coroutine[Any, Any, None]) -> CpuMeter:
+        self._coro = coro
+        return self
+
+    def used_us(self) -> int:
+        """CPU µs so far, the step that is running now included."""
+        running = time.thread_time_ns() - self._since if self._since else 0
+        return (self._spent + running) // 1000
+
+    def send(self, value: Any) -> Any:
+        assert self._coro is not None
+        self._since = time.thread_time_ns()
+        try:
+            return self._coro.send(value)
+        finally:
+            self._spent += time.thread_time_ns() - self._since
+            self._since = 0
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        assert self._coro is not None
+        self._since = time.thread_time_ns()
+        try:
+            if val is None and tb is None:
+                return self._coro.throw(typ)
+            return self._coro.throw(typ, val, tb)  # pragma: no cover - asyncio passes one
+        finally:
+            self._spent += time.thread_time_ns() - self._since
+            self._since = 0
+
+    def close(self) -> None:
+        if self._coro is not None:
+            self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, None]:  # pragma: no cover - a task's coroutine
+        raise TypeError("a CpuMeter runs as a task, it is not awaited")
+
+
+def _used(meter: CpuMeter | None) -> int:
+    return meter.used_us() if meter is not None else 0
 
 
 class _BodyStream:
@@ -226,7 +282,9 @@ class Worker:
         resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
 
     # -- invocation -----------------------------------------------------------------------
-    async def invoke(self, msg: p.Invoke, stream: _BodyStream | None) -> None:
+    async def invoke(
+        self, msg: p.Invoke, stream: _BodyStream | None, meter: CpuMeter | None = None
+    ) -> None:
         current_request_id.set(msg.request_id)
         current_invoke_id.set(msg.id)
         fetch_backend.set(self._subrequest)
@@ -247,8 +305,11 @@ class Worker:
             if not resp.is_streaming:
                 body = await resp.body()
                 if len(body) <= CHUNK_BYTES:
+                    cpu = _used(meter)
                     self._last(
-                        msg.id, ctx, p.Respond(msg.id, resp.status, resp.headers.items(), body)
+                        msg.id,
+                        ctx,
+                        p.Respond(msg.id, resp.status, resp.headers.items(), body, cpu),
                     )
                     return
             self.send(p.ResponseStart(msg.id, resp.status, resp.headers.items()))
@@ -259,24 +320,26 @@ class Worker:
                     # Per frame: a large body is handed to the socket as the node takes it, not
                     # copied into the write buffer whole.
                     await self.writer.drain()
-            self._last(msg.id, ctx, p.ResponseEnd(msg.id))
+            self._last(msg.id, ctx, p.ResponseEnd(msg.id, _used(meter)))
         except asyncio.CancelledError:
             return
         except KVOutcomeUnknown as err:
             # Uncaught: 503 outcome_unknown, distinct from consistency_unavailable (a strong
             # write may have applied; the client should check before retrying).
-            self._error(msg.id, "outcome_unknown", str(err), ctx=ctx)
+            self._error(msg.id, "outcome_unknown", str(err), ctx=ctx, meter=meter)
         except KVUnavailable as err:
             # Uncaught: the platform answers 503 consistency_unavailable (the level asked for
             # cannot be served here now, e.g. strong on the far side of a partition).
-            self._error(msg.id, "consistency_unavailable", str(err), ctx=ctx)
+            self._error(msg.id, "consistency_unavailable", str(err), ctx=ctx, meter=meter)
         except MemoryError:
             self._error(msg.id, "exceeded_memory", "the function ran out of memory")
             self._exit_soon()
             return
         except Exception as err:
             tb = traceback.format_exc()
-            self._error(msg.id, "exception", f"{type(err).__name__}: {err}", tb, ctx=ctx)
+            self._error(
+                msg.id, "exception", f"{type(err).__name__}: {err}", tb, ctx=ctx, meter=meter
+            )
         finally:
             self.tasks.pop(msg.id)
             self.bodies.pop(msg.id, None)
@@ -297,9 +360,16 @@ class Worker:
         self.send(p.BackgroundDone(invoke_id))
 
     def _error(
-        self, invoke_id: int, kind: str, message: str, tb: str = "", *, ctx: Context | None = None
+        self,
+        invoke_id: int,
+        kind: str,
+        message: str,
+        tb: str = "",
+        *,
+        ctx: Context | None = None,
+        meter: CpuMeter | None = None,
     ) -> None:
-        frame = p.InvokeError(invoke_id, kind, message[:4096], tb[-16384:])
+        frame = p.InvokeError(invoke_id, kind, message[:4096], tb[-16384:], _used(meter))
         if ctx is None:
             self.send(frame)
         else:
@@ -361,7 +431,10 @@ class Worker:
                 stream = None
                 if msg.more_body:
                     stream = self.bodies[msg.id] = _BodyStream(self, msg.id, msg.body)
-                task = asyncio.get_running_loop().create_task(self.invoke(msg, stream))
+                meter = CpuMeter()
+                task = asyncio.get_running_loop().create_task(
+                    meter.run(self.invoke(msg, stream, meter))
+                )
                 self.tasks[msg.id] = task
             case p.RequestChunk():
                 if msg.id in self.bodies:

@@ -44,7 +44,16 @@ def test_cut_counts_every_request_and_numbers_rollups() -> None:
     acc = _acc()
     assert acc.cut(2_000) is None  # nothing served: no rollup, no sequence number used
     for i in range(100):
-        acc.record("fn", "v1", 200 if i % 10 else 503, "eu-west", float(i), cold=i == 0, kv_ops=2)
+        acc.record(
+            "fn",
+            "v1",
+            200 if i % 10 else 503,
+            "eu-west",
+            float(i),
+            cold=i == 0,
+            kv_ops=2,
+            cpu_us=30,
+        )
     r1 = acc.cut(7_000)
     assert r1 is not None
     assert (r1.seq_first, r1.seq_last, r1.start_ms, r1.end_ms) == (1, 1, 2_000, 7_000)
@@ -53,6 +62,12 @@ def test_cut_counts_every_request_and_numbers_rollups() -> None:
     assert by_status["5xx"].requests == 10
     assert sum(r.cold_starts for r in r1.rows) == 1
     assert sum(r.kv_ops for r in r1.rows) == 200
+    assert sum(r.cpu_us_sum for r in r1.rows) == 3_000
+    # A rollup row from a node that did not measure CPU time (one field fewer) reads as 0 µs.
+    old_row = msgspec.msgpack.encode(r1.rows[0])
+    fields = msgspec.msgpack.decode(old_row)
+    legacy = msgspec.msgpack.decode(msgspec.msgpack.encode(fields[:-1]), type=type(r1.rows[0]))
+    assert (legacy.requests, legacy.cpu_us_sum) == (r1.rows[0].requests, 0)
     acc.record("fn", "v1", 200, "eu-west", 1.0)
     r2 = acc.cut(12_000)
     assert r2 is not None

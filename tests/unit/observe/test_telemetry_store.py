@@ -23,7 +23,7 @@ def _rollup(location: str, seq: int, start_ms: int, statuses: dict[int, int]) ->
     acc._seq = seq
     for status, n in statuses.items():
         for i in range(n):
-            acc.record("fn", "v1", status, "eu-west", 10.0 + i, cold=i == 0)
+            acc.record("fn", "v1", status, "eu-west", 10.0 + i, cold=i == 0, cpu_us=250)
     acc.record("other", "v1", 200, "na-east", 1.0)
     rollup = acc.cut(start_ms + 5_000)
     assert rollup is not None
@@ -51,7 +51,7 @@ def test_a_rollup_counts_once_however_often_it_arrives(store: TelemetryStore) ->
     assert out["by_status"] == {"2xx": 13, "3xx": 0, "4xx": 0, "5xx": 2}
     assert out["error_rate"] == pytest.approx(2 / 15, abs=1e-6)
     assert out["cold_starts"] == 3
-    assert out["cpu_ms"] is None
+    assert out["cpu_ms"] == 0.25  # mean CPU time per request
     assert 9.5 <= out["latency_ms_p50"] <= 15
     assert store.statistics().duplicates_total == 2
     # The same numbers from another boot (epoch) of the node are new rollups.
@@ -71,10 +71,12 @@ def test_tiers_compact_without_losing_a_request(store: TelemetryStore) -> None:
     window = 3 * 24 * HOUR
     total = sum(r.requests for r in store.stats("fn", since_ms=NOW - window))
     assert total == sent
+    assert sum(r.cpu_us for r in store.stats("fn", since_ms=NOW - window)) == sent * 250
     later = NOW + 2 * 24 * HOUR
     store.compact(now_ms=later)
     assert set(store.tier_cells()) == {2}
     assert sum(r.requests for r in store.stats("fn", since_ms=NOW - window)) == sent
+    assert sum(r.cpu_us for r in store.stats("fn", since_ms=NOW - window)) == sent * 250
     store.compact(now_ms=NOW + 40 * 24 * HOUR)
     assert store.tier_cells() == {}
     # Older than the last tier keeps: remembered as seen, counted nowhere.
@@ -218,3 +220,31 @@ def test_totals_read_a_snapshot_that_an_ingest_in_progress_cannot_tear(
     finally:
         store._db.execute("ROLLBACK")
     assert not TelemetryStore(Path(":memory:")).reads_in_thread
+
+
+def test_a_store_from_before_cpu_time_gets_the_column(tmp_path: Path) -> None:
+    """A store whose cells table has no ``cpu_us`` (made before CPU time was recorded) gains it:
+    its old cells count 0 µs, new rollups add theirs."""
+    path = tmp_path / "old.sqlite"
+    s = TelemetryStore(path)
+    s.ingest(_rollup("fra", 1, NOW - 20_000, {200: 2}), now_ms=NOW)
+    s.close()
+    with sqlite3.connect(path) as db:
+        # The cells table as it was made then: the same, without the cpu_us column.
+        (schema,) = db.execute("SELECT sql FROM sqlite_master WHERE name = 'cells'").fetchone()
+        old = schema.replace(" cpu_us INTEGER NOT NULL DEFAULT 0,", "")
+        assert "cpu_us" not in old
+        cols = "tier, bucket_ms, location, function, version, status, region, requests, cold, "
+        cols += "kv, sub, latency_us, sketch"
+        db.executescript(
+            f"ALTER TABLE cells RENAME TO c2; {old}; INSERT INTO cells SELECT {cols} FROM c2; "
+            "DROP TABLE c2;"
+        )
+    s = TelemetryStore(path)
+    try:
+        assert [r.cpu_us for r in s.stats("fn", since_ms=0)] == [0]
+        s.ingest(_rollup("fra", 2, NOW - 20_000, {200: 2}), now_ms=NOW)  # the same bucket
+        ((row,),) = [s.stats("fn", since_ms=0)]
+        assert (row.requests, row.cpu_us) == (4, 500)
+    finally:
+        s.close()
