@@ -129,6 +129,10 @@ def up(
         Path | None,
         typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="The core exports kept traces by OTLP/HTTP to this URL (…/v1/traces)"),
+    ] = None,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -153,6 +157,13 @@ def up(
         str(gate_advance_requests),
     )
     core_args += _incident_routes_args(incident_routes)
+    if otlp_endpoint is not None:
+        from edgefn.control.otlp_export import check_endpoint
+
+        try:
+            core_args += ("--otlp-endpoint", check_endpoint(otlp_endpoint))
+        except EdgefnError as err:
+            fail_from(err)
     from edgefn.planet.supervisor import read_planet
 
     sd = _state_dir(state_dir)

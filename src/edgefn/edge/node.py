@@ -31,7 +31,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import msgspec
 import uvicorn
 
 from edgefn._internal_auth import InternalGuard
@@ -58,10 +60,12 @@ from edgefn.edge.request_io import (
 )
 from edgefn.edge.request_path import RequestContext, RequestPath
 from edgefn.edge.tail import TailPublisher
+from edgefn.edge.tracing import NodeTracer, replace_trace_headers
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
 from edgefn.observe.rollup import Accumulator
+from edgefn.observe.spans import KIND_CLIENT
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
@@ -127,6 +131,7 @@ class EdgeNode:
         kv_http: ASGIApp | None = None,
         telemetry: Accumulator | None = None,
         tail: TailPublisher | None = None,
+        tracer: NodeTracer | None = None,
     ) -> None:
         self.location = location
         self.region = region
@@ -145,6 +150,8 @@ class EdgeNode:
         self.table = table if table is not None else FunctionTable()
         self.outbound = outbound or Outbound()
         self._kv_handler = kv_handler
+        # Spans of every request (edgefn.edge.tracing); None: tracing off.
+        self.tracer = tracer
         # Not ready: health answers 503 and a request for a function not (yet) loaded gets
         # 503 not_ready + Retry-After, never 404 (a node restoring its functions from disk, or
         # `edgefn dev` before its first load). Whoever loads the functions calls mark_ready().
@@ -174,6 +181,7 @@ class EdgeNode:
             seed=seed,
             telemetry=telemetry,
             tail=tail,
+            tracer=tracer,
         )
         self._endpoints = NodeEndpoints(
             location=location,
@@ -333,7 +341,35 @@ class EdgeNode:
         if ctx is not None:
             ctx.subrequests += 1
         rules = self._rules.get(ctx.key if ctx else "", SubrequestRules(0, ()))
-        return await self.outbound.fetch(request_id, call, rules)
+        tracer = self.tracer
+        if tracer is None or ctx is None or ctx.span is None:
+            return await self.outbound.fetch(request_id, call, rules)
+        target = urlsplit(call.url)
+        span = tracer.child(
+            ctx.span,
+            call.method,
+            KIND_CLIENT,
+            {
+                "http.request.method": call.method,
+                # Without the query: it may carry what the function's owner keeps private.
+                "url.full": f"{target.scheme}://{target.netloc}{target.path}"[:512],
+                "server.address": (target.hostname or "")[:256],
+                "edgefn.subrequest": True,
+            },
+        )
+        # The outbound request's parent is the subrequest span (W3C traceparent).
+        call = msgspec.structs.replace(call, headers=replace_trace_headers(call.headers, span))
+        try:
+            result = await self.outbound.fetch(request_id, call, rules)
+        except BaseException:
+            tracer.end(span, error=True)
+            raise
+        if result.status:
+            span.attributes["http.response.status_code"] = result.status
+        if result.error_kind:
+            span.attributes["error.type"] = result.error_kind
+        tracer.end(span, error=bool(result.error_kind) or result.status >= 500)
+        return result
 
     async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
         ctx = self._requests.get(request_id)
@@ -347,7 +383,28 @@ class EdgeNode:
                 "this node has no KV store configured",
             )
         ctx.kv_ops += 1
-        return await self._kv_handler(ctx, call)
+        tracer = self.tracer
+        if tracer is None or ctx.span is None:
+            return await self._kv_handler(ctx, call)
+        span = tracer.child(
+            ctx.span,
+            f"kv.{call.op} {call.binding}",
+            KIND_CLIENT,
+            {
+                "db.system.name": "edgefn.kv",
+                "db.operation.name": call.op,
+                "edgefn.kv.binding": call.binding,
+            },
+        )
+        try:
+            result = await self._kv_handler(ctx, call)
+        except BaseException:
+            tracer.end(span, error=True)
+            raise
+        if not result.ok:
+            span.attributes["error.type"] = result.error_kind
+        tracer.end(span, error=not result.ok)
+        return result
 
     def _on_background_done(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from edgefn.bundle import Manifest
 from edgefn.edge.functions import ActiveVersion, FunctionTable
-from edgefn.edge.listener import Receive, Scope, Send
+from edgefn.edge.listener import Message, Receive, Scope, Send
 from edgefn.edge.request_io import (
     MAX_REQUEST_HEADER_BYTES,
     MAX_REQUEST_HEADERS,
@@ -54,6 +54,7 @@ from edgefn.edge.request_io import (
 )
 from edgefn.edge.response_check import BadResponse, check_response
 from edgefn.edge.tail import TailPublisher
+from edgefn.edge.tracing import NodeTracer, Span, replace_trace_headers
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.observe import JsonLog, NodeMetrics
 from edgefn.observe.rollup import Accumulator, client_region
@@ -91,6 +92,8 @@ class RequestContext:
     # Host calls the worker made while the request was answered (telemetry rollups).
     kv_ops: int = 0
     subrequests: int = 0
+    # The request's invoke span: the parent of its subrequest and KV spans (None: not traced).
+    span: Span | None = None
 
     def header(self, name: str) -> str | None:
         return next((v for k, v in self.headers if k == name), None)
@@ -120,6 +123,7 @@ class RequestPath:
         seed: int,
         telemetry: Accumulator | None = None,
         tail: TailPublisher | None = None,
+        tracer: NodeTracer | None = None,
     ) -> None:
         self.location = location
         self.table = table
@@ -138,8 +142,55 @@ class RequestPath:
         self.telemetry = telemetry
         # Live tail (edgefn.edge.tail); None: this node never sends request events.
         self.tail = tail
+        # Spans of every request, tail-sampled (edgefn.edge.tracing); None: no tracing.
+        self.tracer = tracer
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = self.tracer
+        if tracer is None:
+            await self._handle(scope, receive, send, None)
+            return
+        span = self._server_span(tracer, scope)
+        traced = _TracedSend(send, span)
+        try:
+            await self._handle(scope, receive, traced, span)
+        except BaseException:
+            span.error = True
+            raise
+        finally:
+            self._end_server_span(tracer, span, traced)
+
+    def _server_span(self, tracer: NodeTracer, scope: Scope) -> Span:
+        parent = state = None
+        for k, v in scope["headers"]:
+            if k == b"traceparent":
+                parent = v.decode("latin-1")
+            elif k == b"tracestate":
+                state = v.decode("latin-1")
+        method = scope["method"]
+        attributes: dict[str, str | int | float | bool] = {
+            "http.request.method": method,
+            "url.path": scope["path"][:256],
+            "url.scheme": scope.get("scheme", "http"),
+            "edgefn.location": self.location,
+        }
+        return tracer.server(method, parent, state, attributes)
+
+    @staticmethod
+    def _end_server_span(tracer: NodeTracer, span: Span, traced: _TracedSend) -> None:
+        a = span.attributes
+        status = traced.status
+        a["http.response.status_code"] = status
+        a["edgefn.status_class"] = f"{min(max(status // 100, 1), 5)}xx" if status else "none"
+        a["edgefn.request_id"] = traced.request_id
+        if traced.version:
+            a["edgefn.version"] = traced.version
+        a["edgefn.cold_start"] = traced.cold
+        if span.function:
+            a["edgefn.function"] = span.function
+        tracer.end(span, error=span.error or status >= 500 or status == 0)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         t0 = time.perf_counter()
         rid = os.urandom(8).hex()
         raw_headers = scope["headers"]
@@ -161,9 +212,17 @@ class RequestPath:
         headers = decode_headers(raw_headers)
         host = next((v for k, v in headers if k == "host"), "")
         fn = self.table.resolve(host, scope["path"])
+        if span is not None:
+            # A forwarded request's parent is this node's server span.
+            headers = replace_trace_headers(headers, span)
+            span.attributes["server.address"] = host[:256]
+            if fn is not None:
+                span.function = fn.name
         gate = None
         if self.traffic is not None:  # serve here or forward; 429/503 (edgefn.edge.traffic)
             name = fn.name if fn else (host.split(":", 1)[0].split(".", 1)[0].lower() or None)
+            if span is not None and name and not span.function:
+                span.function = name[:64]
             manifest = fn.versions[0].manifest if fn else None
             gate = await self.traffic.enter(scope, receive, send, headers, name, manifest, rid)
             if gate.handled:
@@ -213,7 +272,7 @@ class RequestPath:
             except ClientGone:
                 self._access(rid, scope, fn.name, active.version, 499, t0, False)
                 return
-            await self._run(scope, send, rid, headers, body, active, t0)
+            await self._run(scope, send, rid, headers, body, active, t0, span)
         finally:
             if gate is not None and self.traffic is not None:
                 self.traffic.leave(gate)  # frees the admission slot
@@ -227,6 +286,38 @@ class RequestPath:
         body: BodyIn,
         active: ActiveVersion,
         t0: float,
+        parent: Span | None,
+    ) -> None:
+        name, version = active.spec.function, active.version
+        span = None
+        if parent is not None and self.tracer is not None:
+            # The worker sees this span as its request's traceparent.
+            span = self.tracer.child(
+                parent,
+                "edgefn.invoke",
+                attributes={"edgefn.function": name, "edgefn.version": version},
+            )
+            headers = replace_trace_headers(headers, span)
+        try:
+            await self._invoke(scope, send, rid, headers, body, active, t0, span)
+        except BaseException:
+            if span is not None:
+                span.error = True
+            raise
+        finally:
+            if span is not None and self.tracer is not None:
+                self.tracer.end(span, error=span.error)
+
+    async def _invoke(
+        self,
+        scope: Scope,
+        send: Send,
+        rid: str,
+        headers: list[tuple[str, str]],
+        body: BodyIn,
+        active: ActiveVersion,
+        t0: float,
+        span: Span | None,
     ) -> None:
         name, version, key = active.spec.function, active.version, active.spec.key
         client_loc = next((v for k, v in headers if k == "x-edgefn-client-location"), "")
@@ -237,14 +328,19 @@ class RequestPath:
         msg = p.Invoke(
             0, scope["method"], url, headers, body.first, self.location, client_loc, rid, streamed
         )
-        ctx = RequestContext(rid, name, version, key, active.manifest, headers)
+        ctx = RequestContext(rid, name, version, key, active.manifest, headers, span=span)
         self._requests[rid] = ctx
         try:
             inv = await self.pool.invoke(key, msg, timeout_ms=active.manifest.limits.timeout_ms)
         except InvokeFailed as err:
             self._requests.pop(rid, None)
+            if span is not None:
+                span.error = True
+                span.attributes["error.type"] = err.kind
             await self._fail(send, rid, name, version, t0, scope, err)
             return
+        if span is not None:
+            span.attributes["edgefn.cold_start"] = inv.cold
         started = False
         pump = None
         if streamed:
@@ -288,6 +384,9 @@ class RequestPath:
             self._count(name, status, inv.cold)
             self._access(rid, scope, name, version, status, t0, inv.cold)
         except InvokeFailed as err:
+            if span is not None:
+                span.error = True
+                span.attributes["error.type"] = err.kind
             if started:  # too late to change the status: end the stream and log
                 self.log.emit(
                     "error", request_id=rid, function=name, error=err.kind, message=err.message
@@ -432,6 +531,43 @@ class RequestPath:
                 client=done.client_location(),
             )
         )
+
+
+class _TracedSend:
+    """The client's ``send``, noting what the server span needs and adding the trace id header
+    (``x-edgefn-trace-id``, unless a forwarded answer carries it already)."""
+
+    __slots__ = ("cold", "request_id", "send", "span", "status", "version")
+
+    def __init__(self, send: Send, span: Span) -> None:
+        self.send = send
+        self.span = span
+        self.status = 0
+        self.request_id = ""
+        self.version = ""
+        self.cold = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = int(message["status"])
+            headers = list(message.get("headers") or ())
+            has_trace = False
+            for k, v in headers:
+                if k == b"x-edgefn-request-id":
+                    self.request_id = v.decode("latin-1")
+                elif k == b"x-edgefn-version":
+                    self.version = v.decode("latin-1")
+                elif k == b"x-edgefn-cold":
+                    self.cold = True
+                elif k == _TRACE_ID_HEADER:
+                    has_trace = True
+            if not has_trace:
+                headers.append((_TRACE_ID_HEADER, self.span.trace_id.encode()))
+            message = {**message, "headers": headers}
+        await self.send(message)
+
+
+_TRACE_ID_HEADER = b"x-edgefn-trace-id"
 
 
 @dataclass(frozen=True, slots=True)
