@@ -100,10 +100,10 @@ Name = Annotated[str, msgspec.Meta(max_length=_MAX_NAME)]
 TraceId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{32}$")]
 SpanId = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{16}$")]
 ParentId = Annotated[str, msgspec.Meta(pattern="^([0-9a-f]{16})?$")]
-Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63)]
+Nanos = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Value = (
     Annotated[str, msgspec.Meta(max_length=_MAX_VALUE)]
-    | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63)]
+    | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
     | float
     | bool
 )
