@@ -63,7 +63,9 @@ def test_a_batch_round_trips_and_a_forged_one_is_refused() -> None:
     with pytest.raises(BadBatch, match="names 'ams'"):
         decode_batch(encode_batch(TraceBatch("fra", "b", [_span("1" * 16, location="ams")])))
     with pytest.raises(BadBatch, match="does not decode"):
-        decode_batch(msgspec.msgpack.encode({"location": "fra", "batch_id": "x", "spans": [["zz"]]}))
+        decode_batch(
+            msgspec.msgpack.encode({"location": "fra", "batch_id": "x", "spans": [["zz"]]})
+        )
     bad = msgspec.structs.replace(_span("2" * 16), trace_id="not-hex")
     with pytest.raises(BadBatch):
         decode_batch(encode_batch(TraceBatch("fra", "b", [bad])))
@@ -85,7 +87,7 @@ def test_the_tracer_ships_a_kept_trace_whole_with_its_parent_links() -> None:
     tracer.end(late)
     spans = {s.name: s for s in tracer.drain(100)}
     assert set(spans) == {"GET", "edgefn.invoke", "kv.get KV", "kv.put KV"}
-    assert spans["GET"].parent_id == PID and spans["GET"].remote_parent
+    assert (spans["GET"].parent_id, spans["GET"].remote_parent) == (PID, True)
     assert spans["edgefn.invoke"].parent_id == spans["GET"].span_id
     assert spans["kv.get KV"].parent_id == spans["edgefn.invoke"].span_id
     assert {s.trace_id for s in spans.values()} == {TID}
@@ -96,7 +98,8 @@ def test_the_tracer_ships_a_kept_trace_whole_with_its_parent_links() -> None:
 def test_a_dropped_trace_ships_nothing_and_an_invalid_parent_starts_a_new_trace() -> None:
     tracer = NodeTracer("fra", sampling=SamplingConfig(base_probability=0.0))
     root = tracer.server("GET", "00-bad", None, {"http.response.status_code": 200})
-    assert root.trace_id != TID and len(root.trace_id) == 32 and root.parent_id == ""
+    assert (len(root.trace_id), root.parent_id) == (32, "")
+    assert root.trace_id != TID
     tracer.end(tracer.child(root, "edgefn.invoke"))
     tracer.end(root)
     assert tracer.drain(100) == []

@@ -36,7 +36,7 @@ def test_errors_and_slow_traces_are_always_kept_with_probability_one() -> None:
 def test_a_failure_without_a_5xx_status_is_an_error() -> None:
     s = TailSampler(SamplingConfig(base_probability=0.0))
     d = s.handle(TraceEnded("ab" * 16, "fn", 0, True, 1.0, 2, 0))
-    assert d.keep and d.reason == "error"
+    assert (d.keep, d.reason) == (True, "error")
 
 
 def test_sampled_share_is_near_the_base_probability() -> None:
@@ -133,7 +133,7 @@ def test_invariants_hold_and_failures_within_the_ceiling_are_kept(
         d = s.handle(_ended(_tid(rng), status=status, ms=ms, now_ms=now, spans=spans, function=fn))
         assert 0.0 <= d.probability <= 1.0
         if status >= 500 or ms >= s.config.slow_ms:
-            assert d.keep and d.probability == 1.0
+            assert (d.keep, d.probability) == (True, 1.0)
         elif d.keep:
             assert d.probability <= max(base, s.config.anomalous_probability)
         s.check_invariants()
