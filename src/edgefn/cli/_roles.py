@@ -364,6 +364,9 @@ def node(
         int,
         typer.Option(help="Offset of this node's KV clock (ms; for chaos tests of the HLC)"),
     ] = 0,
+    tracing: Annotated[
+        bool, typer.Option(help="Record spans of requests (tail-sampled, shipped to the core)")
+    ] = True,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -401,6 +404,7 @@ def node(
             isolation=isolation,
             kv_wait_s=kv_wait_ms / 1000,
             clock_skew_ms=clock_skew_ms,
+            tracing=tracing,
         )
     )
 
