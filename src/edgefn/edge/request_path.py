@@ -214,7 +214,7 @@ class RequestPath:
         fn = self.table.resolve(host, scope["path"])
         if span is not None:
             # A forwarded request's parent is this node's server span.
-            headers = replace_trace_headers(headers, span)
+            headers = replace_trace_headers(headers, span, lower=False)
             span.attributes["server.address"] = host[:256]
             if fn is not None:
                 span.function = fn.name
@@ -297,7 +297,7 @@ class RequestPath:
                 "edgefn.invoke",
                 attributes={"edgefn.function": name, "edgefn.version": version},
             )
-            headers = replace_trace_headers(headers, span)
+            headers = replace_trace_headers(headers, span, lower=False)
         try:
             await self._invoke(scope, send, rid, headers, body, active, t0, span)
         except BaseException:

@@ -16,7 +16,7 @@ to the outbox the :class:`~edgefn.edge.trace_ship.TraceShipper` empties. A span 
 its root (a ``ctx.wait_until`` task's KV call) follows the decision, remembered for the last
 ``DECIDED_MAX`` traces.
 
-Cost. The hot path is a slotted object, two ``os.urandom`` ids and ``time.time_ns`` per span;
+Cost. The hot path is a slotted object, a random id and ``time.time_ns`` per span;
 the OpenTelemetry SDK builds its spans only for kept traces, at the core's OTLP export
 (docs/design/0023-traces.md measured the SDK's ``start_span`` at ~30 µs a span here, ten times
 this). Everything is bounded: ``OPEN_TRACES_MAX`` traces waiting for their root (the oldest is
@@ -26,6 +26,7 @@ dropped and counted), ``SPANS_PER_TRACE_MAX`` spans each, ``OUTBOX_SPANS_MAX`` s
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -61,6 +62,11 @@ DECIDED_MAX = 4096
 OUTBOX_SPANS_MAX = 20_000
 
 Attr = str | int | float | bool
+_TRACE_HEADERS = ("traceparent", "tracestate")
+# Span and trace ids need to be unique and random, not secret (the OpenTelemetry SDK draws them
+# from ``random.getrandbits`` too); a Mersenne Twister seeded from the OS is ~5x cheaper than an
+# ``os.urandom`` call per id. Never zero (W3C: an all-zero id is invalid).
+_ids = random.Random(os.urandom(32))
 Attrs = dict[str, Attr]
 
 
@@ -96,7 +102,7 @@ class Span:
         tracestate: str = "",
     ) -> None:
         self.trace_id = trace_id
-        self.span_id = os.urandom(8).hex()
+        self.span_id = f"{_ids.getrandbits(64) or 1:016x}"
         self.parent_id = parent_id
         self.name = name
         self.kind = kind
@@ -114,9 +120,15 @@ class Span:
         return format_traceparent(self.trace_id, self.span_id)
 
 
-def replace_trace_headers(headers: list[tuple[str, str]], span: Span) -> list[tuple[str, str]]:
-    """``headers`` with ``traceparent`` (and ``tracestate``) naming ``span`` as the parent."""
-    out = [(k, v) for k, v in headers if k.lower() not in ("traceparent", "tracestate")]
+def replace_trace_headers(
+    headers: list[tuple[str, str]], span: Span, *, lower: bool = True
+) -> list[tuple[str, str]]:
+    """``headers`` with ``traceparent`` (and ``tracestate``) naming ``span`` as the parent.
+    ``lower=False``: the names are lower case already (a decoded request's)."""
+    if lower:
+        out = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS]
+    else:
+        out = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
     out.append(("traceparent", span.traceparent))
     if span.tracestate:
         out.append(("tracestate", span.tracestate))
@@ -163,7 +175,7 @@ class NodeTracer:
         self._started += 1
         parent = parse_traceparent(traceparent)
         if parent is None:
-            trace_id, parent_id, state = os.urandom(16).hex(), "", ""
+            trace_id, parent_id, state = f"{_ids.getrandbits(128) or 1:032x}", "", ""
         else:
             (trace_id, parent_id), state = parent, valid_tracestate(tracestate)
         return Span(
