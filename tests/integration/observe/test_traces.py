@@ -184,6 +184,66 @@ def test_an_invalid_traceparent_starts_a_new_trace(
     assert seen[-1]["traceparent"].startswith(f"00-{new}-")
 
 
+FAR = "tracedfar"
+FAR_TRACE_ID = "4bf92f3577b34da6a300000000000002"
+
+
+def test_a_forwarded_request_joins_one_trace_across_two_locations(
+    planet: Planet, tmp_path: Path
+) -> None:
+    """A function placed only in the last location's region, asked at a location of another
+    region: the ingress forwards it, and the trace holds the ingress's server span (child of
+    the client's span) and the serving location's server span (child of the ingress's)."""
+    serving = planet.info["locations"][-1]
+    ingress = next(
+        (loc for loc in planet.info["locations"] if loc["region"] != serving["region"]), None
+    )
+    if ingress is None:
+        pytest.skip("every location of this planet is in one region: nothing to forward to")
+    d = tmp_path / FAR
+    d.mkdir()
+    (d / "edgefn.toml").write_text(
+        f'name = "{FAR}"\nmain = "main.py"\n[placement]\nmode = "regions"\n'
+        f'regions = ["{serving["region"]}"]\n'
+    )
+    (d / "main.py").write_text(
+        "from edgefn import Response\n\nasync def fetch(request, env, ctx):\n"
+        "    return Response('far')\n"
+    )
+    planet.deploy(d)
+    host = {"host": f"{FAR}.localhost"}
+    wait_for(
+        lambda: httpx.get(ingress["url"], headers=host, timeout=10).status_code == 200,
+        timeout_s=30,
+        what=f"{ingress['name']} to forward {FAR}",
+    )
+    r = httpx.get(
+        ingress["url"],
+        headers={**host, "traceparent": f"00-{FAR_TRACE_ID}-{CLIENT_SPAN}-01"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    assert (r.headers["x-edgefn-via"], r.headers["x-edgefn-location"]) == (
+        ingress["name"],
+        serving["name"],
+    )
+    assert r.headers["x-edgefn-trace-id"] == FAR_TRACE_ID
+
+    def joined() -> dict[str, Any] | None:
+        out = _trace(planet, FAR_TRACE_ID)
+        return out if out is not None and len(out["spans"]) >= 3 else None
+
+    out = wait_for(joined, timeout_s=30, what="both locations' spans of the forwarded trace")
+    assert out is not None
+    servers = {s["location"]: s for s in out["spans"] if s["kind"] == 1}
+    assert set(servers) == {ingress["name"], serving["name"]}, out["spans"]
+    first, second = servers[ingress["name"]], servers[serving["name"]]
+    assert (first["parent_id"], first["remote_parent"]) == (CLIENT_SPAN, True)
+    assert (second["parent_id"], second["remote_parent"]) == (first["span_id"], True)
+    [invoke] = [s for s in out["spans"] if s["name"] == "edgefn.invoke"]
+    assert (invoke["location"], invoke["parent_id"]) == (serving["name"], second["span_id"])
+
+
 def test_another_accounts_token_cannot_read_the_trace(planet: Planet) -> None:
     wait_for(lambda: _trace(planet, TRACE_ID), timeout_s=30, what="the trace at the core")
     api, admin = planet.info["api_url"], credentials(planet.state)["token"]
