@@ -48,6 +48,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/kv", READ),
     ("POST", "/v1/kv/{namespace}/shares", "deploy:*"),
     ("GET", "/v1/stats/{name}", READ),
+    ("GET", "/v1/traces", READ),
+    ("GET", "/v1/traces/{trace_id}", READ),
     ("GET", "/v1/tail/{name}", READ),
     # The dashboard (docs/design/0022): the page and its assets are public, its data is not.
     ("GET", "/dashboard", PUBLIC),
@@ -130,6 +132,7 @@ async def test_every_route_by_token(
         "bundle": "",
         "asset": "dashboard.js",
         "id": "1",  # the fixture's open incident
+        "trace_id": "ab" * 16,
     }
     tokens = {
         READ: await new_token(control, [READ]),
