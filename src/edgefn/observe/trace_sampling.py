@@ -5,7 +5,7 @@ A node records every span of every request; once a trace's local root span ends,
 
 1. **Errors and slow requests are kept** (reason ``error`` / ``slow``, probability 1.0): a 5xx
    status or a failure, or a root longer than ``slow_ms``. "Always" has one ceiling, so an error
-   storm cannot flood the bus: at most ``always_spans_per_s`` spans per second (a token bucket of
+   storm cannot flood the bus: at most ``always_spans_per_s`` (1,000) spans per second (a token bucket of
    ``burst_s`` seconds); beyond it a trace is dropped as ``over_ceiling`` and counted.
 2. **Others are sampled within the location's budget** of ``budget_spans_per_s``. The target
    probability is ``base_probability``, or ``anomalous_probability`` while the function is
@@ -40,7 +40,7 @@ _HASH_MASK = (1 << _HASH_BITS) - 1
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SamplingConfig:
     budget_spans_per_s: float = 200.0
-    always_spans_per_s: float = 2000.0
+    always_spans_per_s: float = 1000.0
     burst_s: float = 2.0
     base_probability: float = 0.1
     anomalous_probability: float = 1.0
