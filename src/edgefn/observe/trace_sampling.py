@@ -5,8 +5,9 @@ A node records every span of every request; once a trace's local root span ends,
 
 1. **Errors and slow requests are kept** (reason ``error`` / ``slow``, probability 1.0): a 5xx
    status or a failure, or a root longer than ``slow_ms``. "Always" has one ceiling, so an error
-   storm cannot flood the bus: at most ``always_spans_per_s`` (1,000) spans per second (a token bucket of
-   ``burst_s`` seconds); beyond it a trace is dropped as ``over_ceiling`` and counted.
+   storm (or a location shedding load with 503s) cannot flood the bus: at most
+   ``always_spans_per_s`` (1,000) spans per second (a token bucket of ``burst_s`` seconds);
+   beyond it a trace is dropped as ``over_ceiling`` and counted.
 2. **Others are sampled within the location's budget** of ``budget_spans_per_s``. The target
    probability is ``base_probability``, or ``anomalous_probability`` while the function is
    anomalous here (below); it is lowered to ``budget / arrival rate`` when the spans arriving
