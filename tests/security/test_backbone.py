@@ -45,10 +45,14 @@ from edgefn.bus.subjects import (
     load_report_subject,
     tail_event_subject,
     telemetry_subject,
+    traces_subject,
 )
 from edgefn.control.desired_signing import sign_desired
 from edgefn.control.telemetry_ingest import TelemetryIngest
+from edgefn.control.trace_ingest import TraceIngest
 from edgefn.observe.rollup import Accumulator, encode_rollup
+from edgefn.observe.span_store import SpanStore
+from edgefn.observe.spans import SpanRecord, TraceBatch, encode_batch
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.bundles import BundleCache
 from tests.bus_creds import BusFiles, bus_files
@@ -264,6 +268,56 @@ async def test_node_cannot_publish_or_forge_another_locations_telemetry(
         )
         assert [(r.location, r.requests) for r in store.stats("fn", since_ms=0)] == [("fra", 1)]
         assert ingest.statistics().rejected_total == 1
+        assert len(errors.violations()) == 2, errors.seen
+    finally:
+        await fra.close()
+        await admin.close()
+        await ingest.stop()
+        await control.close()
+        store.close()
+
+
+def _batch_bytes(location: str, span_location: str, span_id: str) -> tuple[bytes, str]:
+    span = SpanRecord("ab" * 16, span_id, "", False, "GET", 1, 1, 2, 0, span_location, "fn",
+                      1.0, "error")  # fmt: skip
+    batch_id = f"{location}-{span_id}"
+    return encode_batch(TraceBatch(location, batch_id, [span])), batch_id
+
+
+async def test_node_cannot_publish_or_forge_another_locations_spans(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """fra's node ships spans: on ams's subject (refused by the hub), on its own subject but with
+    a batch or a span naming ams (both refused by the core's ingest), and one of its own. In the
+    core's span store only fra's own span is found. Tooling (admin) cannot publish traces."""
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    store = SpanStore(tmp_path / "spans.sqlite")
+    ingest = TraceIngest(control, store)
+    await ingest.start()
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    admin = await _open(secured.core.client_url, secured.creds("admin"), errors)
+    try:
+        js = jetstream(fra, timeout_s=2.0)
+        data, msg_id = _batch_bytes("ams", "ams", "1" * 16)
+        with pytest.raises(_DENIED):
+            await js.publish(traces_subject("ams"), data, headers={"Nats-Msg-Id": msg_id})
+        with pytest.raises(_DENIED):
+            await jetstream(admin, timeout_s=2.0).publish(traces_subject("ams"), data)
+        # Accepted by the stream (the subject is fra's), then refused by the ingest.
+        await js.publish(traces_subject("fra"), data, headers={"Nats-Msg-Id": msg_id})
+        forged, forged_id = _batch_bytes("fra", "ams", "2" * 16)
+        await js.publish(traces_subject("fra"), forged, headers={"Nats-Msg-Id": forged_id})
+        own, own_id = _batch_bytes("fra", "fra", "3" * 16)
+        await js.publish(traces_subject("fra"), own, headers={"Nats-Msg-Id": own_id})
+        await until(
+            lambda: ingest.statistics().received_total >= 3,
+            timeout_s=15,
+            what="the three batches on fra's subject at the ingest",
+        )
+        assert [(s.location, s.span_id) for s in store.trace("ab" * 16)] == [("fra", "3" * 16)]
+        assert ingest.statistics().rejected_total == 2
         assert len(errors.violations()) == 2, errors.seen
     finally:
         await fra.close()

@@ -8,13 +8,14 @@ nowhere else (docs/design/0007-backbone.md copies it):
 
 * ``control`` — the core services: everything. Only it may write desired state.
 * ``admin`` — tooling (``edgefn bench``): everything except writing desired or observed state,
-  publishing nodes' beacons or telemetry and announcing tail sessions (it cannot steer a rollout,
+  publishing nodes' beacons, telemetry or traces and announcing tail sessions (it cannot steer a rollout,
   the forwarding tables or the statistics, nor make nodes send request data).
 * ``leaf-<region>`` — a hub's leafnode connection to the core: no subject permissions of its own;
   the hub enforces its clients' permissions before anything reaches the leafnode.
 * ``cache-<region>`` — reads the bundle object store, answers ``edgefn.bundle.request.<region>``.
 * ``node-<loc>`` — publishes only subjects that carry its own location: beacons
-  (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its tail events
+  (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its kept traces
+  (``edgefn.traces.<loc>``), its tail events
   (``edgefn.tail.<loc>.<session>``), its observed state
   (``$KV.edgefn-observed.<loc>``), KV replication (``edgefn.kv.<ns>.<loc>``), KV control messages
   it sends (``edgefn.kvctl.<ns>.<to>.<loc>``) and its KV membership key; plus the JetStream API
@@ -52,6 +53,7 @@ from edgefn.bus.subjects import (
     REGISTRY_BUCKET,
     TAIL_SESSIONS,
     TELEMETRY_ALL,
+    TRACES_ALL,
     bundle_request_subject,
     health_subject,
     kv_control_subject,
@@ -60,6 +62,7 @@ from edgefn.bus.subjects import (
     subject_token,
     tail_event_subject,
     telemetry_subject,
+    traces_subject,
 )
 
 __all__ = [
@@ -121,6 +124,7 @@ def _protected_writes() -> list[str]:
         LOAD_REPORT_ALL,
         # Rollups are what a location served: only that location's node speaks for it.
         TELEMETRY_ALL,
+        TRACES_ALL,  # spans, like rollups, are a location's own account of what it served
         TAIL_SESSIONS,  # tail sessions make nodes send request data: the core's alone
         f"{_API}.STREAM.DELETE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.PURGE.KV_{DESIRED_BUCKET}",
@@ -147,6 +151,7 @@ def _node_publish(user: NatsUser) -> list[str]:
         health_subject(loc),
         load_report_subject(loc),
         telemetry_subject(loc),
+        traces_subject(loc),
         tail_event_subject(loc, "*"),
         bundle_request_subject(user.region),
         kv_replication_subject("*", loc),

@@ -32,6 +32,8 @@ __all__ = [
     "TELEMETRY_ALL",
     "TELEMETRY_STREAM",
     "TOKENS_BUCKET",
+    "TRACES_ALL",
+    "TRACES_STREAM",
     "bundle_request_subject",
     "health_subject",
     "kv_control_subject",
@@ -40,6 +42,7 @@ __all__ = [
     "subject_token",
     "tail_event_subject",
     "telemetry_subject",
+    "traces_subject",
 ]
 
 DESIRED_BUCKET = "edgefn-desired"
@@ -75,6 +78,10 @@ TELEMETRY_ALL = f"{SUBJECT_PREFIX}.telemetry.*"
 # The core's stream of node rollups (edgefn.control.telemetry_ingest): nodes publish to it on
 # their own telemetry subject and get an acknowledgement once the rollup is stored.
 TELEMETRY_STREAM = "EDGEFN_TELEMETRY"
+# Kept traces (edgefn.control.trace_ingest): like rollups, each node publishes the spans of its
+# kept traces on its own location's subject into the core's stream.
+TRACES_ALL = f"{SUBJECT_PREFIX}.traces.*"
+TRACES_STREAM = "EDGEFN_TRACES"
 # Live tail (edgefn.observe.tail): the core announces tail sessions here (only ``control`` may
 # publish it); nodes answer on ``tail_event_subject(location, session)``.
 TAIL_SESSIONS = f"{SUBJECT_PREFIX}.tailctl"
@@ -110,6 +117,11 @@ def load_report_subject(location: str) -> str:
 def telemetry_subject(location: str) -> str:
     """Subject on which a location's node streams telemetry rollups."""
     return f"{SUBJECT_PREFIX}.telemetry.{subject_token(location, what='location')}"
+
+
+def traces_subject(location: str) -> str:
+    """Subject on which a location's node ships the spans of its kept traces."""
+    return f"{SUBJECT_PREFIX}.traces.{subject_token(location, what='location')}"
 
 
 def _token_or_wildcard(value: str, *, what: str) -> str:

@@ -129,6 +129,13 @@ def up(
         Path | None,
         typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="The core exports kept traces by OTLP/HTTP to this URL (…/v1/traces)"),
+    ] = None,
+    tracing: Annotated[
+        bool, typer.Option(help="Nodes record spans of requests (tail-sampled)")
+    ] = True,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -143,7 +150,9 @@ def up(
     # Passed through to every `edgefn node` (the supervisor copies node_args onto their commands).
     if not 0 <= kv_wait_ms <= 30_000:
         fail(f"--kv-wait-ms {kv_wait_ms} is out of range", hint="use 0 to 30000 (default 2000)")
-    node_args = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
+    node_args: tuple[str, ...] = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
+    if not tracing:
+        node_args += ("--no-tracing",)
     core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),
@@ -153,6 +162,13 @@ def up(
         str(gate_advance_requests),
     )
     core_args += _incident_routes_args(incident_routes)
+    if otlp_endpoint is not None:
+        from edgefn.control.otlp_export import check_endpoint
+
+        try:
+            core_args += ("--otlp-endpoint", check_endpoint(otlp_endpoint))
+        except EdgefnError as err:
+            fail_from(err)
     from edgefn.planet.supervisor import read_planet
 
     sd = _state_dir(state_dir)

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from edgefn.cli._output import fail
+from edgefn.cli._output import fail, fail_from
 from edgefn.planet import CLOCK_SKEW_MAX_MS
 
 
@@ -143,6 +143,10 @@ def core(
         Path | None,
         typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
     ] = None,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(help="Export kept traces by OTLP/HTTP to this URL (…/v1/traces)"),
+    ] = None,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler.
 
@@ -161,6 +165,8 @@ def core(
             "--gate-advance-requests >= --gate-min-requests",
         )
     routes = _incident_routes(incident_routes)  # checked first: a bad file names file and key
+    if otlp_endpoint is not None:
+        _check_otlp(otlp_endpoint)
     gates = GateThresholds(
         min_requests=gate_min_requests,
         min_soak_ms=gate_soak_ms,
@@ -204,8 +210,19 @@ def core(
             control=control,
             start_timeout_s=start_timeout,
             incident_routes=routes,
+            otlp_endpoint=otlp_endpoint,
         )
     )
+
+
+def _check_otlp(url: str) -> None:
+    from edgefn.control.otlp_export import check_endpoint
+    from edgefn.errors import EdgefnError
+
+    try:
+        check_endpoint(url)
+    except EdgefnError as err:
+        fail_from(err)
 
 
 def _incident_routes(path: Path | None) -> Any:
@@ -347,6 +364,9 @@ def node(
         int,
         typer.Option(help="Offset of this node's KV clock (ms; for chaos tests of the HLC)"),
     ] = 0,
+    tracing: Annotated[
+        bool, typer.Option(help="Record spans of requests (tail-sampled, shipped to the core)")
+    ] = True,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -384,6 +404,7 @@ def node(
             isolation=isolation,
             kv_wait_s=kv_wait_ms / 1000,
             clock_skew_ms=clock_skew_ms,
+            tracing=tracing,
         )
     )
 

@@ -27,6 +27,7 @@ _COMMAND_MODULES: list[str] = [
     "_simulate",
     "_stats",
     "_tail",
+    "_traces",
     "_traffic",
 ]
 

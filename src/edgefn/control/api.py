@@ -28,6 +28,8 @@ the scope each one needs::
                                                             function and the locations, else the
                                                             account's functions (control.metrics_api)
     POST   /v1/kv/{namespace}/shares         deploy:*       {"account"} (owner or admin)
+    GET    /v1/traces                        read           ?function=NAME&limit=20 (control.traces_api)
+    GET    /v1/traces/{trace_id}             read           the spans the caller may read
     GET    /v1/incidents                     read           ?state=open&limit=100 (control.incidents_api)
     POST   /v1/incidents/{id}/ack            admin
     POST   /v1/incidents/{id}/resolve        admin
@@ -85,7 +87,9 @@ from edgefn.control.openapi import openapi_document
 from edgefn.control.service import ControlService
 from edgefn.control.stats_api import stats_endpoint
 from edgefn.control.tail import TailHub
+from edgefn.control.traces_api import traces_endpoints
 from edgefn.errors import BundleError, ConfigError, EdgefnError, UsageError
+from edgefn.observe.span_store import SpanStore
 from edgefn.observe.tail import SEARCH_MAX, parse_sample, parse_status_class
 from edgefn.observe.telemetry_store import TelemetryStore
 
@@ -326,6 +330,16 @@ def _incident_routes(incidents: IncidentsDriver | None) -> list[ScopedRoute]:
     ]
 
 
+def _trace_routes(
+    spans: SpanStore | None, owned: Callable[[Request, str], None]
+) -> list[ScopedRoute]:
+    listing, one = traces_endpoints(spans, owned)
+    return [
+        ScopedRoute("/v1/traces", listing, method="GET", need=READ),
+        ScopedRoute("/v1/traces/{trace_id}", one, method="GET", need=READ),
+    ]
+
+
 def create_app(
     service: ControlService,
     *,
@@ -333,12 +347,14 @@ def create_app(
     telemetry: TelemetryStore | None = None,
     tail: TailHub | None = None,
     incidents: IncidentsDriver | None = None,
+    spans: SpanStore | None = None,
 ) -> Starlette:
     """The API app for ``service`` (which the caller starts and stops).
 
     ``telemetry`` is the core's rollup store that ``/v1/stats`` and ``/v1/metrics`` read (None:
     they answer 503); ``tail`` serves ``/v1/tail``, by default a :class:`TailHub` on the service's NATS
-    connection. ``incidents`` serves ``/v1/incidents`` (None: those routes answer 503).
+    connection. ``incidents`` serves ``/v1/incidents`` (None: those routes answer 503);
+    ``spans`` is the span store ``/v1/traces`` reads (None: 503).
     """
 
     async def upload(request: Request) -> Response:
@@ -573,6 +589,7 @@ def create_app(
         ScopedRoute(
             "/v1/metrics", metrics_endpoint(service, telemetry, _principal), method="GET", need=READ
         ),
+        *_trace_routes(spans, _owned),
         tail_route(service, tail or TailHub(service.nc)),
         *dashboard_routes(service),
         *_incident_routes(incidents),

@@ -57,7 +57,9 @@ from edgefn.edge.request_io import (
     MAX_REQUEST_HEADERS,
 )
 from edgefn.edge.request_path import RequestContext, RequestPath
+from edgefn.edge.request_tracing import traced_kv_call, traced_subrequest
 from edgefn.edge.tail import TailPublisher
+from edgefn.edge.tracing import NodeTracer
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.errors import ManifestError
 from edgefn.observe import JsonLog, LogLimiter, NodeMetrics
@@ -127,6 +129,7 @@ class EdgeNode:
         kv_http: ASGIApp | None = None,
         telemetry: Accumulator | None = None,
         tail: TailPublisher | None = None,
+        tracer: NodeTracer | None = None,
     ) -> None:
         self.location = location
         self.region = region
@@ -145,6 +148,8 @@ class EdgeNode:
         self.table = table if table is not None else FunctionTable()
         self.outbound = outbound or Outbound()
         self._kv_handler = kv_handler
+        # Spans of every request (edgefn.edge.tracing); None: tracing off.
+        self.tracer = tracer
         # Not ready: health answers 503 and a request for a function not (yet) loaded gets
         # 503 not_ready + Retry-After, never 404 (a node restoring its functions from disk, or
         # `edgefn dev` before its first load). Whoever loads the functions calls mark_ready().
@@ -174,6 +179,7 @@ class EdgeNode:
             seed=seed,
             telemetry=telemetry,
             tail=tail,
+            tracer=tracer,
         )
         self._endpoints = NodeEndpoints(
             location=location,
@@ -333,7 +339,12 @@ class EdgeNode:
         if ctx is not None:
             ctx.subrequests += 1
         rules = self._rules.get(ctx.key if ctx else "", SubrequestRules(0, ()))
-        return await self.outbound.fetch(request_id, call, rules)
+        span = ctx.span if ctx is not None else None
+
+        async def fetch(c: p.FetchCall) -> p.FetchResult:
+            return await self.outbound.fetch(request_id, c, rules)
+
+        return await traced_subrequest(self.tracer, span, call, fetch)
 
     async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
         ctx = self._requests.get(request_id)
@@ -347,7 +358,12 @@ class EdgeNode:
                 "this node has no KV store configured",
             )
         ctx.kv_ops += 1
-        return await self._kv_handler(ctx, call)
+        handler = self._kv_handler
+
+        async def serve(c: p.KVCall) -> p.KVResult:
+            return await handler(ctx, c)
+
+        return await traced_kv_call(self.tracer, ctx.span, call, serve)
 
     def _on_background_done(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

@@ -18,8 +18,10 @@ Steps of :meth:`RequestPath.handle`, each of which may end the request with its 
    a cold start and the headers host services added (:attr:`RequestContext.response_headers`).
 
 Every failure becomes a JSON body ``{"error": kind, "request_id": ...}`` (and a ``hint``);
-exception text and tracebacks go only to the log. Every request ends in one access-log line and
-one entry in the version statistics. The request's :class:`RequestContext` stays registered while
+exception text and tracebacks go only to the log. Every request is recorded once, whatever its
+outcome (:class:`~edgefn.edge.request_record.RequestRecorder`: version statistics, telemetry,
+tail, access log); with a tracer, its server and invoke spans are opened around steps 1-6
+(:mod:`edgefn.edge.request_tracing`). The request's :class:`RequestContext` stays registered while
 the worker may still call back (KV, subrequests): until the response ends, or until its
 ``ctx.wait_until`` tasks are done (at most ``BACKGROUND_MAX_S``).
 """
@@ -32,11 +34,10 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from edgefn.bundle import Manifest
 from edgefn.edge.functions import ActiveVersion, FunctionTable
 from edgefn.edge.listener import Receive, Scope, Send
+from edgefn.edge.request_context import RequestContext
 from edgefn.edge.request_io import (
     MAX_REQUEST_HEADER_BYTES,
     MAX_REQUEST_HEADERS,
@@ -52,12 +53,14 @@ from edgefn.edge.request_io import (
     timeout_hint,
     too_large_hint,
 )
+from edgefn.edge.request_record import RequestRecorder
+from edgefn.edge.request_tracing import TracedSend, end_server_span, server_span, traced_invoke
 from edgefn.edge.response_check import BadResponse, check_response
 from edgefn.edge.tail import TailPublisher
+from edgefn.edge.tracing import NodeTracer, Span, replace_trace_headers
 from edgefn.edge.traffic import TrafficDriver
 from edgefn.observe import JsonLog, NodeMetrics
-from edgefn.observe.rollup import Accumulator, client_region
-from edgefn.observe.tail import TailRequest
+from edgefn.observe.rollup import Accumulator
 from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
@@ -69,33 +72,6 @@ from edgefn.runtime.sandbox import (
 )
 
 __all__ = ["RequestContext", "RequestPath"]
-
-_CLIENT_LOCATION = b"x-edgefn-client-location"
-
-
-@dataclass(slots=True)
-class RequestContext:
-    """What the node knows about one in-flight request (for KV calls, subrequests, headers).
-
-    ``response_headers`` collects headers that host services (the KV binding's session token,
-    for example) add to the response while the function runs.
-    """
-
-    request_id: str
-    function: str
-    version: str
-    key: str
-    manifest: Manifest
-    headers: list[tuple[str, str]]
-    response_headers: list[tuple[str, str]] = field(default_factory=list)
-    # Host calls the worker made while the request was answered (telemetry rollups).
-    kv_ops: int = 0
-    subrequests: int = 0
-    # The function's CPU time, as its worker reported it with the last frame (telemetry).
-    cpu_us: int = 0
-
-    def header(self, name: str) -> str | None:
-        return next((v for k, v in self.headers if k == name), None)
 
 
 class RequestPath:
@@ -122,6 +98,7 @@ class RequestPath:
         seed: int,
         telemetry: Accumulator | None = None,
         tail: TailPublisher | None = None,
+        tracer: NodeTracer | None = None,
     ) -> None:
         self.location = location
         self.table = table
@@ -140,8 +117,33 @@ class RequestPath:
         self.telemetry = telemetry
         # Live tail (edgefn.edge.tail); None: this node never sends request events.
         self.tail = tail
+        # Spans of every request, tail-sampled (edgefn.edge.tracing); None: no tracing.
+        self.tracer = tracer
+        self._recorder = RequestRecorder(
+            log=log,
+            version_stats=version_stats,
+            requests=requests,
+            access_log=access_log,
+            telemetry=telemetry,
+            tail=tail,
+        )
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracer = self.tracer
+        if tracer is None:
+            await self._handle(scope, receive, send, None)
+            return
+        span = server_span(tracer, scope, self.location)
+        traced = TracedSend(send, span)
+        try:
+            await self._handle(scope, receive, traced, span)
+        except BaseException:
+            span.error = True
+            raise
+        finally:
+            end_server_span(tracer, span, traced)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
         t0 = time.perf_counter()
         rid = os.urandom(8).hex()
         raw_headers = scope["headers"]
@@ -158,18 +160,26 @@ class RequestPath:
                 },
                 self._base_headers(rid, ""),
             )
-            self._access(rid, scope, "", "", 431, t0, False)
+            self._recorder.answered(rid, scope, "", "", 431, t0, False)
             return
         headers = decode_headers(raw_headers)
         host = next((v for k, v in headers if k == "host"), "")
         fn = self.table.resolve(host, scope["path"])
+        if span is not None:
+            # A forwarded request's parent is this node's server span.
+            headers = replace_trace_headers(headers, span, lower=False)
+            span.attributes["server.address"] = host[:256]
+            if fn is not None:
+                span.function = fn.name
         gate = None
         if self.traffic is not None:  # serve here or forward; 429/503 (edgefn.edge.traffic)
             name = fn.name if fn else (host.split(":", 1)[0].split(".", 1)[0].lower() or None)
+            if span is not None and name and not span.function:
+                span.function = name[:64]
             manifest = fn.versions[0].manifest if fn else None
             gate = await self.traffic.enter(scope, receive, send, headers, name, manifest, rid)
             if gate.handled:
-                self._access(
+                self._recorder.answered(
                     gate.request_id, scope, name or "", "", gate.status, t0, False,
                     relayed=gate.relayed,
                 )  # fmt: skip
@@ -182,7 +192,7 @@ class RequestPath:
                 {"error": "not_ready", "request_id": rid, "hint": "the node is loading functions"},
                 [*self._base_headers(rid, ""), (b"retry-after", b"1")],
             )
-            self._access(rid, scope, "", "", 503, t0, False)
+            self._recorder.answered(rid, scope, "", "", 503, t0, False)
             return
         if fn is None:
             await respond(
@@ -191,7 +201,7 @@ class RequestPath:
                 {"error": "no_such_function", "host": host, "request_id": rid},
                 self._base_headers(rid, ""),
             )
-            self._access(rid, scope, "", "", 404, t0, False)
+            self._recorder.answered(rid, scope, "", "", 404, t0, False)
             return
         active = fn.pick(self._rng)
         limit = active.manifest.limits.max_body_kb * 1024
@@ -213,9 +223,9 @@ class RequestPath:
                 await self._fail(send, rid, fn.name, active.version, t0, scope, err)
                 return
             except ClientGone:
-                self._access(rid, scope, fn.name, active.version, 499, t0, False)
+                self._recorder.answered(rid, scope, fn.name, active.version, 499, t0, False)
                 return
-            await self._run(scope, send, rid, headers, body, active, t0)
+            await self._run(scope, send, rid, headers, body, active, t0, span)
         finally:
             if gate is not None and self.traffic is not None:
                 self.traffic.leave(gate)  # frees the admission slot
@@ -229,6 +239,24 @@ class RequestPath:
         body: BodyIn,
         active: ActiveVersion,
         t0: float,
+        parent: Span | None,
+    ) -> None:
+        async def run(headers: list[tuple[str, str]], span: Span | None) -> None:
+            await self._invoke(scope, send, rid, headers, body, active, t0, span)
+
+        name, version = active.spec.function, active.version
+        await traced_invoke(self.tracer, parent, name, version, headers, run)
+
+    async def _invoke(
+        self,
+        scope: Scope,
+        send: Send,
+        rid: str,
+        headers: list[tuple[str, str]],
+        body: BodyIn,
+        active: ActiveVersion,
+        t0: float,
+        span: Span | None,
     ) -> None:
         name, version, key = active.spec.function, active.version, active.spec.key
         client_loc = next((v for k, v in headers if k == "x-edgefn-client-location"), "")
@@ -239,14 +267,19 @@ class RequestPath:
         msg = p.Invoke(
             0, scope["method"], url, headers, body.first, self.location, client_loc, rid, streamed
         )
-        ctx = RequestContext(rid, name, version, key, active.manifest, headers)
+        ctx = RequestContext(rid, name, version, key, active.manifest, headers, span=span)
         self._requests[rid] = ctx
         try:
             inv = await self.pool.invoke(key, msg, timeout_ms=active.manifest.limits.timeout_ms)
         except InvokeFailed as err:
             self._requests.pop(rid, None)
+            if span is not None:
+                span.error = True
+                span.attributes["error.type"] = err.kind
             await self._fail(send, rid, name, version, t0, scope, err)
             return
+        if span is not None:
+            span.attributes["edgefn.cold_start"] = inv.cold
         started = False
         pump = None
         if streamed:
@@ -289,9 +322,12 @@ class RequestPath:
                 await send({"type": "http.response.body", "body": b""})
             ctx.cpu_us = inv.cpu_us
             self._count(name, status, inv.cold)
-            self._access(rid, scope, name, version, status, t0, inv.cold)
+            self._recorder.answered(rid, scope, name, version, status, t0, inv.cold)
         except InvokeFailed as err:
             ctx.cpu_us = inv.cpu_us
+            if span is not None:
+                span.error = True
+                span.attributes["error.type"] = err.kind
             if started:  # too late to change the status: end the stream and log
                 self.log.emit(
                     "error", request_id=rid, function=name, error=err.kind, message=err.message
@@ -360,98 +396,7 @@ class RequestPath:
             answer["hint"] = err.hint
         await respond(send, status, answer, headers)
         self._count(name, status, cold)
-        self._access(rid, scope, name, version, status, t0, cold)
+        self._recorder.answered(rid, scope, name, version, status, t0, cold)
 
     def _count(self, name: str, status: int, cold: bool) -> None:
         self.metrics.count(name, status, cold)
-
-    def _access(
-        self,
-        rid: str,
-        scope: Scope,
-        name: str,
-        version: str,
-        status: int,
-        t0: float,
-        cold: bool,
-        *,
-        relayed: bool = False,
-    ) -> None:
-        duration_ms = (time.perf_counter() - t0) * 1000
-        if name:
-            self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
-            # A relayed forward's answer is counted and tailed by the node that produced it.
-            if not relayed:
-                done = _Answered(rid, scope, name, version, status, duration_ms, cold)
-                if self.telemetry is not None:
-                    self._record(self.telemetry, done)
-                if self.tail is not None and self.tail.watching(name):
-                    self._tail(self.tail, done)
-        if self.access_log:
-            self.log.emit(
-                "access",
-                request_id=rid,
-                method=scope["method"],
-                path=scope["path"],
-                function=name,
-                version=version,
-                status=status,
-                cold=cold,
-                duration_ms=round(duration_ms, 3),
-            )
-
-    def _record(self, telemetry: Accumulator, done: _Answered) -> None:
-        """One answered request into the telemetry rollup.
-
-        The client's position is the header as it arrived: the entry's signed ``lat,lon``, or
-        what a direct client said about itself (which the traffic driver signs as is, too).
-        """
-        ctx = self._requests.get(done.request_id)
-        kv, sub, cpu = (ctx.kv_ops, ctx.subrequests, ctx.cpu_us) if ctx is not None else (0, 0, 0)
-        telemetry.record(
-            done.function,
-            done.version,
-            done.status,
-            client_region(done.client_location()),
-            done.duration_ms,
-            cold=done.cold,
-            kv_ops=kv,
-            subrequests=sub,
-            # A worker's figure is not trusted beyond this: never more than the wall time.
-            cpu_us=max(0, min(cpu, round(done.duration_ms * 1000))),
-        )
-
-    @staticmethod
-    def _tail(tail: TailPublisher, done: _Answered) -> None:
-        # Only for a function a tail session watches: the hot path pays one dict lookup.
-        tail.offer(
-            TailRequest(
-                request_id=done.request_id,
-                ts_ms=tail.stamp(),
-                function=done.function,
-                version=done.version,
-                method=done.scope["method"],
-                path=done.scope["path"],
-                status=done.status,
-                duration_ms=done.duration_ms,
-                cold=done.cold,
-                client=done.client_location(),
-            )
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Answered:
-    """A function request this node answered, as telemetry and the tail record it."""
-
-    request_id: str
-    scope: Scope
-    function: str
-    version: str
-    status: int
-    duration_ms: float
-    cold: bool
-
-    def client_location(self) -> str:
-        raw = next((v for k, v in self.scope["headers"] if k == _CLIENT_LOCATION), b"")
-        return raw.decode("latin-1")

@@ -16,6 +16,8 @@ the location and on the response to the client). The Host header is kept: nodes 
 the planet secret the entry also signs the client's socket address and the normalised location
 (``x-edgefn-client-addr``/``-at``/``-sig``, :func:`~edgefn.routing.internal_auth.sign_client`);
 nodes key per-client rate limits on that address. Copies of those headers from outside are dropped.
+A client's W3C ``traceparent``/``tracestate`` pass on when valid and are dropped when not (the node
+then starts a new trace; docs/design/0023-traces.md).
 
 If connecting to the chosen location fails, it is marked unhealthy at once and the request is
 retried once on the next-nearest healthy location (a connect failure happens before any of the
@@ -44,6 +46,7 @@ import uvicorn
 
 from edgefn._internal_auth import wall_ms
 from edgefn.errors import PlanetError, UsageError
+from edgefn.observe.spans import parse_traceparent, valid_tracestate
 from edgefn.planet._anycast_choice import (
     AnycastChooser,
     ConnectFailed,
@@ -368,7 +371,7 @@ class AnycastEntry:
     ) -> bool:
         """Send the request to ``target``; False if it could not connect (nothing was sent)."""
         one_way_s = self._chooser.rtt_ms(point, target) / 2000 if self._emulate_rtt else 0.0
-        out = [(k, v) for k, v in headers if not _drop(k)]
+        out = _trace_context([(k, v) for k, v in headers if not _drop(k)])
         location = format_point(point)
         out += [(CLIENT_LOCATION_HEADER, location), (ENTRY_HEADER, target.id)]
         peer = scope.get("client")
@@ -422,6 +425,21 @@ class AnycastEntry:
             _log.warning("location %s: response body failed: %r", target.id, err)
             self._counts["upstream"] += 1
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _trace_context(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """W3C trace context passes only when valid: an invalid ``traceparent`` (and its
+    ``tracestate``) is dropped, so the node starts a new trace; never an error answer."""
+    parent = next((v for k, v in headers if k == "traceparent"), None)
+    state = next((v for k, v in headers if k == "tracestate"), None)
+    if parent is None and state is None:
+        return headers
+    out = [(k, v) for k, v in headers if k not in ("traceparent", "tracestate")]
+    if parent is not None and parse_traceparent(parent) is not None:
+        out.append(("traceparent", parent))
+        if valid_tracestate(state):
+            out.append(("tracestate", valid_tracestate(state)))
+    return out
 
 
 def _drop(name: str) -> bool:

@@ -1,6 +1,6 @@
 """Assembling one planet node: every part built once, in dependency order, from one config.
 
-A planet node is six parts, and :func:`build_node` is the one place that builds and wires them.
+A planet node is eight parts, and :func:`build_node` is the one place that builds and wires them.
 Each part gets its collaborators in its constructor; nothing is attached afterwards:
 
 1. the **function table** (:class:`~edgefn.edge.functions.FunctionTable`), first, because two
@@ -17,6 +17,9 @@ Each part gets its collaborators in its constructor; nothing is attached afterwa
    ships the rollups of the accumulator the node records every request into.
 7. the **tail publisher** (:class:`~edgefn.edge.tail.TailPublisher`), built before the node (its
    request path and console-line callback feed it) with the same redactor.
+8. with ``tracing`` on, the **tracer** (:class:`~edgefn.edge.tracing.NodeTracer`), built before
+   the node (its request path and host callbacks record spans), and its **trace shipper**
+   (:class:`~edgefn.edge.trace_ship.TraceShipper`), which ships the kept traces to the core.
 
 :meth:`AssembledNode.start` starts them in that order (the node's listeners first, so the agent
 and the driver have a URL to report) and :meth:`AssembledNode.stop` stops them in reverse.
@@ -39,6 +42,8 @@ from edgefn.edge.node import EdgeNode
 from edgefn.edge.outbound import Outbound
 from edgefn.edge.tail import TailPublisher
 from edgefn.edge.telemetry_ship import TelemetryShipper, new_accumulator
+from edgefn.edge.trace_ship import TraceShipper
+from edgefn.edge.tracing import NodeTracer
 from edgefn.edge.traffic import TrafficDriver, TrafficOptions, load_traffic_config
 from edgefn.observe import JsonLog, RotatingFile
 from edgefn.planet.node_agent import NODE_KEY_FILE, NodeAgent
@@ -53,7 +58,8 @@ class NodeConfig:
     """What one planet node is told (the ``edgefn node`` flags, with its files already read).
 
     ``secret`` is the planet secret (None: a node run by hand, with no internal listener and no
-    signed forwards); ``traffic`` None runs the node without routing or admission.
+    signed forwards); ``traffic`` None runs the node without routing or admission. ``tracing``
+    False records no spans at all (``edgefn bench observe`` compares throughput both ways).
     """
 
     location: str
@@ -72,6 +78,7 @@ class NodeConfig:
     clock_skew_ms: int = 0
     secret: bytes | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
+    tracing: bool = True
 
 
 class AssembledNode:
@@ -88,6 +95,7 @@ class AssembledNode:
         log_file: RotatingFile,
         telemetry: TelemetryShipper,
         tail: TailPublisher,
+        traces: TraceShipper | None = None,
     ) -> None:
         self.config = config
         self.node = node
@@ -97,6 +105,7 @@ class AssembledNode:
         self.log_file = log_file
         self.telemetry = telemetry
         self.tail = tail
+        self.traces = traces
         self._kv_task: asyncio.Task[None] | None = None
         self._traffic_started = False
 
@@ -110,10 +119,14 @@ class AssembledNode:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
         await self.telemetry.start()
+        if self.traces is not None:
+            await self.traces.start()
 
     async def stop(self) -> None:
         """Stop what :meth:`start` started, in reverse order; then close the log file."""
         if self._kv_task is not None:  # the node's listeners started
+            if self.traces is not None:
+                await self.traces.stop()
             await self.telemetry.stop()
             await self.agent.stop()
             if self.traffic is not None and self._traffic_started:
@@ -151,6 +164,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
     log = JsonLog(log_file, location=config.location, redact=redactor.redact)
     accumulator = new_accumulator(config.location)
     tail = TailPublisher(config.location, redact=redactor.redact)
+    tracer = NodeTracer(config.location) if config.tracing else None
     node = EdgeNode(
         config.location,
         region=config.region,
@@ -172,6 +186,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         kv_http=kv.asgi,
         telemetry=accumulator,
         tail=tail,
+        tracer=tracer,
     )
     agent = NodeAgent(
         node,
@@ -185,6 +200,9 @@ def build_node(config: NodeConfig) -> AssembledNode:
         kv=kv,
     )
     telemetry = TelemetryShipper(accumulator, nats_urls=list(config.nats_urls), log=log)
+    traces = None
+    if tracer is not None:
+        traces = TraceShipper(tracer, nats_urls=list(config.nats_urls), log=log)
     return AssembledNode(
         config=config,
         node=node,
@@ -194,6 +212,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         log_file=log_file,
         telemetry=telemetry,
         tail=tail,
+        traces=traces,
     )
 
 

@@ -53,12 +53,15 @@ from edgefn.control.api import create_app
 from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.gates import GateThresholds
 from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
+from edgefn.control.otlp_export import OtlpExport
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
 from edgefn.control.telemetry_ingest import TelemetryIngest
+from edgefn.control.trace_ingest import TraceIngest
 from edgefn.edge.listener import ASGIApp, serve_asgi
 from edgefn.edge.traffic import TrafficOptions
 from edgefn.observe.incident_routes import Routes
+from edgefn.observe.span_store import SpanStore
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.assembly import NodeConfig, build_node
 from edgefn.planet.bundles import BundleCache
@@ -106,6 +109,7 @@ async def run_core(
     control: bool = True,
     start_timeout_s: float = 60.0,
     incident_routes: Routes | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     """One core server, and (``control``) the control service and API.
 
@@ -164,6 +168,7 @@ async def run_core(
             setup_timeout_s=start_timeout_s,
             telemetry_db=state_dir / "telemetry.sqlite",
             incident_routes=incident_routes,
+            otlp_endpoint=otlp_endpoint,
         )
     finally:
         keeper.cancel()
@@ -188,6 +193,7 @@ async def _run_control(
     setup_timeout_s: float,
     telemetry_db: Path,
     incident_routes: Routes | None = None,
+    otlp_endpoint: str | None = None,
 ) -> None:
     # The secrets master key: generated at first start (0600); on several hosts, share one file.
     secrets_key = load_or_create_master_key(secrets_key_file)
@@ -217,17 +223,24 @@ async def _run_control(
     await incidents.start()
     ingest = TelemetryIngest(nc, telemetry, replicas=replicas, on_stored=incidents.on_rollup)
     await ingest.start()
-    app = create_app(service, telemetry=telemetry, incidents=incidents)
+    # Kept traces into the span store, and to an OTLP collector (docs/design/0023-traces.md).
+    spans = SpanStore(telemetry_db.with_name("spans.sqlite"))
+    export = OtlpExport(otlp_endpoint) if otlp_endpoint else None
+    traces = TraceIngest(nc, spans, replicas=replicas, export=export)
+    await traces.start()
+    app = create_app(service, telemetry=telemetry, incidents=incidents, spans=spans)
     server, task, port = await _serve_asgi(app, host, api_port)
     announce({**info, "api_url": f"http://{host}:{port}", "replicas": replicas})
     await _until_signalled()
     server.should_exit = True
     await task
+    await traces.stop()
     await ingest.stop()
     await incidents.stop()
     await service.stop()
     await nc.close()
     telemetry.close()
+    spans.close()
     incidents.store.close()
 
 
@@ -319,6 +332,7 @@ async def run_node(
     isolation: str = "strict",
     kv_wait_s: float = 2.0,
     clock_skew_ms: int = 0,
+    tracing: bool = True,
 ) -> None:
     """One edge node and its agent, KV and traffic parts (built by planet/assembly.py)."""
     # The planet secret signs forwards and opens the internal listener; without it (a node run
@@ -346,6 +360,7 @@ async def run_node(
         clock_skew_ms=clock_skew_ms,
         secret=secret,
         metrics_token=metrics_token,
+        tracing=tracing,
     )
     assembled = build_node(config)
     node = assembled.node

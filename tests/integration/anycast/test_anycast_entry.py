@@ -94,6 +94,30 @@ async def test_request_headers_are_cleaned_and_annotated(
     assert resp.headers["x-edgefn-location"] == "iad"  # The location's own headers come back.
 
 
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+@pytest.mark.parametrize(
+    ("sent", "passed"),
+    [
+        ({"traceparent": TRACEPARENT, "tracestate": "a=b"}, {"traceparent": TRACEPARENT,
+                                                            "tracestate": "a=b"}),
+        ({"traceparent": TRACEPARENT, "tracestate": "no good"}, {"traceparent": TRACEPARENT}),
+        ({"traceparent": "00-nothex-01", "tracestate": "a=b"}, {}),
+        ({"tracestate": "a=b"}, {}),
+    ],
+)  # fmt: skip
+async def test_trace_context_passes_only_when_valid(
+    entry: AnycastEntry, sent: dict[str, str], passed: dict[str, str]
+) -> None:
+    """A valid traceparent (and well-formed tracestate) reaches the location; an invalid one is
+    dropped (the node starts a new trace), and the request is answered as usual."""
+    resp = await get(entry, **sent)
+    assert resp.status_code == 200
+    headers = resp.json()["headers"]
+    assert {k: headers[k] for k in ("traceparent", "tracestate") if k in headers} == passed
+
+
 async def test_bad_client_location_is_a_400_with_json(entry: AnycastEntry) -> None:
     for bad in ("Atlantis", "91,0", "12,abc,3"):
         resp = await get(entry, **{"x-edgefn-client-location": bad})

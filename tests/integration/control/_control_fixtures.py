@@ -40,6 +40,7 @@ from edgefn.control.api import create_app
 from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
 from edgefn.control.service import ControlService
 from edgefn.observe.rollup import Accumulator
+from edgefn.observe.span_store import SpanStore
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.secrets.crypto import KEY_BYTES, MasterKey, NodeKey, open_for_node
 
@@ -98,11 +99,13 @@ async def start_control(
     port = free_port()
     config = uvicorn.Config(
         # An empty in-memory telemetry store: /v1/stats answers (nothing was served).
-        # An in-memory incident store too (the control fixture's holds one open incident).
+        # An in-memory incident store too (the control fixture's holds one open incident), and
+        # an empty span store (/v1/traces answers: no trace was kept).
         create_app(
             service,
             telemetry=TelemetryStore(Path(":memory:")),
             incidents=incidents or seeded_incidents(),
+            spans=SpanStore(Path(":memory:")),
         ),
         host="127.0.0.1",
         port=port,

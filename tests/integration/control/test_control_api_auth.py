@@ -50,6 +50,8 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/stats/{name}", READ),
     # Prometheus's scrape (docs/design/0024): read; what it shows depends on the account.
     ("GET", "/v1/metrics", READ),
+    ("GET", "/v1/traces", READ),
+    ("GET", "/v1/traces/{trace_id}", READ),
     ("GET", "/v1/tail/{name}", READ),
     # The dashboard (docs/design/0022): the page and its assets are public, its data is not.
     ("GET", "/dashboard", PUBLIC),
@@ -132,6 +134,7 @@ async def test_every_route_by_token(
         "bundle": "",
         "asset": "dashboard.js",
         "id": "1",  # the fixture's open incident
+        "trace_id": "ab" * 16,
     }
     tokens = {
         READ: await new_token(control, [READ]),

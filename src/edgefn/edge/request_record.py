@@ -1,0 +1,137 @@
+"""What an answered request leaves behind on its node: the per-version health figures the
+deploy gates read (:class:`~edgefn.observe.version_stats.VersionStatsTracker`), one entry in the
+telemetry rollup, a live-tail event when a session watches the function, and the access log line.
+
+The request path calls :meth:`RequestRecorder.answered` once per request, whatever its outcome
+(served, failed, refused before a function was found); a forward's relayed answer is counted by
+the node that produced it, not here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from edgefn.edge.listener import Scope
+from edgefn.edge.request_context import RequestContext
+from edgefn.edge.tail import TailPublisher
+from edgefn.observe import JsonLog
+from edgefn.observe.rollup import Accumulator, client_region
+from edgefn.observe.tail import TailRequest
+from edgefn.observe.version_stats import VersionStatsTracker
+
+__all__ = ["RequestRecorder"]
+
+_CLIENT_LOCATION = b"x-edgefn-client-location"
+
+
+class RequestRecorder:
+    """Records answered requests. ``telemetry`` None records no rollup, ``tail`` None no events."""
+
+    def __init__(
+        self,
+        *,
+        log: JsonLog,
+        version_stats: VersionStatsTracker,
+        requests: dict[str, RequestContext],
+        access_log: bool,
+        telemetry: Accumulator | None,
+        tail: TailPublisher | None,
+    ) -> None:
+        self.log = log
+        self.version_stats = version_stats
+        self._requests = requests
+        self.access_log = access_log
+        self.telemetry = telemetry
+        self.tail = tail
+
+    def answered(
+        self,
+        rid: str,
+        scope: Scope,
+        name: str,
+        version: str,
+        status: int,
+        t0: float,
+        cold: bool,
+        *,
+        relayed: bool = False,
+    ) -> None:
+        duration_ms = (time.perf_counter() - t0) * 1000
+        if name:
+            self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
+            # A relayed forward's answer is counted and tailed by the node that produced it.
+            if not relayed:
+                done = _Answered(rid, scope, name, version, status, duration_ms, cold)
+                if self.telemetry is not None:
+                    self._record(self.telemetry, done)
+                if self.tail is not None and self.tail.watching(name):
+                    self._tail(self.tail, done)
+        if self.access_log:
+            self.log.emit(
+                "access",
+                request_id=rid,
+                method=scope["method"],
+                path=scope["path"],
+                function=name,
+                version=version,
+                status=status,
+                cold=cold,
+                duration_ms=round(duration_ms, 3),
+            )
+
+    def _record(self, telemetry: Accumulator, done: _Answered) -> None:
+        """One answered request into the telemetry rollup.
+
+        The client's position is the header as it arrived: the entry's signed ``lat,lon``, or
+        what a direct client said about itself (which the traffic driver signs as is, too).
+        """
+        ctx = self._requests.get(done.request_id)
+        kv, sub, cpu = (ctx.kv_ops, ctx.subrequests, ctx.cpu_us) if ctx is not None else (0, 0, 0)
+        telemetry.record(
+            done.function,
+            done.version,
+            done.status,
+            client_region(done.client_location()),
+            done.duration_ms,
+            cold=done.cold,
+            kv_ops=kv,
+            subrequests=sub,
+            # A worker's figure is not trusted beyond this: never more than the wall time.
+            cpu_us=max(0, min(cpu, round(done.duration_ms * 1000))),
+        )
+
+    @staticmethod
+    def _tail(tail: TailPublisher, done: _Answered) -> None:
+        # Only for a function a tail session watches: the hot path pays one dict lookup.
+        tail.offer(
+            TailRequest(
+                request_id=done.request_id,
+                ts_ms=tail.stamp(),
+                function=done.function,
+                version=done.version,
+                method=done.scope["method"],
+                path=done.scope["path"],
+                status=done.status,
+                duration_ms=done.duration_ms,
+                cold=done.cold,
+                client=done.client_location(),
+            )
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Answered:
+    """A function request this node answered, as telemetry and the tail record it."""
+
+    request_id: str
+    scope: Scope
+    function: str
+    version: str
+    status: int
+    duration_ms: float
+    cold: bool
+
+    def client_location(self) -> str:
+        raw = next((v for k, v in self.scope["headers"] if k == _CLIENT_LOCATION), b"")
+        return raw.decode("latin-1")

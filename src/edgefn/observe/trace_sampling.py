@@ -1,0 +1,240 @@
+"""Tail-based adaptive trace sampling for one location (pure: time arrives as data).
+
+A node records every span of every request; once a trace's local root span ends, the node asks
+:meth:`TailSampler.handle` whether to keep it. The rules, in order:
+
+1. **Errors and slow requests are kept** (reason ``error`` / ``slow``, probability 1.0): a 5xx
+   status or a failure, or a root longer than ``slow_ms``. "Always" has one ceiling, so an error
+   storm (or a location shedding load with 503s) cannot flood the bus: at most
+   ``always_spans_per_s`` (1,000) spans per second (a token bucket of ``burst_s`` seconds);
+   beyond it a trace is dropped as ``over_ceiling`` and counted.
+2. **Others are sampled within the location's budget** of ``budget_spans_per_s``. The target
+   probability is ``base_probability``, or ``anomalous_probability`` while the function is
+   anomalous here (below); it is lowered to ``budget / arrival rate`` when the spans arriving
+   (all traces, kept or not, over the last ``rate_window_ms``) would exceed the budget. That
+   effective probability is what a kept trace records, so a reader can scale counts up by
+   ``1 / probability``. A trace is kept if its id's hash is below the probability (the low 56
+   bits of the trace id, random by W3C Level 2: two locations with the same probability make the
+   same choice for a forwarded trace, and a lower probability keeps a subset of a higher one's
+   traces), and then only if the budget's token bucket holds its spans (``over_budget`` else).
+   Kept errors use budget tokens too (never below zero), so sampled traces back off in a storm.
+3. **Anomalous** means: over the current and the previous ``anomaly_window_ms`` window, the
+   function had at least ``anomaly_min_requests`` requests here and a share of errors of at least
+   ``anomaly_error_rate``. The node knows this from its own traffic, so it reacts within one
+   window and needs no message from the core (docs/design/0023-traces.md says why).
+
+Bounded: at most ``max_functions`` functions are tracked (the oldest is forgotten first).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+__all__ = ["Decision", "SamplerStatistics", "SamplingConfig", "TailSampler", "TraceEnded"]
+
+_HASH_BITS = 56
+_HASH_MASK = (1 << _HASH_BITS) - 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SamplingConfig:
+    budget_spans_per_s: float = 200.0
+    always_spans_per_s: float = 1000.0
+    burst_s: float = 2.0
+    base_probability: float = 0.1
+    anomalous_probability: float = 1.0
+    slow_ms: float = 1000.0
+    rate_window_ms: int = 1000
+    anomaly_window_ms: int = 10_000
+    anomaly_min_requests: int = 20
+    anomaly_error_rate: float = 0.05
+    max_functions: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("base_probability", "anomalous_probability", "anomaly_error_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"sampling {name} = {value} must be within 0..1")
+        for name in ("budget_spans_per_s", "always_spans_per_s", "burst_s", "slow_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"sampling {name} must be positive")
+        if self.rate_window_ms <= 0 or self.anomaly_window_ms <= 0 or self.max_functions < 1:
+            raise ValueError("sampling windows and max_functions must be positive")
+
+
+class TraceEnded(msgspec.Struct, frozen=True):
+    """A trace's local root ended: what the decision needs of it (a Struct: made per request,
+    and a frozen dataclass's ``__init__`` costs several times as much)."""
+
+    trace_id: str
+    function: str
+    status: int
+    error: bool
+    duration_ms: float
+    spans: int
+    now_ms: int
+
+
+class Decision(msgspec.Struct, frozen=True):
+    keep: bool
+    probability: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class SamplerStatistics:
+    decided: int
+    kept: dict[str, int]
+    dropped: dict[str, int]
+    anomalous: tuple[str, ...]
+    arrival_spans_per_s: float
+
+
+@dataclass(slots=True)
+class _Window:
+    start_ms: int
+    requests: int = 0
+    errors: int = 0
+    prev_requests: int = 0
+    prev_errors: int = 0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    rate: float
+    capacity: float
+    tokens: float
+    at_ms: int
+
+    def refill(self, now_ms: int) -> None:
+        if now_ms > self.at_ms:
+            self.tokens = min(self.capacity, self.tokens + self.rate * (now_ms - self.at_ms) / 1e3)
+            self.at_ms = now_ms
+
+
+@dataclass(slots=True)
+class TailSampler:
+    """One location's tail sampler. Change it only through :meth:`handle`."""
+
+    config: SamplingConfig = field(default_factory=SamplingConfig)
+    _windows: dict[str, _Window] = field(default_factory=dict)
+    _budget: _Bucket | None = None
+    _ceiling: _Bucket | None = None
+    _rate_start_ms: int = 0
+    _rate_spans: int = 0
+    _rate_prev: float = 0.0
+    _decided: int = 0
+    _kept: dict[str, int] = field(default_factory=dict)
+    _dropped: dict[str, int] = field(default_factory=dict)
+
+    def handle(self, ended: TraceEnded) -> Decision:
+        """Keep or drop one trace whose local root ended."""
+        cfg, now = self.config, ended.now_ms
+        self._decided += 1
+        failed = ended.error or ended.status >= 500
+        self._observe(ended.function, failed, now)
+        arrival = self._arrive(ended.spans, now)
+        budget, ceiling = self._buckets(now)
+        if failed or ended.duration_ms >= cfg.slow_ms:
+            reason = "error" if failed else "slow"
+            if ceiling.tokens < ended.spans:
+                return self._drop("over_ceiling", 1.0)
+            ceiling.tokens -= ended.spans
+            budget.tokens = max(0.0, budget.tokens - ended.spans)
+            return self._keep(reason, 1.0)
+        anomalous = self.anomalous(ended.function, now)
+        target = cfg.anomalous_probability if anomalous else cfg.base_probability
+        probability = min(target, cfg.budget_spans_per_s / arrival) if arrival > 0 else target
+        if not _hash_below(ended.trace_id, probability):
+            return self._drop("not_sampled", probability)
+        if budget.tokens < ended.spans:
+            return self._drop("over_budget", probability)
+        budget.tokens -= ended.spans
+        return self._keep("anomalous" if anomalous else "sampled", probability)
+
+    def anomalous(self, function: str, now_ms: int) -> bool:
+        w = self._windows.get(function)
+        if w is None:
+            return False
+        self._roll(w, now_ms)
+        requests, errors = w.requests + w.prev_requests, w.errors + w.prev_errors
+        cfg = self.config
+        return requests >= cfg.anomaly_min_requests and errors >= cfg.anomaly_error_rate * requests
+
+    def _observe(self, function: str, failed: bool, now_ms: int) -> None:
+        w = self._windows.get(function)
+        if w is None:
+            if len(self._windows) >= self.config.max_functions:
+                del self._windows[next(iter(self._windows))]
+            w = self._windows[function] = _Window(now_ms)
+        self._roll(w, now_ms)
+        w.requests += 1
+        w.errors += failed
+
+    def _roll(self, w: _Window, now_ms: int) -> None:
+        span = self.config.anomaly_window_ms
+        if now_ms - w.start_ms < span:
+            return
+        # One window on: the current becomes the previous; more than one: both are stale.
+        adjacent = now_ms - w.start_ms < 2 * span
+        w.prev_requests, w.prev_errors = (w.requests, w.errors) if adjacent else (0, 0)
+        w.requests = w.errors = 0
+        w.start_ms = now_ms - (now_ms - w.start_ms) % span
+
+    def _arrive(self, spans: int, now_ms: int) -> float:
+        """The arrival rate in spans per second: the last full window's, or this one's so far."""
+        window = self.config.rate_window_ms
+        if now_ms - self._rate_start_ms >= window:
+            elapsed = now_ms - self._rate_start_ms
+            self._rate_prev = self._rate_spans * 1e3 / elapsed if elapsed < 2 * window else 0.0
+            self._rate_start_ms, self._rate_spans = now_ms, 0
+        self._rate_spans += spans
+        current = self._rate_spans * 1e3 / window
+        return max(self._rate_prev, current)
+
+    def _buckets(self, now_ms: int) -> tuple[_Bucket, _Bucket]:
+        cfg = self.config
+        if self._budget is None or self._ceiling is None:
+            b, c = cfg.budget_spans_per_s, cfg.always_spans_per_s
+            self._budget = _Bucket(b, b * cfg.burst_s, b * cfg.burst_s, now_ms)
+            self._ceiling = _Bucket(c, c * cfg.burst_s, c * cfg.burst_s, now_ms)
+        self._budget.refill(now_ms)
+        self._ceiling.refill(now_ms)
+        return self._budget, self._ceiling
+
+    def _keep(self, reason: str, probability: float) -> Decision:
+        self._kept[reason] = self._kept.get(reason, 0) + 1
+        return Decision(True, probability, reason)
+
+    def _drop(self, reason: str, probability: float) -> Decision:
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        return Decision(False, probability, reason)
+
+    def check_invariants(self) -> None:
+        assert len(self._windows) <= self.config.max_functions, len(self._windows)
+        for bucket in (self._budget, self._ceiling):
+            if bucket is not None:
+                assert 0.0 <= bucket.tokens <= bucket.capacity, bucket
+        assert sum(self._kept.values()) + sum(self._dropped.values()) == self._decided
+        for w in self._windows.values():
+            assert 0 <= w.errors <= w.requests, w
+            assert 0 <= w.prev_errors <= w.prev_requests, w
+
+    def statistics(self, now_ms: int) -> SamplerStatistics:
+        anomalous = tuple(sorted(f for f in list(self._windows) if self.anomalous(f, now_ms)))
+        return SamplerStatistics(
+            decided=self._decided,
+            kept=dict(self._kept),
+            dropped=dict(self._dropped),
+            anomalous=anomalous,
+            arrival_spans_per_s=self._rate_prev,
+        )
+
+
+def _hash_below(trace_id: str, probability: float) -> bool:
+    """Whether the trace id's random low 56 bits fall below ``probability`` of their range."""
+    if probability >= 1.0:
+        return True
+    return (int(trace_id[-14:], 16) & _HASH_MASK) < probability * (1 << _HASH_BITS)
