@@ -6,6 +6,7 @@
 //
 // Data: /v1/dashboard (map and rollouts) every POLL_MS, /v1/stats/{fn} every STATS_MS for the
 // selected function, /v1/tail/{fn} as a streamed NDJSON body (fetch + ReadableStream), and
+// /v1/traces?function= every TRACES_MS (a trace's spans on a click),
 // /v1/incidents every INCIDENTS_MS (404: "no incidents API" until that route exists).
 //
 // Every string from the API reaches the page through textContent or setAttribute, never as
@@ -18,6 +19,8 @@
   const POLL_MS = 2000;
   const STATS_MS = 4000;
   const INCIDENTS_MS = 5000;
+  const TRACES_MS = 5000;
+  const TRACES_SHOWN = 20;
   const TAIL_MAX = 200;
   const TAIL_BUFFER_MAX = 1 << 20;
   const TAIL_RETRY_MS = 2000;
@@ -306,6 +309,69 @@
     }
   }
 
+  // -- traces (GET /v1/traces?function=, GET /v1/traces/{id}: the core's span store) ----------
+
+  async function refreshTraces() {
+    const fn = state.fn;
+    if (!fn) return;
+    const resp = await api(`/v1/traces?function=${encodeURIComponent(fn)}&limit=${TRACES_SHOWN}`);
+    if (fn !== state.fn) return;
+    const panel = $("traces-panel");
+    if (!resp.ok) {
+      panel.dataset.state = "error";
+      $("traces-note").textContent = await errorText(resp);
+      return;
+    }
+    const traces = (await resp.json()).traces || [];
+    panel.dataset.function = fn;
+    panel.dataset.state = traces.length ? "some" : "none";
+    $("traces-note").textContent = traces.length
+      ? `${fn}: the latest ${traces.length} kept traces (errors and slow requests always, others sampled); click one for its spans`
+      : `${fn}: no kept traces yet`;
+    $("traces").tBodies[0].replaceChildren(...traces.map((t) => {
+      const row = el("tr", { "data-trace-id": t.trace_id, class: t.error ? "error" : "" },
+        el("td", {}, new Date(t.start_ms).toLocaleTimeString()),
+        el("td", {}, el("code", {}, t.trace_id.slice(0, 16))),
+        el("td", {}, (t.locations || []).join(", ")),
+        el("td", {}, t.spans), el("td", {}, fmt(t.duration_ms, 2)),
+        el("td", {}, t.error ? "error" : "ok"), el("td", {}, pct(t.probability)));
+      row.addEventListener("click", guard(() => showTrace(t.trace_id)));
+      return row;
+    }));
+  }
+
+  async function showTrace(traceId) {
+    const resp = await api(`/v1/traces/${encodeURIComponent(traceId)}`);
+    const box = $("trace-spans");
+    if (!resp.ok) {
+      box.replaceChildren(el("p", {}, await errorText(resp)));
+      return;
+    }
+    const spans = (await resp.json()).spans || [];
+    const children = new Map();
+    const ids = new Set(spans.map((s) => s.span_id));
+    for (const s of spans) {
+      const parent = ids.has(s.parent_id) ? s.parent_id : "";
+      if (!children.has(parent)) children.set(parent, []);
+      children.get(parent).push(s);
+    }
+    const t0 = Math.min(...spans.map((s) => s.start_ns));
+    const items = [];
+    const walk = (parent, depth) => {
+      const kids = (children.get(parent) || []).sort((a, b) => a.start_ns - b.start_ns);
+      for (const s of kids) {
+        const offset = (s.start_ns - t0) / 1e6;
+        const li = el("li", { "data-span-id": s.span_id, "data-span-name": s.name, class: s.status === 2 ? "error" : "" },
+          `${"  ".repeat(depth)}${s.name} @${s.location} +${offset.toFixed(2)} ms, ${fmt(s.duration_ms, 2)} ms`);
+        items.push(li);
+        walk(s.span_id, depth + 1);
+      }
+    };
+    walk("", 0);
+    box.dataset.traceId = traceId;
+    box.replaceChildren(el("ol", { class: "spans" }, ...items));
+  }
+
   // -- incidents (GET /v1/incidents; a core without it answers 404: "no incidents API") ---------
 
   function incidentText(inc) {
@@ -341,7 +407,10 @@
     $("function").value = fn;
     $("tail").replaceChildren();
     $("stats").tBodies[0].replaceChildren();
+    $("traces").tBodies[0].replaceChildren();
+    $("trace-spans").replaceChildren();
     guard(refreshStats)();
+    guard(refreshTraces)();
     startTail(fn);
   }
 
@@ -361,6 +430,7 @@
     every(POLL_MS, refreshView);
     every(STATS_MS, refreshStats);
     every(INCIDENTS_MS, refreshIncidents);
+    every(TRACES_MS, refreshTraces);
   }
 
   document.addEventListener("DOMContentLoaded", () => {
