@@ -129,6 +129,10 @@ def up(
         Path | None,
         typer.Option(help="Incident notification routes (TOML: region = webhook URL, default)"),
     ] = None,
+    telemetry: Annotated[
+        bool,
+        typer.Option(help="Rollups and live tail on every node (--no-telemetry: a bench baseline)"),
+    ] = True,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -143,7 +147,8 @@ def up(
     # Passed through to every `edgefn node` (the supervisor copies node_args onto their commands).
     if not 0 <= kv_wait_ms <= 30_000:
         fail(f"--kv-wait-ms {kv_wait_ms} is out of range", hint="use 0 to 30000 (default 2000)")
-    node_args = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
+    node_args: tuple[str, ...] = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
+    node_args += () if telemetry else ("--no-telemetry",)
     core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),

@@ -347,6 +347,10 @@ def node(
         int,
         typer.Option(help="Offset of this node's KV clock (ms; for chaos tests of the HLC)"),
     ] = 0,
+    telemetry: Annotated[
+        bool,
+        typer.Option(help="Record and ship rollups, serve live tail (--no-telemetry: neither)"),
+    ] = True,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -384,6 +388,7 @@ def node(
             isolation=isolation,
             kv_wait_s=kv_wait_ms / 1000,
             clock_skew_ms=clock_skew_ms,
+            telemetry=telemetry,
         )
     )
 

@@ -54,6 +54,9 @@ class NodeConfig:
 
     ``secret`` is the planet secret (None: a node run by hand, with no internal listener and no
     signed forwards); ``traffic`` None runs the node without routing or admission.
+    ``telemetry`` False runs it without observability: the request path records no rollups and
+    offers no tail events, and neither the shipper nor the tail publisher starts (``edgefn node
+    --no-telemetry``; the baseline of ``edgefn bench observe``).
     """
 
     location: str
@@ -72,6 +75,7 @@ class NodeConfig:
     clock_skew_ms: int = 0
     secret: bytes | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
+    telemetry: bool = True
 
 
 class AssembledNode:
@@ -105,11 +109,13 @@ class AssembledNode:
         await self.node.start()
         self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
         await self.agent.start()
-        await self.tail.start(list(self.config.nats_urls))
+        if self.config.telemetry:
+            await self.tail.start(list(self.config.nats_urls))
         if self.traffic is not None:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
-        await self.telemetry.start()
+        if self.config.telemetry:
+            await self.telemetry.start()
 
     async def stop(self) -> None:
         """Stop what :meth:`start` started, in reverse order; then close the log file."""
@@ -170,8 +176,8 @@ def build_node(config: NodeConfig) -> AssembledNode:
         traffic=traffic,
         kv_handler=kv.handle_call,
         kv_http=kv.asgi,
-        telemetry=accumulator,
-        tail=tail,
+        telemetry=accumulator if config.telemetry else None,
+        tail=tail if config.telemetry else None,
     )
     agent = NodeAgent(
         node,

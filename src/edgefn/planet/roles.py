@@ -319,6 +319,7 @@ async def run_node(
     isolation: str = "strict",
     kv_wait_s: float = 2.0,
     clock_skew_ms: int = 0,
+    telemetry: bool = True,
 ) -> None:
     """One edge node and its agent, KV and traffic parts (built by planet/assembly.py)."""
     # The planet secret signs forwards and opens the internal listener; without it (a node run
@@ -346,6 +347,7 @@ async def run_node(
         clock_skew_ms=clock_skew_ms,
         secret=secret,
         metrics_token=metrics_token,
+        telemetry=telemetry,
     )
     assembled = build_node(config)
     node = assembled.node
