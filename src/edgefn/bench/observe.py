@@ -325,7 +325,15 @@ def _overhead(
                     duration_s=duration_s,
                 ).result
                 done.append({"config": config, **r})
+        # The baseline really ran without telemetry: its hub sees no telemetry connection.
+        shipping = {
+            label: sorted(io.telemetry_bytes(state, list(planet["regions"])))
+            for label, (planet, state) in (("on", on), ("off", off))
+        }
+        if shipping["off"] or not shipping["on"]:
+            raise _bench_error(f"telemetry connections at the hubs: {shipping}", off[1])
     report = overhead_report(done)
+    report["telemetry_connections"] = shipping
     report["load_generator"] = gen.describe(concurrency=concurrency, duration_s=duration_s)
     report["off_up_args"] = list(OFF_UP_ARGS)
     report["rounds_run"] = [
