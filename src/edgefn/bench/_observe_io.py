@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import re
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from edgefn.planet.client import PlanetClient
 
 __all__ = [
     "FaultTraffic",
+    "LoadAverage",
     "TailRun",
     "WebhookReceiver",
     "function_requests",
@@ -207,3 +209,34 @@ def telemetry_bytes(state: Path, regions: Sequence[str]) -> dict[str, int]:
                 if name.startswith("telemetry-"):
                     out[name.removeprefix("telemetry-")] = int(conn["in_bytes"])
     return out
+
+
+class LoadAverage:
+    """The machine's 1-minute load average sampled every ``every_s`` while the block runs, so a
+    result measured on a busy machine says so (others' work shares these cores)."""
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.samples: list[float] = []
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> LoadAverage:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while len(self.samples) < 100_000:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(self._every_s):
+                return
+
+    def summary(self) -> dict[str, float | None]:
+        s = self.samples
+        if not s:
+            return {"min": None, "mean": None, "max": None}
+        return {"min": round(min(s), 2), "mean": round(sum(s) / len(s), 2), "max": round(max(s), 2)}

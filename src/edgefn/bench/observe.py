@@ -318,13 +318,14 @@ def _overhead(
         for i in range(rounds):
             for config in ("off", "on"):
                 progress(f"overhead: round {i + 1}/{rounds}, observability {config}")
+                load_1m = round(os.getloadavg()[0], 2)
                 r = gen.run(
                     port=ports[config],
                     host_header="hello.localhost",
                     concurrency=concurrency,
                     duration_s=duration_s,
                 ).result
-                done.append({"config": config, **r})
+                done.append({"config": config, "load_avg_1m": load_1m, **r})
         # The baseline really ran without telemetry: its hub sees no telemetry connection.
         shipping = {
             label: sorted(io.telemetry_bytes(state, list(planet["regions"])))
@@ -337,7 +338,8 @@ def _overhead(
     report["load_generator"] = gen.describe(concurrency=concurrency, duration_s=duration_s)
     report["off_up_args"] = list(OFF_UP_ARGS)
     report["rounds_run"] = [
-        {k: r[k] for k in ("config", "rps", "p50_ms", "p99_ms", "errors")} for r in done
+        {k: r[k] for k in ("config", "rps", "p50_ms", "p99_ms", "errors", "load_avg_1m")}
+        for r in done
     ]
     return report
 
@@ -462,15 +464,16 @@ def _healthy(p: _Planet, healthy_s: float, rps: float, progress: Progress) -> di
     def tick(done: int, total: int) -> None:
         progress(f"healthy run: {done}/{total} requests of edgefn load traffic")
 
-    load = asyncio.run(
-        run_load(
-            entry_url=p.info["entry_url"],
-            name="healthy",
-            rps=rps,
-            duration_s=healthy_s,
-            on_progress=tick,
+    with io.LoadAverage() as machine:
+        load = asyncio.run(
+            run_load(
+                entry_url=p.info["entry_url"],
+                name="healthy",
+                rps=rps,
+                duration_s=healthy_s,
+                on_progress=tick,
+            )
         )
-    )
     bytes1, t1 = p.bytes_now()
     progress("healthy run: letting the last rollups be judged")
     time.sleep(HEALTHY_DRAIN_S)
@@ -486,6 +489,7 @@ def _healthy(p: _Planet, healthy_s: float, rps: float, progress: Progress) -> di
         "serving_bytes_per_node_per_minute": bytes_per_minute(
             bytes0, bytes1, wall_s=t1 - t0, nodes=list(p.urls)
         ),
+        "machine_load_avg_1m": machine.summary(),
         "incidents_total": len(found),
         "incidents_opened_during_run": len([i for i in found if i["id"] not in before_ids]),
         "incidents": [
