@@ -499,7 +499,7 @@ def _healthy(p: _Planet, healthy_s: float, rps: float, progress: Progress) -> di
 
 
 def _load_brief(summary: Mapping[str, Any]) -> dict[str, Any]:
-    keep = ("requests", "ok", "errors", "status", "served_by", "latency_ms")
+    keep = ("requests", "overall", "status", "served_by")
     return {k: summary[k] for k in keep if k in summary}
 
 

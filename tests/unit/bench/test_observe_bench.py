@@ -60,7 +60,7 @@ def test_overhead_is_the_median_of_adjacent_off_on_pairs() -> None:
     assert out["p99_ratio_on_vs_off"] == 1.2
     assert out["off"]["rounds"] == out["on"]["rounds"] == 3
     # An (on, off) pair is not a pair: only off followed by on counts.
-    assert overhead_report([_round("on", 500), _round("off", 1000)] + rounds[:2])[
+    assert overhead_report([_round("on", 500), _round("off", 1000), *rounds[:2]])[
         "pair_ratios"
     ] == [0.99]
 
