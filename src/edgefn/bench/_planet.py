@@ -50,14 +50,30 @@ def _free_port() -> int:
 
 @contextmanager
 def detached_planet(
-    *, locations: int, prefix: str, emulate_rtt: bool = True, keep: bool = False
+    *,
+    locations: int,
+    prefix: str,
+    emulate_rtt: bool = True,
+    keep: bool = False,
+    topology: str | None = None,
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[tuple[dict[str, Any], Path]]:
-    """A running planet of ``locations`` locations; every process stopped by pid afterwards."""
+    """A running planet of ``locations`` locations; every process stopped by pid afterwards.
+
+    ``topology`` (the text of a topology TOML file) picks the locations instead; ``extra_args``
+    are further ``edgefn up`` options (e.g. ``--incident-routes FILE``, ``--no-telemetry``).
+    """
     state = Path(tempfile.mkdtemp(prefix=prefix))
     planet: dict[str, Any] = {}
-    args = ["up", "--detach", "--locations", str(locations), "--entry-port", str(_free_port())]
+    args = ["up", "--detach", "--entry-port", str(_free_port())]
+    if topology is not None:
+        (state.parent / f"{state.name}-topology.toml").write_text(topology)
+        args += ["--topology", str(state.parent / f"{state.name}-topology.toml")]
+    else:
+        args += ["--locations", str(locations)]
     if not emulate_rtt:
         args.append("--no-emulate-rtt")
+    args += list(extra_args)
     try:
         planet = cli(*args, state_dir=state)
         yield planet, state
@@ -75,3 +91,4 @@ def detached_planet(
                 pass
         if not keep:
             shutil.rmtree(state, ignore_errors=True)
+            (state.parent / f"{state.name}-topology.toml").unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""``edgefn bench runtime|deploy|chaos|planet``: benchmarks (JSON, committed under benchmarks/results/)."""
+"""``edgefn bench runtime|deploy|chaos|planet|observe``: benchmarks (JSON, committed under benchmarks/results/)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("deploy")(bench_deploy)
     bench.command("chaos")(bench_chaos)
     bench.command("planet")(bench_planet)
+    bench.command("observe")(bench_observe)
 
 
 def bench_chaos(
@@ -376,3 +377,116 @@ def _print_scaling(table: dict[str, Any]) -> None:
         ["activity", *(f"N={n}" for n in ns), "exponent"],
         rows,
     )
+
+
+def bench_observe(
+    part: Annotated[str, typer.Option(help="all, overhead (on vs off) or planet")] = "all",
+    locations: Annotated[int, typer.Option(help="Locations of the planet part")] = 12,
+    failing: Annotated[int, typer.Option(help="Locations (in eu-west) where a function fails")] = 5,
+    healthy_seconds: Annotated[
+        float, typer.Option(help="Seconds of edgefn load traffic on the healthy planet")
+    ] = 60.0,
+    healthy_rps: Annotated[float, typer.Option(help="Requests/s of the healthy run")] = 40.0,
+    idle_seconds: Annotated[float, typer.Option(help="Seconds of the idle bytes window")] = 30.0,
+    tail_events: Annotated[int, typer.Option(help="Tail events timed")] = 100,
+    stats_trials: Annotated[int, typer.Option(help="Requests timed into edgefn stats")] = 6,
+    rounds: Annotated[
+        int, typer.Option(help="Overhead rounds per configuration (off, on, ...)")
+    ] = 4,
+    duration: Annotated[float, typer.Option(help="Seconds of wrk per overhead round")] = 5.0,
+    concurrency: Annotated[int, typer.Option(help="wrk connections")] = 32,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
+) -> None:
+    """Observability: node throughput on vs off, rollup bytes, request → tail/stats, fault → incident.
+
+    With --json the result is also written to benchmarks/results/observe.json.
+    """
+    from edgefn.bench import observe
+
+    _check_observe(part, locations, failing, healthy_seconds, healthy_rps, idle_seconds)
+    if tail_events < 1 or stats_trials < 1 or rounds < 1 or duration < 1 or concurrency < 1:
+        fail(
+            "--tail-events, --stats-trials, --rounds and --concurrency must be >= 1, "
+            "--duration >= 1 s",
+            hint="e.g. --rounds 4 --duration 5",
+        )
+    kwargs: dict[str, Any] = {
+        "part": part,
+        "locations": locations,
+        "failing": failing,
+        "healthy_s": healthy_seconds,
+        "healthy_rps": healthy_rps,
+        "idle_s": idle_seconds,
+        "tail_events": tail_events,
+        "stats_trials": stats_trials,
+        "rounds": rounds,
+        "duration_s": duration,
+        "concurrency": concurrency,
+    }
+    try:
+        result = observe.run(**kwargs) if json_out else _planet_with_progress(observe, kwargs)
+    except EdgefnError as err:
+        fail_from(err)
+    target = out or (Path("benchmarks/results/observe.json") if json_out else None)
+    if target is not None:
+        _write_json(target, result)
+    if json_out:
+        emit_json(result)
+    else:
+        _print_observe(result)
+
+
+def _check_observe(
+    part: str, locations: int, failing: int, healthy_s: float, rps: float, idle_s: float
+) -> None:
+    if part not in ("all", "overhead", "planet"):
+        fail(f"--part {part!r} is not known", hint="use all, overhead or planet")
+    if not 2 <= locations <= 30:
+        fail(f"--locations {locations} is out of range", hint="use 2 to 30 (default 12)")
+    if not 1 <= failing < locations or failing > 20:
+        fail(
+            f"--failing {failing} must be from 1 to {min(20, locations - 1)} "
+            f"(fewer than --locations {locations})",
+            hint="e.g. --locations 12 --failing 5",
+        )
+    if healthy_s < 1 or rps <= 0 or idle_s < 1:
+        fail(
+            "--healthy-seconds and --idle-seconds must be >= 1, --healthy-rps > 0",
+            hint="e.g. --healthy-seconds 600 --healthy-rps 40",
+        )
+
+
+def _print_observe(result: dict[str, Any]) -> None:
+    rows: list[list[Any]] = []
+    if "overhead" in result:
+        o = result["overhead"]
+        for config in ("off", "on"):
+            c = o[config]
+            rows.append(
+                [
+                    f"node, observability {config}: rps (p50 / p99)",
+                    f"{c['rps_median']} ({c['p50_ms_median']} / {c['p99_ms_median']} ms)",
+                ]
+            )
+        rows.append(["throughput on / off (median of pairs)", o["ratio_on_vs_off"]])
+    if "planet" in result:
+        pl, h = result["planet"], result["healthy"]
+        idle, serving = pl["idle_bytes_per_node_per_minute"], h["serving_bytes_per_node_per_minute"]
+        rows += [
+            ["planet locations / up in", f"{len(pl['locations'])} / {pl['planet_up_s']} s"],
+            ["rollup bytes/node/min idle (mean / max)", f"{idle['mean']} / {idle['max']}"],
+            ["rollup bytes/node/min serving", f"{serving['mean']} / {serving['max']}"],
+            ["request -> tail p50 / p99", _p50_p99(pl["tail"]["latency_ms"])],
+            ["request -> stats p50 / p99", _p50_p99(pl["stats"]["latency_ms"])],
+            [f"healthy run ({h['seconds']:g} s) incidents", h["incidents_total"]],
+            ["fault -> incident", f"{result['fault']['incident_s']} s"],
+            ["fault -> webhook", f"{result['fault']['webhook_s']} s"],
+        ]
+    for name, t in result["targets"].items():
+        rows.append([f"target {name}", f"{t['value']} ({'met' if t['met'] else 'MISSED'})"])
+    print_table("edgefn bench observe", ["measure", "value"], rows)
+
+
+def _p50_p99(s: dict[str, Any]) -> str:
+    return f"{s['p50']} / {s['p99']} ms (n={s['n']})"

@@ -136,6 +136,10 @@ def up(
     tracing: Annotated[
         bool, typer.Option(help="Nodes record spans of requests (tail-sampled)")
     ] = True,
+    telemetry: Annotated[
+        bool,
+        typer.Option(help="Rollups and live tail on every node (--no-telemetry: a bench baseline)"),
+    ] = True,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -153,6 +157,7 @@ def up(
     node_args: tuple[str, ...] = ("--isolation", isolation, "--kv-wait-ms", str(kv_wait_ms))
     if not tracing:
         node_args += ("--no-tracing",)
+    node_args += () if telemetry else ("--no-telemetry",)
     core_args: tuple[str, ...] = (
         "--gate-min-requests",
         str(gate_min_requests),

@@ -367,6 +367,10 @@ def node(
     tracing: Annotated[
         bool, typer.Option(help="Record spans of requests (tail-sampled, shipped to the core)")
     ] = True,
+    telemetry: Annotated[
+        bool,
+        typer.Option(help="Record and ship rollups, serve live tail (--no-telemetry: neither)"),
+    ] = True,
 ) -> None:
     """Run one edge location: HTTP ingress, sandbox pool and the desired-state agent."""
     from edgefn._loop import run
@@ -405,6 +409,7 @@ def node(
             kv_wait_s=kv_wait_ms / 1000,
             clock_skew_ms=clock_skew_ms,
             tracing=tracing,
+            telemetry=telemetry,
         )
     )
 

@@ -59,7 +59,9 @@ class NodeConfig:
 
     ``secret`` is the planet secret (None: a node run by hand, with no internal listener and no
     signed forwards); ``traffic`` None runs the node without routing or admission. ``tracing``
-    False records no spans at all (``edgefn bench observe`` compares throughput both ways).
+    False records no spans at all; ``telemetry`` False records no rollups and offers no tail
+    events, and neither the shipper nor the tail publisher starts (``edgefn node --no-tracing
+    --no-telemetry``: the baseline of ``edgefn bench observe``).
     """
 
     location: str
@@ -79,6 +81,7 @@ class NodeConfig:
     secret: bytes | None = field(default=None, repr=False)
     metrics_token: str | None = field(default=None, repr=False)
     tracing: bool = True
+    telemetry: bool = True
 
 
 class AssembledNode:
@@ -114,11 +117,13 @@ class AssembledNode:
         await self.node.start()
         self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
         await self.agent.start()
-        await self.tail.start(list(self.config.nats_urls))
+        if self.config.telemetry:
+            await self.tail.start(list(self.config.nats_urls))
         if self.traffic is not None:
             await self.traffic.start(list(self.config.nats_urls), url=self.node.url)
             self._traffic_started = True
-        await self.telemetry.start()
+        if self.config.telemetry:
+            await self.telemetry.start()
         if self.traces is not None:
             await self.traces.start()
 
@@ -184,8 +189,8 @@ def build_node(config: NodeConfig) -> AssembledNode:
         traffic=traffic,
         kv_handler=kv.handle_call,
         kv_http=kv.asgi,
-        telemetry=accumulator,
-        tail=tail,
+        telemetry=accumulator if config.telemetry else None,
+        tail=tail if config.telemetry else None,
         tracer=tracer,
     )
     agent = NodeAgent(

@@ -333,6 +333,7 @@ async def run_node(
     kv_wait_s: float = 2.0,
     clock_skew_ms: int = 0,
     tracing: bool = True,
+    telemetry: bool = True,
 ) -> None:
     """One edge node and its agent, KV and traffic parts (built by planet/assembly.py)."""
     # The planet secret signs forwards and opens the internal listener; without it (a node run
@@ -361,6 +362,7 @@ async def run_node(
         secret=secret,
         metrics_token=metrics_token,
         tracing=tracing,
+        telemetry=telemetry,
     )
     assembled = build_node(config)
     node = assembled.node

@@ -8,6 +8,7 @@ the first request of a planet.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,19 @@ async def test_a_node_without_traffic_options_serves_every_request_itself(
         assert assembled.node.kv_handler == assembled.kv.handle_call
     finally:
         await _closed(assembled)
+
+
+async def test_a_node_without_telemetry_records_and_tails_nothing(tmp_path: Path) -> None:
+    """``telemetry=False`` (``edgefn node --no-telemetry``, the baseline of ``edgefn bench
+    observe``): the request path gets neither the accumulator nor the tail publisher; the
+    default node gets both. (That the shipper does not connect: the bench checks the hub.)"""
+    on = build_node(_config(tmp_path / "on", None, None))
+    off = build_node(replace(_config(tmp_path / "off", None, None), telemetry=False))
+    try:
+        assert on.node._path.telemetry is not None
+        assert on.node._path.tail is on.tail
+        assert off.node._path.telemetry is None
+        assert off.node._path.tail is None
+    finally:
+        await _closed(on)
+        await _closed(off)
