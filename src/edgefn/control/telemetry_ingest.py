@@ -16,19 +16,15 @@ called with every rollup stored (the incident detector, control/incidents_driver
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
 from edgefn._loop import cancel_and_wait
-from edgefn.bus.jetstream import jetstream
+from edgefn.bus.node_stream import NodeStream, consume, settle, subject_location
 from edgefn.bus.subjects import TELEMETRY_ALL, TELEMETRY_STREAM
 from edgefn.observe import JsonLog
 from edgefn.observe.rollup import BadRollup, Rollup, decode_rollup
@@ -36,10 +32,15 @@ from edgefn.observe.telemetry_store import TelemetryStore
 
 __all__ = ["IngestStatistics", "TelemetryIngest"]
 
-_STREAM_BYTES_MAX = 256 * 1024 * 1024
-_DUPLICATE_WINDOW_S = 600.0
+_STREAM = NodeStream(
+    name=TELEMETRY_STREAM,
+    subjects=TELEMETRY_ALL,
+    durable="telemetry-core",
+    max_bytes=256 * 1024 * 1024,
+    duplicate_window_s=600.0,
+    max_ack_pending=1024,
+)
 _COMPACT_EVERY_S = 60.0
-_DURABLE = "telemetry-core"
 
 
 def _wall_ms() -> int:
@@ -80,27 +81,7 @@ class TelemetryIngest:
         self._bytes: dict[str, int] = {}
 
     async def start(self) -> None:
-        js = jetstream(self._nc)
-        config = StreamConfig(
-            name=TELEMETRY_STREAM,
-            subjects=[TELEMETRY_ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_bytes=_STREAM_BYTES_MAX,
-            discard=DiscardPolicy.OLD,
-            duplicate_window=_DUPLICATE_WINDOW_S,
-            num_replicas=self._replicas,
-        )
-        with contextlib.suppress(BadRequestError):  # exists already (a restarted core)
-            await js.add_stream(config)
-        await js.subscribe(
-            TELEMETRY_ALL,
-            durable=_DURABLE,
-            stream=TELEMETRY_STREAM,
-            cb=self._on_message,
-            manual_ack=True,
-            config=ConsumerConfig(ack_wait=30.0, max_ack_pending=1024),
-        )
+        await consume(self._nc, _STREAM, replicas=self._replicas, cb=self._on_message)
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="telemetry-compact"))
 
     async def stop(self) -> None:
@@ -108,7 +89,7 @@ class TelemetryIngest:
 
     async def _on_message(self, msg: Msg) -> None:
         self._received += 1
-        location = msg.subject.rsplit(".", 1)[-1]
+        location = subject_location(msg.subject)
         try:
             rollup = decode_rollup(msg.data)
             if rollup.location != location:
@@ -116,8 +97,7 @@ class TelemetryIngest:
         except BadRollup as err:
             self._rejected += 1
             self._log.emit("warn", event="telemetry_rejected", subject=msg.subject, error=str(err))
-            with contextlib.suppress(NatsError):
-                await msg.term()
+            await settle(msg, ok=False)
             return
         if self.store.ingest(rollup, now_ms=_wall_ms()):
             self._stored += 1
@@ -129,9 +109,7 @@ class TelemetryIngest:
                     self._log.emit("error", event="telemetry_hook_failed", error=repr(err))
         else:
             self._duplicates += 1
-        # A lost ack means a redelivery, which the store refuses as a duplicate.
-        with contextlib.suppress(NatsError):
-            await msg.ack()
+        await settle(msg, ok=True)
 
     async def _compact_loop(self) -> None:
         while True:

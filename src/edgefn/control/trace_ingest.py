@@ -15,18 +15,14 @@ the :class:`~edgefn.control.otlp_export.OtlpExport` when a collector is configur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import Error as NatsError
-from nats.js.api import ConsumerConfig, DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
 
 from edgefn._loop import cancel_and_wait
-from edgefn.bus.jetstream import jetstream
+from edgefn.bus.node_stream import NodeStream, consume, settle, subject_location
 from edgefn.bus.subjects import TRACES_ALL, TRACES_STREAM
 from edgefn.control.otlp_export import OtlpExport
 from edgefn.observe import JsonLog
@@ -35,10 +31,15 @@ from edgefn.observe.spans import BadBatch, decode_batch
 
 __all__ = ["TraceIngest", "TraceIngestStatistics"]
 
-_STREAM_BYTES_MAX = 128 * 1024 * 1024
-_DUPLICATE_WINDOW_S = 120.0
+_STREAM = NodeStream(
+    name=TRACES_STREAM,
+    subjects=TRACES_ALL,
+    durable="traces-core",
+    max_bytes=128 * 1024 * 1024,
+    duplicate_window_s=120.0,
+    max_ack_pending=256,
+)
 _COMPACT_EVERY_S = 60.0
-_DURABLE = "traces-core"
 
 
 def _wall_ms() -> int:
@@ -75,27 +76,7 @@ class TraceIngest:
         self._rejected = 0
 
     async def start(self) -> None:
-        js = jetstream(self._nc)
-        config = StreamConfig(
-            name=TRACES_STREAM,
-            subjects=[TRACES_ALL],
-            retention=RetentionPolicy.WORK_QUEUE,
-            storage=StorageType.FILE,
-            max_bytes=_STREAM_BYTES_MAX,
-            discard=DiscardPolicy.OLD,
-            duplicate_window=_DUPLICATE_WINDOW_S,
-            num_replicas=self._replicas,
-        )
-        with contextlib.suppress(BadRequestError):  # exists already (a restarted core)
-            await js.add_stream(config)
-        await js.subscribe(
-            TRACES_ALL,
-            durable=_DURABLE,
-            stream=TRACES_STREAM,
-            cb=self._on_message,
-            manual_ack=True,
-            config=ConsumerConfig(ack_wait=30.0, max_ack_pending=256),
-        )
+        await consume(self._nc, _STREAM, replicas=self._replicas, cb=self._on_message)
         if self.export is not None:
             await self.export.start()
         self._tasks.append(asyncio.create_task(self._compact_loop(), name="traces-compact"))
@@ -107,7 +88,7 @@ class TraceIngest:
 
     async def _on_message(self, msg: Msg) -> None:
         self._received += 1
-        location = msg.subject.rsplit(".", 1)[-1]
+        location = subject_location(msg.subject)
         try:
             batch = decode_batch(msg.data)
             if batch.location != location:
@@ -115,15 +96,13 @@ class TraceIngest:
         except BadBatch as err:
             self._rejected += 1
             self._log.emit("warn", event="traces_rejected", subject=msg.subject, error=str(err))
-            with contextlib.suppress(NatsError):
-                await msg.term()
+            await settle(msg, ok=False)
             return
         new = self.store.ingest(batch.spans, now_ms=_wall_ms())
         self._stored += len(new)
         if new and self.export is not None:
             self.export.offer(new)
-        with contextlib.suppress(NatsError):
-            await msg.ack()
+        await settle(msg, ok=True)
 
     async def _compact_loop(self) -> None:
         while True:

@@ -24,13 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from nats.aio.client import Client
-from nats.errors import Error as NatsError
-from nats.js.client import JetStreamContext
-from nats.js.errors import Error as JsError
-
-from edgefn.bus.errors import BusError
-from edgefn.bus.jetstream import connect, jetstream
+from edgefn.bus.node_stream import StreamPublisher
 from edgefn.bus.subjects import telemetry_subject
 from edgefn.observe import JsonLog
 from edgefn.observe.rollup import Accumulator, Rollup, RollupBuffer, encode_rollup
@@ -38,8 +32,6 @@ from edgefn.observe.rollup import Accumulator, Rollup, RollupBuffer, encode_roll
 __all__ = ["ShipperStatistics", "TelemetryShipper", "new_accumulator"]
 
 INTERVAL_S = 5.0
-_PUBLISH_TIMEOUT_S = 3.0
-_CONNECT_RETRY_S = 2.0
 _STOP_WAIT_S = 3.0
 
 
@@ -86,12 +78,10 @@ class TelemetryShipper:
         self.buffer = buffer or RollupBuffer()
         self._log = log
         self._clock_ms = clock_ms
-        self._nc: Client | None = None
-        self._js: JetStreamContext | None = None
+        self._out = StreamPublisher(
+            nats_urls, name=f"telemetry-{accumulator.location}", subject=self.subject, log=log
+        )
         self._task: asyncio.Task[None] | None = None
-        self._failures = 0
-        self._bytes = 0
-        self._sent = 0
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"telemetry-{self.location}")
@@ -101,24 +91,15 @@ class TelemetryShipper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, _STOP_WAIT_S)
-        if self._js is not None:
+        if self._out.ready:
             # One last cut and a short try to send it: a clean stop loses nothing it can help.
             self._cut()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), _STOP_WAIT_S)
-        if self._nc is not None:
-            with contextlib.suppress(NatsError, OSError, TimeoutError):
-                await asyncio.wait_for(self._nc.close(), _STOP_WAIT_S)
+        await self._out.close()
 
     async def _run(self) -> None:
-        while self._js is None:
-            try:
-                self._nc = await connect(
-                    self.nats_urls, name=f"telemetry-{self.location}", connect_deadline_s=5
-                )
-                self._js = jetstream(self._nc, timeout_s=_PUBLISH_TIMEOUT_S)
-            except BusError:
-                await asyncio.sleep(_CONNECT_RETRY_S)
+        await self._out.connect()
         while True:
             await asyncio.sleep(self.interval_s)
             self._cut()
@@ -137,39 +118,25 @@ class TelemetryShipper:
                 return
 
     async def _publish(self, rollup: Rollup) -> bool:
-        assert self._js is not None
-        data = encode_rollup(rollup)
-        try:
-            await self._js.publish(
-                self.subject,
-                data,
-                timeout=_PUBLISH_TIMEOUT_S,
-                headers={"Nats-Msg-Id": rollup.rollup_id},
-            )
-        except (NatsError, JsError, OSError, TimeoutError) as err:
-            self._failures += 1
-            if self._failures % 20 == 1:  # one line per partition, not one per retry
-                self._log.emit(
-                    "warn",
-                    event="telemetry_unsent",
-                    error=f"{type(err).__name__}: {err}",
-                    buffered=self.buffer.statistics().buffered,
-                )
-            return False
-        self._bytes += len(data)
-        self._sent += 1
-        self.buffer.acked(rollup.rollup_id)
-        return True
+        ok = await self._out.publish(
+            encode_rollup(rollup),
+            rollup.rollup_id,
+            event="telemetry_unsent",
+            context=lambda: {"buffered": self.buffer.statistics().buffered},
+        )
+        if ok:
+            self.buffer.acked(rollup.rollup_id)
+        return ok
 
     def statistics(self) -> ShipperStatistics:
         b = self.buffer.statistics()
         return ShipperStatistics(
-            connected=bool(self._nc is not None and self._nc.is_connected),
+            connected=self._out.connected,
             buffered=b.buffered,
             requests_buffered=b.requests_buffered,
             merged_total=b.merged_total,
             acked_total=b.acked_total,
-            publish_failures_total=self._failures,
-            bytes_sent_total=self._bytes,
-            rollups_sent_total=self._sent,
+            publish_failures_total=self._out.failures,
+            bytes_sent_total=self._out.bytes_sent,
+            rollups_sent_total=self._out.sent,
         )

@@ -19,13 +19,7 @@ import asyncio
 import contextlib
 import os
 
-from nats.aio.client import Client
-from nats.errors import Error as NatsError
-from nats.js.client import JetStreamContext
-from nats.js.errors import Error as JsError
-
-from edgefn.bus.errors import BusError
-from edgefn.bus.jetstream import connect, jetstream
+from edgefn.bus.node_stream import StreamPublisher
 from edgefn.bus.subjects import traces_subject
 from edgefn.edge.tracing import NodeTracer
 from edgefn.observe import JsonLog
@@ -34,8 +28,6 @@ from edgefn.observe.spans import MAX_SPANS_PER_BATCH, TraceBatch, encode_batch
 __all__ = ["INTERVAL_S", "TraceShipper"]
 
 INTERVAL_S = 1.0
-_PUBLISH_TIMEOUT_S = 3.0
-_CONNECT_RETRY_S = 2.0
 _STOP_WAIT_S = 3.0
 # Batches sent back to back per interval before the shipper yields again (bounded work a tick).
 _BATCHES_PER_TICK = 8
@@ -60,12 +52,22 @@ class TraceShipper:
         self._log = log
         self._epoch = os.urandom(6).hex()
         self._seq = 0
-        self._nc: Client | None = None
-        self._js: JetStreamContext | None = None
+        self._out = StreamPublisher(
+            nats_urls, name=f"traces-{tracer.location}", subject=self.subject, log=log
+        )
         self._task: asyncio.Task[None] | None = None
-        self.failures = 0
-        self.bytes_sent = 0
-        self.batches_sent = 0
+
+    @property
+    def failures(self) -> int:
+        return self._out.failures
+
+    @property
+    def bytes_sent(self) -> int:
+        return self._out.bytes_sent
+
+    @property
+    def batches_sent(self) -> int:
+        return self._out.sent
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"traces-{self.location}")
@@ -75,22 +77,13 @@ class TraceShipper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.wait_for(self._task, _STOP_WAIT_S)
-        if self._js is not None:
+        if self._out.ready:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.flush(), _STOP_WAIT_S)
-        if self._nc is not None:
-            with contextlib.suppress(NatsError, OSError, TimeoutError):
-                await asyncio.wait_for(self._nc.close(), _STOP_WAIT_S)
+        await self._out.close()
 
     async def _run(self) -> None:
-        while self._js is None:
-            try:
-                self._nc = await connect(
-                    self.nats_urls, name=f"traces-{self.location}", connect_deadline_s=5
-                )
-                self._js = jetstream(self._nc, timeout_s=_PUBLISH_TIMEOUT_S)
-            except BusError:
-                await asyncio.sleep(_CONNECT_RETRY_S)
+        await self._out.connect()
         while True:
             await asyncio.sleep(self.interval_s)
             await self.flush()
@@ -108,25 +101,9 @@ class TraceShipper:
                 return
 
     async def _publish(self, batch: TraceBatch) -> bool:
-        assert self._js is not None
-        data = encode_batch(batch)
-        try:
-            await self._js.publish(
-                self.subject,
-                data,
-                timeout=_PUBLISH_TIMEOUT_S,
-                headers={"Nats-Msg-Id": batch.batch_id},
-            )
-        except (NatsError, JsError, OSError, TimeoutError) as err:
-            self.failures += 1
-            if self.failures % 20 == 1:  # one line per partition, not one per retry
-                self._log.emit(
-                    "warn",
-                    event="traces_unsent",
-                    error=f"{type(err).__name__}: {err}",
-                    outbox=self.tracer.statistics().outbox_spans,
-                )
-            return False
-        self.bytes_sent += len(data)
-        self.batches_sent += 1
-        return True
+        return await self._out.publish(
+            encode_batch(batch),
+            batch.batch_id,
+            event="traces_unsent",
+            context=lambda: {"outbox": self.tracer.statistics().outbox_spans},
+        )
