@@ -165,6 +165,7 @@ class AnycastEntry:
             trust_env=False,
         )
         self._server: uvicorn.Server | None = None
+        self._sock: socket.socket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._url: str | None = None
         self._counts = {
@@ -184,6 +185,10 @@ class AnycastEntry:
     def url(self) -> str:
         assert self._url is not None, "start() the entry first"
         return self._url
+
+    @property
+    def started(self) -> bool:
+        return self._url is not None
 
     def set_locations(self, locations: Sequence[EntryLocation]) -> None:
         """Replace the location table; unchanged locations keep their health."""
@@ -219,8 +224,15 @@ class AnycastEntry:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        assert self._server is None, "already started"
+    def bind(self) -> None:
+        """Reserve the listening port now (idempotent); :meth:`start` serves on it later.
+
+        The supervisor binds before it starts any other process: a planet starting makes
+        hundreds of outbound connections whose ephemeral local ports could otherwise take a
+        port picked a moment earlier, and a port already in use should fail the start at once.
+        """
+        if self._sock is not None:
+            return
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -231,6 +243,13 @@ class AnycastEntry:
                 f"anycast entry cannot listen on {self._host}:{self._port}: {err.strerror}",
                 hint="another planet or program holds the port; stop it or pick another port",
             ) from None
+        self._sock = sock
+
+    async def start(self) -> None:
+        assert self._server is None, "already started"
+        self.bind()
+        sock = self._sock
+        assert sock is not None
         config = uvicorn.Config(
             self._asgi,
             interface="asgi3",
@@ -260,6 +279,9 @@ class AnycastEntry:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
+        if self._sock is not None and self._server is None:
+            self._sock.close()  # bound, never served
+        self._sock = None
 
     async def __aenter__(self) -> AnycastEntry:
         await self.start()

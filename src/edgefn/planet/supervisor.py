@@ -264,6 +264,7 @@ class Planet:
         )
         self.files = files
         self.secret = read_secret(files.secret_file)
+        self._bind_entry()
         core_site = self.locations[0]
         self.progress(
             f"starting core ({self.core_servers} nats-server with JetStream + control API)"
@@ -373,13 +374,16 @@ class Planet:
         if errors:
             raise errors[0]
 
-    async def _start_entry(self) -> None:
+    def _bind_entry(self) -> None:
+        """Reserve the entry's port before anything else starts (see AnycastEntry.bind)."""
         self.entry = AnycastEntry(
-            self._entry_locations(),
-            port=self.entry_port,
-            emulate_rtt=self.emulate_rtt,
-            secret=self.secret,
+            [], port=self.entry_port, emulate_rtt=self.emulate_rtt, secret=self.secret
         )
+        self.entry.bind()
+
+    async def _start_entry(self) -> None:
+        assert self.entry is not None
+        self.entry.set_locations(self._entry_locations())
         try:
             await self.entry.start()
         except OSError as err:
@@ -539,7 +543,7 @@ class Planet:
             "state_dir": str(self.state_dir),
             "api_url": self.core.info["api_url"],
             "core": {"pid": self.core.pid, "at": self.locations[0].id, **self.core.info},
-            "entry_url": self.entry.url if self.entry else "",
+            "entry_url": self.entry.url if self.entry is not None and self.entry.started else "",
             "links_url": self.links.control_url if self.links else "",
             "credentials": str(self.state_dir / "credentials.json"),
             "secret_file": str(self.state_dir / "planet-secret"),
