@@ -134,7 +134,7 @@ class RequestPath:
             await self._handle(scope, receive, send, None)
             return
         span = server_span(tracer, scope, self.location)
-        traced = TracedSend(send, span)
+        traced = TracedSend(send, span, scope, self.location)
         try:
             await self._handle(scope, receive, traced, span)
         except BaseException:
@@ -241,6 +241,10 @@ class RequestPath:
         t0: float,
         parent: Span | None,
     ) -> None:
+        if self.tracer is None or parent is None:
+            await self._invoke(scope, send, rid, headers, body, active, t0, None)
+            return
+
         async def run(headers: list[tuple[str, str]], span: Span | None) -> None:
             await self._invoke(scope, send, rid, headers, body, active, t0, span)
 

@@ -10,7 +10,6 @@ the node that produced it, not here.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 from edgefn.edge.listener import Scope
 from edgefn.edge.request_context import RequestContext
@@ -62,11 +61,27 @@ class RequestRecorder:
             self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
             # A relayed forward's answer is counted and tailed by the node that produced it.
             if not relayed:
-                done = _Answered(rid, scope, name, version, status, duration_ms, cold)
+                client = _client_location(scope)
                 if self.telemetry is not None:
-                    self._record(self.telemetry, done)
+                    self._record(
+                        self.telemetry, rid, name, version, status, duration_ms, cold, client
+                    )
                 if self.tail is not None and self.tail.watching(name):
-                    self._tail(self.tail, done)
+                    # Only for a function a tail session watches: the hot path pays one lookup.
+                    self.tail.offer(
+                        TailRequest(
+                            request_id=rid,
+                            ts_ms=self.tail.stamp(),
+                            function=name,
+                            version=version,
+                            method=scope["method"],
+                            path=scope["path"],
+                            status=status,
+                            duration_ms=duration_ms,
+                            cold=cold,
+                            client=client,
+                        )
+                    )
         if self.access_log:
             self.log.emit(
                 "access",
@@ -80,58 +95,40 @@ class RequestRecorder:
                 duration_ms=round(duration_ms, 3),
             )
 
-    def _record(self, telemetry: Accumulator, done: _Answered) -> None:
+    def _record(
+        self,
+        telemetry: Accumulator,
+        rid: str,
+        name: str,
+        version: str,
+        status: int,
+        duration_ms: float,
+        cold: bool,
+        client: str,
+    ) -> None:
         """One answered request into the telemetry rollup.
 
         The client's position is the header as it arrived: the entry's signed ``lat,lon``, or
         what a direct client said about itself (which the traffic driver signs as is, too).
         """
-        ctx = self._requests.get(done.request_id)
+        ctx = self._requests.get(rid)
         kv, sub, cpu = (ctx.kv_ops, ctx.subrequests, ctx.cpu_us) if ctx is not None else (0, 0, 0)
         telemetry.record(
-            done.function,
-            done.version,
-            done.status,
-            client_region(done.client_location()),
-            done.duration_ms,
-            cold=done.cold,
+            name,
+            version,
+            status,
+            client_region(client),
+            duration_ms,
+            cold=cold,
             kv_ops=kv,
             subrequests=sub,
             # A worker's figure is not trusted beyond this: never more than the wall time.
-            cpu_us=max(0, min(cpu, round(done.duration_ms * 1000))),
-        )
-
-    @staticmethod
-    def _tail(tail: TailPublisher, done: _Answered) -> None:
-        # Only for a function a tail session watches: the hot path pays one dict lookup.
-        tail.offer(
-            TailRequest(
-                request_id=done.request_id,
-                ts_ms=tail.stamp(),
-                function=done.function,
-                version=done.version,
-                method=done.scope["method"],
-                path=done.scope["path"],
-                status=done.status,
-                duration_ms=done.duration_ms,
-                cold=done.cold,
-                client=done.client_location(),
-            )
+            cpu_us=max(0, min(cpu, round(duration_ms * 1000))),
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Answered:
-    """A function request this node answered, as telemetry and the tail record it."""
-
-    request_id: str
-    scope: Scope
-    function: str
-    version: str
-    status: int
-    duration_ms: float
-    cold: bool
-
-    def client_location(self) -> str:
-        raw = next((v for k, v in self.scope["headers"] if k == _CLIENT_LOCATION), b"")
-        return raw.decode("latin-1")
+def _client_location(scope: Scope) -> str:
+    for k, v in scope["headers"]:
+        if k == _CLIENT_LOCATION:
+            return str(v.decode("latin-1"))
+    return ""

@@ -34,70 +34,82 @@ TRACE_ID_HEADER = b"x-edgefn-trace-id"
 
 
 def server_span(tracer: NodeTracer, scope: Scope, location: str) -> Span:
-    """The request's server span: a child of the client's valid ``traceparent``, else a new trace."""
+    """The request's server span: a child of the client's valid ``traceparent``, else a new trace.
+
+    Its attributes are built only if the trace is kept (:meth:`TracedSend.fill`); the decision
+    needs the status alone, which :func:`end_server_span` sets.
+    """
     parent = state = None
     for k, v in scope["headers"]:
         if k == b"traceparent":
             parent = v.decode("latin-1")
         elif k == b"tracestate":
             state = v.decode("latin-1")
-    method = scope["method"]
-    attributes: dict[str, str | int | float | bool] = {
-        "http.request.method": method,
-        "url.path": scope["path"][:256],
-        "url.scheme": scope.get("scheme", "http"),
-        "edgefn.location": location,
-    }
-    return tracer.server(method, parent, state, attributes)
+    return tracer.server(scope["method"], parent, state, {})
 
 
 def end_server_span(tracer: NodeTracer, span: Span, traced: TracedSend) -> None:
-    """End the server span with what the response said (status, request id, version, cold)."""
-    a = span.attributes
+    """End the server span with the response's status; the rest is filled in if it is kept."""
     status = traced.status
-    a["http.response.status_code"] = status
-    a["edgefn.status_class"] = f"{min(max(status // 100, 1), 5)}xx" if status else "none"
-    a["edgefn.request_id"] = traced.request_id
-    if traced.version:
-        a["edgefn.version"] = traced.version
-    a["edgefn.cold_start"] = traced.cold
-    if span.function:
-        a["edgefn.function"] = span.function
+    span.attributes["http.response.status_code"] = status
+    span.fill = traced.fill
     tracer.end(span, error=span.error or status >= 500 or status == 0)
 
 
 class TracedSend:
-    """The client's ``send``, noting what the server span needs and adding the trace id header
-    (``x-edgefn-trace-id``, unless a forwarded answer carries it already)."""
+    """The client's ``send``, noting the response's status and head for the server span and
+    adding the trace id header (``x-edgefn-trace-id``, unless a forwarded answer carries it)."""
 
-    __slots__ = ("cold", "request_id", "send", "span", "status", "version")
+    __slots__ = ("headers", "location", "scope", "send", "span", "status")
 
-    def __init__(self, send: Send, span: Span) -> None:
+    def __init__(self, send: Send, span: Span, scope: Scope, location: str) -> None:
         self.send = send
         self.span = span
+        self.scope = scope
+        self.location = location
         self.status = 0
-        self.request_id = ""
-        self.version = ""
-        self.cold = False
+        self.headers: list[tuple[bytes, bytes]] = []
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = int(message["status"])
-            headers = list(message.get("headers") or ())
-            has_trace = False
-            for k, v in headers:
-                if k == b"x-edgefn-request-id":
-                    self.request_id = v.decode("latin-1")
-                elif k == b"x-edgefn-version":
-                    self.version = v.decode("latin-1")
-                elif k == b"x-edgefn-cold":
-                    self.cold = True
-                elif k == TRACE_ID_HEADER:
-                    has_trace = True
-            if not has_trace:
+            headers = message.get("headers")
+            if not isinstance(headers, list):
+                headers = list(headers or ())
+                message = {**message, "headers": headers}
+            for k, _ in headers:
+                if k == TRACE_ID_HEADER:
+                    break
+            else:
                 headers.append((TRACE_ID_HEADER, self.span.trace_id.encode()))
-            message = {**message, "headers": headers}
+            self.headers = headers
         await self.send(message)
+
+    def fill(self, span: Span) -> None:
+        """The server span's attributes, for a kept trace: the request, then what the response
+        said (request id, version, cold start)."""
+        scope, status = self.scope, self.status
+        a = {
+            "http.request.method": scope["method"],
+            "url.path": scope["path"][:256],
+            "url.scheme": scope.get("scheme", "http"),
+            "edgefn.location": self.location,
+            **span.attributes,
+            "http.response.status_code": status,
+            "edgefn.status_class": f"{min(max(status // 100, 1), 5)}xx" if status else "none",
+            "edgefn.cold_start": False,
+        }
+        for k, v in self.headers:
+            if k == b"x-edgefn-request-id":
+                a["edgefn.request_id"] = v.decode("latin-1")
+            elif k == b"x-edgefn-version":
+                a["edgefn.version"] = v.decode("latin-1")
+            elif k == b"x-edgefn-cold":
+                a["edgefn.cold_start"] = True
+        a.setdefault("edgefn.request_id", "")
+        if span.function:
+            a["edgefn.function"] = span.function
+        span.attributes = a
 
 
 async def traced_invoke(
@@ -117,7 +129,7 @@ async def traced_invoke(
         parent, "edgefn.invoke", attributes={"edgefn.function": name, "edgefn.version": version}
     )
     try:
-        await run(replace_trace_headers(headers, span, lower=False), span)
+        await run(replace_trace_headers(headers, span, lower=False, ours=parent), span)
     except BaseException:
         span.error = True
         raise

@@ -9,18 +9,21 @@ whose ``traceparent`` the worker sees as the request's header), the **subrequest
 location carries the server span's ``traceparent``; that location's server span is its own local
 root with a remote parent, so both halves join in one trace at the core.
 
-Ended spans wait in a bounded table by trace id. When a **local root** ends (no parent, or a
-remote one) the pure :class:`~edgefn.observe.trace_sampling.TailSampler` decides the trace; a
-kept trace's spans go, as :class:`~edgefn.observe.spans.SpanRecord` with the probability used,
-to the outbox the :class:`~edgefn.edge.trace_ship.TraceShipper` empties. A span that ends after
-its root (a ``ctx.wait_until`` task's KV call) follows the decision, remembered for the last
-``DECIDED_MAX`` traces.
+Ended spans wait on their **local root** (every span holds a reference to it): when the root
+ends (no parent, or a remote one) the pure :class:`~edgefn.observe.trace_sampling.TailSampler`
+decides the trace; a kept trace's spans go, as :class:`~edgefn.observe.spans.SpanRecord` with
+the probability used, to the outbox the :class:`~edgefn.edge.trace_ship.TraceShipper` empties.
+A span that ends after its root (a ``ctx.wait_until`` task's KV call) follows the decision the
+root keeps. No table by trace id: two requests that carry the same client ``traceparent`` are
+two local roots, each decided on its own.
 
-Cost. The hot path is a slotted object, a random id and ``time.time_ns`` per span;
-the OpenTelemetry SDK builds its spans only for kept traces, at the core's OTLP export
-(docs/design/0023-traces.md measured the SDK's ``start_span`` at ~30 µs a span here, ten times
-this). Everything is bounded: ``OPEN_TRACES_MAX`` traces waiting for their root (the oldest is
-dropped and counted), ``SPANS_PER_TRACE_MAX`` spans each, ``OUTBOX_SPANS_MAX`` spans unsent.
+Cost. The hot path is a slotted object, a random id and ``time.time_ns`` per span; attributes
+that cost something to build are filled in only for kept traces (``Span.fill``), and a dropped
+trace is forgotten with its root. The OpenTelemetry SDK builds its spans only for kept traces,
+at the core's OTLP export (docs/design/0023-traces.md measured the SDK's ``start_span`` at
+~30 µs a span here, ten times this). Everything is bounded: ``SPANS_PER_TRACE_MAX`` spans wait on
+a root (more are dropped and counted), roots are the requests in flight, and at most
+``OUTBOX_SPANS_MAX`` spans wait unsent.
 """
 
 from __future__ import annotations
@@ -28,8 +31,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from edgefn.observe.spans import (
@@ -42,11 +45,9 @@ from edgefn.observe.spans import (
     parse_traceparent,
     valid_tracestate,
 )
-from edgefn.observe.trace_sampling import SamplingConfig, TailSampler, TraceEnded
+from edgefn.observe.trace_sampling import SamplingConfig, TailSampler
 
 __all__ = [
-    "DECIDED_MAX",
-    "OPEN_TRACES_MAX",
     "OUTBOX_SPANS_MAX",
     "SPANS_PER_TRACE_MAX",
     "Attrs",
@@ -56,9 +57,7 @@ __all__ = [
     "replace_trace_headers",
 ]
 
-OPEN_TRACES_MAX = 4096
 SPANS_PER_TRACE_MAX = 128
-DECIDED_MAX = 4096
 OUTBOX_SPANS_MAX = 20_000
 
 Attr = str | int | float | bool
@@ -75,13 +74,17 @@ class Span:
 
     __slots__ = (
         "attributes",
+        "children",
+        "decision",
         "end_ns",
         "error",
+        "fill",
         "function",
         "kind",
         "local_root",
         "name",
         "parent_id",
+        "root",
         "span_id",
         "start_ns",
         "status",
@@ -100,6 +103,7 @@ class Span:
         *,
         local_root: bool,
         tracestate: str = "",
+        root: Span | None = None,
     ) -> None:
         self.trace_id = trace_id
         self.span_id = f"{_ids.getrandbits(64) or 1:016x}"
@@ -114,6 +118,14 @@ class Span:
         self.end_ns = 0
         self.status = STATUS_UNSET
         self.error = False
+        # Called with the span only if its trace is kept: attributes that cost something to
+        # build (a request's method, path, response headers) are not built for dropped traces.
+        self.fill: Callable[[Span], None] | None = None
+        # The local root holds its ended descendants until it ends, then its decision
+        # (probability, reason) or None for a dropped trace: a late child follows it.
+        self.root: Span = self if root is None else root
+        self.children: list[Span] = []
+        self.decision: tuple[float, str] | None = None
 
     @property
     def traceparent(self) -> str:
@@ -121,11 +133,16 @@ class Span:
 
 
 def replace_trace_headers(
-    headers: list[tuple[str, str]], span: Span, *, lower: bool = True
+    headers: list[tuple[str, str]], span: Span, *, lower: bool = True, ours: Span | None = None
 ) -> list[tuple[str, str]]:
     """``headers`` with ``traceparent`` (and ``tracestate``) naming ``span`` as the parent.
-    ``lower=False``: the names are lower case already (a decoded request's)."""
-    if lower:
+    ``lower=False``: the names are lower case already (a decoded request's). ``ours``: the
+    headers came from this function naming ``ours`` (no other trace headers): when they are
+    still the last ones, they are cut off instead of every header being compared."""
+    n = 2 if ours is not None and ours.tracestate else 1
+    if ours is not None and len(headers) >= n and headers[-n][0] == "traceparent":
+        out = headers[:-n]
+    elif lower:
         out = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS]
     else:
         out = [(k, v) for k, v in headers if k not in _TRACE_HEADERS]
@@ -142,7 +159,7 @@ class TracerStatistics:
     traces_dropped: int
     spans_kept: int
     open_traces: int
-    open_evicted: int
+    spans_over_limit: int
     outbox_spans: int
     outbox_dropped: int
 
@@ -153,8 +170,7 @@ class NodeTracer:
     def __init__(self, location: str, *, sampling: SamplingConfig | None = None) -> None:
         self.location = location
         self.sampler = TailSampler(sampling or SamplingConfig())
-        self._open: OrderedDict[str, list[Span]] = OrderedDict()
-        self._decided: OrderedDict[str, tuple[float, str] | None] = OrderedDict()
+        self._open = 0  # local roots started and not ended
         self._outbox: deque[SpanRecord] = deque()
         self._started = 0
         self._kept = 0
@@ -173,7 +189,8 @@ class NodeTracer:
         """The server span of a request that just arrived (a new trace unless a valid
         ``traceparent`` came in; an invalid one is ignored). Set ``function`` once known."""
         self._started += 1
-        parent = parse_traceparent(traceparent)
+        self._open += 1
+        parent = parse_traceparent(traceparent) if traceparent else None
         if parent is None:
             trace_id, parent_id, state = f"{_ids.getrandbits(128) or 1:032x}", "", ""
         else:
@@ -193,7 +210,7 @@ class NodeTracer:
         self, parent: Span, name: str, kind: int = KIND_INTERNAL, attributes: Attrs | None = None
     ) -> Span:
         self._started += 1
-        span = Span(
+        return Span(
             parent.trace_id,
             parent.span_id,
             name,
@@ -202,8 +219,8 @@ class NodeTracer:
             attributes if attributes is not None else {},
             local_root=False,
             tracestate=parent.tracestate,
+            root=parent.root,
         )
-        return span
 
     def end(self, span: Span, *, error: bool = False) -> None:
         """End ``span``; the local root's end decides its trace."""
@@ -211,45 +228,39 @@ class NodeTracer:
         if error:
             span.error = True
             span.status = STATUS_ERROR
-        tid = span.trace_id
-        if tid in self._decided:  # a late child: its trace is decided already
-            decided = self._decided[tid]
-            if decided is not None:
-                self._ship([span], *decided)
-            return
-        spans = self._open.get(tid)
-        if spans is None:
-            if len(self._open) >= OPEN_TRACES_MAX:
-                self._open.popitem(last=False)
+        root = span.root
+        if root is span:
+            self._open -= 1
+            self._decide(span)
+        elif not root.end_ns:  # the root is open: the span waits for its decision
+            if len(root.children) < SPANS_PER_TRACE_MAX:
+                root.children.append(span)
+            else:
                 self._evicted += 1
-            spans = self._open[tid] = []
-        if len(spans) < SPANS_PER_TRACE_MAX:
-            spans.append(span)
-        if span.local_root:
-            self._decide(span, self._open.pop(tid))
+        elif root.decision is not None:  # a late child of a kept trace
+            self._ship((span,), *root.decision)
 
-    def _decide(self, root: Span, spans: list[Span]) -> None:
+    def _decide(self, root: Span) -> None:
         status = root.attributes.get("http.response.status_code", 0)
-        decision = self.sampler.handle(
-            TraceEnded(
-                trace_id=root.trace_id,
-                function=root.function,
-                status=status if isinstance(status, int) else 0,
-                error=root.error,
-                duration_ms=(root.end_ns - root.start_ns) / 1e6,
-                spans=len(spans),
-                now_ms=root.end_ns // 1_000_000,
-            )
+        status = status if isinstance(status, int) else 0
+        spans = len(root.children) + 1
+        decision = self.sampler.decide(
+            root.trace_id,
+            root.function,
+            status,
+            root.error,
+            (root.end_ns - root.start_ns) / 1e6,
+            spans,
+            root.end_ns // 1_000_000,
         )
-        kept = (decision.probability, decision.reason) if decision.keep else None
-        self._decided[root.trace_id] = kept
-        if len(self._decided) > DECIDED_MAX:
-            self._decided.popitem(last=False)
-        if kept is None:
+        if not decision.keep:
             self._dropped += 1
+            root.children = []
             return
+        root.decision = (decision.probability, decision.reason)
         self._kept += 1
-        self._ship(spans, decision.probability, decision.reason)
+        self._ship((*root.children, root), decision.probability, decision.reason)
+        root.children = []
 
     def _ship(self, spans: Iterable[Span], probability: float, reason: str) -> None:
         for s in spans:
@@ -260,6 +271,9 @@ class NodeTracer:
             self._outbox.append(self._record(s, probability, reason))
 
     def _record(self, s: Span, probability: float, reason: str) -> SpanRecord:
+        if s.fill is not None:
+            s.fill(s)
+            s.fill = None
         return SpanRecord(
             trace_id=s.trace_id,
             span_id=s.span_id,
@@ -294,8 +308,8 @@ class NodeTracer:
             traces_kept=self._kept,
             traces_dropped=self._dropped,
             spans_kept=self._spans_kept,
-            open_traces=len(self._open),
-            open_evicted=self._evicted,
+            open_traces=self._open,
+            spans_over_limit=self._evicted,
             outbox_spans=len(self._outbox),
             outbox_dropped=self._outbox_dropped,
         )

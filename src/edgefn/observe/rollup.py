@@ -351,6 +351,7 @@ class Accumulator:
         self.epoch = epoch
         self.max_keys = max_keys
         self._cells: dict[tuple[str, str, str, str], _Cell] = {}
+        self._by_args: dict[tuple[str, str, int, str], _Cell] = {}
         self._regular = 0  # keys other than the overflow rows
         self._start_ms = start_ms
         self._seq = 1
@@ -370,6 +371,22 @@ class Accumulator:
         subrequests: int = 0,
         cpu_us: int = 0,
     ) -> None:
+        # The request path calls this per request: the cell of a key seen this period is found
+        # by the arguments as given, before any of them is bounded or classified.
+        cell = self._by_args.get((function, version, status, region))
+        if cell is None:
+            cell = self._cell(function, version, status, region)
+        if not _LATENCY_MIN_MS <= latency_ms <= _LATENCY_MAX_MS:
+            latency_ms = _clamp(latency_ms)  # also NaN, which fails both comparisons
+        cell.requests += 1
+        cell.cold += cold
+        cell.kv += kv_ops
+        cell.sub += subrequests
+        cell.cpu_us += max(0, cpu_us)
+        cell.latency_us += round(latency_ms * 1000)
+        cell.latency.add(latency_ms)
+
+    def _cell(self, function: str, version: str, status: int, region: str) -> _Cell:
         key = (function[:_MAX_NAME], version[:_MAX_NAME], status_class(status), region[:_MAX_NAME])
         cell = self._cells.get(key)
         if cell is None:
@@ -381,14 +398,10 @@ class Accumulator:
             cell = self._cells.get(key)
             if cell is None:
                 cell = self._cells[key] = _Cell()
-        latency_ms = _clamp(latency_ms)
-        cell.requests += 1
-        cell.cold += cold
-        cell.kv += kv_ops
-        cell.sub += subrequests
-        cell.cpu_us += max(0, cpu_us)
-        cell.latency_us += round(latency_ms * 1000)
-        cell.latency.add(latency_ms)
+        if key[0] != OVERFLOW and len(self._by_args) < 4 * self.max_keys:
+            # Overflowing arguments are not remembered: each of them counts as overflowed.
+            self._by_args[(function, version, status, region)] = cell
+        return cell
 
     def cut(self, now_ms: int) -> Rollup | None:
         """End the period at ``now_ms``: its rollup (None if nothing was served)."""
@@ -412,6 +425,7 @@ class Accumulator:
             for k, c in sorted(self._cells.items())
         ]
         self._cells = {}
+        self._by_args = {}
         self._regular = 0
         seq, self._seq = self._seq, self._seq + 1
         self._cut += 1

@@ -131,27 +131,54 @@ class TailSampler:
 
     def handle(self, ended: TraceEnded) -> Decision:
         """Keep or drop one trace whose local root ended."""
-        cfg, now = self.config, ended.now_ms
+        return self.decide(
+            ended.trace_id,
+            ended.function,
+            ended.status,
+            ended.error,
+            ended.duration_ms,
+            ended.spans,
+            ended.now_ms,
+        )
+
+    def decide(
+        self,
+        trace_id: str,
+        function: str,
+        status: int,
+        error: bool,
+        duration_ms: float,
+        spans: int,
+        now_ms: int,
+    ) -> Decision:
+        """:meth:`handle` without the event object: the node calls this once per request, so
+        the common case (not failed, not slow, not sampled) touches no token bucket."""
+        cfg = self.config
         self._decided += 1
-        failed = ended.error or ended.status >= 500
-        self._observe(ended.function, failed, now)
-        arrival = self._arrive(ended.spans, now)
-        budget, ceiling = self._buckets(now)
-        if failed or ended.duration_ms >= cfg.slow_ms:
+        failed = error or status >= 500
+        w = self._observe(function, failed, now_ms)
+        arrival = self._arrive(spans, now_ms)
+        if failed or duration_ms >= cfg.slow_ms:
+            budget, ceiling = self._buckets(now_ms)
             reason = "error" if failed else "slow"
-            if ceiling.tokens < ended.spans:
+            if ceiling.tokens < spans:
                 return self._drop("over_ceiling", 1.0)
-            ceiling.tokens -= ended.spans
-            budget.tokens = max(0.0, budget.tokens - ended.spans)
+            ceiling.tokens -= spans
+            budget.tokens = max(0.0, budget.tokens - spans)
             return self._keep(reason, 1.0)
-        anomalous = self.anomalous(ended.function, now)
+        requests = w.requests + w.prev_requests
+        anomalous = (
+            requests >= cfg.anomaly_min_requests
+            and w.errors + w.prev_errors >= cfg.anomaly_error_rate * requests
+        )
         target = cfg.anomalous_probability if anomalous else cfg.base_probability
         probability = min(target, cfg.budget_spans_per_s / arrival) if arrival > 0 else target
-        if not _hash_below(ended.trace_id, probability):
+        if not _hash_below(trace_id, probability):
             return self._drop("not_sampled", probability)
-        if budget.tokens < ended.spans:
+        budget, _ = self._buckets(now_ms)
+        if budget.tokens < spans:
             return self._drop("over_budget", probability)
-        budget.tokens -= ended.spans
+        budget.tokens -= spans
         return self._keep("anomalous" if anomalous else "sampled", probability)
 
     def anomalous(self, function: str, now_ms: int) -> bool:
@@ -163,15 +190,17 @@ class TailSampler:
         cfg = self.config
         return requests >= cfg.anomaly_min_requests and errors >= cfg.anomaly_error_rate * requests
 
-    def _observe(self, function: str, failed: bool, now_ms: int) -> None:
+    def _observe(self, function: str, failed: bool, now_ms: int) -> _Window:
         w = self._windows.get(function)
         if w is None:
             if len(self._windows) >= self.config.max_functions:
                 del self._windows[next(iter(self._windows))]
             w = self._windows[function] = _Window(now_ms)
-        self._roll(w, now_ms)
+        elif now_ms - w.start_ms >= self.config.anomaly_window_ms:
+            self._roll(w, now_ms)
         w.requests += 1
         w.errors += failed
+        return w
 
     def _roll(self, w: _Window, now_ms: int) -> None:
         span = self.config.anomaly_window_ms

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -368,6 +369,13 @@ async def run_node(
     node = assembled.node
     try:
         await assembled.start()
+        # Everything start-up made (modules, the function table, routing tables, the bus
+        # clients) moves to the permanent generation, so the collections that request garbage
+        # triggers traverse only what requests left alive, not the whole heap: a full
+        # collection of a serving node took 50-60 ms before, 3-4 ms after (gc.callbacks under
+        # wrk; docs/design/0023-traces.md). In the node's own process only.
+        gc.collect()
+        gc.freeze()
         announce(
             {
                 "role": "node",

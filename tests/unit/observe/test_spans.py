@@ -8,7 +8,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from edgefn.edge.tracing import NodeTracer
+from edgefn.edge.request_tracing import TRACE_ID_HEADER, TracedSend, end_server_span, server_span
+from edgefn.edge.tracing import NodeTracer, replace_trace_headers
 from edgefn.observe.span_store import SpanStore
 from edgefn.observe.spans import (
     BadBatch,
@@ -104,6 +105,77 @@ def test_a_dropped_trace_ships_nothing_and_an_invalid_parent_starts_a_new_trace(
     tracer.end(root)
     assert tracer.drain(100) == []
     assert tracer.statistics().traces_dropped == 1
+
+
+def _scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
+    return {"method": "GET", "path": "/p", "scheme": "http", "headers": list(headers)}
+
+
+async def _answer(tracer: NodeTracer, scope: dict[str, object], head: list) -> tuple:
+    span = server_span(tracer, scope, "fra")  # type: ignore[arg-type]
+    span.function = "fn"
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    traced = TracedSend(send, span, scope, "fra")  # type: ignore[arg-type]
+    await traced({"type": "http.response.start", "status": 503, "headers": head})
+    await traced({"type": "http.response.body", "body": b""})
+    end_server_span(tracer, span, traced)
+    return span, sent
+
+
+async def test_a_kept_server_span_gets_the_request_and_response_attributes_once_decided() -> None:
+    """The server span's attributes are built only for a kept trace (here an error), from the
+    request scope and the response head; the client gets the trace id header exactly once."""
+    tracer = NodeTracer("fra", sampling=SamplingConfig(base_probability=0.0))
+    head = [(b"x-edgefn-request-id", b"r1"), (b"x-edgefn-version", b"v7"), (b"x-edgefn-cold", b"1")]
+    _, sent = await _answer(tracer, _scope((b"traceparent", f"00-{TID}-{PID}-01".encode())), head)
+    (record,) = tracer.drain(10)
+    assert record.attributes == {
+        "http.request.method": "GET",
+        "url.path": "/p",
+        "url.scheme": "http",
+        "edgefn.location": "fra",
+        "http.response.status_code": 503,
+        "edgefn.status_class": "5xx",
+        "edgefn.cold_start": True,
+        "edgefn.request_id": "r1",
+        "edgefn.version": "v7",
+        "edgefn.function": "fn",
+    }
+    headers = sent[0]["headers"]
+    assert [v for k, v in headers if k == TRACE_ID_HEADER] == [TID.encode()]  # type: ignore[union-attr]
+    assert (record.trace_id, record.parent_id) == (TID, PID)
+
+
+async def test_a_relayed_answer_keeps_its_trace_header_and_a_dropped_span_is_never_filled() -> None:
+    tracer = NodeTracer("fra", sampling=SamplingConfig(base_probability=0.0))
+    relayed = ((b"x-edgefn-trace-id", b"f" * 32),)  # a tuple: the sender must not mutate it
+    _, sent = await _answer(tracer, _scope(), relayed)  # type: ignore[arg-type]
+    assert [v for k, v in sent[0]["headers"] if k == TRACE_ID_HEADER] == [b"f" * 32]  # type: ignore[union-attr]
+    calm = NodeTracer("fra", sampling=SamplingConfig(base_probability=0.0))
+    root = server_span(calm, _scope(), "fra")  # type: ignore[arg-type]
+    root.attributes["http.response.status_code"] = 200
+    root.fill = lambda s: pytest.fail("a dropped trace's attributes were built")
+    calm.end(root)
+    assert calm.drain(10) == []
+
+
+def test_replacing_trace_headers_cuts_our_own_off_the_end_or_filters_anywhere() -> None:
+    tracer = NodeTracer("fra")
+    root = tracer.server("GET", f"00-{TID}-{PID}-01", "a=b", {})
+    first = replace_trace_headers([("TraceParent", "x"), ("host", "h")], root)
+    assert first == [("host", "h"), ("traceparent", root.traceparent), ("tracestate", "a=b")]
+    child = tracer.child(root, "edgefn.invoke")
+    again = replace_trace_headers(first, child, lower=False, ours=root)
+    assert again == [("host", "h"), ("traceparent", child.traceparent), ("tracestate", "a=b")]
+    moved = [*first, ("x-more", "1")]  # ours are no longer last: every header is compared
+    assert replace_trace_headers(moved, child, lower=False, ours=root)[:2] == [
+        ("host", "h"),
+        ("x-more", "1"),
+    ]
 
 
 def test_store_dedupes_filters_by_function_and_keeps_retention(tmp_path: Path) -> None:
