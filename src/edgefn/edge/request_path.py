@@ -54,7 +54,7 @@ from edgefn.edge.request_io import (
     too_large_hint,
 )
 from edgefn.edge.request_record import RequestRecorder
-from edgefn.edge.request_tracing import TracedSend, end_server_span, server_span, traced_invoke
+from edgefn.edge.request_tracing import TracedSend, end_server_span, invoke_span, server_span
 from edgefn.edge.response_check import BadResponse, check_response
 from edgefn.edge.tail import TailPublisher
 from edgefn.edge.tracing import NodeTracer, Span, replace_trace_headers
@@ -241,15 +241,20 @@ class RequestPath:
         t0: float,
         parent: Span | None,
     ) -> None:
-        if self.tracer is None or parent is None:
+        tracer = self.tracer
+        if tracer is None or parent is None:
             await self._invoke(scope, send, rid, headers, body, active, t0, None)
             return
-
-        async def run(headers: list[tuple[str, str]], span: Span | None) -> None:
+        # The invoke span (edgefn.edge.request_tracing.invoke_span): the worker sees it as the
+        # request's traceparent.
+        span, headers = invoke_span(tracer, parent, active.version, headers)
+        try:
             await self._invoke(scope, send, rid, headers, body, active, t0, span)
-
-        name, version = active.spec.function, active.version
-        await traced_invoke(self.tracer, parent, name, version, headers, run)
+        except BaseException:
+            span.error = True
+            raise
+        finally:
+            tracer.end(span, error=span.error)
 
     async def _invoke(
         self,

@@ -23,8 +23,8 @@ __all__ = [
     "TRACE_ID_HEADER",
     "TracedSend",
     "end_server_span",
+    "invoke_span",
     "server_span",
-    "traced_invoke",
     "traced_kv_call",
     "traced_subrequest",
 ]
@@ -112,29 +112,19 @@ class TracedSend:
         span.attributes = a
 
 
-async def traced_invoke(
-    tracer: NodeTracer | None,
-    parent: Span | None,
-    name: str,
-    version: str,
-    headers: list[tuple[str, str]],
-    run: Callable[[list[tuple[str, str]], Span | None], Awaitable[None]],
-) -> None:
-    """``run(headers, span)`` inside the request's invoke span (the worker sees it as the
-    request's ``traceparent``); without a tracer or parent, ``run(headers, None)``."""
-    if tracer is None or parent is None:
-        await run(headers, None)
-        return
-    span = tracer.child(
-        parent, "edgefn.invoke", attributes={"edgefn.function": name, "edgefn.version": version}
-    )
-    try:
-        await run(replace_trace_headers(headers, span, lower=False, ours=parent), span)
-    except BaseException:
-        span.error = True
-        raise
-    finally:
-        tracer.end(span, error=span.error)
+def invoke_span(
+    tracer: NodeTracer, parent: Span, version: str, headers: list[tuple[str, str]]
+) -> tuple[Span, list[tuple[str, str]]]:
+    """The request's invoke span (a child of its server span) and the request headers naming it
+    as the ``traceparent`` (the worker sees them); the caller ends it with the tracer."""
+    span = tracer.child(parent, "edgefn.invoke")
+    span.fill = _invoke_attributes
+    span.attributes["edgefn.version"] = version
+    return span, replace_trace_headers(headers, span, lower=False, ours=parent)
+
+
+def _invoke_attributes(span: Span) -> None:
+    span.attributes["edgefn.function"] = span.function
 
 
 async def traced_subrequest(

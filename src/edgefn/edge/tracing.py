@@ -253,7 +253,7 @@ class NodeTracer:
             spans,
             root.end_ns // 1_000_000,
         )
-        if not decision.keep:
+        if decision is None or not decision.keep:
             self._dropped += 1
             root.children = []
             return

@@ -128,10 +128,12 @@ class TailSampler:
     _decided: int = 0
     _kept: dict[str, int] = field(default_factory=dict)
     _dropped: dict[str, int] = field(default_factory=dict)
+    _not_sampled: int = 0  # drops as not_sampled, counted apart on the hot path
+    _last_p: float = 0.0
 
     def handle(self, ended: TraceEnded) -> Decision:
         """Keep or drop one trace whose local root ended."""
-        return self.decide(
+        decision = self.decide(
             ended.trace_id,
             ended.function,
             ended.status,
@@ -140,6 +142,7 @@ class TailSampler:
             ended.spans,
             ended.now_ms,
         )
+        return decision if decision is not None else Decision(False, self._last_p, "not_sampled")
 
     def decide(
         self,
@@ -150,14 +153,32 @@ class TailSampler:
         duration_ms: float,
         spans: int,
         now_ms: int,
-    ) -> Decision:
-        """:meth:`handle` without the event object: the node calls this once per request, so
-        the common case (not failed, not slow, not sampled) touches no token bucket."""
+    ) -> Decision | None:
+        """:meth:`handle` without the event object, for the node's hot path: the common
+        outcome, not sampled, is None (its probability is :attr:`_last_p`) and touches no
+        token bucket."""
         cfg = self.config
         self._decided += 1
         failed = error or status >= 500
-        w = self._observe(function, failed, now_ms)
-        arrival = self._arrive(spans, now_ms)
+        # The function's error window (anomaly), inline: this runs once per request.
+        w = self._windows.get(function)
+        if w is None:
+            if len(self._windows) >= cfg.max_functions:
+                del self._windows[next(iter(self._windows))]
+            w = self._windows[function] = _Window(now_ms)
+        elif now_ms - w.start_ms >= cfg.anomaly_window_ms:
+            self._roll(w, now_ms)
+        w.requests += 1
+        w.errors += failed
+        # The arrival rate in spans per second: the last full window's, or this one's so far.
+        if now_ms - self._rate_start_ms >= cfg.rate_window_ms:
+            elapsed = now_ms - self._rate_start_ms
+            self._rate_prev = (
+                self._rate_spans * 1e3 / elapsed if elapsed < 2 * cfg.rate_window_ms else 0.0
+            )
+            self._rate_start_ms, self._rate_spans = now_ms, 0
+        self._rate_spans += spans
+        arrival = max(self._rate_prev, self._rate_spans * 1e3 / cfg.rate_window_ms)
         if failed or duration_ms >= cfg.slow_ms:
             budget, ceiling = self._buckets(now_ms)
             reason = "error" if failed else "slow"
@@ -173,8 +194,12 @@ class TailSampler:
         )
         target = cfg.anomalous_probability if anomalous else cfg.base_probability
         probability = min(target, cfg.budget_spans_per_s / arrival) if arrival > 0 else target
-        if not _hash_below(trace_id, probability):
-            return self._drop("not_sampled", probability)
+        if probability < 1.0 and (int(trace_id[-14:], 16) & _HASH_MASK) >= probability * (
+            1 << _HASH_BITS
+        ):
+            self._not_sampled += 1
+            self._last_p = probability
+            return None
         budget, _ = self._buckets(now_ms)
         if budget.tokens < spans:
             return self._drop("over_budget", probability)
@@ -190,18 +215,6 @@ class TailSampler:
         cfg = self.config
         return requests >= cfg.anomaly_min_requests and errors >= cfg.anomaly_error_rate * requests
 
-    def _observe(self, function: str, failed: bool, now_ms: int) -> _Window:
-        w = self._windows.get(function)
-        if w is None:
-            if len(self._windows) >= self.config.max_functions:
-                del self._windows[next(iter(self._windows))]
-            w = self._windows[function] = _Window(now_ms)
-        elif now_ms - w.start_ms >= self.config.anomaly_window_ms:
-            self._roll(w, now_ms)
-        w.requests += 1
-        w.errors += failed
-        return w
-
     def _roll(self, w: _Window, now_ms: int) -> None:
         span = self.config.anomaly_window_ms
         if now_ms - w.start_ms < span:
@@ -211,17 +224,6 @@ class TailSampler:
         w.prev_requests, w.prev_errors = (w.requests, w.errors) if adjacent else (0, 0)
         w.requests = w.errors = 0
         w.start_ms = now_ms - (now_ms - w.start_ms) % span
-
-    def _arrive(self, spans: int, now_ms: int) -> float:
-        """The arrival rate in spans per second: the last full window's, or this one's so far."""
-        window = self.config.rate_window_ms
-        if now_ms - self._rate_start_ms >= window:
-            elapsed = now_ms - self._rate_start_ms
-            self._rate_prev = self._rate_spans * 1e3 / elapsed if elapsed < 2 * window else 0.0
-            self._rate_start_ms, self._rate_spans = now_ms, 0
-        self._rate_spans += spans
-        current = self._rate_spans * 1e3 / window
-        return max(self._rate_prev, current)
 
     def _buckets(self, now_ms: int) -> tuple[_Bucket, _Bucket]:
         cfg = self.config
@@ -241,12 +243,19 @@ class TailSampler:
         self._dropped[reason] = self._dropped.get(reason, 0) + 1
         return Decision(False, probability, reason)
 
+    def _drops(self) -> dict[str, int]:
+        out = dict(self._dropped)
+        if self._not_sampled:
+            out["not_sampled"] = self._not_sampled
+        return out
+
     def check_invariants(self) -> None:
         assert len(self._windows) <= self.config.max_functions, len(self._windows)
         for bucket in (self._budget, self._ceiling):
             if bucket is not None:
                 assert 0.0 <= bucket.tokens <= bucket.capacity, bucket
-        assert sum(self._kept.values()) + sum(self._dropped.values()) == self._decided
+        dropped = sum(self._dropped.values()) + self._not_sampled
+        assert sum(self._kept.values()) + dropped == self._decided
         for w in self._windows.values():
             assert 0 <= w.errors <= w.requests, w
             assert 0 <= w.prev_errors <= w.prev_requests, w
@@ -256,14 +265,7 @@ class TailSampler:
         return SamplerStatistics(
             decided=self._decided,
             kept=dict(self._kept),
-            dropped=dict(self._dropped),
+            dropped=self._drops(),
             anomalous=anomalous,
             arrival_spans_per_s=self._rate_prev,
         )
-
-
-def _hash_below(trace_id: str, probability: float) -> bool:
-    """Whether the trace id's random low 56 bits fall below ``probability`` of their range."""
-    if probability >= 1.0:
-        return True
-    return (int(trace_id[-14:], 16) & _HASH_MASK) < probability * (1 << _HASH_BITS)
