@@ -100,11 +100,12 @@ def remove(group: str) -> bool:
     """Remove a group (its tasks must be gone); True when no directory is left."""
     done = True
     for d in _dirs(group):
-        with contextlib.suppress(FileNotFoundError):
-            try:
-                d.rmdir()
-            except OSError:
-                done = False
+        try:
+            d.rmdir()
+        except FileNotFoundError:
+            pass  # never made, or removed already: gone is what the caller wants
+        except OSError:
+            done = False  # EBUSY: a task is still in it
     return done
 
 
