@@ -16,14 +16,23 @@ import csv
 import difflib
 import functools
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from types import MappingProxyType
+from typing import Any
 
 from edgefn.errors import UsageError
 from edgefn.world._cities import cities
 from edgefn.world._countries import carbon_for, cost_for
-from edgefn.world._geo import CONTINENTS, REGIONS, GeoPoint, haversine_km, region_of
+from edgefn.world._geo import (
+    CONTINENTS,
+    EARTH_RADIUS_KM,
+    REGIONS,
+    GeoPoint,
+    HasLatLon,
+    region_of,
+)
 
 __all__ = ["Location", "get_location", "pops", "spread"]
 
@@ -117,7 +126,7 @@ def _spread_order() -> tuple[Location, ...]:
     locs = pops()
     metros = cities()
     weight = np.array([float(c.population) for c in metros])
-    dist = np.array([[haversine_km(loc, c) for c in metros] for loc in locs])
+    dist = _distances_km(np, locs, metros)
     ids = [loc.id for loc in locs]
     chosen: list[int] = []
     by_continent: dict[str, float] = {}
@@ -143,6 +152,16 @@ def _spread_order() -> tuple[Location, ...]:
         taken.add(pick)
         best = np.minimum(best, dist[pick])
     return tuple(locs[i] for i in chosen)
+
+
+def _distances_km(np: Any, a: Sequence[HasLatLon], b: Sequence[HasLatLon]) -> Any:
+    """The ``len(a) x len(b)`` matrix of :func:`haversine_km`, vectorised (the same formula;
+    a Python loop over the 327 x 349 pairs took a quarter of a second of every ``edgefn up``)."""
+    la1 = np.radians(np.array([p.lat for p in a]))[:, None]
+    la2 = np.radians(np.array([p.lat for p in b]))[None, :]
+    dlon = np.radians(np.array([p.lon for p in b])[None, :] - np.array([p.lon for p in a])[:, None])
+    h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(dlon / 2) ** 2
+    return 2.0 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
 
 
 def spread(n: int) -> tuple[Location, ...]:
