@@ -61,17 +61,20 @@ class RequestRecorder:
             self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
             # A relayed forward's answer is counted and tailed by the node that produced it.
             if not relayed:
-                client = _client_location(scope)
-                if self.telemetry is not None:
-                    self._record(
-                        self.telemetry, rid, name, version, status, duration_ms, cold, client
-                    )
-                if self.tail is not None and self.tail.watching(name):
-                    # Only for a function a tail session watches: the hot path pays one lookup.
-                    self.tail.offer(
+                telemetry = self.telemetry
+                # Only for a function a tail session watches: the hot path pays one lookup.
+                tail = self.tail if self.tail is not None and self.tail.watching(name) else None
+                # The client's position is read only when something records it.
+                client = (
+                    _client_location(scope) if telemetry is not None or tail is not None else ""
+                )
+                if telemetry is not None:
+                    self._record(telemetry, rid, name, version, status, duration_ms, cold, client)
+                if tail is not None:
+                    tail.offer(
                         TailRequest(
                             request_id=rid,
-                            ts_ms=self.tail.stamp(),
+                            ts_ms=tail.stamp(),
                             function=name,
                             version=version,
                             method=scope["method"],
