@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from _control_fixtures import Control, SimNode, eventually, start_control
 from nats.aio.client import Client
-from test_control_api import FN, _deploy, _function_status, _upload
+from test_control_api import FN, _deploy, _deployment_is, _function_status, _upload
 
 from edgefn.bundle import SigningKey, build_bundle
 from edgefn.bus.jetstream import jetstream
@@ -93,6 +93,9 @@ async def test_update_and_delete_roll_out_and_keep_previous_code(
     v1 = await _deployed(control, signing_key, tmp_path)
     v2 = await _upload(control, signing_key, tmp_path / "v2", "return 'two'")
     await _deploy(control, v2["version_id"], "immediate")
+    # v2's rollout must be over before the secrets change: a secret rollout supersedes a rollout
+    # in progress (ControlService._roll_out_secrets). Generation 0 alone held already for v1.
+    await eventually(_deployment_is(control, "completed"))
     await eventually(_converged_with(nodes, 0))
     assert (await _put(control, "A_KEY", "first-value")).status_code == 200
     assert (await _put(control, "B_KEY", "other-value")).status_code == 200
