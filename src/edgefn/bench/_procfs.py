@@ -39,6 +39,7 @@ __all__ = [
     "read_stat",
     "read_switches",
     "sample",
+    "set_affinity",
 ]
 
 ROLES = (
@@ -127,6 +128,28 @@ def read_switches(pid: int, *, proc: Path = Path("/proc")) -> int:
             if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")):
                 total += int(line.split()[1])
     return total
+
+
+def set_affinity(pid: int, cpus: Iterable[int], *, proc: Path = Path("/proc")) -> int:
+    """Pin every thread of ``pid`` to ``cpus``; how many threads were pinned (0: it is gone).
+
+    A thread or process started later inherits the affinity of the thread that made it, so
+    pinning a zygote pins the workers it forks afterwards. Other errors (a CPU outside the
+    process's cpuset: EINVAL) are raised.
+    """
+    wanted = set(cpus)
+    pinned = 0
+    try:
+        tasks = list((proc / str(pid) / "task").iterdir())
+    except FileNotFoundError:
+        return 0
+    for task in tasks:
+        try:
+            os.sched_setaffinity(int(task.name), wanted)
+        except ProcessLookupError:
+            continue  # the thread exited while we looked
+        pinned += 1
+    return pinned
 
 
 def _cmdline(pid: int, proc: Path) -> list[str]:

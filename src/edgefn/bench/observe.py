@@ -5,12 +5,21 @@ side by side in one run. Two parts:
 
 1. **Overhead** (``part`` "overhead"): two one-location planets up at once, one as planets run by
    default (every request recorded into the telemetry rollup, rollups shipped every 5 s, the
-   tail publisher listening for sessions; tracing once it exists) and one with observability off
-   (:data:`OFF_UP_ARGS`). The same hello function on both; ``wrk`` with the same settings
-   against each node's public listener, in interleaved rounds (off, on, off, on, ...) so drift of
-   the machine (other work, thermal) falls on both alike. Per configuration the median round's
-   requests/s, p50 and p99; the headline ratio on/off is the median of the ratios of adjacent
-   (off, on) round pairs (:func:`overhead_report`). Target (issue #13): on costs at most 3 %.
+   tail publisher listening for sessions, every request traced and tail-sampled, kept traces
+   shipped every second) and one with observability off (:data:`OFF_UP_ARGS`). The same hello
+   function on both. In each round ``wrk`` (same settings) drives **both nodes at once**, and
+   with ``pin`` (the default, two or more CPUs) the nodes under test (node, zygote and workers of
+   both planets) share one CPU of their own while everything else (``wrk``, the cores, hubs,
+   nats-servers, this process) runs on the others (:func:`cpu_split`, ``sched_setaffinity``).
+   The scheduler shares that CPU fairly between the two saturated nodes, so the ratio of their
+   requests/s is the inverse ratio of their CPU per request, measured on the same machine state
+   at the same moment: on this VM the speed of a core drifts by ±20 % from one run to the next,
+   which a one-after-the-other comparison cannot tell from the cost (two identical "off" nodes
+   measured this way came out within 3 %, docs/design/0023-traces.md). The core's ingest of the
+   "on" planet's spans and rollups, which a real planet runs elsewhere, does not compete with
+   the nodes. Per configuration the median round's requests/s, p50 and p99; the headline ratio
+   on/off is the median over rounds of that round's ratio (:func:`overhead_report`). Target
+   (issue #13): on costs at most 3 %.
 2. **Planet** (``part`` "planet"): ``locations`` locations (default 12), ``failing`` (default 5)
    of them and one more in region eu-west, the rest spread over other regions
    (:func:`choose_topology`); incident routes (``--incident-routes``) send each region to its
@@ -44,14 +53,15 @@ import itertools
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 
 from edgefn.bench import _observe_io as io
-from edgefn.bench import _wrk
+from edgefn.bench import _procfs, _wrk
 from edgefn.bench._planet import cli, detached_planet
 from edgefn.bench.traffic import run_load
 from edgefn.errors import PlanetError
@@ -65,6 +75,7 @@ __all__ = [
     "TARGETS",
     "bytes_per_minute",
     "choose_topology",
+    "cpu_split",
     "fault_verdict",
     "latency_summary",
     "overhead_report",
@@ -130,7 +141,7 @@ def overhead_report(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
     ``rounds`` are in the order they ran, each ``{"config": ..., "rps": ..., "p50_ms": ...,
     "p99_ms": ..., "errors": ...}``. ``ratio_on_vs_off`` is the median over adjacent (off, on)
-    pairs of on/off requests/s (a pair shares the machine's state of the moment);
+    pairs of on/off requests/s (a pair: one round, both nodes measured at once);
     ``overhead_pct`` is ``(1 - ratio) * 100``: what observability costs, negative when "on" came
     out faster (noise).
     """
@@ -159,6 +170,17 @@ def overhead_report(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     out["overhead_pct"] = round((1 - ratio) * 100, 2)
     out["p99_ratio_on_vs_off"] = round(out["on"]["p99_ms_median"] / out["off"]["p99_ms_median"], 3)
     return out
+
+
+def cpu_split(available: Iterable[int]) -> tuple[list[int], list[int]] | None:
+    """``(CPUs of the nodes under test, CPUs of everything else)``; None with fewer than two.
+
+    The nodes get the highest-numbered CPU, the rest the others.
+    """
+    cpus = sorted(set(available))
+    if len(cpus) < 2:
+        return None
+    return cpus[-1:], cpus[:-1]
 
 
 def bytes_per_minute(
@@ -288,8 +310,43 @@ def _write_function(directory: Path, name: str, code: str) -> Path:
     return directory
 
 
+def _pin_locations(planets: Sequence[Mapping[str, Any]], cpus: Sequence[int]) -> dict[str, int]:
+    """Pin the node, zygote and workers of every planet to ``cpus``; processes pinned per role."""
+    pinned = dict.fromkeys(sorted(_procfs.LOCATION_ROLES), 0)
+    for planet in planets:
+        for pid, info in _procfs.process_tree(int(planet["supervisor_pid"])).items():
+            if info.role in _procfs.LOCATION_ROLES and _procfs.set_affinity(pid, cpus):
+                pinned[info.role] += 1
+    return pinned
+
+
 def _overhead(
-    *, rounds: int, duration_s: float, concurrency: int, progress: Progress
+    *, rounds: int, duration_s: float, concurrency: int, pin: bool, progress: Progress
+) -> dict[str, Any]:
+    original = os.sched_getaffinity(0)
+    split = cpu_split(original) if pin else None
+    if split is not None:
+        # Everything started from here on (planets, wrk) inherits the "rest" CPUs.
+        os.sched_setaffinity(0, split[1])
+    try:
+        return _overhead_pinned(
+            rounds=rounds,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            split=split,
+            progress=progress,
+        )
+    finally:
+        os.sched_setaffinity(0, original)
+
+
+def _overhead_pinned(
+    *,
+    rounds: int,
+    duration_s: float,
+    concurrency: int,
+    split: tuple[list[int], list[int]] | None,
+    progress: Progress,
 ) -> dict[str, Any]:
     gen = _wrk.choose("auto")
     progress("overhead: starting two one-location planets (observability on, off)")
@@ -313,18 +370,35 @@ def _overhead(
             if status != 200:
                 raise _bench_error(f"hello answered {status} on the {label} planet", state)
             ports[label] = int(url.rsplit(":", 1)[1])
+        pinning: dict[str, Any] = {"pinned": False}
+        if split is not None:
+            counts = _pin_locations([on[0], off[0]], split[0])
+            if counts["node"] != 2 or counts["worker"] < 2:
+                raise _bench_error(f"pinning the nodes under test found {counts}", on[1])
+            pinning = {
+                "pinned": True,
+                "node_cpus": split[0],
+                "other_cpus": split[1],
+                "processes": counts,
+            }
         done: list[dict[str, Any]] = []
-        for i in range(rounds):
-            for config in ("off", "on"):
-                progress(f"overhead: round {i + 1}/{rounds}, observability {config}")
+        with ThreadPoolExecutor(2, thread_name_prefix="overhead-wrk") as pool:
+            for i in range(rounds):
+                progress(f"overhead: round {i + 1}/{rounds}, both nodes at once")
                 load_1m = round(os.getloadavg()[0], 2)
-                r = gen.run(
-                    port=ports[config],
-                    host_header="hello.localhost",
-                    concurrency=concurrency,
-                    duration_s=duration_s,
-                ).result
-                done.append({"config": config, "load_avg_1m": load_1m, **r})
+                runs = {
+                    config: pool.submit(
+                        gen.run,
+                        port=ports[config],
+                        host_header="hello.localhost",
+                        concurrency=concurrency,
+                        duration_s=duration_s,
+                    )
+                    for config in ("off", "on")
+                }
+                for config in ("off", "on"):  # adjacent (off, on): one round's pair
+                    r = runs[config].result().result
+                    done.append({"config": config, "load_avg_1m": load_1m, "round": i, **r})
         # The baseline really ran without telemetry: its hub sees no telemetry connection.
         shipping = {
             label: sorted(io.telemetry_bytes(state, list(planet["regions"])))
@@ -334,6 +408,8 @@ def _overhead(
             raise _bench_error(f"telemetry connections at the hubs: {shipping}", off[1])
     report = overhead_report(done)
     report["telemetry_connections"] = shipping
+    report["cpu_pinning"] = pinning
+    report["method"] = "both nodes loaded at once, one (pinned) CPU shared"
     report["load_generator"] = gen.describe(concurrency=concurrency, duration_s=duration_s)
     report["off_up_args"] = list(OFF_UP_ARGS)
     report["rounds_run"] = [
@@ -634,6 +710,7 @@ def run(
     rounds: int = 4,
     duration_s: float = 5.0,
     concurrency: int = 32,
+    pin: bool = True,
     on_progress: Progress | None = None,
 ) -> dict[str, Any]:
     """One run of the parts ``part`` names, measured as the module docstring says."""
@@ -645,7 +722,11 @@ def run(
     t0 = time.monotonic()
     if part in ("all", "overhead"):
         result["overhead"] = _overhead(
-            rounds=rounds, duration_s=duration_s, concurrency=concurrency, progress=progress
+            rounds=rounds,
+            duration_s=duration_s,
+            concurrency=concurrency,
+            pin=pin,
+            progress=progress,
         )
     if part in ("all", "planet"):
         planet = _planet_part(

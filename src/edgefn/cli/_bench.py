@@ -395,6 +395,12 @@ def bench_observe(
     ] = 4,
     duration: Annotated[float, typer.Option(help="Seconds of wrk per overhead round")] = 5.0,
     concurrency: Annotated[int, typer.Option(help="wrk connections")] = 32,
+    pin: Annotated[
+        bool,
+        typer.Option(
+            help="Overhead part: run the nodes under test on a CPU of their own, the rest on the others"
+        ),
+    ] = True,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON here")] = None,
 ) -> None:
@@ -423,6 +429,7 @@ def bench_observe(
         "rounds": rounds,
         "duration_s": duration,
         "concurrency": concurrency,
+        "pin": pin,
     }
     try:
         result = observe.run(**kwargs) if json_out else _planet_with_progress(observe, kwargs)

@@ -136,14 +136,23 @@ class RequestPath:
         span = server_span(tracer, scope, self.location)
         traced = TracedSend(send, span, scope, self.location)
         try:
-            await self._handle(scope, receive, traced, span)
+            await self._handle(scope, receive, traced, span, traced)
         except BaseException:
             span.error = True
             raise
         finally:
             end_server_span(tracer, span, traced)
 
-    async def _handle(self, scope: Scope, receive: Receive, send: Send, span: Span | None) -> None:
+    async def _handle(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        span: Span | None,
+        traced: TracedSend | None = None,
+    ) -> None:
+        """``send`` is ``traced`` when the request is traced: behind the traffic driver the
+        gate's ``send`` taps the response start for it instead (one ``send`` layer less)."""
         t0 = time.perf_counter()
         rid = os.urandom(8).hex()
         raw_headers = scope["headers"]
@@ -177,7 +186,16 @@ class RequestPath:
             if span is not None and name and not span.function:
                 span.function = name[:64]
             manifest = fn.versions[0].manifest if fn else None
-            gate = await self.traffic.enter(scope, receive, send, headers, name, manifest, rid)
+            gate = await self.traffic.enter(
+                scope,
+                receive,
+                send if traced is None else traced.send,
+                headers,
+                name,
+                manifest,
+                rid,
+                None if traced is None else traced.start,
+            )
             if gate.handled:
                 self._recorder.answered(
                     gate.request_id, scope, name or "", "", gate.status, t0, False,

@@ -58,7 +58,11 @@ def end_server_span(tracer: NodeTracer, span: Span, traced: TracedSend) -> None:
 
 class TracedSend:
     """The client's ``send``, noting the response's status and head for the server span and
-    adding the trace id header (``x-edgefn-trace-id``, unless a forwarded answer carries it)."""
+    adding the trace id header (``x-edgefn-trace-id``, unless a forwarded answer carries it).
+
+    Behind the traffic driver, whose gate wraps ``send`` to record the status anyway, the gate
+    calls :meth:`start` instead (``recording(..., tap=traced.start)``) and this object's own
+    ``__call__`` is used only for what is answered before the gate exists."""
 
     __slots__ = ("headers", "location", "scope", "send", "span", "status")
 
@@ -72,18 +76,23 @@ class TracedSend:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            self.status = int(message["status"])
-            headers = message.get("headers")
-            if not isinstance(headers, list):
-                headers = list(headers or ())
-                message = {**message, "headers": headers}
-            for k, _ in headers:
-                if k == TRACE_ID_HEADER:
-                    break
-            else:
-                headers.append((TRACE_ID_HEADER, self.span.trace_id.encode()))
-            self.headers = headers
+            message = self.start(message)
         await self.send(message)
+
+    def start(self, message: Message) -> Message:
+        """The response's start message, with the trace id header; its status and head noted."""
+        self.status = int(message["status"])
+        headers = message.get("headers")
+        if not isinstance(headers, list):
+            headers = list(headers or ())
+            message = {**message, "headers": headers}
+        for k, _ in headers:
+            if k == TRACE_ID_HEADER:
+                break
+        else:
+            headers.append((TRACE_ID_HEADER, self.span.trace_id.encode()))
+        self.headers = headers
+        return message
 
     def fill(self, span: Span) -> None:
         """The server span's attributes, for a kept trace: the request, then what the response

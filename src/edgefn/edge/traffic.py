@@ -57,6 +57,7 @@ from edgefn.edge.traffic_config import (
 from edgefn.edge.traffic_failover import FailoverForwarder
 from edgefn.edge.traffic_gate import (
     Gate,
+    Message,
     Receive,
     Send,
     client_identity,
@@ -287,9 +288,12 @@ class TrafficDriver:
         function: str | None,
         manifest: Manifest | None,
         request_id: str,
+        tap: Callable[[Message], Message] | None = None,
     ) -> Gate:
-        """Route, rate-limit and admit one request. ``gate.handled``: the response was sent."""
-        gate = await self._enter(scope, receive, send, headers, function, manifest, request_id)
+        """Route, rate-limit and admit one request. ``gate.handled``: the response was sent.
+
+        ``tap``: called with the response's start message (:func:`recording`)."""
+        gate = await self._enter(scope, receive, send, headers, function, manifest, request_id, tap)
         if not gate.handled:
             gate.headers = unsigned_for_function(gate.headers)
         return gate
@@ -303,6 +307,7 @@ class TrafficDriver:
         function: str | None,
         manifest: Manifest | None,
         request_id: str,
+        tap: Callable[[Message], Message] | None,
     ) -> Gate:
         info, check = inspect_forward(self.config.secret, headers, now_ms=wall_ms())
         if check is not ForwardCheck.VALID and check is not ForwardCheck.ABSENT:
@@ -319,7 +324,7 @@ class TrafficDriver:
             location_max_chars=self.config.client_location_max_chars,
         )
         gate = Gate(request_id, headers, send, client_key=client_key)
-        gate.send = recording(gate, send)
+        gate.send = recording(gate, send, tap)
         if function is None:
             return gate
         decision = self.route(

@@ -71,11 +71,17 @@ class Gate:
     relayed: bool = False
 
 
-def recording(gate: Gate, send: Send) -> Send:
-    """``send`` that remembers the response status in ``gate`` (for admission and health)."""
+def recording(gate: Gate, send: Send, tap: Callable[[Message], Message] | None = None) -> Send:
+    """``send`` that remembers the response status in ``gate`` (for admission and health).
+
+    ``tap`` sees (and may replace) the response's start message first: the request's tracing
+    notes the status and adds its trace id header there, without a ``send`` wrapper of its own
+    (one coroutine layer less per response message on the hot path)."""
 
     async def recording_send(message: Message) -> None:
         if message["type"] == "http.response.start":
+            if tap is not None:
+                message = tap(message)
             gate.status = int(message["status"])
         await send(message)
 

@@ -7,16 +7,21 @@ result is committed (benchmarks/results/observe.json). Nothing here depends on t
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from edgefn.bench import _procfs
 from edgefn.bench.observe import (
     FAULT_REGION,
     OFF_UP_ARGS,
     bytes_per_minute,
     choose_topology,
+    cpu_split,
     fault_verdict,
     latency_summary,
     overhead_report,
@@ -63,6 +68,46 @@ def test_overhead_is_the_median_of_adjacent_off_on_pairs() -> None:
     assert overhead_report([_round("on", 500), _round("off", 1000), *rounds[:2]])[
         "pair_ratios"
     ] == [0.99]
+
+
+def test_the_nodes_under_test_get_the_highest_cpu_and_the_rest_the_others() -> None:
+    assert cpu_split({0, 1}) == ([1], [0])
+    assert cpu_split([5, 2, 3, 2]) == ([5], [2, 3])
+    assert cpu_split({0}) is None
+    assert cpu_split([]) is None
+
+
+def test_pinning_a_process_pins_every_thread_and_what_it_forks_later() -> None:
+    """A real child (a thread and, later, a grandchild): every thread of it moves to the CPU,
+    and a process it forks afterwards inherits it; a gone process pins nothing."""
+    cpu = max(os.sched_getaffinity(0))
+    code = (
+        "import os, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "print('up', flush=True); sys.stdin.readline()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    print(sorted(os.sched_getaffinity(0)), flush=True); os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert child.stdin is not None
+            assert child.stdout.readline().strip() == "up"
+            assert _procfs.set_affinity(child.pid, [cpu]) == 2
+            for task in Path(f"/proc/{child.pid}/task").iterdir():
+                assert os.sched_getaffinity(int(task.name)) == {cpu}
+            child.stdin.write("\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == f"[{cpu}]"
+            assert child.wait(timeout=10) == 0
+        finally:
+            child.kill()
+            child.wait()
+    assert _procfs.set_affinity(child.pid, [cpu]) == 0
 
 
 def test_overhead_needs_both_configurations() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from edgefn.edge.request_tracing import TRACE_ID_HEADER, TracedSend, end_server_span, server_span
 from edgefn.edge.tracing import NodeTracer, replace_trace_headers
+from edgefn.edge.traffic_gate import Gate, recording
 from edgefn.observe.span_store import SpanStore
 from edgefn.observe.spans import (
     BadBatch,
@@ -161,6 +162,30 @@ async def test_a_relayed_answer_keeps_its_trace_header_and_a_dropped_span_is_nev
     root.fill = lambda s: pytest.fail("a dropped trace's attributes were built")
     calm.end(root)
     assert calm.drain(10) == []
+
+
+async def test_behind_the_gate_the_trace_taps_the_response_start_in_one_send_layer() -> None:
+    """The gate's recording ``send`` calls the tracing's tap on the start message: the status
+    reaches both the gate and the span, the client gets the trace id header once."""
+    tracer = NodeTracer("fra", sampling=SamplingConfig(base_probability=0.0))
+    scope = _scope()
+    span = server_span(tracer, scope, "fra")  # type: ignore[arg-type]
+    sent: list[dict[str, object]] = []
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    traced = TracedSend(send, span, scope, "fra")  # type: ignore[arg-type]
+    gate = Gate("r1", [], send)
+    tapped = recording(gate, send, traced.start)
+    await tapped({"type": "http.response.start", "status": 502, "headers": ((b"a", b"b"),)})
+    await tapped({"type": "http.response.body", "body": b"x"})
+    end_server_span(tracer, span, traced)
+    assert (gate.status, traced.status) == (502, 502)
+    assert sent[0]["headers"] == [(b"a", b"b"), (TRACE_ID_HEADER, span.trace_id.encode())]
+    assert sent[1] == {"type": "http.response.body", "body": b"x"}
+    (record,) = tracer.drain(10)
+    assert record.attributes["http.response.status_code"] == 502
 
 
 def test_replacing_trace_headers_cuts_our_own_off_the_end_or_filters_anywhere() -> None:
