@@ -79,8 +79,11 @@ async def connect(
     disconnected_cb: Callback | None = None,
     reconnected_cb: Callback | None = None,
     creds: Credentials | None = None,
+    no_echo: bool = False,
 ) -> Client:
     """Connect to NATS at ``urls``; retry the first connection until ``connect_deadline_s``.
+
+    ``no_echo``: the server does not deliver this connection's own messages back to it.
 
     After the first connection, nats-py reconnects by itself: ``max_reconnect_attempts`` times
     (``-1``: forever) with ``reconnect_time_wait_s`` between rounds. ``ping_interval_s`` bounds how
@@ -112,6 +115,7 @@ async def connect(
                     error_cb=error_cb if error_cb is not None else _quiet_error_cb,
                     disconnected_cb=disconnected_cb,
                     reconnected_cb=reconnected_cb,
+                    no_echo=no_echo,
                     **auth,
                 ),
                 timeout=max(deadline - loop.time(), 0.01),

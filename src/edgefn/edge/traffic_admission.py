@@ -18,6 +18,7 @@ to within one ``tick_interval_s``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 
 from edgefn.edge._clock import mono_ms
@@ -46,6 +47,21 @@ class AdmissionQueue:
         self.controller = AdmissionController(config)
         self._waiting: dict[int, asyncio.Future[Admit | Reject]] = {}
         self._ids = itertools.count(1)
+        self._queued = asyncio.Event()  # set when a request starts waiting
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting in the queue now."""
+        return len(self._waiting)
+
+    async def until_queued(self, timeout_s: float) -> None:
+        """Return when a request starts waiting, or after ``timeout_s``: the driver's tick needs
+        to expire waiters only while there are some."""
+        self._queued.clear()
+        if self._waiting:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._queued.wait(), timeout_s)
 
     async def admit(self) -> tuple[int, Admit | Reject]:
         """A new admission id and its verdict, waiting in the queue if the controller says so."""
@@ -58,6 +74,7 @@ class AdmissionQueue:
     async def _wait(self, admission_id: int) -> Admit | Reject:
         future: asyncio.Future[Admit | Reject] = asyncio.get_running_loop().create_future()
         self._waiting[admission_id] = future
+        self._queued.set()
         try:
             return await future
         except asyncio.CancelledError:

@@ -1,12 +1,14 @@
 """What a location tells the others on the bus, and what it knows about them from what it hears.
 
-**Wire.** Every report interval each node publishes a heartbeat (:class:`HeartbeatMsg`: location
-and public URL) on ``health_subject(location)`` and a :class:`LoadBeacon` (admission state,
-functions served, demand per function, URL) on ``load_report_subject(location)``, JSON-encoded.
-:class:`TrafficBus` connects in the background, subscribes to ``HEALTH_ALL`` and
-``LOAD_REPORT_ALL`` (plain NATS pub/sub crosses the hubs' leafnodes, so every node hears every
-other) and hands each message that decodes and comes from the location it names
-(:func:`from_itself`) to the driver's callbacks. Anything else is dropped.
+**Wire.** Every report interval each node publishes a :class:`LoadBeacon` (admission state,
+functions served, demand per function, public URL) on ``load_report_subject(location)``,
+JSON-encoded; it is the location's heartbeat too. :class:`TrafficBus` connects in the
+background, subscribes to ``LOAD_REPORT_ALL`` (plain NATS pub/sub crosses the hubs' leafnodes, so
+every node hears every other; ``no_echo``, so not itself) and hands each beacon that decodes and
+comes from the location it names (:func:`from_itself`) to the driver as a heartbeat
+(:class:`HeartbeatMsg`: location and URL) and as a beacon. Anything else is dropped. (A separate
+heartbeat message on ``health_subject`` doubled every node's deliveries, N(N-1) per interval,
+for nothing a beacon does not say.)
 
 **Peers.** :class:`PeerTable` is what this location knows of the others: URL, functions, demand
 and when it last heard from each. It holds at most ``max_locations`` peers and at most
@@ -190,21 +192,15 @@ class TrafficBus:
         # lazy: edgefn.bus (NATS client, server supervision) costs ~0.2 s at every node start, and
         # a node without a planet (edgefn dev, edgefn.testing) never connects.
         from edgefn.bus.jetstream import connect
-        from edgefn.bus.subjects import HEALTH_ALL, LOAD_REPORT_ALL
+        from edgefn.bus.subjects import LOAD_REPORT_ALL
 
         self._nc = await connect(
-            nats_urls, name=f"traffic-{self.location}", connect_deadline_s=self._connect_deadline_s
+            nats_urls,
+            name=f"traffic-{self.location}",
+            connect_deadline_s=self._connect_deadline_s,
+            no_echo=True,
         )
-        await self._nc.subscribe(HEALTH_ALL, cb=self._heartbeat_msg)
         await self._nc.subscribe(LOAD_REPORT_ALL, cb=self._beacon_msg)
-
-    async def _heartbeat_msg(self, msg: Any) -> None:
-        try:
-            beat = msgspec.json.decode(msg.data, type=HeartbeatMsg)
-        except msgspec.DecodeError:
-            return
-        if from_itself(msg.subject, beat.location):
-            self._on_heartbeat(beat)
 
     async def _beacon_msg(self, msg: Any) -> None:
         try:
@@ -212,16 +208,16 @@ class TrafficBus:
         except msgspec.DecodeError:
             return
         if from_itself(msg.subject, beacon.location):
+            self._on_heartbeat(HeartbeatMsg(beacon.location, beacon.url))
             self._on_beacon(beacon)
 
-    async def publish(self, beat: HeartbeatMsg, beacon: LoadBeacon) -> None:
-        """Send this location's heartbeat and beacon; nothing while not connected."""
+    async def publish(self, beacon: LoadBeacon) -> None:
+        """Send this location's beacon (its heartbeat too); nothing while not connected."""
         # lazy: for the reason given in connect().
-        from edgefn.bus.subjects import health_subject, load_report_subject
+        from edgefn.bus.subjects import load_report_subject
 
         if self._nc is None or not self._nc.is_connected:
             return
-        await self._nc.publish(health_subject(self.location), msgspec.json.encode(beat))
         await self._nc.publish(load_report_subject(self.location), msgspec.json.encode(beacon))
 
     async def close(self) -> None:

@@ -631,6 +631,9 @@ class SandboxPool:
         self._changed = asyncio.Event()
         self._next_invoke = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # Set when a request starts on a worker: the monitor, asleep while nothing is in flight,
+        # then samples again MONITOR_MS later (see _monitor).
+        self._invoked = asyncio.Event()
         self._stopping = False
         self._waiters = 0
         self._adopting: set[asyncio.Future[Any]] = set()
@@ -807,6 +810,7 @@ class SandboxPool:
         # on every request would cost more than the request itself.
         inf = _Inflight(asyncio.Queue(), None, spec.cpu_ms, msg.request_id)
         worker.inflight[iid] = inf
+        self._invoked.set()
         msg.id = iid
         worker.send(msg)
         return Invocation(self, worker, iid, cold=cold, deadline=deadline, inflight=inf)
@@ -976,18 +980,30 @@ class SandboxPool:
             self._cgroups_to_remove = {g for g in self._cgroups_to_remove if not _cgroup.remove(g)}
 
     async def _monitor(self) -> None:
-        rounds = 0
-        idle_every = max(1, IDLE_CHECK_MS // MONITOR_MS)
+        """Busy workers' limits every MONITOR_MS, idle workers' CPU every IDLE_CHECK_MS.
+
+        While no request is in flight the loop sleeps until one starts (or the next idle
+        check is due) instead of waking every MONITOR_MS for nothing: an idle node's monitor
+        wakes ~5 times a second, not 50. A request's first sample stays MONITOR_MS after it
+        started (or the next round), as before, so a fast request is never sampled at all."""
+        idle_check_at = 0.0
         while True:
+            if not any(w.inflight for w in self.workers.values() if not w.dead):
+                self._invoked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._invoked.wait(), IDLE_CHECK_MS / 1000)
             await asyncio.sleep(MONITOR_MS / 1000)
-            rounds += 1
+            now = time.monotonic()
+            idle_due = now >= idle_check_at
+            if idle_due:
+                idle_check_at = now + IDLE_CHECK_MS / 1000
             for worker in list(self.workers.values()):
                 if worker.dead:
                     continue
                 if worker.inflight:
                     worker.idle_cpu_start_ms = None
                     self._check_limits(worker)
-                elif worker.spec is not None and worker.cgroup and rounds % idle_every == 0:
+                elif worker.spec is not None and worker.cgroup and idle_due:
                     self._check_idle_cpu(worker)
 
     def _check_idle_cpu(self, worker: WorkerProcess) -> None:

@@ -20,10 +20,14 @@ Rules:
 5. **Strong** operations go to the home (:class:`AskHome`) and complete on :class:`StrongResult`;
    if none arrives within ``strong_timeout_ms`` the client gets ``KVUnavailable`` (the operation
    may or may not have happened at the home; it is never reported as done when it was not).
-6. **Anti-entropy**: every ``anti_entropy_interval_ms`` the replica announces its frontier and
-   clock floor to all peers and sends a Merkle digest to the next peer in turn. The receiver pulls
-   the differing buckets; after merging, if its tree equals the sender's it adopts the sender's
-   frontier (its state now contains everything the sender had applied).
+6. **Anti-entropy**: every round the replica announces its frontier and clock floor to all peers
+   and sends a Merkle digest to the next peer in turn. The receiver pulls the differing buckets;
+   after merging, if its tree equals the sender's it adopts the sender's frontier (its state now
+   contains everything the sender had applied). Rounds are ``anti_entropy_interval_ms`` apart
+   while anything changes here (a write made or merged, a repair asked or served, a member
+   joining or leaving, a peer's leave announced or seen) and back off, doubling from there up to
+   ``anti_entropy_idle_max_ms``, while nothing does: an idle replica sends ~(N-1)/10 messages a
+   second instead of 2(N-1), and the first change brings the next round within the base interval.
 7. **Tombstone GC** (also expired entries): an entry with timestamp ``t`` is dropped once, for every
    replica ``p``, ``p`` announced a floor ``(hlc >= t, seq)`` and every replica announced
    ``applied[p] >= seq``: no write that could lose to the tombstone can still arrive anywhere.
@@ -140,6 +144,8 @@ class ReplicaConfig:
     replay_batch_max: int = 512
     replay_retry_ms: int = 200
     anti_entropy_interval_ms: int = 500
+    # The gap between rounds while nothing changes doubles up to this (rule 6).
+    anti_entropy_idle_max_ms: int = 10_000
     repair_entries_max: int = 4_096
     # A repair answer travels as one bus message (1 MiB NATS payload): past this many bytes of
     # entries it is split, so a repair of large values is never silently dropped by the bus.
@@ -236,6 +242,8 @@ class Replica:
         self.peer_view: dict[str, PeerView] = {}
         self.replay_asked_ms: dict[str, int] = {}
         self.next_anti_entropy_ms = now_ms
+        self.anti_entropy_gap_ms = self.config.anti_entropy_interval_ms
+        self._stirred = False
         self.anti_entropy_turn = 0
 
     # ---------------------------------------------------------------- dispatch
@@ -247,6 +255,8 @@ class Replica:
         if self.left:
             return self._while_left(event)
         frontier_before = self._frontier_total()
+        replicas_before = self.config.replicas
+        self._stirred = False  # set by a handler that changed what rounds announce
         if isinstance(event, _LOCAL_OPS):
             self._local(event, out, queued=False)
         elif isinstance(event, ReplicationReceived):
@@ -275,10 +285,29 @@ class Replica:
             self.leaving = False
         else:
             self._on_restarted(event)
-        if self._frontier_total() != frontier_before:
+        changed = self._frontier_total() != frontier_before
+        if changed:
             out.dirty = True
             self._retry_waiting(out)
+        if (
+            changed
+            or out.upserts
+            or out.removes
+            or self._stirred
+            or self.config.replicas is not replicas_before
+            or isinstance(event, (LeaveRequested, LeaveCancelled, PeerLeft))
+        ):
+            self._liven(out)
         return self._finish(out)
+
+    def _liven(self, out: _Out) -> None:
+        """Something changed: anti-entropy rounds back to the base interval (rule 6)."""
+        base = self.config.anti_entropy_interval_ms
+        self.anti_entropy_gap_ms = base
+        due = self.now_ms + base
+        if due < self.next_anti_entropy_ms:
+            self.next_anti_entropy_ms = due
+            out.others.append(ScheduleTick(due))
 
     def _on_members(self, names: tuple[str, ...]) -> None:
         for name in names:
@@ -622,9 +651,14 @@ class Replica:
             self._on_members((peer,))  # announced after its leave: it re-joined
         if peer not in self.config.replicas or peer == self.id:
             return
-        view = view_of(message, self.peer_view.get(peer))
+        before = self.peer_view.get(peer)
+        view = view_of(message, before)
         if view is not None:
             self.peer_view[peer] = view
+            self._stirred |= before is None or (view.leaving, view.leaving_seen) != (
+                before.leaving,
+                before.leaving_seen,
+            )
         self.peer_applied[peer] = self.peer_applied.get(peer, VClock()).merge(dict(message.applied))
         floor = (message.floor_hlc, message.floor_seq)
         self.peer_floor[peer] = max(self.peer_floor.get(peer, (0, 0)), floor)
@@ -659,7 +693,11 @@ class Replica:
         out.others.append(ScheduleTick(self.next_anti_entropy_ms))
 
     def _anti_entropy(self, out: _Out) -> None:
-        self.next_anti_entropy_ms = self.now_ms + self.config.anti_entropy_interval_ms
+        self.next_anti_entropy_ms = self.now_ms + self.anti_entropy_gap_ms
+        # The round after next backs off unless something changes before it (_liven).
+        self.anti_entropy_gap_ms = min(
+            self.config.anti_entropy_idle_max_ms, self.anti_entropy_gap_ms * 2
+        )
         floor_hlc = self.clock.now(self.now_ms)
         # The floor is a promise about every later write: persist the clock before announcing.
         out.dirty = True
@@ -681,9 +719,11 @@ class Replica:
         if not buckets:
             self._adopt_frontier(VClock(message.applied), out)
             return
+        self._stirred = True
         out.others.append(SendTo(message.sender, RepairRequest(self.id, tuple(buckets))))
 
     def _on_repair_request(self, message: RepairRequest, out: _Out) -> None:
+        self._stirred = True  # a peer differs: keep the rounds (and its digests) coming
         wanted = set(message.buckets)
         by_bucket: dict[int, list[Entry]] = {}
         for key, entry in self.entries.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import pytest
 from _net import Net
@@ -33,8 +34,9 @@ from edgefn.state import (
     WriteDone,
     received,
 )
+from edgefn.state.events import AntiEntropyRequest
 from edgefn.state.hlc import pack
-from edgefn.state.messages import RepairResponse, ReplayRequest
+from edgefn.state.messages import RepairRequest, RepairResponse, ReplayRequest
 
 S = Consistency.SESSION
 C = Consistency.CAUSAL
@@ -360,3 +362,51 @@ def test_anti_entropy_repairs_large_values_in_messages_that_fit_the_bus() -> Non
     assert all(_value(net, "b", f"k{i}") == big for i in range(30))
     assert sizes
     assert max(sizes) <= budget
+
+
+def _rounds(net: Net, name: str, until_ms: int, step_ms: int = 100) -> list[int]:
+    """Tick ``name`` every ``step_ms`` until ``until_ms``: when it announced (a round)."""
+    at = []
+    while net.now < until_ms:
+        net.now += step_ms
+        if any(isinstance(i, Broadcast) for i in net.do(name, Tick(net.now))):
+            at.append(net.now)
+        net.flush()
+    return at
+
+
+def test_idle_anti_entropy_backs_off_and_a_change_brings_the_base_interval_back() -> None:
+    """Rule 6: the next round 500 ms after a change, then doubling up to the idle ceiling; a write
+    (here, or merged from a peer) makes the next round due within the base interval again."""
+    net = Net(("a", "b"), anti_entropy_interval_ms=500, anti_entropy_idle_max_ms=4_000)
+    net.do("a", Put(1, "k", b"v", net.now))
+    net.flush()
+    rounds = _rounds(net, "a", net.now + 20_000)
+    assert rounds[0] == 1_100  # due at once (a new replica), then 500 ms on, then doubling
+    gaps = [b - a for a, b in itertools.pairwise(rounds)]
+    assert gaps[:4] == [500, 1_000, 2_000, 4_000]
+    assert set(gaps[4:]) == {4_000}
+    # A write merged from b: the ScheduleTick it returns pulls the next round in.
+    before = net.now
+    net.do("b", Put(2, "k2", b"v", net.now))
+    pulled = [
+        i for _src, dst, m in list(net.in_flight) if dst == "a"
+        for i in net.do("a", received(m, net.now)) if isinstance(i, ScheduleTick)
+    ]  # fmt: skip
+    net.in_flight.clear()
+    assert pulled == [ScheduleTick(before + 500)]
+    assert _rounds(net, "a", before + 1_100)[0] == before + 500
+
+
+def test_serving_a_repair_keeps_the_rounds_at_the_base_interval() -> None:
+    """A peer that asks for buckets differs: the sender's next round (and digest) comes within
+    the base interval while the repair goes on, instead of after its idle back-off."""
+    net = Net(("a", "b"), anti_entropy_interval_ms=500, anti_entropy_idle_max_ms=8_000)
+    net.do("a", Put(1, "k", b"v", net.now))
+    start = net.now
+    _rounds(net, "a", start + 20_000)  # backed off to 8 s by now
+    asked = net.now
+    out = net.do("a", AntiEntropyRequest(RepairRequest("b", (1, 2)), asked))
+    assert ScheduleTick(asked + 500) in out
+    net.in_flight.clear()
+    assert _rounds(net, "a", asked + 1_100)[0] == asked + 500
