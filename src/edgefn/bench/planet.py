@@ -60,6 +60,7 @@ from edgefn.bench._propagation import (
 from edgefn.bench.kv import FUNCTION as KV_FUNCTION
 from edgefn.bench.kv import MANIFEST as KV_MANIFEST
 from edgefn.edge.traffic_config import TrafficOptions, load_traffic_config
+from edgefn.planet.anycast import IDLE_PROBE_FACTOR as ENTRY_IDLE_PROBE_FACTOR
 from edgefn.planet.anycast import AnycastEntry
 from edgefn.planet.client import PlanetClient
 
@@ -309,8 +310,10 @@ def _probe_rates(state: Path, planet: Mapping[str, Any], locations: int) -> dict
     interval_s = config.health.probe_interval_ms / 1000
     # An idle planet: every peer heartbeats on time and gets no requests (routing/health.py).
     idle_s = max(config.health.idle_probe_interval_ms, config.health.probe_interval_ms) / 1000
-    # The supervisor builds its entry with the default interval.
+    # The supervisor builds its entry with the default intervals; an idle planet's locations
+    # get no requests, so each is probed at the idle interval (planet/_anycast_choice.py).
     entry_interval_s = _default(AnycastEntry, "probe_interval_s")
+    entry_idle_s = ENTRY_IDLE_PROBE_FACTOR * entry_interval_s
     return {
         "source": "the nodes' traffic configuration and the anycast entry's default",
         "node_probe_interval_s": interval_s,
@@ -318,7 +321,8 @@ def _probe_rates(state: Path, planet: Mapping[str, Any], locations: int) -> dict
         "node_probes_sent_per_s_per_location": round((locations - 1) / idle_s, 2),
         "node_probes_total_per_s": round(locations * (locations - 1) / idle_s, 1),
         "entry_probe_interval_s": entry_interval_s,
-        "entry_probes_per_s_per_location": round(1 / entry_interval_s, 2),
+        "entry_idle_probe_interval_s": entry_idle_s,
+        "entry_probes_per_s_per_location": round(1 / entry_idle_s, 2),
         "beacon_interval_s": config.report_interval_s,
     }
 

@@ -12,6 +12,13 @@ Health, per location, is driven by events:
   slow probe on a busy machine should not empty a location);
 - ``ConnectFailed`` (passive: the proxy could not connect) marks it unhealthy at once.
 
+Which locations to probe (:meth:`AnycastChooser.due`): one that needs watching is probed every
+``probe_interval_ms``, the rest every ``idle_probe_interval_ms``. It needs watching while it is
+unhealthy or has a failed probe outstanding, its health changed or it was sent a request
+(``Routed``) within the last ``busy_window_ms``: traffic keeps the fast probes, an idle planet
+costs one probe per location every 2 s instead of 4 a second (docs/design/0018-idle-cost.md).
+A location no probe has reached yet is due at once.
+
 A location is presumed healthy when it is first seen, so requests flow before the first probe
 round completes; the first failed connection corrects that. ``LocationsReplaced`` swaps the table
 at run time and keeps the health of locations whose id and URL did not change. ``handle`` returns
@@ -73,7 +80,15 @@ class LocationsReplaced:
     locations: tuple[EntryLocation, ...]
 
 
-Event = ProbeResult | ConnectFailed | LocationsReplaced
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """A request was sent to the location (its probes stay fast while it serves traffic)."""
+
+    location_id: str
+    now_ms: int
+
+
+Event = ProbeResult | ConnectFailed | LocationsReplaced | Routed
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +139,22 @@ class AnycastChooser:
         *,
         model: LatencyModel | None = None,
         probe_failures_to_mark_down: int = 2,
+        probe_interval_ms: int = 250,
+        idle_probe_interval_ms: int = 2_000,
+        busy_window_ms: int = 10_000,
     ) -> None:
         assert probe_failures_to_mark_down >= 1
+        assert 0 < probe_interval_ms <= idle_probe_interval_ms, (
+            probe_interval_ms,
+            idle_probe_interval_ms,
+        )
         self._model = model if model is not None else LatencyModel()
         self._threshold = probe_failures_to_mark_down
+        self._fast_ms = probe_interval_ms
+        self._idle_ms = idle_probe_interval_ms
+        self._busy_ms = busy_window_ms
+        self._probed_ms: dict[str, int] = {}  # when its last probe result came
+        self._routed_ms: dict[str, int] = {}  # when a request was last sent to it
         self._health: dict[str, LocationHealth] = {}
         self._marked_down_total = 0
         self._marked_up_total = 0
@@ -148,6 +175,25 @@ class AnycastChooser:
 
     def locations(self) -> list[LocationHealth]:
         return [self._health[k] for k in sorted(self._health)]
+
+    def due(self, now_ms: int) -> list[EntryLocation]:
+        """The locations to probe now (see the module docstring), by id."""
+        out = []
+        for key in sorted(self._health):
+            health = self._health[key]
+            probed = self._probed_ms.get(key)
+            if probed is None:
+                out.append(health.location)
+                continue
+            watching = (
+                not health.healthy
+                or health.consecutive_probe_failures > 0
+                or now_ms - health.changed_at_ms <= self._busy_ms
+                or now_ms - self._routed_ms.get(key, -self._busy_ms - 1) <= self._busy_ms
+            )
+            if now_ms - probed >= (self._fast_ms if watching else self._idle_ms):
+                out.append(health.location)
+        return out
 
     def is_healthy(self, location_id: str) -> bool:
         health = self._health.get(location_id)
@@ -178,6 +224,9 @@ class AnycastChooser:
         health = self._health.get(event.location_id)
         if health is None:
             return []  # A probe or request that started before the table changed.
+        if isinstance(event, Routed):
+            self._routed_ms[event.location_id] = event.now_ms
+            return []
         if isinstance(event, ConnectFailed):
             return self._set(
                 health,
@@ -186,6 +235,7 @@ class AnycastChooser:
                 now_ms=event.now_ms,
                 reason="connection failed",
             )
+        self._probed_ms[event.location_id] = event.now_ms
         if event.ok:
             return self._set(
                 health, healthy=True, failures=0, now_ms=event.now_ms, reason="health probe ok"
@@ -224,6 +274,9 @@ class AnycastChooser:
         assert len(set(ids)) == len(ids), f"duplicate location ids in {ids}"
         old = self._health
         self._health = {}
+        for table in (self._probed_ms, self._routed_ms):
+            for key in [k for k in table if k not in ids]:
+                del table[key]
         for loc in locations:
             kept = old.get(loc.id)
             if kept is not None and kept.location == loc:

@@ -24,8 +24,10 @@ retried once on the next-nearest healthy location (a connect failure happens bef
 request body is read, so the retry sends the body whole). No healthy location: ``503`` with
 ``Retry-After``; the location failed after connecting: ``502``.
 
-Health: every ``probe_interval_s`` one ``GET <url>/_edgefn/health`` per location (200 = healthy),
-feeding :class:`ProbeResult` events; the location table can be replaced at run time with
+Health: every ``probe_interval_s`` one ``GET <url>/_edgefn/health`` (200 = healthy) to each
+location that is due (:meth:`AnycastChooser.due`: every ``probe_interval_s`` while it serves
+traffic or is suspect, every ``idle_probe_interval_s`` otherwise), feeding :class:`ProbeResult`
+events; the location table can be replaced at run time with
 :meth:`AnycastEntry.set_locations`. HTTP is served by uvicorn on a socket bound here; upstream
 requests use one httpx client with a bounded connection pool.
 """
@@ -55,13 +57,14 @@ from edgefn.planet._anycast_choice import (
     LocationHealth,
     LocationsReplaced,
     ProbeResult,
+    Routed,
     client_point,
     format_point,
 )
 from edgefn.routing.internal_auth import CLIENT_HEADERS, sign_client
 from edgefn.world import GeoPoint, LatencyModel
 
-__all__ = ["AnycastEntry", "AnycastStatistics", "EntryLocation"]
+__all__ = ["IDLE_PROBE_FACTOR", "AnycastEntry", "AnycastStatistics", "EntryLocation"]
 
 _log = logging.getLogger("edgefn.anycast")
 
@@ -124,6 +127,10 @@ class _Body:
                 return
 
 
+# The default idle probe interval, as a multiple of the probe interval.
+IDLE_PROBE_FACTOR = 8
+
+
 def _now_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -141,6 +148,7 @@ class AnycastEntry:
         emulate_rtt: bool = False,
         model: LatencyModel | None = None,
         probe_interval_s: float = 0.25,
+        idle_probe_interval_s: float | None = None,
         probe_timeout_s: float = 1.0,
         connect_timeout_s: float = 2.0,
         request_timeout_s: float = 60.0,
@@ -150,7 +158,19 @@ class AnycastEntry:
         assert probe_interval_s > 0
         self._secret = secret
         assert max_connections > 0
-        self._chooser = AnycastChooser(locations, model=model)
+        # Quiet, healthy locations are probed less often (by default every 2 s).
+        idle_s = (
+            idle_probe_interval_s
+            if idle_probe_interval_s is not None
+            else IDLE_PROBE_FACTOR * probe_interval_s
+        )
+        assert idle_s >= probe_interval_s
+        self._chooser = AnycastChooser(
+            locations,
+            model=model,
+            probe_interval_ms=max(1, round(probe_interval_s * 1000)),
+            idle_probe_interval_ms=max(1, round(idle_s * 1000)),
+        )
         self._host, self._port = host, port
         self._default_client = default_client
         self._emulate_rtt = emulate_rtt
@@ -304,11 +324,10 @@ class AnycastEntry:
     async def _probe_forever(self) -> None:
         async with httpx.AsyncClient(timeout=self._probe_timeout_s, trust_env=False) as client:
             while True:
-                rows = self._chooser.locations()
-                results = await asyncio.gather(*(self._probe(client, h.location) for h in rows))
-                for health, ok in zip(rows, results, strict=True):
-                    event = ProbeResult(health.location.id, ok, _now_ms())
-                    self._apply(self._chooser.handle(event))
+                rows = self._chooser.due(_now_ms())
+                results = await asyncio.gather(*(self._probe(client, loc) for loc in rows))
+                for loc, ok in zip(rows, results, strict=True):
+                    self._apply(self._chooser.handle(ProbeResult(loc.id, ok, _now_ms())))
                 await asyncio.sleep(self._probe_interval_s)
 
     async def _probe(self, client: httpx.AsyncClient, location: EntryLocation) -> bool:
@@ -361,6 +380,7 @@ class AnycastEntry:
                 break
             target = ranked[0]
             tried.append(target.id)
+            self._chooser.handle(Routed(target.id, _now_ms()))
             if await self._forward(scope, headers, body, point, target, send):
                 return
             if body.started:

@@ -12,6 +12,7 @@ from edgefn.planet._anycast_choice import (
     HealthChanged,
     LocationsReplaced,
     ProbeResult,
+    Routed,
     client_point,
     format_point,
 )
@@ -81,3 +82,37 @@ def test_client_point_parses_or_defaults_and_formats() -> None:
     assert format_point(GeoPoint(48.86, -2.3)) == "48.8600,-2.3000"
     with pytest.raises(UsageError, match="unknown client location"):
         client_point("Atlantis", default=default)
+
+
+def test_quiet_healthy_locations_are_probed_at_the_idle_interval() -> None:
+    """Every location is due at once; then a quiet healthy one every 2 s, one that served a
+    request (within 10 s), failed a probe or changed health every 250 ms."""
+    c = AnycastChooser(
+        [IAD, FRA, AMS], probe_interval_ms=250, idle_probe_interval_ms=2_000, busy_window_ms=10_000
+    )
+    t = 100_000
+    assert [loc.id for loc in c.due(t)] == ["ams", "fra", "iad"]
+    for loc in ("ams", "fra", "iad"):
+        c.handle(ProbeResult(loc, True, t))
+    assert c.due(t + 250) == []
+    c.handle(Routed("fra", t + 100))  # fra serves traffic
+    c.handle(ProbeResult("iad", False, t + 200))  # iad failed one probe (still healthy)
+    assert [loc.id for loc in c.due(t + 250)] == ["fra"]
+    assert [loc.id for loc in c.due(t + 450)] == ["fra", "iad"]
+    assert [loc.id for loc in c.due(t + 2_000)] == ["ams", "fra", "iad"]
+    # Traffic ages out of the window: fra is quiet again; iad recovers.
+    c.handle(ProbeResult("fra", True, t + 10_200))
+    c.handle(ProbeResult("iad", True, t + 10_200))
+    c.handle(ProbeResult("ams", True, t + 10_200))
+    assert c.due(t + 10_500) == []
+    assert [loc.id for loc in c.due(t + 12_200)] == ["ams", "fra", "iad"]
+    for loc in ("ams", "fra", "iad"):
+        c.handle(ProbeResult(loc, True, t + 12_200))
+    # A marked-down location is watched, and stays so for the window after it comes back.
+    c.handle(ConnectFailed("ams", t + 12_300))
+    c.handle(ProbeResult("ams", True, t + 12_300))
+    assert [loc.id for loc in c.due(t + 12_550)] == ["ams"]
+    # A replaced table forgets the removed location and probes a new one at once.
+    c.handle(LocationsReplaced((FRA, IAD, EntryLocation("nrt", 35.7, 139.7, "http://n"))))
+    assert "nrt" in [loc.id for loc in c.due(t + 12_560)]
+    assert "ams" not in [loc.id for loc in c.due(t + 30_000)]
