@@ -19,7 +19,8 @@ allow only ``[-/_=.a-zA-Z0-9]``):
   is ``unreachable``.
 
 - KV bucket ``edgefn-kv-members``, key ``<ns>.<replica>``: every replica registers itself there
-  (an empty value); the driver reads the keys at start and every few seconds, learns senders of
+  (an empty value); the driver reads the keys at start and every 3 s (backing off to 48 s while
+  they stay the same), learns senders of
   announcements as they arrive, and remembers all of them in the store (``MembersChanged``). A
   replica that leaves (:meth:`KVDriver.leave`, see ``membership.py``) overwrites its key with a
   *leave record*, msgpack ``[final_seq, left_hlc]``, so replicas that were away learn of it too
@@ -121,6 +122,11 @@ _STREAM_BYTES_MAX = 64 * 1024 * 1024
 _HOME_BYTES_MAX = 32 * 1024 * 1024
 _MEMBERS_BYTES_MAX = 1024 * 1024
 _MEMBERS_POLL_S = 3.0
+# While the member set stays the same the poll backs off, doubling up to this: each poll is a
+# JetStream consumer made and deleted at the core plus one message per member, which at 50
+# replicas was ~900 messages/s of an idle planet. Members are learned from their
+# announcements as well; the poll is the backstop for leaves a replica missed while away.
+_MEMBERS_POLL_MAX_S = 48.0
 _SETUP_RETRY_S = 0.5
 _STOP_WAIT_S = 3.0
 _JS_TIMEOUT_S = 10.0
@@ -361,10 +367,19 @@ class KVDriver(ReplicaOperations):
         await self._refresh_members()
 
     async def _members_loop(self) -> None:
+        gap = _MEMBERS_POLL_S
+        seen = self._member_set()
         while True:
-            await asyncio.sleep(_MEMBERS_POLL_S)
+            await asyncio.sleep(gap)
             with contextlib.suppress(*_HOME_ERRORS):
                 await self._refresh_members()
+            now = self._member_set()
+            gap = _MEMBERS_POLL_S if now != seen else min(_MEMBERS_POLL_MAX_S, gap * 2)
+            seen = now
+
+    def _member_set(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The replicas and the departed ones, to tell whether a poll found anything new."""
+        return self.replica.config.replicas, tuple(sorted(self.replica.departed))
 
     async def _refresh_members(self) -> None:
         """Registered replicas join the set, leave records remove (or keep out) their writer.

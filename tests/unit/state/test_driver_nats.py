@@ -255,3 +255,46 @@ async def test_strong_operation_without_a_home_fails_after_its_bounded_wait(
         assert not isinstance(info.value, KVOutcomeUnknown)
     finally:
         await d.stop()
+
+
+async def test_the_members_poll_backs_off_while_the_set_stays_and_a_new_member_is_learnt(
+    server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stable member set is polled less and less often (here 0.05 s doubling to 0.4 s); a
+    replica that joins later is still learnt (from the bucket or its announcements)."""
+    from edgefn.state import driver as driver_module
+
+    monkeypatch.setattr(driver_module, "_MEMBERS_POLL_S", 0.05)
+    monkeypatch.setattr(driver_module, "_MEMBERS_POLL_MAX_S", 0.4)
+    fra = _driver(server, tmp_path, "fra")
+    polls: list[float] = []
+    refresh = fra._refresh_members
+
+    async def counted() -> None:
+        polls.append(time.monotonic())
+        await refresh()
+
+    monkeypatch.setattr(fra, "_refresh_members", counted)
+    await fra.start()
+    try:
+        await until(lambda: len(polls) >= 6, timeout_s=30, what="six polls")
+        gaps = [b - a for a, b in zip(polls[1:], polls[2:], strict=False)]
+        assert gaps[-1] > 2 * gaps[0], gaps  # backed off
+        config = ReplicaConfig(replica_id="new", replicas=(*NAMES, "new"))
+        late = KVDriver(
+            namespace="counts",
+            replica=Replica(config),
+            store=SqliteStore(tmp_path / "new.sqlite3"),
+            servers=server.client_url,
+        )
+        await late.start()
+        try:
+            await until(
+                lambda: "new" in fra.replica.config.replicas,
+                timeout_s=30,
+                what="the late member learnt",
+            )
+        finally:
+            await late.stop()
+    finally:
+        await fra.stop()
