@@ -82,14 +82,20 @@ def _requests(job: LocalJob) -> tuple[RequestArrays, tuple[str, ...]]:
             service = tr.service_ms[mine]
     else:
         arrival = workload_arrivals_ms(w, duration_ms, share, numpy_stream(job.seed, *key, "arr"))
-        cdf = np.cumsum(zipf_weights(w.functions, w.zipf_s))
-        u = numpy_stream(job.seed, *key, "function").random(len(arrival))
-        fn = np.minimum(np.searchsorted(cdf, u), w.functions - 1)
+        if w.functions == 1:  # every request is f0; the "function" stream is not drawn from
+            fn = np.zeros(len(arrival), dtype=np.int64)
+        else:
+            cdf = np.cumsum(zipf_weights(w.functions, w.zipf_s))
+            u = numpy_stream(job.seed, *key, "function").random(len(arrival))
+            fn = np.minimum(np.searchsorted(cdf, u), w.functions - 1)
         names = tuple(f"f{i}" for i in range(w.functions))
     n = len(arrival)
     if service is None:
         service = s.service.sample(numpy_stream(job.seed, *key, "service"), n)
-    cold = s.cold_start.duration.sample(numpy_stream(job.seed, *key, "cold"), n)
+    if s.cold_start.enabled:
+        cold = s.cold_start.duration.sample(numpy_stream(job.seed, *key, "cold"), n)
+    else:  # never read with cold starts off (every request is warm); each stream is its own
+        cold = np.zeros(n)
     return RequestArrays(arrival, fn.astype(np.int64), service, cold), names
 
 

@@ -54,4 +54,6 @@ class LocationOutcome:
 
     def busy_ms(self, requests: RequestArrays) -> np.ndarray:
         """Worker time each request used (service plus its cold start, if any)."""
+        if not self.cold.any():
+            return requests.service_ms
         return np.asarray(requests.service_ms + np.where(self.cold, requests.cold_ms, 0.0))

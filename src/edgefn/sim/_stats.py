@@ -29,6 +29,7 @@ _LO_MS = 1e-3
 _DECADES = 11
 _PER_DECADE = 100
 _NBINS = _DECADES * _PER_DECADE
+_LOG_LO = -math.log10(_LO_MS)  # 3: log10(v / _LO_MS) = log10(v) + _LOG_LO
 
 
 def summarize(values_ms: np.ndarray) -> dict[str, float]:
@@ -83,11 +84,22 @@ class LatencyHistogram:
     def add(self, values_ms: np.ndarray) -> None:
         """Count a batch of latencies."""
         pos = values_ms > 0.0
-        self.zeros += int(len(values_ms) - np.count_nonzero(pos))
-        idx = np.floor(np.log10(np.maximum(values_ms[pos], _LO_MS) / _LO_MS) * _PER_DECADE)
-        idx = np.minimum(idx.astype(np.int64), _NBINS - 1)
-        self.counts += np.bincount(idx, minlength=_NBINS)
+        npos = int(np.count_nonzero(pos))
+        self.zeros += len(values_ms) - npos
         self.total += float(values_ms.sum())
+        if npos == 0:
+            return
+        # bin = floor(100·log10(max(v, 1 µs) / 1 µs)), in place on one copy (this runs over every
+        # simulated request twice, so temporaries cost): log10(v / _LO_MS) = log10(v) + _LOG_LO, and the
+        # value is >= 0, so truncation is the floor.
+        v = values_ms[pos] if npos < len(values_ms) else values_ms.astype(np.float64, copy=True)
+        np.maximum(v, _LO_MS, out=v)
+        np.log10(v, out=v)
+        v += _LOG_LO
+        v *= _PER_DECADE
+        idx = v.astype(np.int64)
+        np.minimum(idx, _NBINS - 1, out=idx)
+        self.counts += np.bincount(idx, minlength=_NBINS)
 
     def __iadd__(self, other: LatencyHistogram) -> LatencyHistogram:
         self.counts += other.counts

@@ -66,26 +66,48 @@ class Tally:
     ) -> None:
         """Count one batch of served requests (arrays aligned by request)."""
         sh = self.shape
-        tl = np.minimum((arrival_ms // sh.timeline_bin_ms).astype(np.int64), sh.timeline_bins - 1)
         nt = len(self.timeline)
+        tl = self._bins(arrival_ms, 0.0, sh.timeline_bin_ms, nt)
+        any_cold = bool(cold.any())
         self.timeline[:, 0] += np.bincount(tl, minlength=nt)
-        self.timeline[:, 1] += np.bincount(tl, weights=cold, minlength=nt)
-        keep = arrival_ms >= sh.warmup_ms
-        a, w, r, c = arrival_ms[keep], wait_ms[keep], response_ms[keep], cold[keep]
+        if any_cold:
+            self.timeline[:, 1] += np.bincount(tl, weights=cold, minlength=nt)
+        if sh.warmup_ms > 0.0:
+            keep = arrival_ms >= sh.warmup_ms
+            if not keep.all():
+                arrival_ms, wait_ms = arrival_ms[keep], wait_ms[keep]
+                response_ms, busy_ms, cold = response_ms[keep], busy_ms[keep], cold[keep]
+        a, w, r, c = arrival_ms, wait_ms, response_ms, cold
         self.n += len(a)
-        self.wait_sum += float(w.sum())
         self.response_sum += float(r.sum())
-        self.busy_ms += float(busy_ms[keep].sum())
+        self.busy_ms += float(busy_ms.sum())
         waited = w > 0.0
-        self.waited += int(np.count_nonzero(waited))
-        self.cold += int(np.count_nonzero(c))
+        n_waited = int(np.count_nonzero(waited))
+        self.waited += n_waited
+        self.cold += int(np.count_nonzero(c)) if any_cold else 0
+        self.wait_sum += float(w.sum())
         self.wait.add(w)
         self.response.add(r)
-        span = (sh.duration_ms - sh.warmup_ms) / sh.batches
-        b = np.minimum(((a - sh.warmup_ms) // span).astype(np.int64), sh.batches - 1)
         nb = sh.batches
-        for col, weights in enumerate((None, w, r, waited, c)):
-            self.batch[:, col] += np.bincount(b, weights=weights, minlength=nb)
+        span = (sh.duration_ms - sh.warmup_ms) / nb
+        bins = self._bins(a, sh.warmup_ms, span, nb)
+        self.batch[:, 0] += np.bincount(bins, minlength=nb)
+        self.batch[:, 2] += np.bincount(bins, weights=r, minlength=nb)
+        if n_waited:  # only requests that waited add to the wait sums and counts
+            bw = bins[waited] if n_waited < len(bins) else bins
+            self.batch[:, 1] += np.bincount(bw, weights=w[waited], minlength=nb)
+            self.batch[:, 3] += np.bincount(bw, minlength=nb)
+        if any_cold:
+            self.batch[:, 4] += np.bincount(bins, weights=c, minlength=nb)
+
+    @staticmethod
+    def _bins(t_ms: np.ndarray, origin_ms: float, width_ms: float, n: int) -> np.ndarray:
+        """``min((t - origin) // width, n - 1)`` as int64, with one temporary."""
+        x = t_ms - origin_ms if origin_ms else t_ms.copy()
+        np.floor_divide(x, width_ms, out=x)
+        idx = x.astype(np.int64)
+        np.minimum(idx, n - 1, out=idx)
+        return idx
 
     def add_failed(self, count: int) -> None:
         """Requests that found no reachable location."""
