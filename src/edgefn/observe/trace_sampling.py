@@ -4,7 +4,13 @@ A node records every span of every request; once a trace's local root span ends,
 :meth:`TailSampler.handle` whether to keep it. The rules, in order:
 
 1. **Errors and slow requests are kept** (reason ``error`` / ``slow``, probability 1.0): a 5xx
-   status or a failure, or a root longer than ``slow_ms``. "Always" has one ceiling, so an error
+   status or a failure, or a root at least ``slow_ms`` long, or — per function — at least the
+   function's own recent ``slow_quantile`` (p99) latency here once it has served
+   ``slow_min_requests`` requests, and never below ``slow_floor_ms``. So "slow" for a 5 ms
+   function is its slowest 1 %, not the same second as for a 600 ms one. The quantile is a
+   frugal streaming estimate (one comparison and one multiply per request: up by a factor
+   ``exp(step·q)`` when a request is slower, down by ``exp(-step·(1-q))`` when not, which settles
+   where a share ``1 - q`` of requests is slower). "Always" has one ceiling, so an error
    storm (or a location shedding load with 503s) cannot flood the bus: at most
    ``always_spans_per_s`` (1,000) spans per second (a token bucket of ``burst_s`` seconds);
    beyond it a trace is dropped as ``over_ceiling`` and counted.
@@ -28,6 +34,7 @@ Bounded: at most ``max_functions`` functions are tracked (the oldest is forgotte
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import msgspec
@@ -46,6 +53,10 @@ class SamplingConfig:
     base_probability: float = 0.1
     anomalous_probability: float = 1.0
     slow_ms: float = 1000.0
+    slow_quantile: float = 0.99  # per-function slow threshold (0: only slow_ms)
+    slow_floor_ms: float = 20.0
+    slow_min_requests: int = 100
+    slow_step: float = 0.05
     rate_window_ms: int = 1000
     anomaly_window_ms: int = 10_000
     anomaly_min_requests: int = 20
@@ -60,6 +71,12 @@ class SamplingConfig:
         for name in ("budget_spans_per_s", "always_spans_per_s", "burst_s", "slow_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"sampling {name} must be positive")
+        if not 0.0 <= self.slow_quantile < 1.0:
+            raise ValueError(f"sampling slow_quantile = {self.slow_quantile} must be within 0..1")
+        if self.slow_floor_ms < 0 or self.slow_min_requests < 1 or not 0 < self.slow_step < 1:
+            raise ValueError(
+                "sampling slow_floor_ms, slow_min_requests and slow_step are out of range"
+            )
         if self.rate_window_ms <= 0 or self.anomaly_window_ms <= 0 or self.max_functions < 1:
             raise ValueError("sampling windows and max_functions must be positive")
 
@@ -99,6 +116,8 @@ class _Window:
     errors: int = 0
     prev_requests: int = 0
     prev_errors: int = 0
+    seen: int = 0  # requests ever, capped at slow_min_requests
+    slow_q_ms: float = 0.0  # streaming estimate of the slow_quantile latency
 
 
 @dataclass(slots=True)
@@ -130,6 +149,20 @@ class TailSampler:
     _dropped: dict[str, int] = field(default_factory=dict)
     _not_sampled: int = 0  # drops as not_sampled, counted apart on the hot path
     _last_p: float = 0.0
+    _q_up: float = 1.0
+    _q_down: float = 1.0
+
+    def __post_init__(self) -> None:
+        q, step = self.config.slow_quantile, self.config.slow_step
+        self._q_up, self._q_down = math.exp(step * q), math.exp(-step * (1.0 - q))
+
+    def slow_threshold_ms(self, function: str) -> float:
+        """The latency at or above which ``function``'s next trace here counts as slow."""
+        cfg = self.config
+        w = self._windows.get(function)
+        if cfg.slow_quantile <= 0.0 or w is None or w.seen < cfg.slow_min_requests:
+            return cfg.slow_ms
+        return min(cfg.slow_ms, max(cfg.slow_floor_ms, w.slow_q_ms))
 
     def handle(self, ended: TraceEnded) -> Decision:
         """Keep or drop one trace whose local root ended."""
@@ -170,6 +203,17 @@ class TailSampler:
             self._roll(w, now_ms)
         w.requests += 1
         w.errors += failed
+        slow = duration_ms >= cfg.slow_ms
+        if cfg.slow_quantile > 0.0:
+            q = w.slow_q_ms
+            if w.seen < cfg.slow_min_requests:
+                w.seen += 1
+            elif duration_ms >= q and duration_ms >= cfg.slow_floor_ms:
+                slow = True
+            if q <= 0.0:
+                w.slow_q_ms = duration_ms
+            else:
+                w.slow_q_ms = q * (self._q_up if duration_ms > q else self._q_down)
         # The arrival rate in spans per second: the last full window's, or this one's so far.
         if now_ms - self._rate_start_ms >= cfg.rate_window_ms:
             elapsed = now_ms - self._rate_start_ms
@@ -179,7 +223,7 @@ class TailSampler:
             self._rate_start_ms, self._rate_spans = now_ms, 0
         self._rate_spans += spans
         arrival = max(self._rate_prev, self._rate_spans * 1e3 / cfg.rate_window_ms)
-        if failed or duration_ms >= cfg.slow_ms:
+        if failed or slow:
             budget, ceiling = self._buckets(now_ms)
             reason = "error" if failed else "slow"
             if ceiling.tokens < spans:

@@ -146,3 +146,50 @@ def test_bad_config_is_refused_naming_the_field() -> None:
         SamplingConfig(base_probability=1.5)
     with pytest.raises(ValueError, match="budget_spans_per_s"):
         SamplingConfig(budget_spans_per_s=0)
+
+
+def _slow_share(s: TailSampler, rng: random.Random, function: str, draw, n: int) -> float:  # type: ignore[no-untyped-def]
+    slow = 0
+    for i in range(n):
+        d = s.handle(_ended(_tid(rng), ms=draw(), now_ms=i, function=function))
+        slow += d.reason == "slow"
+    return slow / n
+
+
+def test_slow_is_per_function_its_own_p99_not_one_second() -> None:
+    """A 40 ms function's slowest ~1 % are kept as slow although none reaches slow_ms; a 600 ms
+    function at the same location has its own, much higher threshold."""
+    cfg = SamplingConfig(base_probability=0.0, budget_spans_per_s=1e6, always_spans_per_s=1e6)
+    s = TailSampler(cfg)
+    rng = random.Random(11)
+    fast = _slow_share(s, rng, "fast", lambda: rng.lognormvariate(3.7, 0.4), 20_000)
+    slow = _slow_share(s, rng, "report", lambda: rng.lognormvariate(6.4, 0.2), 20_000)
+    assert 0.004 <= fast <= 0.025, fast
+    assert 0.004 <= slow <= 0.025, slow
+    # The estimates sit near each function's true p99 (exp(mu + 2.326 sigma)): 102 ms and 955 ms.
+    assert 70 <= s.slow_threshold_ms("fast") <= 150, s.slow_threshold_ms("fast")
+    assert 750 <= s.slow_threshold_ms("report") <= 1000, s.slow_threshold_ms("report")
+    assert s.slow_threshold_ms("unknown") == cfg.slow_ms
+    s.check_invariants()
+
+
+def test_per_function_slow_needs_warm_up_and_a_floor_and_can_be_turned_off() -> None:
+    rng = random.Random(12)
+    cfg = SamplingConfig(base_probability=0.0, slow_min_requests=100)
+    s = TailSampler(cfg)
+    # Too few requests yet: only slow_ms counts.
+    assert _slow_share(s, rng, "new", lambda: rng.expovariate(1 / 50), 99) == 0.0
+    # Under the floor (20 ms) nothing is slow, however the latencies spread.
+    assert _slow_share(s, rng, "tiny", lambda: rng.uniform(0.5, 15.0), 5_000) == 0.0
+    off = TailSampler(SamplingConfig(base_probability=0.0, slow_quantile=0.0))
+    assert _slow_share(off, rng, "fast", lambda: rng.lognormvariate(3.7, 0.4), 5_000) == 0.0
+    assert off.slow_threshold_ms("fast") == 1000.0
+
+
+def test_bad_slow_settings_are_refused() -> None:
+    import pytest
+
+    for bad in ({"slow_quantile": 1.0}, {"slow_quantile": -0.1}, {"slow_floor_ms": -1.0},
+                {"slow_min_requests": 0}, {"slow_step": 0.0}):  # fmt: skip
+        with pytest.raises(ValueError, match="slow"):
+            SamplingConfig(**bad)  # type: ignore[arg-type]
