@@ -6,8 +6,16 @@ keeps them anyway). Every ``interval_s`` up to ``BATCH_MAX`` spans become OpenTe
 ``ReadableSpan`` objects, one resource per location (``service.name = edgefn``,
 ``edgefn.location``), and go to the collector through the SDK's ``OTLPSpanExporter``
 (protobuf ``ExportTraceServiceRequest`` over HTTP POST). The exporter is blocking (``requests``)
-so it runs in a worker thread; a failed export (the collector is down) is counted and its spans
-are dropped: OTLP export is a copy, the span store at the core is the record.
+so it runs in a worker thread.
+
+A collector that is down or overloaded loses nothing within bounds. The SDK's exporter retries
+one export itself (connection errors, 429 and 5xx, honouring ``Retry-After``) until its
+``timeout_s``; when it still fails, the batch goes back to the front of the queue and the next
+attempt waits ``interval_s`` doubled per consecutive failure, up to ``BACKOFF_MAX_S``. A batch
+that fails ``MAX_ATTEMPTS`` times in a row (a collector that refuses it, e.g. 400) is dropped and
+counted as ``abandoned``, so one bad batch cannot stop the rest. The queue's bound still holds: an
+outage longer than ``QUEUE_MAX`` spans drops the oldest. The span store at the core is the
+record either way.
 """
 
 from __future__ import annotations
@@ -28,10 +36,20 @@ from edgefn.errors import UsageError
 from edgefn.observe import JsonLog
 from edgefn.observe.spans import SpanRecord
 
-__all__ = ["BATCH_MAX", "QUEUE_MAX", "ExportStatistics", "OtlpExport", "check_endpoint"]
+__all__ = [
+    "BACKOFF_MAX_S",
+    "BATCH_MAX",
+    "MAX_ATTEMPTS",
+    "QUEUE_MAX",
+    "ExportStatistics",
+    "OtlpExport",
+    "check_endpoint",
+]
 
 QUEUE_MAX = 50_000
 BATCH_MAX = 512
+MAX_ATTEMPTS = 6
+BACKOFF_MAX_S = 30.0
 _TIMEOUT_S = 10.0
 _SCOPE = InstrumentationScope("edgefn")
 _KINDS = {0: SpanKind.INTERNAL, 1: SpanKind.SERVER, 2: SpanKind.CLIENT, 3: SpanKind.PRODUCER,
@@ -53,8 +71,9 @@ def check_endpoint(url: str) -> str:
 class ExportStatistics:
     queued: int
     exported_total: int
-    failed_total: int
-    dropped_total: int
+    failed_total: int  # spans in failed attempts (retried, or abandoned after MAX_ATTEMPTS)
+    dropped_total: int  # spans dropped from a full queue
+    abandoned_total: int = 0  # spans dropped after MAX_ATTEMPTS failed attempts
 
 
 def readable_span(s: SpanRecord, resource: Resource) -> ReadableSpan:
@@ -92,12 +111,21 @@ class OtlpExport:
     """Queues stored spans and exports them to ``endpoint``. ``start``, ``offer``, ``stop``."""
 
     def __init__(
-        self, endpoint: str, *, log: JsonLog | None = None, interval_s: float = 1.0
+        self,
+        endpoint: str,
+        *,
+        log: JsonLog | None = None,
+        interval_s: float = 1.0,
+        timeout_s: float = _TIMEOUT_S,
+        backoff_max_s: float = BACKOFF_MAX_S,
     ) -> None:
         self.endpoint = check_endpoint(endpoint)
         self.interval_s = interval_s
+        self.backoff_max_s = max(backoff_max_s, interval_s)
         self._log = log or JsonLog(location="core")
-        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=_TIMEOUT_S)
+        self._exporter = OTLPSpanExporter(endpoint=self.endpoint, timeout=timeout_s)
+        self._attempts = 0  # consecutive failed attempts of the batch at the queue's front
+        self._abandoned = 0
         self._queue: deque[SpanRecord] = deque()
         self._resources: dict[str, Resource] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -121,11 +149,33 @@ class OtlpExport:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval_s)
+            await asyncio.sleep(self.retry_delay_s())
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(BATCH_MAX, len(self._queue)))]
-                if not await self.export(batch):
-                    break
+                if await self.export(batch):
+                    self._attempts = 0
+                    continue
+                self._attempts += 1
+                if self._attempts >= MAX_ATTEMPTS:
+                    self._abandoned += len(batch)
+                    self._attempts = 0
+                    self._log.emit("warn", event="otlp_batch_abandoned", spans=len(batch),
+                                   attempts=MAX_ATTEMPTS)  # fmt: skip
+                else:
+                    self._requeue(batch)
+                break
+
+    def retry_delay_s(self) -> float:
+        """The wait before the next attempt: the interval, doubled per consecutive failure."""
+        return min(self.backoff_max_s, self.interval_s * 2.0**self._attempts)
+
+    def _requeue(self, batch: list[SpanRecord]) -> None:
+        # Back at the front, in order; a full queue keeps its newest spans, as offer() does.
+        room = QUEUE_MAX - len(self._queue)
+        if room < len(batch):
+            self._dropped += len(batch) - max(room, 0)
+            batch = batch[len(batch) - max(room, 0) :]
+        self._queue.extendleft(reversed(batch))
 
     async def export(self, batch: list[SpanRecord]) -> bool:
         spans = [readable_span(s, self._resource(s.location)) for s in batch]
@@ -155,4 +205,5 @@ class OtlpExport:
             exported_total=self._exported,
             failed_total=self._failed,
             dropped_total=self._dropped,
+            abandoned_total=self._abandoned,
         )

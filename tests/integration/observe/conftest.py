@@ -27,9 +27,10 @@ OBSERVED = PlanetSpec(locations=4, emulate_rtt=True)
 
 
 class OtlpReceiver:
-    """Spans received, by span id (hex): name, trace id, parent id, attributes, resource."""
+    """Spans received, by span id (hex): name, trace id, parent id, attributes, resource.
+    ``status``: what it answers (a refusing collector when not 200; nothing is kept then)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0, status: int = 200) -> None:
         self.spans: dict[str, dict[str, Any]] = {}
         self.requests = 0
         self._lock = threading.Lock()
@@ -40,9 +41,12 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers.get("content-length", "0")))
                 request = ExportTraceServiceRequest()
                 request.ParseFromString(body)
-                receiver._take(self.path, self.headers.get("content-type", ""), request)
+                with receiver._lock:
+                    receiver.requests += 1
+                if status == 200:
+                    receiver._take(self.path, self.headers.get("content-type", ""), request)
                 out = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("content-type", "application/x-protobuf")
                 self.send_header("content-length", str(len(out)))
                 self.end_headers()
@@ -51,7 +55,7 @@ class OtlpReceiver:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/v1/traces"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -59,7 +63,6 @@ class OtlpReceiver:
         assert path == "/v1/traces", path
         assert content_type == "application/x-protobuf", content_type
         with self._lock:
-            self.requests += 1
             for rs in request.resource_spans:
                 resource = {a.key: a.value.string_value for a in rs.resource.attributes}
                 for ss in rs.scope_spans:
