@@ -125,6 +125,7 @@ async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[s
         try:
             for label, code in (("stdlib", HELLO), ("preloaded_numpy", HEAVY)):
                 times, warm = [], []
+                breakdown: list[dict[str, float]] = []
                 host = f"cold-{label.replace('_', '-')}.localhost"
                 for i in range(samples):
                     fn = _write_fn(root, f"cold-{label.replace('_', '-')}", code, salt=f"-{i}")
@@ -136,6 +137,7 @@ async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[s
                     assert status == 200, body
                     assert headers.get("x-edgefn-cold") == "1", "expected a cold start"
                     assert headers["x-edgefn-version"] == version
+                    breakdown.append(_load_breakdown(node, version, times[-1]))
                     t1 = time.perf_counter()
                     status, headers, _ = await client.get(host)
                     warm.append((time.perf_counter() - t1) * 1000)
@@ -146,12 +148,33 @@ async def _cold_starts(root: Path, samples: int, isolation: Isolation) -> dict[s
                     "mean_ms": round(statistics.fmean(times), 3),
                     "warm_same_client_p50_ms": _pct(warm, 0.5),
                     "samples": samples,
+                    "breakdown_mean_ms": {
+                        k: round(statistics.fmean(b.get(k, 0.0) for b in breakdown), 3)
+                        for k in breakdown[0]
+                    },
                 }
         finally:
             client.close()
     finally:
         await node.stop()
     return out
+
+
+def _load_breakdown(node: Any, version: str, request_ms: float) -> dict[str, float]:
+    """Where one cold request's time went: the worker's own phases (isolation layers, rlimits,
+    preload, import, env), the rest of the Load round trip as the node saw it (IPC, the event
+    loops), Loaded to the first answer frame (the first invocation, pipelined behind the Load),
+    and the rest of the request (HTTP, routing, relaying the answer)."""
+    for w in node.pool.workers.values():
+        if w.spec is not None and w.spec.version == version and w.loaded is not None:
+            loaded = w.loaded.result()
+            out = dict(loaded.phases_ms)
+            out["load_minor_faults"] = float(loaded.minor_faults)
+            out["load_ipc_and_loops"] = max(0.0, w.load_round_trip_ms - loaded.load_ms)
+            out["first_invoke"] = w.first_answer_ms
+            out["request_rest"] = max(0.0, request_ms - w.load_round_trip_ms - w.first_answer_ms)
+            return out
+    raise AssertionError(f"no worker loaded {version}")
 
 
 async def _install_cold(node: Any, fn: Path) -> str:

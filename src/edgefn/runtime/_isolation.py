@@ -29,6 +29,7 @@ import ctypes
 import os
 import sys
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import edgefn
@@ -249,9 +250,17 @@ def _populate(new: str, versions_dir: str, roots: list[str], via: dict[str, str]
 
 
 def setup_load(
-    layers: Layers, prepared: Prepared, *, version_rel: str, scratch_mb: int, uid: int
+    layers: Layers,
+    prepared: Prepared,
+    *,
+    version_rel: str,
+    scratch_mb: int,
+    uid: int,
+    mark: Callable[[str], None] | None = None,
 ) -> str:
-    """At Load: mount the bundle and scratch, Landlock, drop to ``uid``, seccomp. Returns code dir."""
+    """At Load: mount the bundle and scratch, Landlock, drop to ``uid``, seccomp. Returns code dir.
+    ``mark(phase)`` is called after each step (the cold start's breakdown)."""
+    mark = mark or _no_mark
     if prepared.private_root:
         _bind_ro(os.path.join(HIDDEN_VERSIONS, version_rel), FUNCTION_DIR)
         # Covered rather than detached: umount waits for an RCU grace period (1-3 ms measured on
@@ -260,6 +269,7 @@ def setup_load(
         _mount("tmpfs", HIDDEN_VERSIONS, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k")
         opts = f"size={scratch_mb}m,mode=0700,uid={uid},gid={uid},nr_inodes=4096"
         _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, opts)
+        mark("mounts")
         if prepared.ruleset_fd >= 0:
             fd, prepared.ruleset_fd = prepared.ruleset_fd, -1
             status = _landlock.add_rules(fd, read_only=[FUNCTION_DIR], read_write=["/tmp"])
@@ -270,7 +280,9 @@ def setup_load(
             layers.set("landlock", prepared.landlock if status == "on" else status)
         else:
             layers.set("landlock", prepared.landlock)
+        mark("landlock")
         layers.set("identity", _drop_identity(uid))
+        mark("identity")
     else:
         layers.set("landlock", prepared.landlock)
         # Without a private root the bundle is read in place from the node's state directory,
@@ -278,7 +290,12 @@ def setup_load(
         layers.set("identity", "off: no private root (the bundle is read from the state dir)")
     _seccomp.set_not_dumpable()
     layers.set("seccomp", _seccomp.install(prepared.seccomp_program or None))
+    mark("seccomp")
     return FUNCTION_DIR if prepared.private_root else ""
+
+
+def _no_mark(_phase: str) -> None:
+    pass
 
 
 def _drop_identity(uid: int) -> str:

@@ -127,6 +127,8 @@ class Loaded(_Msg, tag="loaded"):
     error: str = ""
     load_ms: float = 0.0
     isolation: dict[str, str] = {}
+    phases_ms: dict[str, float] = {}  # where load_ms went, in order (bench runtime reports it)
+    minor_faults: int = 0  # page faults taken while loading (copy-on-write after the fork)
 
 
 class ResponseStart(_Msg, tag="rstart"):

@@ -176,6 +176,10 @@ class WorkerProcess:
         self.inflight: dict[int, _Inflight] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.loaded: asyncio.Future[p.Loaded] | None = None
+        self.load_sent_s = 0.0  # perf_counter when Load was sent
+        self.load_round_trip_ms = 0.0  # Load sent to Loaded read, as the node saw it
+        self.first_answer_ms = 0.0  # Loaded read to the first answer frame read (cold start)
+        self._loaded_at_s = 0.0
         self.dead = False
         self.kill_reason = ""
         self.rss_base_pages = 0
@@ -210,6 +214,7 @@ class WorkerProcess:
         if self.loaded is None:
             self.spec = spec
             self.loaded = asyncio.get_running_loop().create_future()
+            self.load_sent_s = time.perf_counter()
             tenant = spec.tenant or spec.function
             if self.cgroup:
                 # Everything the function adds counts: heap, threads' stacks, memfd, tmpfs pages.
@@ -297,6 +302,8 @@ class WorkerProcess:
                     msg = p.Loaded(ok=False, error=f"sandbox isolation failed: {layers}")
                     self.doom(self, "isolation_failed")
                 if self.loaded is not None and not self.loaded.done():
+                    self._loaded_at_s = time.perf_counter()
+                    self.load_round_trip_ms = (self._loaded_at_s - self.load_sent_s) * 1000
                     self.loaded.set_result(msg)
                 self.rss_base_pages = self.rss_pages()
             case (
@@ -306,6 +313,9 @@ class WorkerProcess:
                 | p.ResponseEnd()
                 | p.InvokeError()
             ):
+                if self._loaded_at_s:
+                    self.first_answer_ms = (time.perf_counter() - self._loaded_at_s) * 1000
+                    self._loaded_at_s = 0.0
                 inf = self.inflight.get(msg.id)
                 if inf is not None and not inf.aborted:
                     inf.queue.put_nowait(msg)

@@ -245,11 +245,16 @@ class Worker:
     # -- loading --------------------------------------------------------------------------
     def load(self, msg: p.Load) -> p.Loaded:
         t0 = time.perf_counter()
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        phases = _Phases(t0)
         try:
-            code_dir = self._isolate(msg)
+            code_dir = self._isolate(msg, phases)
             self._apply_limits(msg.memory_mb, msg.scratch_mb)
+            phases.mark("rlimits")
             _preload(code_dir, msg.preload)
+            phases.mark("preload")
             self.fetch_fn = _import_fetch(code_dir, msg.main, msg.version)
+            phases.mark("import")
         except Exception as err:
             self.load_error = str(err)
             return p.Loaded(ok=False, error=str(err), isolation=dict(self.layers.status))
@@ -259,17 +264,29 @@ class Worker:
         for binding in msg.bindings:
             values[binding] = KVBinding(self, binding)
         self.env = Env(values)
+        phases.mark("env")
         load_ms = (time.perf_counter() - t0) * 1000
-        return p.Loaded(ok=True, load_ms=load_ms, isolation=dict(self.layers.status))
+        return p.Loaded(
+            ok=True,
+            load_ms=load_ms,
+            isolation=dict(self.layers.status),
+            phases_ms=phases.ms,
+            minor_faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
+        )
 
-    def _isolate(self, msg: p.Load) -> str:
+    def _isolate(self, msg: p.Load, phases: _Phases | None = None) -> str:
         """Mount the bundle, drop privileges, install seccomp; the code dir as seen from here."""
         versions = self.plan.versions_dir
         rel = os.path.relpath(msg.code_dir, versions) if versions else ""
         if self.prepared.private_root and (not rel or rel.startswith("..")):
             raise RuntimeError(f"the bundle {msg.code_dir} is outside the node's versions dir")
         code_dir = _isolation.setup_load(
-            self.layers, self.prepared, version_rel=rel, scratch_mb=msg.scratch_mb, uid=msg.uid
+            self.layers,
+            self.prepared,
+            version_rel=rel,
+            scratch_mb=msg.scratch_mb,
+            uid=msg.uid,
+            mark=phases.mark if phases is not None else None,
         )
         return code_dir or msg.code_dir
 
@@ -533,6 +550,21 @@ class KVBinding:
     async def list(self, prefix: str = "", limit: int = 1000, cursor: str | None = None) -> Any:
         args = {"prefix": prefix, "limit": limit, "cursor": cursor}
         return await self._worker.kv_call(self._binding, "list", args)
+
+
+class _Phases:
+    """Milliseconds since the previous mark, by phase name (a cold start's breakdown)."""
+
+    __slots__ = ("_t", "ms")
+
+    def __init__(self, t0: float) -> None:
+        self._t = t0
+        self.ms: dict[str, float] = {}
+
+    def mark(self, name: str) -> None:
+        t = time.perf_counter()
+        self.ms[name] = round((t - self._t) * 1000, 4)
+        self._t = t
 
 
 def _preload(code_dir: str, modules: list[str]) -> None:
