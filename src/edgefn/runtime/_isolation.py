@@ -170,7 +170,8 @@ class Prepared:
     private_root: bool = False
     ruleset_fd: int = -1
     landlock: str = "off: no private root to describe"
-    seccomp_program: bytes = b""
+    seccomp_program: bytes = b""  # what Load installs: the full filter, or the lock when staged
+    seccomp_staged: bool = False  # the pre-fork stage is installed (see _seccomp.LOADER_ONLY)
 
 
 def setup_prefork(layers: Layers, versions_dir: str) -> Prepared:
@@ -192,6 +193,15 @@ def setup_prefork(layers: Layers, versions_dir: str) -> Prepared:
         read_only=[*roots, "/etc"], read_write=[], devices=list(DEVICES)
     )
     return prepared
+
+
+def stage_seccomp(prepared: Prepared) -> None:
+    """Last of pre-fork: install the full filter plus what Load still needs, so that Load only
+    stacks the few-instruction lock on it. If the stage cannot be installed, Load installs the
+    full filter as before (and reports the layer from that)."""
+    if _seccomp.install(_seccomp.build_filter(os.getpid(), loader=True)) == "on":
+        prepared.seccomp_program = _seccomp.build_loader_lock()
+        prepared.seccomp_staged = True
 
 
 def _mkdirs(root: str, path: str, mode: int = 0o755) -> str:

@@ -637,8 +637,11 @@ def _prepare(sock_fd: int, plan: Plan, layers: _isolation.Layers) -> _isolation.
     if np_random is not None:
         np_random.seed()
     if not plan.isolate:
-        return _isolation.Prepared(seccomp_program=_seccomp.build_filter(os.getpid()))
-    return _isolation.setup_prefork(layers, plan.versions_dir)
+        prepared = _isolation.Prepared(seccomp_program=_seccomp.build_filter(os.getpid()))
+    else:
+        prepared = _isolation.setup_prefork(layers, plan.versions_dir)
+    _isolation.stage_seccomp(prepared)
+    return prepared
 
 
 def probe_worker(report_fd: int, plan: Plan, layers: _isolation.Layers) -> None:

@@ -93,3 +93,47 @@ def test_the_zygote_pre_filter_answers_io_uring_enosys_and_allows_the_rest() -> 
         assert s.evaluate(prog, s.SYSCALLS[name]) == s.RET_ENOSYS
     for name in ("read", "epoll_ctl", "clone", "mount"):
         assert s.evaluate(prog, s.SYSCALLS[name]) == s.RET_ALLOW
+
+
+def _action_rank(ret: int) -> int:
+    # The kernel's precedence between stacked filters: KILL_PROCESS > KILL_THREAD > TRAP >
+    # ERRNO > USER_NOTIF > TRACE > LOG > ALLOW; ties take the most recently installed filter's.
+    action = ret & 0xFFFF0000
+    order = [0x80000000, 0x00000000, 0x00030000, 0x00050000, 0x7FC00000, 0x7FF00000,
+             0x7FFC0000, 0x7FFF0000]  # fmt: skip
+    return order.index(action)
+
+
+def _stacked(first: bytes, then: bytes, nr: int, **kw: object) -> int:
+    a, b = s.evaluate(first, nr, **kw), s.evaluate(then, nr, **kw)  # type: ignore[arg-type]
+    return b if _action_rank(b) <= _action_rank(a) else a
+
+
+def test_the_staged_filter_and_its_lock_decide_every_call_as_the_full_filter() -> None:
+    """Pre-fork stage + Load lock == the single full filter, for every number and the argument
+    checks (prctl options, kill/tgkill pids, socket families, clone flags, prlimit64 pids)."""
+    pid = 1
+    full = s.build_filter(pid)
+    stage, lock = s.build_filter(pid, loader=True), s.build_loader_lock()
+    arg_cases = [(), (0,), (1,), (2,), (4,), (15,), (16,), (22,), (38,), (1 << 32 | 15,),
+                 (0x10000,), (1 << 40,), (pid,), (pid + 1,)]  # fmt: skip
+    for nr in [*range(0, 460), *(s.X32_SYSCALL_BIT + n for n in (0, 1, 157))]:
+        for args in arg_cases:
+            assert _stacked(stage, lock, nr, args=args) == s.evaluate(full, nr, args=args), (
+                nr,
+                args,
+            )
+    for nr in (0, 157, 165):
+        kw: dict[str, object] = {"arch": 0x40000003, "args": ()}  # i386
+        assert _stacked(stage, lock, nr, **kw) == s.evaluate(full, nr, **kw)  # type: ignore[arg-type]
+
+
+def test_the_stage_alone_allows_only_what_load_needs_more() -> None:
+    stage = s.build_filter(1, loader=True)
+    for name in s.LOADER_ONLY:
+        assert s.evaluate(stage, s.SYSCALLS[name]) == s.RET_ALLOW, name
+    for option in (4, 22, 38):  # dumpable, seccomp, no_new_privs
+        assert s.evaluate(stage, s.SYSCALLS["prctl"], args=(option,)) == s.RET_ALLOW
+    for name in ("ptrace", "execve", "unshare", "umount2", "pivot_root", "bpf"):
+        assert s.evaluate(stage, s.SYSCALLS[name]) == s.RET_EPERM, name
+    assert s.evaluate(stage, s.SYSCALLS["prctl"], args=(8,)) == s.RET_EPERM  # PR_SET_KEEPCAPS
