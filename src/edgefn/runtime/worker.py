@@ -274,7 +274,7 @@ class Worker:
             minor_faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
         )
 
-    def _isolate(self, msg: p.Load, phases: _Phases | None = None) -> str:
+    def _isolate(self, msg: p.Load, phases: _Phases) -> str:
         """Mount the bundle, drop privileges, install seccomp; the code dir as seen from here."""
         versions = self.plan.versions_dir
         rel = os.path.relpath(msg.code_dir, versions) if versions else ""
@@ -286,7 +286,7 @@ class Worker:
             version_rel=rel,
             scratch_mb=msg.scratch_mb,
             uid=msg.uid,
-            mark=phases.mark if phases is not None else None,
+            mark=phases.mark,
         )
         return code_dir or msg.code_dir
 

@@ -5,12 +5,13 @@ collector refuses is given up after MAX_ATTEMPTS so the rest still flow. Real HT
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 
 from edgefn.control.otlp_export import MAX_ATTEMPTS, OtlpExport
 from edgefn.observe.spans import SpanRecord
 from tests.integration.observe.conftest import OtlpReceiver
+from tests.planet_helpers import free_port
+from tests.waiting import until
 
 
 def _spans(n: int, seed: int) -> list[SpanRecord]:
@@ -35,21 +36,8 @@ def _spans(n: int, seed: int) -> list[SpanRecord]:
     ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-async def _until(check, timeout_s: float) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not check():
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.05)
-
-
 def test_spans_queued_while_the_collector_is_down_arrive_after_it_is_up() -> None:
-    port = _free_port()
+    port = free_port()
     spans = _spans(700, 1)  # two batches
 
     async def run() -> None:
@@ -58,13 +46,19 @@ def test_spans_queued_while_the_collector_is_down_arrive_after_it_is_up() -> Non
         export.offer(spans)
         await export.start()
         try:
-            await _until(lambda: export.statistics().failed_total >= 1000, 20)
+            await until(
+                lambda: export.statistics().failed_total >= 1000,
+                timeout_s=20,
+                what="failed attempts",
+            )
             st = export.statistics()
             assert (st.queued, st.exported_total, st.abandoned_total) == (700, 0, 0), st
             assert export.retry_delay_s() > 0.05  # backing off
             with OtlpReceiver(port=port) as receiver:
-                await _until(lambda: len(receiver.spans) == 700, 20)
-                await _until(lambda: export.statistics().exported_total == 700, 5)
+                await until(lambda: len(receiver.spans) == 700, timeout_s=20, what="spans received")
+                await until(
+                    lambda: export.statistics().exported_total == 700, timeout_s=5, what="exported"
+                )
             assert {s.span_id for s in spans} == set(receiver.spans)
             st = export.statistics()
             assert (st.queued, st.dropped_total, st.abandoned_total) == (0, 0, 0), st
@@ -82,7 +76,11 @@ def test_a_batch_the_collector_refuses_is_abandoned_after_max_attempts() -> None
             export.offer(_spans(10, 2))
             await export.start()
             try:
-                await _until(lambda: export.statistics().abandoned_total == 10, 20)
+                await until(
+                    lambda: export.statistics().abandoned_total == 10,
+                    timeout_s=20,
+                    what="abandoned",
+                )
                 assert refusing.requests == MAX_ATTEMPTS
                 st = export.statistics()
                 assert (st.queued, st.exported_total, st.failed_total) == (0, 0, 10 * MAX_ATTEMPTS)
