@@ -173,6 +173,7 @@ class _Session:
     expires_ms: int
     search: str  # lower-cased
     p: float = 1.0
+    since_ms: int = 0  # when the session opened here: earlier requests are not its to show
     cur: dict[bool, _Counts] = field(default_factory=lambda: {False: _Counts(), True: _Counts()})
     prev: dict[bool, _Counts] = field(default_factory=lambda: {False: _Counts(), True: _Counts()})
 
@@ -249,7 +250,7 @@ class TailTap:
         if len(self._sessions) >= self.budget.sessions_max:
             self._c["refused"] += 1
             return False
-        self._sessions[msg.session] = _Session(msg, expires, msg.search.lower())
+        self._sessions[msg.session] = _Session(msg, expires, msg.search.lower(), since_ms=now_ms)
         self._by_function.setdefault(msg.function, set()).add(msg.session)
         return True
 
@@ -293,9 +294,12 @@ class TailTap:
         self._roll(now_ms)
         self._c["offered"] += 1
         queued = 0
+        # A request that began before a session opened here may have printed before anything
+        # kept its lines: that session does not get it (its events always carry their logs).
+        started_ms = now_ms - req.duration_ms
         for sid in sorted(ids):  # sorted: the random draws do not depend on set order
             s = self._sessions[sid]
-            if s.expires_ms > now_ms and self._passes(s, req, logs):
+            if s.expires_ms > now_ms and started_ms >= s.since_ms and self._passes(s, req, logs):
                 queued += self._sample(s, req, logs)
         return queued
 

@@ -35,10 +35,27 @@ def _ann(
     return TailAnnounce(session=session, function=function, ttl_ms=ttl_ms, **kw)  # type: ignore[arg-type]
 
 
-def _req(i: int = 0, status: int = 200, function: str = "hello", path: str = "/") -> TailRequest:
+def _req(
+    i: int = 0, status: int = 200, function: str = "hello", path: str = "/", ms: float = 0.0
+) -> TailRequest:
+    # Instantaneous by default: the request starts when it is offered, after any announce.
     return TailRequest(
-        f"r{i}", 1_700_000_000_000 + i, function, "v1", "GET", path, status, 1.5, False
+        f"r{i}", 1_700_000_000_000 + i, function, "v1", "GET", path, status, ms, False
     )
+
+
+def test_a_request_that_began_before_the_session_opened_is_not_its_to_show() -> None:
+    """Its console lines may have been printed before anything kept them: a session shows only
+    requests that started after it opened here, so every event carries its whole log."""
+    tap = _tap()
+    tap.announce(_ann(S1), now_ms=100)
+    tap.announce(_ann(S2), now_ms=104)
+    tap.offer(_req(1, ms=6.0), now_ms=105)  # began at 99: before both sessions
+    tap.offer(_req(2, ms=3.0), now_ms=105)  # began at 102: after S1 opened, before S2
+    tap.offer(_req(3, ms=1.0), now_ms=105)  # began at 104: after both
+    got = sorted((e.session, e.request_id) for e in tap.take(100))
+    assert got == [(S1, "r2"), (S1, "r3"), (S2, "r3")]
+    tap.check_invariants()
 
 
 def test_a_request_of_an_unwatched_function_queues_nothing() -> None:
