@@ -15,6 +15,17 @@ from edgefn.cli._output import emit_json, fail, fail_from, print_table
 from edgefn.errors import EdgefnError
 
 _DEFAULT_ORLIB_DIR = "tests/data/orlib"
+# The largest OR-Library capacitated instances (100 facilities x 1,000 customers) at the capacities
+# Beasley publishes optima for (OR-Library's capopt). The files are not shipped (1.2 MB each):
+# `edgefn bench plan --large-dir DIR` reads capa.txt, capb.txt and capc.txt from DIR.
+_LARGE_OPTIMA = {
+    "capa": ((8000, 19240822.449), (10000, 18438046.543), (12000, 17765201.949),
+             (14000, 17160439.012)),
+    "capb": ((5000, 13656379.578), (6000, 13361927.449), (7000, 13198556.434),
+             (8000, 13082516.496)),
+    "capc": ((5000, 11646596.974), (5750, 11570340.289), (6500, 11518743.744),
+             (7250, 11505767.394)),
+}  # fmt: skip
 
 
 @contextmanager
@@ -56,7 +67,11 @@ def _pool_mapper(workers: int) -> tuple[Callable[..., list[Any]] | None, int]:
 
 
 def solve_orlib_file(
-    path: str, capacity: float | None, uncapacitated: bool, time_limit_s: float
+    path: str,
+    capacity: float | None,
+    uncapacitated: bool,
+    time_limit_s: float,
+    method: str = "auto",
 ) -> dict[str, Any]:
     from edgefn.placement import read_orlib, solve_facility
 
@@ -64,7 +79,10 @@ def solve_orlib_file(
     if uncapacitated:
         problem = problem.uncapacitated()
     start = time.perf_counter()
-    result = solve_facility(problem, time_limit_s=time_limit_s)
+    if method == "lagrangian" and (problem.capacity is None or problem.open_exactly is not None):
+        fail("--method lagrangian solves capacitated instances only (cap*, capa/capb/capc)",
+             hint="use --method milp or auto for uncapacitated and p-median instances")  # fmt: skip
+    result = solve_facility(problem, time_limit_s=time_limit_s, method=method)  # type: ignore[arg-type]
     solve_s = time.perf_counter() - start
     return {
         "instance": Path(path).stem,
@@ -73,6 +91,8 @@ def solve_orlib_file(
         "bound": result.bound,
         "gap": result.gap,
         "open": [i + 1 for i in result.open],
+        "method": result.method,
+        "nodes": result.nodes,
         "solve_s": round(solve_s, 4),
     }
 
@@ -147,7 +167,7 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
             if orlib is not None:
                 if topology or demand or functions:
                     fail("--orlib cannot be combined with --topology/--demand/--functions")
-                out = solve_orlib_file(orlib, capacity, uncapacitated, time_limit)
+                out = solve_orlib_file(orlib, capacity, uncapacitated, time_limit, method)
                 if json_:
                     emit_json(out)
                 else:
@@ -182,12 +202,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         functions: Annotated[int, typer.Option(help="world instance: functions")] = 1000,
         clients: Annotated[int, typer.Option(help="world instance: client regions")] = 500,
         workers: Annotated[int, typer.Option(help="processes for the planner (0: all CPUs)")] = 0,
+        large_dir: Annotated[
+            str | None,
+            typer.Option(
+                help="directory with OR-Library capa.txt, capb.txt, capc.txt (not shipped)"
+            ),
+        ] = None,
+        large_time_limit: Annotated[
+            float, typer.Option(help="time limit per large instance, seconds")
+        ] = 60.0,
         json_: Annotated[bool, typer.Option("--json", help="print JSON and write --out")] = False,
         out: Annotated[str, typer.Option(help="result file")] = "benchmarks/results/plan.json",
     ) -> None:
         """OR-Library instances vs their optima, and the synthetic world instance."""
+        if large_time_limit <= 0:
+            fail(f"--large-time-limit must be > 0, got {large_time_limit}")
         try:
-            result = _bench(orlib_dir, sites, functions, clients, not json_, workers)
+            if large_dir is not None:
+                result = _bench_large(large_dir, large_time_limit, not json_)
+            else:
+                result = _bench(orlib_dir, sites, functions, clients, not json_, workers)
         except EdgefnError as err:
             fail_from(err)
         if json_:
@@ -198,7 +232,11 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         rows = [[r["instance"], r["mode"], r["objective"], r["optimum"], r["match"], r["solve_s"]]
                 for r in result["orlib"]]  # fmt: skip
         print_table("OR-Library", ["instance", "mode", "objective", "optimum", "match", "s"], rows)
-        print_table("world", list(result["world"]), [list(result["world"].values())])
+        if "world" in result:
+            print_table("world", list(result["world"]), [list(result["world"].values())])
+        else:
+            typer.echo(f"all optimal within {result['time_limit_s']:g} s: "
+                       f"{result['orlib_all_optimal']}; slowest {result['max_solve_s']:.1f} s")  # fmt: skip
 
 
 def _print_world(out: dict[str, Any]) -> None:
@@ -281,6 +319,34 @@ def _bench(orlib_dir: str, sites: int, functions: int, clients: int,
         "orlib": results,
         "orlib_all_optimal": all(r["match"] for r in results),
         "world": world,
+    }
+
+
+def _bench_large(directory: str, time_limit_s: float, show: bool) -> dict[str, Any]:
+    """capa/capb/capc at their published capacities, each against its optimum and the limit."""
+    base = Path(directory)
+    missing = [f"{n}.txt" for n in _LARGE_OPTIMA if not (base / f"{n}.txt").is_file()]
+    if missing:
+        fail(f"{directory}: missing {', '.join(missing)}",
+             hint="download capa.txt, capb.txt and capc.txt from OR-Library "
+                  "(people.brunel.ac.uk/~mastjjb/jeb/orlib/capinfo.html) into that directory")  # fmt: skip
+    jobs = [(n, cap, opt) for n, caps in _LARGE_OPTIMA.items() for cap, opt in caps]
+    results = []
+    with _progress(show) as report:
+        for k, (name, cap, opt) in enumerate(jobs):
+            r = solve_orlib_file(str(base / f"{name}.txt"), float(cap), False, time_limit_s)
+            match = r["status"] == "optimal" and abs(r["objective"] - opt) <= 1e-6 * abs(opt)
+            results.append({"instance": f"{name}-{cap}", "mode": "capacitated",
+                            "objective": r["objective"], "optimum": opt, "match": match,
+                            "status": r["status"], "gap": r["gap"], "method": r["method"],
+                            "nodes": r["nodes"], "solve_s": r["solve_s"]})  # fmt: skip
+            if report is not None:
+                report("or-library large", k + 1, len(jobs))
+    return {
+        "orlib": results,
+        "orlib_all_optimal": all(r["match"] for r in results),
+        "time_limit_s": time_limit_s,
+        "max_solve_s": max(r["solve_s"] for r in results),
     }
 
 

@@ -32,9 +32,14 @@ from scipy.sparse import coo_matrix, hstack, vstack
 __all__ = ["FacilityProblem", "FacilityResult", "Formulation", "lp_bound", "solve_facility"]
 
 Formulation = Literal["disaggregated", "aggregated"]
+Method = Literal["auto", "milp", "lagrangian"]
 Status = Literal["optimal", "feasible", "infeasible", "no_solution"]
 
 _MAX_VARIABLES = 5_000_000
+# "auto" takes the Lagrangian branch and bound for capacitated instances from this many
+# assignment variables up (capa/capb/capc have 100,000; the cap4x-cap13x have at most 50,000 and
+# HiGHS solves them in well under a second).
+LAGRANGIAN_FROM = 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +82,8 @@ class FacilityResult:
     gap: float
     open: tuple[int, ...]  # 0-based facility indices
     assignment: tuple[tuple[tuple[int, float], ...], ...]  # per customer: (facility, fraction)
+    method: str = "milp"  # "milp" (HiGHS branch and cut) or "lagrangian" (branch and bound)
+    nodes: int = 0  # branch-and-bound nodes of the Lagrangian method (0 for the MILP)
 
 
 def _build(problem: FacilityProblem, formulation: Formulation) -> tuple[Any, Any, Any, Any]:
@@ -120,9 +127,27 @@ def solve_facility(
     time_limit_s: float = 60.0,
     formulation: Formulation = "disaggregated",
     rel_gap: float = 1e-9,
+    method: Method = "auto",
 ) -> FacilityResult:
-    """Solve exactly (up to ``rel_gap``) within ``time_limit_s``; report status, bound and gap."""
+    """Solve exactly (up to ``rel_gap``) within ``time_limit_s``; report status, bound and gap.
+
+    ``method``: ``milp`` (HiGHS branch and cut on the MILP), ``lagrangian`` (the branch and bound
+    of :mod:`edgefn.placement._cflp_bb`, capacitated instances only, to at least ``1e-6``), or
+    ``auto``: the Lagrangian one for capacitated instances of ``LAGRANGIAN_FROM`` assignment
+    variables or more, the MILP otherwise."""
     assert time_limit_s > 0, time_limit_s
+    if method == "lagrangian" or (
+        method == "auto"
+        and problem.capacity is not None
+        and problem.open_exactly is None
+        and problem.m * problem.n >= LAGRANGIAN_FROM
+    ):
+        from edgefn.placement._cflp_bb import solve_cflp_lagrangian
+
+        result, _ = solve_cflp_lagrangian(
+            problem, time_limit_s=time_limit_s, rel_gap=max(rel_gap, 1e-6)
+        )
+        return result
     c, cons, integrality, bounds = _build(problem, formulation)
     res = milp(
         c,
