@@ -185,6 +185,7 @@ class WorkerProcess:
         self.rss_base_pages = 0
         self.doom: Callable[[WorkerProcess, str], None] = lambda w, reason: w.kill(reason)
         self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []  # frames queued for this loop turn's write
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.paused_at: float | None = None  # monotonic time reading was paused (backpressure)
         # invoke id -> request id of responses whose wait_until tasks still run (bounded).
@@ -201,8 +202,17 @@ class WorkerProcess:
         self._transport = transport
 
     def send(self, msg: p.Message) -> None:
+        """Queue a frame; the frames sent in one turn of the event loop go out in one write
+        (one syscall and one wake-up of the worker for a burst of requests, design 0017)."""
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(p.encode(msg))
+            self._out.append(p.encode(msg))
+            if len(self._out) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def load(self, spec: LoadSpec) -> p.Loaded:
         self.begin_load(spec)
@@ -262,6 +272,7 @@ class WorkerProcess:
             os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
+        self._flush()  # a frame queued just before (Shutdown) still goes out
         if self._transport is not None:
             self._transport.close()
 
