@@ -35,12 +35,13 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from scipy.optimize import linprog
+from scipy.sparse import coo_matrix
 
-if TYPE_CHECKING:
-    from edgefn.placement._facility import FacilityProblem, FacilityResult, Status
+from edgefn.placement._facility import FacilityProblem, FacilityResult, Status
 
 __all__ = ["BranchStatistics", "solve_cflp_lagrangian"]
 
@@ -149,9 +150,6 @@ class _Cflp:
 def _transportation(cost: Any, demand: Any, capacity: Any) -> tuple[float, Any]:
     """``min sum c_ij x_ij`` serving every customer in full within the capacities (HiGHS,
     through SciPy, which prints nothing)."""
-    from scipy.optimize import linprog
-    from scipy.sparse import coo_matrix
-
     k, n = cost.shape
     cols = np.arange(k * n)
     assign = coo_matrix((np.ones(k * n), (cols % n, cols)), shape=(n, k * n))
@@ -280,8 +278,6 @@ def solve_cflp_lagrangian(
     problem: FacilityProblem, *, time_limit_s: float = 60.0, rel_gap: float = 1e-6
 ) -> tuple[FacilityResult, BranchStatistics]:
     """Solve a capacitated instance (splittable demand) to ``rel_gap`` within the time limit."""
-    from edgefn.placement._facility import FacilityResult
-
     start = time.monotonic()
     cf = _Cflp(problem)
     search = _Search(cf, rel_gap, start + time_limit_s)

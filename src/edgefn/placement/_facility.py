@@ -142,6 +142,7 @@ def solve_facility(
         and problem.open_exactly is None
         and problem.m * problem.n >= LAGRANGIAN_FROM
     ):
+        # lazy: _cflp_bb builds on this module's FacilityProblem and FacilityResult (a cycle)
         from edgefn.placement._cflp_bb import solve_cflp_lagrangian
 
         result, _ = solve_cflp_lagrangian(
