@@ -40,6 +40,7 @@ class _Transport:
 
 
 async def _turn() -> None:
+    """Let one turn of the loop pass (deterministic, not a wait): the queued flush runs."""
     await asyncio.sleep(0)
 
 

@@ -73,8 +73,7 @@ def test_frames_of_one_turn_go_out_in_one_write_in_order(stand_in: int) -> None:
         assert got == [p.Cancel(1), p.Cancel(2), p.Cancel(3)]
         assert len(writes) == 1
         worker.send(p.Cancel(4))
-        await asyncio.sleep(0)
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # one loop turn, not a wait: the flush queued before us runs first
         assert len(writes) == 2  # a later turn: its own write
         worker.close()
         peer.close()
