@@ -17,9 +17,9 @@ headers without a size bound until the parser sees their end. The rules added he
   lengths, a malformed chunk: request smuggling) is ``400 {"error": "bad_request"}`` in JSON, with
   the parser's reason, and the connection is closed. llhttp (httptools) makes these checks itself.
 
-Writes of one turn of the event loop go out together (:class:`_Coalescing`): uvicorn writes a
+Writes of one turn of the event loop go out together (:class:`edgefn._loop.CoalescingTransport`): uvicorn writes a
 response's head and its body separately, and a small answer then costs two ``send`` syscalls;
-coalesced, it costs one (design 0017). A write that fills ``_FLUSH_BYTES`` goes out at once, so
+coalesced, it costs one (design 0017). A write that fills ``FLUSH_BYTES`` goes out at once, so
 what waits is bounded, and ``close()`` writes what waits first.
 
 Body time limits are the node's (``BODY_GRACE_S``, the minimum rate): they need the function's
@@ -36,6 +36,8 @@ from typing import Any, ClassVar
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from edgefn._loop import CoalescingTransport
+
 __all__ = ["IngressLimits", "ingress_protocol"]
 
 
@@ -45,60 +47,6 @@ class IngressLimits:
     keepalive_idle_s: float = 5.0
     max_requests: int = 1000
     max_head_bytes: int = 128 * 1024
-
-
-_FLUSH_BYTES = 64 * 1024
-
-
-class _Coalescing:
-    """The connection's transport, with the writes of one event-loop turn joined into one."""
-
-    __slots__ = ("_loop", "_out", "_size", "_transport")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._out: list[bytes] = []
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        if not data:
-            return
-        self._out.append(data)
-        self._size += len(data)
-        if self._size >= _FLUSH_BYTES:
-            self._flush()
-        elif len(self._out) == 1:
-            self._loop.call_soon(self._flush)
-
-    def writelines(self, lines: Any) -> None:
-        for data in lines:
-            self.write(data)
-
-    def _flush(self) -> None:
-        out = self._out
-        if not out:
-            return
-        self._out, self._size = [], 0
-        if not self._transport.is_closing():
-            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._out, self._size = [], 0
-        self._transport.abort()
-
-    def is_closing(self) -> bool:
-        return self._transport.is_closing()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + self._size
-
-    def __getattr__(self, name: str) -> Any:  # get_extra_info, pause_reading, ...
-        return getattr(self._transport, name)
 
 
 def ingress_protocol(limits: IngressLimits) -> type[HttpToolsProtocol]:
@@ -128,7 +76,7 @@ class _IngressProtocol(HttpToolsProtocol):
 
     # -- connection -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(_Coalescing(transport, self.loop))  # type: ignore[arg-type]
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from edgefn._loop import CoalescingTransport
 from edgefn.errors import ProtocolError, SandboxError
 from edgefn.runtime import _cgroup, _isolation, _seccomp
 from edgefn.runtime import pool_policy as pp
@@ -184,8 +185,8 @@ class WorkerProcess:
         self.kill_reason = ""
         self.rss_base_pages = 0
         self.doom: Callable[[WorkerProcess, str], None] = lambda w, reason: w.kill(reason)
-        self._transport: asyncio.Transport | None = None
-        self._out: list[bytes] = []  # frames queued for this loop turn's write
+        # Frames of one loop turn go out in one write (design 0017).
+        self._transport: CoalescingTransport | None = None
         self._side_tasks: set[asyncio.Task[None]] = set()
         self.paused_at: float | None = None  # monotonic time reading was paused (backpressure)
         # invoke id -> request id of responses whose wait_until tasks still run (bounded).
@@ -199,20 +200,13 @@ class WorkerProcess:
         transport, _ = await loop.create_unix_connection(
             lambda: _WorkerChannel(self, on_exit), sock=self.sock
         )
-        self._transport = transport
+        self._transport = CoalescingTransport(transport, loop)
 
     def send(self, msg: p.Message) -> None:
         """Queue a frame; the frames sent in one turn of the event loop go out in one write
         (one syscall and one wake-up of the worker for a burst of requests, design 0017)."""
         if self._transport is not None and not self._transport.is_closing():
-            self._out.append(p.encode(msg))
-            if len(self._out) == 1:
-                asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if out and self._transport is not None and not self._transport.is_closing():
-            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
+            self._transport.write(p.encode(msg))
 
     async def load(self, spec: LoadSpec) -> p.Loaded:
         self.begin_load(spec)
@@ -272,9 +266,8 @@ class WorkerProcess:
             os.kill(self.pid, signal.SIGKILL)
 
     def close(self) -> None:
-        self._flush()  # a frame queued just before (Shutdown) still goes out
         if self._transport is not None:
-            self._transport.close()
+            self._transport.close()  # a frame queued just before (Shutdown) still goes out
 
     def pause_reading(self) -> None:
         if self.paused_at is None and self._transport is not None:

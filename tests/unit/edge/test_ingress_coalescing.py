@@ -1,7 +1,7 @@
-"""Writes to a client connection made in one event-loop turn go out as one write (`_Coalescing`).
+"""Writes to a connection made in one event-loop turn go out as one write (`CoalescingTransport`).
 
 uvicorn writes a response's head and body separately; joined, a small answer is one ``send``
-syscall instead of two (design 0017). What waits is bounded (``_FLUSH_BYTES`` goes out at
+syscall instead of two (design 0017). What waits is bounded (``FLUSH_BYTES`` goes out at
 once), order is kept, ``close()`` writes what waits first and ``abort()`` drops it.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from edgefn.edge._ingress import _FLUSH_BYTES, _Coalescing
+from edgefn._loop import FLUSH_BYTES, CoalescingTransport
 
 
 class _Transport:
@@ -47,7 +47,7 @@ async def _turn() -> None:
 def test_one_turn_is_one_write_in_order() -> None:
     async def main() -> None:
         raw = _Transport()
-        t = _Coalescing(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
         t.write(b"HTTP/1.1 200 OK\r\n\r\n")
         t.write(b"")
         t.write(b"hello")
@@ -66,10 +66,10 @@ def test_one_turn_is_one_write_in_order() -> None:
 def test_a_full_buffer_goes_out_at_once() -> None:
     async def main() -> None:
         raw = _Transport()
-        t = _Coalescing(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
         t.write(b"x" * 10)
-        t.write(b"y" * _FLUSH_BYTES)
-        assert raw.writes == [b"x" * 10 + b"y" * _FLUSH_BYTES]  # without waiting for the turn
+        t.write(b"y" * FLUSH_BYTES)
+        assert raw.writes == [b"x" * 10 + b"y" * FLUSH_BYTES]  # without waiting for the turn
         await _turn()
         assert len(raw.writes) == 1
 
@@ -79,7 +79,7 @@ def test_a_full_buffer_goes_out_at_once() -> None:
 def test_close_writes_first_and_abort_drops() -> None:
     async def main() -> None:
         raw = _Transport()
-        t = _Coalescing(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t = CoalescingTransport(raw, asyncio.get_running_loop())  # type: ignore[arg-type]
         t.write(b"last answer")
         t.close()
         assert raw.writes == [b"last answer"]
@@ -87,7 +87,7 @@ def test_close_writes_first_and_abort_drops() -> None:
         await _turn()  # the scheduled flush finds nothing left and writes nothing
         assert raw.writes == [b"last answer"]
         raw2 = _Transport()
-        t2 = _Coalescing(raw2, asyncio.get_running_loop())  # type: ignore[arg-type]
+        t2 = CoalescingTransport(raw2, asyncio.get_running_loop())  # type: ignore[arg-type]
         t2.write(b"dropped")
         t2.abort()
         await _turn()

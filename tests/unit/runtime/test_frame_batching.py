@@ -39,14 +39,15 @@ async def _worker_and_peer(pid: int) -> tuple[WorkerProcess, socket.socket, list
     worker = WorkerProcess(pid, ours, Host(_never, _never, lambda _r, _m: None))
     await worker.start(lambda w: None)
     assert worker._transport is not None
+    raw = worker._transport._transport  # the socket's own transport, under the coalescing one
     writes: list[int] = []
-    real = worker._transport.write
+    real = raw.write
 
     def counting(data: Any) -> None:
         writes.append(len(data))
         real(data)
 
-    worker._transport.write = counting  # type: ignore[method-assign]
+    raw.write = counting  # type: ignore[method-assign]
     theirs.setblocking(False)
     return worker, theirs, writes
 
