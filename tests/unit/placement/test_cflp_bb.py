@@ -134,3 +134,12 @@ def test_bench_large_names_the_missing_files(tmp_path: Path) -> None:
     text = " ".join(out.output.split())
     assert "missing capb.txt, capc.txt" in text
     assert "Traceback" not in text
+
+
+def test_bench_large_refuses_a_time_limit_that_is_not_positive(tmp_path: Path) -> None:
+    out = CliRunner().invoke(
+        app, ["bench", "plan", "--large-dir", str(tmp_path), "--large-time-limit", "0"]
+    )
+    assert out.exit_code != 0
+    assert "--large-time-limit must be > 0" in " ".join(out.output.split())
+    assert "Traceback" not in out.output
