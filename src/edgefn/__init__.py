@@ -29,6 +29,7 @@ from edgefn.sdk import (
     QueryParams,
     Request,
     Response,
+    ScheduledEvent,
     fetch,
 )
 
@@ -55,6 +56,7 @@ __all__ = [
     "Request",
     "Response",
     "ResponseTooLargeError",
+    "ScheduledEvent",
     "SubrequestLimitError",
     "__version__",
     "fetch",

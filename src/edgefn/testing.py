@@ -24,6 +24,11 @@ sandbox uses, and the node's own code serves what it asks of the platform:
   ``consistency="strong"`` runs against the pure model of the home (``edgefn.state.home``).
 - Calls and answers cross the worker ⇄ node frame codec (msgpack), as in a sandbox.
 
+Cron triggers: ``await client.scheduled()`` (or ``client.run_scheduled()``) calls ``scheduled(event,
+env, ctx)`` once with the manifest's first cron (or ``cron=``) and ``scheduled_time=`` (default
+now), with the same ``ScheduledEvent``, bindings and subrequest rules as a request; exceptions from
+the handler propagate. Which location runs a tick (the claim in the strong KV) needs a planet.
+
 Secrets: ``TestClient(path, secrets={"API_KEY": "test-key"})`` gives the function ``env.API_KEY``,
 with the platform's rules (valid names, at most 5 KiB, no name shared with ``[vars]`` or a KV
 binding). Never commit real secret values in tests.
@@ -33,18 +38,20 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import inspect
 import itertools
 import json
 import os
 import sys
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
 from edgefn.bundle import Manifest, load_manifest
+from edgefn.bundle.crons import check_cron
 from edgefn.bundle.manifest import KVNamespace
 from edgefn.edge.kv_calls import KVCalls
 from edgefn.edge.kv_codec import check_namespace
@@ -54,9 +61,10 @@ from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.errors import ManifestError, UsageError
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
-from edgefn.sdk import Context, EdgeInfo, Env, Request, Response
+from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
+from edgefn.sdk._scheduled import handler_of
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
 __all__ = ["MemoryKV", "TestClient", "TestResponse"]
@@ -172,7 +180,14 @@ class TestClient:
     ) -> None:
         self.path = Path(path)
         self.manifest: Manifest = load_manifest(self.path)
-        self._fn = _import(self.path, self.manifest)
+        module = _import(self.path, self.manifest)
+        self._fn = _handler(module, "fetch", self.path / self.manifest.main, required=True)
+        self._scheduled = _handler(
+            module,
+            "scheduled",
+            self.path / self.manifest.main,
+            required=bool(self.manifest.triggers.crons),
+        )
         values: dict[str, Any] = dict(self.manifest.vars)
         values.update(vars or {})
         self._kv_host = _KVHost(self.manifest, location)
@@ -228,6 +243,42 @@ class TestClient:
         out_headers.update(request.response_headers)
         return TestResponse(resp.status, out_headers, b"".join(chunks), chunks)
 
+    async def scheduled(
+        self, cron: str | None = None, *, scheduled_time: int | None = None, attempt: int = 1
+    ) -> None:
+        """Run ``scheduled(event, env, ctx)`` once, as a cron tick would (``wait_until`` tasks
+        included). ``cron`` defaults to the manifest's first; ``scheduled_time`` (ms since the
+        epoch) to now."""
+        if self._scheduled is None:
+            raise UsageError(
+                f"{self.path / self.manifest.main} defines no `async def scheduled(event, env, ctx)`",
+                hint="add one (and [triggers] crons in edgefn.toml to run it on a schedule)",
+            )
+        crons = self.manifest.triggers.crons
+        cron = cron if cron is not None else (crons[0] if crons else "* * * * *")
+        problem = check_cron(cron)
+        if problem is not None:
+            raise UsageError(f"invalid cron {cron!r}: {problem}", hint="e.g. '*/5 * * * *'")
+        when = scheduled_time if scheduled_time is not None else time.time_ns() // 1_000_000
+        self._counter += 1
+        rid = f"test-{self._counter}"
+        outbound = Outbound()
+        token = fetch_backend.set(self._subrequests(outbound, rid))
+        request = self._kv_host.context(rid, [])
+        request_token = _REQUEST.set((self._kv_host, request))
+        ctx = Context()
+        try:
+            await self._scheduled(ScheduledEvent(cron, when, attempt), self.env, ctx)
+            await ctx.drain(timeout_s=30)
+        finally:
+            fetch_backend.reset(token)
+            _REQUEST.reset(request_token)
+            await outbound.aclose()
+
+    def run_scheduled(self, cron: str | None = None, **kwargs: Any) -> None:
+        """Synchronous :meth:`scheduled`."""
+        asyncio.run(self.scheduled(cron, **kwargs))
+
     def request(self, path: str = "/", **kwargs: Any) -> TestResponse:
         """Synchronous :meth:`fetch` (for plain pytest without an async plugin)."""
         return asyncio.run(self.fetch(path, **kwargs))
@@ -265,7 +316,7 @@ def _across_ipc(msg: _M) -> _M:
     return out
 
 
-def _import(path: Path, manifest: Manifest) -> Callable[..., Any]:
+def _import(path: Path, manifest: Manifest) -> ModuleType:
     main = path / manifest.main
     name = f"edgefn_test_{manifest.name.replace('-', '_')}_{os.getpid()}"
     spec = importlib.util.spec_from_file_location(name, main)
@@ -277,11 +328,12 @@ def _import(path: Path, manifest: Manifest) -> Callable[..., Any]:
         spec.loader.exec_module(module)
     finally:
         sys.path.remove(str(path))
-    fn = getattr(module, "fetch", None)
-    if fn is None or not inspect.iscoroutinefunction(fn):
-        raise ManifestError(
-            "defines no `async def fetch(request, env, ctx)`",
-            path=str(main),
-            hint="add an async fetch handler",
-        )
-    return fn  # type: ignore[no-any-return]
+    return module
+
+
+def _handler(module: ModuleType, name: str, main: Path, *, required: bool) -> Any:
+    """The worker's own check (``handler_of``), as a ManifestError naming the file."""
+    try:
+        return handler_of(module, name, main=main.name, required=required)
+    except RuntimeError as err:
+        raise ManifestError(str(err), path=str(main), hint=f"add an async {name} handler") from None

@@ -20,6 +20,7 @@ The schema::
     [placement] mode = "everywhere" | "regions" ("smart" is refused for now); regions = [...]; affinity =
                 "header:<name>" | "cookie:<name>"; retry_safe = false
     [runtime] preload = ["json", "re"]   # modules each worker imports at load, before main
+    [triggers] crons = ["*/5 * * * *"]  # cron triggers (UTC): main defines `async def scheduled`
 
 This module is pure: it reads files only in ``load_manifest``, and imports no driver.
 """
@@ -36,6 +37,7 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from edgefn.bundle._hostport import split_host_port
+from edgefn.bundle.crons import MAX_CRONS, check_cron
 from edgefn.errors import ManifestError
 
 __all__ = [
@@ -49,6 +51,7 @@ __all__ = [
     "Placement",
     "Route",
     "Runtime",
+    "Triggers",
     "load_manifest",
     "parse_manifest",
 ]
@@ -146,6 +149,14 @@ class Runtime:
 
 
 @dataclass(frozen=True, slots=True)
+class Triggers:
+    """Cron triggers: each expression fires ``scheduled(event, env, ctx)`` once per tick,
+    planet-wide (docs/design/0025-cron.md); validated by :func:`edgefn.bundle.crons.check_cron`."""
+
+    crons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated ``edgefn.toml``. ``path`` is where it was read from (for messages)."""
 
@@ -160,6 +171,7 @@ class Manifest:
     placement: Placement = Placement()
     routes: tuple[Route, ...] = ()
     runtime: Runtime = Runtime()
+    triggers: Triggers = Triggers()
     path: str = ""
 
 
@@ -417,6 +429,27 @@ def _parse_runtime(ctx: _Ctx, value: object) -> Runtime:
     return Runtime(preload=modules)
 
 
+def _parse_triggers(ctx: _Ctx, value: object) -> Triggers:
+    table = _table(ctx, value, "triggers")
+    _check_keys(ctx, table, ("crons",), "triggers.")
+    crons = _strings(ctx, table.get("crons", []), "triggers.crons")
+    if len(crons) > MAX_CRONS:
+        raise ctx.fail(
+            "triggers.crons", f"{len(crons)} crons, at most {MAX_CRONS}", "combine or drop some"
+        )
+    for i, cron in enumerate(crons):
+        problem = check_cron(cron)
+        if problem is not None:
+            raise ctx.fail(
+                f"triggers.crons[{i}]",
+                f"invalid cron {cron!r}: {problem}",
+                "write five fields in UTC, e.g. '*/5 * * * *' (every 5 minutes) or '0 3 * * MON'",
+            )
+        if cron in crons[:i]:
+            raise ctx.fail(f"triggers.crons[{i}]", f"duplicate cron {cron!r}", "list it once")
+    return Triggers(crons=crons)
+
+
 _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyType(
     {
         "name": _parse_name,
@@ -428,6 +461,7 @@ _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyT
         "placement": _parse_placement,
         "routes": _parse_routes,
         "runtime": _parse_runtime,
+        "triggers": _parse_triggers,
     }
 )
 

@@ -53,6 +53,14 @@ def dev(
     isolation: Annotated[
         str, typer.Option(help="Sandbox isolation: strict (every layer, else refuse) | relaxed")
     ] = "strict",
+    test_scheduled: Annotated[
+        bool,
+        typer.Option(
+            "--test-scheduled",
+            help="Serve /__scheduled?cron=EXPR[&time=MS]: it runs the function's "
+            "`scheduled(event, env, ctx)` once (crons do not fire by themselves under dev)",
+        ),
+    ] = False,
 ) -> None:
     """Serve the function in PATH locally, reloading it when its files change."""
     import asyncio
@@ -66,13 +74,31 @@ def dev(
     except EdgefnError as err:
         fail_from(err)
     try:
-        asyncio.run(_dev(path.resolve(), manifest.name, host, port, location, reload, isolation))
+        asyncio.run(
+            _dev(
+                path.resolve(),
+                manifest.name,
+                host,
+                port,
+                location,
+                reload,
+                isolation,
+                test_scheduled,
+            )
+        )
     except KeyboardInterrupt:
         typer.echo("stopped")
 
 
 async def _dev(
-    path: Path, name: str, host: str, port: int, location: str, reload: bool, isolation: str
+    path: Path,
+    name: str,
+    host: str,
+    port: int,
+    location: str,
+    reload: bool,
+    isolation: str,
+    test_scheduled: bool,
 ) -> None:
     import asyncio
 
@@ -86,6 +112,7 @@ async def _dev(
         ready=False,  # healthy only once the function is loaded
         # `edgefn dev` serves one function: a request whose Host names no function gets it.
         table=FunctionTable(default=name),
+        test_scheduled=test_scheduled,
     )
     try:
         await node.start()
@@ -102,6 +129,8 @@ async def _dev(
         typer.echo(
             f"Serving {name} ({version}) at {node.url}/  (also http://{name}.localhost:{node.port}/)"
         )
+        if test_scheduled:
+            typer.echo(f"Cron: curl '{node.url}/__scheduled?cron=*+*+*+*+*' runs `scheduled` once.")
         typer.echo("Edit the files to reload; Ctrl-C to stop.")
         if reload:
             await _watch(node, path)

@@ -58,6 +58,7 @@ from edgefn.edge.request_io import (
 )
 from edgefn.edge.request_path import RequestContext, RequestPath
 from edgefn.edge.request_tracing import traced_kv_call, traced_subrequest
+from edgefn.edge.scheduled_run import TEST_PATH, ScheduledRunner, serve_test_scheduled
 from edgefn.edge.tail import TailPublisher
 from edgefn.edge.tracing import NodeTracer
 from edgefn.edge.traffic import TrafficDriver
@@ -130,8 +131,11 @@ class EdgeNode:
         telemetry: Accumulator | None = None,
         tail: TailPublisher | None = None,
         tracer: NodeTracer | None = None,
+        test_scheduled: bool = False,
     ) -> None:
         self.location = location
+        # `edgefn dev --test-scheduled`: GET /__scheduled fires a cron tick (never on a planet).
+        self.test_scheduled = test_scheduled
         self.region = region
         self.host = host
         self.port = port
@@ -180,6 +184,16 @@ class EdgeNode:
             telemetry=telemetry,
             tail=tail,
             tracer=tracer,
+        )
+        self.scheduled = ScheduledRunner(
+            location=location,
+            table=self.table,
+            pool=self.pool,
+            log=self.log,
+            metrics=self.metrics,
+            requests=self._requests,
+            release=self._on_background_done,
+            seed=seed,
         )
         self._endpoints = NodeEndpoints(
             location=location,
@@ -277,6 +291,7 @@ class EdgeNode:
             scratch_mb=manifest.limits.scratch_mb,
             startup_ms=manifest.limits.startup_ms,
             preload=manifest.runtime.preload,
+            scheduled=bool(manifest.triggers.crons),
         )
 
     async def install_bundle(
@@ -396,5 +411,8 @@ class EdgeNode:
         path: str = scope["path"]
         if path.startswith("/_edgefn/"):
             await self._endpoints.public(scope, send)
+            return
+        if self.test_scheduled and path == TEST_PATH:
+            await serve_test_scheduled(self.scheduled, scope, send)
             return
         await self._path.handle(scope, receive, send)

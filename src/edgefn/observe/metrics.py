@@ -45,6 +45,12 @@ class NodeMetrics:
             [*labels, "version"],
             registry=self.registry,
         )
+        self.scheduled_runs = Counter(
+            "edgefn_scheduled_runs_total",
+            "Cron ticks this location ran, by outcome (ok or the error kind)",
+            [*labels, "outcome"],
+            registry=self.registry,
+        )
         self.location = location
         # labels() costs a lock and a dict lookup per call; keep the children per function.
         self._children: dict[tuple[str, str], Counter] = {}

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from edgefn.edge.cron import CronDriver
 from edgefn.edge.functions import FunctionTable
 from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
@@ -99,8 +100,10 @@ class AssembledNode:
         telemetry: TelemetryShipper,
         tail: TailPublisher,
         traces: TraceShipper | None = None,
+        cron: CronDriver | None = None,
     ) -> None:
         self.config = config
+        self.cron = cron
         self.node = node
         self.kv = kv
         self.traffic = traffic
@@ -117,6 +120,8 @@ class AssembledNode:
         await self.node.start()
         self._kv_task = asyncio.create_task(self.kv.run(self.node), name="kv-sync")
         await self.agent.start()
+        if self.cron is not None:
+            await self.cron.start()
         if self.config.telemetry:
             await self.tail.start(list(self.config.nats_urls))
         if self.traffic is not None:
@@ -133,6 +138,8 @@ class AssembledNode:
             if self.traces is not None:
                 await self.traces.stop()
             await self.telemetry.stop()
+            if self.cron is not None:
+                await self.cron.stop()
             await self.agent.stop()
             if self.traffic is not None and self._traffic_started:
                 await self.traffic.stop()
@@ -208,8 +215,16 @@ def build_node(config: NodeConfig) -> AssembledNode:
     traces = None
     if tracer is not None:
         traces = TraceShipper(tracer, nats_urls=list(config.nats_urls), log=log)
+    cron = CronDriver(
+        location=config.location,
+        table=table,
+        run=node.scheduled.run,
+        log=log,
+        nats_urls=list(config.nats_urls),
+    )
     return AssembledNode(
         config=config,
+        cron=cron,
         node=node,
         kv=kv,
         traffic=traffic,

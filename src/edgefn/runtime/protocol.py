@@ -57,6 +57,8 @@ class Load(_Msg, tag="load"):
     scratch_mb: int = 16
     # [runtime] preload: imported after isolation is set up, before the function's main module.
     preload: list[str] = []
+    # [triggers] crons is set: the load fails unless main defines `async def scheduled`.
+    scheduled: bool = False
 
 
 class Invoke(_Msg, tag="inv"):
@@ -70,6 +72,11 @@ class Invoke(_Msg, tag="inv"):
     request_id: str
     # True when ``body`` is only the start: RequestChunk frames and a RequestEnd follow.
     more_body: bool = False
+    # A cron tick, not a request: the worker calls ``scheduled(event, env, ctx)`` with this
+    # expression and tick (ms since the epoch) and answers Respond(204) or InvokeError.
+    cron: str = ""
+    scheduled_ms: int = 0
+    attempt: int = 1
 
 
 class RequestChunk(_Msg, tag="qchunk"):

@@ -89,6 +89,7 @@ class LoadSpec:
     scratch_mb: int = 16
     startup_ms: int = 10_000  # how long importing the module may take ([limits] startup_ms)
     preload: tuple[str, ...] = ()  # [runtime] preload, imported at Load before main
+    scheduled: bool = False  # [triggers] crons set: main must define `async def scheduled`
 
     @property
     def key(self) -> str:
@@ -239,6 +240,7 @@ class WorkerProcess:
                     uid=_isolation.tenant_uid(tenant, self.uid_range),
                     scratch_mb=spec.scratch_mb,
                     preload=list(spec.preload),
+                    scheduled=spec.scheduled,
                 )
             )
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import importlib.util
-import inspect
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Coroutine, Generator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Protocol, TextIO
 
 from edgefn._loop import run
@@ -52,8 +52,9 @@ from edgefn.errors import (
 )
 from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
-from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response
+from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response, ScheduledEvent
 from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
+from edgefn.sdk._scheduled import handler_of
 
 CHUNK_BYTES = p.CHUNK_BYTES
 WAIT_UNTIL_TIMEOUT_S = 30.0
@@ -224,6 +225,7 @@ class Worker:
         self.prepared = _isolation.Prepared()
         self.writer: asyncio.StreamWriter | None = None
         self.fetch_fn: Callable[..., Any] | None = None
+        self.scheduled_fn: Callable[..., Any] | None = None
         self.env = Env({})
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.bodies: dict[int, _BodyStream] = {}  # streamed request bodies by invoke id
@@ -253,7 +255,11 @@ class Worker:
             phases.mark("rlimits")
             _preload(code_dir, msg.preload)
             phases.mark("preload")
-            self.fetch_fn = _import_fetch(code_dir, msg.main, msg.version)
+            module = _import_main(code_dir, msg.main, msg.version)
+            self.fetch_fn = handler_of(module, "fetch", main=msg.main, required=True)
+            self.scheduled_fn = handler_of(
+                module, "scheduled", main=msg.main, required=msg.scheduled
+            )
             phases.mark("import")
         except Exception as err:
             self.load_error = str(err)
@@ -313,6 +319,9 @@ class Worker:
             if self.fetch_fn is None:  # the pipelined Load before this Invoke failed
                 self._error(msg.id, "load_failed", self.load_error or "the function is not loaded")
                 return
+            if msg.cron:
+                await self._scheduled(msg, ctx, meter)
+                return
             resp = await self.fetch_fn(req, self.env, ctx)
             if not isinstance(resp, Response):
                 self._error(
@@ -362,6 +371,20 @@ class Worker:
             self.bodies.pop(msg.id, None)
             if ctx._pending:
                 asyncio.get_running_loop().create_task(self._drain(ctx, msg.id))
+
+    async def _scheduled(self, msg: p.Invoke, ctx: Context, meter: CpuMeter | None) -> None:
+        """A cron tick: ``scheduled(event, env, ctx)``; its return value is ignored."""
+        if self.scheduled_fn is None:
+            self._error(
+                msg.id,
+                "no_scheduled_handler",
+                "the function defines no `async def scheduled(event, env, ctx)`",
+                ctx=ctx,
+            )
+            return
+        event = ScheduledEvent(msg.cron, msg.scheduled_ms, msg.attempt)
+        await self.scheduled_fn(event, self.env, ctx)
+        self._last(msg.id, ctx, p.Respond(msg.id, 204, [], b"", _used(meter)))
 
     def _last(self, invoke_id: int, ctx: Context, frame: p.Message) -> None:
         """Send a response's last frame, announced by ``Background`` if wait_until tasks run on."""
@@ -583,7 +606,7 @@ def _preload(code_dir: str, modules: list[str]) -> None:
             ) from None
 
 
-def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:
+def _import_main(code_dir: str, main: str, version: str) -> ModuleType:
     path = os.path.join(code_dir, main)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{main}: no such file in the bundle (main = {main!r})")
@@ -600,12 +623,7 @@ def _import_fetch(code_dir: str, main: str, version: str) -> Callable[..., Any]:
     except Exception as err:
         tb = traceback.format_exc(limit=-3)
         raise RuntimeError(f"{main}: importing failed: {type(err).__name__}: {err}\n{tb}") from None
-    fn = getattr(module, "fetch", None)
-    if fn is None:
-        raise RuntimeError(f"{main}: defines no `fetch`; add `async def fetch(request, env, ctx)`")
-    if not inspect.iscoroutinefunction(fn):
-        raise RuntimeError(f"{main}: `fetch` must be declared `async def fetch(request, env, ctx)`")
-    return fn  # type: ignore[no-any-return]
+    return module
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""What function code imports: Request, Response, Headers, Env, Context and ``fetch``."""
+"""What function code imports: Request, Response, Headers, Env, Context, ScheduledEvent and
+``fetch``."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from edgefn.sdk._headers import Headers
 from edgefn.sdk._kv import KVEntry, KVNamespace
 from edgefn.sdk._request import EdgeInfo, QueryParams, Request
 from edgefn.sdk._response import Response
+from edgefn.sdk._scheduled import ScheduledEvent
 
 __all__ = [
     "Context",
@@ -19,6 +21,7 @@ __all__ = [
     "QueryParams",
     "Request",
     "Response",
+    "ScheduledEvent",
     "Subrequest",
     "fetch",
 ]
