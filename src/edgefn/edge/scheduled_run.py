@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qs
 
 from edgefn.bundle.crons import check_cron
-from edgefn.edge.functions import ActiveVersion, FunctionTable
+from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.listener import Scope, Send
 from edgefn.edge.request_context import RequestContext
 from edgefn.edge.request_io import decode_headers, respond
@@ -82,12 +82,7 @@ class ScheduledRunner:
         versions = [v for v in fn.versions if cron in v.manifest.triggers.crons]
         if not versions:
             return None
-        x = self._rng.random() * sum(v.weight for v in versions)
-        for v in versions:
-            x -= v.weight
-            if x < 0:
-                return v
-        return versions[-1]
+        return ActiveFunction(function, tuple(versions)).pick(self._rng)
 
     async def run(
         self,
