@@ -1,0 +1,54 @@
+"""Cron on a real planet (#14): a `* * * * *` trigger runs once per tick on 6 locations while one
+location is partitioned and another killed.
+
+The function (examples/cron) counts its runs per tick with a strong compare-and-set, so a tick run
+twice would read 2 and a tick never run is absent. ``EDGEFN_CRON_TEST_MINUTES`` (default 2) sets
+how many whole ticks the test watches; #14's done-when is 5.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import httpx
+import pytest
+
+from tests.planet_helpers import REPO, Planet, PlanetFactory, PlanetSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MIN_MS = 60_000
+MINUTES = int(os.environ.get("EDGEFN_CRON_TEST_MINUTES", "2"))
+HOST = {"host": "cron.localhost"}
+
+
+@pytest.fixture(scope="module")
+def planet(planet_factory: PlanetFactory) -> Planet:
+    p = planet_factory("cron", PlanetSpec(locations=6))
+    p.deploy(REPO / "examples/cron")
+    return p
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@pytest.mark.timeout(120 + 75 * MINUTES)
+def test_each_tick_runs_once_through_a_partition_and_a_kill(planet: Planet) -> None:
+    names = planet.names
+    planet.edgefn("net", "partition", names[1], "--json")
+    planet.edgefn("net", "kill", names[2])
+    # The first tick watched is the first whole minute after both faults are in place.
+    first = (_now_ms() // MIN_MS + 1) * MIN_MS
+    last = first + (MINUTES - 1) * MIN_MS
+    # Past the last tick: its run (well under a second) and its closing write are done.
+    time.sleep(max(0.0, (last - _now_ms()) / 1000) + 15)
+    url = planet.public_urls[names[0]]
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        got = c.get(f"{url}/runs", params={"since": first, "until": last}, headers=HOST)
+    assert got.status_code == 200, got.text
+    ticks = got.json()["ticks"]
+    expected = {str(first + i * MIN_MS): {"count": 1, "attempts": [1]} for i in range(MINUTES)}
+    assert ticks == expected
+    planet.edgefn("net", "heal", "--json")
