@@ -53,10 +53,13 @@ from typing import Any, TypeVar
 from edgefn.bundle import Manifest, load_manifest
 from edgefn.bundle.crons import check_cron
 from edgefn.bundle.manifest import KVNamespace
+from edgefn.bus.cache_purge import Purge
+from edgefn.edge.cache_policy import CacheStore
 from edgefn.edge.kv_calls import KVCalls
 from edgefn.edge.kv_codec import check_namespace
 from edgefn.edge.kv_local import LocalKVDriver
 from edgefn.edge.node import RequestContext
+from edgefn.edge.origin_fetch import OriginFetch, record_cache_headers
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.errors import ManifestError, UsageError
 from edgefn.runtime import protocol as p
@@ -64,6 +67,7 @@ from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
+from edgefn.sdk._origin import Origin
 from edgefn.sdk._scheduled import handler_of
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
@@ -195,12 +199,17 @@ class TestClient:
             ns.binding: MemoryKV._bound(self._kv_host, ns.binding)
             for ns in self.manifest.kv_namespaces
         }
-        values.update(_checked_secrets(secrets or {}, set(self.manifest.vars) | set(self.kv)))
+        origins = {o.binding: Origin(o.binding, o.url) for o in self.manifest.origins}
+        taken = set(self.manifest.vars) | set(self.kv) | set(origins)
+        values.update(_checked_secrets(secrets or {}, taken))
         values.update(self.kv)
+        values.update(origins)
         self.env = Env(values)
         self.location = location
         self._backend = fetch
         self._counter = 0
+        # [[origins]]: this client is one location; its edge cache lives as long as the client.
+        self.cache = CacheStore()
 
     async def fetch(
         self,
@@ -238,8 +247,11 @@ class TestClient:
             fetch_backend.reset(token)
             _REQUEST.reset(request_token)
             await outbound.aclose()
-        # The node adds the headers of host services (the KV session token) after the function's.
-        out_headers = dict(resp.headers.items())
+        # As on a node, the function cannot set x-edgefn-* headers; the node adds those of host
+        # services (the KV session token, the edge cache's status) after the function's.
+        out_headers = {
+            k: v for k, v in resp.headers.items() if not k.lower().startswith("x-edgefn-")
+        }
         out_headers.update(request.response_headers)
         return TestResponse(resp.status, out_headers, b"".join(chunks), chunks)
 
@@ -294,11 +306,30 @@ class TestClient:
         fake = self._backend
         fetch_ids = itertools.count(1)
 
+        async def faked(rid: str, call: p.FetchCall, rules: SubrequestRules) -> p.FetchResult:
+            refusal = outbound.precheck(rid, call, rules)
+            if refusal is not None:
+                return refusal
+            assert fake is not None
+            sub = Subrequest(call.url, call.method, call.headers, call.body, call.timeout_ms)
+            resp = await fake(sub)
+            body = b"".join([c async for c in resp.iter_body()])
+            return p.FetchResult(call.id, call.fetch_id, resp.status, resp.headers.items(), body)
+
+        origins = OriginFetch(outbound, store=self.cache, direct=None if fake is None else faked)
+
         async def backend(sub: Subrequest) -> Response:
             call = p.FetchCall(
-                0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
-            )
+                0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms,
+                sub.origin,
+            )  # fmt: skip
             call = _across_ipc(call)
+            if call.origin:
+                got = await origins.fetch(self.manifest.name, request_id, call, rules)
+                request = _REQUEST.get()
+                if request is not None:
+                    record_cache_headers(request[1].response_headers, got.headers)
+                return fetch_response(_across_ipc(got))
             if fake is None:
                 return fetch_response(_across_ipc(await outbound.fetch(request_id, call, rules)))
             refusal = outbound.precheck(request_id, call, rules)
@@ -307,6 +338,13 @@ class TestClient:
             return await fake(sub)
 
         return backend
+
+    def purge_cache(
+        self, *, tags: tuple[str, ...] = (), urls: tuple[str, ...] = (), everything: bool = False
+    ) -> int:
+        """Purge this client's edge cache as ``edgefn cache purge`` purges a planet's; returns
+        how many stored responses were dropped."""
+        return self.cache.purge(Purge(self.manifest.name, tuple(tags), tuple(urls), everything))
 
 
 def _across_ipc(msg: _M) -> _M:

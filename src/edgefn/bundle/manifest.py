@@ -48,6 +48,7 @@ __all__ = [
     "KVNamespace",
     "Limits",
     "Manifest",
+    "Origin",
     "Placement",
     "Route",
     "Runtime",
@@ -122,6 +123,18 @@ class KVNamespace:
 
 
 @dataclass(frozen=True, slots=True)
+class Origin:
+    """An origin bound into ``env`` under ``binding``: ``env.<binding>.fetch(path)`` requests
+    ``url`` + path through the edge cache (the location, then its region's hub, then the origin)
+    when ``cache`` is true (docs/design/0026-edge-cache.md). The origin's host needs no ``[egress]``
+    entry; a loopback or private one still needs ``[egress] allow_private``."""
+
+    binding: str
+    url: str  # http(s)://host[:port][/base path], without query or fragment; no trailing slash
+    cache: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Placement:
     """Where the function runs and how requests stick to a location."""
 
@@ -172,6 +185,7 @@ class Manifest:
     routes: tuple[Route, ...] = ()
     runtime: Runtime = Runtime()
     triggers: Triggers = Triggers()
+    origins: tuple[Origin, ...] = ()
     path: str = ""
 
 
@@ -343,6 +357,54 @@ def _parse_kv(ctx: _Ctx, value: object) -> tuple[KVNamespace, ...]:
 
 
 _KV_HINT: Final = 'write [[kv_namespaces]] with binding = "CACHE" and namespace = "cache"'
+_ORIGIN_HINT: Final = 'write [[origins]] with binding = "ORIGIN" and url = "https://example.com"'
+MAX_ORIGINS: Final = 8
+
+
+def _parse_origin_url(ctx: _Ctx, url: str, key: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    hostport, _, base = rest.partition("/")
+    if sep == "" or scheme not in ("http", "https") or not hostport:
+        raise ctx.fail(key, f"invalid origin url {url!r}", "use http(s)://host[:port][/path]")
+    if "?" in url or "#" in url or "@" in hostport or any(ord(c) <= 0x20 for c in url):
+        raise ctx.fail(
+            key,
+            f"invalid origin url {url!r}: no query, fragment, credentials or spaces",
+            "use http(s)://host[:port][/path]",
+        )
+    try:
+        split_host_port(hostport)
+    except ValueError as err:
+        raise ctx.fail(key, f"invalid origin url {url!r}: {err}", "check the host") from None
+    return f"{scheme}://{hostport.lower()}" + (f"/{base}".rstrip("/") if base else "")
+
+
+def _parse_origins(ctx: _Ctx, value: object) -> tuple[Origin, ...]:
+    if not isinstance(value, list):
+        raise ctx.fail(
+            "origins", f"expected an array of tables, got {_type_name(value)}", _ORIGIN_HINT
+        )
+    if len(value) > MAX_ORIGINS:
+        raise ctx.fail("origins", f"{len(value)} origins, at most {MAX_ORIGINS}", "merge some")
+    out: list[Origin] = []
+    for i, item in enumerate(value):
+        key = f"origins[{i}]"
+        table = _table(ctx, item, key)
+        _check_keys(ctx, table, ("binding", "url", "cache"), f"{key}.")
+        for required in ("binding", "url"):
+            if required not in table:
+                raise ctx.fail(f"{key}.{required}", "missing required key", _ORIGIN_HINT)
+        binding = _string(ctx, table["binding"], f"{key}.binding")
+        if not binding.isidentifier():
+            raise ctx.fail(f"{key}.binding", f"{binding!r} is not an identifier", "e.g. ORIGIN")
+        if binding in {o.binding for o in out}:
+            raise ctx.fail(f"{key}.binding", f"duplicate binding {binding!r}", "rename one")
+        url = _parse_origin_url(ctx, _string(ctx, table["url"], f"{key}.url"), f"{key}.url")
+        cache = table.get("cache", True)
+        if not isinstance(cache, bool):
+            raise ctx.fail(f"{key}.cache", f"expected true or false, got {_type_name(cache)}")
+        out.append(Origin(binding=binding, url=url, cache=cache))
+    return tuple(out)
 
 
 def _parse_affinity(ctx: _Ctx, value: object) -> str:
@@ -462,6 +524,7 @@ _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyT
         "routes": _parse_routes,
         "runtime": _parse_runtime,
         "triggers": _parse_triggers,
+        "origins": _parse_origins,
     }
 )
 
@@ -482,7 +545,16 @@ def parse_manifest(text: str, *, path: str) -> Manifest:
     if "name" not in data:
         raise ctx.fail("name", "missing required key", 'add name = "my-function" at the top')
     fields = {key: parse(ctx, data[key]) for key, parse in _SECTIONS.items() if key in data}
-    return Manifest(**fields, path=path)  # type: ignore[arg-type]
+    manifest = Manifest(**fields, path=path)  # type: ignore[arg-type]
+    taken = {kv.binding for kv in manifest.kv_namespaces} | set(manifest.vars)
+    for i, origin in enumerate(manifest.origins):
+        if origin.binding in taken:
+            raise ctx.fail(
+                f"origins[{i}].binding",
+                f"{origin.binding!r} is already a [vars] name or a KV binding",
+                "give each binding of env its own name",
+            )
+    return manifest
 
 
 def load_manifest(dir_or_file: Path) -> Manifest:

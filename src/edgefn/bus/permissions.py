@@ -12,16 +12,18 @@ nowhere else (docs/design/0007-backbone.md copies it):
   the forwarding tables or the statistics, nor make nodes send request data).
 * ``leaf-<region>`` — a hub's leafnode connection to the core: no subject permissions of its own;
   the hub enforces its clients' permissions before anything reaches the leafnode.
-* ``cache-<region>`` — reads the bundle object store, answers ``edgefn.bundle.request.<region>``.
+* ``cache-<region>`` — reads the bundle object store, answers ``edgefn.bundle.request.<region>``
+  and its region's edge-cache tier ``edgefn.cache.fetch.<region>``; receives ``edgefn.cache.purge``.
 * ``node-<loc>`` — publishes only subjects that carry its own location: beacons
   (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its kept traces
   (``edgefn.traces.<loc>``), its tail events
-  (``edgefn.tail.<loc>.<session>``), its observed state
+  (``edgefn.tail.<loc>.<session>``), its region's cache tier (``edgefn.cache.fetch.<region>``),
+  its observed state
   (``$KV.edgefn-observed.<loc>``), KV replication (``edgefn.kv.<ns>.<loc>``), KV control messages
   it sends (``edgefn.kvctl.<ns>.<to>.<loc>``) and its KV membership key; plus the JetStream API
   calls it needs and the strong-KV home bucket. It subscribes to its own inbox, the beacons, the
-  KV control messages addressed to it and the tail session announcements (``edgefn.tailctl``,
-  which only ``control`` publishes). It never writes desired state.
+  KV control messages addressed to it, the tail session announcements (``edgefn.tailctl``) and
+  cache purges (``edgefn.cache.purge``), both of which only ``control`` publishes. It never writes desired state.
 
 Every client uses the inbox prefix ``_INBOX.<user>`` (:func:`inbox_prefix`) and may subscribe only
 to its own inboxes, so no node can read another process's JetStream replies. Replies to requests a
@@ -43,6 +45,7 @@ from typing import Any, Literal
 from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
+    CACHE_PURGE,
     DESIRED_BUCKET,
     HEALTH_ALL,
     JETSTREAM_DOMAIN,
@@ -55,6 +58,7 @@ from edgefn.bus.subjects import (
     TELEMETRY_ALL,
     TRACES_ALL,
     bundle_request_subject,
+    cache_fetch_subject,
     health_subject,
     kv_control_subject,
     kv_replication_subject,
@@ -126,6 +130,7 @@ def _protected_writes() -> list[str]:
         TELEMETRY_ALL,
         TRACES_ALL,  # spans, like rollups, are a location's own account of what it served
         TAIL_SESSIONS,  # tail sessions make nodes send request data: the core's alone
+        CACHE_PURGE,  # purges go through the control API (authenticated, per function)
         f"{_API}.STREAM.DELETE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.PURGE.KV_{DESIRED_BUCKET}",
         f"{_API}.STREAM.UPDATE.KV_{DESIRED_BUCKET}",
@@ -154,6 +159,7 @@ def _node_publish(user: NatsUser) -> list[str]:
         traces_subject(loc),
         tail_event_subject(loc, "*"),
         bundle_request_subject(user.region),
+        cache_fetch_subject(user.region),
         kv_replication_subject("*", loc),
         kv_control_subject("*", "*", loc),
         *_kv_put(OBSERVED_BUCKET, loc),
@@ -198,7 +204,16 @@ def render_permissions(user: NatsUser) -> dict[str, Any] | None:
                     *_js_read(f"OBJ_{BUNDLES_OBJECT_STORE}"),
                 ]
             },
-            "subscribe": {"allow": [inbox, BUNDLE_ANNOUNCE, request, f"{request}.stats"]},
+            "subscribe": {
+                "allow": [
+                    inbox,
+                    BUNDLE_ANNOUNCE,
+                    request,
+                    f"{request}.stats",
+                    cache_fetch_subject(user.scope),
+                    CACHE_PURGE,
+                ]
+            },
             "allow_responses": True,
         }
     assert user.kind == "node", user.kind
@@ -212,6 +227,7 @@ def render_permissions(user: NatsUser) -> dict[str, Any] | None:
                 kv_control_subject("*", user.scope, "*"),
                 kv_control_subject("*", "_all", "*"),
                 TAIL_SESSIONS,
+                CACHE_PURGE,
             ]
         },
         "allow_responses": True,

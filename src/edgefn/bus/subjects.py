@@ -72,6 +72,9 @@ BUNDLE_REQUEST_ALL = f"{SUBJECT_PREFIX}.bundle.request.*"
 # The control plane publishes every newly uploaded bundle here once; each region's cache stores it,
 # so the bundle crosses each core-to-hub (long-haul) link once, before any node asks for it.
 BUNDLE_ANNOUNCE = f"{SUBJECT_PREFIX}.bundle.announce"
+# Edge-cache purges (edgefn.planet.cache_tier): only the control plane publishes; every node and
+# region tier subscribes.
+CACHE_PURGE = f"{SUBJECT_PREFIX}.cache.purge"
 HEALTH_ALL = f"{SUBJECT_PREFIX}.health.*"
 LOAD_REPORT_ALL = f"{SUBJECT_PREFIX}.load.*"
 TELEMETRY_ALL = f"{SUBJECT_PREFIX}.telemetry.*"
@@ -97,6 +100,11 @@ def subject_token(value: str, *, what: str) -> str:
             hint="use 1-64 letters, digits, '-' or '_' (no dots, spaces, '*' or '>')",
         )
     return value
+
+
+def cache_fetch_subject(region: str) -> str:
+    """Subject on which a region's edge-cache tier answers its nodes' location-tier misses."""
+    return f"{SUBJECT_PREFIX}.cache.fetch.{subject_token(region, what='region')}"
 
 
 def bundle_request_subject(region: str) -> str:

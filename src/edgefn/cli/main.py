@@ -16,6 +16,7 @@ from edgefn.errors import EdgefnError
 _COMMAND_MODULES: list[str] = [
     "_access",
     "_bench",
+    "_cache",
     "_demo",
     "_dev",
     "_incidents",

@@ -10,6 +10,8 @@ the scope each one needs::
     POST   /v1/functions/{name}/deployments  deploy:{name}  {"version": id, "strategy": ...}
     GET    /v1/functions/{name}/deployments  read
     POST   /v1/functions/{name}/rollback     deploy:{name}  {"to": id?}
+    POST   /v1/functions/{name}/cache/purge  deploy:{name}  {"tags": [...], "urls": [...],
+                                                            "everything": bool} (edge cache)
     PUT    /v1/functions/{name}/secrets/{secret}  deploy:{name}  {"value": "..."} (5 KiB max; never echoed)
     GET    /v1/functions/{name}/secrets   deploy:{name}  names and updated_ms only
     DELETE /v1/functions/{name}/secrets/{secret}  deploy:{name}
@@ -75,6 +77,7 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edgefn.bundle.build import DEFAULT_MAX_BUNDLE_BYTES
+from edgefn.bus.cache_purge import decode_purge
 from edgefn.control.access import AccessService
 from edgefn.control.auth import ADMIN, PUBLIC, READ, Principal, deploy_scope, grants
 from edgefn.control.dashboard import dashboard_handlers
@@ -440,6 +443,30 @@ def create_app(
         _known(name)
         return _json(await service.rollback(name, body.get("to"), principal=_principal(request)))
 
+    async def purge_cache(request: Request) -> Response:
+        name = request.path_params["name"]
+        body = _decode_object(
+            await _read_capped(request, _MAX_JSON_BYTES), ("tags", "urls", "everything")
+        )
+        _known(name)
+        try:
+            purge = decode_purge(msgspec.json.encode({"function": name, **body}))
+        except ValueError as err:
+            raise ControlError(
+                f"bad purge: {err}",
+                hint='send {"tags": ["t"]}, {"urls": ["https://..."]} or {"everything": true}',
+            ) from None
+        return _json(
+            await service.purge_cache(
+                name,
+                tags=purge.tags,
+                urls=purge.urls,
+                everything=purge.everything,
+                principal=_principal(request),
+            ),
+            202,
+        )
+
     async def put_secret(request: Request) -> Response:
         name, secret = request.path_params["name"], request.path_params["secret"]
         raw = await _read_capped(request, _MAX_SECRET_BODY_BYTES)
@@ -562,6 +589,9 @@ def create_app(
         ),
         ScopedRoute("/v1/functions/{name}/deployments", list_deployments, method="GET", need=READ),
         ScopedRoute("/v1/functions/{name}/rollback", rollback, method="POST", need=function_deploy),
+        ScopedRoute(
+            "/v1/functions/{name}/cache/purge", purge_cache, method="POST", need=function_deploy
+        ),
         ScopedRoute("/v1/status", status, method="GET", need=READ),
         ScopedRoute("/v1/bundles/{sha256}", bundle, method="GET", need=READ),
         ScopedRoute("/v1/whoami", whoami, method="GET", need=READ),

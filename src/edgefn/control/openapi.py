@@ -121,6 +121,25 @@ def _paths() -> dict[str, Any]:
                 "responses": _ok("rolled back", _ref("RolledBack")),
             },
         },
+        "/v1/functions/{name}/cache/purge": {
+            "parameters": [_NAME],
+            "post": {
+                "summary": "Purge the function's edge cache at every location and region tier",
+                "requestBody": {
+                    "content": _json_content(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "tags": {"type": "array", "items": {"type": "string"}},
+                                "urls": {"type": "array", "items": {"type": "string"}},
+                                "everything": {"type": "boolean"},
+                            },
+                        }
+                    )
+                },
+                "responses": _ok("purge published", {"type": "object"}, "202"),
+            },
+        },
         "/v1/functions/{name}/secrets": {
             "parameters": [_NAME],
             "get": {

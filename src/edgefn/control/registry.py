@@ -69,6 +69,8 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     kv_namespaces: tuple[str, ...] = ()
     # Names of the manifest's [vars] (not their values): a secret may not reuse one.
     vars: tuple[str, ...] = ()
+    # Bindings of its [[origins]] (env names, like KV bindings).
+    origins: tuple[str, ...] = ()
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -117,6 +119,7 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         timeout_ms=manifest.limits.timeout_ms,
         kv_namespaces=tuple(k.namespace for k in manifest.kv_namespaces),
         vars=tuple(sorted(manifest.vars)),
+        origins=tuple(o.binding for o in manifest.origins),
     )
 
 

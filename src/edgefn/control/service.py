@@ -46,10 +46,12 @@ from nats.js.object_store import ObjectStore
 from edgefn._loop import cancel_and_wait
 from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
 from edgefn.bundle.signing import verify_signature
+from edgefn.bus.cache_purge import Purge, encode_purge
 from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
 from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
+    CACHE_PURGE,
     DESIRED_BUCKET,
     KV_HOME_BUCKET,
     KV_MEMBERS_BUCKET,
@@ -606,12 +608,14 @@ class ControlService:
 
     @staticmethod
     def _check_env_names(name: str, info: VersionInfo, secrets: Sequence[str]) -> None:
-        """Secrets, [vars] and KV bindings share ``env``: refuse a name used twice."""
-        taken = set(info.manifest.vars) | set(info.manifest.kv_bindings)
+        """Secrets, [vars], KV and origin bindings share ``env``: refuse a name used twice."""
+        taken = (
+            set(info.manifest.vars) | set(info.manifest.kv_bindings) | set(info.manifest.origins)
+        )
         clash = sorted(taken & set(secrets))
         if clash:
             raise Conflict(
-                f"{name} version {info.version_id} defines {clash} in [vars] or as a KV binding, "
+                f"{name} version {info.version_id} defines {clash} in [vars] or as a binding, "
                 "and the function has secrets of the same name",
                 hint="rename the var or binding, or delete the secret "
                 f"(edgefn secret delete {name} {clash[0]})",
@@ -727,6 +731,28 @@ class ControlService:
         rolled = self._expect(out, RolledBack)
         await self.access.audit(principal, "rollback", name, {"to": rolled.to_version_id or ""})
         return rolled
+
+    async def purge_cache(
+        self,
+        name: str,
+        *,
+        tags: Sequence[str],
+        urls: Sequence[str],
+        everything: bool,
+        principal: Principal,
+    ) -> dict[str, Any]:
+        """Publish a purge of ``name``'s edge cache to every node and region tier."""
+        self._registry.check_function(name, principal.account, admin=ADMIN in principal.scopes)
+        purge = Purge(name, tuple(tags), tuple(urls), everything)
+        await self._nc.publish(CACHE_PURGE, encode_purge(purge))
+        await self._nc.flush(timeout=5)
+        detail = {
+            "tags": ",".join(tags)[:500],
+            "urls": str(len(urls)),
+            "everything": str(everything),
+        }
+        await self.access.audit(principal, "cache_purge", name, detail)
+        return {"function": name, "tags": list(tags), "urls": list(urls), "everything": everything}
 
     @staticmethod
     def _expect(out: list[Instruction], kind: type[_T]) -> _T:

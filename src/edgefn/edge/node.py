@@ -36,6 +36,7 @@ import uvicorn
 
 from edgefn._internal_auth import InternalGuard
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
+from edgefn.edge.cache_policy import CACHE_HEADER
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.listener import (
     HEADER_TIMEOUT_S,
@@ -49,6 +50,7 @@ from edgefn.edge.listener import (
     serve_asgi,
 )
 from edgefn.edge.node_endpoints import NodeEndpoints
+from edgefn.edge.origin_fetch import OriginFetch, record_cache_headers
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.edge.request_io import (
     BODY_GRACE_S,
@@ -151,6 +153,9 @@ class EdgeNode:
         self.version_stats = VersionStatsTracker()
         self.table = table if table is not None else FunctionTable()
         self.outbound = outbound or Outbound()
+        # [[origins]]: the location tier of the edge cache (the region tier is attached by the
+        # planet assembly when the planet has region hubs).
+        self.origins = OriginFetch(self.outbound)
         self._kv_handler = kv_handler
         # Spans of every request (edgefn.edge.tracing); None: tracing off.
         self.tracer = tracer
@@ -292,6 +297,7 @@ class EdgeNode:
             startup_ms=manifest.limits.startup_ms,
             preload=manifest.runtime.preload,
             scheduled=bool(manifest.triggers.crons),
+            origins=tuple((o.binding, o.url) for o in manifest.origins),
         )
 
     async def install_bundle(
@@ -357,6 +363,17 @@ class EdgeNode:
         span = ctx.span if ctx is not None else None
 
         async def fetch(c: p.FetchCall) -> p.FetchResult:
+            if c.origin:
+                function = ctx.function if ctx is not None else ""
+                result = await self.origins.fetch(function, request_id, c, rules)
+                status = next((v for k, v in result.headers if k == CACHE_HEADER), None)
+                if status is not None:
+                    self.metrics.cache_request(function, status)
+                if ctx is not None:
+                    # The function cannot set x-edgefn-* headers; the node says what its origin
+                    # requests found (the last one, as a CDN reports its one fetch).
+                    record_cache_headers(ctx.response_headers, result.headers)
+                return result
             return await self.outbound.fetch(request_id, c, rules)
 
         return await traced_subrequest(self.tracer, span, call, fetch)

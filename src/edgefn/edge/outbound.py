@@ -37,6 +37,7 @@ from urllib.parse import urljoin
 import httpx
 
 from edgefn.bundle import Manifest
+from edgefn.bundle.manifest import Origin
 from edgefn.edge import _egress_policy as policy
 from edgefn.runtime import protocol as p
 
@@ -85,12 +86,15 @@ class SubrequestRules:
     subrequests: int
     allow: tuple[str, ...] | None
     allow_private: tuple[str, ...] = ()
+    origins: tuple[Origin, ...] = ()
 
     @classmethod
     def of(cls, manifest: Manifest) -> SubrequestRules:
-        """The rules of a function: its ``[limits] subrequests`` and ``[egress]``."""
+        """The rules of a function: its ``[limits] subrequests``, ``[egress]`` and origins."""
         egress = manifest.egress
-        return cls(manifest.limits.subrequests, egress.allow, egress.allow_private)
+        return cls(
+            manifest.limits.subrequests, egress.allow, egress.allow_private, manifest.origins
+        )
 
 
 class _Denied(Exception):

@@ -51,6 +51,14 @@ class NodeMetrics:
             [*labels, "outcome"],
             registry=self.registry,
         )
+        self.cache_requests = Counter(
+            "edgefn_cache_requests_total",
+            "Origin requests by what answered them at this location's edge cache (x-edgefn-cache:"
+            " HIT, REVALIDATED, MISS, STALE, BYPASS); the hit ratio is HIT+REVALIDATED+STALE over"
+            " all",
+            [*labels, "cache"],
+            registry=self.registry,
+        )
         self.location = location
         # labels() costs a lock and a dict lookup per call; keep the children per function.
         self._children: dict[tuple[str, str], Counter] = {}
@@ -64,6 +72,9 @@ class NodeMetrics:
         child.inc()
         if cold:
             self.cold_starts.labels(self.location, function).inc()
+
+    def cache_request(self, function: str, status: str) -> None:
+        self.cache_requests.labels(self.location, function, status).inc()
 
     def observe_latency(self, function: str, seconds: float) -> None:
         child = self._latency.get(function)

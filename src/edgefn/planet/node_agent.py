@@ -61,6 +61,7 @@ from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
+from edgefn.planet.cache_tier import purge_subscriber, region_tier_client
 from edgefn.planet.resources import ResourceSampler
 from edgefn.runtime.sandbox import LoadSpec
 from edgefn.secrets.crypto import NodeKey, SecretsError, load_or_create_node_key, open_for_node
@@ -181,6 +182,7 @@ class NodeAgent:
             except Exception as err:  # keep serving from disk and keep trying
                 self.node.log.emit("agent", event="connect_failed", error=str(err))
                 await asyncio.sleep(1.0)
+        await self._join_cache(self.nc)
         self._tasks += [
             asyncio.create_task(self._report_loop(), name="agent-report"),
             asyncio.create_task(self._watch_loop(), name="agent-watch"),
@@ -188,7 +190,18 @@ class NodeAgent:
         await self._resync_loop()
 
     async def _on_reconnect(self) -> None:
+        # Purges published while this node was cut off were lost: its edge cache starts cold.
+        self.node.origins.store.clear()
         self._kick.set()
+
+    async def _join_cache(self, nc: Client) -> None:
+        """The edge cache's bus side: the region hub as the upper tier, and purges."""
+        self.node.origins.region = region_tier_client(nc, self.region)
+
+        def bad_purge(error: str) -> None:
+            self.node.log.emit("agent", event="cache_purge_ignored", error=error)
+
+        await purge_subscriber(nc, lambda: [self.node.origins.store], bad_purge)
 
     # -- desired state ---------------------------------------------------------------------
     async def _resync_loop(self) -> None:

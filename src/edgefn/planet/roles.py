@@ -60,12 +60,14 @@ from edgefn.control.service import ControlService
 from edgefn.control.telemetry_ingest import TelemetryIngest
 from edgefn.control.trace_ingest import TraceIngest
 from edgefn.edge.listener import ASGIApp, serve_asgi
+from edgefn.edge.outbound import Outbound
 from edgefn.edge.traffic import TrafficOptions
 from edgefn.observe.incident_routes import Routes
 from edgefn.observe.span_store import SpanStore
 from edgefn.observe.telemetry_store import TelemetryStore
-from edgefn.planet.assembly import NodeConfig, build_node
+from edgefn.planet.assembly import NodeConfig, build_node, bus_addresses
 from edgefn.planet.bundles import BundleCache
+from edgefn.planet.cache_tier import RegionCacheTier
 from edgefn.secrets.crypto import load_or_create_master_key
 
 # A serving node's young-generation threshold (run_node says why).
@@ -305,13 +307,28 @@ async def run_region(
     nats = NatsServer(config, work_dir=state_dir)
     await nats.start()
     try:
-        nc = await connect(_local_url(nats), name=f"bundle-cache-{name}")
+        tier: RegionCacheTier | None = None
+
+        async def reconnected() -> None:
+            if tier is not None:
+                tier.on_reconnect()
+
+        nc = await connect(
+            _local_url(nats), name=f"bundle-cache-{name}", reconnected_cb=reconnected
+        )
         cache = BundleCache(nc, name, state_dir / "bundle-cache")
         await cache.start()
+        # The region's edge-cache tier fetches origins: never the hub itself, whatever a
+        # function's allow_private says.
+        hub = bus_addresses((nats.client_url,))
+        tier = RegionCacheTier(nc, name, Outbound(deny_addresses=hub))
+        await tier.start()
         announce(
             {"role": "region", "name": name, "client_url": nats.client_url, "nats_pid": nats.pid}
         )
         await _until_signalled()
+        await tier.stop()
+        await tier.outbound.aclose()
         await cache.stop()
         await nc.close()
     finally:

@@ -59,6 +59,8 @@ class Load(_Msg, tag="load"):
     preload: list[str] = []
     # [triggers] crons is set: the load fails unless main defines `async def scheduled`.
     scheduled: bool = False
+    # [[origins]]: binding -> base url, each an `env.<binding>` Origin.
+    origins: dict[str, str] = {}
 
 
 class Invoke(_Msg, tag="inv"):
@@ -202,6 +204,7 @@ class FetchCall(_Msg, tag="fcall"):
     headers: list[tuple[str, str]]
     body: bytes
     timeout_ms: int
+    origin: str = ""  # an [[origins]] binding: fetched through the edge cache
 
 
 class KVCall(_Msg, tag="kvcall"):

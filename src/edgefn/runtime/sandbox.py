@@ -90,6 +90,7 @@ class LoadSpec:
     startup_ms: int = 10_000  # how long importing the module may take ([limits] startup_ms)
     preload: tuple[str, ...] = ()  # [runtime] preload, imported at Load before main
     scheduled: bool = False  # [triggers] crons set: main must define `async def scheduled`
+    origins: tuple[tuple[str, str], ...] = ()  # [[origins]]: (binding, url), env.<binding>
 
     @property
     def key(self) -> str:
@@ -241,6 +242,7 @@ class WorkerProcess:
                     scratch_mb=spec.scratch_mb,
                     preload=list(spec.preload),
                     scheduled=spec.scheduled,
+                    origins=dict(spec.origins),
                 )
             )
 

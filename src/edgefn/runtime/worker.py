@@ -54,6 +54,7 @@ from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response, ScheduledEvent
 from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
+from edgefn.sdk._origin import Origin
 from edgefn.sdk._scheduled import handler_of
 
 CHUNK_BYTES = p.CHUNK_BYTES
@@ -269,6 +270,8 @@ class Worker:
         values.update(msg.secrets)
         for binding in msg.bindings:
             values[binding] = KVBinding(self, binding)
+        for binding, url in msg.origins.items():
+            values[binding] = Origin(binding, url)
         self.env = Env(values)
         phases.mark("env")
         load_ms = (time.perf_counter() - t0) * 1000
@@ -434,7 +437,7 @@ class Worker:
         iid = current_invoke_id.get()
         res: p.FetchResult = await self._call(
             lambda n: p.FetchCall(
-                iid, n, sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms
+                iid, n, sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms, sub.origin
             )
         )
         return fetch_response(res)

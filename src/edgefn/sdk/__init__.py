@@ -7,6 +7,7 @@ from edgefn.sdk._env import Context, Env
 from edgefn.sdk._fetch import Subrequest, fetch
 from edgefn.sdk._headers import Headers
 from edgefn.sdk._kv import KVEntry, KVNamespace
+from edgefn.sdk._origin import Origin
 from edgefn.sdk._request import EdgeInfo, QueryParams, Request
 from edgefn.sdk._response import Response
 from edgefn.sdk._scheduled import ScheduledEvent
@@ -18,6 +19,7 @@ __all__ = [
     "Headers",
     "KVEntry",
     "KVNamespace",
+    "Origin",
     "QueryParams",
     "Request",
     "Response",

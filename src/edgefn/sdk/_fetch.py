@@ -35,6 +35,7 @@ class Subrequest:
     headers: list[tuple[str, str]]
     body: bytes
     timeout_ms: int
+    origin: str = ""  # the [[origins]] binding it goes to (through the edge cache), or ""
 
 
 FetchBackend = Callable[[Subrequest], Awaitable[Response]]
@@ -98,6 +99,21 @@ async def fetch(
     ``SubrequestLimitError``, ``EgressDeniedError``, ``FetchTimeoutError``,
     ``ResponseTooLargeError``.
     """
+    return await send(
+        url, method=method, headers=Headers(headers).items(), body=body, timeout_ms=timeout_ms
+    )
+
+
+async def send(
+    url: str,
+    *,
+    method: str,
+    headers: list[tuple[str, str]],
+    body: bytes | str | None,
+    timeout_ms: int,
+    origin: str = "",
+) -> Response:
+    """:func:`fetch`, and the ``env.<ORIGIN>.fetch`` of an ``[[origins]]`` binding (``origin``)."""
     backend = fetch_backend.get()
     if backend is None:
         raise FetchError(
@@ -124,8 +140,9 @@ async def fetch(
     sub = Subrequest(
         url=url,
         method=method.upper(),
-        headers=Headers(headers).items(),
+        headers=headers,
         body=data,
         timeout_ms=timeout_ms,
+        origin=origin,
     )
     return await backend(sub)

@@ -1,0 +1,164 @@
+"""The edge cache on a real 12-location planet (#14): examples/cdn in front of a counting origin.
+
+A response the origin lets a shared cache keep is a MISS at a location's first request and a HIT
+at its second; every location of a region is served by one origin fetch (the region hub's tier);
+and a purge by tag, published once through the control API, makes every location MISS within a
+second. The origin is a real HTTP server on 127.0.0.1 in the test process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from tests.planet_helpers import REPO, Planet, PlanetFactory, PlanetSpec, credentials
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOST = {"host": "cdn.localhost"}
+
+
+class CountingOrigin:
+    def __init__(self) -> None:
+        self.hits: Counter[str] = Counter()
+        self.lock = threading.Lock()
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with origin.lock:
+                    origin.hits[self.path] += 1
+                    n = origin.hits[self.path]
+                body = f"{self.path} #{n}".encode()
+                self.send_response(200)
+                self.send_header("cache-control", "public, max-age=300")
+                self.send_header("cache-tag", "site, " + self.path.strip("/").replace("/", "-"))
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[CountingOrigin]:
+    o = CountingOrigin()
+    yield o
+    o.close()
+
+
+@pytest.fixture(scope="module")
+def planet(
+    planet_factory: PlanetFactory, origin: CountingOrigin, tmp_path_factory: pytest.TempPathFactory
+) -> Planet:
+    fn = tmp_path_factory.mktemp("cdn") / "cdn"
+    shutil.copytree(REPO / "examples/cdn", fn)
+    toml = (fn / "edgefn.toml").read_text().replace("8790", str(origin.port))
+    (fn / "edgefn.toml").write_text(toml)
+    p = planet_factory("cache", PlanetSpec(locations=12))
+    p.deploy(fn)
+    return p
+
+
+def _get(c: httpx.Client, url: str, path: str) -> httpx.Response:
+    got = c.get(url + path, headers=HOST)
+    assert got.status_code == 200, f"{url}{path}: {got.status_code} {got.text[:300]}"
+    return got
+
+
+def test_second_request_hits_and_one_origin_fetch_serves_a_region(
+    planet: Planet, origin: CountingOrigin
+) -> None:
+    regions = {loc["region"] for loc in planet.locations.values()}
+    assert len(regions) >= 2, regions
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for name, url in planet.public_urls.items():
+            first = _get(c, url, "/tagged/one")
+            assert first.headers["x-edgefn-cache"] == "MISS", (name, dict(first.headers))
+            assert first.headers["x-served-by"] == name
+            assert "cache-tag" not in first.headers
+            second = _get(c, url, "/tagged/one")
+            assert second.headers["x-edgefn-cache"] == "HIT", (name, dict(second.headers))
+            assert second.text == first.text
+    # Each region's tier fetched once, whatever its number of locations.
+    assert origin.hits["/tagged/one"] == len(regions), (origin.hits, regions)
+
+
+def test_a_tag_purge_makes_every_location_miss_within_a_second(
+    planet: Planet, origin: CountingOrigin
+) -> None:
+    urls = planet.public_urls
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for url in urls.values():
+            _get(c, url, "/tagged/two")
+        assert all(
+            _get(c, u, "/tagged/two").headers["x-edgefn-cache"] == "HIT" for u in urls.values()
+        )
+        before = origin.hits["/tagged/two"]
+        token = credentials(planet.state)["token"]
+        t0 = time.monotonic()
+        got = c.post(
+            f"{planet.info['api_url']}/v1/functions/cdn/cache/purge",
+            json={"tags": ["tagged-two"]},
+            headers={"authorization": f"Bearer {token}"},
+        )
+        assert got.status_code == 202, got.text
+        missed: set[str] = set()
+
+        def every_location_missed() -> bool:
+            for name, url in urls.items():
+                if (
+                    name not in missed
+                    and _get(c, url, "/tagged/two").headers["x-edgefn-cache"] == "MISS"
+                ):
+                    missed.add(name)
+            return len(missed) == len(urls)
+
+        wait_for(every_location_missed, timeout_s=5, what="every location to MISS", interval_s=0.02)
+        elapsed = time.monotonic() - t0
+        print(f"purge by tag -> every one of {len(urls)} locations MISS in {elapsed:.3f} s")
+        assert elapsed < 1.0, elapsed
+        assert origin.hits["/tagged/two"] > before
+        # Another tag's responses were kept.
+        assert _get(c, urls[planet.names[0]], "/tagged/one").headers["x-edgefn-cache"] == "HIT"
+
+
+def test_purges_need_the_functions_deploy_scope(planet: Planet) -> None:
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        api = planet.info["api_url"]
+        anonymous = c.post(f"{api}/v1/functions/cdn/cache/purge", json={"everything": True})
+        assert anonymous.status_code == 401
+        token = credentials(planet.state)["token"]
+        auth = {"authorization": f"Bearer {token}"}
+        bad = c.post(f"{api}/v1/functions/cdn/cache/purge", json={"tags": [1]}, headers=auth)
+        assert bad.status_code == 400, bad.text
+        assert "purge.tags" in bad.text
+        empty = c.post(f"{api}/v1/functions/cdn/cache/purge", json={}, headers=auth)
+        assert empty.status_code == 400, empty.text
+        unknown = c.post(
+            f"{api}/v1/functions/nope/cache/purge", json={"everything": True}, headers=auth
+        )
+        assert unknown.status_code == 404, unknown.text
+    out = planet.edgefn("cache", "purge", "cdn", "--everything", "--json")
+    assert out["everything"] is True

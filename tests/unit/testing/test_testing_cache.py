@@ -1,0 +1,153 @@
+"""``[[origins]]`` and the edge cache in-process through ``edgefn.testing`` (examples/cdn).
+
+The TestClient is one location: the node's own ``OriginFetch`` and cache store, with the origin a
+real HTTP server on 127.0.0.1 (or a ``fetch=`` fake); there is no region tier in-process.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from edgefn import Response
+from edgefn.errors import EgressDeniedError, InvalidURLError, ManifestError
+from edgefn.sdk import Subrequest
+from edgefn.testing import TestClient
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+class Origin:
+    """A counting origin: /tagged/* is cacheable for 60 s with Cache-Tag, /private is not."""
+
+    def __init__(self) -> None:
+        self.hits: dict[str, int] = {}
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                origin.hits[self.path] = origin.hits.get(self.path, 0) + 1
+                body = f"{self.path} #{origin.hits[self.path]}".encode()
+                self.send_response(200)
+                if self.path.startswith("/tagged/"):
+                    self.send_header("cache-control", "public, max-age=60")
+                    self.send_header("cache-tag", "site, " + self.path.rsplit("/", 1)[1])
+                else:
+                    self.send_header("cache-control", "private, max-age=60")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def origin() -> Iterator[Origin]:
+    o = Origin()
+    yield o
+    o.close()
+
+
+@pytest.fixture
+def cdn(tmp_path: Path, origin: Origin) -> Path:
+    """examples/cdn pointed at the test's origin."""
+    d = tmp_path / "cdn"
+    shutil.copytree(REPO / "examples/cdn", d)
+    toml = (d / "edgefn.toml").read_text().replace("8790", str(origin.port))
+    (d / "edgefn.toml").write_text(toml)
+    return d
+
+
+def test_second_request_is_a_hit_and_a_tag_purge_makes_it_miss(cdn: Path, origin: Origin) -> None:
+    client = TestClient(cdn, location="here")
+    first = client.request("/tagged/a")
+    assert first.status == 200, first.text_body
+    assert (first.headers["x-edgefn-cache"], first.text_body) == ("MISS", "/tagged/a #1")
+    assert "cache-tag" not in first.headers  # tags are the platform's, not the function's
+    assert first.headers["x-served-by"] == "here"
+    second = client.request("/tagged/a")
+    assert (second.headers["x-edgefn-cache"], second.text_body) == ("HIT", "/tagged/a #1")
+    assert origin.hits["/tagged/a"] == 1
+    client.request("/tagged/b")
+    assert client.purge_cache(tags=("a",)) == 1
+    assert client.request("/tagged/a").headers["x-edgefn-cache"] == "MISS"
+    assert client.request("/tagged/b").headers["x-edgefn-cache"] == "HIT"
+    assert client.purge_cache(tags=("site",)) == 2
+    assert origin.hits == {"/tagged/a": 2, "/tagged/b": 1}
+
+
+def test_private_responses_bypass_the_cache(cdn: Path, origin: Origin) -> None:
+    client = TestClient(cdn)
+    for _ in range(2):
+        assert client.request("/private").headers["x-edgefn-cache"] == "BYPASS"
+    assert origin.hits["/private"] == 2
+
+
+def test_a_fake_origin_is_cached_with_the_same_rules(cdn: Path) -> None:
+    seen: list[str] = []
+
+    async def fake(sub: Subrequest) -> Response:
+        seen.append(sub.url)
+        return Response("faked", headers={"cache-control": "max-age=30"})
+
+    client = TestClient(cdn, fetch=fake)
+    assert client.request("/x?y=1").headers["x-edgefn-cache"] == "MISS"
+    assert client.request("/x?y=1").headers["x-edgefn-cache"] == "HIT"
+    assert client.request("/x?y=2").headers["x-edgefn-cache"] == "MISS"
+    assert len(seen) == 2
+    assert seen[0].endswith("/x?y=1")
+
+
+def test_origin_paths_must_stay_below_the_origin(tmp_path: Path, origin: Origin) -> None:
+    (tmp_path / "edgefn.toml").write_text(
+        f'name = "o"\n[[origins]]\nbinding = "ORIGIN"\nurl = "http://127.0.0.1:{origin.port}"\n'
+    )
+    (tmp_path / "main.py").write_text(
+        "async def fetch(request, env, ctx):\n"
+        "    return await env.ORIGIN.fetch(request.query['p'])\n"
+    )
+    client = TestClient(tmp_path)
+    with pytest.raises(InvalidURLError, match="give a path starting with one '/'"):
+        client.request("/?p=//evil.example/")
+    with pytest.raises(InvalidURLError):
+        client.request("/?p=http://evil.example/")
+    # Without [egress] allow_private the loopback origin is refused, like any subrequest.
+    with pytest.raises(EgressDeniedError):
+        client.request("/?p=/tagged/a")
+    assert origin.hits == {}
+
+
+@pytest.mark.parametrize(
+    ("origins", "message"),
+    [
+        ('binding = "O"\nurl = "ftp://x"', "invalid origin url"),
+        ('binding = "O"\nurl = "http://x/?q=1"', "no query"),
+        ('binding = "O"', "missing required key"),
+        ('binding = "O"\nurl = "http://x"\ncache = "yes"', "expected true or false"),
+        ('binding = "KV"\nurl = "http://x"', r"already a \[vars\] name or a KV binding"),
+    ],
+)
+def test_bad_origins_are_refused_naming_the_key(tmp_path: Path, origins: str, message: str) -> None:
+    (tmp_path / "edgefn.toml").write_text(
+        f'name = "o"\n[[kv_namespaces]]\nbinding = "KV"\nnamespace = "kv"\n[[origins]]\n{origins}\n'
+    )
+    (tmp_path / "main.py").write_text("async def fetch(request, env, ctx):\n    pass\n")
+    with pytest.raises(ManifestError, match=message) as err:
+        TestClient(tmp_path)
+    assert "origins[0]" in str(err.value)
