@@ -20,6 +20,7 @@ from edgefn.errors import (
     SubrequestLimitError,
 )
 from edgefn.sdk import (
+    Cache,
     Context,
     EdgeInfo,
     Env,
@@ -31,12 +32,14 @@ from edgefn.sdk import (
     Request,
     Response,
     ScheduledEvent,
+    caches,
     fetch,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Cache",
     "Context",
     "EdgeInfo",
     "EdgefnError",
@@ -61,5 +64,6 @@ __all__ = [
     "ScheduledEvent",
     "SubrequestLimitError",
     "__version__",
+    "caches",
     "fetch",
 ]

@@ -321,13 +321,16 @@ class TestClient:
         async def backend(sub: Subrequest) -> Response:
             call = p.FetchCall(
                 0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms,
-                sub.origin,
+                sub.origin, sub.cache_op, sub.put_status, sub.put_headers,
             )  # fmt: skip
             call = _across_ipc(call)
-            if call.origin:
-                got = await origins.fetch(self.manifest.name, request_id, call, rules)
+            if call.cache_op or call.origin:
+                if call.cache_op:
+                    got = origins.cache_api(self.manifest.name, request_id, call, rules)
+                else:
+                    got = await origins.fetch(self.manifest.name, request_id, call, rules)
                 request = _REQUEST.get()
-                if request is not None:
+                if request is not None and call.cache_op in ("", "match"):
                     record_cache_headers(request[1].response_headers, got.headers)
                 return fetch_response(_across_ipc(got))
             if fake is None:

@@ -45,6 +45,9 @@ __all__ = [
     "Forward",
     "Hit",
     "UpstreamResponse",
+    "api_delete",
+    "api_match",
+    "api_put",
     "complete",
     "lookup",
     "parse_tags",
@@ -329,6 +332,55 @@ def serve_stale(store: CacheStore, forward: Forward) -> Hit | None:
     entry = state.revalidating_entries[0]
     body = store.body(entry.id)
     return None if body is None else _hit(entry, body, "STALE")
+
+
+# --------------------------------------------------------------------------- the Cache API
+def api_put(
+    store: CacheStore,
+    function: str,
+    url: str,
+    request_headers: Headers,
+    upstream: UpstreamResponse,
+    now_ms: int,
+) -> str:
+    """``caches.default.put``: store ``upstream`` for a GET of ``url`` if RFC 9111 lets a shared
+    cache store it. Returns "" when stored, else why not (for the function's error)."""
+    if upstream.status == 206:
+        return "a 206 partial response cannot be stored"
+    if any(k.lower() == "vary" and v.strip() == "*" for k, v in upstream.headers):
+        return "a response with Vary: * cannot be stored"
+    request = hishel.Request("GET", url, _hheaders(request_headers))
+    forward = Forward(list(request_headers), hishel.CacheMiss(request=request, options=_OPTIONS),
+                      request)  # fmt: skip
+    hit = complete(store, function, forward, upstream, now_ms)
+    if hit.cache != "BYPASS" and api_match(store, function, url, request_headers) is None:
+        api_delete(store, function, url)  # stored, but never reusable without validation
+        hit = replace(hit, cache="BYPASS")
+    if hit.cache == "BYPASS":
+        return (
+            "the response is not storable and fresh for a shared cache (no-store, private, no "
+            "freshness information, or too large): give it Cache-Control: public, max-age=N"
+        )
+    return ""
+
+
+def api_match(store: CacheStore, function: str, url: str, request_headers: Headers) -> Hit | None:
+    """``caches.default.match``: a fresh stored response for a GET of ``url``, or None."""
+    got = lookup(store, function, "GET", url, request_headers)
+    return got if isinstance(got, Hit) else None
+
+
+def api_delete(store: CacheStore, function: str, url: str) -> bool:
+    """``caches.default.delete``: drop every stored variant of ``url``; False if none was."""
+    return store.purge(_UrlPurge(function, (url,))) > 0
+
+
+@dataclass(frozen=True, slots=True)
+class _UrlPurge:
+    function: str
+    urls: tuple[str, ...]
+    tags: tuple[str, ...] = ()
+    everything: bool = False
 
 
 def without_tags(hit: Hit) -> Hit:

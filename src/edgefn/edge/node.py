@@ -363,6 +363,12 @@ class EdgeNode:
         span = ctx.span if ctx is not None else None
 
         async def fetch(c: p.FetchCall) -> p.FetchResult:
+            if c.cache_op:
+                function = ctx.function if ctx is not None else ""
+                answer = self.origins.cache_api(function, request_id, c, rules)
+                if ctx is not None and c.cache_op == "match":
+                    record_cache_headers(ctx.response_headers, answer.headers)
+                return answer
             if c.origin:
                 function = ctx.function if ctx is not None else ""
                 result = await self.origins.fetch(function, request_id, c, rules)

@@ -34,6 +34,9 @@ from edgefn.edge.cache_policy import (
     Headers,
     Hit,
     UpstreamResponse,
+    api_delete,
+    api_match,
+    api_put,
     complete,
     lookup,
     serve_stale,
@@ -41,6 +44,8 @@ from edgefn.edge.cache_policy import (
 )
 from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.runtime import protocol as p
+from edgefn.sdk._caches import API_HEADER
+from edgefn.sdk._fetch import url_problem
 
 __all__ = [
     "REGION_HEADER",
@@ -201,6 +206,41 @@ class OriginFetch:
         shown = without_tags(hit)
         headers = [*shown.headers, (REGION_HEADER, region[0])] if region else shown.headers
         return p.FetchResult(call.id, call.fetch_id, shown.status, headers, shown.body)
+
+    def cache_api(
+        self, function: str, request_id: str, call: p.FetchCall, rules: SubrequestRules
+    ) -> p.FetchResult:
+        """``caches.default.match|put|delete`` on this location's store (nothing is fetched)."""
+
+        def answer(
+            what: str, status: int = 204, headers: Headers | None = None, body: bytes = b""
+        ) -> p.FetchResult:
+            shown = [*(headers or []), (API_HEADER, what)]
+            return p.FetchResult(call.id, call.fetch_id, status, shown, body)
+
+        refusal = self.outbound.count(request_id, call, rules)
+        if refusal is not None:
+            return refusal
+        if url_problem(call.url) is not None or len(call.put_headers) > 100:
+            return p.FetchResult(call.id, call.fetch_id, 0, [], b"", "error",
+                                 f"caches.default: bad request for {call.url[:200]!r}")  # fmt: skip
+        if call.cache_op == "match":
+            hit = api_match(self.store, function, call.url, call.headers)
+            if hit is None:
+                return answer("none")
+            shown = without_tags(hit)
+            return answer("hit", shown.status, shown.headers, shown.body)
+        if call.cache_op == "put":
+            if not 200 <= call.put_status <= 599:
+                return answer("not_stored", body=b"bad status")
+            upstream = UpstreamResponse(call.put_status, list(call.put_headers), call.body)
+            why = api_put(self.store, function, call.url, call.headers, upstream, wall_ms())
+            return answer("not_stored", body=why.encode()) if why else answer("stored")
+        if call.cache_op == "delete":
+            deleted = api_delete(self.store, function, call.url)
+            return answer("deleted" if deleted else "none")
+        return p.FetchResult(call.id, call.fetch_id, 0, [], b"", "error",
+                             f"caches.default: unknown operation {call.cache_op[:40]!r}")  # fmt: skip
 
     async def _upstream(
         self, function: str, request_id: str, call: p.FetchCall, rules: SubrequestRules

@@ -167,6 +167,17 @@ class Outbound:
                 "(raise [limits] subrequests in edgefn.toml; each redirect counts)",
             )
 
+    def count(
+        self, request_id: str, call: p.FetchCall, rules: SubrequestRules
+    ) -> p.FetchResult | None:
+        """Count a call that makes no connection (the Cache API) against the limit; None if it
+        may go on, else the refusal."""
+        try:
+            self._count(request_id, rules)
+        except _Denied as denied:
+            return self._result(call, denied.kind, f"{denied.message} (request {request_id})")
+        return None
+
     def precheck(
         self, request_id: str, call: p.FetchCall, rules: SubrequestRules
     ) -> p.FetchResult | None:

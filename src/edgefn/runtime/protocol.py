@@ -205,6 +205,11 @@ class FetchCall(_Msg, tag="fcall"):
     body: bytes
     timeout_ms: int
     origin: str = ""  # an [[origins]] binding: fetched through the edge cache
+    # caches.default: "match" | "put" | "delete" on the location's cache, nothing fetched; a put
+    # carries the response to store (status, headers; its body in ``body``).
+    cache_op: str = ""
+    put_status: int = 0
+    put_headers: list[tuple[str, str]] = []
 
 
 class KVCall(_Msg, tag="kvcall"):

@@ -437,7 +437,17 @@ class Worker:
         iid = current_invoke_id.get()
         res: p.FetchResult = await self._call(
             lambda n: p.FetchCall(
-                iid, n, sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms, sub.origin
+                iid,
+                n,
+                sub.url,
+                sub.method,
+                sub.headers,
+                sub.body,
+                sub.timeout_ms,
+                sub.origin,
+                sub.cache_op,
+                sub.put_status,
+                sub.put_headers,
             )
         )
         return fetch_response(res)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from edgefn.sdk._caches import Cache, caches
 from edgefn.sdk._env import Context, Env
 from edgefn.sdk._fetch import Subrequest, fetch
 from edgefn.sdk._headers import Headers
@@ -13,6 +14,7 @@ from edgefn.sdk._response import Response
 from edgefn.sdk._scheduled import ScheduledEvent
 
 __all__ = [
+    "Cache",
     "Context",
     "EdgeInfo",
     "Env",
@@ -25,5 +27,6 @@ __all__ = [
     "Response",
     "ScheduledEvent",
     "Subrequest",
+    "caches",
     "fetch",
 ]

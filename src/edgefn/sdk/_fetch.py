@@ -16,7 +16,7 @@ import ipaddress
 import re
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 from edgefn.errors import FetchError, InvalidURLError, SubrequestLimitError
@@ -36,6 +36,9 @@ class Subrequest:
     body: bytes
     timeout_ms: int
     origin: str = ""  # the [[origins]] binding it goes to (through the edge cache), or ""
+    cache_op: str = ""  # caches.default: "match", "put" or "delete" (nothing is fetched)
+    put_status: int = 0
+    put_headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 FetchBackend = Callable[[Subrequest], Awaitable[Response]]

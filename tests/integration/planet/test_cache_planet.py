@@ -144,6 +144,18 @@ def test_a_tag_purge_makes_every_location_miss_within_a_second(
         assert _get(c, urls[planet.names[0]], "/tagged/one").headers["x-edgefn-cache"] == "HIT"
 
 
+def test_the_cache_api_keeps_a_computed_response_at_its_location(planet: Planet) -> None:
+    url = planet.public_urls[planet.names[-1]]
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        first = _get(c, url, "/report?n=5")
+        assert "x-edgefn-cache" not in first.headers  # computed by the function
+        second = _get(c, url, "/report?n=5")
+        assert second.headers["x-edgefn-cache"] == "HIT"
+        assert second.json() == first.json() == {
+            "n": 5, "sum_of_squares": 30, "at": planet.names[-1]
+        }  # fmt: skip
+
+
 def test_purges_need_the_functions_deploy_scope(planet: Planet) -> None:
     with httpx.Client(timeout=30, trust_env=False) as c:
         api = planet.info["api_url"]

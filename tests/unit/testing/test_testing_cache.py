@@ -151,3 +151,34 @@ def test_bad_origins_are_refused_naming_the_key(tmp_path: Path, origins: str, me
     with pytest.raises(ManifestError, match=message) as err:
         TestClient(tmp_path)
     assert "origins[0]" in str(err.value)
+
+
+def test_the_cache_api_keeps_what_it_is_given_until_purged(cdn: Path) -> None:
+    client = TestClient(cdn)
+    first = client.request("/report?n=4")
+    assert first.json() == {"n": 4, "sum_of_squares": 14, "at": "test"}
+    assert "x-edgefn-cache" not in first.headers  # computed, not from the cache
+    assert client.request("/report?n=4").headers["x-edgefn-cache"] == "HIT"
+    assert client.purge_cache(tags=("reports",)) == 1
+    assert "x-edgefn-cache" not in client.request("/report?n=4").headers
+
+
+def test_the_cache_api_refuses_what_a_shared_cache_may_not_keep(tmp_path: Path) -> None:
+    (tmp_path / "edgefn.toml").write_text('name = "api"\n')
+    (tmp_path / "main.py").write_text(
+        "from edgefn import Response, caches\n"
+        "async def fetch(request, env, ctx):\n"
+        "    url = 'https://example.com/k'\n"
+        "    cc = request.query.get('cc', '')\n"
+        "    resp = Response('v', headers={'cache-control': cc} if cc else {})\n"
+        "    stored = await caches.default.put(url, resp)\n"
+        "    got = await caches.default.match(url)\n"
+        "    deleted = await caches.default.delete(url)\n"
+        "    again = await caches.default.match(url)\n"
+        "    return Response.json([stored, got is not None and await got.text(), deleted,\n"
+        "                          again is None])\n"
+    )
+    client = TestClient(tmp_path)
+    assert client.request("/?cc=public,max-age=60").json() == [True, "v", True, True]
+    for cc in ("no-store", "private,max-age=60", ""):
+        assert client.request(f"/?cc={cc}").json() == [False, False, False, True], cc
