@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.waiting import wait_for
 from typer.testing import CliRunner
 
 from edgefn.bench import _procfs
@@ -138,16 +139,24 @@ def test_memory_report_from_smaps_rollup(tmp_path: Path) -> None:
 
 @pytest.fixture
 def child() -> Iterator[subprocess.Popen[bytes]]:
+    # The child says when it has allocated; it then blocks on stdin (a voluntary context switch),
+    # so every reading below is of a process that has run, not one still being exec'd.
     proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; x = bytearray(8 << 20); sys.stdin.read()"],
+        [sys.executable, "-c",
+         "import sys; x = bytearray(8 << 20); print('ready', flush=True); sys.stdin.read()"],
         stdin=subprocess.PIPE,
-    )
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
     try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n"
         yield proc
     finally:
         assert proc.stdin is not None
         proc.stdin.close()
         proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 def test_real_proc_of_a_child(child: subprocess.Popen[bytes]) -> None:
@@ -158,7 +167,7 @@ def test_real_proc_of_a_child(child: subprocess.Popen[bytes]) -> None:
     tree = _procfs.process_tree(os.getpid())
     assert tree[child.pid].ppid == os.getpid()
     assert tree[child.pid].role == "other"
-    assert _procfs.read_switches(child.pid) > 0
+    wait_for(lambda: _procfs.read_switches(child.pid) > 0, timeout_s=10, what="a context switch")
     rss, pss = _procfs.read_memory_kb(child.pid)
     assert rss is not None
     assert pss is not None
