@@ -65,6 +65,7 @@ from edgefn.errors import ManifestError, UsageError
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
+from edgefn.sdk._cdn import cdn_handler, load_hooks
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.sdk._origin import Origin
@@ -185,7 +186,16 @@ class TestClient:
         self.path = Path(path)
         self.manifest: Manifest = load_manifest(self.path)
         module = _import(self.path, self.manifest)
-        self._fn = _handler(module, "fetch", self.path / self.manifest.main, required=True)
+        cdn = self.manifest.cdn
+        if cdn is not None:
+            url = next(o.url for o in self.manifest.origins if o.binding == cdn.origin)
+            try:
+                hooks = load_hooks(module, cdn.hooks(), main=self.manifest.main)
+            except RuntimeError as err:
+                raise ManifestError(str(err), path=str(self.path / self.manifest.main)) from None
+            self._fn = cdn_handler(Origin(cdn.origin, url), hooks)
+        else:
+            self._fn = _handler(module, "fetch", self.path / self.manifest.main, required=True)
         self._scheduled = _handler(
             module,
             "scheduled",
@@ -321,16 +331,16 @@ class TestClient:
         async def backend(sub: Subrequest) -> Response:
             call = p.FetchCall(
                 0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms,
-                sub.origin, sub.cache_op, sub.put_status, sub.put_headers,
+                sub.origin, sub.cache_op, sub.put_status, sub.put_headers, sub.ticket,
             )  # fmt: skip
             call = _across_ipc(call)
             if call.cache_op or call.origin:
-                if call.cache_op:
+                if call.cache_op and not call.origin:
                     got = origins.cache_api(self.manifest.name, request_id, call, rules)
                 else:
                     got = await origins.fetch(self.manifest.name, request_id, call, rules)
                 request = _REQUEST.get()
-                if request is not None and call.cache_op in ("", "match"):
+                if request is not None and call.cache_op in ("", "match", "lookup", "complete"):
                     record_cache_headers(request[1].response_headers, got.headers)
                 return fetch_response(_across_ipc(got))
             if fake is None:

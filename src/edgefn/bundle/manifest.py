@@ -41,9 +41,11 @@ from edgefn.bundle.crons import MAX_CRONS, check_cron
 from edgefn.errors import ManifestError
 
 __all__ = [
+    "CDN_HOOKS",
     "LIMIT_BOUNDS",
     "MANIFEST_FILENAME",
     "PLACEMENT_MODES",
+    "Cdn",
     "Egress",
     "KVNamespace",
     "Limits",
@@ -134,6 +136,27 @@ class Origin:
     cache: bool = True
 
 
+CDN_HOOKS: Final = ("viewer_request", "origin_request", "origin_response", "viewer_response")
+
+
+@dataclass(frozen=True, slots=True)
+class Cdn:
+    """``[cdn]``: the function is a CDN in front of ``origin`` (an ``[[origins]]`` binding), and
+    these handlers of ``main`` (their names; "" when absent) run at CloudFront's four points:
+    ``viewer_request`` and ``viewer_response`` around the edge cache on every request,
+    ``origin_request`` and ``origin_response`` between this location's cache and the origin on
+    a miss. ``main`` then defines no ``fetch`` (docs/design/0026-edge-cache.md)."""
+
+    origin: str
+    viewer_request: str = ""
+    origin_request: str = ""
+    origin_response: str = ""
+    viewer_response: str = ""
+
+    def hooks(self) -> dict[str, str]:
+        return {h: getattr(self, h) for h in CDN_HOOKS if getattr(self, h)}
+
+
 @dataclass(frozen=True, slots=True)
 class Placement:
     """Where the function runs and how requests stick to a location."""
@@ -186,6 +209,7 @@ class Manifest:
     runtime: Runtime = Runtime()
     triggers: Triggers = Triggers()
     origins: tuple[Origin, ...] = ()
+    cdn: Cdn | None = None
     path: str = ""
 
 
@@ -512,6 +536,26 @@ def _parse_triggers(ctx: _Ctx, value: object) -> Triggers:
     return Triggers(crons=crons)
 
 
+def _parse_cdn(ctx: _Ctx, value: object) -> Cdn:
+    table = _table(ctx, value, "cdn")
+    _check_keys(ctx, table, ("origin", *CDN_HOOKS), "cdn.")
+    if "origin" not in table:
+        raise ctx.fail(
+            "cdn.origin", "missing required key", 'name an [[origins]] binding: origin = "ORIGIN"'
+        )
+    names = {
+        key: _string(ctx, table[key], f"cdn.{key}")
+        for key in ("origin", *CDN_HOOKS)
+        if key in table
+    }
+    for key, name in names.items():
+        if not name.isidentifier():
+            raise ctx.fail(
+                f"cdn.{key}", f"{name!r} is not an identifier", "the name of an async def in main"
+            )
+    return Cdn(**names)
+
+
 _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyType(
     {
         "name": _parse_name,
@@ -525,6 +569,7 @@ _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyT
         "runtime": _parse_runtime,
         "triggers": _parse_triggers,
         "origins": _parse_origins,
+        "cdn": _parse_cdn,
     }
 )
 
@@ -554,6 +599,14 @@ def parse_manifest(text: str, *, path: str) -> Manifest:
                 f"{origin.binding!r} is already a [vars] name or a KV binding",
                 "give each binding of env its own name",
             )
+    if manifest.cdn is not None and manifest.cdn.origin not in {
+        o.binding for o in manifest.origins
+    }:
+        raise ctx.fail(
+            "cdn.origin",
+            f"{manifest.cdn.origin!r} is not an [[origins]] binding",
+            'declare it: [[origins]] binding = "ORIGIN" url = "https://..."',
+        )
     return manifest
 
 

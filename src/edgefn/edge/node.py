@@ -298,6 +298,11 @@ class EdgeNode:
             preload=manifest.runtime.preload,
             scheduled=bool(manifest.triggers.crons),
             origins=tuple((o.binding, o.url) for o in manifest.origins),
+            cdn=(
+                (("origin", manifest.cdn.origin), *manifest.cdn.hooks().items())
+                if manifest.cdn is not None
+                else ()
+            ),
         )
 
     async def install_bundle(
@@ -363,7 +368,7 @@ class EdgeNode:
         span = ctx.span if ctx is not None else None
 
         async def fetch(c: p.FetchCall) -> p.FetchResult:
-            if c.cache_op:
+            if c.cache_op and not c.origin:
                 function = ctx.function if ctx is not None else ""
                 answer = self.origins.cache_api(function, request_id, c, rules)
                 if ctx is not None and c.cache_op == "match":
@@ -406,6 +411,7 @@ class EdgeNode:
     def _on_background_done(self, request_id: str) -> None:
         self._requests.pop(request_id, None)
         self.outbound.forget(request_id)
+        self.origins.forget(request_id)
 
     def _on_log(self, function: str, msg: p.Log) -> None:
         now_ms = int(time.monotonic() * 1000)

@@ -31,6 +31,7 @@ from edgefn.edge._clock import wall_ms
 from edgefn.edge.cache_policy import (
     CACHE_HEADER,
     CacheStore,
+    Forward,
     Headers,
     Hit,
     UpstreamResponse,
@@ -46,6 +47,7 @@ from edgefn.edge.outbound import Outbound, SubrequestRules
 from edgefn.runtime import protocol as p
 from edgefn.sdk._caches import API_HEADER
 from edgefn.sdk._fetch import url_problem
+from edgefn.sdk._origin import TICKET_HEADER
 
 __all__ = [
     "REGION_HEADER",
@@ -58,6 +60,7 @@ __all__ = [
 
 # What the region tier did, on a response the location tier had to ask it for.
 REGION_HEADER = "x-edgefn-cache-region"
+MAX_TICKETS = 4096
 
 
 Upstream = Callable[[Headers], Awaitable[UpstreamResponse | None]]
@@ -159,6 +162,9 @@ class OriginFetch:
         self.cache = CachedFetch(store or CacheStore())
         self.region = region
         self.direct = direct or outbound.fetch
+        # [cdn] origin hooks: open location-tier misses by (request id, ticket), bounded.
+        self._tickets: dict[tuple[str, str], Forward] = {}
+        self._ticket_no = 0
 
     @property
     def store(self) -> CacheStore:
@@ -183,6 +189,8 @@ class OriginFetch:
                 f"(request {request_id})",
             )  # fmt: skip
         narrowed = origin_rules(origin, rules)
+        if call.cache_op:
+            return await self._hooked(origin, function, request_id, call, narrowed)
         if not origin.cache:
             return await self.direct(request_id, call, narrowed)
         failure: list[p.FetchResult] = []
@@ -206,6 +214,76 @@ class OriginFetch:
         shown = without_tags(hit)
         headers = [*shown.headers, (REGION_HEADER, region[0])] if region else shown.headers
         return p.FetchResult(call.id, call.fetch_id, shown.status, headers, shown.body)
+
+    def forget(self, request_id: str) -> None:
+        """The request is over: drop its open tickets ([cdn] origin hooks)."""
+        for key in [k for k in self._tickets if k[0] == request_id]:
+            del self._tickets[key]
+
+    async def _hooked(
+        self,
+        origin: Origin,
+        function: str,
+        request_id: str,
+        call: p.FetchCall,
+        rules: SubrequestRules,
+    ) -> p.FetchResult:
+        """The three steps of a request whose origin hooks run in the worker, between this
+        location's cache and the upstream: ``lookup`` (a hit, or a miss with a ticket and the
+        headers to send upstream), ``origin`` (the upstream's answer, not stored), ``complete``
+        (store what the hooks made of it; ``put_status`` 0: the upstream gave no answer)."""
+
+        def answer(what: str, status: int, headers: Headers, body: bytes = b"") -> p.FetchResult:
+            return p.FetchResult(
+                call.id, call.fetch_id, status, [*headers, (API_HEADER, what)], body
+            )
+
+        if call.cache_op == "lookup":
+            refusal = self.outbound.count(request_id, call, rules)
+            if refusal is not None:
+                return refusal
+            if not origin.cache:
+                return answer("miss", 204, list(call.headers))
+            got = lookup(self.store, function, call.method, call.url, call.headers)
+            if isinstance(got, Hit):
+                self.store.stats.requests[got.cache] += 1
+                shown = without_tags(got)
+                return answer("hit", shown.status, shown.headers, shown.body)
+            self._ticket_no += 1
+            ticket = str(self._ticket_no)
+            self._tickets[(request_id, ticket)] = got
+            while len(self._tickets) > MAX_TICKETS:
+                del self._tickets[next(iter(self._tickets))]
+            return answer("miss", 204, [*got.headers, (TICKET_HEADER, ticket)])
+        if call.cache_op == "origin":
+            res = await self._upstream(function, request_id, call, rules)
+            kept = [(k, v) for k, v in res.headers if k != REGION_HEADER]
+            return msgspec.structs.replace(res, headers=kept)
+        if call.cache_op == "complete":
+            forward = self._tickets.pop((request_id, call.ticket), None)
+            if call.put_status == 0:
+                stale = serve_stale(self.store, forward) if forward is not None else None
+                if stale is None:
+                    return answer("none", 204, [])
+                self.store.stats.requests["STALE"] += 1
+                shown = without_tags(stale)
+                return answer("hit", shown.status, shown.headers, shown.body)
+            if not 200 <= call.put_status <= 599 or len(call.put_headers) > 200:
+                return p.FetchResult(call.id, call.fetch_id, 0, [], b"", "error",
+                                     f"origin_response gave a bad response (request {request_id})")  # fmt: skip
+            upstream = UpstreamResponse(call.put_status, list(call.put_headers), call.body)
+            if forward is None:  # cache = false, or a ticket this request never opened
+                out = [(k, v) for k, v in upstream.headers if k != CACHE_HEADER]
+                self.store.stats.requests["BYPASS"] += 1
+                return answer(
+                    "done", upstream.status, [*out, (CACHE_HEADER, "BYPASS")], upstream.body
+                )
+            hit = complete(self.store, function, forward, upstream, wall_ms())
+            self.store.stats.requests[hit.cache] += 1
+            shown = without_tags(hit)
+            return answer("done", shown.status, shown.headers, shown.body)
+        return p.FetchResult(call.id, call.fetch_id, 0, [], b"", "error",
+                             f"unknown origin operation {call.cache_op[:40]!r}")  # fmt: skip
 
     def cache_api(
         self, function: str, request_id: str, call: p.FetchCall, rules: SubrequestRules

@@ -61,6 +61,8 @@ class Load(_Msg, tag="load"):
     scheduled: bool = False
     # [[origins]]: binding -> base url, each an `env.<binding>` Origin.
     origins: dict[str, str] = {}
+    # [cdn]: "origin" -> its binding, and hook point -> handler name; then main has no fetch.
+    cdn: dict[str, str] = {}
 
 
 class Invoke(_Msg, tag="inv"):
@@ -210,6 +212,9 @@ class FetchCall(_Msg, tag="fcall"):
     cache_op: str = ""
     put_status: int = 0
     put_headers: list[tuple[str, str]] = []
+    # [cdn] origin hooks: "lookup" opens a ticket for a location-tier miss, "origin" fetches
+    # upstream for it, "complete" stores what the hooks made of the answer (docs/design/0026).
+    ticket: str = ""
 
 
 class KVCall(_Msg, tag="kvcall"):

@@ -91,6 +91,7 @@ class LoadSpec:
     preload: tuple[str, ...] = ()  # [runtime] preload, imported at Load before main
     scheduled: bool = False  # [triggers] crons set: main must define `async def scheduled`
     origins: tuple[tuple[str, str], ...] = ()  # [[origins]]: (binding, url), env.<binding>
+    cdn: tuple[tuple[str, str], ...] = ()  # [cdn]: ("origin", binding), (hook point, handler)
 
     @property
     def key(self) -> str:
@@ -243,6 +244,7 @@ class WorkerProcess:
                     preload=list(spec.preload),
                     scheduled=spec.scheduled,
                     origins=dict(spec.origins),
+                    cdn=dict(spec.cdn),
                 )
             )
 

@@ -53,6 +53,7 @@ from edgefn.errors import (
 from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response, ScheduledEvent
+from edgefn.sdk._cdn import cdn_handler, load_hooks
 from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
 from edgefn.sdk._origin import Origin
 from edgefn.sdk._scheduled import handler_of
@@ -257,7 +258,14 @@ class Worker:
             _preload(code_dir, msg.preload)
             phases.mark("preload")
             module = _import_main(code_dir, msg.main, msg.version)
-            self.fetch_fn = handler_of(module, "fetch", main=msg.main, required=True)
+            if msg.cdn:
+                binding = msg.cdn["origin"]
+                hooks = {k: v for k, v in msg.cdn.items() if k != "origin"}
+                self.fetch_fn = cdn_handler(
+                    Origin(binding, msg.origins[binding]), load_hooks(module, hooks, main=msg.main)
+                )
+            else:
+                self.fetch_fn = handler_of(module, "fetch", main=msg.main, required=True)
             self.scheduled_fn = handler_of(
                 module, "scheduled", main=msg.main, required=msg.scheduled
             )
@@ -448,6 +456,7 @@ class Worker:
                 sub.cache_op,
                 sub.put_status,
                 sub.put_headers,
+                sub.ticket,
             )
         )
         return fetch_response(res)

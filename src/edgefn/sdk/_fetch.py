@@ -39,6 +39,7 @@ class Subrequest:
     cache_op: str = ""  # caches.default: "match", "put" or "delete" (nothing is fetched)
     put_status: int = 0
     put_headers: list[tuple[str, str]] = field(default_factory=list)
+    ticket: str = ""  # [cdn] origin hooks: the location-tier miss being completed
 
 
 FetchBackend = Callable[[Subrequest], Awaitable[Response]]
@@ -115,6 +116,10 @@ async def send(
     body: bytes | str | None,
     timeout_ms: int,
     origin: str = "",
+    cache_op: str = "",
+    put_status: int = 0,
+    put_headers: list[tuple[str, str]] | None = None,
+    ticket: str = "",
 ) -> Response:
     """:func:`fetch`, and the ``env.<ORIGIN>.fetch`` of an ``[[origins]]`` binding (``origin``)."""
     backend = fetch_backend.get()
@@ -147,5 +152,9 @@ async def send(
         body=data,
         timeout_ms=timeout_ms,
         origin=origin,
+        cache_op=cache_op,
+        put_status=put_status,
+        put_headers=put_headers or [],
+        ticket=ticket,
     )
     return await backend(sub)

@@ -29,6 +29,7 @@ HOST = {"host": "cdn.localhost"}
 class CountingOrigin:
     def __init__(self) -> None:
         self.hits: Counter[str] = Counter()
+        self.keys: list[str] = []
         self.lock = threading.Lock()
         origin = self
 
@@ -39,6 +40,7 @@ class CountingOrigin:
                 with origin.lock:
                     origin.hits[self.path] += 1
                     n = origin.hits[self.path]
+                    origin.keys.append(self.headers.get("x-origin-key", ""))
                 body = f"{self.path} #{n}".encode()
                 self.send_response(200)
                 self.send_header("cache-control", "public, max-age=300")
@@ -72,12 +74,13 @@ def origin() -> Iterator[CountingOrigin]:
 def planet(
     planet_factory: PlanetFactory, origin: CountingOrigin, tmp_path_factory: pytest.TempPathFactory
 ) -> Planet:
-    fn = tmp_path_factory.mktemp("cdn") / "cdn"
-    shutil.copytree(REPO / "examples/cdn", fn)
-    toml = (fn / "edgefn.toml").read_text().replace("8790", str(origin.port))
-    (fn / "edgefn.toml").write_text(toml)
     p = planet_factory("cache", PlanetSpec(locations=12))
-    p.deploy(fn)
+    for name in ("cdn", "cdn-hooks"):
+        fn = tmp_path_factory.mktemp(name) / name
+        shutil.copytree(REPO / "examples" / name, fn)
+        toml = (fn / "edgefn.toml").read_text().replace("8790", str(origin.port))
+        (fn / "edgefn.toml").write_text(toml)
+        p.deploy(fn)
     return p
 
 
@@ -154,6 +157,28 @@ def test_the_cache_api_keeps_a_computed_response_at_its_location(planet: Planet)
         assert second.json() == first.json() == {
             "n": 5, "sum_of_squares": 30, "at": planet.names[-1]
         }  # fmt: skip
+
+
+def test_cdn_hooks_run_in_real_workers(planet: Planet, origin: CountingOrigin) -> None:
+    hooks = {"host": "cdn-hooks.localhost"}
+    names = planet.names[:3]
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        for name in names:
+            url = planet.public_urls[name]
+            health = c.get(f"{url}/healthz", headers=hooks)
+            assert health.json() == {"ok": True, "location": name}
+            assert c.get(f"{url}/admin/x", headers=hooks).status_code == 403
+            first = c.get(f"{url}/static/app.js?v=1", headers=hooks)
+            assert first.status_code == 200, first.text
+            assert first.headers["x-edgefn-cache"] == "MISS"
+            assert first.headers["x-served-by"] == name
+            second = c.get(f"{url}/static/app.js?v=2", headers=hooks)
+            assert (second.headers["x-edgefn-cache"], second.text) == ("HIT", first.text)
+    assert origin.hits["/healthz"] == 0
+    assert origin.hits["/admin/x"] == 0
+    fetched = origin.hits["/static/app.js"]
+    assert 1 <= fetched <= len({planet.locations[n]["region"] for n in names})
+    assert origin.keys.count("shared-with-the-origin") == fetched
 
 
 def test_purges_need_the_functions_deploy_scope(planet: Planet) -> None:

@@ -27,14 +27,18 @@ class Origin:
 
     def __init__(self) -> None:
         self.hits: dict[str, int] = {}
+        self.keys: list[str] = []
         origin = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 origin.hits[self.path] = origin.hits.get(self.path, 0) + 1
+                origin.keys.append(self.headers.get("x-origin-key", ""))
                 body = f"{self.path} #{origin.hits[self.path]}".encode()
                 self.send_response(200)
-                if self.path.startswith("/tagged/"):
+                if self.path.startswith("/static/"):
+                    pass  # no caching information: the cdn-hooks example's origin_response adds it
+                elif self.path.startswith("/tagged/"):
                     self.send_header("cache-control", "public, max-age=60")
                     self.send_header("cache-tag", "site, " + self.path.rsplit("/", 1)[1])
                 else:
@@ -64,14 +68,23 @@ def origin() -> Iterator[Origin]:
     o.close()
 
 
-@pytest.fixture
-def cdn(tmp_path: Path, origin: Origin) -> Path:
-    """examples/cdn pointed at the test's origin."""
-    d = tmp_path / "cdn"
-    shutil.copytree(REPO / "examples/cdn", d)
+def _example(tmp_path: Path, origin: Origin, name: str) -> Path:
+    """examples/<name> pointed at the test's origin."""
+    d = tmp_path / name
+    shutil.copytree(REPO / "examples" / name, d)
     toml = (d / "edgefn.toml").read_text().replace("8790", str(origin.port))
     (d / "edgefn.toml").write_text(toml)
     return d
+
+
+@pytest.fixture
+def cdn(tmp_path: Path, origin: Origin) -> Path:
+    return _example(tmp_path, origin, "cdn")
+
+
+@pytest.fixture
+def hooks(tmp_path: Path, origin: Origin) -> Path:
+    return _example(tmp_path, origin, "cdn-hooks")
 
 
 def test_second_request_is_a_hit_and_a_tag_purge_makes_it_miss(cdn: Path, origin: Origin) -> None:
@@ -182,3 +195,43 @@ def test_the_cache_api_refuses_what_a_shared_cache_may_not_keep(tmp_path: Path) 
     assert client.request("/?cc=public,max-age=60").json() == [True, "v", True, True]
     for cc in ("no-store", "private,max-age=60", ""):
         assert client.request(f"/?cc={cc}").json() == [False, False, False, True], cc
+
+
+def test_the_four_hooks_run_where_cloudfront_runs_them(hooks: Path, origin: Origin) -> None:
+    client = TestClient(hooks, location="here")
+    # viewer_request answers directly: neither the cache nor the origin is asked.
+    assert client.request("/healthz").json() == {"ok": True, "location": "here"}
+    assert client.request("/admin/users").status == 403
+    assert origin.hits == {}
+    # A miss: origin_request adds the key, origin_response the freshness, viewer_response the
+    # location; what origin_response made is what the location stores.
+    first = client.request("/static/app.js?v=1")
+    assert (first.status, first.text_body) == (200, "/static/app.js #1")
+    assert first.headers["x-edgefn-cache"] == "MISS"
+    assert first.headers["cache-control"] == "public, max-age=3600"
+    assert first.headers["x-served-by"] == "here"
+    assert origin.keys == ["shared-with-the-origin"]
+    # viewer_request dropped the query, so another variant is the same entry: a HIT, and the
+    # origin hooks did not run again (viewer_response did).
+    second = client.request("/static/app.js?v=2")
+    assert (second.headers["x-edgefn-cache"], second.text_body) == ("HIT", "/static/app.js #1")
+    assert second.headers["x-served-by"] == "here"
+    assert origin.hits == {"/static/app.js": 1}
+    # The origin's own no-caching answer stays uncached (private).
+    assert client.request("/private").headers["x-edgefn-cache"] == "BYPASS"
+    assert client.request("/private").headers["x-edgefn-cache"] == "BYPASS"
+    assert origin.hits["/private"] == 2
+
+
+def test_a_cdn_function_with_a_fetch_or_a_missing_hook_is_refused(hooks: Path) -> None:
+    main = hooks / "main.py"
+    code = main.read_text()
+    main.write_text(code + "\nasync def fetch(request, env, ctx):\n    pass\n")
+    with pytest.raises(ManifestError, match="a \\[cdn\\] function defines no `fetch`"):
+        TestClient(hooks)
+    main.write_text(code.replace("async def origin_response", "def origin_response"))
+    with pytest.raises(ManifestError, match="origin_response: `origin_response` must be declared"):
+        TestClient(hooks)
+    main.write_text(code.replace("async def viewer_response", "async def renamed"))
+    with pytest.raises(ManifestError, match="defines no `viewer_response`"):
+        TestClient(hooks)
