@@ -36,9 +36,11 @@ from edgefn.bus.jetstream import connect, ensure_kv, ensure_object_store, jetstr
 from edgefn.bus.nats_config import check_exposure
 from edgefn.bus.subjects import (
     BUNDLES_OBJECT_STORE,
+    CACHE_PURGE,
     DESIRED_BUCKET,
     OBSERVED_BUCKET,
     TAIL_SESSIONS,
+    cache_fetch_subject,
     health_subject,
     kv_control_subject,
     kv_replication_subject,
@@ -625,6 +627,54 @@ async def test_node_sends_tail_events_only_as_itself_and_cannot_announce_session
         )
         assert set(events) == {tail_event_subject("fra", session)}
         assert set(heard) == {b"control"}
+        assert len(errors.violations()) == 2, errors.seen
+        assert len(admin_errors.violations()) == 1, admin_errors.seen
+    finally:
+        for nc in (admin, ams, fra, control):
+            await nc.close()
+
+
+async def test_only_control_purges_edge_caches_and_nodes_ask_only_their_regions_tier(
+    secured: Secured,
+) -> None:
+    """A purge drops a function's cached responses at every location: neither a node nor admin
+    may send one (control may, and nodes and region tiers hear it). A node asks only its own
+    region's cache tier."""
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    ams = await _open(secured.hub.client_url, secured.creds("node-ams"))
+    admin_errors = _Errors()
+    admin = await _open(secured.core.client_url, secured.creds("admin"), admin_errors)
+    try:
+        heard: list[bytes] = []
+        tier_asked = await _collect(control, cache_fetch_subject("us-east"))
+
+        async def on_purge(msg: Any) -> None:
+            heard.append(msg.data)
+
+        await ams.subscribe(CACHE_PURGE, cb=on_purge)
+        await ams.flush()
+        await fra.publish(CACHE_PURGE, b"fra")  # refused
+        await fra.publish(cache_fetch_subject("us-east"), b"x")  # refused: not fra's region
+        await admin.publish(CACHE_PURGE, b"admin")  # refused
+        await fra.flush()
+        await admin.flush()
+
+        async def delivered() -> bool:
+            await control.publish(CACHE_PURGE, b"control")
+            await control.flush()
+            return bool(heard) and len(errors.violations()) >= 2 and admin_errors.violations()
+
+        await until(
+            delivered,
+            timeout_s=15,
+            what="the control's purge heard and an error for each refused publish",
+            interval_s=0.05,
+        )
+        assert set(heard) == {b"control"}
+        assert tier_asked == []
         assert len(errors.violations()) == 2, errors.seen
         assert len(admin_errors.violations()) == 1, admin_errors.seen
     finally:

@@ -37,7 +37,10 @@ def encode_purge(purge: Purge) -> bytes:
 
 def decode_purge(data: bytes) -> Purge:
     """A purge from the bus; raises ValueError on anything but a well-formed, bounded one."""
-    raw = json.loads(data)
+    try:
+        raw = json.loads(data)
+    except RecursionError:
+        raise ValueError("a purge is not nested that deep") from None
     if not isinstance(raw, dict):
         raise ValueError("a purge is a JSON object")
     function, tags, urls = raw.get("function"), raw.get("tags", []), raw.get("urls", [])
