@@ -22,6 +22,9 @@ from edgefn.errors import (
 from edgefn.sdk import (
     Cache,
     Context,
+    DurableObject,
+    DurableObjectId,
+    DurableObjectStorage,
     EdgeInfo,
     Env,
     Headers,
@@ -41,6 +44,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Cache",
     "Context",
+    "DurableObject",
+    "DurableObjectId",
+    "DurableObjectStorage",
     "EdgeInfo",
     "EdgefnError",
     "EgressDeniedError",

@@ -50,10 +50,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+import msgspec
+
 from edgefn.bundle import Manifest, load_manifest
 from edgefn.bundle.crons import check_cron
 from edgefn.bundle.manifest import KVNamespace
 from edgefn.bus.cache_purge import Purge
+from edgefn.edge import durable_policy as dp
 from edgefn.edge.cache_policy import CacheStore
 from edgefn.edge.kv_calls import KVCalls
 from edgefn.edge.kv_codec import check_namespace
@@ -66,6 +69,15 @@ from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
 from edgefn.sdk._cdn import cdn_handler, load_hooks
+from edgefn.sdk._durable import (
+    DURABLE_BINDING,
+    DurableObject,
+    DurableObjectId,
+    DurableObjectNamespace,
+    DurableObjectState,
+    DurableObjectStorage,
+    durable_classes,
+)
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.sdk._origin import Origin
@@ -169,6 +181,69 @@ def _checked_secrets(secrets: Mapping[str, str], taken: set[str]) -> dict[str, s
     return dict(secrets)
 
 
+class _DurableHost:
+    """The function's durable objects in this process: the node's record rules and storage ops
+    (``edgefn.edge.durable_policy``), one request at a time per object, values across the frame
+    codec; this process is every object's home (moving homes needs a planet)."""
+
+    def __init__(self, client: TestClient) -> None:
+        self.client = client
+        self.records: dict[str, dp.Record] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._call_ids = itertools.count(1)
+
+    def _class(self, binding: str) -> tuple[str, type[DurableObject]]:
+        manifest = self.client.manifest
+        name = next((d.class_name for d in manifest.durable_objects if d.binding == binding), None)
+        if name is None:
+            raise UsageError(
+                f"no [[durable_objects]] binding {binding!r} in {manifest.path}",
+                hint='declare it: [[durable_objects]] binding = "ROOM" class_name = "Room"',
+            )
+        return name, self.client._durable_classes[name]
+
+    async def run(self, binding: str, oid: str, request: Request | None) -> Response:
+        """A request (or, with None, the alarm) of one object, as its home runs it."""
+        class_name, cls = self._class(binding)
+        key = dp.record_key(self.client.manifest.name, class_name, oid)
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+
+            async def call(op: str, args: dict[str, Any]) -> Any:
+                msg = _across_ipc(p.KVCall(0, next(self._call_ids), DURABLE_BINDING, op, args))
+                record = self.records.get(key, dp.Record())
+                try:
+                    new, result = dp.apply_op(record, msg.op, msg.args)
+                except dp.StorageError as err:
+                    kind = "limit" if err.kind == "storage_full" else "error"
+                    res = p.KVResult(msg.id, msg.call_id, False, None, kind, err.message)
+                else:
+                    if new is not None:
+                        self.records[key] = new
+                    res = p.KVResult(msg.id, msg.call_id, True, result)
+                return kv_value(_across_ipc(res))
+
+            storage = DurableObjectStorage(call)
+            instance = cls(DurableObjectState(DurableObjectId(oid), storage), self.client.env)
+            if request is None:
+                alarm = getattr(instance, "alarm", None)
+                if alarm is not None:
+                    await alarm()
+                return Response(b"", status=204)
+            resp = await instance.fetch(request)
+            if not isinstance(resp, Response):
+                raise TypeError(f"{class_name}.fetch returned {type(resp).__name__}, not Response")
+            body = b"".join([c async for c in resp.iter_body()])
+            return Response(body, status=resp.status, headers=resp.headers.items())
+
+    async def stub_call(self, sub: Subrequest) -> Response:
+        binding, _, rest = sub.durable.partition("\n")
+        oid = rest.partition("\n")[0]
+        edge = EdgeInfo(self.client.location, "", f"do-{next(self._call_ids)}")
+        req = Request(sub.url, method=sub.method, headers=sub.headers, body=sub.body, edge=edge)
+        return await self.run(binding, oid, req)
+
+
 class TestClient:
     """Runs ``fetch(request, env, ctx)`` of the function in ``path`` in this process."""
 
@@ -186,6 +261,14 @@ class TestClient:
         self.path = Path(path)
         self.manifest: Manifest = load_manifest(self.path)
         module = _import(self.path, self.manifest)
+        try:
+            self._durable_classes = durable_classes(
+                module,
+                sorted({d.class_name for d in self.manifest.durable_objects}),
+                main=self.manifest.main,
+            )
+        except RuntimeError as err:
+            raise ManifestError(str(err), path=str(self.path / self.manifest.main)) from None
         cdn = self.manifest.cdn
         if cdn is not None:
             url = next(o.url for o in self.manifest.origins if o.binding == cdn.origin)
@@ -209,7 +292,13 @@ class TestClient:
             ns.binding: MemoryKV._bound(self._kv_host, ns.binding)
             for ns in self.manifest.kv_namespaces
         }
-        origins = {o.binding: Origin(o.binding, o.url) for o in self.manifest.origins}
+        origins: dict[str, Any] = {
+            o.binding: Origin(o.binding, o.url) for o in self.manifest.origins
+        }
+        origins.update(
+            (d.binding, DurableObjectNamespace(d.binding, d.class_name))
+            for d in self.manifest.durable_objects
+        )
         taken = set(self.manifest.vars) | set(self.kv) | set(origins)
         values.update(_checked_secrets(secrets or {}, taken))
         values.update(self.kv)
@@ -220,6 +309,7 @@ class TestClient:
         self._counter = 0
         # [[origins]]: this client is one location; its edge cache lives as long as the client.
         self.cache = CacheStore()
+        self._durable = _DurableHost(self)
 
     async def fetch(
         self,
@@ -329,6 +419,8 @@ class TestClient:
         origins = OriginFetch(outbound, store=self.cache, direct=None if fake is None else faked)
 
         async def backend(sub: Subrequest) -> Response:
+            if sub.durable:
+                return await self._durable.stub_call(sub)
             call = p.FetchCall(
                 0, next(fetch_ids), sub.url, sub.method, sub.headers, sub.body, sub.timeout_ms,
                 sub.origin, sub.cache_op, sub.put_status, sub.put_headers, sub.ticket,
@@ -351,6 +443,35 @@ class TestClient:
             return await fake(sub)
 
         return backend
+
+    def _object_id(self, binding: str, name_or_id: str | DurableObjectId) -> str:
+        if isinstance(name_or_id, DurableObjectId):
+            return name_or_id.hex
+        class_name, _ = self._durable._class(binding)
+        return DurableObjectNamespace(binding, class_name).id_from_name(name_or_id).hex
+
+    def durable_storage(self, binding: str, name_or_id: str | DurableObjectId) -> dict[str, Any]:
+        """What an object (by name, or id) has stored (a copy)."""
+        class_name, _ = self._durable._class(binding)
+        oid = self._object_id(binding, name_or_id)
+        record = self._durable.records.get(dp.record_key(self.manifest.name, class_name, oid))
+        return dict(record.data) if record is not None else {}
+
+    async def durable_alarm(self, binding: str, name_or_id: str | DurableObjectId) -> bool:
+        """Ring an object's alarm now if it has one set (tests do not wait for its time); False
+        if none was set. As on a node, the alarm is cleared once ``alarm()`` returned."""
+        class_name, _ = self._durable._class(binding)
+        oid = self._object_id(binding, name_or_id)
+        key = dp.record_key(self.manifest.name, class_name, oid)
+        record = self._durable.records.get(key)
+        if record is None or not record.alarm_ms:
+            return False
+        due = record.alarm_ms
+        await self._durable.run(binding, oid, None)
+        current = self._durable.records[key]
+        if current.alarm_ms == due:
+            self._durable.records[key] = msgspec.structs.replace(current, alarm_ms=0)
+        return True
 
     def purge_cache(
         self, *, tags: tuple[str, ...] = (), urls: tuple[str, ...] = (), everything: bool = False

@@ -46,6 +46,7 @@ __all__ = [
     "MANIFEST_FILENAME",
     "PLACEMENT_MODES",
     "Cdn",
+    "DurableObjectClass",
     "Egress",
     "KVNamespace",
     "Limits",
@@ -136,6 +137,15 @@ class Origin:
     cache: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class DurableObjectClass:
+    """``env.<binding>``: the namespace of durable objects of class ``class_name`` (defined in
+    ``main``, a subclass of ``edgefn.DurableObject``); docs/design/0027-durable-objects.md."""
+
+    binding: str
+    class_name: str
+
+
 CDN_HOOKS: Final = ("viewer_request", "origin_request", "origin_response", "viewer_response")
 
 
@@ -210,6 +220,7 @@ class Manifest:
     triggers: Triggers = Triggers()
     origins: tuple[Origin, ...] = ()
     cdn: Cdn | None = None
+    durable_objects: tuple[DurableObjectClass, ...] = ()
     path: str = ""
 
 
@@ -536,6 +547,40 @@ def _parse_triggers(ctx: _Ctx, value: object) -> Triggers:
     return Triggers(crons=crons)
 
 
+MAX_DURABLE_CLASSES: Final = 8
+_DO_HINT: Final = 'write [[durable_objects]] with binding = "ROOM" and class_name = "Room"'
+
+
+def _parse_durable(ctx: _Ctx, value: object) -> tuple[DurableObjectClass, ...]:
+    if not isinstance(value, list):
+        raise ctx.fail(
+            "durable_objects", f"expected an array of tables, got {_type_name(value)}", _DO_HINT
+        )
+    if len(value) > MAX_DURABLE_CLASSES:
+        raise ctx.fail(
+            "durable_objects", f"{len(value)} classes, at most {MAX_DURABLE_CLASSES}", "merge some"
+        )
+    out: list[DurableObjectClass] = []
+    for i, item in enumerate(value):
+        key = f"durable_objects[{i}]"
+        table = _table(ctx, item, key)
+        _check_keys(ctx, table, ("binding", "class_name"), f"{key}.")
+        for required in ("binding", "class_name"):
+            if required not in table:
+                raise ctx.fail(f"{key}.{required}", "missing required key", _DO_HINT)
+        binding = _string(ctx, table["binding"], f"{key}.binding")
+        class_name = _string(ctx, table["class_name"], f"{key}.class_name")
+        for field_name, name in (("binding", binding), ("class_name", class_name)):
+            if not name.isidentifier() or not name.isascii():
+                raise ctx.fail(
+                    f"{key}.{field_name}", f"{name!r} is not an identifier", "e.g. ROOM / Room"
+                )
+        if binding in {d.binding for d in out}:
+            raise ctx.fail(f"{key}.binding", f"duplicate binding {binding!r}", "rename one")
+        out.append(DurableObjectClass(binding, class_name))
+    return tuple(out)
+
+
 def _parse_cdn(ctx: _Ctx, value: object) -> Cdn:
     table = _table(ctx, value, "cdn")
     _check_keys(ctx, table, ("origin", *CDN_HOOKS), "cdn.")
@@ -570,6 +615,7 @@ _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyT
         "triggers": _parse_triggers,
         "origins": _parse_origins,
         "cdn": _parse_cdn,
+        "durable_objects": _parse_durable,
     }
 )
 
@@ -597,6 +643,14 @@ def parse_manifest(text: str, *, path: str) -> Manifest:
             raise ctx.fail(
                 f"origins[{i}].binding",
                 f"{origin.binding!r} is already a [vars] name or a KV binding",
+                "give each binding of env its own name",
+            )
+    taken |= {o.binding for o in manifest.origins}
+    for i, durable in enumerate(manifest.durable_objects):
+        if durable.binding in taken:
+            raise ctx.fail(
+                f"durable_objects[{i}].binding",
+                f"{durable.binding!r} is already a [vars] name, a KV or an origin binding",
                 "give each binding of env its own name",
             )
     if manifest.cdn is not None and manifest.cdn.origin not in {

@@ -18,12 +18,13 @@ nowhere else (docs/design/0007-backbone.md copies it):
   (``edgefn.health.<loc>``, ``edgefn.load.<loc>``, ``edgefn.telemetry.<loc>``), its kept traces
   (``edgefn.traces.<loc>``), its tail events
   (``edgefn.tail.<loc>.<session>``), its region's cache tier (``edgefn.cache.fetch.<region>``),
-  its observed state
+  durable objects' requests to their homes (``edgefn.do.<loc>``, any location), its observed state
   (``$KV.edgefn-observed.<loc>``), KV replication (``edgefn.kv.<ns>.<loc>``), KV control messages
   it sends (``edgefn.kvctl.<ns>.<to>.<loc>``) and its KV membership key; plus the JetStream API
   calls it needs and the strong-KV home bucket. It subscribes to its own inbox, the beacons, the
   KV control messages addressed to it, the tail session announcements (``edgefn.tailctl``) and
-  cache purges (``edgefn.cache.purge``), both of which only ``control`` publishes. It never writes desired state.
+  cache purges (``edgefn.cache.purge``), both of which only ``control`` publishes, and requests
+  for the durable objects it is the home of (``edgefn.do.<own loc>``). It never writes desired state.
 
 Every client uses the inbox prefix ``_INBOX.<user>`` (:func:`inbox_prefix`) and may subscribe only
 to its own inboxes, so no node can read another process's JetStream replies. Replies to requests a
@@ -47,6 +48,7 @@ from edgefn.bus.subjects import (
     BUNDLES_OBJECT_STORE,
     CACHE_PURGE,
     DESIRED_BUCKET,
+    DURABLE_ALL,
     HEALTH_ALL,
     JETSTREAM_DOMAIN,
     KV_HOME_BUCKET,
@@ -59,6 +61,7 @@ from edgefn.bus.subjects import (
     TRACES_ALL,
     bundle_request_subject,
     cache_fetch_subject,
+    durable_subject,
     health_subject,
     kv_control_subject,
     kv_replication_subject,
@@ -160,6 +163,7 @@ def _node_publish(user: NatsUser) -> list[str]:
         tail_event_subject(loc, "*"),
         bundle_request_subject(user.region),
         cache_fetch_subject(user.region),
+        DURABLE_ALL,  # a durable object's request goes to its home, any location
         kv_replication_subject("*", loc),
         kv_control_subject("*", "*", loc),
         *_kv_put(OBSERVED_BUCKET, loc),
@@ -228,6 +232,7 @@ def render_permissions(user: NatsUser) -> dict[str, Any] | None:
                 kv_control_subject("*", "_all", "*"),
                 TAIL_SESSIONS,
                 CACHE_PURGE,
+                durable_subject(user.scope),
             ]
         },
         "allow_responses": True,

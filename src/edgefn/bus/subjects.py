@@ -17,8 +17,10 @@ __all__ = [
     "BUNDLES_OBJECT_STORE",
     "BUNDLE_ANNOUNCE",
     "BUNDLE_REQUEST_ALL",
+    "CACHE_PURGE",
     "DEPLOYER_KEYS_BUCKET",
     "DESIRED_BUCKET",
+    "DURABLE_ALL",
     "HEALTH_ALL",
     "JETSTREAM_DOMAIN",
     "KV_HOME_BUCKET",
@@ -35,6 +37,8 @@ __all__ = [
     "TRACES_ALL",
     "TRACES_STREAM",
     "bundle_request_subject",
+    "cache_fetch_subject",
+    "durable_subject",
     "health_subject",
     "kv_control_subject",
     "kv_replication_subject",
@@ -100,6 +104,14 @@ def subject_token(value: str, *, what: str) -> str:
             hint="use 1-64 letters, digits, '-' or '_' (no dots, spaces, '*' or '>')",
         )
     return value
+
+
+def durable_subject(location: str) -> str:
+    """Subject on which a node answers requests for the durable objects it is the home of."""
+    return f"{SUBJECT_PREFIX}.do.{subject_token(location, what='location')}"
+
+
+DURABLE_ALL = f"{SUBJECT_PREFIX}.do.*"
 
 
 def cache_fetch_subject(region: str) -> str:

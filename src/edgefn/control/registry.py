@@ -71,6 +71,7 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     vars: tuple[str, ...] = ()
     # Bindings of its [[origins]] (env names, like KV bindings).
     origins: tuple[str, ...] = ()
+    durable_objects: tuple[str, ...] = ()  # their bindings
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -120,6 +121,7 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         kv_namespaces=tuple(k.namespace for k in manifest.kv_namespaces),
         vars=tuple(sorted(manifest.vars)),
         origins=tuple(o.binding for o in manifest.origins),
+        durable_objects=tuple(d.binding for d in manifest.durable_objects),
     )
 
 

@@ -610,7 +610,10 @@ class ControlService:
     def _check_env_names(name: str, info: VersionInfo, secrets: Sequence[str]) -> None:
         """Secrets, [vars], KV and origin bindings share ``env``: refuse a name used twice."""
         taken = (
-            set(info.manifest.vars) | set(info.manifest.kv_bindings) | set(info.manifest.origins)
+            set(info.manifest.vars)
+            | set(info.manifest.kv_bindings)
+            | set(info.manifest.origins)
+            | set(info.manifest.durable_objects)
         )
         clash = sorted(taken & set(secrets))
         if clash:

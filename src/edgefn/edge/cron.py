@@ -78,11 +78,12 @@ class ClaimStore(Protocol):
 
 
 class JetStreamClaims:
-    """Claim records in the home bucket, on the node's own connection ``cron-<location>``."""
+    """Claim records in the home bucket, on the node's own connection ``<purpose>-<location>``
+    (``cron``; durable objects use one of their own, ``do``), made on first use."""
 
-    def __init__(self, nats_urls: list[str], *, location: str) -> None:
+    def __init__(self, nats_urls: list[str], *, location: str, purpose: str = "cron") -> None:
         self.nats_urls = nats_urls
-        self.name = f"cron-{location}"
+        self.name = f"{purpose}-{location}"
         self._nc: Client | None = None
         self._kv: KeyValue | None = None
         self._connecting: asyncio.Task[None] | None = None

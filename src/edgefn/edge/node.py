@@ -37,6 +37,7 @@ import uvicorn
 from edgefn._internal_auth import InternalGuard
 from edgefn.bundle import Manifest, build_bundle, extract_bundle
 from edgefn.edge.cache_policy import CACHE_HEADER
+from edgefn.edge.durable import DurableObjects
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.listener import (
     HEADER_TIMEOUT_S,
@@ -71,6 +72,7 @@ from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import Host, Isolation, LoadSpec, SandboxPool
+from edgefn.sdk._durable import DURABLE_BINDING
 
 # The limits are re-exported for the modules and tests that import them from here; each is read
 # (and so must be changed) in the module that defines it: listener.py or request_io.py.
@@ -200,6 +202,16 @@ class EdgeNode:
             release=self._on_background_done,
             seed=seed,
         )
+        # Durable objects this node is the home of (the planet assembly gives it the strong KV
+        # and the bus to other nodes; alone, e.g. under `edgefn dev`, it keeps them in memory).
+        self.durable = DurableObjects(
+            location=location,
+            table=self.table,
+            pool=self.pool,
+            log=self.log,
+            requests=self._requests,
+            release=self._on_background_done,
+        )
         self._endpoints = NodeEndpoints(
             location=location,
             region=region,
@@ -269,6 +281,7 @@ class EdgeNode:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.durable.stop()
         await self.pool.stop()
         await self.outbound.aclose()
         for d in self._tmp_dirs:
@@ -303,6 +316,7 @@ class EdgeNode:
                 if manifest.cdn is not None
                 else ()
             ),
+            durable_objects=tuple((d.binding, d.class_name) for d in manifest.durable_objects),
         )
 
     async def install_bundle(
@@ -368,6 +382,8 @@ class EdgeNode:
         span = ctx.span if ctx is not None else None
 
         async def fetch(c: p.FetchCall) -> p.FetchResult:
+            if c.durable:
+                return await self.durable.call(ctx, c)
             if c.cache_op and not c.origin:
                 function = ctx.function if ctx is not None else ""
                 answer = self.origins.cache_api(function, request_id, c, rules)
@@ -391,6 +407,8 @@ class EdgeNode:
 
     async def _on_kv(self, request_id: str, call: p.KVCall) -> p.KVResult:
         ctx = self._requests.get(request_id)
+        if call.binding == DURABLE_BINDING:  # a durable object's storage, at its home
+            return await self.durable.storage(request_id, call)
         if self._kv_handler is None or ctx is None:
             return p.KVResult(
                 call.id,

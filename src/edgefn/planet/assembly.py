@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from edgefn.edge.cron import CronDriver
+from edgefn.edge.cron import CronDriver, JetStreamClaims
 from edgefn.edge.functions import FunctionTable
 from edgefn.edge.kv_binding import KVService
 from edgefn.edge.node import EdgeNode
@@ -199,6 +199,11 @@ def build_node(config: NodeConfig) -> AssembledNode:
         telemetry=accumulator if config.telemetry else None,
         tail=tail if config.telemetry else None,
         tracer=tracer,
+    )
+    # Durable objects' records live in the strong KV's home bucket (its own connection, made on
+    # the first durable object this node serves).
+    node.durable.store = JetStreamClaims(
+        list(config.nats_urls), location=config.location, purpose="do"
     )
     agent = NodeAgent(
         node,

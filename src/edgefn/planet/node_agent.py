@@ -62,6 +62,7 @@ from edgefn.edge.node import EdgeNode
 from edgefn.errors import BundleError, EdgefnError
 from edgefn.planet.bundles import fetch_bundle
 from edgefn.planet.cache_tier import purge_subscriber, region_tier_client
+from edgefn.planet.durable_bus import durable_remote, serve_durable
 from edgefn.planet.resources import ResourceSampler
 from edgefn.runtime.sandbox import LoadSpec
 from edgefn.secrets.crypto import NodeKey, SecretsError, load_or_create_node_key, open_for_node
@@ -195,13 +196,18 @@ class NodeAgent:
         self._kick.set()
 
     async def _join_cache(self, nc: Client) -> None:
-        """The edge cache's bus side: the region hub as the upper tier, and purges."""
+        """The edge cache's and durable objects' bus side: the region hub as the cache's upper
+        tier, purges, and requests between the homes of durable objects."""
         self.node.origins.region = region_tier_client(nc, self.region)
 
         def bad_purge(error: str) -> None:
             self.node.log.emit("agent", event="cache_purge_ignored", error=error)
 
         await purge_subscriber(nc, lambda: [self.node.origins.store], bad_purge)
+        # Durable objects: this node answers for the objects it is the home of, and sends other
+        # objects' requests to their homes.
+        self.node.durable.remote = durable_remote(nc)
+        await serve_durable(nc, self.node.location, self.node.durable)
 
     # -- desired state ---------------------------------------------------------------------
     async def _resync_loop(self) -> None:

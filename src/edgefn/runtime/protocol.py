@@ -63,6 +63,8 @@ class Load(_Msg, tag="load"):
     origins: dict[str, str] = {}
     # [cdn]: "origin" -> its binding, and hook point -> handler name; then main has no fetch.
     cdn: dict[str, str] = {}
+    # [[durable_objects]]: binding -> class name (each a DurableObject subclass in main).
+    durable_objects: dict[str, str] = {}
 
 
 class Invoke(_Msg, tag="inv"):
@@ -81,6 +83,8 @@ class Invoke(_Msg, tag="inv"):
     cron: str = ""
     scheduled_ms: int = 0
     attempt: int = 1
+    # A durable object's request, not the function's: "<class>\n<id>"; method ALARM calls alarm().
+    durable: str = ""
 
 
 class RequestChunk(_Msg, tag="qchunk"):
@@ -215,6 +219,8 @@ class FetchCall(_Msg, tag="fcall"):
     # [cdn] origin hooks: "lookup" opens a ticket for a location-tier miss, "origin" fetches
     # upstream for it, "complete" stores what the hooks made of the answer (docs/design/0026).
     ticket: str = ""
+    # A durable object stub's request: "<binding>\n<id>\n<location hint>" (routed to the home).
+    durable: str = ""
 
 
 class KVCall(_Msg, tag="kvcall"):

@@ -92,6 +92,7 @@ class LoadSpec:
     scheduled: bool = False  # [triggers] crons set: main must define `async def scheduled`
     origins: tuple[tuple[str, str], ...] = ()  # [[origins]]: (binding, url), env.<binding>
     cdn: tuple[tuple[str, str], ...] = ()  # [cdn]: ("origin", binding), (hook point, handler)
+    durable_objects: tuple[tuple[str, str], ...] = ()  # (binding, class name)
 
     @property
     def key(self) -> str:
@@ -245,6 +246,7 @@ class WorkerProcess:
                     scheduled=spec.scheduled,
                     origins=dict(spec.origins),
                     cdn=dict(spec.cdn),
+                    durable_objects=dict(spec.durable_objects),
                 )
             )
 

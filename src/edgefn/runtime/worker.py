@@ -54,6 +54,14 @@ from edgefn.runtime import _isolation, _seccomp
 from edgefn.runtime import protocol as p
 from edgefn.sdk import Context, EdgeInfo, Env, KVEntry, Request, Response, ScheduledEvent
 from edgefn.sdk._cdn import cdn_handler, load_hooks
+from edgefn.sdk._durable import (
+    DURABLE_BINDING,
+    DurableObjectId,
+    DurableObjectNamespace,
+    DurableObjectState,
+    DurableObjectStorage,
+    durable_classes,
+)
 from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
 from edgefn.sdk._origin import Origin
 from edgefn.sdk._scheduled import handler_of
@@ -228,6 +236,7 @@ class Worker:
         self.writer: asyncio.StreamWriter | None = None
         self.fetch_fn: Callable[..., Any] | None = None
         self.scheduled_fn: Callable[..., Any] | None = None
+        self.durable_classes: dict[str, Any] = {}
         self.env = Env({})
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.bodies: dict[int, _BodyStream] = {}  # streamed request bodies by invoke id
@@ -266,6 +275,9 @@ class Worker:
                 )
             else:
                 self.fetch_fn = handler_of(module, "fetch", main=msg.main, required=True)
+            self.durable_classes = durable_classes(
+                module, sorted(set(msg.durable_objects.values())), main=msg.main
+            )
             self.scheduled_fn = handler_of(
                 module, "scheduled", main=msg.main, required=msg.scheduled
             )
@@ -280,6 +292,8 @@ class Worker:
             values[binding] = KVBinding(self, binding)
         for binding, url in msg.origins.items():
             values[binding] = Origin(binding, url)
+        for binding, class_name in msg.durable_objects.items():
+            values[binding] = DurableObjectNamespace(binding, class_name)
         self.env = Env(values)
         phases.mark("env")
         load_ms = (time.perf_counter() - t0) * 1000
@@ -333,7 +347,10 @@ class Worker:
             if msg.cron:
                 await self._scheduled(msg, ctx, meter)
                 return
-            resp = await self.fetch_fn(req, self.env, ctx)
+            if msg.durable:
+                resp = await self._durable(msg, req)
+            else:
+                resp = await self.fetch_fn(req, self.env, ctx)
             if not isinstance(resp, Response):
                 self._error(
                     msg.id, "bad_response", f"fetch returned {type(resp).__name__}", ctx=ctx
@@ -382,6 +399,22 @@ class Worker:
             self.bodies.pop(msg.id, None)
             if ctx._pending:
                 asyncio.get_running_loop().create_task(self._drain(ctx, msg.id))
+
+    async def _durable(self, msg: p.Invoke, req: Request) -> Any:
+        """A durable object's request (or alarm) on a fresh instance of its class; its storage
+        calls go to the node, which knows which object this invocation is for."""
+        class_name, _, oid = msg.durable.partition("\n")
+        cls = self.durable_classes.get(class_name)
+        if cls is None:
+            raise RuntimeError(f"no durable object class {class_name!r} in this version")
+        storage = DurableObjectStorage(lambda op, args: self.kv_call(DURABLE_BINDING, op, args))
+        instance = cls(DurableObjectState(DurableObjectId(oid), storage), self.env)
+        if msg.method == "ALARM":
+            alarm = getattr(instance, "alarm", None)
+            if alarm is not None:
+                await alarm()
+            return Response(b"", status=204)
+        return await instance.fetch(req)
 
     async def _scheduled(self, msg: p.Invoke, ctx: Context, meter: CpuMeter | None) -> None:
         """A cron tick: ``scheduled(event, env, ctx)``; its return value is ignored."""
@@ -457,6 +490,7 @@ class Worker:
                 sub.put_status,
                 sub.put_headers,
                 sub.ticket,
+                sub.durable,
             )
         )
         return fetch_response(res)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from edgefn.sdk._caches import Cache, caches
+from edgefn.sdk._durable import DurableObject, DurableObjectId, DurableObjectStorage
 from edgefn.sdk._env import Context, Env
 from edgefn.sdk._fetch import Subrequest, fetch
 from edgefn.sdk._headers import Headers
@@ -16,6 +17,9 @@ from edgefn.sdk._scheduled import ScheduledEvent
 __all__ = [
     "Cache",
     "Context",
+    "DurableObject",
+    "DurableObjectId",
+    "DurableObjectStorage",
     "EdgeInfo",
     "Env",
     "Headers",

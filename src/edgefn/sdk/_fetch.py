@@ -40,6 +40,7 @@ class Subrequest:
     put_status: int = 0
     put_headers: list[tuple[str, str]] = field(default_factory=list)
     ticket: str = ""  # [cdn] origin hooks: the location-tier miss being completed
+    durable: str = ""  # a durable object stub's request: "<binding>\n<id>\n<location hint>"
 
 
 FetchBackend = Callable[[Subrequest], Awaitable[Response]]
@@ -120,6 +121,7 @@ async def send(
     put_status: int = 0,
     put_headers: list[tuple[str, str]] | None = None,
     ticket: str = "",
+    durable: str = "",
 ) -> Response:
     """:func:`fetch`, and the ``env.<ORIGIN>.fetch`` of an ``[[origins]]`` binding (``origin``)."""
     backend = fetch_backend.get()
@@ -156,5 +158,6 @@ async def send(
         put_status=put_status,
         put_headers=put_headers or [],
         ticket=ticket,
+        durable=durable,
     )
     return await backend(sub)

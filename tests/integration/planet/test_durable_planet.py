@@ -1,0 +1,95 @@
+"""Durable objects on a real planet (#14): a counter incremented concurrently from 4 locations
+ends at exactly the number of acknowledged increments, also when its home is killed midway.
+
+examples/durable-counter counts each op id once (a transaction with the id), so a client may
+retry an increment whose reply it never got. Each of 4 clients sends its own increments to its
+own location and retries each one (same id) until it is acknowledged, moving to the next location
+when its own is gone. The object's home is made at the first location (``hint``; near the core on
+the default topology, so its writes are quick) and killed (SIGKILL) once a third of the
+increments are acknowledged; the object must move and keep every acknowledged increment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.planet_helpers import REPO, Planet, PlanetFactory, PlanetSpec
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+HOST = {"host": "durable-counter.localhost"}
+PER_CLIENT = 40
+CLIENTS = 4
+
+
+@pytest.fixture(scope="module")
+def planet(planet_factory: PlanetFactory) -> Planet:
+    p = planet_factory("durable", PlanetSpec(locations=CLIENTS))
+    p.deploy(REPO / "examples/durable-counter")
+    return p
+
+
+@pytest.mark.timeout(300)
+def test_concurrent_increments_survive_the_homes_death(planet: Planet) -> None:
+    names = planet.names
+    home, clients = names[0], names[:CLIENTS]
+    urls = planet.public_urls
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        first = c.get(f"{urls[clients[1]]}/value", params={"name": "c", "hint": home}, headers=HOST)
+        assert first.status_code == 200, first.text
+        assert first.json() == {"n": 0, "rang": 0, "home": home}
+    acked: list[str] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+    killed = threading.Event()
+
+    def client(index: int) -> None:
+        order = clients[index:] + clients[:index]  # own location first, then the others
+        with httpx.Client(timeout=30, trust_env=False) as c:
+            for i in range(PER_CLIENT):
+                op = f"{index}-{i}"
+                deadline = time.monotonic() + 90
+                at = 0
+                while True:
+                    assert time.monotonic() < deadline, f"op {op} never acknowledged: {errors[-3:]}"
+                    url = urls[order[at % len(order)]]
+                    try:
+                        r = c.post(f"{url}/increment", params={"name": "c", "op": op}, headers=HOST)
+                    except httpx.HTTPError as err:
+                        errors.append(f"{op}: {type(err).__name__}")
+                        at += 1
+                        continue
+                    if r.status_code == 200:
+                        with lock:
+                            acked.append(op)
+                        break
+                    errors.append(f"{op}: {r.status_code} {r.text[:120]}")
+                    time.sleep(0.1)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(CLIENTS)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    while len(acked) < CLIENTS * PER_CLIENT // 3 and any(t.is_alive() for t in threads):
+        time.sleep(0.02)
+    planet.edgefn("net", "kill", home)
+    killed.set()
+    at_kill = len(acked)
+    for t in threads:
+        t.join(timeout=240)
+    elapsed = time.monotonic() - t0
+    assert all(not t.is_alive() for t in threads)
+    assert len(set(acked)) == CLIENTS * PER_CLIENT
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        final = c.get(f"{urls[clients[1]]}/value", params={"name": "c"}, headers=HOST).json()
+    print(
+        f"{len(acked)} increments acknowledged ({at_kill} before the home {home} was killed) in "
+        f"{elapsed:.1f} s; final count {final['n']} at new home {final['home']}; "
+        f"{len(errors)} retried replies"
+    )
+    assert final["n"] == len(acked)
+    assert final["home"] != home
