@@ -38,9 +38,11 @@ from edgefn.bus.subjects import (
     BUNDLES_OBJECT_STORE,
     CACHE_PURGE,
     DESIRED_BUCKET,
+    DURABLE_ALL,
     OBSERVED_BUCKET,
     TAIL_SESSIONS,
     cache_fetch_subject,
+    durable_subject,
     health_subject,
     kv_control_subject,
     kv_replication_subject,
@@ -680,3 +682,35 @@ async def test_only_control_purges_edge_caches_and_nodes_ask_only_their_regions_
     finally:
         for nc in (admin, ams, fra, control):
             await nc.close()
+
+
+async def test_node_answers_only_its_own_durable_objects(secured: Secured) -> None:
+    """A node may send any location's node a durable object's request, but may receive only its
+    own: no node can take over, or read, requests meant for another object's home."""
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    ams = await _open(secured.hub.client_url, secured.creds("node-ams"))
+    try:
+        heard: list[bytes] = []
+
+        async def on_request(msg: Any) -> None:
+            heard.append(msg.data)
+            await msg.respond(b"ams")
+
+        await ams.subscribe(durable_subject("ams"), cb=on_request)
+        await ams.flush()
+        await fra.subscribe(durable_subject("ams"))  # refused
+        await fra.subscribe(DURABLE_ALL)  # refused
+        await fra.flush()
+        reply = await fra.request(durable_subject("ams"), b"req", timeout=5)
+        assert reply.data == b"ams"
+        await until(
+            lambda: len(errors.violations()) >= 2,
+            timeout_s=10,
+            what="both refused subscriptions reported",
+        )
+        assert len(errors.violations()) == 2, errors.seen
+        assert heard == [b"req"]
+    finally:
+        await fra.close()
+        await ams.close()
