@@ -29,6 +29,16 @@ env, ctx)`` once with the manifest's first cron (or ``cron=``) and ``scheduled_t
 now), with the same ``ScheduledEvent``, bindings and subrequest rules as a request; exceptions from
 the handler propagate. Which location runs a tick (the claim in the strong KV) needs a planet.
 
+Edge cache: the client is one location with the node's own cache code (``OriginFetch``): requests
+to ``[[origins]]``, ``caches.default`` and the ``[cdn]`` hooks behave as on a node, with the real
+origin (or the ``fetch=`` fake) as upstream and no region tier; ``client.purge_cache(tags=...)``
+purges as ``edgefn cache purge`` does.
+
+Durable objects: every object's home is this process, with the node's record rules and storage
+ops (``edgefn.edge.durable_policy``) and one request at a time per object;
+``client.durable_storage(binding, name)`` shows what an object stored and ``await
+client.durable_alarm(binding, name)`` rings its alarm now. Moving homes needs a planet.
+
 Secrets: ``TestClient(path, secrets={"API_KEY": "test-key"})`` gives the function ``env.API_KEY``,
 with the platform's rules (valid names, at most 5 KiB, no name shared with ``[vars]`` or a KV
 binding). Never commit real secret values in tests.

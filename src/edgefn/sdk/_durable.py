@@ -38,6 +38,7 @@ from typing import Any
 from edgefn.errors import FetchError, InvalidURLError
 from edgefn.sdk._fetch import DEFAULT_TIMEOUT_MS, send
 from edgefn.sdk._headers import Headers, HeadersInit
+from edgefn.sdk._origin import passed_on
 from edgefn.sdk._request import Request
 from edgefn.sdk._response import Response
 
@@ -108,11 +109,7 @@ class DurableObjectStub:
         request (its method, headers and body unless given)."""
         if isinstance(target, Request):
             url = target.url
-            method = method or target.method
-            if headers is None:
-                headers = [(k, v) for k, v in target.headers.items() if k.lower() != "host"]
-            if body is None and target.method not in ("GET", "HEAD"):
-                body = await target.body()
+            method, headers, body = await passed_on(target, method, headers, body)
         elif isinstance(target, str) and target.startswith("/") and not target.startswith("//"):
             url = _BASE + target
         elif isinstance(target, str) and target.startswith(("http://", "https://")):

@@ -24,7 +24,7 @@ from edgefn.sdk._headers import Headers, HeadersInit
 from edgefn.sdk._request import Request
 from edgefn.sdk._response import Response
 
-__all__ = ["TICKET_HEADER", "Origin"]
+__all__ = ["TICKET_HEADER", "Origin", "passed_on"]
 
 TICKET_HEADER = "x-edgefn-cache-ticket"  # a location-tier miss the origin hooks complete
 
@@ -33,6 +33,18 @@ _DROP = frozenset(
     {"host", "connection", "keep-alive", "transfer-encoding", "te", "upgrade", "content-length",
      "proxy-connection", "x-edgefn-session"}
 )  # fmt: skip
+
+
+async def passed_on(
+    request: Request, method: str | None, headers: HeadersInit, body: bytes | str | None
+) -> tuple[str, HeadersInit, bytes | str | None]:
+    """The method, headers and body of ``request`` sent on (each unless given), without its
+    hop-by-hop and per-connection headers."""
+    if headers is None:
+        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _DROP]
+    if body is None and request.method not in ("GET", "HEAD"):
+        body = await request.body()
+    return method or request.method, headers, body
 
 
 class Origin:
@@ -119,11 +131,7 @@ class Origin:
     ) -> Response:
         path = self._path(target)
         if isinstance(target, Request):
-            method = method or target.method
-            if headers is None:
-                headers = [(k, v) for k, v in target.headers.items() if k.lower() not in _DROP]
-            if body is None and target.method not in ("GET", "HEAD"):
-                body = await target.body()
+            method, headers, body = await passed_on(target, method, headers, body)
         return await send(
             self.url + path,
             method=method or "GET",

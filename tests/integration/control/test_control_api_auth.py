@@ -33,6 +33,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("POST", "/v1/functions/{name}/deployments", "deploy"),
     ("GET", "/v1/functions/{name}/deployments", READ),
     ("POST", "/v1/functions/{name}/rollback", "deploy"),
+    ("POST", "/v1/functions/{name}/cache/purge", "deploy"),
     ("PUT", "/v1/functions/{name}/secrets/{secret}", "deploy"),
     ("GET", "/v1/functions/{name}/secrets", "deploy"),
     ("DELETE", "/v1/functions/{name}/secrets/{secret}", "deploy"),
@@ -95,6 +96,7 @@ async def _request(
     bodies: dict[str, Any] = {
         "/v1/functions/{name}/deployments": {"version": ctx["version"]},
         "/v1/functions/{name}/rollback": {},
+        "/v1/functions/{name}/cache/purge": {"tags": ["t"]},
         "/v1/tokens": {"name": "x", "scopes": ["read"]},
         "/v1/keys": {"public_key": SigningKey.generate().public_key_pem()},
         "/v1/kv/{namespace}/shares": {"account": "acme"},
@@ -232,6 +234,7 @@ async def test_tenancy_functions_and_namespaces(
         for path, body in (
             (f"/v1/functions/{FN}/deployments", {"version": v1}),
             (f"/v1/functions/{FN}/rollback", {}),
+            (f"/v1/functions/{FN}/cache/purge", {"everything": True}),
         ):
             resp = await http.post(path, json=body, headers=bearer(acme))
             assert (resp.status_code, resp.json()["owner"]) == (403, "default"), path

@@ -8,17 +8,14 @@ second. The origin is a real HTTP server on 127.0.0.1 in the test process.
 
 from __future__ import annotations
 
-import shutil
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
-from tests.planet_helpers import REPO, Planet, PlanetFactory, PlanetSpec, credentials
+from tests.http_origin import CountingOrigin, example_for
+from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, credentials
 from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -26,46 +23,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 HOST = {"host": "cdn.localhost"}
 
 
-class CountingOrigin:
-    def __init__(self) -> None:
-        self.hits: Counter[str] = Counter()
-        self.keys: list[str] = []
-        self.lock = threading.Lock()
-        origin = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                with origin.lock:
-                    origin.hits[self.path] += 1
-                    n = origin.hits[self.path]
-                    origin.keys.append(self.headers.get("x-origin-key", ""))
-                body = f"{self.path} #{n}".encode()
-                self.send_response(200)
-                self.send_header("cache-control", "public, max-age=300")
-                self.send_header("cache-tag", "site, " + self.path.strip("/").replace("/", "-"))
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+def _headers(path: str) -> list[tuple[str, str]]:
+    return [("cache-control", "public, max-age=300"),
+            ("cache-tag", "site, " + path.strip("/").replace("/", "-"))]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def origin() -> Iterator[CountingOrigin]:
-    o = CountingOrigin()
+    o = CountingOrigin(_headers)
     yield o
     o.close()
 
@@ -76,11 +41,7 @@ def planet(
 ) -> Planet:
     p = planet_factory("cache", PlanetSpec(locations=12))
     for name in ("cdn", "cdn-hooks"):
-        fn = tmp_path_factory.mktemp(name) / name
-        shutil.copytree(REPO / "examples" / name, fn)
-        toml = (fn / "edgefn.toml").read_text().replace("8790", str(origin.port))
-        (fn / "edgefn.toml").write_text(toml)
-        p.deploy(fn)
+        p.deploy(example_for(tmp_path_factory.mktemp(name), origin, name))
     return p
 
 

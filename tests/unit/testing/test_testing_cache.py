@@ -6,13 +6,11 @@ real HTTP server on 127.0.0.1 (or a ``fetch=`` fake); there is no region tier in
 
 from __future__ import annotations
 
-import shutil
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.http_origin import CountingOrigin, example_for
 
 from edgefn import Response
 from edgefn.errors import EgressDeniedError, InvalidURLError, ManifestError
@@ -22,59 +20,31 @@ from edgefn.testing import TestClient
 REPO = Path(__file__).resolve().parents[3]
 
 
-class Origin:
-    """A counting origin: /tagged/* is cacheable for 60 s with Cache-Tag, /private is not."""
+def _headers(path: str) -> list[tuple[str, str]]:
+    """/tagged/* is cacheable for 60 s with Cache-Tag, /static/* has no caching information (the
+    cdn-hooks example's origin_response adds it), anything else is private."""
+    if path.startswith("/static/"):
+        return []
+    if path.startswith("/tagged/"):
+        return [
+            ("cache-control", "public, max-age=60"),
+            ("cache-tag", "site, " + path.rsplit("/", 1)[1]),
+        ]
+    return [("cache-control", "private, max-age=60")]
 
-    def __init__(self) -> None:
-        self.hits: dict[str, int] = {}
-        self.keys: list[str] = []
-        origin = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                origin.hits[self.path] = origin.hits.get(self.path, 0) + 1
-                origin.keys.append(self.headers.get("x-origin-key", ""))
-                body = f"{self.path} #{origin.hits[self.path]}".encode()
-                self.send_response(200)
-                if self.path.startswith("/static/"):
-                    pass  # no caching information: the cdn-hooks example's origin_response adds it
-                elif self.path.startswith("/tagged/"):
-                    self.send_header("cache-control", "public, max-age=60")
-                    self.send_header("cache-tag", "site, " + self.path.rsplit("/", 1)[1])
-                else:
-                    self.send_header("cache-control", "private, max-age=60")
-                self.send_header("content-length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
+Origin = CountingOrigin
 
 
 @pytest.fixture
 def origin() -> Iterator[Origin]:
-    o = Origin()
+    o = Origin(_headers)
     yield o
     o.close()
 
 
 def _example(tmp_path: Path, origin: Origin, name: str) -> Path:
-    """examples/<name> pointed at the test's origin."""
-    d = tmp_path / name
-    shutil.copytree(REPO / "examples" / name, d)
-    toml = (d / "edgefn.toml").read_text().replace("8790", str(origin.port))
-    (d / "edgefn.toml").write_text(toml)
-    return d
+    return example_for(tmp_path, origin, name)
 
 
 @pytest.fixture
