@@ -55,6 +55,7 @@ def demo(
     try:
         d.deploy(examples / "hello")
         d.deploy(examples / "echo-stream")
+        d.deploy(examples / "durable-counter")
         run(d.run_traffic())
     except KeyboardInterrupt:
         pass

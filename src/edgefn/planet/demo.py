@@ -1,10 +1,11 @@
 """``make demo``: a local planet serving the example functions to simulated users worldwide.
 
-Steps: start a planet (``edgefn up --detach`` in ``.edgefn/demo``), deploy ``examples/hello`` and
-``examples/echo-stream``, then send requests from users in cities on every continent through the
-anycast entry (each request carries the user's city in ``x-edgefn-client-location``; the entry
-adds the modelled network RTT). A live table shows, per city, which location served it, with what
-version and latency. Halfway through, a new version of ``hello`` rolls out with a canary, so the
+Steps: start a planet (``edgefn up --detach`` in ``.edgefn/demo``), deploy ``examples/hello``,
+``examples/echo-stream`` and ``examples/durable-counter``, then send requests from users in cities
+on every continent through the anycast entry (each request carries the user's city in
+``x-edgefn-client-location``; the entry adds the modelled network RTT). A live table shows, per
+city, which location served it, with what version and latency; below it, one durable object
+counts a click from every city in turn, wherever the city is served, at its one home. Halfway through, a new version of ``hello`` rolls out with a canary, so the
 table shows versions changing location by location. Stops after ``DEMO_SECONDS`` (0: Ctrl-C) and
 takes the planet down.
 """
@@ -77,6 +78,8 @@ class Demo:
         self.stats = {c: CityStats(c) for c in DEMO_CITIES}
         self.events: deque[str] = deque(maxlen=6)
         self.planet: dict[str, Any] = {}
+        # The durable counter: its last count, its home, and the clicks acknowledged.
+        self.counter: dict[str, Any] = {"n": 0, "home": "-", "acked": 0, "failed": 0}
 
     def start_planet(self) -> None:
         res = _edgefn(
@@ -143,6 +146,36 @@ class Demo:
                 st.failed += 1
             await asyncio.sleep(max(0.0, interval - (time.perf_counter() - t0)))
 
+    async def _clicks(self, client: httpx.AsyncClient, stop_at: float) -> None:
+        """One click a second on the durable counter, from each city in turn (op ids make a
+        retried click count once)."""
+        n = 0
+        while time.monotonic() < stop_at:
+            city = DEMO_CITIES[n % len(DEMO_CITIES)]
+            n += 1
+            try:
+                r = await client.post(
+                    f"{self.planet['entry_url']}/increment?name=demo&op=demo-{n}",
+                    headers={"host": "durable-counter.localhost", "x-edgefn-client-location": city},
+                )
+                if r.status_code == 200:
+                    body = r.json()
+                    self.counter.update(n=body["n"], home=body["home"], via=city)
+                    self.counter["acked"] += 1
+                else:
+                    self.counter["failed"] += 1
+            except httpx.HTTPError:
+                self.counter["failed"] += 1
+            await asyncio.sleep(1.0)
+
+    def counter_line(self) -> Text:
+        c = self.counter
+        return Text(
+            f"durable object 'demo': {c['n']} clicks counted at its home {c['home']} "
+            f"(last from {c.get('via', '-')}; {c['failed']} failed)",
+            style="bold",
+        )
+
     def table(self) -> Any:
         cities = {loc["name"]: loc["city"] for loc in self.planet.get("locations", [])}
         t = Table(
@@ -173,6 +206,7 @@ class Demo:
         limits = httpx.Limits(max_connections=64)
         async with httpx.AsyncClient(timeout=10, limits=limits, trust_env=False) as client:
             users = [asyncio.create_task(self._user(client, c, stop_at)) for c in DEMO_CITIES]
+            users.append(asyncio.create_task(self._clicks(client, stop_at)))
             rolled = False
             with Live(refresh_per_second=4) as live:
                 while time.monotonic() < stop_at:
@@ -183,7 +217,7 @@ class Demo:
                         loop.run_in_executor(None, self.deploy, v2, "canary", False)
                         self.events.append("rolling out hello v2 (canary: one location first)")
                     log = Text("\n".join(self.events), style="dim")
-                    live.update(Group(self.table(), log))
+                    live.update(Group(self.table(), self.counter_line(), log))
                     await asyncio.sleep(0.25)
             for u in users:
                 u.cancel()
@@ -205,4 +239,5 @@ class Demo:
             "requests_failed": sum(st.failed for st in self.stats.values()),
             "latency_ms_p50": round(statistics.median(lat), 1) if lat else None,
             "served_by": {st.city: st.served_by for st in self.stats.values()},
+            "durable_counter": {k: self.counter[k] for k in ("n", "home", "acked", "failed")},
         }
