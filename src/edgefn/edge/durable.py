@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 MAX_QUEUE = 256
+MAX_HOMES = 10_000  # objects one node is the home of at a time (idle ones are let go)
 IDLE_MS = 30_000
 ROUTE_DEADLINE_S = 30.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
@@ -240,6 +241,13 @@ class DurableObjects:
                     return got
                 continue
             # Free, or ours on the store (a record this node wrote before a restart): claim it.
+            if len(self._homes) >= MAX_HOMES:
+                return DurableReply(
+                    503,
+                    [("retry-after", "1"), ("content-type", "application/json")],
+                    b'{"error":"too_many_objects","message":"this location is the home of as '
+                    b'many durable objects as it may be"}',
+                )
             new = dp.claimed(record, self.location, wall_ms())
             try:
                 written = await self.store.write(key, dp.encode_record(new), revision)
@@ -451,9 +459,15 @@ class DurableObjects:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        for home in list(self._homes.values()):
-            with contextlib.suppress(_Lost, RecordStoreError, TimeoutError):
-                await asyncio.wait_for(self._write(home, dp.released(home.record)), 2.0)
+        homes = list(self._homes.values())
+
+        async def release(home: _Home) -> None:
+            with contextlib.suppress(_Lost, RecordStoreError):
+                await self._write(home, dp.released(home.record))
+
+        with contextlib.suppress(TimeoutError):  # bounded: the rest lapse with their leases
+            await asyncio.wait_for(asyncio.gather(*(release(h) for h in homes)), 3.0)
+        for home in homes:
             self._drop(home, "stopping")
         close = getattr(self.store, "close", None)
         if close is not None:

@@ -127,6 +127,14 @@ def test_a_stale_entry_is_served_when_upstream_gives_no_answer() -> None:
     asyncio.run(main())
 
 
+def test_a_function_never_reads_another_functions_entries() -> None:
+    store = CacheStore()
+    _through(store, _resp(("cache-control", "public, max-age=60")), fn="victim")
+    assert isinstance(lookup(store, "victim", "GET", URL, []), Hit)
+    assert isinstance(lookup(store, "attacker", "GET", URL, []), Forward)
+    assert store.entries("attacker", URL) == []
+
+
 def test_purges_by_tag_url_and_everything_touch_only_their_function() -> None:
     store = CacheStore()
     tagged = _resp(("cache-control", "max-age=60"), ("cache-tag", "product-1, all"))
