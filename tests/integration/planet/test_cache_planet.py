@@ -108,6 +108,35 @@ def test_a_tag_purge_makes_every_location_miss_within_a_second(
         assert _get(c, urls[planet.names[0]], "/tagged/one").headers["x-edgefn-cache"] == "HIT"
 
 
+def test_a_location_cut_off_during_a_purge_serves_no_purged_response_after_heal(
+    planet: Planet,
+) -> None:
+    """The purge cannot reach a cut-off location; once the link is back its node has either
+    heard it or, having reconnected, emptied its cache: either way the response is a MISS."""
+    name = planet.names[2]
+    url = planet.public_urls[name]
+    token = credentials(planet.state)["token"]
+    with httpx.Client(timeout=30, trust_env=False) as c:
+        _get(c, url, "/tagged/three")
+        assert _get(c, url, "/tagged/three").headers["x-edgefn-cache"] == "HIT"
+        planet.edgefn("net", "partition", name, "--json")
+        try:
+            got = c.post(
+                f"{planet.info['api_url']}/v1/functions/cdn/cache/purge",
+                json={"tags": ["tagged-three"]},
+                headers={"authorization": f"Bearer {token}"},
+            )
+            assert got.status_code == 202, got.text
+        finally:
+            planet.edgefn("net", "heal", "--json")
+        wait_for(
+            lambda: _get(c, url, "/tagged/three").headers["x-edgefn-cache"] == "MISS",
+            timeout_s=60,
+            what=f"{name} to miss the purged response after heal",
+            interval_s=0.5,
+        )
+
+
 def test_the_cache_api_keeps_a_computed_response_at_its_location(planet: Planet) -> None:
     url = planet.public_urls[planet.names[-1]]
     with httpx.Client(timeout=30, trust_env=False) as c:
