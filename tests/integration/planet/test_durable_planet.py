@@ -45,7 +45,6 @@ def test_concurrent_increments_survive_the_homes_death(planet: Planet) -> None:
     acked: list[str] = []
     lock = threading.Lock()
     errors: list[str] = []
-    killed = threading.Event()
 
     def client(index: int) -> None:
         order = clients[index:] + clients[:index]  # own location first, then the others
@@ -77,7 +76,6 @@ def test_concurrent_increments_survive_the_homes_death(planet: Planet) -> None:
     while len(acked) < CLIENTS * PER_CLIENT // 3 and any(t.is_alive() for t in threads):
         time.sleep(0.02)
     planet.edgefn("net", "kill", home)
-    killed.set()
     at_kill = len(acked)
     for t in threads:
         t.join(timeout=240)
