@@ -57,6 +57,7 @@ IDLE_MS = 30_000
 ROUTE_DEADLINE_S = 30.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_KNOWN = 10_000
+ALARM_SCAN_S = 5.0  # how often a node looks for due alarms of objects nobody is the home of
 
 
 class RecordStore(Protocol):
@@ -158,6 +159,7 @@ class DurableObjects:
         # Invocation request id -> the object it runs (its storage calls name no object).
         self._running: dict[str, str] = {}
         self._renewer: asyncio.Task[None] | None = None
+        self._scanner: asyncio.Task[None] | None = None
         self.stats: dict[str, int] = {"served": 0, "forwarded": 0, "claimed": 0, "fenced": 0}
 
     # -- a stub's request, from a worker of this node or another node ------------------------
@@ -394,6 +396,7 @@ class DurableObjects:
                 return fail("outcome_unknown", f"the object's store did not answer: {err}")
             if call.op in ("set_alarm", "delete_alarm"):
                 self._arm_alarm(home)
+                await self._index(home)
         return p.KVResult(call.id, call.call_id, True, result)
 
     # -- alarms and leases --------------------------------------------------------------------
@@ -421,6 +424,7 @@ class DurableObjects:
                 reply = await self._run(home, alarm)
                 if not reply.error_kind and home.record.alarm_ms == due:
                     await self._write(home, msgspec.structs.replace(home.record, alarm_ms=0))
+                    await self._index(home)
                 elif reply.error_kind:  # retried in a second, like Workers' alarms
                     self.log.emit(
                         "durable", event="alarm_failed", key=home.key, error=reply.error_message
@@ -431,6 +435,90 @@ class DurableObjects:
                     )
         except (_Lost, RecordStoreError):
             return
+
+    async def _index(self, home: _Home) -> None:
+        """Record the object's alarm (or its absence) in its function's alarm index."""
+        if home.request is not None:
+            req = home.request
+            await self._index_as(req.function, req.class_name, req.oid, home.record.alarm_ms)
+
+    async def _index_as(self, function: str, class_name: str, oid: str, due_ms: int) -> None:
+        key = dp.alarm_index_key(function)
+        member = dp.alarm_member(class_name, oid)
+        for _ in range(8):  # compare-and-set against other homes of the same function
+            try:
+                raw, revision = await self.store.read(key)
+                index = dp.decode_index(raw)
+                if index.get(member, 0) == due_ms:
+                    return
+                new = dp.indexed(index, member, due_ms)
+                if await self.store.write(key, dp.encode_index(new), revision) is not None:
+                    return
+            except (RecordStoreError, ValueError, dp.StorageError) as err:
+                self.log.emit("durable", event="alarm_index_failed", key=key, error=str(err))
+                return
+        self.log.emit("durable", event="alarm_index_failed", key=key, error="contended")
+
+    def start(self) -> None:
+        """Look for due alarms of objects whose home is gone (every ``ALARM_SCAN_S``)."""
+        if self._scanner is None:
+            self._scanner = asyncio.get_running_loop().create_task(self._scan_loop())
+
+    async def _scan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(ALARM_SCAN_S)
+            with contextlib.suppress(RecordStoreError, ValueError):
+                await self.scan_alarms()
+
+    async def scan_alarms(self) -> int:
+        """One look: claim each object with a due alarm and no live home (its alarm then rings
+        here). Returns how many were woken."""
+        woken = 0
+        for fn in list(self.table.functions.values()):
+            classes = {d.class_name for v in fn.versions for d in v.manifest.durable_objects}
+            if not classes:
+                continue
+            raw, _ = await self.store.read(dp.alarm_index_key(fn.name))
+            now = wall_ms()
+            for member, due in dp.decode_index(raw).items():
+                class_name, _, oid = member.partition("\n")
+                key = dp.record_key(fn.name, class_name, oid)
+                if due > now or key in self._homes or class_name not in classes:
+                    continue
+                if await self._wake(fn.name, class_name, oid):
+                    woken += 1
+        return woken
+
+    async def _wake(self, function: str, class_name: str, oid: str) -> bool:
+        key = dp.record_key(function, class_name, oid)
+        raw, revision = await self.store.read(key)
+        record = dp.decode_record(raw) if raw is not None else None
+        if record is None or (record.alarm_ms != 0 and record.alarm_ms > wall_ms()):
+            # Gone, or its alarm moved later: the index is behind; bring it up to date.
+            await self._index_as(function, class_name, oid, record.alarm_ms if record else 0)
+            return False
+        if not record.alarm_ms:
+            await self._index_as(function, class_name, oid, 0)
+            return False
+        if dp.where(record, self.location, wall_ms())[0] != "free":
+            return False
+        if len(self._homes) >= MAX_HOMES:
+            return False
+        new = dp.claimed(record, self.location, wall_ms())
+        written = await self.store.write(key, dp.encode_record(new), revision)
+        if written is None:
+            return False
+        req = DurableRequest(
+            function, class_name, oid, "ALARM", "http://durable-object/__alarm", [], b"",
+            dp.LEASE_MS,
+        )  # fmt: skip
+        home = _Home(key, new, written, request=req)
+        self._homes[key] = home
+        self.stats["claimed"] += 1
+        self.log.emit("durable", event="woken_for_alarm", key=key, epoch=new.epoch)
+        self._start_renewer()
+        self._arm_alarm(home)
+        return True
 
     def _start_renewer(self) -> None:
         if self._renewer is None or self._renewer.done():
@@ -455,10 +543,11 @@ class DurableObjects:
 
     async def stop(self) -> None:
         """Let go of every object (another location may claim them at once)."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for task in (self._renewer, self._scanner):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         homes = list(self._homes.values())
 
         async def release(home: _Home) -> None:

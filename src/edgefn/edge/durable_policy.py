@@ -22,7 +22,6 @@ a record is at most ``MAX_RECORD_BYTES`` encoded.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -31,14 +30,19 @@ import msgspec
 
 __all__ = [
     "LEASE_MS",
+    "MAX_INDEXED_ALARMS",
     "MAX_RECORD_BYTES",
     "Record",
     "StorageError",
+    "alarm_index_key",
+    "alarm_member",
     "apply_op",
     "claimed",
+    "decode_index",
     "decode_record",
+    "encode_index",
     "encode_record",
-    "object_id",
+    "indexed",
     "record_key",
     "released",
     "renewed",
@@ -68,17 +72,55 @@ _enc = msgspec.msgpack.Encoder()
 _dec = msgspec.msgpack.Decoder(Record)
 
 
-def object_id(class_name: str, name: str) -> str:
-    """``env.ROOM.id_from_name(name)``: the same id for the same name, everywhere."""
-    return hashlib.sha256(f"{class_name}\0{name}".encode()).hexdigest()[:32]
-
-
 def valid_id(text: str) -> bool:
     return bool(_ID_RE.match(text))
 
 
 def record_key(function: str, class_name: str, oid: str) -> str:
     return f"=do.{function}.{class_name}.{oid}"
+
+
+MAX_INDEXED_ALARMS: Final = 4096
+
+
+def alarm_index_key(function: str) -> str:
+    """The function's alarm index: which of its objects have an alarm set, and when (so that a
+    due alarm of an object whose home died wakes the object without waiting for a request)."""
+    return f"=doalarm.{function}"
+
+
+def alarm_member(class_name: str, oid: str) -> str:
+    return f"{class_name}\n{oid}"
+
+
+def indexed(index: dict[str, int], member: str, due_ms: int) -> dict[str, int]:
+    """``index`` with ``member``'s alarm at ``due_ms`` (0: none). Raises StorageError when the
+    index is full."""
+    out = dict(index)
+    if due_ms:
+        if member not in out and len(out) >= MAX_INDEXED_ALARMS:
+            raise StorageError(
+                "storage_full",
+                f"at most {MAX_INDEXED_ALARMS} objects of a function have an alarm set",
+            )
+        out[member] = due_ms
+    else:
+        out.pop(member, None)
+    return out
+
+
+def decode_index(data: bytes | None) -> dict[str, int]:
+    if not data:
+        return {}
+    try:
+        raw = msgspec.msgpack.decode(data, type=dict[str, int])
+    except msgspec.DecodeError as err:
+        raise ValueError(f"not an alarm index: {err}") from None
+    return raw
+
+
+def encode_index(index: dict[str, int]) -> bytes:
+    return _enc.encode(index)
 
 
 def encode_record(record: Record) -> bytes:

@@ -265,6 +265,7 @@ class EdgeNode:
         return f"http://{self.internal_host}:{self.internal_port}"
 
     async def start(self) -> None:
+        self.durable.start()
         await self.pool.start(versions_dir=str(self._versions_dir()))
         self._server, self._serve_task, self.port = await serve_asgi(self, self.host, self.port)
         if self.internal_secret is not None:

@@ -14,6 +14,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from tests.waiting import until
 
 from edgefn.bundle.manifest import DurableObjectClass, Manifest
 from edgefn.edge import durable_policy as dp
@@ -25,16 +26,22 @@ from edgefn.edge.durable import (
     MemoryRecordStore,
     _Home,
 )
-from edgefn.edge.functions import FunctionTable
+from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.request_context import RequestContext
 from edgefn.observe import JsonLog
 from edgefn.runtime import protocol as p
+from edgefn.runtime.sandbox import LoadSpec
 
 
 class _Direct(DurableObjects):
     """Each request is one storage call (method = op, body = msgpack args)."""
 
+    rang: list[str]
+
     async def _run(self, home: _Home, req: DurableRequest) -> DurableReply:
+        if req.method == "ALARM":
+            self.rang.append(req.oid)
+            return DurableReply(204)
         self._running["r"] = home.key
         args = msgspec.msgpack.decode(req.body)
         res = await self.storage("r", p.KVCall(0, 1, "=do", req.method.lower(), args))
@@ -44,16 +51,26 @@ class _Direct(DurableObjects):
         return DurableReply(200, [], msgspec.msgpack.encode(res.value))
 
 
+def _table() -> FunctionTable:
+    manifest = Manifest(name="fn", durable_objects=(DurableObjectClass("OBJ", "Obj"),))
+    spec = LoadSpec("fn", "v", "", "main.py", {}, 128, 100)
+    table = FunctionTable()
+    table.activate(ActiveFunction("fn", (ActiveVersion("v", 1.0, spec, manifest),)))
+    return table
+
+
 def _node(store: MemoryRecordStore, location: str = "fra") -> _Direct:
-    return _Direct(
+    node = _Direct(
         location=location,
-        table=FunctionTable(),
+        table=_table(),
         pool=None,  # type: ignore[arg-type]  # _run is replaced: no worker is started
         log=JsonLog(io.StringIO(), location=location),
         requests={},
         release=lambda _rid: None,
         store=store,
     )
+    node.rang = []
+    return node
 
 
 def _req(op: str, args: dict[str, Any], oid: str = "0" * 32) -> DurableRequest:
@@ -112,6 +129,42 @@ def test_a_live_lease_elsewhere_is_never_claimed() -> None:
         got = await fra.route(_req("get", {"keys": ["n"]}))
         assert msgspec.msgpack.decode(got.body) == {"n": 1}
         assert fra.statistics()["homes"] == 1
+
+    asyncio.run(main())
+
+
+def test_an_alarm_rings_at_its_home_and_wakes_the_object_when_its_home_died() -> None:
+    async def main() -> None:
+        store = MemoryRecordStore()
+        fra, ams = _node(store, "fra"), _node(store, "ams")
+        key = dp.record_key("fn", "Obj", "0" * 32)
+        # At a live home the alarm rings by itself and leaves the index.
+        soon = wall_ms() + 100
+        assert (await fra.route(_req("set_alarm", {"ms": soon}))).status == 200
+        index_key = dp.alarm_index_key("fn")
+        assert dp.decode_index((await store.read(index_key))[0]) == {"Obj\n" + "0" * 32: soon}
+        await until(lambda: fra.rang == ["0" * 32], timeout_s=5, what="the alarm at fra")
+        await until(
+            lambda: store.records[index_key][0] == dp.encode_index({}),
+            timeout_s=5,
+            what="the alarm to leave the index",
+        )
+        # Set again, then fra dies before it rings: no release, its lease runs out.
+        due = wall_ms() + 100
+        assert (await fra.route(_req("set_alarm", {"ms": due}))).status == 200
+        home = fra._homes.pop(key)
+        assert home.alarm is not None
+        home.alarm.cancel()
+        raw, revision = await store.read(key)
+        dead = msgspec.structs.replace(dp.decode_record(raw or b""), lease_until_ms=wall_ms() - 1)
+        assert await store.write(key, dp.encode_record(dead), revision)
+        assert await ams.scan_alarms() == 0  # not due yet
+        await asyncio.sleep(0.15)
+        assert await ams.scan_alarms() == 1
+        await until(lambda: ams.rang == ["0" * 32], timeout_s=5, what="the alarm at ams")
+        assert fra.rang == ["0" * 32]
+        assert await ams.scan_alarms() == 0  # its home is ams now, and it rang
+        await ams.stop()
 
     asyncio.run(main())
 
