@@ -57,6 +57,7 @@ IDLE_MS = 30_000
 ROUTE_DEADLINE_S = 30.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 MAX_KNOWN = 10_000
+MAX_HOPS = 2
 ALARM_SCAN_S = 5.0  # how often a node looks for due alarms of objects nobody is the home of
 
 
@@ -97,6 +98,7 @@ class DurableRequest(msgspec.Struct, frozen=True):
     timeout_ms: int
     hint: str = ""
     claim_only_here: bool = False  # sent to a hinted location: claim it there or refuse
+    hops: int = 0  # how many nodes forwarded it: a request is forwarded at most MAX_HOPS times
 
 
 class DurableReply(msgspec.Struct, frozen=True):
@@ -275,8 +277,13 @@ class DurableObjects:
     async def _forward(self, location: str, req: DurableRequest) -> DurableReply | None:
         if self.remote is None:
             return None
+        if req.hops >= MAX_HOPS:  # the object moved while the request travelled: the caller retries
+            return DurableReply(
+                error_kind="error",
+                error_message=f"durable object {req.oid} moved while the request was forwarded; retry",
+            )
         self.stats["forwarded"] += 1
-        return await self.remote(location, req)
+        return await self.remote(location, msgspec.structs.replace(req, hops=req.hops + 1))
 
     async def _serve(self, home: _Home, req: DurableRequest) -> DurableReply:
         if home.waiting >= MAX_QUEUE:
