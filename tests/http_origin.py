@@ -40,7 +40,7 @@ class CountingOrigin:
                 self.wfile.write(body)
 
             def log_message(self, *_: object) -> None:
-                pass
+                """Quiet: tests read the counts, not a request log."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]

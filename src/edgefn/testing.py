@@ -225,8 +225,7 @@ class _DurableHost:
                 try:
                     new, result = dp.apply_op(record, msg.op, msg.args)
                 except dp.StorageError as err:
-                    kind = "limit" if err.kind == "storage_full" else "error"
-                    res = p.KVResult(msg.id, msg.call_id, False, None, kind, err.message)
+                    res = p.KVResult(msg.id, msg.call_id, False, None, err.kv_kind, err.message)
                 else:
                     if new is not None:
                         self.records[key] = new

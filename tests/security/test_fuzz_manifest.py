@@ -14,20 +14,24 @@ from edgefn.errors import ManifestError
 
 KEYS = {
     "": ["name", "main", "routes", "vars", "limits", "egress", "kv_namespaces", "placement",
-         "runtime", "nmae"],
+         "runtime", "origins", "cdn", "durable_objects", "nmae"],
     "limits": ["cpu_ms", "memory_mb", "timeout_ms", "max_body_kb", "subrequests",
                "requests_per_s", "cpu"],
     "egress": ["allow", "allow_private", "alow"],
     "placement": ["mode", "regions", "affinity", "retry_safe"],
     "runtime": ["preload"],
     "kv_namespaces": ["binding", "namespace"],
+    "origins": ["binding", "url", "cache", "bindng"],
+    "cdn": ["origin", "viewer_request", "origin_request", "origin_response", "viewer_response"],
+    "durable_objects": ["binding", "class_name"],
     "vars": ["API_URL", "x", "1bad", "with space"],
 }  # fmt: skip
 
 SCALARS = (
     st.text(max_size=20)
     | st.sampled_from(["hello", "main.py", "../x.py", "127.0.0.1:9000", "[::1]", "*.a.com",
-                       "localhost:0", "header:x", "everywhere", "regions", "a.com/*", "json"])
+                       "localhost:0", "header:x", "everywhere", "regions", "a.com/*", "json",
+                       "http://127.0.0.1:8790", "https://x.com/b?q", "ORIGIN", "Room"])
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=True)
     | st.booleans()
@@ -49,7 +53,8 @@ def documents(draw: st.DrawFn) -> dict[str, Any]:
             table = {
                 k: draw(VALUES) for k in draw(st.lists(st.sampled_from(KEYS[key]), max_size=4))
             }
-            doc[key] = [table] if key == "kv_namespaces" else table
+            arrays = ("kv_namespaces", "origins", "durable_objects")
+            doc[key] = [table] if key in arrays else table
         else:
             doc[key] = draw(VALUES)
     return doc

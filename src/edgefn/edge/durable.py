@@ -393,7 +393,7 @@ class DurableObjects:
         try:
             new, result = dp.apply_op(home.record, call.op, call.args)
         except dp.StorageError as err:
-            return fail("limit" if err.kind == "storage_full" else "error", err.message)
+            return fail(err.kv_kind, err.message)
         if new is not None:
             try:
                 await self._write(home, new)

@@ -167,6 +167,11 @@ class StorageError(Exception):
     kind: str  # "invalid" (the function's mistake) or "storage_full"
     message: str
 
+    @property
+    def kv_kind(self) -> str:
+        """The error kind the function's storage call fails with (KVLimitError or KVError)."""
+        return "limit" if self.kind == "storage_full" else "error"
+
     def __str__(self) -> str:
         return self.message
 
