@@ -49,6 +49,7 @@ __all__ = [
     "PlanInputError",
     "PlanetError",
     "ProtocolError",
+    "QueueError",
     "ResponseTooLargeError",
     "SandboxError",
     "ScenarioError",
@@ -167,6 +168,10 @@ class KVOutcomeUnknown(KVError):
 
 class KVLimitError(KVError):
     """A key or value exceeds its size limit, or an argument is invalid."""
+
+
+class QueueError(EdgefnError):
+    """A queue send was refused: a bad message, the queue full, or no way to the bus."""
 
 
 class PlanetError(EdgefnError):

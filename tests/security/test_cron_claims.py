@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from edgefn.bundle import parse_manifest
 from edgefn.edge.cron_policy import claim_key
 from edgefn.errors import ManifestError
-from edgefn.state.driver import _home_key
+from edgefn.state.driver import home_key
 
 NAMESPACES = st.from_regex(r"\A[a-z0-9_-]{1,63}\Z")
 
@@ -30,7 +30,7 @@ def test_a_manifest_cannot_declare_a_claim_namespace(namespace: str) -> None:
 
 @given(namespace=NAMESPACES, key=st.text(max_size=200), fn=st.text(min_size=1, max_size=40))
 def test_no_namespace_and_key_reach_a_claim(namespace: str, key: str, fn: str) -> None:
-    home = _home_key(namespace, key)
+    home = home_key(namespace, key)
     assert not home.startswith("=")
     assert home != claim_key(fn, "* * * * *")
     # The namespace's watch (``<namespace>.>``) sees exactly one more token: never a claim.

@@ -21,6 +21,8 @@ The schema::
                 "header:<name>" | "cookie:<name>"; retry_safe = false
     [runtime] preload = ["json", "re"]   # modules each worker imports at load, before main
     [triggers] crons = ["*/5 * * * *"]  # cron triggers (UTC): main defines `async def scheduled`
+    [[queues.producers]] binding = "JOBS"  queue = "jobs"      # env.JOBS.send(body, key=...)
+    [[queues.consumers]] queue = "jobs"  max_batch_size = 10 ...  # main defines `async def queue`
 
 This module is pure: it reads files only in ``load_manifest``, and imports no driver.
 """
@@ -42,6 +44,7 @@ from edgefn.errors import ManifestError
 
 __all__ = [
     "CDN_HOOKS",
+    "CONSUMER_BOUNDS",
     "LIMIT_BOUNDS",
     "MANIFEST_FILENAME",
     "PLACEMENT_MODES",
@@ -53,6 +56,9 @@ __all__ = [
     "Manifest",
     "Origin",
     "Placement",
+    "QueueConsumer",
+    "QueueProducer",
+    "Queues",
     "Route",
     "Runtime",
     "Triggers",
@@ -203,6 +209,37 @@ class Triggers:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueProducer:
+    """``env.<binding>``: ``send``/``send_batch`` messages to ``queue`` (docs/design/0028-queues.md)."""
+
+    binding: str
+    queue: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConsumer:
+    """``queue``'s messages are handed to ``async def queue(batch, env, ctx)`` of ``main``, in
+    batches of at most ``max_batch_size`` (sooner when the oldest waited ``max_batch_timeout_ms``);
+    a message failing more than ``max_retries`` times goes to ``dead_letter_queue`` (dropped when
+    it is empty); retries wait ``retry_delay_s``, doubling each time; at most ``max_concurrency``
+    batches run at once at a location."""
+
+    queue: str
+    max_batch_size: int = 10
+    max_batch_timeout_ms: int = 5_000
+    max_retries: int = 3
+    retry_delay_s: float = 1.0
+    dead_letter_queue: str = ""
+    max_concurrency: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Queues:
+    producers: tuple[QueueProducer, ...] = ()
+    consumers: tuple[QueueConsumer, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """A validated ``edgefn.toml``. ``path`` is where it was read from (for messages)."""
 
@@ -221,6 +258,7 @@ class Manifest:
     origins: tuple[Origin, ...] = ()
     cdn: Cdn | None = None
     durable_objects: tuple[DurableObjectClass, ...] = ()
+    queues: Queues = Queues()
     path: str = ""
 
 
@@ -581,6 +619,106 @@ def _parse_durable(ctx: _Ctx, value: object) -> tuple[DurableObjectClass, ...]:
     return tuple(out)
 
 
+MAX_QUEUE_BINDINGS: Final = 8
+_QUEUE_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_PRODUCER_HINT: Final = 'write [[queues.producers]] with binding = "JOBS" and queue = "jobs"'
+_CONSUMER_HINT: Final = 'write [[queues.consumers]] with queue = "jobs"'
+# [[queues.consumers]] numbers: key -> (type, low, high).
+CONSUMER_BOUNDS: Final[Mapping[str, tuple[type, float, float]]] = MappingProxyType(
+    {
+        "max_batch_size": (int, 1, 100),
+        "max_batch_timeout_ms": (int, 0, 60_000),
+        "max_retries": (int, 0, 100),
+        "retry_delay_s": (float, 0, 3600),
+        "max_concurrency": (int, 1, 16),
+    }
+)
+
+
+def _queue_name(ctx: _Ctx, value: object, key: str) -> str:
+    name = _string(ctx, value, key)
+    if not _QUEUE_RE.match(name):
+        raise ctx.fail(
+            key, f"invalid queue name {name!r}", "use 1-63 of a-z 0-9 - _, starting a-z or 0-9"
+        )
+    return name
+
+
+def _array_of_tables(ctx: _Ctx, value: object, key: str, hint: str) -> list[Mapping[str, Any]]:
+    if not isinstance(value, list):
+        raise ctx.fail(key, f"expected an array of tables, got {_type_name(value)}", hint)
+    if len(value) > MAX_QUEUE_BINDINGS:
+        raise ctx.fail(key, f"{len(value)} entries, at most {MAX_QUEUE_BINDINGS}", "merge some")
+    return [_table(ctx, item, f"{key}[{i}]") for i, item in enumerate(value)]
+
+
+def _parse_producer(ctx: _Ctx, table: Mapping[str, Any], key: str) -> QueueProducer:
+    _check_keys(ctx, table, ("binding", "queue"), f"{key}.")
+    for required in ("binding", "queue"):
+        if required not in table:
+            raise ctx.fail(f"{key}.{required}", "missing required key", _PRODUCER_HINT)
+    binding = _string(ctx, table["binding"], f"{key}.binding")
+    if not binding.isidentifier() or not binding.isascii():
+        raise ctx.fail(f"{key}.binding", f"{binding!r} is not an identifier", "e.g. JOBS")
+    return QueueProducer(binding, _queue_name(ctx, table["queue"], f"{key}.queue"))
+
+
+def _parse_consumer(ctx: _Ctx, table: Mapping[str, Any], key: str) -> QueueConsumer:
+    _check_keys(ctx, table, ("queue", "dead_letter_queue", *CONSUMER_BOUNDS), f"{key}.")
+    if "queue" not in table:
+        raise ctx.fail(f"{key}.queue", "missing required key", _CONSUMER_HINT)
+    queue = _queue_name(ctx, table["queue"], f"{key}.queue")
+    numbers: dict[str, Any] = {}
+    for name, (kind, low, high) in CONSUMER_BOUNDS.items():
+        if name not in table:
+            continue
+        value = table[name]
+        ok = isinstance(value, int | float) if kind is float else isinstance(value, int)
+        if isinstance(value, bool) or not ok:
+            raise ctx.fail(f"{key}.{name}", f"expected a number, got {_type_name(value)}")
+        if not low <= value <= high:
+            raise ctx.fail(f"{key}.{name}", f"{value} is out of range", f"use {low:g}..{high:g}")
+        numbers[name] = kind(value)
+    dlq = ""
+    if "dead_letter_queue" in table:
+        dlq = _queue_name(ctx, table["dead_letter_queue"], f"{key}.dead_letter_queue")
+        if dlq == queue:
+            raise ctx.fail(
+                f"{key}.dead_letter_queue",
+                "a queue cannot be its own dead-letter queue",
+                "name another queue",
+            )
+    return QueueConsumer(queue, dead_letter_queue=dlq, **numbers)
+
+
+def _parse_queues(ctx: _Ctx, value: object) -> Queues:
+    table = _table(ctx, value, "queues")
+    _check_keys(ctx, table, ("producers", "consumers"), "queues.")
+    producers: list[QueueProducer] = []
+    items = _array_of_tables(ctx, table.get("producers", []), "queues.producers", _PRODUCER_HINT)
+    for i, item in enumerate(items):
+        producer = _parse_producer(ctx, item, f"queues.producers[{i}]")
+        if producer.binding in {p.binding for p in producers}:
+            raise ctx.fail(
+                f"queues.producers[{i}].binding",
+                f"duplicate binding {producer.binding!r}",
+                "rename one",
+            )
+        producers.append(producer)
+    consumers: list[QueueConsumer] = []
+    items = _array_of_tables(ctx, table.get("consumers", []), "queues.consumers", _CONSUMER_HINT)
+    for i, item in enumerate(items):
+        consumer = _parse_consumer(ctx, item, f"queues.consumers[{i}]")
+        if consumer.queue in {c.queue for c in consumers}:
+            raise ctx.fail(
+                f"queues.consumers[{i}].queue",
+                f"queue {consumer.queue!r} is consumed twice",
+                "list each queue once",
+            )
+        consumers.append(consumer)
+    return Queues(tuple(producers), tuple(consumers))
+
+
 def _parse_cdn(ctx: _Ctx, value: object) -> Cdn:
     table = _table(ctx, value, "cdn")
     _check_keys(ctx, table, ("origin", *CDN_HOOKS), "cdn.")
@@ -616,6 +754,7 @@ _SECTIONS: Final[Mapping[str, Callable[[_Ctx, object], object]]] = MappingProxyT
         "origins": _parse_origins,
         "cdn": _parse_cdn,
         "durable_objects": _parse_durable,
+        "queues": _parse_queues,
     }
 )
 
@@ -651,6 +790,14 @@ def parse_manifest(text: str, *, path: str) -> Manifest:
             raise ctx.fail(
                 f"durable_objects[{i}].binding",
                 f"{durable.binding!r} is already a [vars] name, a KV or an origin binding",
+                "give each binding of env its own name",
+            )
+    taken |= {d.binding for d in manifest.durable_objects}
+    for i, producer in enumerate(manifest.queues.producers):
+        if producer.binding in taken:
+            raise ctx.fail(
+                f"queues.producers[{i}].binding",
+                f"{producer.binding!r} is already a [vars] name or another binding",
                 "give each binding of env its own name",
             )
     if manifest.cdn is not None and manifest.cdn.origin not in {

@@ -33,7 +33,13 @@ from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.errors import Error as JsError
@@ -43,7 +49,7 @@ from nats.js.object_store import ObjectStore
 from edgefn.bus.credentials import Credentials, default_credentials
 from edgefn.bus.errors import BusConnectError, BusSetupError
 from edgefn.bus.permissions import inbox_prefix
-from edgefn.bus.subjects import JETSTREAM_DOMAIN
+from edgefn.bus.subjects import JETSTREAM_DOMAIN, QUEUE_ALL, QUEUE_STREAM
 
 __all__ = [
     "client_tls_context",
@@ -218,6 +224,41 @@ async def ensure_kv(
         raise _setup_error("key-value bucket", bucket, err) from err
     await _check_kv_settings(js, bucket, history=history, replicas=replicas)
     return kv
+
+
+QUEUE_DUPLICATE_WINDOW_S = 7_200
+QUEUE_MAX_AGE_S = 4 * 86_400
+QUEUE_STREAM_BYTES_MAX = 256 * 1024 * 1024
+
+
+async def ensure_queue_stream(js: JetStreamContext, *, replicas: int = 1) -> None:
+    """Create the queues' stream ``EDGEFN_Q`` when it does not exist (the core does, on a planet,
+    with its replica count): file storage, a full stream refuses sends (it never drops a
+    message), 4 days' retention, a 2 h duplicate window for ``Nats-Msg-Id``, direct gets."""
+    config = StreamConfig(
+        name=QUEUE_STREAM,
+        subjects=[f"{QUEUE_ALL[:-1]}*.*"],
+        storage=StorageType.FILE,
+        max_bytes=QUEUE_STREAM_BYTES_MAX,
+        max_age=QUEUE_MAX_AGE_S,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=QUEUE_DUPLICATE_WINDOW_S,
+        allow_direct=True,
+        num_replicas=replicas,
+    )
+    try:
+        await js.add_stream(config)
+    except BadRequestError:
+        await js.stream_info(QUEUE_STREAM)  # it exists already (or this raises the real refusal)
+
+
+async def ensure_atomic_batches(js: JetStreamContext, stream: str) -> None:
+    """Let ``stream`` take atomic batch publishes (nats-server 2.12+; queue commits need them)."""
+    info = await js.stream_info(stream)
+    if not info.config.allow_atomic:
+        config = info.config
+        config.allow_atomic = True
+        await js.update_stream(config)
 
 
 async def _check_kv_settings(

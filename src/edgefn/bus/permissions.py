@@ -55,6 +55,7 @@ from edgefn.bus.subjects import (
     KV_MEMBERS_BUCKET,
     LOAD_REPORT_ALL,
     OBSERVED_BUCKET,
+    QUEUE_ALL,
     REGISTRY_BUCKET,
     TAIL_SESSIONS,
     TELEMETRY_ALL,
@@ -164,6 +165,7 @@ def _node_publish(user: NatsUser) -> list[str]:
         bundle_request_subject(user.region),
         cache_fetch_subject(user.region),
         DURABLE_ALL,  # a durable object's request goes to its home, any location
+        QUEUE_ALL,  # producers' messages and dead letters, for any queue a manifest names
         kv_replication_subject("*", loc),
         kv_control_subject("*", "*", loc),
         *_kv_put(OBSERVED_BUCKET, loc),

@@ -27,6 +27,8 @@ __all__ = [
     "KV_MEMBERS_BUCKET",
     "LOAD_REPORT_ALL",
     "OBSERVED_BUCKET",
+    "QUEUE_ALL",
+    "QUEUE_STREAM",
     "REGISTRY_BUCKET",
     "SECRETS_BUCKET",
     "SUBJECT_PREFIX",
@@ -176,3 +178,9 @@ def tail_event_subject(location: str, session: str) -> str:
     """
     loc = _token_or_wildcard(location, what="location")
     return f"{SUBJECT_PREFIX}.tail.{loc}.{_token_or_wildcard(session, what='tail session')}"
+
+
+# Queues (edgefn.edge.queues): one stream, subject ``edgefn.q.<queue>.<partition>``. Nodes publish
+# producers' messages and dead letters there; the control API publishes `edgefn queues send`.
+QUEUE_STREAM = "EDGEFN_Q"
+QUEUE_ALL = f"{SUBJECT_PREFIX}.q.>"

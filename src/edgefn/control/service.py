@@ -47,7 +47,13 @@ from edgefn._loop import cancel_and_wait
 from edgefn.bundle.build import read_bundle_manifest, sha256_hex, version_id
 from edgefn.bundle.signing import verify_signature
 from edgefn.bus.cache_purge import Purge, encode_purge
-from edgefn.bus.jetstream import ensure_kv, ensure_object_store, jetstream
+from edgefn.bus.jetstream import (
+    ensure_atomic_batches,
+    ensure_kv,
+    ensure_object_store,
+    ensure_queue_stream,
+    jetstream,
+)
 from edgefn.bus.subjects import (
     BUNDLE_ANNOUNCE,
     BUNDLES_OBJECT_STORE,
@@ -272,6 +278,10 @@ class ControlService:
             max_value_bytes=KV_HOME_VALUE_BYTES_MAX,
             max_bytes=KV_HOME_BYTES_MAX,
         )
+        # Queue commits write a partition record and the handler's strong writes in one
+        # atomic batch on the home bucket (docs/design/0028-queues.md).
+        await ensure_atomic_batches(js, f"KV_{KV_HOME_BUCKET}")
+        await ensure_queue_stream(js, replicas=r)
         await ensure_kv(
             js,
             KV_MEMBERS_BUCKET,

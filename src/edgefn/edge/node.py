@@ -53,6 +53,7 @@ from edgefn.edge.listener import (
 from edgefn.edge.node_endpoints import NodeEndpoints
 from edgefn.edge.origin_fetch import OriginFetch, record_cache_headers
 from edgefn.edge.outbound import Outbound, SubrequestRules
+from edgefn.edge.queues import QueueService
 from edgefn.edge.request_io import (
     BODY_GRACE_S,
     BODY_MIN_BYTES_PER_S,
@@ -73,6 +74,7 @@ from edgefn.runtime import pool_policy as pp
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import Host, Isolation, LoadSpec, SandboxPool
 from edgefn.sdk._durable import DURABLE_BINDING
+from edgefn.sdk._queue import QUEUE_BINDING
 
 # The limits are re-exported for the modules and tests that import them from here; each is read
 # (and so must be changed) in the module that defines it: listener.py or request_io.py.
@@ -212,6 +214,15 @@ class EdgeNode:
             requests=self._requests,
             release=self._on_background_done,
         )
+        # Queues: producers' sends and consumer partitions (the planet assembly attaches the bus).
+        self.queues = QueueService(
+            location=location,
+            table=self.table,
+            pool=self.pool,
+            log=self.log,
+            requests=self._requests,
+            release=self._on_background_done,
+        )
         self._endpoints = NodeEndpoints(
             location=location,
             region=region,
@@ -266,6 +277,7 @@ class EdgeNode:
 
     async def start(self) -> None:
         self.durable.start()
+        self.queues.start()
         await self.pool.start(versions_dir=str(self._versions_dir()))
         self._server, self._serve_task, self.port = await serve_asgi(self, self.host, self.port)
         if self.internal_secret is not None:
@@ -283,6 +295,7 @@ class EdgeNode:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.durable.stop()
+        await self.queues.stop()
         await self.pool.stop()
         await self.outbound.aclose()
         for d in self._tmp_dirs:
@@ -318,6 +331,8 @@ class EdgeNode:
                 else ()
             ),
             durable_objects=tuple((d.binding, d.class_name) for d in manifest.durable_objects),
+            queues=tuple((q.binding, q.queue) for q in manifest.queues.producers),
+            queue_consumer=bool(manifest.queues.consumers),
         )
 
     async def install_bundle(
@@ -410,6 +425,12 @@ class EdgeNode:
         ctx = self._requests.get(request_id)
         if call.binding == DURABLE_BINDING:  # a durable object's storage, at its home
             return await self.durable.storage(request_id, call)
+        if call.binding == QUEUE_BINDING:  # env.<producer>.send(...)
+            return await self.queues.send(ctx, call)
+        if request_id in self.queues.txns:  # a queue batch: strong writes commit with it
+            answer = await self.queues.kv_call(request_id, call)
+            if answer is not None:
+                return answer
         if self._kv_handler is None or ctx is None:
             return p.KVResult(
                 call.id,

@@ -205,6 +205,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
     node.durable.store = JetStreamClaims(
         list(config.nats_urls), location=config.location, purpose="do"
     )
+    node.queues.attach(list(config.nats_urls), config.state_dir, kv.driver)
     agent = NodeAgent(
         node,
         nats_urls=list(config.nats_urls),

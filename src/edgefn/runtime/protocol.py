@@ -65,6 +65,10 @@ class Load(_Msg, tag="load"):
     cdn: dict[str, str] = {}
     # [[durable_objects]]: binding -> class name (each a DurableObject subclass in main).
     durable_objects: dict[str, str] = {}
+    # [[queues.producers]]: binding -> queue (each an `env.<binding>` Queue).
+    queues: dict[str, str] = {}
+    # [[queues.consumers]] is set: the load fails unless main defines `async def queue`.
+    queue_consumer: bool = False
 
 
 class Invoke(_Msg, tag="inv"):
@@ -85,6 +89,9 @@ class Invoke(_Msg, tag="inv"):
     attempt: int = 1
     # A durable object's request, not the function's: "<class>\n<id>"; method ALARM calls alarm().
     durable: str = ""
+    # A batch of queue messages, not a request: the worker calls ``queue(batch, env, ctx)`` with
+    # ``body`` the batch (sdk/_queue.encode_batch) and answers Respond(200, each one's decision).
+    queue: str = ""
 
 
 class RequestChunk(_Msg, tag="qchunk"):

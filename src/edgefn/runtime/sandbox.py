@@ -93,6 +93,8 @@ class LoadSpec:
     origins: tuple[tuple[str, str], ...] = ()  # [[origins]]: (binding, url), env.<binding>
     cdn: tuple[tuple[str, str], ...] = ()  # [cdn]: ("origin", binding), (hook point, handler)
     durable_objects: tuple[tuple[str, str], ...] = ()  # (binding, class name)
+    queues: tuple[tuple[str, str], ...] = ()  # producers: (binding, queue)
+    queue_consumer: bool = False
 
     @property
     def key(self) -> str:
@@ -247,6 +249,8 @@ class WorkerProcess:
                     origins=dict(spec.origins),
                     cdn=dict(spec.cdn),
                     durable_objects=dict(spec.durable_objects),
+                    queues=dict(spec.queues),
+                    queue_consumer=spec.queue_consumer,
                 )
             )
 

@@ -38,6 +38,7 @@ from typing import Any, Protocol, TextIO
 
 from edgefn._loop import run
 from edgefn.errors import (
+    EdgefnError,
     EgressDeniedError,
     FetchError,
     FetchTimeoutError,
@@ -47,6 +48,7 @@ from edgefn.errors import (
     KVLimitError,
     KVOutcomeUnknown,
     KVUnavailable,
+    QueueError,
     ResponseTooLargeError,
     SubrequestLimitError,
 )
@@ -64,6 +66,7 @@ from edgefn.sdk._durable import (
 )
 from edgefn.sdk._fetch import Subrequest, current_request_id, fetch_backend
 from edgefn.sdk._origin import Origin
+from edgefn.sdk._queue import QUEUE_BINDING, Queue, decisions_of, decode_batch
 from edgefn.sdk._scheduled import handler_of
 
 CHUNK_BYTES = p.CHUNK_BYTES
@@ -80,7 +83,8 @@ FETCH_ERRORS: dict[str, type[FetchError]] = {
     "invalid_url": InvalidURLError,
     "error": FetchError,
 }
-KV_ERRORS: dict[str, type[KVError]] = {
+KV_ERRORS: dict[str, type[EdgefnError]] = {
+    "queue": QueueError,
     "conflict": KVConflict,
     "unavailable": KVUnavailable,
     "outcome_unknown": KVOutcomeUnknown,
@@ -236,6 +240,7 @@ class Worker:
         self.writer: asyncio.StreamWriter | None = None
         self.fetch_fn: Callable[..., Any] | None = None
         self.scheduled_fn: Callable[..., Any] | None = None
+        self.queue_fn: Callable[..., Any] | None = None
         self.durable_classes: dict[str, Any] = {}
         self.env = Env({})
         self.tasks: dict[int, asyncio.Task[None]] = {}
@@ -281,6 +286,7 @@ class Worker:
             self.scheduled_fn = handler_of(
                 module, "scheduled", main=msg.main, required=msg.scheduled
             )
+            self.queue_fn = handler_of(module, "queue", main=msg.main, required=msg.queue_consumer)
             phases.mark("import")
         except Exception as err:
             self.load_error = str(err)
@@ -294,6 +300,8 @@ class Worker:
             values[binding] = Origin(binding, url)
         for binding, class_name in msg.durable_objects.items():
             values[binding] = DurableObjectNamespace(binding, class_name)
+        for binding in msg.queues:
+            values[binding] = Queue(binding, self._queue_call)
         self.env = Env(values)
         phases.mark("env")
         load_ms = (time.perf_counter() - t0) * 1000
@@ -346,6 +354,9 @@ class Worker:
                 return
             if msg.cron:
                 await self._scheduled(msg, ctx, meter)
+                return
+            if msg.queue:
+                await self._queue(msg, ctx, meter)
                 return
             if msg.durable:
                 resp = await self._durable(msg, req)
@@ -429,6 +440,24 @@ class Worker:
         event = ScheduledEvent(msg.cron, msg.scheduled_ms, msg.attempt)
         await self.scheduled_fn(event, self.env, ctx)
         self._last(msg.id, ctx, p.Respond(msg.id, 204, [], b"", _used(meter)))
+
+    async def _queue(self, msg: p.Invoke, ctx: Context, meter: CpuMeter | None) -> None:
+        """A batch of queue messages: ``queue(batch, env, ctx)``; the answer is each message's
+        decision (acknowledged unless it was retried)."""
+        if self.queue_fn is None:
+            self._error(
+                msg.id,
+                "no_queue_handler",
+                "the function defines no `async def queue(batch, env, ctx)`",
+                ctx=ctx,
+            )
+            return
+        batch = decode_batch(msg.queue, msg.body)
+        await self.queue_fn(batch, self.env, ctx)
+        self._last(msg.id, ctx, p.Respond(msg.id, 200, [], decisions_of(batch), _used(meter)))
+
+    async def _queue_call(self, op: str, args: dict[str, Any]) -> Any:
+        return await self.kv_call(QUEUE_BINDING, op, args)
 
     def _last(self, invoke_id: int, ctx: Context, frame: p.Message) -> None:
         """Send a response's last frame, announced by ``Background`` if wait_until tasks run on."""

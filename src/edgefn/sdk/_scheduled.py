@@ -36,6 +36,7 @@ class ScheduledEvent:
 _SIGNATURES = {
     "fetch": "async def fetch(request, env, ctx)",
     "scheduled": "async def scheduled(event, env, ctx)",
+    "queue": "async def queue(batch, env, ctx)",
 }
 
 
@@ -50,8 +51,9 @@ def handler_of(module: ModuleType, name: str, *, main: str, required: bool) -> A
     if fn is None:
         if not required:
             return None
-        why = " ([triggers] crons is set)" if name == "scheduled" else ""
-        raise RuntimeError(f"{main}: defines no `{name}`{why}; add `{signature}`")
+        why = {"scheduled": " ([triggers] crons is set)", "queue": " ([[queues.consumers]] is set)"}
+        why_text = why.get(name, "")
+        raise RuntimeError(f"{main}: defines no `{name}`{why_text}; add `{signature}`")
     if not inspect.iscoroutinefunction(fn):
         raise RuntimeError(f"{main}: `{name}` must be declared `{signature}`")
     return fn

@@ -111,7 +111,15 @@ from edgefn.state.operations import ReplicaOperations
 from edgefn.state.records import Consistency
 from edgefn.state.store import SqliteStore
 
-__all__ = ["HOME_WAIT_S", "MEMBERS_BUCKET", "DriverStatistics", "KVDriver"]
+__all__ = [
+    "HOME_WAIT_S",
+    "MEMBERS_BUCKET",
+    "DriverStatistics",
+    "KVDriver",
+    "decode_home_value",
+    "encode_home_value",
+    "home_key",
+]
 
 MEMBERS_BUCKET = KV_MEMBERS_BUCKET
 # Values up to 1 MiB plus key, metadata and framing.
@@ -201,13 +209,24 @@ def _leave_record(name: str, value: bytes) -> Leave | None:
     return Leave(name, final_seq, left_hlc)
 
 
-def _home_key(namespace: str, key: str) -> str:
+def home_key(namespace: str, key: str) -> str:
+    """The key of ``namespace``'s strong ``key`` in ``edgefn-kvhome``."""
     encoded = base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode("ascii") or "_"
     return f"{namespace}.{encoded}"
 
 
-def _user_key(home_key: str) -> str:
-    encoded = home_key.rsplit(".", 1)[-1]
+def encode_home_value(value: bytes, metadata: bytes, expires_at_ms: int) -> bytes:
+    """A strong record as ``edgefn-kvhome`` stores it (queue commits write it too)."""
+    return _ENC.encode((value, metadata, expires_at_ms))
+
+
+def decode_home_value(data: bytes) -> tuple[bytes, bytes, int]:
+    """(value, metadata, expires_at_ms); raises ``msgspec.DecodeError`` on a foreign value."""
+    return _HOME_VALUE.decode(data)
+
+
+def _user_key(hkey: str) -> str:
+    encoded = hkey.rsplit(".", 1)[-1]
     return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode("utf-8")
 
 
@@ -686,7 +705,7 @@ class KVDriver(ReplicaOperations):
 
     async def _read_home(self, key: str, now_ms: int) -> StrongRecord | None:
         try:
-            entry = await self._kv.get(_home_key(self.namespace, key))
+            entry = await self._kv.get(home_key(self.namespace, key))
         except nats.js.errors.KeyNotFoundError:
             return None
         if entry.value is None:
@@ -702,7 +721,7 @@ class KVDriver(ReplicaOperations):
             return StrongOutcome("ok", record=await self._read_home(op.key, op.now_ms))
         if op.kind == "list":
             return await self._home_list(op)
-        hkey = _home_key(self.namespace, op.key)
+        hkey = home_key(self.namespace, op.key)
         try:
             if op.kind == "delete":
                 return await self._home_delete(op, hkey)
