@@ -40,6 +40,7 @@ from edgefn.bus.subjects import (
     DESIRED_BUCKET,
     DURABLE_ALL,
     OBSERVED_BUCKET,
+    QUEUE_ALL,
     TAIL_SESSIONS,
     cache_fetch_subject,
     durable_subject,
@@ -714,3 +715,40 @@ async def test_node_answers_only_its_own_durable_objects(secured: Secured) -> No
     finally:
         await fra.close()
         await ams.close()
+
+
+async def test_only_nodes_and_control_publish_queue_messages_and_nodes_cannot_tap_them(
+    secured: Secured,
+) -> None:
+    """A node sends producers' messages for any queue (``edgefn.q.<queue>.<p>``); it may not
+    subscribe to the queue subjects (consumers read the stream through JetStream), and a region's
+    cache tier may not publish them at all."""
+    await _wait_hub_linked(secured)
+    control = await _open(secured.core.client_url, secured.creds("control"))
+    errors = _Errors()
+    fra = await _open(secured.hub.client_url, secured.creds("node-fra"), errors)
+    cache_errors = _Errors()
+    cache = await _open(secured.hub.client_url, secured.creds(f"cache-{REGION}"), cache_errors)
+    try:
+        heard = await _collect(control, QUEUE_ALL)
+        await fra.subscribe(QUEUE_ALL)  # refused
+        await cache.publish("edgefn.q.jobs.4", b"cache")  # refused
+        await cache.flush()
+
+        async def delivered() -> bool:
+            await fra.publish("edgefn.q.jobs.3", b"fra")
+            await fra.flush()
+            return bool(heard) and bool(errors.violations()) and bool(cache_errors.violations())
+
+        await until(
+            delivered,
+            timeout_s=15,
+            what="the node's message heard and both refusals reported",
+            interval_s=0.05,
+        )
+        assert set(heard) == {"edgefn.q.jobs.3"}
+        assert len(errors.violations()) == 1, errors.seen
+        assert len(cache_errors.violations()) == 1, cache_errors.seen
+    finally:
+        for nc in (cache, fra, control):
+            await nc.close()

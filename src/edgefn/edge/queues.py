@@ -180,6 +180,28 @@ class QueueBus:
         except _BUS_ERRORS as err:
             raise QueueBusError(f"{type(err).__name__}: {err}") from None
 
+    async def publish_many(self, items: list[tuple[str, bytes, str]], *, wait_s: float) -> int:
+        """Publish ``(subject, payload, msg_id)`` items at once (pipelined: one round trip for
+        all, in order on the connection); how many from the start were confirmed. Raises
+        ``QueueFull`` when the stream refused the first unconfirmed one."""
+        if not items:
+            return 0
+        await self._client(wait_s)
+        results = await asyncio.gather(
+            *(self.publish(s, pl, mid, wait_s=wait_s) for s, pl, mid in items),
+            return_exceptions=True,
+        )
+        for i, result in enumerate(results):
+            if isinstance(result, QueueFull):
+                if i == 0:
+                    raise result
+                return i
+            if isinstance(result, BaseException):
+                if not isinstance(result, QueueBusError):
+                    raise result
+                return i
+        return len(items)
+
     async def fetch(self, subject: str, from_seq: int, limit: int) -> list[QueueMessage]:
         """Up to ``limit`` messages of ``subject`` from stream sequence ``from_seq`` on (one
         batched direct get; malformed messages are skipped)."""
@@ -775,12 +797,12 @@ class QueueService:
             raise ValueError(f"at most {MAX_SEND_BATCH} messages per send_batch")
         sent = 0
         if self.outbox.count == 0:
-            try:
-                for subject, dedupe, payload, _mid in rows:
-                    await self.bus.publish(subject, payload, dedupe, wait_s=0.5)
-                    sent += 1
-            except QueueBusError:
-                pass  # buffered below, in order; a re-publish of an unconfirmed one is deduped
+            # What is not confirmed is buffered below, in order; a re-publish of one that did
+            # arrive is dropped by the stream's duplicate window.
+            with contextlib.suppress(QueueBusError):
+                sent = await self.bus.publish_many(
+                    [(subject, payload, dedupe) for subject, dedupe, payload, _ in rows], wait_s=0.5
+                )
         rest = rows[sent:]
         if rest:
             self.outbox.add([(s, d, pl) for s, d, pl, _ in rest])
@@ -799,10 +821,16 @@ class QueueService:
                     await asyncio.wait_for(self._outbox_wake.wait(), 5.0)
                 continue
             try:
-                for n, subject, dedupe, payload in self.outbox.head(64):
-                    await self.bus.publish(subject, payload, dedupe, wait_s=STORE_TIMEOUT_S)
+                head = self.outbox.head(64)
+                confirmed = await self.bus.publish_many(
+                    [(subject, payload, dedupe) for _, subject, dedupe, payload in head],
+                    wait_s=STORE_TIMEOUT_S,
+                )
+                for n, *_ in head[:confirmed]:
                     self.outbox.remove(n)
-                    self.counts["sent"] += 1
+                self.counts["sent"] += confirmed
+                if confirmed < len(head):
+                    await asyncio.sleep(1.0)
             except QueueBusError:
                 await asyncio.sleep(1.0)
             except QueueFull as err:
