@@ -35,9 +35,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 HOST = {"host": "queue-counter.localhost"}
 KEYS = 50
-# 50 x 200 = 10,000 keyed messages with EDGEFN_QUEUE_TEST_PER_KEY=200 (#14's done-when); the
-# suite runs 50 x 40 = 2,000 to stay within its time budget.
-PER_KEY = int(os.environ.get("EDGEFN_QUEUE_TEST_PER_KEY", "40"))
+PER_KEY = int(os.environ.get("EDGEFN_QUEUE_TEST_PER_KEY", "200"))  # 50 x 200 = 10,000 keyed
 POISON = 20
 SENDERS = 4
 NAMESPACE = "queue-counts"
