@@ -74,7 +74,7 @@ from edgefn.edge.kv_local import LocalKVDriver
 from edgefn.edge.node import RequestContext
 from edgefn.edge.origin_fetch import OriginFetch, record_cache_headers
 from edgefn.edge.outbound import Outbound, SubrequestRules
-from edgefn.errors import ManifestError, UsageError
+from edgefn.errors import ManifestError, QueueError, UsageError
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
@@ -91,6 +91,7 @@ from edgefn.sdk._durable import (
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.sdk._origin import Origin
+from edgefn.sdk._queue import Queue
 from edgefn.sdk._scheduled import handler_of
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
@@ -308,6 +309,10 @@ class TestClient:
             (d.binding, DurableObjectNamespace(d.binding, d.class_name))
             for d in self.manifest.durable_objects
         )
+        origins.update(
+            (q.binding, Queue(q.binding, _queues_not_in_process))
+            for q in self.manifest.queues.producers
+        )
         taken = set(self.manifest.vars) | set(self.kv) | set(origins)
         values.update(_checked_secrets(secrets or {}, taken))
         values.update(self.kv)
@@ -488,6 +493,14 @@ class TestClient:
         """Purge this client's edge cache as ``edgefn cache purge`` purges a planet's; returns
         how many stored responses were dropped."""
         return self.cache.purge(Purge(self.manifest.name, tuple(tags), tuple(urls), everything))
+
+
+async def _queues_not_in_process(op: str, args: dict[str, Any]) -> Any:
+    raise QueueError(
+        f"queue binding {args.get('binding')!r}: edgefn.testing does not run queues yet",
+        hint="test the producer and the consumer on a planet (`edgefn up`); see "
+        "tests/integration/planet/test_queues_planet.py",
+    )
 
 
 def _across_ipc(msg: _M) -> _M:

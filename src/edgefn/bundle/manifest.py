@@ -691,32 +691,49 @@ def _parse_consumer(ctx: _Ctx, table: Mapping[str, Any], key: str) -> QueueConsu
     return QueueConsumer(queue, dead_letter_queue=dlq, **numbers)
 
 
+def _queue_entries(
+    ctx: _Ctx,
+    table: Mapping[str, Any],
+    name: str,
+    hint: str,
+    parse: Callable[[_Ctx, Mapping[str, Any], str], Any],
+    unique: str,
+    twice: str,
+) -> tuple[Any, ...]:
+    """The ``[[queues.<name>]]`` entries, each ``unique`` field value at most once."""
+    out: list[Any] = []
+    for i, item in enumerate(_array_of_tables(ctx, table.get(name, []), f"queues.{name}", hint)):
+        entry = parse(ctx, item, f"queues.{name}[{i}]")
+        value = getattr(entry, unique)
+        if value in {getattr(e, unique) for e in out}:
+            raise ctx.fail(f"queues.{name}[{i}].{unique}", twice.format(value), "list each once")
+        out.append(entry)
+    return tuple(out)
+
+
 def _parse_queues(ctx: _Ctx, value: object) -> Queues:
     table = _table(ctx, value, "queues")
     _check_keys(ctx, table, ("producers", "consumers"), "queues.")
-    producers: list[QueueProducer] = []
-    items = _array_of_tables(ctx, table.get("producers", []), "queues.producers", _PRODUCER_HINT)
-    for i, item in enumerate(items):
-        producer = _parse_producer(ctx, item, f"queues.producers[{i}]")
-        if producer.binding in {p.binding for p in producers}:
-            raise ctx.fail(
-                f"queues.producers[{i}].binding",
-                f"duplicate binding {producer.binding!r}",
-                "rename one",
-            )
-        producers.append(producer)
-    consumers: list[QueueConsumer] = []
-    items = _array_of_tables(ctx, table.get("consumers", []), "queues.consumers", _CONSUMER_HINT)
-    for i, item in enumerate(items):
-        consumer = _parse_consumer(ctx, item, f"queues.consumers[{i}]")
-        if consumer.queue in {c.queue for c in consumers}:
-            raise ctx.fail(
-                f"queues.consumers[{i}].queue",
-                f"queue {consumer.queue!r} is consumed twice",
-                "list each queue once",
-            )
-        consumers.append(consumer)
-    return Queues(tuple(producers), tuple(consumers))
+    return Queues(
+        _queue_entries(
+            ctx,
+            table,
+            "producers",
+            _PRODUCER_HINT,
+            _parse_producer,
+            "binding",
+            "duplicate binding {!r}",
+        ),
+        _queue_entries(
+            ctx,
+            table,
+            "consumers",
+            _CONSUMER_HINT,
+            _parse_consumer,
+            "queue",
+            "queue {!r} is consumed twice",
+        ),
+    )
 
 
 def _parse_cdn(ctx: _Ctx, value: object) -> Cdn:

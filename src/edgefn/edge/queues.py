@@ -737,8 +737,7 @@ class QueueService:
         if self.bus is None or self.outbox is None:
             return refuse(
                 "queue",
-                f"queue {queue!r}: this node has no bus (queues run on a planet: `edgefn up`; "
-                "test a consumer in-process with edgefn.testing)",
+                f"queue {queue!r}: this node has no bus; queues run on a planet (`edgefn up`)",
             )
         try:
             rows = [self._message_row(queue, item) for item in _items(call.args.get("messages"))]

@@ -1,0 +1,94 @@
+"""A node's checks of ``env.Q.send`` (edge/queues.py): every refusal says what was wrong, and
+nothing is published or buffered for a refused send."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgefn.bundle.manifest import parse_manifest
+from edgefn.edge.functions import FunctionTable
+from edgefn.edge.queues import QueueService
+from edgefn.edge.request_context import RequestContext
+from edgefn.observe import JsonLog
+from edgefn.runtime import protocol as p
+
+MANIFEST = parse_manifest(
+    'name = "q"\n[[queues.producers]]\nbinding = "JOBS"\nqueue = "jobs"\n', path="edgefn.toml"
+)
+
+
+class _Sink:
+    def write(self, line: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _service(tmp_path: Path | None) -> QueueService:
+    service = QueueService(
+        location="fra",
+        table=FunctionTable(),
+        pool=None,  # type: ignore[arg-type]  # sends never reach a worker
+        log=JsonLog(_Sink(), location="fra"),  # type: ignore[arg-type]
+        requests={},
+        release=lambda rid: None,
+    )
+    if tmp_path is not None:
+        # A bus nobody listens on: a refused send must not even try it.
+        service.attach(["nats://127.0.0.1:1"], tmp_path, lambda ns: asyncio.sleep(0))
+    return service
+
+
+def _send(service: QueueService, args: dict[str, Any]) -> p.KVResult:
+    ctx = RequestContext("r1", "q", "v1", "q@v1", MANIFEST, [])
+    return asyncio.run(service.send(ctx, p.KVCall(1, 1, "=q", "send", args)))
+
+
+def test_a_node_without_a_bus_refuses_with_what_to_do() -> None:
+    res = _send(_service(None), {"binding": "JOBS", "messages": [{"body": 1}]})
+    assert not res.ok
+    assert res.error_kind == "queue"
+    assert "edgefn up" in res.error_message
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        ({"binding": "OTHER", "messages": [{"body": 1}]}, "no [[queues.producers]] binding"),
+        ({"binding": "JOBS", "messages": []}, "non-empty list"),
+        ({"binding": "JOBS", "messages": ["x"]}, "a dict with a body"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "key": ""}]}, "message key"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "key": "k" * 257}]}, "message key"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "idempotency_key": 5}]}, "idempotency_key"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": -1}]}, "delay_s"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": 50_000}]}, "delay_s"),
+        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": True}]}, "delay_s"),
+        ({"binding": "JOBS", "messages": [{"body": b"x" * 200_000}]}, "at most 128 KiB"),
+        ({"binding": "JOBS", "messages": [{"body": i} for i in range(101)]}, "at most 100"),
+    ],
+)
+def test_bad_sends_are_refused_and_nothing_is_buffered(
+    tmp_path: Path, args: dict[str, Any], words: str
+) -> None:
+    service = _service(tmp_path)
+    res = _send(service, args)
+    assert not res.ok
+    assert res.error_kind == "queue"
+    assert words in res.error_message
+    assert service.outbox is not None
+    assert service.outbox.count == 0
+    service.outbox.close()
+
+
+def test_edgefn_testing_says_queues_need_a_planet() -> None:
+    from edgefn.errors import QueueError
+    from edgefn.testing import TestClient
+
+    client = TestClient(Path(__file__).parents[3] / "examples/queue-counter")
+    with pytest.raises(QueueError, match="does not run queues yet"):
+        client.request("/send", method="POST", body='{"messages": [{"body": 1}]}')
