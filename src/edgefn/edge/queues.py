@@ -497,6 +497,9 @@ class Partition:
         rng = random.Random(f"{self.me}{self.rkey}")
         last_error = ""
         while True:
+            if self.rules() is None:  # the consumer left this location; the sync loop stops us
+                await asyncio.sleep(_SYNC_S)
+                continue
             try:
                 data, self.revision = await self.bus.read(self.rkey)
                 self.record = decode_record(data)
@@ -520,7 +523,9 @@ class Partition:
                     cursor=mine.cursor,
                 )
                 await self._hold()
+                self.held = False
             except QueueBusError as err:
+                self.held = False
                 if str(err) != last_error:
                     last_error = str(err)
                     self.service.log.emit(
@@ -531,8 +536,7 @@ class Partition:
                         error=last_error,
                     )
                 await asyncio.sleep(1.0 + rng.random())
-            finally:
-                self.held = False
+            # A cancelled task (the node stopping) still holds: stop() releases the lease then.
 
     async def release(self) -> None:
         if not self.held or self.record is None:
