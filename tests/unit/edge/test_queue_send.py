@@ -4,6 +4,7 @@ nothing is published or buffered for a refused send."""
 from __future__ import annotations
 
 import asyncio
+import io
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +22,12 @@ MANIFEST = parse_manifest(
 )
 
 
-class _Sink:
-    def write(self, line: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-
 def _service(tmp_path: Path | None) -> QueueService:
     service = QueueService(
         location="fra",
         table=FunctionTable(),
         pool=None,  # type: ignore[arg-type]  # sends never reach a worker
-        log=JsonLog(_Sink(), location="fra"),  # type: ignore[arg-type]
+        log=JsonLog(io.StringIO(), location="fra"),
         requests={},
         release=lambda rid: None,
     )
