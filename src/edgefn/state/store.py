@@ -64,7 +64,11 @@ class SqliteStore:
         self.path = str(path)
         self._transactions = 0
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None)
+            # One thread at a time uses the store, but its owner's finalizer may close it from
+            # whichever thread the garbage collector runs in (this SQLite is serialized:
+            # sqlite3.threadsafety == 3), so the same-thread check would only turn that close
+            # into an "Exception ignored" warning.
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             self._db.execute(f"PRAGMA synchronous={synchronous}")
             self._db.executescript(_SCHEMA)

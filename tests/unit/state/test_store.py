@@ -71,3 +71,20 @@ def test_corrupt_row_is_reported_with_what_to_do(tmp_path: Path) -> None:
         store.recover(0)
     assert "anti-entropy" in info.value.hint
     store.close()
+
+
+def test_a_store_opened_in_one_thread_closes_from_another(tmp_path: Path) -> None:
+    # A LocalKVDriver's finalizer closes its store in whatever thread the garbage collector runs
+    # in; with SQLite's same-thread check that close raised inside the finalizer, which pytest
+    # reports as an unraisable exception in an unrelated test.
+    import threading  # lazy: only this test starts a thread
+
+    opened: list[SqliteStore] = []
+    thread = threading.Thread(target=lambda: opened.append(SqliteStore(tmp_path / "t.sqlite3")))
+    thread.start()
+    thread.join(timeout=10)
+    (store,) = opened
+    assert store.members() == ()
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        store.members()
