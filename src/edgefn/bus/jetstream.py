@@ -26,12 +26,15 @@ that cannot know the core's size passes ``replicas=None`` and adopts the bucket'
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 from nats.js.api import (
     DiscardPolicy,
@@ -54,6 +57,7 @@ from edgefn.bus.subjects import JETSTREAM_DOMAIN, QUEUE_ALL, QUEUE_STREAM
 __all__ = [
     "client_tls_context",
     "connect",
+    "direct_get_batch",
     "ensure_kv",
     "ensure_object_store",
     "jetstream",
@@ -250,6 +254,44 @@ async def ensure_queue_stream(js: JetStreamContext, *, replicas: int = 1) -> Non
         await js.add_stream(config)
     except BadRequestError:
         await js.stream_info(QUEUE_STREAM)  # it exists already (or this raises the real refusal)
+
+
+async def direct_get_batch(
+    nc: Client, stream: str, subject: str, from_seq: int, limit: int, *, timeout_s: float
+) -> list[tuple[int, bytes]]:
+    """Up to ``limit`` messages ``(sequence, data)`` of ``subject`` in ``stream`` from sequence
+    ``from_seq`` on, in one batched direct get (the stream must allow direct gets). Raises what
+    the client raises (a timeout when the stream does not answer)."""
+    inbox = nc.new_inbox()
+    got: list[tuple[int, bytes]] = []
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def on_msg(msg: Msg) -> None:
+        headers = msg.headers or {}
+        if headers.get("Status"):  # the end of the batch (204/404), or nothing there
+            if not done.done():
+                done.set_result(None)
+            return
+        try:
+            got.append((int(headers.get("Nats-Sequence", "0")), msg.data))
+        except ValueError:
+            pass
+        if len(got) >= limit and not done.done():
+            done.set_result(None)
+
+    sub = await nc.subscribe(inbox, cb=on_msg)
+    try:
+        request = {"seq": max(1, from_seq), "next_by_subj": subject, "batch": limit}
+        await nc.publish(
+            f"$JS.{JETSTREAM_DOMAIN}.API.DIRECT.GET.{stream}",
+            json.dumps(request).encode(),
+            reply=inbox,
+        )
+        await asyncio.wait_for(done, timeout_s)
+    finally:
+        with contextlib.suppress(NatsError, OSError, TimeoutError):
+            await sub.unsubscribe()
+    return sorted(got)
 
 
 async def ensure_atomic_batches(js: JetStreamContext, stream: str) -> None:

@@ -23,6 +23,7 @@ _COMMAND_MODULES: list[str] = [
     "_kv",
     "_plan",
     "_planet",
+    "_queues",
     "_roles",
     "_secrets",
     "_simulate",

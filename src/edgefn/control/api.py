@@ -38,6 +38,11 @@ the scope each one needs::
     GET    /v1/tail/{name}                   read           application/x-ndjson, streamed
                                                             ?location=L (repeatable)&status=5xx
                                                             &search=TEXT&sample=0.1
+    GET    /v1/queues                        read           the account's queues (control.queues_api)
+    GET    /v1/queues/{queue}/messages       read           ?limit=20: unfinished, oldest first
+    POST   /v1/queues/{queue}/messages       deploy:*       {"messages": [{"body", "key"?, ...}]}
+    GET    /v1/queues/{queue}/dlq            read           ?limit=20: its dead letters
+    POST   /v1/queues/{queue}/dlq/replay     deploy:*       {"limit"?}: back into the queue
     GET    /openapi.json                     public
     GET    /dashboard, /dashboard/{asset}    public         the dashboard page and its assets
     GET    /v1/dashboard                     read           its map and rollouts (edgefn.control.dashboard)
@@ -87,6 +92,7 @@ from edgefn.control.incidents_api import incidents_endpoints
 from edgefn.control.incidents_driver import IncidentsDriver
 from edgefn.control.metrics_api import metrics_endpoint
 from edgefn.control.openapi import openapi_document
+from edgefn.control.queues_api import QueueAdmin, queue_endpoints
 from edgefn.control.service import ControlService
 from edgefn.control.stats_api import stats_endpoint
 from edgefn.control.tail import TailHub
@@ -330,6 +336,17 @@ def _incident_routes(incidents: IncidentsDriver | None) -> list[ScopedRoute]:
         ScopedRoute("/v1/incidents", listing, method="GET", need=READ),
         ScopedRoute("/v1/incidents/{id}/ack", ack, method="POST", need=ADMIN),
         ScopedRoute("/v1/incidents/{id}/resolve", resolve, method="POST", need=ADMIN),
+    ]
+
+
+def _queue_routes(service: ControlService) -> list[ScopedRoute]:
+    listing, peek, send, dlq, replay = queue_endpoints(QueueAdmin(service), _principal)
+    return [
+        ScopedRoute("/v1/queues", listing, method="GET", need=READ),
+        ScopedRoute("/v1/queues/{queue}/messages", peek, method="GET", need=READ),
+        ScopedRoute("/v1/queues/{queue}/messages", send, method="POST", need="deploy:*"),
+        ScopedRoute("/v1/queues/{queue}/dlq", dlq, method="GET", need=READ),
+        ScopedRoute("/v1/queues/{queue}/dlq/replay", replay, method="POST", need="deploy:*"),
     ]
 
 
@@ -623,6 +640,7 @@ def create_app(
         tail_route(service, tail or TailHub(service.nc)),
         *dashboard_routes(service),
         *_incident_routes(incidents),
+        *_queue_routes(service),
     ]
     app = Starlette(
         routes=routes,

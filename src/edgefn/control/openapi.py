@@ -213,6 +213,67 @@ def _paths() -> dict[str, Any]:
             }
         },
         **_access_paths(),
+        **_queue_paths(),
+    }
+
+
+def _queue_paths() -> dict[str, Any]:
+    """Queues (docs/design/0028-queues.md; edgefn.control.queues_api)."""
+    queue = {"name": "queue", "in": "path", "required": True, "schema": {"type": "string"}}
+    limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}
+    listing = {"type": "object"}
+    message = {
+        "type": "object",
+        "properties": {
+            "body": {},
+            "key": {"type": "string"},
+            "idempotency_key": {"type": "string"},
+            "delay_s": {"type": "number"},
+        },
+        "required": ["body"],
+    }
+    return {
+        "/v1/queues": {
+            "get": {
+                "summary": "The account's queues and their backlog",
+                "responses": _ok("queues", listing),
+            }
+        },
+        "/v1/queues/{queue}/messages": {
+            "parameters": [queue],
+            "get": {
+                "summary": "Unfinished messages, oldest first",
+                "parameters": [limit],
+                "responses": _ok("messages", listing),
+            },
+            "post": {
+                "summary": "Send messages (as a producer function would)",
+                "requestBody": _body(
+                    {"messages": {"type": "array", "items": message}}, ["messages"]
+                ),
+                "responses": _ok("sent", listing, "202"),
+            },
+        },
+        "/v1/queues/{queue}/dlq": {
+            "parameters": [queue],
+            "get": {
+                "summary": "The messages of the queue's dead-letter queue",
+                "parameters": [limit],
+                "responses": _ok("dead letters", listing),
+            },
+        },
+        "/v1/queues/{queue}/dlq/replay": {
+            "parameters": [queue],
+            "post": {
+                "summary": "Move dead letters back into the queue",
+                "requestBody": {
+                    "content": _json_content(
+                        {"type": "object", "properties": {"limit": {"type": "integer"}}}
+                    )
+                },
+                "responses": _ok("replayed", listing),
+            },
+        },
     }
 
 

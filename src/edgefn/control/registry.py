@@ -15,6 +15,12 @@ namespace claims the namespace (``NamespaceRecord``, persisted as ``ns.<namespac
 uploads, deploys and rollbacks by another account are refused with ``Forbidden`` naming the owner
 (and, for a namespace, the binding), unless the owner shared the namespace with that account
 (``share_namespace``). ``admin`` callers (the planet operator) pass every ownership check.
+
+Queues are claimed the same way: the first upload whose manifest names a queue (a producer's or
+consumer's ``queue``, or a ``dead_letter_queue``) claims it for the uploader's account
+(``QueueRecord``, persisted as ``queue.<name>``); another account's manifest naming it is refused.
+Queue names are planet-wide (one stream, ``EDGEFN_Q``), so without the claim one account could
+read, fill or drain another's queue by naming it.
 """
 
 from __future__ import annotations
@@ -35,14 +41,18 @@ __all__ = [
     "FunctionRecord",
     "ManifestSummary",
     "NamespaceRecord",
+    "QueueRecord",
     "Registry",
     "RegistryStatistics",
     "VersionInfo",
     "decode_namespace",
+    "decode_queue",
     "decode_record",
     "encode_namespace",
+    "encode_queue",
     "encode_record",
     "namespace_key",
+    "queue_key",
     "record_key",
     "summarize_manifest",
 ]
@@ -50,6 +60,7 @@ __all__ = [
 DEFAULT_KEEP_VERSIONS: Final = 100
 MAX_FUNCTIONS: Final = 10_000
 MAX_NAMESPACES: Final = 10_000
+MAX_QUEUES: Final = 10_000
 MAX_SHARES: Final = 100
 _HEX_RE: Final = re.compile(r"^[0-9a-f]{6,64}$")
 
@@ -72,6 +83,11 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     # Bindings of its [[origins]] (env names, like KV bindings).
     origins: tuple[str, ...] = ()
     durable_objects: tuple[str, ...] = ()  # their bindings
+    # Every queue the manifest names (producers, consumers, dead-letter queues), sorted.
+    queues: tuple[str, ...] = ()
+    queue_producers: tuple[str, ...] = ()  # the queues its [[queues.producers]] send to
+    # (queue, dead_letter_queue or "") of each queue it consumes.
+    queue_consumers: tuple[tuple[str, str], ...] = ()
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -100,6 +116,14 @@ class NamespaceRecord(msgspec.Struct, frozen=True):
     shared_with: tuple[str, ...] = ()
 
 
+class QueueRecord(msgspec.Struct, frozen=True):
+    """A queue's owning account (the first to name it)."""
+
+    queue: str
+    owner: str
+    created_ms: int
+
+
 @dataclass(frozen=True, slots=True)
 class RegistryStatistics:
     functions: int
@@ -122,7 +146,19 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         vars=tuple(sorted(manifest.vars)),
         origins=tuple(o.binding for o in manifest.origins),
         durable_objects=tuple(d.binding for d in manifest.durable_objects),
+        queues=tuple(sorted(_queue_names(manifest))),
+        queue_producers=tuple(q.queue for q in manifest.queues.producers),
+        queue_consumers=tuple((c.queue, c.dead_letter_queue) for c in manifest.queues.consumers),
     )
+
+
+def _queue_names(manifest: Manifest) -> set[str]:
+    names = {q.queue for q in manifest.queues.producers}
+    for consumer in manifest.queues.consumers:
+        names.add(consumer.queue)
+        if consumer.dead_letter_queue:
+            names.add(consumer.dead_letter_queue)
+    return names
 
 
 def record_key(name: str) -> str:
@@ -133,8 +169,26 @@ def namespace_key(namespace: str) -> str:
     return f"ns.{namespace}"
 
 
+def queue_key(queue: str) -> str:
+    return f"queue.{queue}"
+
+
 _record_decoder = msgspec.json.Decoder(FunctionRecord)
 _namespace_decoder = msgspec.json.Decoder(NamespaceRecord)
+_queue_decoder = msgspec.json.Decoder(QueueRecord)
+
+
+def encode_queue(record: QueueRecord) -> bytes:
+    return msgspec.json.encode(record)
+
+
+def decode_queue(data: bytes) -> QueueRecord:
+    try:
+        return _queue_decoder.decode(data)
+    except msgspec.DecodeError as err:
+        raise EdgefnError(
+            f"malformed queue record: {err}", hint="inspect the edgefn-registry bucket"
+        ) from None
 
 
 def encode_namespace(record: NamespaceRecord) -> bytes:
@@ -171,6 +225,7 @@ class Registry:
         self._keep = keep_versions
         self._records: dict[str, FunctionRecord] = {}
         self._namespaces: dict[str, NamespaceRecord] = {}
+        self._queues: dict[str, QueueRecord] = {}
         self._pruned_total = 0
 
     def load(self, record: FunctionRecord) -> None:
@@ -179,6 +234,9 @@ class Registry:
 
     def load_namespace(self, record: NamespaceRecord) -> None:
         self._namespaces[record.namespace] = record
+
+    def load_queue(self, record: QueueRecord) -> None:
+        self._queues[record.queue] = record
 
     # -- tenancy ----------------------------------------------------------------------------------
 
@@ -212,6 +270,41 @@ class Registry:
                 "or bind a namespace of your own",
                 extra={"owner": ns.owner, "namespace": namespace, "binding": binding},
             )
+
+    def check_queues(self, summary: ManifestSummary, account: str, *, admin: bool) -> None:
+        """Raise ``Forbidden`` naming a queue of another account that the manifest names."""
+        if admin:
+            return
+        for queue in summary.queues:
+            record = self._queues.get(queue)
+            if record is None or record.owner == account:
+                continue
+            raise Forbidden(
+                f"queue {queue!r} belongs to account {record.owner!r}",
+                hint="queue names are planet-wide: name a queue of your own "
+                f"(for example {account}-{queue})",
+                extra={"owner": record.owner, "queue": queue},
+            )
+
+    def claim_queues(
+        self, summary: ManifestSummary, account: str, *, now_ms: int
+    ) -> list[QueueRecord]:
+        """Claim every unowned queue the manifest names for ``account``; return new claims."""
+        claimed = []
+        for queue in summary.queues:
+            if queue in self._queues:
+                continue
+            if len(self._queues) >= MAX_QUEUES:
+                raise EdgefnError(f"registry full: {MAX_QUEUES} queues")
+            record = self._queues[queue] = QueueRecord(queue, account, now_ms)
+            claimed.append(record)
+        return claimed
+
+    def queue(self, name: str) -> QueueRecord | None:
+        return self._queues.get(name)
+
+    def queues(self) -> tuple[QueueRecord, ...]:
+        return tuple(self._queues[q] for q in sorted(self._queues))
 
     def claim_namespaces(
         self, summary: ManifestSummary, account: str, *, now_ms: int

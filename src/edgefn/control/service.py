@@ -107,10 +107,13 @@ from edgefn.control.registry import (
     Registry,
     VersionInfo,
     decode_namespace,
+    decode_queue,
     decode_record,
     encode_namespace,
+    encode_queue,
     encode_record,
     namespace_key,
+    queue_key,
     record_key,
     summarize_manifest,
 )
@@ -343,6 +346,8 @@ class ControlService:
                 self._registry.load(decode_record(entry.value))
             elif key.startswith("ns."):
                 self._registry.load_namespace(decode_namespace(entry.value))
+            elif key.startswith("queue."):
+                self._registry.load_queue(decode_queue(entry.value))
             elif key.startswith(_STATE_PREFIX):
                 name = key[len(_STATE_PREFIX) :]
                 state = msgspec.json.decode(entry.value, type=StableState)
@@ -500,6 +505,7 @@ class ControlService:
             assert bundles is not None
             assert kv is not None
             self._registry.check_namespaces(info.manifest, principal.account, admin=admin)
+            self._registry.check_queues(info.manifest, principal.account, admin=admin)
             pinned = self._reconciler.pinned_versions(name)
             existing = self._registry.find_version(name, info.version_id)
             if existing is not None:
@@ -515,9 +521,12 @@ class ControlService:
             claimed = self._registry.claim_namespaces(
                 info.manifest, record.account, now_ms=info.created_ms
             )
-            for ns in claimed:
-                value = encode_namespace(ns)
-                key = namespace_key(ns.namespace)
+            claimed_queues = self._registry.claim_queues(
+                info.manifest, record.account, now_ms=info.created_ms
+            )
+            claims = [(namespace_key(ns.namespace), encode_namespace(ns)) for ns in claimed]
+            claims += [(queue_key(q.queue), encode_queue(q)) for q in claimed_queues]
+            for key, value in claims:
                 await _retrying(f"claiming {key}", lambda k=key, v=value: kv.put(k, v))
             for old in pruned:
                 if not self._registry.has_sha256(old.sha256):
@@ -526,6 +535,8 @@ class ControlService:
         detail = {"version": info.version_id, "sha256": sha, "key_id": signer}
         if claimed:
             detail["claimed_namespaces"] = " ".join(ns.namespace for ns in claimed)
+        if claimed_queues:
+            detail["claimed_queues"] = " ".join(q.queue for q in claimed_queues)
         await self.access.audit(principal, "upload", name, detail)
         return info
 
@@ -595,6 +606,7 @@ class ControlService:
         self._registry.check_function(name, principal.account, admin=admin)
         info = self._version(name, ref)
         self._registry.check_namespaces(info.manifest, principal.account, admin=admin)
+        self._registry.check_queues(info.manifest, principal.account, admin=admin)
         self._check_env_names(name, info, [s.name for s in self.list_secrets(name, strict=False)])
         regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
         gen = self._secrets.generation(name) if self._secrets else 0

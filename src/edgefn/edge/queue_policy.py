@@ -12,18 +12,30 @@ in one atomic JetStream batch with the handler's strong KV writes (docs/design/0
 so a message is finished exactly when its effects are stored, and a stale holder (its lease lost)
 has its whole commit refused.
 
-This module decides; :mod:`edgefn.edge.queues` does the I/O. Time is data (``now_ms``).
+This module decides; :mod:`edgefn.edge.queues` does the I/O. Time is data (``now_ms``). How
+messages and records are stored is :mod:`edgefn.bus.queue_format` (shared with the control
+plane); its names are importable from here too.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from dataclasses import dataclass, replace
+from typing import Final
 
-import msgspec
+from edgefn.bus.queue_format import (
+    PARTITIONS,
+    QUEUE_NAME_RE,
+    PartitionRecord,
+    QueueMessage,
+    decode_message,
+    decode_record,
+    encode_message,
+    encode_record,
+    partition_of,
+    record_key,
+    stream_subject,
+)
 
 __all__ = [
     "BACKOFF_MAX_MS",
@@ -56,7 +68,6 @@ __all__ = [
     "stream_subject",
 ]
 
-PARTITIONS: Final = 16
 LEASE_MS: Final = 10_000
 # A holder stops starting batches this long before its lease ends, so its commit (a CAS on the
 # record) lands before anyone may claim; a commit refused anyway is simply not applied.
@@ -65,99 +76,6 @@ RENEW_BELOW_MS: Final = 6_000
 # Messages a holder reads ahead of its cursor (the window it chooses batches from).
 WINDOW_MAX: Final = 512
 BACKOFF_MAX_MS: Final = 3_600_000
-QUEUE_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-
-
-def record_key(queue: str, partition: int) -> str:
-    """The partition's record in ``edgefn-kvhome`` (``=`` cannot start a KV namespace, so no
-    function's strong keys reach it)."""
-    return f"=q.{queue}.{partition}"
-
-
-def stream_subject(queue: str, partition: int) -> str:
-    return f"edgefn.q.{queue}.{partition}"
-
-
-def partition_of(key: str | None, message_id: str) -> int:
-    digest = hashlib.sha256((key if key is not None else "#" + message_id).encode()).digest()
-    return int.from_bytes(digest[:4], "big") % PARTITIONS
-
-
-class QueueMessage(msgspec.Struct, array_like=True, frozen=True):
-    """One message as stored in the stream; ``seq`` is its stream sequence (0 before it has one)."""
-
-    id: str
-    body: bytes  # msgpack of the value sent
-    key: str | None = None
-    sent_ms: int = 0
-    not_before_ms: int = 0  # send(delay_s=...)
-    seq: int = 0
-
-    @property
-    def order_key(self) -> str:
-        """Messages of one key are processed one at a time in send order; unkeyed ones freely."""
-        return self.key if self.key is not None else "#" + self.id
-
-
-def encode_message(message: QueueMessage) -> bytes:
-    return msgspec.msgpack.encode(message)
-
-
-def decode_message(data: bytes, seq: int) -> QueueMessage:
-    """Raises ``msgspec.DecodeError``/``ValidationError`` on a malformed message."""
-    message = msgspec.msgpack.decode(data, type=QueueMessage)
-    return msgspec.structs.replace(message, seq=seq)
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionRecord:
-    holder: str = ""
-    epoch: int = 0
-    lease_until_ms: int = 0
-    cursor: int = 1
-    done: frozenset[int] = frozenset()
-    attempts: dict[int, int] = field(default_factory=dict)  # failed deliveries so far
-    not_before: dict[int, int] = field(default_factory=dict)
-    dead: int = 0  # messages moved to the dead-letter queue (or dropped) here, for `queues list`
-    processed: int = 0
-
-
-def encode_record(record: PartitionRecord) -> bytes:
-    return msgspec.msgpack.encode(
-        [
-            record.holder,
-            record.epoch,
-            record.lease_until_ms,
-            record.cursor,
-            sorted(record.done),
-            sorted(record.attempts.items()),
-            sorted(record.not_before.items()),
-            record.dead,
-            record.processed,
-        ]
-    )
-
-
-def decode_record(data: bytes | None) -> PartitionRecord | None:
-    """``None`` for an absent or unreadable record (a partition nobody consumed yet)."""
-    if not data:
-        return None
-    try:
-        raw: Any = msgspec.msgpack.decode(data)
-        holder, epoch, lease, cursor, done, attempts, not_before, dead, processed = raw
-        return PartitionRecord(
-            str(holder),
-            int(epoch),
-            int(lease),
-            int(cursor),
-            frozenset(int(s) for s in done),
-            {int(s): int(n) for s, n in attempts},
-            {int(s): int(t) for s, t in not_before},
-            int(dead),
-            int(processed),
-        )
-    except (msgspec.DecodeError, TypeError, ValueError):
-        return None
 
 
 # -- leases -----------------------------------------------------------------------------------

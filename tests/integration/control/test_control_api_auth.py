@@ -61,6 +61,13 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/incidents", READ),
     ("POST", "/v1/incidents/{id}/ack", ADMIN),
     ("POST", "/v1/incidents/{id}/resolve", ADMIN),
+    # Queues (docs/design/0028): reading needs read, sending and replaying deploy:*; every
+    # route also checks the queue's owning account.
+    ("GET", "/v1/queues", READ),
+    ("GET", "/v1/queues/{queue}/messages", READ),
+    ("POST", "/v1/queues/{queue}/messages", "deploy:*"),
+    ("GET", "/v1/queues/{queue}/dlq", READ),
+    ("POST", "/v1/queues/{queue}/dlq/replay", "deploy:*"),
 ]
 
 

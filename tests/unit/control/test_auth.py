@@ -144,3 +144,35 @@ def test_registry_ownership_of_functions_and_namespaces() -> None:
     assert shared.shared_with == ("default",)
     reg.check_namespaces(theirs, "default", admin=False)
     reg.check_invariants()
+
+
+_QUEUES = """
+[[queues.producers]]
+binding = "JOBS"
+queue = "jobs"
+[[queues.consumers]]
+queue = "jobs"
+dead_letter_queue = "jobs-dlq"
+"""
+
+
+def test_registry_ownership_of_queues() -> None:
+    """The first manifest naming a queue (or a dead-letter queue) claims it for its account."""
+    reg = Registry()
+    summary = summarize_manifest(parse_manifest('name = "worker"\n' + _QUEUES, path="x"))
+    assert summary.queues == ("jobs", "jobs-dlq")
+    assert summary.queue_consumers == (("jobs", "jobs-dlq"),)
+    assert [q.queue for q in reg.claim_queues(summary, "acme", now_ms=1)] == ["jobs", "jobs-dlq"]
+    assert reg.claim_queues(summary, "default", now_ms=2) == []
+    assert [(q.queue, q.owner) for q in reg.queues()] == [("jobs", "acme"), ("jobs-dlq", "acme")]
+    reg.check_queues(summary, "acme", admin=False)
+    reg.check_queues(summary, "default", admin=True)
+    only_dlq = summarize_manifest(
+        parse_manifest(
+            'name = "other"\n[[queues.producers]]\nbinding = "Q"\nqueue = "jobs-dlq"\n', path="x"
+        )
+    )
+    with pytest.raises(Forbidden, match="queue 'jobs-dlq' belongs to account 'acme'") as err:
+        reg.check_queues(only_dlq, "default", admin=False)
+    assert err.value.extra == {"owner": "acme", "queue": "jobs-dlq"}
+    assert "name a queue of your own" in (err.value.hint or "")
