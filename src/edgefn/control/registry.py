@@ -26,8 +26,9 @@ read, fill or drain another's queue by naming it.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import msgspec
 
@@ -217,6 +218,24 @@ def decode_record(data: bytes) -> FunctionRecord:
         ) from None
 
 
+_R = TypeVar("_R")
+
+
+def _claim(
+    table: dict[str, _R], names: tuple[str, ...], make: Callable[[str], _R], limit: int, what: str
+) -> list[_R]:
+    """Add a record made by ``make`` for each of ``names`` not in ``table``; the new ones."""
+    claimed = []
+    for name in names:
+        if name in table:
+            continue
+        if len(table) >= limit:
+            raise EdgefnError(f"registry full: {limit} {what}")
+        record = table[name] = make(name)
+        claimed.append(record)
+    return claimed
+
+
 class Registry:
     """Functions and their versions, newest last. Change it only through its methods."""
 
@@ -290,15 +309,13 @@ class Registry:
         self, summary: ManifestSummary, account: str, *, now_ms: int
     ) -> list[QueueRecord]:
         """Claim every unowned queue the manifest names for ``account``; return new claims."""
-        claimed = []
-        for queue in summary.queues:
-            if queue in self._queues:
-                continue
-            if len(self._queues) >= MAX_QUEUES:
-                raise EdgefnError(f"registry full: {MAX_QUEUES} queues")
-            record = self._queues[queue] = QueueRecord(queue, account, now_ms)
-            claimed.append(record)
-        return claimed
+        return _claim(
+            self._queues,
+            summary.queues,
+            lambda q: QueueRecord(q, account, now_ms),
+            MAX_QUEUES,
+            "queues",
+        )
 
     def queue(self, name: str) -> QueueRecord | None:
         return self._queues.get(name)
@@ -310,15 +327,13 @@ class Registry:
         self, summary: ManifestSummary, account: str, *, now_ms: int
     ) -> list[NamespaceRecord]:
         """Claim every unowned namespace the manifest binds for ``account``; return new claims."""
-        claimed = []
-        for namespace in summary.kv_namespaces:
-            if namespace in self._namespaces:
-                continue
-            if len(self._namespaces) >= MAX_NAMESPACES:
-                raise EdgefnError(f"registry full: {MAX_NAMESPACES} KV namespaces")
-            record = self._namespaces[namespace] = NamespaceRecord(namespace, account, now_ms)
-            claimed.append(record)
-        return claimed
+        return _claim(
+            self._namespaces,
+            summary.kv_namespaces,
+            lambda ns: NamespaceRecord(ns, account, now_ms),
+            MAX_NAMESPACES,
+            "KV namespaces",
+        )
 
     def share_namespace(
         self, namespace: str, with_account: str, *, account: str, admin: bool
