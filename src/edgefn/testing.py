@@ -39,6 +39,24 @@ ops (``edgefn.edge.durable_policy``) and one request at a time per object;
 ``client.durable_storage(binding, name)`` shows what an object stored and ``await
 client.durable_alarm(binding, name)`` rings its alarm now. Moving homes needs a planet.
 
+Queues: ``env.<PRODUCER>.send(...)``/``send_batch(...)`` go through the node's checks and encoding
+(``edgefn.edge.queues``) into an in-process stream that, like the real one, drops a re-send with
+the same ``idempotency_key``; nothing is delivered until the test says so. ``await
+client.drain_queues()`` (or ``client.run_queues()``) hands every due message of the manifest's
+``[[queues.consumers]]`` to ``queue(batch, env, ctx)`` with the worker's ``MessageBatch``, batches
+chosen and settled by the node's rules (``edgefn.edge.queue_policy``: one in flight per key, in send
+order, ``max_batch_size``, back-off, ``max_retries`` then the ``dead_letter_queue``, itself a queue
+of this client) and returns what each batch did (:class:`BatchOutcome`). As on a node a handler's
+``consistency="strong"`` writes are committed only with its batch (one that raises keeps none, and
+all its messages are retried, ``ack()`` or not), other levels apply at once, and a strong ``list``
+is refused. The queues have a clock of their own, ``client.now_ms``, that only
+``client.advance(seconds)`` moves (``delay_s`` and back-off wait for it); ``drain_queues(wait=True)``
+moves it to each next due message until every consumed queue is empty.
+``client.queue_messages(queue)`` shows what waits (:class:`QueuedMessage`: id, body, key, attempts,
+due time) and ``client.dead_letters(queue)`` what failed more than ``max_retries`` times. Unlike a
+node, batches run one at a time and a partial batch does not wait out ``max_batch_timeout_ms``
+(``edgefn.edge.queue_local``).
+
 Secrets: ``TestClient(path, secrets={"API_KEY": "test-key"})`` gives the function ``env.API_KEY``,
 with the platform's rules (valid names, at most 5 KiB, no name shared with ``[vars]`` or a KV
 binding). Never commit real secret values in tests.
@@ -50,6 +68,7 @@ import asyncio
 import importlib.util
 import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -74,7 +93,10 @@ from edgefn.edge.kv_local import LocalKVDriver
 from edgefn.edge.node import RequestContext
 from edgefn.edge.origin_fetch import OriginFetch, record_cache_headers
 from edgefn.edge.outbound import Outbound, SubrequestRules
-from edgefn.errors import ManifestError, QueueError, UsageError
+from edgefn.edge.queue_local import BatchOutcome, LocalQueues, QueuedMessage
+from edgefn.edge.queue_policy import Decision, QueueMessage
+from edgefn.edge.queues import QueueTxn, batch_body, batch_decisions, txn_kv_call
+from edgefn.errors import KVOutcomeUnknown, KVUnavailable, ManifestError, UsageError
 from edgefn.runtime import protocol as p
 from edgefn.runtime.worker import KVBinding, fetch_response, kv_value
 from edgefn.sdk import Context, EdgeInfo, Env, Request, Response, ScheduledEvent
@@ -91,13 +113,14 @@ from edgefn.sdk._durable import (
 from edgefn.sdk._fetch import FetchBackend, Subrequest, fetch_backend
 from edgefn.sdk._headers import HeadersInit
 from edgefn.sdk._origin import Origin
-from edgefn.sdk._queue import Queue
+from edgefn.sdk._queue import QUEUE_BINDING, Queue, decisions_of, decode_batch
 from edgefn.sdk._scheduled import handler_of
 from edgefn.secrets.names import validate_secret_name, validate_secret_value
 
-__all__ = ["MemoryKV", "TestClient", "TestResponse"]
+__all__ = ["BatchOutcome", "MemoryKV", "QueuedMessage", "TestClient", "TestResponse"]
 
 _M = TypeVar("_M", bound=p.Message)
+_log = logging.getLogger("edgefn.testing")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +171,12 @@ class _KVHost:
     async def kv_call(self, binding: str, op: str, args: dict[str, Any]) -> Any:
         """What a worker's ``kv_call`` does, with the node in this process."""
         call = _across_ipc(p.KVCall(0, next(self._call_ids), binding, op, args))
+        batch = _BATCH.get()
+        if batch is not None and batch.host is self and batch.txn is not None:
+            # A queue handler's call, as the node routes it: strong operations in the batch's
+            # transaction, the others on the replica.
+            answer = await txn_kv_call(batch.txn, self.manifest, call, self._driver)
+            return kv_value(_across_ipc(answer))
         current = _REQUEST.get()
         if current is not None and current[0] is self:
             ctx = current[1]
@@ -159,6 +188,20 @@ class _KVHost:
 _REQUEST: ContextVar[tuple[_KVHost, RequestContext] | None] = ContextVar(
     "edgefn_testing_request", default=None
 )
+
+
+class _Batch:
+    """The queue batch a handler runs for: its strong KV goes to ``txn`` until the handler
+    returned (``wait_until`` tasks still running then are not part of it, as on a node)."""
+
+    __slots__ = ("host", "txn")
+
+    def __init__(self, host: _KVHost, txn: QueueTxn) -> None:
+        self.host = host
+        self.txn: QueueTxn | None = txn
+
+
+_BATCH: ContextVar[_Batch | None] = ContextVar("edgefn_testing_batch", default=None)
 
 
 class MemoryKV(KVBinding):
@@ -295,9 +338,19 @@ class TestClient:
             self.path / self.manifest.main,
             required=bool(self.manifest.triggers.crons),
         )
+        self._queue_fn = _handler(
+            module,
+            "queue",
+            self.path / self.manifest.main,
+            required=bool(self.manifest.queues.consumers),
+        )
         values: dict[str, Any] = dict(self.manifest.vars)
         values.update(vars or {})
         self._kv_host = _KVHost(self.manifest, location)
+        self._queues = LocalQueues(
+            self.manifest, home_for=self._home_for, now_ms=time.time_ns() // 1_000_000
+        )
+        self._queue_call_ids = itertools.count(1)
         self.kv = {
             ns.binding: MemoryKV._bound(self._kv_host, ns.binding)
             for ns in self.manifest.kv_namespaces
@@ -310,8 +363,7 @@ class TestClient:
             for d in self.manifest.durable_objects
         )
         origins.update(
-            (q.binding, Queue(q.binding, _queues_not_in_process))
-            for q in self.manifest.queues.producers
+            (q.binding, Queue(q.binding, self._queue_call)) for q in self.manifest.queues.producers
         )
         taken = set(self.manifest.vars) | set(self.kv) | set(origins)
         values.update(_checked_secrets(secrets or {}, taken))
@@ -487,6 +539,100 @@ class TestClient:
             self._durable.records[key] = msgspec.structs.replace(current, alarm_ms=0)
         return True
 
+    # -- queues --------------------------------------------------------------------------------
+    @property
+    def now_ms(self) -> int:
+        """The queues' clock (ms since the epoch): the wall clock when the client was made, then
+        moved only by :meth:`advance` and ``drain_queues(wait=True)``."""
+        return self._queues.now_ms
+
+    def advance(self, seconds: float) -> None:
+        """Move the queues' clock forward (delayed sends and retries' back-off wait for it)."""
+        if seconds < 0:
+            raise UsageError(f"advance({seconds}): the clock only moves forward")
+        self._queues.now_ms += round(seconds * 1000)
+
+    async def drain_queues(
+        self, *, wait: bool = False, batches_max: int = 10_000
+    ) -> list[BatchOutcome]:
+        """Deliver every due message of the consumed queues, batch after batch, until none is
+        due (at most ``batches_max`` batches); with ``wait``, move the clock to each next due
+        message until they are empty. Returns what each batch did."""
+        return await self._queues.drain(self._invoke_queue, wait=wait, batches_max=batches_max)
+
+    def run_queues(self, **kwargs: Any) -> list[BatchOutcome]:
+        """Synchronous :meth:`drain_queues`."""
+        return asyncio.run(self.drain_queues(**kwargs))
+
+    def queue_messages(self, queue: str) -> list[QueuedMessage]:
+        """The messages waiting in ``queue`` (not finished yet), in send order."""
+        self._known_queue(queue)
+        return self._queues.waiting(queue)
+
+    def dead_letters(self, queue: str) -> list[QueuedMessage]:
+        """``queue``'s messages that failed more than its ``max_retries`` times (moved to its
+        ``dead_letter_queue``, or dropped without one), in the order they died."""
+        self._known_queue(queue)
+        return self._queues.dead_messages(queue)
+
+    def _known_queue(self, queue: str) -> None:
+        names = self._queues.names()
+        if queue not in names:
+            raise UsageError(
+                f"{self.manifest.path} names no queue {queue!r} (it names {sorted(names)})",
+                hint="a queue is named by [[queues.producers]] queue, [[queues.consumers]] "
+                "queue or dead_letter_queue",
+            )
+
+    async def _home_for(self, namespace: str) -> Any:
+        return (await self._kv_host._driver(namespace)).home
+
+    async def _queue_call(self, op: str, args: dict[str, Any]) -> Any:
+        """What a worker's producer binding does: a ``KVCall`` with binding ``=q``."""
+        call = _across_ipc(p.KVCall(0, next(self._queue_call_ids), QUEUE_BINDING, op, args))
+        return kv_value(_across_ipc(self._queues.send(call)))
+
+    async def _invoke_queue(
+        self,
+        function: str,
+        queue: str,
+        batch: list[QueueMessage],
+        attempts: dict[int, int],
+        txn: QueueTxn,
+    ) -> tuple[list[Decision] | None, str]:
+        """``queue(batch, env, ctx)`` as a node invokes it in a worker: each message's decision,
+        or None and why the batch failed."""
+        assert self._queue_fn is not None  # a manifest with consumers requires the handler
+        self._counter += 1
+        rid = f"test-{self._counter}"
+        url = f"http://{function}.localhost/__queue"
+        body = batch_body(batch, attempts)
+        msg = _across_ipc(p.Invoke(0, "QUEUE", url, [], body, self.location, "", rid, queue=queue))
+        messages = decode_batch(msg.queue, msg.body)
+        outbound = Outbound()
+        token = fetch_backend.set(self._subrequests(outbound, rid))
+        request_token = _REQUEST.set((self._kv_host, self._kv_host.context(rid, [])))
+        running = _Batch(self._kv_host, txn)
+        batch_token = _BATCH.set(running)
+        ctx = Context()
+        error = ""
+        try:
+            await self._queue_fn(messages, self.env, ctx)
+        except Exception as err:
+            error = f"{_error_kind(err)}: {type(err).__name__}: {err}"
+            _log.warning("queue %r: the batch failed: %s", queue, error, exc_info=True)
+        finally:
+            running.txn = None
+            await ctx.drain(timeout_s=30)
+            fetch_backend.reset(token)
+            _REQUEST.reset(request_token)
+            _BATCH.reset(batch_token)
+            await outbound.aclose()
+        if error:
+            return None, error
+        answer = _across_ipc(p.Respond(0, 200, [], decisions_of(messages)))
+        return batch_decisions(batch, answer.body)
+
     def purge_cache(
         self, *, tags: tuple[str, ...] = (), urls: tuple[str, ...] = (), everything: bool = False
     ) -> int:
@@ -495,12 +641,13 @@ class TestClient:
         return self.cache.purge(Purge(self.manifest.name, tuple(tags), tuple(urls), everything))
 
 
-async def _queues_not_in_process(op: str, args: dict[str, Any]) -> Any:
-    raise QueueError(
-        f"queue binding {args.get('binding')!r}: edgefn.testing does not run queues yet",
-        hint="test the producer and the consumer on a planet (`edgefn up`); see "
-        "tests/integration/planet/test_queues_planet.py",
-    )
+def _error_kind(err: Exception) -> str:
+    """The worker's ``InvokeError`` kind for an exception a handler raised."""
+    if isinstance(err, KVOutcomeUnknown):
+        return "outcome_unknown"
+    if isinstance(err, KVUnavailable):
+        return "consistency_unavailable"
+    return "exception"
 
 
 def _across_ipc(msg: _M) -> _M:

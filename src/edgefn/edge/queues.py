@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import random
@@ -30,17 +29,23 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from edgefn.bundle.manifest import Manifest, QueueConsumer
 from edgefn.bus.errors import BusError
-from edgefn.bus.jetstream import connect, ensure_atomic_batches, ensure_queue_stream, jetstream
+from edgefn.bus.jetstream import (
+    connect,
+    direct_get_batch,
+    ensure_atomic_batches,
+    ensure_queue_stream,
+    jetstream,
+)
+from edgefn.bus.queue_format import outgoing
 from edgefn.bus.subjects import JETSTREAM_DOMAIN, KV_HOME_BUCKET, QUEUE_STREAM
 from edgefn.edge.functions import ActiveFunction, ActiveVersion, FunctionTable
 from edgefn.edge.kv_calls import run_op
@@ -81,16 +86,19 @@ from edgefn.state.records import Consistency
 
 __all__ = [
     "OUTBOX_MAX",
+    "HomeReader",
     "QueueBus",
     "QueueBusError",
     "QueueService",
+    "batch_body",
+    "batch_decisions",
+    "dead_letter_rows",
+    "message_rows",
+    "send_target",
+    "txn_kv_call",
 ]
 
 OUTBOX_MAX: Final = 10_000
-BODY_BYTES_MAX: Final = 128 * 1024
-KEY_CHARS_MAX: Final = 256
-IDEMPOTENCY_CHARS_MAX: Final = 128
-DELAY_S_MAX: Final = 43_200
 STORE_TIMEOUT_S: Final = 3.0
 _SYNC_S: Final = 2.0
 _IDLE_POLL_MAX_S: Final = 1.0
@@ -206,34 +214,17 @@ class QueueBus:
         """Up to ``limit`` messages of ``subject`` from stream sequence ``from_seq`` on (one
         batched direct get; malformed messages are skipped)."""
         nc = await self._client()
-        inbox = nc.new_inbox()
-        got: list[QueueMessage] = []
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        async def on_msg(msg: Msg) -> None:
-            headers = msg.headers or {}
-            if headers.get("Status"):
-                if not done.done():
-                    done.set_result(None)
-                return
-            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, ValueError):
-                got.append(decode_message(msg.data, int(headers.get("Nats-Sequence", "0"))))
-            if len(got) >= limit and not done.done():
-                done.set_result(None)
-
-        sub = await nc.subscribe(inbox, cb=on_msg)
         try:
-            request = {"seq": from_seq, "next_by_subj": subject, "batch": limit}
-            await nc.publish(
-                f"{_API}.DIRECT.GET.{QUEUE_STREAM}", json.dumps(request).encode(), reply=inbox
+            raw = await direct_get_batch(
+                nc, QUEUE_STREAM, subject, from_seq, limit, timeout_s=STORE_TIMEOUT_S
             )
-            await asyncio.wait_for(done, STORE_TIMEOUT_S)
         except _BUS_ERRORS as err:
             raise QueueBusError(f"{type(err).__name__}: {err}") from None
-        finally:
-            with contextlib.suppress(*_BUS_ERRORS):
-                await sub.unsubscribe()
-        return sorted(got, key=lambda m: m.seq)
+        got = []
+        for seq, data in raw:
+            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError, ValueError):
+                got.append(decode_message(data, seq))
+        return got
 
     # -- the home bucket -----------------------------------------------------------------------
     async def read(self, hkey: str) -> tuple[bytes | None, int]:
@@ -335,12 +326,19 @@ class Outbox:
 # -- a handler's strong writes ------------------------------------------------------------------
 
 
+class HomeReader(Protocol):
+    """Where a :class:`QueueTxn` reads the home: :class:`QueueBus` on a node, the namespace's
+    in-process home in ``edgefn.testing`` (:mod:`edgefn.edge.queue_local`)."""
+
+    async def read(self, hkey: str) -> tuple[bytes | None, int]: ...
+
+
 @dataclass(slots=True)
 class QueueTxn:
     """The strong KV of one batch invocation: reads go to the home (their sequences are kept),
     writes wait here and are committed with the batch."""
 
-    bus: QueueBus
+    bus: HomeReader
     reads: dict[str, int] = field(default_factory=dict)
     writes: dict[str, HomeWrite] = field(default_factory=dict)
     values: dict[str, tuple[bytes | None, bytes, int]] = field(default_factory=dict)
@@ -734,17 +732,17 @@ class QueueService:
 
         if ctx is None:
             return refuse("queue", "no request is in flight for this send")
-        binding = str(call.args.get("binding", ""))
-        queue = next((q.queue for q in ctx.manifest.queues.producers if q.binding == binding), None)
-        if call.op != "send" or queue is None:
-            return refuse("queue", f"no [[queues.producers]] binding {binding!r} in edgefn.toml")
+        try:
+            queue = send_target(ctx.manifest, call)
+        except ValueError as err:
+            return refuse("queue", str(err))
         if self.bus is None or self.outbox is None:
             return refuse(
                 "queue",
                 f"queue {queue!r}: this node has no bus; queues run on a planet (`edgefn up`)",
             )
         try:
-            rows = [self._message_row(queue, item) for item in _items(call.args.get("messages"))]
+            rows = message_rows(queue, call.args.get("messages"), now_ms=_now_ms())
             ids = await self._publish_rows(rows)
         except (ValueError, TypeError) as err:
             return refuse("queue", f"queue {queue!r}: {err}")
@@ -752,52 +750,9 @@ class QueueService:
             return refuse("queue", f"queue {queue!r}: {err}")
         return p.KVResult(call.id, call.call_id, True, ids)
 
-    def _message_row(self, queue: str, item: dict[str, Any]) -> tuple[str, str, bytes, str]:
-        key = item.get("key")
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= KEY_CHARS_MAX):
-            raise ValueError(f"a message key is a string of 1..{KEY_CHARS_MAX} characters")
-        idem = item.get("idempotency_key")
-        if idem is not None and (
-            not isinstance(idem, str) or not 0 < len(idem) <= IDEMPOTENCY_CHARS_MAX
-        ):
-            raise ValueError(
-                f"idempotency_key is a string of 1..{IDEMPOTENCY_CHARS_MAX} characters"
-            )
-        delay = item.get("delay_s") or 0
-        if (
-            isinstance(delay, bool)
-            or not isinstance(delay, int | float)
-            or not 0 <= delay <= DELAY_S_MAX
-        ):
-            raise ValueError(f"delay_s is a number of seconds, 0..{DELAY_S_MAX}")
-        try:
-            body = msgspec.msgpack.encode(item.get("body"))
-        except (TypeError, msgspec.EncodeError) as err:
-            raise ValueError(
-                f"the body cannot be sent ({err}); send str, bytes, numbers, lists, dicts"
-            ) from None
-        if len(body) > BODY_BYTES_MAX:
-            raise ValueError(
-                f"a message body is at most {BODY_BYTES_MAX // 1024} KiB encoded, not {len(body)} bytes"
-            )
-        # With an idempotency key the id is derived from it, so a retried send returns the id of
-        # the message JetStream kept (the retry itself is dropped as a duplicate).
-        mid = (
-            hashlib.sha256(f"{queue}\n{idem}".encode()).hexdigest()[:32]
-            if idem is not None
-            else os.urandom(16).hex()
-        )
-        now = _now_ms()
-        message = QueueMessage(mid, body, key, now, now + int(delay * 1000) if delay else 0)
-        subject = stream_subject(queue, partition_of(key, mid))
-        dedupe = f"{queue}.{idem}" if idem is not None else mid
-        return subject, dedupe, encode_message(message), mid
-
     async def _publish_rows(self, rows: list[tuple[str, str, bytes, str]]) -> list[str]:
         assert self.bus is not None
         assert self.outbox is not None
-        if len(rows) > MAX_SEND_BATCH:
-            raise ValueError(f"at most {MAX_SEND_BATCH} messages per send_batch")
         sent = 0
         if self.outbox.count == 0:
             # What is not confirmed is buffered below, in order; a re-publish of one that did
@@ -892,12 +847,8 @@ class QueueService:
                 self.log.emit("queue", event="dropped", queue=queue, message_id=m.id)
             return True
         try:
-            for m in dead:
-                moved = msgspec.structs.replace(m, seq=0, not_before_ms=0)
-                subject = stream_subject(rules.dead_letter_queue, partition_of(m.key, m.id))
-                await self.bus.publish(
-                    subject, encode_message(moved), f"dlq.{queue}.{m.id}", wait_s=STORE_TIMEOUT_S
-                )
+            for subject, payload, dedupe in dead_letter_rows(rules.dead_letter_queue, queue, dead):
+                await self.bus.publish(subject, payload, dedupe, wait_s=STORE_TIMEOUT_S)
         except (QueueBusError, QueueFull) as err:
             self.log.emit("queue", event="dead_letter_failed", queue=queue, error=str(err))
             return False
@@ -923,13 +874,12 @@ class QueueService:
         active: ActiveVersion = ActiveFunction(function, tuple(versions)).pick(self._rng)
         spec, manifest = active.spec, active.manifest
         rid = os.urandom(8).hex()
-        items = [(m.id, m.body, m.key, attempts.get(m.seq, 0) + 1, m.sent_ms) for m in batch]
         msg = p.Invoke(
             0,
             "QUEUE",
             f"http://{function}.localhost/__queue",
             [],
-            encode_batch(items),
+            batch_body(batch, attempts),
             self.location,
             "",
             rid,
@@ -945,18 +895,9 @@ class QueueService:
             return None, f"{err.kind}: {err.message}"
         try:
             await inv.start()
-            raw = inv.whole_body or b""
-            answer = msgspec.msgpack.decode(raw, type=list[tuple[str, int | None]])
-            if len(answer) != len(batch):
-                return None, "the worker answered for a different number of messages"
-            return [
-                Decision(m.seq, "retry" if action == "retry" else "ack", delay)
-                for m, (action, delay) in zip(batch, answer, strict=True)
-            ], ""
+            return batch_decisions(batch, inv.whole_body or b"")
         except InvokeFailed as err:
             return None, f"{err.kind}: {err.message}"
-        except (msgspec.DecodeError, msgspec.ValidationError) as err:
-            return None, f"the worker's answer is malformed: {err}"
         finally:
             inv.finish()
             self.txns.pop(rid, None)
@@ -971,26 +912,96 @@ class QueueService:
         if entry is None:
             return None
         txn, manifest = entry
-        namespace = next(
-            (ns.namespace for ns in manifest.kv_namespaces if ns.binding == call.binding), None
-        )
-        try:
-            if namespace is None:
-                raise KVError(
-                    f"function {manifest.name}: no KV binding named {call.binding!r}",
-                    hint="declare it under [[kv_namespaces]] in edgefn.toml",
-                )
-            if self.replica_for is None:
-                raise KVUnavailable("this node has no KV store configured")
-            ops = TxnOps(namespace, txn, await self.replica_for(namespace))
-            value, _token, _stamp = await run_op(ops, call.op, call.args, "")
-        except KVError as err:
-            return p.KVResult(call.id, call.call_id, False, None, error_kind(err), str(err))
-        except QueueBusError as err:
-            return p.KVResult(
-                call.id, call.call_id, False, None, "unavailable", f"the home cannot be read: {err}"
+        return await txn_kv_call(txn, manifest, call, self.replica_for)
+
+
+# -- what a node and edgefn.testing's in-process queues (edge/queue_local.py) share --------------
+
+
+def send_target(manifest: Manifest, call: p.KVCall) -> str:
+    """The queue a producer's send goes to; ``ValueError`` when ``manifest`` has no such binding."""
+    binding = str(call.args.get("binding", ""))
+    queue = next((q.queue for q in manifest.queues.producers if q.binding == binding), None)
+    if call.op != "send" or queue is None:
+        raise ValueError(f"no [[queues.producers]] binding {binding!r} in edgefn.toml")
+    return queue
+
+
+def message_rows(queue: str, messages: object, *, now_ms: int) -> list[tuple[str, str, bytes, str]]:
+    """A send's messages checked and encoded: ``(subject, Nats-Msg-Id, payload, id)`` each.
+    Raises ``ValueError`` saying what is wrong (with a message, or their number)."""
+    rows = []
+    for item in _items(messages):
+        out = outgoing(queue, item, now_ms=now_ms, fresh_id=os.urandom(16).hex())
+        rows.append((out.subject, out.dedupe, out.payload, out.id))
+    if len(rows) > MAX_SEND_BATCH:
+        raise ValueError(f"at most {MAX_SEND_BATCH} messages per send_batch")
+    return rows
+
+
+def dead_letter_rows(
+    dead_letter_queue: str, queue: str, dead: list[QueueMessage]
+) -> list[tuple[str, bytes, str]]:
+    """``(subject, payload, Nats-Msg-Id)`` of each of ``queue``'s dead messages moved to
+    ``dead_letter_queue``: same id, due at once, deduped by ``dlq.<queue>.<id>``."""
+    out = []
+    for m in dead:
+        moved = msgspec.structs.replace(m, seq=0, not_before_ms=0)
+        subject = stream_subject(dead_letter_queue, partition_of(m.key, m.id))
+        out.append((subject, encode_message(moved), f"dlq.{queue}.{m.id}"))
+    return out
+
+
+def batch_body(batch: list[QueueMessage], attempts: dict[int, int]) -> bytes:
+    """The ``Invoke`` body of a batch (the worker reads it with ``sdk._queue.decode_batch``);
+    ``attempts``: the partition's failed deliveries so far."""
+    items = [(m.id, m.body, m.key, attempts.get(m.seq, 0) + 1, m.sent_ms) for m in batch]
+    return encode_batch(items)
+
+
+def batch_decisions(batch: list[QueueMessage], raw: bytes) -> tuple[list[Decision] | None, str]:
+    """The worker's answer (``sdk._queue.decisions_of``) as each message's decision, or None and
+    why it cannot be read."""
+    try:
+        answer = msgspec.msgpack.decode(raw, type=list[tuple[str, int | None]])
+    except (msgspec.DecodeError, msgspec.ValidationError) as err:
+        return None, f"the worker's answer is malformed: {err}"
+    if len(answer) != len(batch):
+        return None, "the worker answered for a different number of messages"
+    return [
+        Decision(m.seq, "retry" if action == "retry" else "ack", delay)
+        for m, (action, delay) in zip(batch, answer, strict=True)
+    ], ""
+
+
+async def txn_kv_call(
+    txn: QueueTxn,
+    manifest: Manifest,
+    call: p.KVCall,
+    replica_for: Callable[[str], Awaitable[Any]] | None,
+) -> p.KVResult:
+    """A KV call of a batch invocation: strong operations in ``txn`` (committed with the batch),
+    the others on the namespace's replica (``replica_for``), as in a request."""
+    namespace = next(
+        (ns.namespace for ns in manifest.kv_namespaces if ns.binding == call.binding), None
+    )
+    try:
+        if namespace is None:
+            raise KVError(
+                f"function {manifest.name}: no KV binding named {call.binding!r}",
+                hint="declare it under [[kv_namespaces]] in edgefn.toml",
             )
-        return p.KVResult(call.id, call.call_id, True, value)
+        if replica_for is None:
+            raise KVUnavailable("this node has no KV store configured")
+        ops = TxnOps(namespace, txn, await replica_for(namespace))
+        value, _token, _stamp = await run_op(ops, call.op, call.args, "")
+    except KVError as err:
+        return p.KVResult(call.id, call.call_id, False, None, error_kind(err), str(err))
+    except QueueBusError as err:
+        return p.KVResult(
+            call.id, call.call_id, False, None, "unavailable", f"the home cannot be read: {err}"
+        )
+    return p.KVResult(call.id, call.call_id, True, value)
 
 
 def _items(value: object) -> list[dict[str, Any]]:

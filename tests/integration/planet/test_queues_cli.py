@@ -93,6 +93,11 @@ def _done(planet: Planet, message_id: str) -> Any:
     return resp.json()["body"]
 
 
+def _refused(res: Any, text: str) -> None:
+    assert res.returncode != 0
+    assert text in res.stderr, res.stderr
+
+
 def _queue(planet: Planet, name: str) -> dict[str, Any]:
     rows = planet.edgefn("queues", "list", "--json")["queues"]
     return next(q for q in rows if q["queue"] == name)
@@ -100,7 +105,7 @@ def _queue(planet: Planet, name: str) -> dict[str, Any]:
 
 def test_send_peek_list_dead_letters_and_replay(planet: Planet) -> None:
     listed = _queue(planet, "cli-jobs")
-    assert listed["producers"] == [NAME] and listed["consumers"] == [NAME]
+    assert (listed["producers"], listed["consumers"]) == ([NAME], [NAME])
     assert listed["dead_letter_queue"] == "cli-dead"
     # A delayed message waits: peek shows it (and changes nothing), list counts it.
     later = planet.edgefn(
@@ -145,7 +150,8 @@ def test_send_peek_list_dead_letters_and_replay(planet: Planet) -> None:
     assert again["replayed"] == []
     # The tables print too.
     table = planet.edgefn("queues", "list", env=cli_env(planet.state, COLUMNS="160"))
-    assert "cli-jobs" in table.stdout and "cli-dead" in table.stdout
+    assert "cli-jobs" in table.stdout
+    assert "cli-dead" in table.stdout
     # The delayed message is still waiting, untouched by all of this.
     assert [m["id"] for m in planet.edgefn("queues", "peek", "cli-jobs", "--json")["messages"]] == [
         later
@@ -154,13 +160,14 @@ def test_send_peek_list_dead_letters_and_replay(planet: Planet) -> None:
 
 def test_bad_arguments_are_clear_errors(planet: Planet) -> None:
     res = planet.edgefn("queues", "peek", "no-such-queue", check=False)
-    assert res.returncode != 0 and "no queue 'no-such-queue'" in res.stderr
+    _refused(res, "no queue 'no-such-queue'")
     res = planet.edgefn("queues", "send", "cli-jobs", "{}", "--delay-s", "-1", check=False)
-    assert res.returncode != 0 and "delay_s is a number of seconds" in res.stderr
+    _refused(res, "delay_s is a number of seconds")
     res = planet.edgefn("queues", "send", "cli-jobs", "{}", "--key", "", check=False)
-    assert res.returncode != 0 and "a message key is a string" in res.stderr
+    _refused(res, "a message key is a string")
     res = planet.edgefn("queues", "peek", "cli-jobs", "--limit", "0", check=False)
-    assert res.returncode == 2 and "--limit" in res.stderr
+    assert res.returncode == 2
+    assert "--limit" in res.stderr
 
 
 def test_another_account_cannot_see_use_or_name_the_queues(planet: Planet, tmp_path: Path) -> None:
@@ -197,4 +204,4 @@ def test_another_account_cannot_see_use_or_name_the_queues(planet: Planet, tmp_p
     renv = cli_env(planet.state, EDGEFN_TOKEN=reader["token"])
     assert planet.edgefn("queues", "peek", "cli-jobs", "--json", env=renv)["queue"] == "cli-jobs"
     res = planet.edgefn("queues", "send", "cli-jobs", "{}", env=renv, check=False)
-    assert res.returncode != 0 and "deploy:*" in res.stderr, res.stderr
+    _refused(res, "deploy:*")

@@ -12,10 +12,12 @@ import pytest
 
 from edgefn.bundle.manifest import parse_manifest
 from edgefn.edge.functions import FunctionTable
+from edgefn.edge.queue_local import LocalQueues
 from edgefn.edge.queues import QueueService
 from edgefn.edge.request_context import RequestContext
 from edgefn.observe import JsonLog
 from edgefn.runtime import protocol as p
+from edgefn.state.home import HomeRegister
 
 MANIFEST = parse_manifest(
     'name = "q"\n[[queues.producers]]\nbinding = "JOBS"\nqueue = "jobs"\n', path="edgefn.toml"
@@ -49,22 +51,22 @@ def test_a_node_without_a_bus_refuses_with_what_to_do() -> None:
     assert "edgefn up" in res.error_message
 
 
-@pytest.mark.parametrize(
-    ("args", "words"),
-    [
-        ({"binding": "OTHER", "messages": [{"body": 1}]}, "no [[queues.producers]] binding"),
-        ({"binding": "JOBS", "messages": []}, "non-empty list"),
-        ({"binding": "JOBS", "messages": ["x"]}, "a dict with a body"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "key": ""}]}, "message key"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "key": "k" * 257}]}, "message key"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "idempotency_key": 5}]}, "idempotency_key"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": -1}]}, "delay_s"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": 50_000}]}, "delay_s"),
-        ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": True}]}, "delay_s"),
-        ({"binding": "JOBS", "messages": [{"body": b"x" * 200_000}]}, "at most 128 KiB"),
-        ({"binding": "JOBS", "messages": [{"body": i} for i in range(101)]}, "at most 100"),
-    ],
-)
+BAD_SENDS = [
+    ({"binding": "OTHER", "messages": [{"body": 1}]}, "no [[queues.producers]] binding"),
+    ({"binding": "JOBS", "messages": []}, "non-empty list"),
+    ({"binding": "JOBS", "messages": ["x"]}, "a dict with a body"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "key": ""}]}, "message key"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "key": "k" * 257}]}, "message key"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "idempotency_key": 5}]}, "idempotency_key"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": -1}]}, "delay_s"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": 50_000}]}, "delay_s"),
+    ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": True}]}, "delay_s"),
+    ({"binding": "JOBS", "messages": [{"body": b"x" * 200_000}]}, "at most 128 KiB"),
+    ({"binding": "JOBS", "messages": [{"body": i} for i in range(101)]}, "at most 100"),
+]
+
+
+@pytest.mark.parametrize(("args", "words"), BAD_SENDS)
 def test_bad_sends_are_refused_and_nothing_is_buffered(
     tmp_path: Path, args: dict[str, Any], words: str
 ) -> None:
@@ -78,10 +80,20 @@ def test_bad_sends_are_refused_and_nothing_is_buffered(
     service.outbox.close()
 
 
-def test_edgefn_testing_says_queues_need_a_planet() -> None:
-    from edgefn.errors import QueueError
-    from edgefn.testing import TestClient
+@pytest.mark.parametrize(("args", "words"), BAD_SENDS)
+def test_edgefn_testing_refuses_each_bad_send_as_a_node_does(
+    tmp_path: Path, args: dict[str, Any], words: str
+) -> None:
+    service = _service(tmp_path)
+    node = _send(service, args)
+    assert service.outbox is not None
+    service.outbox.close()
 
-    client = TestClient(Path(__file__).parents[3] / "examples/queue-counter")
-    with pytest.raises(QueueError, match="does not run queues yet"):
-        client.request("/send", method="POST", body='{"messages": [{"body": 1}]}')
+    async def no_home(namespace: str) -> HomeRegister:
+        raise AssertionError("a send never reads the home")
+
+    local = LocalQueues(MANIFEST, home_for=no_home, now_ms=0)
+    res = local.send(p.KVCall(1, 1, "=q", "send", args))
+    assert (res.ok, res.error_kind, res.error_message) == (False, "queue", node.error_message)
+    assert words in res.error_message
+    assert local.statistics().stored_messages == 0
