@@ -127,9 +127,11 @@ async def test_every_route_by_token(
     control: Control, signing_key: SigningKey, tmp_path: Path
 ) -> None:
     """Every route × {no token, wrong token, insufficient scope, enough scope}."""
-    root = bundle_dir(
-        tmp_path / "fn", FN, extra='[[kv_namespaces]]\nbinding = "KV"\nnamespace = "ns1"\n'
+    extra = (
+        '[[kv_namespaces]]\nbinding = "KV"\nnamespace = "ns1"\n'
+        '[[queues.producers]]\nbinding = "Q"\nqueue = "q1"\n'
     )
+    root = bundle_dir(tmp_path / "fn", FN, extra=extra)
     first = await upload(control, control.token, signing_key, root)
     assert first.status_code == 201, first.text
     version = first.json()
@@ -144,6 +146,7 @@ async def test_every_route_by_token(
         "asset": "dashboard.js",
         "id": "1",  # the fixture's open incident
         "trace_id": "ab" * 16,
+        "queue": "q1",
     }
     tokens = {
         READ: await new_token(control, [READ]),
