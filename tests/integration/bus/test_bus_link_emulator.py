@@ -1,4 +1,8 @@
-"""The link emulator against real TCP peers on loopback: delay, order, backpressure, cut, heal."""
+"""The link emulator against real TCP peers on loopback: delay, order, backpressure, cut, heal.
+
+Every test runs on the standard event loop, and again on uvloop (``test_on_uvloop``: the planet's
+supervisor runs the links on it, and its transports are not ``asyncio.Transport`` subclasses).
+"""
 
 from __future__ import annotations
 
@@ -213,3 +217,23 @@ async def test_a_graceful_close_delivers_everything_still_buffered() -> None:
         assert len(got) == len(answer)
         assert got == answer
         writer.close()
+
+
+@pytest.mark.parametrize(
+    "test",
+    [
+        test_round_trip_takes_at_least_the_configured_rtt,
+        test_chunks_are_pipelined_not_serialised,
+        test_order_is_kept_under_load_and_rtt_changes,
+        test_queue_is_bounded_and_the_sender_is_slowed,
+        test_cut_resets_connections_and_refuses_new_ones_until_heal,
+        test_a_dead_target_resets_the_client,
+        test_a_graceful_close_delivers_everything_still_buffered,
+    ],
+    ids=lambda t: t.__name__.removeprefix("test_"),
+)
+def test_on_uvloop(test: Callable[[], Awaitable[None]]) -> None:
+    import uvloop  # lazy: only this test picks the loop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(asyncio.wait_for(test(), timeout=120))
