@@ -39,7 +39,15 @@ def _call(state_dir: Any, method: str, path: str, **kw: Any) -> Any:
 
 def queues_list(state_dir: StateDir = None, json_out: JsonOut = False) -> None:
     """Every queue of your account: who sends and consumes, backlog, processed, dead letters."""
-    out = _call(state_dir, "GET", "/v1/queues")
+    queues: list[dict[str, Any]] = []
+    after = ""
+    while True:  # every page
+        page = _call(state_dir, "GET", "/v1/queues", params={"after": after} if after else None)
+        queues += page["queues"]
+        if not page.get("next"):
+            break
+        after = page["next"]
+    out = {"queues": queues}
     if json_out:
         emit_json(out)
         return
