@@ -49,7 +49,7 @@ from edgefn.bus.queue_format import (
 )
 from edgefn.bus.subjects import KV_HOME_BUCKET, QUEUE_STREAM
 from edgefn.control.auth import ADMIN, Principal
-from edgefn.control.errors import ControlError, Forbidden, NotFound
+from edgefn.control.errors import ControlError, Forbidden, NotFound, TooLarge
 from edgefn.control.registry import QueueRecord
 from edgefn.control.service import ControlService
 
@@ -59,6 +59,7 @@ Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 LIMIT_MAX: Final = 100
 LIST_PAGE: Final = 50
 SEND_MAX: Final = 100
+BODY_MAX: Final = 16 * 1024 * 1024  # 100 messages of at most 128 KiB each, as JSON
 _TIMEOUT_S: Final = 3.0
 _BUS_ERRORS: Final = (nats.errors.Error, nats.js.errors.Error, OSError, asyncio.TimeoutError)
 
@@ -311,9 +312,16 @@ def _limit(request: Request) -> int:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > 4 * 1024 * 1024:
-        raise ControlError("request body over 4 MiB", hint=f"send at most {SEND_MAX} messages")
+    chunks, size = [], 0
+    async for chunk in request.stream():  # read at most BODY_MAX: never the whole of a flood
+        size += len(chunk)
+        if size > BODY_MAX:
+            raise TooLarge(
+                f"request body over {BODY_MAX // (1024 * 1024)} MiB",
+                hint=f"send at most {SEND_MAX} messages a request",
+            )
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = msgspec.json.decode(raw or b"{}")
     except msgspec.DecodeError:

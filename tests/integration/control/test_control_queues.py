@@ -60,6 +60,9 @@ async def test_the_list_comes_in_pages_and_only_with_the_accounts_queues(
         "/v1/queues/q0/messages", json={"messages": [{"body": 1, "colour": "red"}]}
     )
     assert "unknown message field(s) ['colour']" in resp.json()["message"]
+    flood = b'{"messages": [' + b" " * (queues_api.BODY_MAX + 1) + b"]}"
+    resp = await control.http.post("/v1/queues/q0/messages", content=flood)
+    assert (resp.status_code, resp.json()["error"]) == (413, "too_large")
     resp = await control.http.get("/v1/queues/q0/dlq")
     assert (resp.status_code, resp.json()["error"]) == (404, "not_found")
     assert "has no dead-letter queue" in resp.json()["message"]
