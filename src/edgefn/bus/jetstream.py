@@ -272,10 +272,8 @@ async def direct_get_batch(
             if not done.done():
                 done.set_result(None)
             return
-        try:
+        with contextlib.suppress(ValueError):  # a malformed sequence: not a stream message
             got.append((int(headers.get("Nats-Sequence", "0")), msg.data))
-        except ValueError:
-            pass
         if len(got) >= limit and not done.done():
             done.set_result(None)
 

@@ -74,17 +74,18 @@ def _now_ms() -> int:
 
 
 def _builtin(value: object) -> object:
-    """A message body as JSON can show it (bytes as text when they are UTF-8, else hex)."""
-
-    def enc(obj: object) -> object:
-        if isinstance(obj, bytes):
-            try:
-                return obj.decode("utf-8")
-            except UnicodeDecodeError:
-                return {"hex": obj.hex()}
-        raise NotImplementedError
-
-    return msgspec.to_builtins(value, enc_hook=enc)
+    """A decoded message body as JSON can show it: bytes as text when they are UTF-8, else
+    ``{"hex": ...}`` (msgspec's own conversion would make every bytes value base64)."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            return {"hex": value.hex()}
+    if isinstance(value, dict):
+        return {str(_builtin(k)): _builtin(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_builtin(v) for v in value]
+    return value
 
 
 def _show(message: QueueMessage, record: PartitionRecord | None) -> dict[str, Any]:
@@ -233,7 +234,13 @@ class QueueAdmin:
         }
 
     async def peek(self, queue: str, limit: int) -> list[dict[str, Any]]:
-        """The oldest ``limit`` unfinished messages of ``queue`` (by stream sequence)."""
+        """The oldest ``limit`` unfinished messages of ``queue`` (by stream sequence), shown."""
+        return [_show(m, r) for m, r in await self.oldest(queue, limit)]
+
+    async def oldest(
+        self, queue: str, limit: int
+    ) -> list[tuple[QueueMessage, PartitionRecord | None]]:
+        """The oldest ``limit`` unfinished messages of ``queue``, each with its partition's record."""
         parts = await self.records(queue)
 
         async def one(p: int, r: PartitionRecord | None) -> list[tuple[QueueMessage, Any]]:
@@ -260,7 +267,7 @@ class QueueAdmin:
             asyncio.gather(*(one(p, r) for p, r in enumerate(parts))),
         )
         rows = sorted((pair for part in found for pair in part), key=lambda pair: pair[0].seq)
-        return [_show(m, r) for m, r in rows[:limit]]
+        return rows[:limit]
 
     async def send(self, queue: str, items: list[dict[str, Any]]) -> list[str]:
         now = _now_ms()
@@ -284,9 +291,7 @@ class QueueAdmin:
         """Move up to ``limit`` unfinished messages of ``dlq`` back to ``queue``."""
         js = self._js()
         moved = []
-        for row in await self.peek(dlq, limit):
-            raw = await self._bus(f"reading {dlq!r}", js.get_msg(QUEUE_STREAM, seq=int(row["seq"])))
-            message = decode_message(raw.data, int(row["seq"]))
+        for message, _record in await self.oldest(dlq, limit):
             again = msgspec.structs.replace(message, not_before_ms=0, seq=0)
             subject = stream_subject(queue, partition_of(message.key, message.id))
             await self._bus(
@@ -339,11 +344,11 @@ def queue_endpoints(
 
     async def listing(request: Request) -> Response:
         # Each queue costs 16 record reads and 16 counts at the core: a page at a time.
-        visible = admin.visible(principal(request))
         after = request.query_params.get("after", "")
-        page = [q for q in visible if q.queue > after][:LIST_PAGE]
+        rest = [q for q in admin.visible(principal(request)) if q.queue > after]
+        page = rest[:LIST_PAGE]
         rows = [await admin.summary(q) for q in page]
-        more = len([q for q in visible if q.queue > after]) > len(page)
+        more = len(rest) > len(page)
         return JSONResponse({"queues": rows, "next": page[-1].queue if more else None})
 
     async def peek(request: Request) -> Response:
