@@ -17,6 +17,10 @@ The reconciler passes the previous version's counts since the rollout began (``s
 so both versions are judged over the same time: a fault while the canary is young (a core
 server's leader dying) shows in both rates, not only in the young one's.
 
+Requests the replicated store failed (503 ``consistency_unavailable`` / ``outcome_unknown``,
+``runtime/sandbox.STORE_FAULT_KINDS``) are not in either sample: they are the same for every
+version at a location, and an immediate deploy has no side-by-side baseline to cancel them out.
+
 With no previous version (first deploy) the baseline error rate is 0, so the new version fails
 only above ``error_slack`` (1% by default), and latency is not judged.
 """

@@ -65,6 +65,7 @@ from edgefn.observe.version_stats import VersionStatsTracker
 from edgefn.runtime import protocol as p
 from edgefn.runtime.sandbox import (
     BACKGROUND_MAX_S,
+    STORE_FAULT_KINDS,
     STREAM_STALL_S,
     InvokeFailed,
     SandboxPool,
@@ -423,7 +424,9 @@ class RequestPath:
             answer["hint"] = err.hint
         await respond(send, status, answer, headers)
         self._count(name, status, cold)
-        self._recorder.answered(rid, scope, name, version, status, t0, cold)
+        self._recorder.answered(
+            rid, scope, name, version, status, t0, cold, store_fault=kind in STORE_FAULT_KINDS
+        )
 
     def _count(self, name: str, status: int, cold: bool) -> None:
         self.metrics.count(name, status, cold)

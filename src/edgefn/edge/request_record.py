@@ -55,10 +55,16 @@ class RequestRecorder:
         cold: bool,
         *,
         relayed: bool = False,
+        store_fault: bool = False,
     ) -> None:
+        """``store_fault``: the replicated store failed the request (503 ``consistency_unavailable``
+        or ``outcome_unknown``); it is logged, counted and tailed like any answer, but not held
+        against the version by the deploy gates (``version_stats``): a core server's leader dying
+        during a deploy is not the new code's fault."""
         duration_ms = (time.perf_counter() - t0) * 1000
         if name:
-            self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
+            if not store_fault:
+                self.version_stats.record(name, version, ok=status < 500, latency_ms=duration_ms)
             # A relayed forward's answer is counted and tailed by the node that produced it.
             if not relayed:
                 telemetry = self.telemetry

@@ -138,6 +138,11 @@ _KIND_STATUS = {
 }
 
 
+# Failures of the replicated store, not of the function's code: the same for every version a
+# location serves, so a deploy's health gate does not hold them against the new one.
+STORE_FAULT_KINDS = frozenset({"consistency_unavailable", "outcome_unknown"})
+
+
 def failure(kind: str, message: str, traceback: str = "", *, hint: str = "") -> InvokeFailed:
     return InvokeFailed(kind, _KIND_STATUS.get(kind, 500), message, traceback, hint=hint)
 
