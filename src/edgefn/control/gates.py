@@ -18,7 +18,8 @@ so both versions are judged over the same time: a fault while the canary is youn
 server's leader dying) shows in both rates, not only in the young one's.
 
 Requests the replicated store failed (503 ``consistency_unavailable`` / ``outcome_unknown``,
-``runtime/sandbox.STORE_FAULT_KINDS``) are not in either sample: they are the same for every
+``runtime/sandbox.STORE_FAULT_KINDS``, when the node saw the store fail one of the request's KV
+calls) are not in either sample: they are the same for every
 version at a location, and an immediate deploy has no side-by-side baseline to cancel them out.
 
 With no previous version (first deploy) the baseline error rate is 0, so the new version fails

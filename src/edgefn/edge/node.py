@@ -446,7 +446,10 @@ class EdgeNode:
         async def serve(c: p.KVCall) -> p.KVResult:
             return await handler(ctx, c)
 
-        return await traced_kv_call(self.tracer, ctx.span, call, serve)
+        result = await traced_kv_call(self.tracer, ctx.span, call, serve)
+        if not result.ok and result.error_kind in ("unavailable", "outcome_unknown"):
+            ctx.store_faults += 1
+        return result
 
     def _on_background_done(self, request_id: str) -> None:
         self._requests.pop(request_id, None)

@@ -29,6 +29,10 @@ class RequestContext:
     response_headers: list[tuple[str, str]] = field(default_factory=list)
     # Host calls the worker made while the request was answered (telemetry rollups).
     kv_ops: int = 0
+    # KV calls the replicated store failed (``unavailable`` / ``outcome_unknown`` results the
+    # node itself gave): a 503 of that kind is the store's fault only when the node saw one, not
+    # because a worker says so (runtime/sandbox.STORE_FAULT_KINDS).
+    store_faults: int = 0
     subrequests: int = 0
     # The function's CPU time, as its worker reported it with the last frame (telemetry).
     cpu_us: int = 0

@@ -304,7 +304,7 @@ class RequestPath:
             if span is not None:
                 span.error = True
                 span.attributes["error.type"] = err.kind
-            await self._fail(send, rid, name, version, t0, scope, err)
+            await self._fail(send, rid, name, version, t0, scope, err, ctx=ctx)
             return
         if span is not None:
             span.attributes["edgefn.cold_start"] = inv.cold
@@ -364,7 +364,7 @@ class RequestPath:
                     await send({"type": "http.response.body", "body": b""})
                 self.metrics.errors.labels(self.location, name, err.kind).inc()
             else:
-                await self._fail(send, rid, name, version, t0, scope, err, cold=inv.cold)
+                await self._fail(send, rid, name, version, t0, scope, err, cold=inv.cold, ctx=ctx)
         finally:
             if pump is not None:
                 pump.cancel()  # the response is over: the rest of the body is not wanted
@@ -405,8 +405,11 @@ class RequestPath:
         err: InvokeFailed,
         *,
         cold: bool = False,
+        ctx: RequestContext | None = None,
     ) -> None:
         kind, status = err.kind, err.status
+        # The store's fault only if the node itself saw the store fail one of its KV calls.
+        store_fault = kind in STORE_FAULT_KINDS and ctx is not None and ctx.store_faults > 0
         if err.message:
             self.log.emit(
                 "error",
@@ -425,7 +428,7 @@ class RequestPath:
         await respond(send, status, answer, headers)
         self._count(name, status, cold)
         self._recorder.answered(
-            rid, scope, name, version, status, t0, cold, store_fault=kind in STORE_FAULT_KINDS
+            rid, scope, name, version, status, t0, cold, store_fault=store_fault
         )
 
     def _count(self, name: str, status: int, cold: bool) -> None:
