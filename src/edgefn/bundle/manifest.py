@@ -17,8 +17,9 @@ The schema::
     [egress] allow = ["api.example.com", "*.example.org:443"]   # absent = any public host
              allow_private = ["127.0.0.1:9000", "localhost:8080", "[::1]"]  # local development
     [[kv_namespaces]] binding = "CACHE"  namespace = "cache-v1"
-    [placement] mode = "everywhere" | "regions" ("smart" is refused for now); regions = [...]; affinity =
-                "header:<name>" | "cookie:<name>"; retry_safe = false
+    [placement] mode = "everywhere" | "regions" | "smart"; regions = [...]; affinity =
+                "header:<name>" | "cookie:<name>"; retry_safe = false; with "smart" (the
+                planner places it from observed demand): min_replicas = 2, max_latency_ms
     [runtime] preload = ["json", "re"]   # modules each worker imports at load, before main
     [triggers] crons = ["*/5 * * * *"]  # cron triggers (UTC): main defines `async def scheduled`
     [[queues.producers]] binding = "JOBS"  queue = "jobs"      # env.JOBS.send(body, key=...)
@@ -181,6 +182,11 @@ class Placement:
     regions: tuple[str, ...] = ()
     affinity: str | None = None
     retry_safe: bool = False
+    # mode "smart" only (docs/design/0029-smart-placement.md): the planner runs it at no fewer
+    # than ``min_replicas`` locations (all of them when the planet has fewer), and every client
+    # region should be within ``max_latency_ms`` (RTT) of one (None: no bound).
+    min_replicas: int = 2
+    max_latency_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -494,18 +500,12 @@ def _parse_affinity(ctx: _Ctx, value: object) -> str:
 
 def _parse_placement(ctx: _Ctx, value: object) -> Placement:
     table = _table(ctx, value, "placement")
-    _check_keys(ctx, table, ("mode", "regions", "affinity", "retry_safe"), "placement.")
+    keys = ("mode", "regions", "affinity", "retry_safe", *_SMART_KEYS)
+    _check_keys(ctx, table, keys, "placement.")
     mode = _string(ctx, table.get("mode", "everywhere"), "placement.mode")
     if mode not in PLACEMENT_MODES:
         raise ctx.fail("placement.mode", f"unknown mode {mode!r}", f"use one of {PLACEMENT_MODES}")
-    if mode == "smart":
-        # Accepting it would promise placement by the planner, which does not drive deploys yet.
-        raise ctx.fail(
-            "placement.mode",
-            "mode 'smart' is not available yet: the planner does not drive deploys",
-            "use 'everywhere', or 'regions' with a list; `edgefn plan` shows what the planner "
-            "would choose",
-        )
+    smart = _parse_smart(ctx, table, mode)
     regions = _strings(ctx, table.get("regions", []), "placement.regions")
     for i, region in enumerate(regions):
         if not _REGION_RE.match(region):
@@ -522,7 +522,43 @@ def _parse_placement(ctx: _Ctx, value: object) -> Placement:
             f"expected a boolean, got {_type_name(retry_safe)}",
             "true/false",
         )
-    return Placement(mode=mode, regions=regions, affinity=affinity, retry_safe=retry_safe)
+    return Placement(mode=mode, regions=regions, affinity=affinity, retry_safe=retry_safe, **smart)
+
+
+_SMART_KEYS = ("min_replicas", "max_latency_ms")
+MAX_SMART_REPLICAS: Final = 64
+
+
+def _parse_smart(ctx: _Ctx, table: Mapping[str, Any], mode: str) -> dict[str, Any]:
+    """``min_replicas`` and ``max_latency_ms``, which only mode "smart" reads."""
+    out: dict[str, Any] = {}
+    for key in _SMART_KEYS:
+        if key not in table:
+            continue
+        if mode != "smart":
+            raise ctx.fail(
+                f"placement.{key}",
+                f"{key} applies only to mode 'smart' (the mode here is {mode!r})",
+                'set mode = "smart", or remove the key',
+            )
+        value = table[key]
+        if key == "min_replicas":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ctx.fail(f"placement.{key}", f"expected an integer, got {_type_name(value)}")
+            if not 1 <= value <= MAX_SMART_REPLICAS:
+                raise ctx.fail(
+                    f"placement.{key}", f"{value} is out of range", f"use 1..{MAX_SMART_REPLICAS}"
+                )
+            out[key] = value
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ctx.fail(f"placement.{key}", f"expected a number, got {_type_name(value)}")
+            if not 1 <= value <= 10_000:
+                raise ctx.fail(
+                    f"placement.{key}", f"{value} is out of range", "use 1..10000 (ms of RTT)"
+                )
+            out[key] = float(value)
+    return out
 
 
 def _parse_route(ctx: _Ctx, value: object, key: str) -> Route:

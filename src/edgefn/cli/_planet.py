@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.cli._roles import check_replan_interval
 from edgefn.errors import EdgefnError
 
 StateDir = Annotated[
@@ -140,6 +141,10 @@ def up(
         bool,
         typer.Option(help="Rollups and live tail on every node (--no-telemetry: a bench baseline)"),
     ] = True,
+    replan_interval_s: Annotated[
+        float,
+        typer.Option(help="Seconds between re-plans of smart placement from observed demand"),
+    ] = 60.0,
 ) -> None:
     """Start a local planet: core, regional hubs, link emulators, edge nodes, anycast entry."""
     if core_servers not in (1, 3, 5):
@@ -166,6 +171,8 @@ def up(
         "--gate-advance-requests",
         str(gate_advance_requests),
     )
+    check_replan_interval(replan_interval_s)
+    core_args += ("--replan-interval-s", str(replan_interval_s))
     core_args += _incident_routes_args(incident_routes)
     if otlp_endpoint is not None:
         from edgefn.control.otlp_export import check_endpoint
@@ -517,6 +524,8 @@ def status(
             "converged": f.get("converged"),
             "waiting_for": f.get("waiting_for", []),
             "deployment": f.get("deployment"),
+            "targets": f.get("targets", []),
+            "placement": f.get("placement"),
         }
         for f in st.get("functions", [])
         if name in (None, f["function"])
@@ -554,12 +563,22 @@ def status(
     )
     print_table(
         "functions",
-        ["function", "desired", "converged", "waiting for"],
+        ["function", "desired", "converged", "waiting for", "runs at"],
         [
-            [f["name"], f["desired_version"], f["converged"], " ".join(f["waiting_for"])]
+            [
+                f["name"],
+                f["desired_version"],
+                f["converged"],
+                " ".join(f["waiting_for"]),
+                ("smart: " if f["placement"] else "") + " ".join(f["targets"]),
+            ]
             for f in functions
         ],
     )
+    for f in functions:
+        if f["placement"]:
+            typer.echo(f"why {f['name']} runs at {', '.join(f['placement']['locations'])}: "
+                       f"{f['placement']['reason']}")  # fmt: skip
 
 
 def _resources_summary(res: dict[str, Any] | None) -> list[str]:

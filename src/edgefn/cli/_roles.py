@@ -147,6 +147,10 @@ def core(
         str | None,
         typer.Option(help="Export kept traces by OTLP/HTTP to this URL (…/v1/traces)"),
     ] = None,
+    replan_interval_s: Annotated[
+        float,
+        typer.Option(help="Seconds between re-plans of smart placement from observed demand"),
+    ] = 60.0,
 ) -> None:
     """Run the core: nats-server with JetStream plus the control API and reconciler.
 
@@ -182,6 +186,7 @@ def core(
         )
     if start_timeout <= 0:
         fail(f"--start-timeout {start_timeout} must be positive", hint="e.g. --start-timeout 60")
+    check_replan_interval(replan_interval_s)
     loaded, nats_users = _bus_files(creds, users)
     if nats_users is None:
         fail("--users is required", hint=_CREDS_HINT)
@@ -211,8 +216,17 @@ def core(
             start_timeout_s=start_timeout,
             incident_routes=routes,
             otlp_endpoint=otlp_endpoint,
+            replan_interval_s=replan_interval_s,
         )
     )
+
+
+def check_replan_interval(seconds: float) -> None:
+    if not 1.0 <= seconds <= 86_400.0:
+        fail(
+            f"--replan-interval-s {seconds:g} is out of range",
+            hint="use 1 to 86400 seconds (default 60)",
+        )
 
 
 def _check_otlp(url: str) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "LocationForgotten",
     "LocationStatus",
     "NodeObserved",
+    "PlacementChosen",
     "Rejected",
     "RollbackRequested",
     "RolledBack",
@@ -66,6 +67,22 @@ class DeployRequested:
     # A canary stage advances after its soak only with evidence: at least the gates'
     # min_requests for the new version, unless the deployer says there is no traffic to wait for.
     allow_no_traffic: bool = False
+    # Smart placement: the locations the planner chose (control/smart_placement.py); None: the
+    # function is placed by ``regions`` (or everywhere).
+    placed: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementChosen:
+    """Smart placement re-planned: run ``function`` at ``locations`` from now on.
+
+    The locations it leaves keep serving their active version until every chosen location
+    applied it (make before break), so no client is left without a nearby replica meanwhile.
+    """
+
+    function: str
+    locations: tuple[str, ...]
+    now_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,10 +114,17 @@ class FunctionRestored:
     previous: VersionRef | None
     regions: tuple[str, ...]
     now_ms: int
+    placed: tuple[str, ...] | None = None
 
 
 Event = (
-    NodeObserved | Tick | DeployRequested | RollbackRequested | LocationForgotten | FunctionRestored
+    NodeObserved
+    | Tick
+    | DeployRequested
+    | RollbackRequested
+    | LocationForgotten
+    | FunctionRestored
+    | PlacementChosen
 )
 
 
@@ -214,3 +238,5 @@ class FunctionStatus:
     version_vector: tuple[tuple[str, int], ...]
     converged: bool
     waiting_for: tuple[str, ...]
+    # Smart placement: the chosen locations (None: placed by regions or everywhere).
+    placed: tuple[str, ...] | None = None

@@ -57,6 +57,7 @@ from edgefn.control.events import (
     LocationForgotten,
     LocationStatus,
     NodeObserved,
+    PlacementChosen,
     Rejected,
     RollbackRequested,
     RolledBack,
@@ -155,6 +156,10 @@ class _Function:
     active: VersionRef | None = None
     previous: VersionRef | None = None
     rollout: _Rollout | None = None
+    # Smart placement (None: by regions): the chosen locations, and those it left that serve on
+    # until every chosen one applied the function.
+    placed: tuple[str, ...] | None = None
+    leaving: frozenset[str] = frozenset()
     history: deque[DeploymentRecord] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
 
 
@@ -189,6 +194,8 @@ class Reconciler:
                 self._forget(location)
             case FunctionRestored():
                 self._restore(event)
+            case PlacementChosen():
+                self._place(event.function, event.locations)
         clock_ms = None if isinstance(event, LocationForgotten) else event.now_ms
         # Desired content depends only on functions, rollouts and the set of locations; a report
         # from a known location or a tick changes none of them unless evaluation emits something,
@@ -205,6 +212,8 @@ class Reconciler:
                 if len(out) == before:
                     break
                 self._write_changed(out, set(), everything=True)
+        if self._settle_placements():
+            self._write_changed(out, set(), everything=True)
         return out
 
     # -- events -----------------------------------------------------------------------------------
@@ -244,7 +253,35 @@ class Reconciler:
         if ev.function in self._functions or len(self._functions) >= MAX_FUNCTIONS:
             return
         fn = self._functions[ev.function] = _Function(ev.regions, ev.active, ev.previous)
+        fn.placed = ev.placed
         assert fn.rollout is None
+
+    def _place(self, name: str, locations: tuple[str, ...] | None) -> None:
+        fn = self._functions.get(name)
+        if fn is None:
+            return
+        if fn.placed is not None and locations is not None:
+            fn.leaving = (fn.leaving | set(fn.placed)) - set(locations)
+        else:
+            fn.leaving = frozenset()
+        fn.placed = None if locations is None else tuple(sorted(set(locations)))
+
+    def _settle_placements(self) -> bool:
+        """Let the locations a smart function left go once every chosen one applied it."""
+        settled = False
+        for fn in self._functions.values():
+            if not fn.leaving or fn.placed is None:
+                continue
+            chosen = [t for t in fn.placed if t in self._locations]
+            if chosen and all(self._applied(t) for t in chosen):
+                fn.leaving = frozenset()
+                settled = True
+        return settled
+
+    def _placed_at(self, fn: _Function, location: str) -> bool:
+        if fn.placed is not None:
+            return location in fn.placed or location in fn.leaving
+        return not fn.regions or self._locations[location].region in fn.regions
 
     def _deploy(self, ev: DeployRequested, out: list[Instruction]) -> None:
         if ev.strategy not in STRATEGIES:
@@ -269,6 +306,7 @@ class Reconciler:
         if fn.rollout is not None:
             self._finish(ev.function, fn, "superseded", ev.now_ms, "superseded by a new deploy")
         fn.regions = ev.regions
+        self._place(ev.function, ev.placed)
         self._deploy_seq += 1
         deployment_id = f"d{self._deploy_seq}-{ev.version.version_id}"
         stages = self._plan(ev.strategy, self.targets(ev.function), fn.active is not None)
@@ -498,7 +536,7 @@ class Reconciler:
         content: dict[str, FunctionDesired] = {}
         for name in sorted(self._functions):
             fn = self._functions[name]
-            if fn.regions and self._locations[location].region not in fn.regions:
+            if not self._placed_at(fn, location):
                 continue
             versions: list[VersionWeight] = []
             secrets_generation = fn.active.secrets_generation if fn.active else 0
@@ -542,12 +580,12 @@ class Reconciler:
     # -- queries ----------------------------------------------------------------------------------
 
     def targets(self, name: str) -> tuple[str, ...]:
-        """Locations a function is placed at (all known ones unless its placement names regions)."""
+        """Locations a function is placed at: all known ones, unless its placement names regions
+        or the planner chose them (with those it is leaving, while they still serve)."""
         fn = self._functions.get(name)
-        regions = fn.regions if fn else ()
-        return tuple(
-            sorted(i for i, loc in self._locations.items() if not regions or loc.region in regions)
-        )
+        if fn is None:
+            return tuple(sorted(self._locations))
+        return tuple(sorted(i for i in self._locations if self._placed_at(fn, i)))
 
     def functions(self) -> tuple[str, ...]:
         return tuple(sorted(self._functions))
@@ -577,6 +615,7 @@ class Reconciler:
             vector,
             not waiting,
             waiting,
+            fn.placed,
         )
 
     def deployments(self, name: str) -> tuple[DeploymentRecord, ...]:

@@ -89,6 +89,9 @@ class ManifestSummary(msgspec.Struct, frozen=True):
     queue_producers: tuple[str, ...] = ()  # the queues its [[queues.producers]] send to
     # (queue, dead_letter_queue or "") of each queue it consumes.
     queue_consumers: tuple[tuple[str, str], ...] = ()
+    # [placement] of mode "smart" (control/smart_placement.py).
+    min_replicas: int = 2
+    max_latency_ms: float | None = None
 
 
 class VersionInfo(msgspec.Struct, frozen=True):
@@ -138,6 +141,8 @@ def summarize_manifest(manifest: Manifest) -> ManifestSummary:
         main=manifest.main,
         placement_mode=manifest.placement.mode,
         regions=manifest.placement.regions,
+        min_replicas=manifest.placement.min_replicas,
+        max_latency_ms=manifest.placement.max_latency_ms,
         routes=tuple(r.pattern for r in manifest.routes),
         kv_bindings=tuple(k.binding for k in manifest.kv_namespaces),
         cpu_ms=manifest.limits.cpu_ms,

@@ -87,6 +87,7 @@ from edgefn.control.events import (
     LocationForgotten,
     LocationStatus,
     NodeObserved,
+    PlacementChosen,
     Rejected,
     RollbackRequested,
     RolledBack,
@@ -100,9 +101,11 @@ from edgefn.control.model import (
     decode_observed,
     encode_desired,
 )
+from edgefn.control.placement_driver import SmartPlacement, spec_of
 from edgefn.control.reconciler import Reconciler, ReconcilerOptions
 from edgefn.control.registry import (
     DEFAULT_KEEP_VERSIONS,
+    ManifestSummary,
     NamespaceRecord,
     Registry,
     VersionInfo,
@@ -118,6 +121,7 @@ from edgefn.control.registry import (
     summarize_manifest,
 )
 from edgefn.control.secrets import SecretInfo, SecretStore
+from edgefn.control.smart_placement import PlacementChoice, SmartSite
 from edgefn.errors import BundleError, EdgefnError, ProtocolError
 from edgefn.secrets.crypto import MasterKey, SecretsError, seal_for_node
 from edgefn.secrets.names import (
@@ -137,6 +141,8 @@ MAX_RECENT_EVENTS: Final = 200
 # Bundles up to this size are pushed to region caches at upload (NATS max payload is 1 MiB).
 MAX_ANNOUNCE_BYTES: Final = 900 * 1024
 _STATE_PREFIX: Final = "state."
+# Smart placement chooses among locations that reported this recently.
+_SITE_FRESH_MS: Final = 60_000
 # How long an API operation retries a JetStream write that got no answer: a clustered core
 # electing a new leader after losing a server answers nothing for a few seconds.
 BUS_RETRY_S: Final = 30.0
@@ -163,6 +169,8 @@ class StableState(msgspec.Struct, frozen=True):
     active: VersionRef | None
     previous: VersionRef | None
     regions: tuple[str, ...] = ()
+    # Smart placement: the locations the planner chose last (None: not a smart function).
+    placed: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +231,7 @@ class ControlService:
         secrets_key: MasterKey | None = None,
         replicas: int = 1,
         setup_timeout_s: float = 5.0,
+        placement: SmartPlacement | None = None,
     ) -> None:
         assert tick_ms > 0
         assert replicas in (1, 3, 5), replicas
@@ -258,6 +267,9 @@ class ControlService:
         # Serialises secret changes with the deploy each one starts (the reconciler lock is
         # taken inside, per event).
         self._secrets_lock = asyncio.Lock()
+        # Where smart functions run (control/placement_driver.py): without telemetry, the
+        # planet's cities stand in for demand.
+        self._placement = placement or SmartPlacement()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -324,6 +336,7 @@ class ControlService:
         self._tasks = [
             asyncio.create_task(self._watch(watcher), name="control-watch"),
             asyncio.create_task(self._tick_loop(), name="control-tick"),
+            asyncio.create_task(self._replan_loop(), name="control-replan"),
         ]
 
     async def stop(self) -> None:
@@ -352,7 +365,9 @@ class ControlService:
                 name = key[len(_STATE_PREFIX) :]
                 state = msgspec.json.decode(entry.value, type=StableState)
                 self._stable[name] = state
-                event = FunctionRestored(name, state.active, state.previous, state.regions, now)
+                event = FunctionRestored(
+                    name, state.active, state.previous, state.regions, now, state.placed
+                )
                 self._reconciler.handle(event)
         log.info("restored %d functions from the registry", len(self._stable))
 
@@ -457,7 +472,7 @@ class ControlService:
         for name in self._reconciler.functions():
             status = self._reconciler.function_status(name)
             assert status is not None
-            state = StableState(status.active, status.previous, status.regions)
+            state = StableState(status.active, status.previous, status.regions, status.placed)
             if self._stable.get(name) == state:
                 continue
             try:
@@ -609,14 +624,89 @@ class ControlService:
         self._registry.check_queues(info.manifest, principal.account, admin=admin)
         self._check_env_names(name, info, [s.name for s in self.list_secrets(name, strict=False)])
         regions = info.manifest.regions if info.manifest.placement_mode == "regions" else ()
+        placed = None
+        if info.manifest.placement_mode == "smart":
+            status = self._reconciler.function_status(name)
+            current = status.placed if status is not None and status.placed else ()
+            placed = (await self._choose(name, info.manifest, current)).locations
+        else:
+            self._placement.forget(name)
         gen = self._secrets.generation(name) if self._secrets else 0
         version = VersionRef(info.version_id, info.sha256, info.signature, gen)
-        event = DeployRequested(name, version, strategy, _now_ms(), regions, allow_no_traffic)
+        event = DeployRequested(
+            name, version, strategy, _now_ms(), regions, allow_no_traffic, placed
+        )
         out = await self._handle(event)
         started = self._expect(out, DeploymentStarted)
         detail = {"version": info.version_id, "strategy": strategy}
         await self.access.audit(principal, "deploy", name, detail)
         return started
+
+    # -- smart placement --------------------------------------------------------------------------
+
+    def _sites(self) -> list[SmartSite]:
+        """Locations that reported within the last minute and said where they are."""
+        now = _now_ms()
+        out = []
+        for loc in self._reconciler.location_status():
+            observed = self._observed.get(loc.location)
+            if observed is None or observed.lat is None or observed.lon is None:
+                continue
+            if now - loc.last_seen_ms <= _SITE_FRESH_MS:
+                out.append(SmartSite(loc.location, loc.region, observed.lat, observed.lon))
+        return out
+
+    async def _choose(
+        self, name: str, manifest: ManifestSummary, current: Sequence[str]
+    ) -> PlacementChoice:
+        sites = self._sites()
+        spec = spec_of(name, manifest)
+        if not [s for s in sites if not spec.regions or s.region in spec.regions]:
+            where = f" in regions {list(spec.regions)}" if spec.regions else ""
+            raise Conflict(
+                f"{name}: smart placement has no location{where} to choose from (none reported "
+                "its position within the last minute)",
+                hint="wait for the locations to report (`edgefn status`), or check "
+                "[placement] regions",
+            )
+        return await self._placement.choose(spec, sites, current)
+
+    async def _replan_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._placement.interval_s)
+            try:
+                await self.replan()
+            except Exception:
+                log.exception("smart placement re-plan failed")
+
+    async def replan(self) -> list[str]:
+        """Re-plan every smart function from the demand observed; the ones that moved."""
+        moved = []
+        for name in self._reconciler.functions():
+            status = self._reconciler.function_status(name)
+            if status is None or status.placed is None or status.active is None:
+                continue
+            info = self._registry.find_version(name, status.active.version_id)
+            if info is None or info.manifest.placement_mode != "smart":
+                continue
+            try:
+                choice = await self._choose(name, info.manifest, status.placed)
+            except Conflict as err:
+                log.warning("not re-planning %s: %s", name, err)
+                continue
+            if choice.changed:
+                await self._handle(PlacementChosen(name, choice.locations, _now_ms()))
+                self._recent.append(
+                    {"at_ms": _now_ms(), "type": "PlacementChosen", "function": name,
+                     "locations": list(choice.locations), "reason": choice.reason}
+                )  # fmt: skip
+                log.info("smart placement of %s: %s", name, choice.reason)
+                moved.append(name)
+        return moved
+
+    def placement(self, name: str) -> PlacementChoice | None:
+        """The last smart-placement choice for ``name`` (why it runs where it does)."""
+        return self._placement.choices.get(name)
 
     # -- secrets ----------------------------------------------------------------------------------
 
@@ -837,7 +927,18 @@ class ControlService:
         for name in self._reconciler.functions():
             status = self._reconciler.function_status(name)
             assert status is not None
-            functions.append(msgspec.to_builtins(status))
+            entry = msgspec.to_builtins(status)
+            choice = self._placement.choices.get(name)
+            if status.placed is not None:
+                entry["placement"] = {
+                    "mode": "smart",
+                    "locations": list(status.placed),
+                    "reason": choice.reason if choice else "restored from the last placement",
+                    "mean_rtt_ms": choice.mean_rtt_ms if choice else None,
+                    "demand": dict(choice.demand) if choice else {},
+                    "observed": choice.observed if choice else False,
+                }
+            functions.append(entry)
         return {
             "locations": locations,
             "functions": functions,

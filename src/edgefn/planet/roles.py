@@ -55,6 +55,7 @@ from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.gates import GateThresholds
 from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
 from edgefn.control.otlp_export import OtlpExport
+from edgefn.control.placement_driver import SmartPlacement, telemetry_demand
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
 from edgefn.control.telemetry_ingest import TelemetryIngest
@@ -116,6 +117,7 @@ async def run_core(
     start_timeout_s: float = 60.0,
     incident_routes: Routes | None = None,
     otlp_endpoint: str | None = None,
+    replan_interval_s: float = 60.0,
 ) -> None:
     """One core server, and (``control``) the control service and API.
 
@@ -175,6 +177,7 @@ async def run_core(
             telemetry_db=state_dir / "telemetry.sqlite",
             incident_routes=incident_routes,
             otlp_endpoint=otlp_endpoint,
+            replan_interval_s=replan_interval_s,
         )
     finally:
         keeper.cancel()
@@ -200,12 +203,17 @@ async def _run_control(
     telemetry_db: Path,
     incident_routes: Routes | None = None,
     otlp_endpoint: str | None = None,
+    replan_interval_s: float = 60.0,
 ) -> None:
     # The secrets master key: generated at first start (0600); on several hosts, share one file.
     secrets_key = load_or_create_master_key(secrets_key_file)
     nc = await connect([_local_url(nats), *peer_urls], name="edgefn-control")
     await wait_jetstream(nc, timeout_s=setup_timeout_s)
     options = ReconcilerOptions(gates=gates) if gates is not None else None
+    # Node rollups into the core's SQLite store (docs/design/0019-telemetry.md); smart placement
+    # reads its demand from them (docs/design/0029-smart-placement.md).
+    telemetry = TelemetryStore(telemetry_db)
+    placement = SmartPlacement(telemetry_demand(telemetry), interval_s=replan_interval_s)
     service = ControlService(
         nc,
         trusted_keys=trusted_keys,
@@ -215,11 +223,10 @@ async def _run_control(
         replicas=replicas,
         # A single server answers at once; a new cluster elects each bucket's Raft group.
         setup_timeout_s=5.0 if replicas == 1 else setup_timeout_s,
+        placement=placement,
     )
     await service.start()
     await service.access.bootstrap_admin(admin_token_file)
-    # Node rollups into the core's SQLite store (docs/design/0019-telemetry.md).
-    telemetry = TelemetryStore(telemetry_db)
     # Anomalies and incidents on those rollups, next to them (docs/design/0021-incidents.md).
     incidents = IncidentsDriver(
         IncidentStore(telemetry_db.with_name("incidents.sqlite")),

@@ -23,7 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from tests.planet_helpers import Planet, PlanetSpec, start_planet
 
 # Four locations in several regions, with the world model's RTTs on every link.
-OBSERVED = PlanetSpec(locations=4, emulate_rtt=True)
+# Smart placement re-plans every 2 s (test_smart_placement.py).
+OBSERVED = PlanetSpec(locations=4, emulate_rtt=True, extra_args=("--replan-interval-s", "2"))
 
 
 class OtlpReceiver:

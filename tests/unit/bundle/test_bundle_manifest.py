@@ -231,7 +231,15 @@ def test_limits_out_of_bounds_say_the_range(key: str, value: str, bounds: str) -
         ('[egress]\nallow = ["a.com:70000"]', "egress.allow[0]", "invalid host"),
         ('[egress]\nallow = ["a.*.com"]', "egress.allow[0]", "invalid host"),
         ('[placement]\nmode = "nearest"', "placement.mode", "unknown mode"),
-        ('[placement]\nmode = "smart"', "placement.mode", "not available yet"),
+        ("[placement]\nmin_replicas = 2", "placement.min_replicas", "only to mode 'smart'"),
+        ('[placement]\nmode = "smart"\nmin_replicas = 0', "placement.min_replicas", "out of range"),
+        ('[placement]\nmode = "smart"\nmin_replicas = "2"', "placement.min_replicas", "integer"),
+        ('[placement]\nmode = "smart"\nmax_latency_ms = 0', "placement.max_latency_ms", "range"),
+        (
+            '[placement]\nmode = "smart"\nmax_latency_ms = true',
+            "placement.max_latency_ms",
+            "number",
+        ),
         ('[placement]\nmode = "regions"', "placement.regions", "needs at least one region"),
         ('[placement]\nregions = ["e u"]', "placement.regions[0]", "invalid region"),
         ('[placement]\naffinity = "query:x"', "placement.affinity", "invalid affinity"),
@@ -312,3 +320,16 @@ def test_bad_allow_private_entries_name_the_key_and_the_fix(entry: str, needle: 
     assert info.value.key == "egress.allow_private[0]"
     assert needle in str(info.value)
     assert "localhost:8080" in info.value.hint
+
+
+def test_smart_placement_reads_its_replicas_and_latency_bound() -> None:
+    m = parse_manifest(
+        'name = "a"\n[placement]\nmode = "smart"\nmin_replicas = 3\nmax_latency_ms = 80\n'
+        'regions = ["eu-west", "eu-east"]\n',
+        path="a/edgefn.toml",
+    )
+    assert m.placement.mode == "smart"
+    assert (m.placement.min_replicas, m.placement.max_latency_ms) == (3, 80.0)
+    assert m.placement.regions == ("eu-west", "eu-east")
+    default = parse_manifest('name = "a"\n[placement]\nmode = "smart"\n', path="a/edgefn.toml")
+    assert (default.placement.min_replicas, default.placement.max_latency_ms) == (2, None)

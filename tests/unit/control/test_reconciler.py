@@ -13,6 +13,7 @@ from edgefn.control import (
     LocationForgotten,
     NodeObserved,
     ObservedState,
+    PlacementChosen,
     Reconciler,
     ReconcilerOptions,
     Rejected,
@@ -410,3 +411,60 @@ def test_a_canary_is_judged_against_its_own_locations_traffic() -> None:
     rolled = _canary_beside(10)
     assert rolled
     assert "p99 95.0 ms" in rolled[0].reason
+
+
+def _weights_at(w: World, location: str) -> dict[str, float]:
+    applied = w.nodes[location].applied
+    return w.nodes[location].weights(FN) if applied and FN in applied.functions else {}
+
+
+def test_smart_placement_deploys_only_at_the_chosen_locations() -> None:
+    w = _world()
+    w.feed(DeployRequested(FN, ref(1), "immediate", w.now_ms, placed=("fra", "iad")))
+    w.run_until(lambda: _completed(w))
+    assert _serving(w, 1) == {"fra", "iad"}
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert (status.targets, status.placed, status.converged) == (
+        ("fra", "iad"),
+        ("fra", "iad"),
+        True,
+    )
+
+
+def test_a_new_placement_keeps_the_old_locations_until_the_new_ones_serve() -> None:
+    """Make before break: fra and iad serve on until nrt and sfo applied the function."""
+    w = _world()
+    w.feed(DeployRequested(FN, ref(1), "immediate", w.now_ms, placed=("fra", "iad")))
+    w.run_until(lambda: _completed(w))
+    w.silent.add("nrt")  # nrt is slow to apply: the old replicas must not go yet
+    w.feed(PlacementChosen(FN, ("nrt", "sfo"), w.now_ms))
+    for _ in range(5):
+        w.step()
+        assert _serving(w, 1) >= {"fra", "iad"}
+    assert w.r.targets(FN) == ("fra", "iad", "nrt", "sfo")
+    w.silent.clear()
+    w.run_until(lambda: _serving(w, 1) == {"nrt", "sfo"})
+    assert w.r.targets(FN) == ("nrt", "sfo")
+    assert _weights_at(w, "fra") == {}
+
+
+def test_a_deploy_without_placement_goes_back_to_every_location() -> None:
+    w = _world()
+    w.feed(DeployRequested(FN, ref(1), "immediate", w.now_ms, placed=("ams",)))
+    w.run_until(lambda: _completed(w))
+    _deploy(w, 2)
+    w.run_until(lambda: _serving(w, 2) == set(w.nodes))
+    status = w.r.function_status(FN)
+    assert status is not None
+    assert status.placed is None
+
+
+def test_a_smart_canary_stays_inside_the_placement() -> None:
+    w = _world()
+    w.feed(DeployRequested(FN, ref(1), "immediate", w.now_ms, placed=("fra", "nrt")))
+    w.run_until(lambda: _completed(w))
+    w.feed(DeployRequested(FN, ref(2), "canary", w.now_ms, placed=("fra", "nrt")))
+    for _ in range(30):
+        w.step()
+        assert all(not _weights_at(w, loc) for loc in ("ams", "iad", "sfo"))
