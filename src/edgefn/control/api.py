@@ -322,7 +322,7 @@ def tail_route(service: ControlService, hub: TailHub) -> ScopedRoute:
 
 def dashboard_routes(service: ControlService) -> list[ScopedRoute]:
     """The dashboard (docs/design/0022-dashboard.md): the page is public, its data needs ``read``."""
-    page, asset, view = dashboard_handlers(service)
+    page, asset, view = dashboard_handlers(service, _principal)
     return [
         ScopedRoute("/dashboard", page, method="GET", need=PUBLIC),
         ScopedRoute("/dashboard/{asset}", asset, method="GET", need=PUBLIC),
@@ -503,8 +503,8 @@ def create_app(
         name, secret = request.path_params["name"], request.path_params["secret"]
         return _json(await service.delete_secret(name, secret, principal=_principal(request)))
 
-    async def status(_request: Request) -> Response:
-        return _json(service.status())
+    async def status(request: Request) -> Response:
+        return _json(service.status(_principal(request)))
 
     async def bundle(request: Request) -> Response:
         data = await service.bundle(request.path_params["sha256"])

@@ -29,6 +29,7 @@ from typing import Final
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from edgefn.control.auth import Principal
 from edgefn.control.dashboard_view import DashboardOptions, backdrop_svg, dashboard_view
 from edgefn.control.errors import NotFound
 from edgefn.control.service import ControlService
@@ -77,9 +78,12 @@ def _now_ms() -> int:
 
 
 def dashboard_handlers(
-    service: ControlService, options: DashboardOptions | None = None
+    service: ControlService,
+    principal_of: Callable[[Request], Principal],
+    options: DashboardOptions | None = None,
 ) -> tuple[Callable[[Request], object], Callable[[Request], object], Callable[[Request], object]]:
-    """The handlers of ``/dashboard``, ``/dashboard/{asset}`` and ``/v1/dashboard``."""
+    """The handlers of ``/dashboard``, ``/dashboard/{asset}`` and ``/v1/dashboard``
+    (``principal_of``: who is asking, as the API's auth middleware found it)."""
     opts = options or DashboardOptions()
     loaded = DashboardAssets.load(opts)
 
@@ -96,8 +100,9 @@ def dashboard_handlers(
             )
         return Response(found[1], media_type=found[0], headers=SECURITY_HEADERS)
 
-    async def view(_request: Request) -> Response:
-        body = dashboard_view(service.status(), now_ms=_now_ms(), options=opts)
+    async def view(request: Request) -> Response:
+        # Only the reader's account's functions (an admin sees every one).
+        body = dashboard_view(service.status(principal_of(request)), now_ms=_now_ms(), options=opts)
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
     return page, asset, view

@@ -31,7 +31,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
@@ -911,20 +911,30 @@ class ControlService:
         """What ``location`` last reported (its resources among it), or None."""
         return self._observed.get(location)
 
-    def status(self) -> dict[str, Any]:
-        """Per location: observed and desired generation; per function: versions, convergence."""
+    def status(self, principal: Principal | None = None) -> dict[str, Any]:
+        """Per location: observed and desired generation; per function: versions, convergence.
+
+        With a ``principal`` that is not an admin, only its account's functions appear: in the
+        function list, in each location's observed figures and load errors, and in the recent
+        events (the planet's locations are shared and shown to every reader).
+        """
+        mine: Callable[[str], bool] = lambda _name: True  # noqa: E731
+        if principal is not None and ADMIN not in principal.scopes:
+            account = principal.account
+            mine = lambda name: self._registry.owner(name) == account  # noqa: E731
         locations = []
         for loc in self._reconciler.location_status():
             observed = self._observed.get(loc.location)
-            locations.append(
-                {
-                    **msgspec.to_builtins(loc),
-                    "converged": loc.converged,
-                    "observed": msgspec.to_builtins(observed) if observed else None,
-                }
-            )
+            shown = None
+            if observed is not None:
+                shown = msgspec.to_builtins(observed)
+                shown["functions"] = {k: v for k, v in shown["functions"].items() if mine(k)}
+                shown["errors"] = {k: v for k, v in shown["errors"].items() if mine(k)}
+            entry = {**msgspec.to_builtins(loc), "converged": loc.converged, "observed": shown}
+            entry["load_errors"] = [e for e in entry["load_errors"] if mine(e[0])]
+            locations.append(entry)
         functions = []
-        for name in self._reconciler.functions():
+        for name in filter(mine, self._reconciler.functions()):
             status = self._reconciler.function_status(name)
             assert status is not None
             entry = msgspec.to_builtins(status)
@@ -942,7 +952,7 @@ class ControlService:
         return {
             "locations": locations,
             "functions": functions,
-            "recent_events": list(self._recent),
+            "recent_events": [e for e in self._recent if mine(str(e.get("function", "")))],
             "statistics": msgspec.to_builtins(self.statistics()),
         }
 

@@ -1,0 +1,44 @@
+"""``/v1/status`` and ``/v1/dashboard`` show a reader only its own account's functions: another
+account's names, versions, rollouts, events and per-location figures stay hidden."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _control_fixtures import Control, bearer, bundle_dir, new_token, upload
+
+from edgefn.bundle import SigningKey
+
+pytestmark = pytest.mark.integration
+
+
+async def test_another_account_sees_none_of_the_functions(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    resp = await upload(control, control.token, signing_key, bundle_dir(tmp_path, "secretive"))
+    assert resp.status_code == 201, resp.text
+    version = resp.json()["version_id"]
+    resp = await control.http.post(
+        "/v1/functions/secretive/deployments", json={"version": version, "strategy": "immediate"}
+    )
+    assert resp.status_code in (200, 201, 202), resp.text
+    admin = (await control.http.get("/v1/status")).json()
+    assert [f["function"] for f in admin["functions"]] == ["secretive"]
+    assert any(e.get("function") == "secretive" for e in admin["recent_events"])
+
+    other = await new_token(control, ["read"], account="other")
+    status = await control.http.get("/v1/status", headers=bearer(other))
+    assert status.status_code == 200, status.text
+    assert status.json()["functions"] == []
+    assert status.json()["recent_events"] == []
+    dashboard = await control.http.get("/v1/dashboard", headers=bearer(other))
+    assert dashboard.status_code == 200, dashboard.text
+    assert "secretive" not in json.dumps(dashboard.json())
+    assert "secretive" not in status.text
+
+    # The owner's own read token still sees it.
+    mine = await new_token(control, ["read"], account="default", name="mine")
+    own = (await control.http.get("/v1/status", headers=bearer(mine))).json()
+    assert [f["function"] for f in own["functions"]] == ["secretive"]
