@@ -393,9 +393,17 @@ def create_app(
         )
         return _json(info, 201)
 
-    async def list_functions(_request: Request) -> Response:
+    def _visible(request: Request, account: str, shared: tuple[str, ...] = ()) -> bool:
+        """Whether the caller may see a record of ``account`` (or shared with it): its own
+        account's, and everything for an admin."""
+        principal = _principal(request)
+        return ADMIN in principal.scopes or principal.account in (account, *shared)
+
+    async def list_functions(request: Request) -> Response:
         out = []
         for record in service.registry().functions():
+            if not _visible(request, record.account):
+                continue
             status = service.function_status(record.name)
             out.append(
                 {
@@ -420,7 +428,7 @@ def create_app(
 
     async def list_versions(request: Request) -> Response:
         name = request.path_params["name"]
-        _known(name)
+        _owned(request, name)
         status = service.function_status(name)
         active = status.active.version_id if status and status.active else None
         versions = [
@@ -451,7 +459,7 @@ def create_app(
 
     async def list_deployments(request: Request) -> Response:
         name = request.path_params["name"]
-        _known(name)
+        _owned(request, name)
         return _json({"function": name, "deployments": list(service.deployments(name))})
 
     async def rollback(request: Request) -> Response:
@@ -507,7 +515,7 @@ def create_app(
         return _json(service.status(_principal(request)))
 
     async def bundle(request: Request) -> Response:
-        data = await service.bundle(request.path_params["sha256"])
+        data = await service.bundle(request.path_params["sha256"], principal=_principal(request))
         return Response(data, media_type="application/gzip")
 
     async def openapi(_request: Request) -> Response:
@@ -553,8 +561,9 @@ def create_app(
         )
         return _json(deployer, 201)
 
-    async def list_keys(_request: Request) -> Response:
-        return _json({"keys": list(access.keys())})
+    async def list_keys(request: Request) -> Response:
+        keys = access.keys()
+        return _json({"keys": [k for k in keys if _visible(request, k.account)]})
 
     async def audit(request: Request) -> Response:
         try:
@@ -563,8 +572,11 @@ def create_app(
             raise ControlError("query parameter 'limit' must be an integer") from None
         return _json({"records": access.audit_log(limit)})
 
-    async def list_namespaces(_request: Request) -> Response:
-        return _json({"namespaces": list(service.registry().namespaces())})
+    async def list_namespaces(request: Request) -> Response:
+        namespaces = service.registry().namespaces()
+        return _json(
+            {"namespaces": [n for n in namespaces if _visible(request, n.owner, n.shared_with)]}
+        )
 
     async def share_namespace(request: Request) -> Response:
         body = await _json_body(request, ("account",))

@@ -878,9 +878,19 @@ class ControlService:
                 return ins
         raise EdgefnError(f"the reconciler produced no {kind.__name__}")  # a bug, not user error
 
-    async def bundle(self, sha256: str) -> bytes:
+    async def bundle(self, sha256: str, *, principal: Principal | None = None) -> bytes:
+        """A bundle's bytes. With a non-admin ``principal``, only a bundle of a version of one
+        of its account's functions: another account's code is "not found", as if absent."""
         bundles = self._bundles
         assert bundles is not None
+        if principal is not None and ADMIN not in principal.scopes:
+            owners = {
+                record.account
+                for record in self._registry.functions()
+                if any(v.sha256 == sha256 for v in record.versions)
+            }
+            if principal.account not in owners:
+                raise NotFound(f"no bundle {sha256}", hint="check the sha256")
         try:
             result = await bundles.get(sha256)
         except (ObjectNotFoundError, NotFoundError, KeyNotFoundError):

@@ -42,3 +42,37 @@ async def test_another_account_sees_none_of_the_functions(
     mine = await new_token(control, ["read"], account="default", name="mine")
     own = (await control.http.get("/v1/status", headers=bearer(mine))).json()
     assert [f["function"] for f in own["functions"]] == ["secretive"]
+
+
+async def test_another_account_cannot_list_read_or_download_the_functions(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """Versions carry the bundle's sha256, and a bundle is the function's code: a reader of
+    another account gets neither, nor the function's name in a list."""
+    kv = '[[kv_namespaces]]\nbinding = "KV"\nnamespace = "private-data"\n'
+    resp = await upload(
+        control, control.token, signing_key, bundle_dir(tmp_path, "private", extra=kv)
+    )
+    assert resp.status_code == 201, resp.text
+    sha = resp.json()["sha256"]
+    assert (await control.http.get(f"/v1/bundles/{sha}")).status_code == 200  # admin
+    other = await new_token(control, ["read"], account="other")
+    h = bearer(other)
+    names = [
+        f["name"] for f in (await control.http.get("/v1/functions", headers=h)).json()["functions"]
+    ]
+    assert "private" not in names
+    for path in ("/v1/functions/private/versions", "/v1/functions/private/deployments"):
+        resp = await control.http.get(path, headers=h)
+        assert (resp.status_code, resp.json().get("owner")) == (403, "default"), resp.text
+    resp = await control.http.get(f"/v1/bundles/{sha}", headers=h)
+    assert resp.status_code == 404, resp.text
+    keys = (await control.http.get("/v1/keys", headers=h)).json()["keys"]
+    assert keys == []
+    assert (await control.http.get("/v1/kv", headers=h)).json()["namespaces"] == []
+    mine = await new_token(control, ["read"], account="default", name="mine")
+    assert (await control.http.get(f"/v1/bundles/{sha}", headers=bearer(mine))).status_code == 200
+    own = (await control.http.get("/v1/keys", headers=bearer(mine))).json()["keys"]
+    assert [k["account"] for k in own] == ["default"]
+    spaces = (await control.http.get("/v1/kv", headers=bearer(mine))).json()["namespaces"]
+    assert [n["namespace"] for n in spaces] == ["private-data"]
