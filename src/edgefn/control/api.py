@@ -330,8 +330,14 @@ def dashboard_routes(service: ControlService) -> list[ScopedRoute]:
     ]
 
 
-def _incident_routes(incidents: IncidentsDriver | None) -> list[ScopedRoute]:
-    listing, ack, resolve = incidents_endpoints(incidents, _principal)
+def _incident_routes(
+    incidents: IncidentsDriver | None, service: ControlService
+) -> list[ScopedRoute]:
+    def may_see(principal: Principal, function: str) -> bool:
+        owner = service.registry().owner(function)
+        return ADMIN in principal.scopes or owner == principal.account
+
+    listing, ack, resolve = incidents_endpoints(incidents, _principal, may_see)
     return [
         ScopedRoute("/v1/incidents", listing, method="GET", need=READ),
         ScopedRoute("/v1/incidents/{id}/ack", ack, method="POST", need=ADMIN),
@@ -651,7 +657,7 @@ def create_app(
         *_trace_routes(spans, _owned),
         tail_route(service, tail or TailHub(service.nc)),
         *dashboard_routes(service),
-        *_incident_routes(incidents),
+        *_incident_routes(incidents, service),
         *_queue_routes(service),
     ]
     app = Starlette(

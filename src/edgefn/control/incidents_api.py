@@ -5,7 +5,9 @@
     POST /v1/incidents/{id}/resolve     admin  open|acknowledged -> resolved
 
 Incidents span functions and accounts (a location unreachable is everyone's), so changing one
-is the planet operator's: ``admin``. Reading needs ``read``, like ``/v1/stats``. An unknown id
+is the planet operator's: ``admin``. Reading needs ``read``, like ``/v1/stats``; a reader who is
+not an admin sees the connectivity incidents (everyone's) and the function incidents of its own
+account's functions only. An unknown id
 answers 404, a change the incident's state forbids 409, an app without incidents (a test's
 control service) 503. Who acknowledged or resolved is the token's name and id.
 """
@@ -60,9 +62,13 @@ def _limit(text: str) -> int:
 
 
 def incidents_endpoints(
-    driver: IncidentsDriver | None, principal: Callable[[Request], Principal]
+    driver: IncidentsDriver | None,
+    principal: Callable[[Request], Principal],
+    may_see: Callable[[Principal, str], bool] = lambda _p, _f: True,
 ) -> tuple[Handler, Handler, Handler]:
-    """The handlers of list, ack and resolve (api.py declares their routes and scopes)."""
+    """The handlers of list, ack and resolve (api.py declares their routes and scopes).
+
+    ``may_see(principal, function)``: whether the caller may see that function's incidents."""
 
     async def list_incidents(request: Request) -> Response:
         d = _need(driver)
@@ -70,7 +76,12 @@ def incidents_endpoints(
         if state is not None and state not in STATES:
             raise ControlError(f"state={state!r} is not one of {', '.join(STATES)}")
         limit = _limit(request.query_params.get("limit", "100"))
-        found = d.store.recent(state=state, limit=limit)
+        who = principal(request)
+        found = [
+            i
+            for i in d.store.recent(state=state, limit=_LIMIT_MAX)
+            if i.kind != "function" or may_see(who, i.function)
+        ][:limit]
         body = {"incidents": [i.as_json() for i in found]}
         return JSONResponse(msgspec.to_builtins(body))
 

@@ -76,3 +76,20 @@ async def test_another_account_cannot_list_read_or_download_the_functions(
     assert [k["account"] for k in own] == ["default"]
     spaces = (await control.http.get("/v1/kv", headers=bearer(mine))).json()["namespaces"]
     assert [n["namespace"] for n in spaces] == ["private-data"]
+
+
+async def test_a_functions_incidents_are_its_accounts(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """The seeded incident is about ``hello``'s 5xx at fra: its account and admins see it."""
+    resp = await upload(control, control.token, signing_key, bundle_dir(tmp_path, "hello"))
+    assert resp.status_code == 201, resp.text
+
+    async def ids(token: str) -> list[int]:
+        resp = await control.http.get("/v1/incidents", headers=bearer(token))
+        assert resp.status_code == 200, resp.text
+        return [i["id"] for i in resp.json()["incidents"]]
+
+    assert await ids(control.token) == [1]
+    assert await ids(await new_token(control, ["read"], account="default", name="own")) == [1]
+    assert await ids(await new_token(control, ["read"], account="other")) == []
