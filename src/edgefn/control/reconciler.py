@@ -94,10 +94,15 @@ class ReconcilerOptions:
     gates: GateThresholds = field(default_factory=GateThresholds)
     canary_weight: float = 0.1
     max_region_waves: int = 3
+    # A smart function's old locations serve on this long after every new one applied it: the
+    # other locations learn from beacons (a few hundred ms) that the new ones run it, and until
+    # then forward its requests to the old ones.
+    placement_grace_ms: int = 5_000
 
     def __post_init__(self) -> None:
         assert 0.0 < self.canary_weight <= 1.0
         assert self.max_region_waves >= 0
+        assert self.placement_grace_ms >= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,8 @@ class _Function:
     # until every chosen one applied the function.
     placed: tuple[str, ...] | None = None
     leaving: frozenset[str] = frozenset()
+    # When every chosen location had applied it (None: not yet): leaving ends a grace later.
+    arrived_ms: int | None = None
     history: deque[DeploymentRecord] = field(default_factory=lambda: deque(maxlen=MAX_HISTORY))
 
 
@@ -212,7 +219,7 @@ class Reconciler:
                 if len(out) == before:
                     break
                 self._write_changed(out, set(), everything=True)
-        if self._settle_placements():
+        if clock_ms is not None and self._settle_placements(clock_ms):
             self._write_changed(out, set(), everything=True)
         return out
 
@@ -264,17 +271,25 @@ class Reconciler:
             fn.leaving = (fn.leaving | set(fn.placed)) - set(locations)
         else:
             fn.leaving = frozenset()
+        fn.arrived_ms = None
         fn.placed = None if locations is None else tuple(sorted(set(locations)))
 
-    def _settle_placements(self) -> bool:
-        """Let the locations a smart function left go once every chosen one applied it."""
+    def _settle_placements(self, now_ms: int) -> bool:
+        """Let the locations a smart function left go ``placement_grace_ms`` after every chosen
+        one applied it (the other locations must learn where it runs now before they stop
+        forwarding to the old ones)."""
         settled = False
         for fn in self._functions.values():
             if not fn.leaving or fn.placed is None:
                 continue
             chosen = [t for t in fn.placed if t in self._locations]
-            if chosen and all(self._applied(t) for t in chosen):
-                fn.leaving = frozenset()
+            if not chosen or not all(self._applied(t) for t in chosen):
+                fn.arrived_ms = None
+                continue
+            if fn.arrived_ms is None:
+                fn.arrived_ms = now_ms
+            if now_ms - fn.arrived_ms >= self._options.placement_grace_ms:
+                fn.leaving, fn.arrived_ms = frozenset(), None
                 settled = True
         return settled
 

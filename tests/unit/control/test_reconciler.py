@@ -444,7 +444,12 @@ def test_a_new_placement_keeps_the_old_locations_until_the_new_ones_serve() -> N
         assert _serving(w, 1) >= {"fra", "iad"}
     assert w.r.targets(FN) == ("fra", "iad", "nrt", "sfo")
     w.silent.clear()
+    w.run_until(lambda: _serving(w, 1) >= {"nrt", "sfo"})
+    arrived = w.now_ms
+    # The others learn from beacons that nrt and sfo run it: fra and iad serve on meanwhile.
+    assert _serving(w, 1) >= {"fra", "iad"}
     w.run_until(lambda: _serving(w, 1) == {"nrt", "sfo"})
+    assert w.now_ms - arrived >= OPTIONS.placement_grace_ms
     assert w.r.targets(FN) == ("nrt", "sfo")
     assert _weights_at(w, "fra") == {}
 

@@ -18,6 +18,7 @@ from edgefn.control import (
     DeploymentStarted,
     DeployRequested,
     GateThresholds,
+    PlacementChosen,
     Reconciler,
     ReconcilerOptions,
     Rejected,
@@ -127,3 +128,50 @@ ReconcilerMachine.TestCase.settings = settings(
     max_examples=80, stateful_step_count=30, deadline=None
 )
 test_reconciler_stateful = ReconcilerMachine.TestCase
+
+
+class PlacementMachine(RuleBasedStateMachine):
+    """Random re-placements of a smart function while locations go silent and come back: once
+    its first deploy completed, some location serves it at every step (make before break), and
+    after settling exactly the chosen locations do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = World(Reconciler(OPTIONS), [Node(loc, region) for loc, region in LAYOUT.items()])
+        self.w.register_all()
+        self.chosen: tuple[str, ...] = ("ams",)
+        self.w.feed(DeployRequested(FN, ref(1), "immediate", 0, (), True, self.chosen))
+        for _ in range(5):
+            self.w.step(1000)
+        assert self._serving() == {"ams"}
+
+    def _serving(self) -> set[str]:
+        vid = ref(1).version_id
+        return {loc for loc, n in self.w.nodes.items() if n.weights(FN).get(vid) == 1.0}
+
+    @rule(locations=st.sets(st.sampled_from(sorted(LAYOUT)), min_size=1))
+    def place(self, locations: set[str]) -> None:
+        self.chosen = tuple(sorted(locations))
+        self.w.feed(PlacementChosen(FN, self.chosen, self.w.now_ms))
+
+    @rule(silent=st.sets(st.sampled_from(sorted(LAYOUT))), ms=st.integers(1, 3000))
+    def step(self, silent: set[str], ms: int) -> None:
+        self.w.silent = silent
+        self.w.step(ms)
+
+    @rule()
+    def heal_and_settle(self) -> None:
+        self.w.silent = set()
+        for _ in range(20):
+            self.w.step(1000)
+        assert self._serving() == set(self.chosen)
+
+    @invariant()
+    def someone_serves(self) -> None:
+        assert self._serving(), "no location serves the function"
+
+
+PlacementMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=30, deadline=None
+)
+test_placement_stateful = PlacementMachine.TestCase
