@@ -132,7 +132,7 @@ async def fetch(request, env, ctx):
 CAPACITY_RPS = 20.0
 
 
-def _cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 240) -> str:
+def bench_cli(args: list[str], *, env: dict[str, str] | None = None, timeout: float = 240) -> str:
     res = subprocess.run(
         [sys.executable, "-m", "edgefn.cli.main", *args],
         capture_output=True,
@@ -153,27 +153,32 @@ def _function(root: Path, name: str, extra: str = "") -> Path:
     return d
 
 
-class _Planet:
+class BenchPlanet:
     """A benchmark planet started with ``edgefn up --detach`` and stopped with ``down``."""
 
-    def __init__(self, root: Path, routing: str) -> None:
+    def __init__(
+        self, root: Path, routing: str, *, locations: int = 3, extra_args: tuple[str, ...] = ()
+    ) -> None:
         self.state = root / f"planet-{routing}"
         self.env = {**os.environ, "EDGEFN_ROUTING": routing}
         self.info: dict[str, Any] = {}
+        self.locations = locations
+        self.extra_args = extra_args
 
-    def __enter__(self) -> _Planet:
+    def __enter__(self) -> BenchPlanet:
         port = str(free_port())
-        args = ["up", "--detach", "--json", "--locations", "3", "--entry-port", port]
-        out = _cli([*args, "--state-dir", str(self.state)], env=self.env)
+        args = ["up", "--detach", "--json", "--locations", str(self.locations)]
+        args += ["--entry-port", port, *self.extra_args]
+        out = bench_cli([*args, "--state-dir", str(self.state)], env=self.env)
         self.info = json.loads(out)
         return self
 
     def deploy(self, directory: Path) -> None:
-        _cli(["deploy", str(directory), "--wait", "--state-dir", str(self.state)])
+        bench_cli(["deploy", str(directory), "--wait", "--state-dir", str(self.state)])
 
     def __exit__(self, *exc: object) -> None:
         with contextlib.suppress(Exception):
-            _cli(["down", "--state-dir", str(self.state)], timeout=90)
+            bench_cli(["down", "--state-dir", str(self.state)], timeout=90)
         pid = int(self.info.get("supervisor_pid", 0))
         if pid:
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -193,7 +198,7 @@ def _latency(run: LoadRun) -> dict[str, Any]:
     }
 
 
-async def _failover(planet: _Planet, duration_s: float, rps: float) -> dict[str, Any]:
+async def _failover(planet: BenchPlanet, duration_s: float, rps: float) -> dict[str, Any]:
     victim = planet.info["locations"][1]["name"]
     kill_after_s = duration_s / 3
     load = asyncio.create_task(
@@ -209,9 +214,9 @@ async def _failover(planet: _Planet, duration_s: float, rps: float) -> dict[str,
     start = time.perf_counter()
     await asyncio.sleep(kill_after_s)
     kill_at = time.perf_counter() - start
-    await asyncio.to_thread(_cli, ["net", "kill", victim, "--state-dir", str(planet.state)])
+    await asyncio.to_thread(bench_cli, ["net", "kill", victim, "--state-dir", str(planet.state)])
     run = await load
-    await asyncio.to_thread(_cli, ["net", "revive", victim, "--state-dir", str(planet.state)])
+    await asyncio.to_thread(bench_cli, ["net", "revive", victim, "--state-dir", str(planet.state)])
     after = [(t, s, by) for t, s, by, _ in run.timeline if t >= kill_at]
     bad = [t for t, s, by in after if s == 0 or s >= 500 or by == victim]
     failed = [t for t, s, _, _ in run.timeline if s == 0 or s >= 500]
@@ -225,7 +230,7 @@ async def _failover(planet: _Planet, duration_s: float, rps: float) -> dict[str,
     }
 
 
-async def _overload(planet: _Planet, duration_s: float) -> dict[str, Any]:
+async def _overload(planet: BenchPlanet, duration_s: float) -> dict[str, Any]:
     last = planet.info["locations"][-1]
     out: dict[str, Any] = {"location": last["name"], "capacity_rps": CAPACITY_RPS}
     for factor in (1, 2, 3):
@@ -262,12 +267,12 @@ async def run_traffic_bench(*, quick: bool = False) -> dict[str, Any]:
             "phase_s": duration,
         }
     }
-    with _Planet(root, "nearest") as planet:
+    with BenchPlanet(root, "nearest") as planet:
         await asyncio.to_thread(planet.deploy, slow)
         base = await run_load(
             entry_url=planet.info["entry_url"], name="slow", rps=world_rps, duration_s=duration
         )
-    with _Planet(root, "smart") as planet:
+    with BenchPlanet(root, "smart") as planet:
         only_last = planet.info["locations"][-1]["region"]
         slow1 = _function(
             root / "fns", "slow1", f'[placement]\nmode = "regions"\nregions = ["{only_last}"]\n'

@@ -16,6 +16,7 @@ JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON")]
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("load")(load)
     bench.command("traffic")(bench_traffic)
+    bench.command("placement")(bench_placement)
 
 
 def load(
@@ -114,3 +115,56 @@ def bench_traffic(
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
     emit_json(result)
+
+
+def bench_placement(
+    locations: Annotated[int, typer.Option(help="Locations of the planet")] = 12,
+    json_out: JsonOut = False,
+    out: Annotated[Path, typer.Option(help="Where --json writes the result")] = Path(
+        "benchmarks/results/placement.json"
+    ),
+    quick: Annotated[bool, typer.Option(help="Shorter phases (smoke run)")] = False,
+) -> None:
+    """Smart placement on a real planet: where it runs, failures in its moves, and its latency
+    against the routing LP's bound and an "everywhere" deploy."""
+    import json
+
+    from edgefn._loop import run
+    from edgefn.bench.placement_live import run_placement_bench
+
+    if not 2 <= locations <= 60:
+        fail(f"--locations {locations} is out of range", hint="use 2 to 60")
+    try:
+        result = run(
+            run_placement_bench(
+                locations=locations,
+                quick=quick,
+                progress=lambda msg: typer.echo(msg, err=True),
+            )
+        )
+    except EdgefnError as err:
+        fail_from(err)
+    if json_out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        emit_json(result)
+        return
+    rows = []
+    for phase, r in result["phases"].items():
+        s, e = r["smart"], r["everywhere"]
+        rows.append(
+            [
+                phase,
+                " ".join(r["placed"]),
+                f"{r['warm_up']['failed'] + s['failed']}",
+                f"{s['mean_ms']:.1f}",
+                f"{e['mean_ms']:.1f}",
+                f"{r['lp_bound_rtt_ms']:.1f}",
+                f"{r['smart_mean_over_bound']:.2f}",
+            ]
+        )
+    print_table(
+        "smart placement",
+        ["clients", "runs at", "failed", "smart mean ms", "everywhere ms", "LP bound ms", "ratio"],
+        rows,
+    )
