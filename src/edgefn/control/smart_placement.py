@@ -6,8 +6,10 @@ region over the last window); the reconciler then deploys the function at the ch
 only, and every other location forwards its requests to the replica nearest the client (the
 nodes' routing policy, from the locations' beacons).
 
-The planning problem is the planner's (edgefn.placement): each client region's demand is spread
-over its cities by population (edgefn.world.cities), so a region is not one point; the cost of
+The planning problem is the planner's (edgefn.placement). Demand comes per client *cell* (the
+clients' positions to a whole degree, ``"35,140"``, from the rollups), each cell a client of the
+problem at its position; or, from a store that only has regions, per client region, each
+region's demand spread over its cities by population (edgefn.world.cities). The cost of
 serving a client from a location is the modelled RTT between them; a replica beyond
 ``min_replicas`` must lower the demand-weighted mean RTT by at least ``replica_cost_ms``; and,
 through :func:`~edgefn.placement.replan`, a location the function does not run at yet costs
@@ -24,13 +26,14 @@ See docs/design/0029-smart-placement.md.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgefn.placement import Client, FunctionSpec, PlacementProblem, Site, Weights, replan
-from edgefn.world import cities, rtt_ms
+from edgefn.world import cities, region_of, rtt_ms
 
 __all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose"]
 
@@ -38,6 +41,17 @@ __all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose"
 # (the admission controller and forwarding handle overload; placement handles latency).
 _MEMORY_MB = 1024.0
 _CAPACITY = 1e9
+_CELL = re.compile(r"(-?\d{1,3}),(-?\d{1,3})")
+# At most this many cells enter the problem (the busiest): the MILP stays small.
+MAX_CELLS = 400
+
+
+def _cell(key: str) -> tuple[float, float] | None:
+    m = _CELL.fullmatch(key)
+    if m is None:
+        return None
+    lat, lon = int(m.group(1)), int(m.group(2))
+    return (float(lat), float(lon)) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +126,22 @@ def _clients(shares: Mapping[str, float]) -> tuple[list[Client], list[float]]:
     return clients, demand
 
 
+def _cell_clients(
+    cells: Mapping[str, tuple[tuple[float, float], float]],
+) -> tuple[list[Client], list[float], dict[str, float]]:
+    """A client per cell (the busiest MAX_CELLS), its share of the demand, and the shares per
+    world region (for the reason)."""
+    busiest = sorted(cells.items(), key=lambda kv: (-kv[1][1], kv[0]))[:MAX_CELLS]
+    total = sum(n for _, (_, n) in busiest)
+    clients = [Client(key, lat, lon) for key, ((lat, lon), _) in busiest]
+    demand = [n / total for _, (_, n) in busiest]
+    shares: dict[str, float] = {}
+    for c, d in zip(clients, demand, strict=True):
+        region = region_of(c.lat, c.lon)
+        shares[region] = shares.get(region, 0.0) + d
+    return clients, demand, shares
+
+
 def _problem(
     spec: SmartSpec, sites: Sequence[SmartSite], clients: list[Client], demand: list[float],
     options: SmartOptions,
@@ -161,8 +191,13 @@ def choose(
         raise ValueError(
             f"{spec.function}: no location is in the placement's regions {list(spec.regions)}"
         )
-    shares, was_observed = _demand(spec, candidates, observed)
-    clients, demand = _clients(shares)
+    cells = {k: (p, float(n)) for k, n in observed.items() if n > 0 and (p := _cell(k)) is not None}
+    if cells:
+        clients, demand, shares = _cell_clients(cells)
+        was_observed = True
+    else:
+        shares, was_observed = _demand(spec, candidates, observed)
+        clients, demand = _clients(shares)
     problem = _problem(spec, candidates, clients, demand, options)
     ids = {s.id for s in candidates}
     kept = tuple(sorted(set(current) & ids))

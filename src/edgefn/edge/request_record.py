@@ -15,7 +15,7 @@ from edgefn.edge.listener import Scope
 from edgefn.edge.request_context import RequestContext
 from edgefn.edge.tail import TailPublisher
 from edgefn.observe import JsonLog
-from edgefn.observe.rollup import Accumulator, client_region
+from edgefn.observe.rollup import Accumulator, client_cell, client_region
 from edgefn.observe.tail import TailRequest
 from edgefn.observe.version_stats import VersionStatsTracker
 
@@ -133,6 +133,8 @@ class RequestRecorder:
             subrequests=sub,
             # A worker's figure is not trusted beyond this: never more than the wall time.
             cpu_us=max(0, min(cpu, round(duration_ms * 1000))),
+            # Where the client is, finer than its region, for smart placement.
+            demand_cell=client_cell(client),
         )
 
 

@@ -24,6 +24,12 @@ Rules:
 * **Hostile input.** :func:`decode_rollup` bounds every field (string lengths, row and bin counts,
   non-negative counts, sketch counts that add up to the requests) before anything uses it.
 
+Demand cells: beside the rows, a rollup counts each function's requests per client *cell* (the
+client's signed position rounded to whole degrees, ``"35,140"``; :func:`client_cell`), at most
+``MAX_DEMAND_CELLS`` per rollup (beyond that a request's cell is not counted, and
+``demand_dropped`` says how many were not). Smart placement reads them (control/placement_driver.py):
+a world region is too coarse to place a replica by.
+
 CPU time: ``cpu_us_sum`` is the function's own CPU time over a key's requests, as its worker
 measured each invocation's task (thread CPU time around every step of the task; the node's own
 work, the KV calls it serves and ``wait_until`` tasks after the response are not in it).
@@ -47,6 +53,7 @@ from edgefn.world import region_of
 
 __all__ = [
     "MAX_BINS",
+    "MAX_DEMAND_CELLS",
     "MAX_KEYS",
     "OVERFLOW",
     "RELATIVE_ACCURACY",
@@ -55,10 +62,13 @@ __all__ = [
     "AccumulatorStatistics",
     "BadRollup",
     "BufferStatistics",
+    "DemandCell",
     "Rollup",
     "RollupBuffer",
     "Row",
     "Sketch",
+    "cell_point",
+    "client_cell",
     "client_region",
     "decode_rollup",
     "encode_rollup",
@@ -71,6 +81,7 @@ __all__ = [
 
 RELATIVE_ACCURACY = 0.01
 MAX_KEYS = 256
+MAX_DEMAND_CELLS = 512
 # 1% accuracy covers 1 µs .. 1 hour in about 1,100 bins; more than this is a forged sketch.
 MAX_BINS = 2048
 OVERFLOW = "~overflow"
@@ -119,6 +130,18 @@ class Row(msgspec.Struct, frozen=True, array_like=True):
         return (self.function, self.version, self.status, self.client_region)
 
 
+class DemandCell(msgspec.Struct, frozen=True, array_like=True):
+    """Requests of ``function`` from clients in ``cell`` (``"lat,lon"`` in whole degrees)."""
+
+    function: Name
+    cell: Name
+    requests: Count
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.function, self.cell)
+
+
 class Rollup(msgspec.Struct, frozen=True):
     """What one node served over ``[start_ms, end_ms)``: its rollups ``seq_first..seq_last``."""
 
@@ -129,6 +152,9 @@ class Rollup(msgspec.Struct, frozen=True):
     start_ms: Count
     end_ms: Count
     rows: Annotated[list[Row], msgspec.Meta(max_length=MAX_KEYS + len(STATUS_CLASSES))]
+    # Requests per (function, client cell); a rollup from a node that does not count them has none.
+    demand: Annotated[list[DemandCell], msgspec.Meta(max_length=MAX_DEMAND_CELLS)] = []
+    demand_dropped: Count = 0
 
     @property
     def rollup_id(self) -> str:
@@ -170,6 +196,12 @@ def decode_rollup(data: bytes, *, max_bytes: int = 1 << 20) -> Rollup:
             raise BadRollup(f"status class {row.status!r} is not one of {STATUS_CLASSES}")
         if row.latency.count != row.requests:
             raise BadRollup(f"sketch of {row.key} counts {row.latency.count}, not {row.requests}")
+    cells = [d.key for d in rollup.demand]
+    if len(set(cells)) != len(cells):
+        raise BadRollup("rollup repeats a demand cell")
+    for d in rollup.demand:
+        if _cell_point(d.cell) is None:
+            raise BadRollup(f"demand cell {d.cell!r} is not 'lat,lon' in whole degrees")
     return rollup
 
 
@@ -198,6 +230,37 @@ def client_region(header: str | None) -> str:
     if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
         return "unknown"
     return region_of(lat, lon)
+
+
+_CELL = re.compile(r"(-?\d{1,3}),(-?\d{1,3})")
+
+
+@functools.lru_cache(maxsize=4096)
+def client_cell(header: str | None) -> str:
+    """The demand cell of a client position header: ``"lat,lon"`` rounded to whole degrees
+    (about 100 km), or ``""`` for no position (cached, bounded, like :func:`client_region`)."""
+    if not header:
+        return ""
+    m = _LATLON.fullmatch(header)
+    if m is None:
+        return ""
+    lat, lon = float(m.group(1)), float(m.group(2))
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        return ""
+    return f"{round(lat)},{round(lon)}"
+
+
+def _cell_point(cell: str) -> tuple[float, float] | None:
+    m = _CELL.fullmatch(cell)
+    if m is None:
+        return None
+    lat, lon = int(m.group(1)), int(m.group(2))
+    return (float(lat), float(lon)) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+
+
+def cell_point(cell: str) -> tuple[float, float] | None:
+    """(lat, lon) of a demand cell, or None if it is not one."""
+    return _cell_point(cell)
 
 
 # -- sketches -------------------------------------------------------------------------------------
@@ -299,6 +362,7 @@ def merge_rollups(a: Rollup, b: Rollup, *, max_keys: int = MAX_KEYS) -> Rollup:
     """One rollup for both (same node and boot; their ranges need not touch for the math)."""
     assert a.location == b.location, (a.location, b.location)
     assert a.epoch == b.epoch, (a.epoch, b.epoch)
+    demand, dropped = _merge_demand(a, b)
     return Rollup(
         location=a.location,
         epoch=a.epoch,
@@ -307,7 +371,21 @@ def merge_rollups(a: Rollup, b: Rollup, *, max_keys: int = MAX_KEYS) -> Rollup:
         start_ms=min(a.start_ms, b.start_ms),
         end_ms=max(a.end_ms, b.end_ms),
         rows=merge_rows(a.rows, b.rows, max_keys=max_keys),
+        demand=demand,
+        demand_dropped=dropped,
     )
+
+
+def _merge_demand(a: Rollup, b: Rollup) -> tuple[list[DemandCell], int]:
+    """Both rollups' demand cells added by key; beyond MAX_DEMAND_CELLS the largest keys in sort
+    order are dropped (and counted), so the result does not depend on the order of merges."""
+    counts: dict[tuple[str, str], int] = {}
+    for d in (*a.demand, *b.demand):
+        counts[d.key] = counts.get(d.key, 0) + d.requests
+    keys = sorted(counts)
+    dropped = sum(counts[k] for k in keys[MAX_DEMAND_CELLS:])
+    kept = [DemandCell(f, c, counts[(f, c)]) for f, c in keys[:MAX_DEMAND_CELLS]]
+    return kept, a.demand_dropped + b.demand_dropped + dropped
 
 
 # -- the node's accumulator ---------------------------------------------------------------------
@@ -353,6 +431,8 @@ class Accumulator:
         self._cells: dict[tuple[str, str, str, str], _Cell] = {}
         self._by_args: dict[tuple[str, str, int, str], _Cell] = {}
         self._regular = 0  # keys other than the overflow rows
+        self._demand: dict[tuple[str, str], int] = {}
+        self._demand_dropped = 0
         self._start_ms = start_ms
         self._seq = 1
         self._overflowed = 0
@@ -370,6 +450,7 @@ class Accumulator:
         kv_ops: int = 0,
         subrequests: int = 0,
         cpu_us: int = 0,
+        demand_cell: str = "",
     ) -> None:
         # The request path calls this per request: the cell of a key seen this period is found
         # by the arguments as given, before any of them is bounded or classified.
@@ -385,6 +466,15 @@ class Accumulator:
         cell.cpu_us += max(0, cpu_us)
         cell.latency_us += round(latency_ms * 1000)
         cell.latency.add(latency_ms)
+        if demand_cell:
+            key = (function, demand_cell)
+            count = self._demand.get(key)
+            if count is not None:
+                self._demand[key] = count + 1
+            elif len(self._demand) < MAX_DEMAND_CELLS and len(function) <= _MAX_NAME:
+                self._demand[key] = 1
+            else:
+                self._demand_dropped += 1
 
     def _cell(self, function: str, version: str, status: int, region: str) -> _Cell:
         key = (function[:_MAX_NAME], version[:_MAX_NAME], status_class(status), region[:_MAX_NAME])
@@ -424,6 +514,8 @@ class Accumulator:
             )
             for k, c in sorted(self._cells.items())
         ]
+        demand = [DemandCell(f, c, n) for (f, c), n in sorted(self._demand.items())]
+        dropped, self._demand, self._demand_dropped = self._demand_dropped, {}, 0
         self._cells = {}
         self._by_args = {}
         self._regular = 0
@@ -437,6 +529,8 @@ class Accumulator:
             start_ms=start,
             end_ms=self._start_ms,
             rows=rows,
+            demand=demand,
+            demand_dropped=dropped,
         )
 
     def statistics(self) -> AccumulatorStatistics:

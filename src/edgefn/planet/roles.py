@@ -55,7 +55,7 @@ from edgefn.control.desired_signing import DesiredSigner
 from edgefn.control.gates import GateThresholds
 from edgefn.control.incidents_driver import IncidentsDriver, IncidentStore
 from edgefn.control.otlp_export import OtlpExport
-from edgefn.control.placement_driver import SmartPlacement, telemetry_demand
+from edgefn.control.placement_driver import DemandWindow, SmartPlacement, telemetry_demand
 from edgefn.control.reconciler import ReconcilerOptions
 from edgefn.control.service import ControlService
 from edgefn.control.telemetry_ingest import TelemetryIngest
@@ -64,6 +64,7 @@ from edgefn.edge.listener import ASGIApp, serve_asgi
 from edgefn.edge.outbound import Outbound
 from edgefn.edge.traffic import TrafficOptions
 from edgefn.observe.incident_routes import Routes
+from edgefn.observe.rollup import Rollup
 from edgefn.observe.span_store import SpanStore
 from edgefn.observe.telemetry_store import TelemetryStore
 from edgefn.planet.assembly import NodeConfig, build_node, bus_addresses
@@ -213,7 +214,10 @@ async def _run_control(
     # Node rollups into the core's SQLite store (docs/design/0019-telemetry.md); smart placement
     # reads its demand from them (docs/design/0029-smart-placement.md).
     telemetry = TelemetryStore(telemetry_db)
-    placement = SmartPlacement(telemetry_demand(telemetry), interval_s=replan_interval_s)
+    demand = DemandWindow()
+    placement = SmartPlacement(
+        telemetry_demand(telemetry, window=demand), interval_s=replan_interval_s
+    )
     service = ControlService(
         nc,
         trusted_keys=trusted_keys,
@@ -234,7 +238,12 @@ async def _run_control(
         locations=service.location_status,
     )
     await incidents.start()
-    ingest = TelemetryIngest(nc, telemetry, replicas=replicas, on_stored=incidents.on_rollup)
+
+    def on_stored(rollup: Rollup) -> None:
+        incidents.on_rollup(rollup)
+        demand.add(rollup)
+
+    ingest = TelemetryIngest(nc, telemetry, replicas=replicas, on_stored=on_stored)
     await ingest.start()
     # Kept traces into the span store, and to an OTLP collector (docs/design/0023-traces.md).
     spans = SpanStore(telemetry_db.with_name("spans.sqlite"))

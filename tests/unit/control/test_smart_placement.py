@@ -93,3 +93,40 @@ def test_the_migration_cost_is_what_holds_a_placement() -> None:
     held = choose(SPEC, SITES, demand, current, SmartOptions(migration_cost_ms=1000.0))
     assert held.locations == current
     assert free.mean_rtt_ms <= held.mean_rtt_ms
+
+
+def test_client_cells_place_the_replica_at_the_clients_not_the_regions_centre() -> None:
+    """East Asia as a region is spread from Japan to Indonesia; the clients are in Tokyo."""
+    tokyo = {"36,140": 500, "35,140": 300}
+    c = choose(SPEC, SITES, tokyo, options=SmartOptions(replica_cost_ms=50))
+    assert c.locations == ("nrt",)
+    assert c.demand == (("as-east", 1.0),)
+    # Cells win over regions; malformed keys are ignored, as an unknown region is.
+    mixed = choose(
+        SPEC, SITES, {**tokyo, "eu-west": 10_000, "99,0": 5, "x,y": 3}, options=SmartOptions(50)
+    )
+    assert mixed.locations == ("nrt",)
+
+
+def test_the_demand_window_counts_cells_over_the_last_minutes() -> None:
+    from edgefn.control.placement_driver import DemandWindow
+    from edgefn.observe.rollup import Accumulator
+
+    now = [1_000_000]
+    window = DemandWindow(window_s=300, clock=lambda: now[0])
+    acc = Accumulator(location="nrt", epoch="e", start_ms=0)
+    for _ in range(3):
+        acc.record("f", "v1", 200, "as-east", 1.0, demand_cell="36,140")
+    acc.record("g", "v1", 200, "eu-west", 1.0, demand_cell="49,2")
+    rollup = acc.cut(5_000)
+    assert rollup is not None
+    window.add(rollup)
+    assert window.demand("f") == {"36,140": 3.0}
+    now[0] += 120_000
+    window.add(rollup)
+    assert window.demand("f") == {"36,140": 6.0}
+    now[0] += 250_000  # the first rollup is out of the window, the second is not
+    assert window.demand("f") == {"36,140": 3.0}
+    assert window.demand("g") == {"49,2": 1.0}
+    now[0] += 600_000
+    assert window.demand("f") == {}

@@ -11,12 +11,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgefn.observe.rollup import (
+    MAX_DEMAND_CELLS,
     OVERFLOW,
     Accumulator,
     BadRollup,
+    DemandCell,
     Rollup,
     RollupBuffer,
     Sketch,
+    client_cell,
     client_region,
     decode_rollup,
     encode_rollup,
@@ -116,7 +119,8 @@ def _rollup(requests: list[tuple[tuple[str, str, int, str], float, bool, int]], 
     acc = Accumulator(location="fra", epoch="e1", start_ms=seq * 5_000, max_keys=5)
     acc._seq = seq
     for (fn, v, status, region), ms, cold, kv in requests:
-        acc.record(fn, v, status, region, ms, cold=cold, kv_ops=kv)
+        cell = f"{kv * 10},{len(region) * 7}"  # a few cells, from the drawn values
+        acc.record(fn, v, status, region, ms, cold=cold, kv_ops=kv, demand_cell=cell)
     acc.record("z", "v1", 200, "eu-west", 1.0)  # never empty
     rollup = acc.cut((seq + 1) * 5_000)
     assert rollup is not None
@@ -140,6 +144,8 @@ def test_merge_is_associative_and_commutative_and_bounded(
     assert sum(1 for r in merged.rows if r.function != OVERFLOW) <= max_keys
     assert all(r.latency.count == r.requests for r in merged.rows)
     assert decode_rollup(encode_rollup(merged)) == merged
+    cells = sum(d.requests for d in merged.demand) + merged.demand_dropped
+    assert cells == len(a) + len(b) + len(c)  # every request with a position, counted once
 
 
 @settings(max_examples=100, deadline=None)
@@ -212,3 +218,34 @@ def test_buffer_merges_the_oldest_unsent_and_never_changes_what_it_sent() -> Non
             buf.acked(r.rollup_id)
         buf.check_invariants()
     assert buf.statistics().acked_total == 5
+
+
+def test_demand_cells_count_client_positions_and_stay_bounded() -> None:
+    assert client_cell("35.68,139.69") == "36,140"
+    assert client_cell("-33.9,18.4") == "-34,18"
+    for bad in (None, "", "Tokyo", "95,10", "10,190"):
+        assert client_cell(bad) == ""
+    acc = _acc()
+    for i in range(MAX_DEMAND_CELLS + 10):
+        acc.record("f", "v1", 200, "eu-west", 1.0, demand_cell=f"{i % 90},{i // 90}")
+    acc.record("f", "v1", 200, "eu-west", 1.0, demand_cell="0,0")  # a cell already counted
+    acc.record("f", "v1", 200, "eu-west", 1.0)  # no position: no cell
+    rollup = acc.cut(5_000)
+    assert rollup is not None
+    assert len(rollup.demand) == MAX_DEMAND_CELLS
+    assert rollup.demand_dropped == 10
+    assert next(d.requests for d in rollup.demand if d.cell == "0,0") == 2
+    assert decode_rollup(encode_rollup(rollup)) == rollup
+
+
+def test_decode_refuses_forged_demand_cells() -> None:
+    good = _rollup([(("a", "v1", 200, "eu-west"), 3.0, False, 0)], 1)
+    for demand in (
+        [DemandCell("a", "Tokyo", 1)],
+        [DemandCell("a", "91,0", 1)],
+        [DemandCell("a", "1.5,2", 1)],
+        [DemandCell("a", "1,2", 1), DemandCell("a", "1,2", 3)],
+        [DemandCell("a", "1,2", -1)],
+    ):
+        with pytest.raises(BadRollup):
+            decode_rollup(encode_rollup(msgspec.structs.replace(good, demand=demand)))
