@@ -10,7 +10,9 @@ The planning problem is the planner's (edgefn.placement). Demand comes per clien
 clients' positions to a whole degree, ``"35,140"``, from the rollups), each cell a client of the
 problem at its position; or, from a store that only has regions, per client region, each
 region's demand spread over its cities by population (edgefn.world.cities). The cost of
-serving a client from a location is the modelled RTT between them; a replica beyond
+serving a client from a location is the modelled RTT of the path its requests take (to the
+client's nearest location, the anycast entry's choice, then forwarded; :func:`path_rtt_ms`);
+a replica beyond
 ``min_replicas`` must lower the demand-weighted mean RTT by at least ``replica_cost_ms``; and,
 through :func:`~edgefn.placement.replan`, a location the function does not run at yet costs
 ``migration_cost_ms`` of mean RTT (the bundle's transfer, the cold starts, the disruption), so a
@@ -35,7 +37,7 @@ import numpy as np
 from edgefn.placement import Client, FunctionSpec, PlacementProblem, Site, Weights, replan
 from edgefn.world import cities, region_of, rtt_ms
 
-__all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose"]
+__all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose", "path_rtt_ms"]
 
 # One replica of the function; capacity large enough that the CPU of observed demand never binds
 # (the admission controller and forwarding handle overload; placement handles latency).
@@ -142,9 +144,19 @@ def _cell_clients(
     return clients, demand, shares
 
 
+def path_rtt_ms(client: Client, target: SmartSite, every_site: Sequence[SmartSite]) -> float:
+    """The RTT of a request on this platform's path: the client reaches its nearest location
+    (the anycast entry's choice, among ``every_site``), which forwards it to ``target`` unless it
+    is the target itself."""
+    ingress = min(every_site, key=lambda s: (rtt_ms(client, s), s.id))
+    if ingress.id == target.id:
+        return rtt_ms(client, target)
+    return rtt_ms(client, ingress) + rtt_ms(ingress, target)
+
+
 def _problem(
     spec: SmartSpec, sites: Sequence[SmartSite], clients: list[Client], demand: list[float],
-    options: SmartOptions,
+    options: SmartOptions, every_site: Sequence[SmartSite],
 ) -> PlacementProblem:  # fmt: skip
     function = FunctionSpec(
         spec.function,
@@ -154,7 +166,9 @@ def _problem(
         memory_mb=_MEMORY_MB,
     )
     planner_sites = tuple(Site(s.id, s.lat, s.lon, _CAPACITY, 1.0, 0.0) for s in sites)
-    latency = np.array([[rtt_ms(c, s) for s in planner_sites] for c in clients])
+    # The cost of serving a client from a location is the RTT of the path its requests take
+    # (to the nearest location, then forwarded), not of a straight line the platform never uses.
+    latency = np.array([[path_rtt_ms(c, s, every_site) for s in sites] for c in clients])
     return PlacementProblem(
         (function,),
         planner_sites,
@@ -198,7 +212,7 @@ def choose(
     else:
         shares, was_observed = _demand(spec, candidates, observed)
         clients, demand = _clients(shares)
-    problem = _problem(spec, candidates, clients, demand, options)
+    problem = _problem(spec, candidates, clients, demand, options, sites)
     ids = {s.id for s in candidates}
     kept = tuple(sorted(set(current) & ids))
     migration = options.migration_cost_ms if kept else 0.0
