@@ -102,7 +102,6 @@ def bench_traffic(
     quick: Annotated[bool, typer.Option(help="Shorter phases (smoke run)")] = False,
 ) -> None:
     """Routing vs nearest-only latency, failover under a killed location, overload shedding."""
-    import json
 
     from edgefn._loop import run
     from edgefn.bench.traffic import run_traffic_bench
@@ -112,9 +111,15 @@ def bench_traffic(
     except EdgefnError as err:
         fail_from(err)
     if json_out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        _write(out, result)
     emit_json(result)
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    import json
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 def bench_placement(
@@ -127,7 +132,6 @@ def bench_placement(
 ) -> None:
     """Smart placement on a real planet: where it runs, failures in its moves, and its latency
     against the routing LP's bound and an "everywhere" deploy."""
-    import json
 
     from edgefn._loop import run
     from edgefn.bench.placement_live import run_placement_bench
@@ -145,8 +149,7 @@ def bench_placement(
     except EdgefnError as err:
         fail_from(err)
     if json_out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        _write(out, result)
         emit_json(result)
         return
     rows = []

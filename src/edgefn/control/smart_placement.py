@@ -28,14 +28,13 @@ See docs/design/0029-smart-placement.md.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from edgefn.placement import Client, FunctionSpec, PlacementProblem, Site, Weights, replan
-from edgefn.world import cities, region_of, rtt_ms
+from edgefn.world import cell_point, cities, region_of, rtt_ms
 
 __all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose", "path_rtt_ms"]
 
@@ -43,17 +42,8 @@ __all__ = ["PlacementChoice", "SmartOptions", "SmartSite", "SmartSpec", "choose"
 # (the admission controller and forwarding handle overload; placement handles latency).
 _MEMORY_MB = 1024.0
 _CAPACITY = 1e9
-_CELL = re.compile(r"(-?\d{1,3}),(-?\d{1,3})")
 # At most this many cells enter the problem (the busiest): the MILP stays small.
 MAX_CELLS = 400
-
-
-def _cell(key: str) -> tuple[float, float] | None:
-    m = _CELL.fullmatch(key)
-    if m is None:
-        return None
-    lat, lon = int(m.group(1)), int(m.group(2))
-    return (float(lat), float(lon)) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,7 +195,9 @@ def choose(
         raise ValueError(
             f"{spec.function}: no location is in the placement's regions {list(spec.regions)}"
         )
-    cells = {k: (p, float(n)) for k, n in observed.items() if n > 0 and (p := _cell(k)) is not None}
+    cells = {
+        k: (p, float(n)) for k, n in observed.items() if n > 0 and (p := cell_point(k)) is not None
+    }
     if cells:
         clients, demand, shares = _cell_clients(cells)
         was_observed = True

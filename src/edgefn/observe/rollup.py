@@ -49,7 +49,7 @@ from ddsketch.ddsketch import BaseDDSketch, DDSketch
 from ddsketch.mapping import LogarithmicMapping
 from ddsketch.store import DenseStore
 
-from edgefn.world import region_of
+from edgefn.world import cell_of, cell_point, region_of
 
 __all__ = [
     "MAX_BINS",
@@ -67,7 +67,6 @@ __all__ = [
     "RollupBuffer",
     "Row",
     "Sketch",
-    "cell_point",
     "client_cell",
     "client_region",
     "decode_rollup",
@@ -200,7 +199,7 @@ def decode_rollup(data: bytes, *, max_bytes: int = 1 << 20) -> Rollup:
     if len(set(cells)) != len(cells):
         raise BadRollup("rollup repeats a demand cell")
     for d in rollup.demand:
-        if _cell_point(d.cell) is None:
+        if cell_point(d.cell) is None:
             raise BadRollup(f"demand cell {d.cell!r} is not 'lat,lon' in whole degrees")
     return rollup
 
@@ -221,46 +220,27 @@ def client_region(header: str | None) -> str:
     path does not parse free text per request. Cached (bounded): the region test costs ~5 µs and
     clients repeat their positions.
     """
+    point = _position(header)
+    return "unknown" if point is None else region_of(*point)
+
+
+def _position(header: str | None) -> tuple[float, float] | None:
+    """(lat, lon) of a client position header, or None when it is none or out of range."""
     if not header:
-        return "unknown"
+        return None
     m = _LATLON.fullmatch(header)
     if m is None:
-        return "unknown"
+        return None
     lat, lon = float(m.group(1)), float(m.group(2))
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        return "unknown"
-    return region_of(lat, lon)
-
-
-_CELL = re.compile(r"(-?\d{1,3}),(-?\d{1,3})")
+    return (lat, lon) if -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0 else None
 
 
 @functools.lru_cache(maxsize=4096)
 def client_cell(header: str | None) -> str:
     """The demand cell of a client position header: ``"lat,lon"`` rounded to whole degrees
     (about 100 km), or ``""`` for no position (cached, bounded, like :func:`client_region`)."""
-    if not header:
-        return ""
-    m = _LATLON.fullmatch(header)
-    if m is None:
-        return ""
-    lat, lon = float(m.group(1)), float(m.group(2))
-    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
-        return ""
-    return f"{round(lat)},{round(lon)}"
-
-
-def _cell_point(cell: str) -> tuple[float, float] | None:
-    m = _CELL.fullmatch(cell)
-    if m is None:
-        return None
-    lat, lon = int(m.group(1)), int(m.group(2))
-    return (float(lat), float(lon)) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
-
-
-def cell_point(cell: str) -> tuple[float, float] | None:
-    """(lat, lon) of a demand cell, or None if it is not one."""
-    return _cell_point(cell)
+    point = _position(header)
+    return "" if point is None else cell_of(*point)
 
 
 # -- sketches -------------------------------------------------------------------------------------

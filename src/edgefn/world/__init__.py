@@ -12,6 +12,8 @@ from edgefn.world._geo import (
     REGIONS,
     GeoPoint,
     HasLatLon,
+    cell_of,
+    cell_point,
     haversine_km,
     region_of,
 )
@@ -29,6 +31,8 @@ __all__ = [
     "HasLatLon",
     "LatencyModel",
     "Location",
+    "cell_of",
+    "cell_point",
     "cities",
     "get_location",
     "haversine_km",

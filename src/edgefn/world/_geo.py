@@ -11,6 +11,7 @@ same point always lands in the same region, whichever dataset it came from.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Protocol
@@ -22,6 +23,8 @@ __all__ = [
     "REGIONS",
     "GeoPoint",
     "HasLatLon",
+    "cell_of",
+    "cell_point",
     "haversine_km",
     "region_of",
 ]
@@ -137,3 +140,22 @@ def region_of(lat: float, lon: float) -> str:
     if (lon < 92.0 and lat < 37.0) or (lon < 80.0 and lat < 45.0):
         return "as-south"
     return "as-east"
+
+
+# -- cells: a position to a whole degree (about 100 km), as ``"lat,lon"`` -----------------------
+
+_CELL = re.compile(r"(-?\d{1,3}),(-?\d{1,3})")
+
+
+def cell_of(lat: float, lon: float) -> str:
+    """The cell of a (valid) coordinate: ``"35,140"``."""
+    return f"{round(lat)},{round(lon)}"
+
+
+def cell_point(cell: str) -> tuple[float, float] | None:
+    """(lat, lon) of a cell, or None if ``cell`` is not one."""
+    m = _CELL.fullmatch(cell)
+    if m is None:
+        return None
+    lat, lon = int(m.group(1)), int(m.group(2))
+    return (float(lat), float(lon)) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
