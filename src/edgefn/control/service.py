@@ -704,10 +704,6 @@ class ControlService:
                 moved.append(name)
         return moved
 
-    def placement(self, name: str) -> PlacementChoice | None:
-        """The last smart-placement choice for ``name`` (why it runs where it does)."""
-        return self._placement.choices.get(name)
-
     # -- secrets ----------------------------------------------------------------------------------
 
     def _secret_store(self) -> SecretStore:
@@ -929,9 +925,18 @@ class ControlService:
         events (the planet's locations are shared and shown to every reader).
         """
         mine: Callable[[str], bool] = lambda _name: True  # noqa: E731
+        my_version: Callable[[str], bool] = lambda _version: True  # noqa: E731
         if principal is not None and ADMIN not in principal.scopes:
             account = principal.account
             mine = lambda name: self._registry.owner(name) == account  # noqa: E731
+            # Load errors are keyed by version id: those of the account's functions' versions.
+            versions = {
+                v.version_id
+                for record in self._registry.functions()
+                if record.account == account
+                for v in record.versions
+            }
+            my_version = versions.__contains__
         locations = []
         for loc in self._reconciler.location_status():
             observed = self._observed.get(loc.location)
@@ -939,9 +944,9 @@ class ControlService:
             if observed is not None:
                 shown = msgspec.to_builtins(observed)
                 shown["functions"] = {k: v for k, v in shown["functions"].items() if mine(k)}
-                shown["errors"] = {k: v for k, v in shown["errors"].items() if mine(k)}
+                shown["errors"] = {k: v for k, v in shown["errors"].items() if my_version(k)}
             entry = {**msgspec.to_builtins(loc), "converged": loc.converged, "observed": shown}
-            entry["load_errors"] = [e for e in entry["load_errors"] if mine(e[0])]
+            entry["load_errors"] = [e for e in entry["load_errors"] if my_version(e[0])]
             locations.append(entry)
         functions = []
         for name in filter(mine, self._reconciler.functions()):

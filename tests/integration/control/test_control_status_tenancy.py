@@ -93,3 +93,41 @@ async def test_a_functions_incidents_are_its_accounts(
     assert await ids(control.token) == [1]
     assert await ids(await new_token(control, ["read"], account="default", name="own")) == [1]
     assert await ids(await new_token(control, ["read"], account="other")) == []
+
+
+async def test_each_account_sees_its_own_load_errors_at_a_shared_location(
+    control: Control, signing_key: SigningKey, tmp_path: Path
+) -> None:
+    """Load errors are keyed by version id: the owner sees its version's, another account not."""
+    from edgefn.bus.jetstream import ensure_kv, jetstream
+    from edgefn.bus.subjects import OBSERVED_BUCKET
+    from edgefn.control.model import ObservedState, VersionStats, encode_observed
+
+    resp = await upload(control, control.token, signing_key, bundle_dir(tmp_path, "broken"))
+    assert resp.status_code == 201, resp.text
+    version = resp.json()["version_id"]
+    kv = await ensure_kv(jetstream(control.service.nc), OBSERVED_BUCKET)
+    state = ObservedState(
+        "fra", 0, {"broken": {version: VersionStats(3, 3)}}, {version: "ImportError: boom"},
+        0, "eu", "http://fra.test",
+    )  # fmt: skip
+    await kv.put("fra", encode_observed(state))
+
+    async def seen(token: str) -> tuple[list[object], dict[str, object], dict[str, object]]:
+        data = (await control.http.get("/v1/status", headers=bearer(token))).json()
+        loc = next((x for x in data["locations"] if x["location"] == "fra"), None)
+        if loc is None or loc["observed"] is None:
+            return [], {}, {}
+        return loc["load_errors"], loc["observed"]["errors"], loc["observed"]["functions"]
+
+    async def reported() -> bool:
+        return bool((await seen(control.token))[0])
+
+    from _control_fixtures import eventually
+
+    await eventually(reported)
+    own = await seen(await new_token(control, ["read"], account="default", name="own"))
+    assert own[0] == [[version, "ImportError: boom"]]
+    assert own[1] == {version: "ImportError: boom"}
+    assert list(own[2]) == ["broken"]
+    assert await seen(await new_token(control, ["read"], account="other")) == ([], {}, {})
