@@ -134,14 +134,23 @@ def _cell_clients(
     return clients, demand, shares
 
 
-def path_rtt_ms(client: Client, target: SmartSite, every_site: Sequence[SmartSite]) -> float:
+def path_rtt_ms(
+    client: Client,
+    target: SmartSite,
+    every_site: Sequence[SmartSite],
+    ingress: SmartSite | None = None,
+) -> float:
     """The RTT of a request on this platform's path: the client reaches its nearest location
-    (the anycast entry's choice, among ``every_site``), which forwards it to ``target`` unless it
-    is the target itself."""
-    ingress = min(every_site, key=lambda s: (rtt_ms(client, s), s.id))
-    if ingress.id == target.id:
+    (``ingress``, the anycast entry's choice among ``every_site``), which forwards it to
+    ``target`` unless it is the target itself."""
+    entry = ingress or nearest_site(client, every_site)
+    if entry.id == target.id:
         return rtt_ms(client, target)
-    return rtt_ms(client, ingress) + rtt_ms(ingress, target)
+    return rtt_ms(client, entry) + rtt_ms(entry, target)
+
+
+def nearest_site(client: Client, every_site: Sequence[SmartSite]) -> SmartSite:
+    return min(every_site, key=lambda s: (rtt_ms(client, s), s.id))
 
 
 def _problem(
@@ -158,7 +167,13 @@ def _problem(
     planner_sites = tuple(Site(s.id, s.lat, s.lon, _CAPACITY, 1.0, 0.0) for s in sites)
     # The cost of serving a client from a location is the RTT of the path its requests take
     # (to the nearest location, then forwarded), not of a straight line the platform never uses.
-    latency = np.array([[path_rtt_ms(c, s, every_site) for s in sites] for c in clients])
+    entries = [nearest_site(c, every_site) for c in clients]
+    latency = np.array(
+        [
+            [path_rtt_ms(c, s, every_site, e) for s in sites]
+            for c, e in zip(clients, entries, strict=True)
+        ]
+    )
     return PlacementProblem(
         (function,),
         planner_sites,
