@@ -174,7 +174,7 @@ def outgoing(queue: str, item: dict[str, Any], *, now_ms: int, fresh_id: str) ->
         raise ValueError(f"delay_s is a number of seconds, 0..{DELAY_S_MAX}")
     try:
         body = msgspec.msgpack.encode(item.get("body"))
-    except (TypeError, msgspec.EncodeError) as err:
+    except (TypeError, OverflowError, msgspec.EncodeError) as err:  # Overflow: an int past 64 bits
         raise ValueError(
             f"the body cannot be sent ({err}); send str, bytes, numbers, lists, dicts"
         ) from None

@@ -261,7 +261,8 @@ def apply_op(record: Record, op: str, args: dict[str, Any]) -> tuple[Record | No
     new = msgspec.structs.replace(record, data=data)
     try:
         size = len(encode_record(new))
-    except (TypeError, msgspec.EncodeError) as err:
+    except (TypeError, OverflowError, msgspec.EncodeError) as err:
+        # OverflowError: an int outside msgpack's 64-bit range.
         raise StorageError("invalid", f"a stored value cannot be encoded: {err}") from None
     if size > MAX_RECORD_BYTES:
         raise StorageError(

@@ -240,6 +240,18 @@ def test_any_storage_op_gives_a_result_or_a_storage_error(
     assert kinds <= {"invalid", "storage_full"}
 
 
+@pytest.mark.parametrize("value", [2**64, -(2**63) - 1])
+def test_a_value_msgpack_cannot_hold_is_an_invalid_storage_op(value: Any) -> None:
+    # Found by the property test above: an int past 64 bits escaped as OverflowError.
+    for op, args in [
+        ("put", {"entries": {"k": value}}),
+        ("txn", {"ops": [["put", {"entries": {"k": value}}]]}),
+    ]:
+        with pytest.raises(dp.StorageError, match="cannot be encoded") as err:
+            dp.apply_op(dp.Record(), op, args)
+        assert err.value.kind == "invalid"
+
+
 def test_storage_ops() -> None:
     r = dp.Record()
     r, _ = dp.apply_op(r, "put", {"entries": {"b": 2, "a": 1, "c": None}})  # type: ignore[assignment]

@@ -62,6 +62,7 @@ BAD_SENDS = [
     ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": 50_000}]}, "delay_s"),
     ({"binding": "JOBS", "messages": [{"body": 1, "delay_s": True}]}, "delay_s"),
     ({"binding": "JOBS", "messages": [{"body": b"x" * 200_000}]}, "at most 128 KiB"),
+    ({"binding": "JOBS", "messages": [{"body": {"n": 2**64}}]}, "cannot be sent"),  # past msgpack
     ({"binding": "JOBS", "messages": [{"body": i} for i in range(101)]}, "at most 100"),
 ]
 
