@@ -1,4 +1,5 @@
-"""`edgefn plan` (OR-Library instances or a world topology) and `edgefn bench plan`."""
+"""`edgefn plan` (OR-Library instances or a world topology; `--apply NAME`: re-plan a live smart
+function now) and `edgefn bench plan`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from edgefn.cli._output import emit_json, fail, fail_from, print_table
+from edgefn.cli._planet import StateDir, _client
 from edgefn.errors import EdgefnError
 
 _DEFAULT_ORLIB_DIR = "tests/data/orlib"
@@ -151,9 +153,26 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         ] = "cost",
         routing_out: Annotated[str | None, typer.Option(help="write routing weights JSON")] = None,
         workers: Annotated[int, typer.Option(help="processes for the planner (0: all CPUs)")] = 0,
+        apply: Annotated[
+            str | None,
+            typer.Option(
+                "--apply",
+                metavar="FUNCTION",
+                help="re-plan this smart function on the running planet now, from the demand "
+                "observed, and deploy the change",
+            ),
+        ] = None,
+        state_dir: StateDir = None,
         json_: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     ) -> None:
-        """Solve a placement: an OR-Library instance, or functions over a topology."""
+        """Solve a placement: an OR-Library instance, or functions over a topology; or, with
+        --apply, re-plan a smart function of the running planet."""
+        if apply is not None:
+            if orlib or topology or demand or functions or routing_out:
+                fail("--apply re-plans a running function from its observed demand",
+                     hint="drop --orlib/--topology/--demand/--functions/--routing-out")  # fmt: skip
+            _apply(apply, state_dir, json_)
+            return
         if method not in ("auto", "milp", "lagrangian"):
             fail(f"unknown --method {method!r}", hint="use auto, milp or lagrangian")
         if time_limit <= 0:
@@ -237,6 +256,25 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
         else:
             typer.echo(f"all optimal within {result['time_limit_s']:g} s: "
                        f"{result['orlib_all_optimal']}; slowest {result['max_solve_s']:.1f} s")  # fmt: skip
+
+
+def _apply(name: str, state_dir: Path | None, json_: bool) -> None:
+    client = _client(state_dir)
+    try:
+        out = client.api_call("POST", f"/v1/functions/{name}/placement", json={})
+    except EdgefnError as err:
+        fail_from(err)
+    if json_:
+        emit_json(out)
+        return
+    demand = ", ".join(f"{d['region']} {d['share']:.0%}" for d in out["demand"][:6])
+    print_table(
+        f"smart placement of {name}",
+        ["before", "now", "moved", "mean RTT ms", "demand" + ("" if out["observed"] else " (stand-in)")],
+        [[", ".join(out["before"]), ", ".join(out["locations"]), "yes" if out["moved"] else "no",
+          f"{out['mean_rtt_ms']:.1f}", demand]],
+    )  # fmt: skip
+    typer.echo(f"why: {out['reason']}")
 
 
 def _print_world(out: dict[str, Any]) -> None:

@@ -12,6 +12,8 @@ the scope each one needs::
     POST   /v1/functions/{name}/rollback     deploy:{name}  {"to": id?}
     POST   /v1/functions/{name}/cache/purge  deploy:{name}  {"tags": [...], "urls": [...],
                                                             "everything": bool} (edge cache)
+    POST   /v1/functions/{name}/placement  deploy:{name}  {}: re-plan a smart function now and
+                                                            deploy the change (edgefn plan --apply)
     PUT    /v1/functions/{name}/secrets/{secret}  deploy:{name}  {"value": "..."} (5 KiB max; never echoed)
     GET    /v1/functions/{name}/secrets   deploy:{name}  names and updated_ms only
     DELETE /v1/functions/{name}/secrets/{secret}  deploy:{name}
@@ -498,6 +500,12 @@ def create_app(
             202,
         )
 
+    async def apply_placement(request: Request) -> Response:
+        name = request.path_params["name"]
+        await _json_body(request, ())
+        _known(name)
+        return _json(await service.apply_placement(name, principal=_principal(request)))
+
     async def put_secret(request: Request) -> Response:
         name, secret = request.path_params["name"], request.path_params["secret"]
         raw = await _read_capped(request, _MAX_SECRET_BODY_BYTES)
@@ -626,6 +634,9 @@ def create_app(
         ScopedRoute("/v1/functions/{name}/rollback", rollback, method="POST", need=function_deploy),
         ScopedRoute(
             "/v1/functions/{name}/cache/purge", purge_cache, method="POST", need=function_deploy
+        ),
+        ScopedRoute(
+            "/v1/functions/{name}/placement", apply_placement, method="POST", need=function_deploy
         ),
         ScopedRoute("/v1/status", status, method="GET", need=READ),
         ScopedRoute("/v1/bundles/{sha256}", bundle, method="GET", need=READ),

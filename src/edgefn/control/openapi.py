@@ -140,6 +140,30 @@ def _paths() -> dict[str, Any]:
                 "responses": _ok("purge published", {"type": "object"}, "202"),
             },
         },
+        "/v1/functions/{name}/placement": {
+            "parameters": [_NAME],
+            "post": {
+                "summary": "Re-plan a smart function's locations now from the demand observed, "
+                "and deploy the change",
+                "requestBody": {"content": _json_content({"type": "object"})},
+                "responses": _ok(
+                    "the placement before and after, and why",
+                    {
+                        "type": "object",
+                        "properties": {
+                            "function": {"type": "string"},
+                            "before": {"type": "array", "items": {"type": "string"}},
+                            "locations": {"type": "array", "items": {"type": "string"}},
+                            "moved": {"type": "boolean"},
+                            "reason": {"type": "string"},
+                            "mean_rtt_ms": {"type": "number"},
+                            "demand": {"type": "array", "items": {"type": "object"}},
+                            "observed": {"type": "boolean"},
+                        },
+                    },
+                ),
+            },
+        },
         "/v1/functions/{name}/secrets": {
             "parameters": [_NAME],
             "get": {

@@ -683,26 +683,59 @@ class ControlService:
         """Re-plan every smart function from the demand observed; the ones that moved."""
         moved = []
         for name in self._reconciler.functions():
-            status = self._reconciler.function_status(name)
-            if status is None or status.placed is None or status.active is None:
-                continue
-            info = self._registry.find_version(name, status.active.version_id)
-            if info is None or info.manifest.placement_mode != "smart":
-                continue
             try:
-                choice = await self._choose(name, info.manifest, status.placed)
+                out = await self._replan_one(name)
             except Conflict as err:
                 log.warning("not re-planning %s: %s", name, err)
                 continue
-            if choice.changed:
-                await self._handle(PlacementChosen(name, choice.locations, _now_ms()))
-                self._recent.append(
-                    {"at_ms": _now_ms(), "type": "PlacementChosen", "function": name,
-                     "locations": list(choice.locations), "reason": choice.reason}
-                )  # fmt: skip
-                log.info("smart placement of %s: %s", name, choice.reason)
+            if out is not None and out[1].changed:
                 moved.append(name)
         return moved
+
+    async def _replan_one(self, name: str) -> tuple[tuple[str, ...], PlacementChoice] | None:
+        """Re-plan smart ``name`` now (a change goes to the reconciler): (placed before, the
+        choice), or None when its active version is not smart. Conflict: no location to use."""
+        status = self._reconciler.function_status(name)
+        if status is None or status.placed is None or status.active is None:
+            return None
+        info = self._registry.find_version(name, status.active.version_id)
+        if info is None or info.manifest.placement_mode != "smart":
+            return None
+        before = tuple(status.placed)
+        choice = await self._choose(name, info.manifest, before)
+        if choice.changed:
+            await self._handle(PlacementChosen(name, choice.locations, _now_ms()))
+            self._recent.append(
+                {"at_ms": _now_ms(), "type": "PlacementChosen", "function": name,
+                 "locations": list(choice.locations), "reason": choice.reason}
+            )  # fmt: skip
+            log.info("smart placement of %s: %s", name, choice.reason)
+        return before, choice
+
+    async def apply_placement(self, name: str, *, principal: Principal) -> dict[str, Any]:
+        """``edgefn plan --apply NAME``: re-plan smart ``name`` now from the demand observed
+        and deploy the change (make-before-break, as the periodic re-plan does)."""
+        self.check_owner(name, principal)
+        out = await self._replan_one(name)
+        if out is None:
+            raise Conflict(
+                f"{name} is not placed by smart placement: its active version has no "
+                '[placement] mode = "smart" (or it is not deployed)',
+                hint='set [placement] mode = "smart" in edgefn.toml and deploy it',
+            )
+        before, choice = out
+        detail = {"before": ",".join(before), "locations": ",".join(choice.locations)}
+        await self.access.audit(principal, "placement_apply", name, detail)
+        return {
+            "function": name,
+            "before": list(before),
+            "locations": list(choice.locations),
+            "moved": choice.changed,
+            "reason": choice.reason,
+            "mean_rtt_ms": round(choice.mean_rtt_ms, 2),
+            "demand": [{"region": r, "share": round(x, 4)} for r, x in choice.demand],
+            "observed": choice.observed,
+        }
 
     # -- secrets ----------------------------------------------------------------------------------
 

@@ -248,6 +248,8 @@ async def test_api_error_paths(control: Control, signing_key: SigningKey, tmp_pa
         (await http.post(deployments, content=b"{not json"), 400, "bad_request"),
         (await http.post(f"/v1/functions/{FN}/rollback", json={}), 409, "conflict"),
         (await http.post("/v1/functions/nope/rollback", json={}), 404, "not_found"),
+        (await http.post("/v1/functions/nope/placement", json={}), 404, "not_found"),
+        (await http.post(f"/v1/functions/{FN}/placement", json={"x": 1}), 400, "bad_request"),
     ]
     for resp, status, code in cases:
         assert (resp.status_code, resp.json()["error"]) == (status, code), resp.text
@@ -256,6 +258,11 @@ async def test_api_error_paths(control: Control, signing_key: SigningKey, tmp_pa
     resp = await http.post(deployments, json={"version": v1["version_id"]})
     assert (resp.status_code, resp.json()["error"]) == (409, "conflict")
     assert "is active" in resp.json()["message"]
+    # edgefn plan --apply on a function that smart placement does not place: what to do.
+    resp = await http.post(f"/v1/functions/{FN}/placement", json={})
+    assert (resp.status_code, resp.json()["error"]) == (409, "conflict"), resp.text
+    assert "not placed by smart placement" in resp.json()["message"]
+    assert 'mode = "smart"' in resp.json()["hint"]
     history = (await http.get(deployments)).json()["deployments"]
     assert [d["version_id"] for d in history] == [v1["version_id"]]
 

@@ -34,6 +34,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("GET", "/v1/functions/{name}/deployments", READ),
     ("POST", "/v1/functions/{name}/rollback", "deploy"),
     ("POST", "/v1/functions/{name}/cache/purge", "deploy"),
+    ("POST", "/v1/functions/{name}/placement", "deploy"),
     ("PUT", "/v1/functions/{name}/secrets/{secret}", "deploy"),
     ("GET", "/v1/functions/{name}/secrets", "deploy"),
     ("DELETE", "/v1/functions/{name}/secrets/{secret}", "deploy"),
@@ -104,6 +105,7 @@ async def _request(
         "/v1/functions/{name}/deployments": {"version": ctx["version"]},
         "/v1/functions/{name}/rollback": {},
         "/v1/functions/{name}/cache/purge": {"tags": ["t"]},
+        "/v1/functions/{name}/placement": {},
         "/v1/tokens": {"name": "x", "scopes": ["read"]},
         "/v1/keys": {"public_key": SigningKey.generate().public_key_pem()},
         "/v1/kv/{namespace}/shares": {"account": "acme"},
@@ -245,6 +247,7 @@ async def test_tenancy_functions_and_namespaces(
             (f"/v1/functions/{FN}/deployments", {"version": v1}),
             (f"/v1/functions/{FN}/rollback", {}),
             (f"/v1/functions/{FN}/cache/purge", {"everything": True}),
+            (f"/v1/functions/{FN}/placement", {}),
         ):
             resp = await http.post(path, json=body, headers=bearer(acme))
             assert (resp.status_code, resp.json()["owner"]) == (403, "default"), path

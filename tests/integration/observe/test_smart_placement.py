@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.planet_helpers import Planet, credentials, wait_for
+from tests.planet_helpers import Planet, credentials, edgefn, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -111,3 +111,25 @@ def test_smart_placement_follows_the_clients_and_does_not_flap(
     assert after == moves, "the placement changed again under steady demand"
     assert len(moves) == len(set(moves)), f"the placement went back and forth: {moves}"
     print(f"smart placement moves after the shift: {moves}")
+
+    # edgefn plan --apply re-plans now and says why the function runs where it does. The same
+    # demand keeps the placement, unless Tokyo's last requests leave the window meanwhile.
+    applied = edgefn("plan", "--apply", FN, "--json", state_dir=p.state)
+    assert applied["function"] == FN
+    assert "mex" in applied["locations"]
+    assert applied["moved"] is (applied["before"] != applied["locations"])
+    wait_for(lambda: _function(p)["targets"] == applied["locations"], timeout_s=30,
+             what="the applied placement deployed")  # fmt: skip
+    assert applied["observed"] is True
+    assert "mex" in applied["reason"]
+    assert applied["mean_rtt_ms"] >= 0
+    assert applied["demand"][0]["share"] > 0
+    shown = edgefn("plan", "--apply", FN, state_dir=p.state)
+    assert "smart placement of smart1" in shown.stdout
+    assert "why:" in shown.stdout
+    bad = edgefn("plan", "--apply", "nope", state_dir=p.state, check=False)
+    assert bad.returncode != 0
+    assert "unknown function 'nope'" in bad.stderr
+    both = edgefn("plan", "--apply", FN, "--orlib", "x", state_dir=p.state, check=False)
+    assert both.returncode != 0
+    assert "--apply re-plans a running function" in both.stderr
