@@ -738,8 +738,9 @@ def net_heat(
     state_dir: StateDir = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Emulate a location's temperature: from 80 °C it is hot (traffic moves to cooler
-    neighbours) and its admission limit falls, to a quarter at 95 °C."""
+    """Emulate a location's temperature: from its thermal_soft_c (default 80 °C) it is hot
+    (traffic moves to cooler neighbours) and its admission limit falls, to a quarter at its
+    thermal_hard_c (default 95 °C); a topology file sets both per location."""
     value: float | None = None
     if celsius.lower() != "off":
         try:

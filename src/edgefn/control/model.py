@@ -113,6 +113,10 @@ class NodeResources(msgspec.Struct, frozen=True, omit_defaults=True):
     throttle_c: float | None = None
     hot: bool = False
     capacity: float = 1.0
+    # The location's thermal budget (its topology's thermal_soft_c / thermal_hard_c): throttled
+    # from soft, at the floor from hard. None: not reported (a node without a traffic driver).
+    soft_c: float | None = None
+    hard_c: float | None = None
     power_w: dict[str, float] = msgspec.field(default_factory=dict)
     unavailable: tuple[str, ...] = ()
 

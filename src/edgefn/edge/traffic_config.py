@@ -24,6 +24,7 @@ from edgefn.routing import (
     HealthConfig,
     LimitConfig,
     RoutingConfig,
+    RoutingConfigError,
     SuspicionConfig,
     ThermalConfig,
 )
@@ -143,8 +144,18 @@ def write_planet_files(
 
     secret = state_dir / SECRET_FILE
     _write_private(secret, secrets.token_hex(32))
+    default = ThermalConfig()
     table = [
-        {"id": loc.id, "region": loc.region, "lat": loc.lat, "lon": loc.lon} for loc in locations
+        {
+            "id": loc.id,
+            "region": loc.region,
+            "lat": loc.lat,
+            "lon": loc.lon,
+            # The location's thermal budget (a topology's thermal_soft_c / thermal_hard_c).
+            "thermal_soft_c": getattr(loc, "thermal_soft_c", default.soft_c),
+            "thermal_hard_c": getattr(loc, "thermal_hard_c", default.hard_c),
+        }
+        for loc in locations
     ]
     path = state_dir / LOCATIONS_FILE
     tmp = path.with_suffix(".tmp")
@@ -194,8 +205,10 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
         )
     peers: tuple[PeerLocation, ...] = ()
     emulate = False
+    thermal = ThermalConfig()
     if options.locations_file is not None:
-        peers, emulate = _read_locations(options.locations_file)
+        peers, emulate, budgets = _read_locations(options.locations_file)
+        thermal = budgets.get(location, thermal)
     limit = max(4, options.max_concurrency)
     admission = AdmissionConfig(
         limit=LimitConfig(initial_limit=min(20, limit), min_limit=min(4, limit), max_limit=limit)
@@ -212,6 +225,7 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
         locations=peers,
         smart_routing=options.routing == "smart",
         emulate_rtt=emulate,
+        thermal=thermal,
         client_rate_per_s=options.client_rate_per_s,
         admission=admission,
         report_interval_s=0.25 * scale,
@@ -224,23 +238,35 @@ def load_traffic_config(location: str, region: str, options: TrafficOptions) -> 
     )
 
 
-def _read_locations(path: Path) -> tuple[tuple[PeerLocation, ...], bool]:
+def _read_locations(
+    path: Path,
+) -> tuple[tuple[PeerLocation, ...], bool, dict[str, ThermalConfig]]:
+    """The planet's locations, whether RTTs are emulated, and each location's thermal budget."""
     try:
         data = msgspec.json.decode(path.read_bytes(), type=_LocationsFile)
         peers = tuple(
             PeerLocation(str(d["id"]), str(d.get("region", "")), float(d["lat"]), float(d["lon"]))
             for d in data.locations
         )
+        default = ThermalConfig()
+        budgets = {
+            str(d["id"]): ThermalConfig(
+                soft_c=float(d.get("thermal_soft_c", default.soft_c)),
+                hard_c=float(d.get("thermal_hard_c", default.hard_c)),
+            )
+            for d in data.locations
+        }
     except OSError as err:
         raise ConfigError(
             f"cannot read the location table: {err.strerror}",
             path=str(path),
             hint="edgefn up writes it to <state-dir>/locations.json; pass --locations-file",
         ) from None
-    except (msgspec.DecodeError, KeyError, TypeError, ValueError) as err:
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, RoutingConfigError) as err:
         raise ConfigError(
             f"malformed location table: {err}",
             path=str(path),
-            hint='expected {"locations": [{"id", "region", "lat", "lon"}, ...]}',
+            hint='expected {"locations": [{"id", "region", "lat", "lon", "thermal_soft_c"?, '
+            '"thermal_hard_c"?}, ...]}',
         ) from None
-    return peers, data.emulate_rtt
+    return peers, data.emulate_rtt, budgets

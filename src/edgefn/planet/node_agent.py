@@ -465,8 +465,14 @@ class NodeAgent:
         if traffic is None:
             return sample
         state = traffic.thermal.state
+        budget = traffic.config.thermal
         return msgspec.structs.replace(
-            sample, throttle_c=state.celsius, hot=state.hot, capacity=state.capacity
+            sample,
+            throttle_c=state.celsius,
+            hot=state.hot,
+            capacity=state.capacity,
+            soft_c=budget.soft_c,
+            hard_c=budget.hard_c,
         )
 
     def _kick_report(self) -> None:

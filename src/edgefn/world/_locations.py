@@ -51,6 +51,9 @@ class Location:
     capacity: int = 100
     cost_per_hour: float = 0.11
     carbon_g_per_kwh: float = 400.0
+    # Thermal budget (°C): admission is throttled from soft to hard (edgefn.routing.thermal).
+    thermal_soft_c: float = 80.0
+    thermal_hard_c: float = 95.0
 
     def __post_init__(self) -> None:
         assert self.id == self.id.lower(), self.id

@@ -15,6 +15,8 @@ A topology file lists locations::
     capacity = 50                    # optional overrides, also allowed with built-in ids
     cost_per_hour = 0.2
     carbon_g_per_kwh = 100
+    thermal_soft_c = 70              # its thermal budget: throttled from 70 °C, at the floor
+    thermal_hard_c = 85              #   from 85 °C (default 80 and 95)
 
 Every error names the file and the key (``locations[2].lat``) and says what to write instead.
 """
@@ -38,7 +40,7 @@ __all__ = ["load_topology", "parse_client_location"]
 _MAX_LOCATIONS = 10_000
 _ALLOWED_KEYS = frozenset(
     {"id", "city", "country", "lat", "lon", "region", "capacity", "cost_per_hour",
-     "carbon_g_per_kwh"}
+     "carbon_g_per_kwh", "thermal_soft_c", "thermal_hard_c"}
 )  # fmt: skip
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 _LATLON_RE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$")
@@ -167,6 +169,19 @@ def _apply_overrides(path: str, key: str, loc: Location, entry: dict[str, Any]) 
     for field in ("cost_per_hour", "carbon_g_per_kwh"):
         if field in entry:
             changes[field] = _expect_number(path, f"{key}.{field}", entry[field], 0.0, 1e9)
+    for field in ("thermal_soft_c", "thermal_hard_c"):
+        if field in entry:
+            changes[field] = _expect_number(path, f"{key}.{field}", entry[field], -50.0, 150.0)
+    soft = changes.get("thermal_soft_c", loc.thermal_soft_c)
+    hard = changes.get("thermal_hard_c", loc.thermal_hard_c)
+    if not soft < hard:
+        raise ConfigError(
+            f"thermal_soft_c ({soft:g}) must be below thermal_hard_c ({hard:g})",
+            path=path,
+            key=f"{key}.thermal_soft_c",
+            hint="throttling starts at thermal_soft_c and reaches its floor at thermal_hard_c, "
+            "e.g. 70 and 85",
+        )
     return dataclasses.replace(loc, **changes) if changes else loc
 
 

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from edgefn.routing import ForwardInfo, sign_forward
+from edgefn.world import spread
 from tests.planet_helpers import Planet, PlanetFactory, PlanetSpec, edgefn, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,8 +49,16 @@ def _function(root: Path, name: str, code: str, extra: str = "") -> Path:
 
 @pytest.fixture(scope="module")
 def planet(planet_factory: PlanetFactory, tmp_path_factory: pytest.TempPathFactory) -> Planet:
-    p = planet_factory("traffic", PlanetSpec(locations=3))
     fns = tmp_path_factory.mktemp("fns")
+    # The default 3 locations, the first with a thermal budget of its own (70-85 °C, not 80-95).
+    topology = fns / "topology.toml"
+    ids = [loc.id for loc in spread(3)]
+    topology.write_text(
+        "".join(f'[[locations]]\nid = "{i}"\n' for i in ids).replace(
+            f'id = "{ids[0]}"\n', f'id = "{ids[0]}"\nthermal_soft_c = 70\nthermal_hard_c = 85\n'
+        )
+    )
+    p = planet_factory("traffic", PlanetSpec(topology=topology))
     last = p.info["locations"][-1]
     only_last = f'[placement]\nmode = "regions"\nregions = ["{last["region"]}"]\n'
     for d in (
@@ -286,9 +295,13 @@ def test_heated_location_under_load_hands_its_traffic_to_cooler_neighbours(plane
                 95.0,
                 True,
                 0.25,
-            )
+            ) and (res.get("soft_c"), res.get("hard_c")) == (70.0, 85.0)
 
         wait_for(status_hot, timeout_s=60, what=f"edgefn status showing {victim} hot")
+        # Its own budget: 75 °C is hot there (the default budget starts at 80), a third of the
+        # way from 70 to 85, so its admission keeps 1 - (1 - 0.25) / 3 of its limit.
+        warm = edgefn("net", "heat", victim, "75", "--json", state_dir=planet.state)
+        assert (warm["hot"], warm["capacity"]) == (True, pytest.approx(0.75))
     finally:
         off = edgefn("net", "heat", victim, "off", "--json", state_dir=planet.state)
     assert (off["celsius"], off["hot"], off["capacity"]) == (None, False, 1.0)

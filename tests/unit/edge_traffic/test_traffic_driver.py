@@ -6,6 +6,7 @@ The pure decisions the driver carries out have their own tests in tests/unit/rou
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from edgefn.edge.traffic import (
 )
 from edgefn.edge.traffic_bus import HeartbeatMsg
 from edgefn.errors import ConfigError
-from edgefn.routing import affinity_key
+from edgefn.routing import ThermalThrottle, affinity_key
 from edgefn.world import spread
 
 SECRET = b"0123456789abcdef0123456789abcdef"
@@ -42,6 +43,22 @@ def test_planet_files_round_trip(tmp_path: Path) -> None:
     assert config.emulate_rtt
     assert not config.smart_routing
     assert [p.id for p in config.locations] == [loc.id for loc in locs]
+    assert (config.thermal.soft_c, config.thermal.hard_c) == (80.0, 95.0)  # "x" is not listed
+
+
+def test_each_node_throttles_on_its_own_thermal_budget(tmp_path: Path) -> None:
+    """A topology's thermal_soft_c / thermal_hard_c reach the node of that location only."""
+    locs = list(spread(2))
+    locs[0] = dataclasses.replace(locs[0], thermal_soft_c=60.0, thermal_hard_c=70.0)
+    secret, table = write_planet_files(tmp_path, locs, emulate_rtt=False)
+    hot = load_traffic_config(locs[0].id, locs[0].region, TrafficOptions(secret, table))
+    cool = load_traffic_config(locs[1].id, locs[1].region, TrafficOptions(secret, table))
+    assert (hot.thermal.soft_c, hot.thermal.hard_c) == (60.0, 70.0)
+    assert (cool.thermal.soft_c, cool.thermal.hard_c) == (80.0, 95.0)
+    throttle = ThermalThrottle(hot.thermal)
+    state = throttle.update(65.0)
+    assert state.hot  # 65 °C is hot under this budget (not under the default's 80)
+    assert state.capacity == pytest.approx(1.0 - 0.5 * (1.0 - hot.thermal.min_factor))
 
 
 def test_config_errors_name_the_file(tmp_path: Path) -> None:
@@ -61,6 +78,10 @@ def test_config_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('{"locations": [{"id": "a"}]}')
     with pytest.raises(ConfigError, match="malformed location table"):
         load_traffic_config("x", "", TrafficOptions(good, bad))
+    bad.write_text('{"locations": [{"id": "a", "lat": 1, "lon": 2, "thermal_soft_c": 99}]}')
+    with pytest.raises(ConfigError, match=r"soft_c 99\.0 must be below hard_c 95\.0") as err:
+        load_traffic_config("a", "", TrafficOptions(good, bad))
+    assert err.value.path == str(bad)
     with pytest.raises(ConfigError, match="cannot read the location table"):
         load_traffic_config("x", "", TrafficOptions(good, tmp_path / "absent.json"))
 

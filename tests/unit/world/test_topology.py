@@ -27,6 +27,8 @@ id = "FRA"
 id = "nrt"
 capacity = 7
 cost_per_hour = 0.5
+thermal_soft_c = 60
+thermal_hard_c = 72.5
 
 [[locations]]
 id = "lab1"
@@ -41,6 +43,8 @@ carbon_g_per_kwh = 12
     assert fra == get_location("fra")
     assert nrt.capacity == 7
     assert nrt.cost_per_hour == 0.5
+    assert (nrt.thermal_soft_c, nrt.thermal_hard_c) == (60.0, 72.5)
+    assert (fra.thermal_soft_c, fra.thermal_hard_c) == (80.0, 95.0)  # the default budget
     assert lab.id == "lab1"
     assert lab.region == "eu-west"
     assert lab.continent == "EU"
@@ -72,6 +76,22 @@ carbon_g_per_kwh = 12
         ('[[locations]]\nid = "fra"\ncost_per_hour = true\n', "locations[0].cost_per_hour", "num"),
         ('[[locations]]\nid = "fra"\n[[locations]]\nid = "FRA"\n', "locations[1].id", "duplicate"),
         ("locations = [1]\n", "locations[0]", "must be a table"),
+        ('[[locations]]\nid = "fra"\nthermal_soft_c = 200\n', "locations[0].thermal_soft_c", "150"),
+        (
+            '[[locations]]\nid = "fra"\nthermal_hard_c = "hot"\n',
+            "locations[0].thermal_hard_c",
+            "num",
+        ),
+        (
+            '[[locations]]\nid = "fra"\nthermal_soft_c = 96\n',
+            "locations[0].thermal_soft_c",
+            "below",
+        ),
+        (
+            '[[locations]]\nid = "fra"\nthermal_soft_c = 70\nthermal_hard_c = 70\n',
+            "locations[0].thermal_soft_c",
+            "must be below thermal_hard_c",
+        ),
     ],
 )
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, message: str) -> None:
