@@ -22,6 +22,7 @@ The schema::
                 planner places it from observed demand): min_replicas = 2, max_latency_ms
     [runtime] preload = ["json", "re"]   # modules each worker imports at load, before main
     [triggers] crons = ["*/5 * * * *"]  # cron triggers (UTC): main defines `async def scheduled`
+               prefer = "low_carbon"    # optional: the cleanest live location runs each tick
     [[queues.producers]] binding = "JOBS"  queue = "jobs"      # env.JOBS.send(body, key=...)
     [[queues.consumers]] queue = "jobs"  max_batch_size = 10 ...  # main defines `async def queue`
 
@@ -212,6 +213,12 @@ class Triggers:
     planet-wide (docs/design/0025-cron.md); validated by :func:`edgefn.bundle.crons.check_cron`."""
 
     crons: tuple[str, ...] = ()
+    # Which location runs a tick: "any" (the first to claim it), or "low_carbon" (the live
+    # location on the cleanest grid claims first; the next cleanest within seconds if it did not).
+    prefer: str = "any"
+
+
+TRIGGER_PREFERENCES: Final = ("any", "low_carbon")
 
 
 @dataclass(frozen=True, slots=True)
@@ -602,7 +609,14 @@ def _parse_runtime(ctx: _Ctx, value: object) -> Runtime:
 
 def _parse_triggers(ctx: _Ctx, value: object) -> Triggers:
     table = _table(ctx, value, "triggers")
-    _check_keys(ctx, table, ("crons",), "triggers.")
+    _check_keys(ctx, table, ("crons", "prefer"), "triggers.")
+    prefer = table.get("prefer", "any")
+    if prefer not in TRIGGER_PREFERENCES:
+        raise ctx.fail(
+            "triggers.prefer",
+            f"unknown preference {prefer!r}",
+            'write prefer = "low_carbon" (the cleanest grid runs each tick) or "any"',
+        )
     crons = _strings(ctx, table.get("crons", []), "triggers.crons")
     if len(crons) > MAX_CRONS:
         raise ctx.fail(
@@ -618,7 +632,7 @@ def _parse_triggers(ctx: _Ctx, value: object) -> Triggers:
             )
         if cron in crons[:i]:
             raise ctx.fail(f"triggers.crons[{i}]", f"duplicate cron {cron!r}", "list it once")
-    return Triggers(crons=crons)
+    return Triggers(crons=crons, prefer=prefer)
 
 
 MAX_DURABLE_CLASSES: Final = 8

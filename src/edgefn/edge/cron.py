@@ -144,17 +144,24 @@ class JetStreamClaims:
                 await asyncio.wait_for(self._nc.close(), 2.0)
 
 
-def triggers_of(table: FunctionTable) -> tuple[Trigger, ...]:
+def triggers_of(
+    table: FunctionTable, claim_delay: Callable[[str], int] | None = None
+) -> tuple[Trigger, ...]:
     """Every (function, cron) an active version here declares, leased for the longest timeout
-    among the versions that declare it."""
+    among the versions that declare it; a function whose active version prefers low carbon
+    waits ``claim_delay(function)`` ms after each tick before claiming it."""
     leases: dict[tuple[str, str], int] = {}
+    greener: set[str] = set()
     for fn in table.functions.values():
         for v in fn.versions:
             lease = v.manifest.limits.timeout_ms + LEASE_SLACK_MS
+            if v.manifest.triggers.prefer == "low_carbon":
+                greener.add(fn.name)
             for cron in v.manifest.triggers.crons:
                 key = (fn.name, cron)
                 leases[key] = max(leases.get(key, 0), lease)
-    return tuple(Trigger(f, c, lease) for (f, c), lease in sorted(leases.items()))
+    delays = {f: claim_delay(f) for f in greener} if claim_delay is not None else {}
+    return tuple(Trigger(f, c, lease, delays.get(f, 0)) for (f, c), lease in sorted(leases.items()))
 
 
 Runner = Callable[..., Awaitable[ScheduledOutcome]]
@@ -173,8 +180,10 @@ class CronDriver:
         nats_urls: list[str],
         store: ClaimStore | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        claim_delay: Callable[[str], int] | None = None,
     ) -> None:
         self.location = location
+        self._claim_delay = claim_delay
         self.table = table
         self._run = run
         self.log = log
@@ -201,7 +210,7 @@ class CronDriver:
 
     async def _loop(self) -> None:
         while True:
-            triggers = triggers_of(self.table)
+            triggers = triggers_of(self.table, self._claim_delay)
             if triggers or self.machine.triggers:
                 self._feed(Sync(triggers, self._clock_ms()))
             wake_ms = self.machine.wake_at_ms()

@@ -36,6 +36,7 @@ Pure: time comes in as data; :class:`CronMachine` changes only through :meth:`Cr
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -44,6 +45,8 @@ import msgspec
 from edgefn.bundle.crons import next_tick_ms
 
 __all__ = [
+    "CLAIM_DELAY_MAX_MS",
+    "CLAIM_STEP_MS",
     "LEASE_SLACK_MS",
     "ClaimRead",
     "ClaimRecord",
@@ -61,6 +64,7 @@ __all__ = [
     "Tick",
     "Trigger",
     "WriteClaim",
+    "carbon_claim_delay_ms",
     "claim_key",
     "decode_claim",
     "encode_claim",
@@ -77,6 +81,29 @@ class Trigger:
     function: str
     cron: str
     lease_ms: int = 30_000 + LEASE_SLACK_MS
+    # How long after each tick this location first reads the claim: 0 for every location by
+    # default; ``[triggers] prefer = "low_carbon"`` staggers them by carbon intensity
+    # (:func:`carbon_claim_delay_ms`), so the cleanest live location claims first and the next
+    # one takes the tick only when it has not.
+    claim_delay_ms: int = 0
+
+
+# ``prefer = "low_carbon"``: a location waits this long per location cleaner than it before it
+# reads a tick's claim, at most CLAIM_DELAY_MAX_MS (the tick runs that late when every cleaner
+# location is down).
+CLAIM_STEP_MS: Final = 1_000
+CLAIM_DELAY_MAX_MS: Final = 5_000
+
+
+def carbon_claim_delay_ms(me: str, carbon: Mapping[str, float | None]) -> int:
+    """This location's claim delay among the locations running the function (``carbon``: their
+    grid intensity, g/kWh; ``me`` among them): its rank from the cleanest, times
+    :data:`CLAIM_STEP_MS`, capped. Unknown intensities rank last; ties go by id, so every
+    location computes the same order. When no intensity is known, nobody waits."""
+    if all(c is None for c in carbon.values()):
+        return 0
+    order = sorted(carbon, key=lambda loc: (carbon[loc] is None, carbon[loc] or 0.0, loc))
+    return min(order.index(me) * CLAIM_STEP_MS, CLAIM_DELAY_MAX_MS)
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -282,8 +309,12 @@ class CronMachine:
             self.next_ms[key] = upcoming
             self._make_room(key, out)
             deadline = min(upcoming, due + self.max_grace_ms)
-            self.jobs[job] = _JobState("reading", deadline_ms=deadline)
-            out.append(ReadClaim(job))
+            if trigger.claim_delay_ms > 0:  # read once the cleaner locations had their turn
+                wake = due + trigger.claim_delay_ms
+                self.jobs[job] = _JobState("waiting", deadline_ms=deadline, wake_ms=wake)
+            else:
+                self.jobs[job] = _JobState("reading", deadline_ms=deadline)
+                out.append(ReadClaim(job))
         for job, st in list(self.jobs.items()):
             live = st.phase in ("waiting", "reading", "claiming") and not st.retry_close
             if live and now_ms >= st.deadline_ms:

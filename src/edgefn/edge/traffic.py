@@ -41,6 +41,7 @@ from typing import Any
 
 from edgefn.bundle.manifest import Manifest
 from edgefn.edge._clock import mono_ms, wall_ms
+from edgefn.edge.cron_policy import carbon_claim_delay_ms
 from edgefn.edge.forward import Forwarder
 from edgefn.edge.thermal import ThermalGovernor, ThermalSensor
 from edgefn.edge.traffic_admission import AdmissionQueue
@@ -252,6 +253,13 @@ class TrafficDriver:
         """Locations that run ``function`` and reported recently (this one first when ``here``)."""
         out = self.peers.running(function, mono_ms())
         return [self.location, *out] if here else out
+
+    def claim_delay_ms(self, function: str) -> int:
+        """``[triggers] prefer = "low_carbon"``: how long this location lets the cleaner ones
+        that run ``function`` (fresh beacons) claim a tick first (cron_policy)."""
+        carbon = {loc.id: loc.carbon_g_per_kwh for loc in self.config.locations}
+        running = self.candidates(function, here=True)
+        return carbon_claim_delay_ms(self.location, {loc: carbon.get(loc) for loc in running})
 
     def route(
         self,

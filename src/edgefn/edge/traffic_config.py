@@ -55,6 +55,8 @@ class PeerLocation:
     region: str
     lat: float
     lon: float
+    # Its grid's carbon intensity, g CO2/kWh (the topology's carbon_g_per_kwh); None: unknown.
+    carbon_g_per_kwh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,7 @@ def write_planet_files(
             # The location's thermal budget (a topology's thermal_soft_c / thermal_hard_c).
             "thermal_soft_c": getattr(loc, "thermal_soft_c", default.soft_c),
             "thermal_hard_c": getattr(loc, "thermal_hard_c", default.hard_c),
+            "carbon_g_per_kwh": getattr(loc, "carbon_g_per_kwh", None),
         }
         for loc in locations
     ]
@@ -245,7 +248,13 @@ def _read_locations(
     try:
         data = msgspec.json.decode(path.read_bytes(), type=_LocationsFile)
         peers = tuple(
-            PeerLocation(str(d["id"]), str(d.get("region", "")), float(d["lat"]), float(d["lon"]))
+            PeerLocation(
+                str(d["id"]),
+                str(d.get("region", "")),
+                float(d["lat"]),
+                float(d["lon"]),
+                None if d.get("carbon_g_per_kwh") is None else float(d["carbon_g_per_kwh"]),
+            )
             for d in data.locations
         )
         default = ThermalConfig()

@@ -227,6 +227,7 @@ def build_node(config: NodeConfig) -> AssembledNode:
         run=node.scheduled.run,
         log=log,
         nats_urls=list(config.nats_urls),
+        claim_delay=traffic.claim_delay_ms if traffic is not None else None,
     )
     return AssembledNode(
         config=config,

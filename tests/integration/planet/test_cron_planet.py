@@ -1,5 +1,6 @@
 """Cron on a real planet (#14): a `* * * * *` trigger runs once per tick on 6 locations while one
-location is partitioned and another killed.
+location is partitioned and another killed; with ``prefer = "low_carbon"`` (#15 item 3) each tick
+runs at the live location on the cleanest grid (the nodes' ``cron`` log records say where).
 
 The function (examples/cron) counts its runs per tick with a strong compare-and-set, so a tick run
 twice would read 2 and a tick never run is absent. ``EDGEFN_CRON_TEST_MINUTES`` (default 1, to
@@ -8,12 +9,14 @@ keep the suite short) sets how many whole ticks the test watches; #14's done-whe
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
 import httpx
 import pytest
 
+from edgefn.world import spread
 from tests.planet_helpers import REPO, Planet, PlanetFactory, PlanetSpec
 from tests.waiting import wait_for
 
@@ -35,13 +38,29 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def _ran_at(planet: Planet, names: list[str]) -> dict[int, list[str]]:
+    """Tick -> the locations whose node logged running it (``cron`` records, event ``ran``)."""
+    out: dict[int, list[str]] = {}
+    for name in names:
+        log = planet.state / "nodes" / name / "node.log"
+        for line in log.read_text(errors="replace").splitlines() if log.exists() else ():
+            if '"kind":"cron"' in line and '"event":"ran"' in line:
+                record = json.loads(line)
+                out.setdefault(int(record["scheduled_time"]), []).append(name)
+    return out
+
+
 @pytest.mark.timeout(120 + 75 * MINUTES)
 def test_each_tick_runs_once_through_a_partition_and_a_kill(planet: Planet) -> None:
     names = planet.names
     planet.edgefn("net", "partition", names[1], "--json")
     planet.edgefn("net", "kill", names[2])
-    # The first tick watched is the first whole minute after both faults are in place.
-    first = (_now_ms() // MIN_MS + 1) * MIN_MS
+    # The first tick watched is the first whole minute at least 5 s after both faults are in
+    # place (the others' beacons of the two have gone stale by then: 3 s).
+    first = ((_now_ms() + 5_000) // MIN_MS + 1) * MIN_MS
+    carbon = {loc.id: loc.carbon_g_per_kwh for loc in spread(len(names))}
+    live = [n for n in names if n not in (names[1], names[2])]
+    cleanest = min(live, key=lambda n: (carbon[n], n))
     last = first + (MINUTES - 1) * MIN_MS
     url = planet.public_urls[names[0]]
     expected = {str(first + i * MIN_MS): {"count": 1, "attempts": [1]} for i in range(MINUTES)}
@@ -63,4 +82,8 @@ def test_each_tick_runs_once_through_a_partition_and_a_kill(planet: Planet) -> N
         # ... and none runs twice: a late takeover of a tick whose lease ran out would show here.
         time.sleep(10)  # the lease (timeout + 5 s) of the last tick lapses; a double run counts 2
         assert runs() == expected
+    ran_at = _ran_at(planet, names)
+    assert {t: ran_at.get(int(t)) for t in expected} == {t: [cleanest] for t in expected}, (
+        f"ticks should run at {cleanest} ({carbon[cleanest]:g} g/kWh, the cleanest live one)"
+    )
     planet.edgefn("net", "heal", "--json")

@@ -8,6 +8,7 @@ flight is lost). ``check_invariants`` runs after every step.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ import pytest
 
 from edgefn.bundle.crons import next_tick_ms
 from edgefn.edge.cron_policy import (
+    CLAIM_DELAY_MAX_MS,
+    CLAIM_STEP_MS,
     ClaimRead,
     ClaimRecord,
     ClaimWritten,
@@ -32,6 +35,7 @@ from edgefn.edge.cron_policy import (
     Tick,
     Trigger,
     WriteClaim,
+    carbon_claim_delay_ms,
     claim_key,
     decode_claim,
     encode_claim,
@@ -299,3 +303,63 @@ def test_claim_keys_cannot_be_a_namespace_key() -> None:
     key = claim_key("job", "* * * * *")
     assert key.startswith("=cron.job.")
     assert claim_key("job", "*/5 * * * *") != key
+
+
+# g CO2/kWh per node: n3 is the cleanest, then n1 and n4 (a tie: by id); n5's is not known.
+CARBON: dict[str, float | None] = {
+    "n0": 420.0,
+    "n1": 35.0,
+    "n2": 300.0,
+    "n3": 12.0,
+    "n4": 35.0,
+    "n5": None,
+}
+
+
+def test_the_claim_delay_ranks_locations_by_carbon_then_id() -> None:
+    delays = {n: carbon_claim_delay_ms(n, CARBON) for n in CARBON}
+    step = CLAIM_STEP_MS
+    assert delays == {"n3": 0, "n1": step, "n4": 2 * step, "n2": 3 * step, "n0": 4 * step,
+                      "n5": 5 * step}  # fmt: skip
+    many = {f"x{i:02}": float(i) for i in range(40)}
+    assert carbon_claim_delay_ms("x39", many) == CLAIM_DELAY_MAX_MS  # bounded
+    assert carbon_claim_delay_ms("x06", {"x05": None, "x06": None}) == 0  # nothing known
+
+
+def _greener_sim(seed: int) -> Sim:
+    sim = Sim(seed, nodes=6, run_ms=(10, 200))
+    for node, machine in sim.machines.items():
+        delay = carbon_claim_delay_ms(node, CARBON)
+        machine.handle(Sync((dataclasses.replace(TRIGGER, claim_delay_ms=delay),), sim.now))
+    return sim
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_prefer_low_carbon_runs_each_tick_once_at_the_cleanest_live_location(seed: int) -> None:
+    sim = _greener_sim(seed)
+    sim.run_until(T0 + 3 * MIN)
+    first = _ticks(T0, T0 + 3 * MIN)
+    per_tick = sim.runs_per_tick()
+    assert len(first) == 2
+    assert {t: per_tick.get(t) for t in first} == {t: [("n3", 1)] for t in first}
+    # The cleanest dies between ticks: the next cleanest runs them, a step later; once each.
+    sim.dead.add("n3")
+    sim.cut.add("n1")  # ... and the one after it is cut off from the home: n4 then
+    end = T0 + 7 * MIN
+    sim.run_until(end)
+    later = [t for t in _ticks(T0, end) if t > T0 + 3 * MIN]  # the ticks after the faults
+    per_tick = sim.runs_per_tick()
+    assert len(later) == 3
+    assert {t: per_tick.get(t) for t in later} == {t: [("n4", 1)] for t in later}
+    assert not [r for n, r in sim.reports if r.kind in ("fenced", "gave_up")]
+
+
+def test_a_delayed_location_reads_the_claim_only_after_its_delay() -> None:
+    m = CronMachine(holder="n0/e")
+    trigger = dataclasses.replace(TRIGGER, claim_delay_ms=1_500)
+    tick = next_tick_ms("* * * * *", T0)
+    assert m.handle(Sync((trigger,), T0)) == []
+    assert m.handle(Tick(tick)) == []
+    assert m.handle(Tick(tick + 1_499)) == []
+    assert m.handle(Tick(tick + 1_500)) == [ReadClaim(Job("job", "* * * * *", tick))]
+    m.check_invariants()
