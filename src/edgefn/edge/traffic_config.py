@@ -276,6 +276,6 @@ def _read_locations(
             f"malformed location table: {err}",
             path=str(path),
             hint='expected {"locations": [{"id", "region", "lat", "lon", "thermal_soft_c"?, '
-            '"thermal_hard_c"?}, ...]}',
+            '"thermal_hard_c"?, "carbon_g_per_kwh"?}, ...]}',
         ) from None
     return peers, data.emulate_rtt, budgets
