@@ -75,6 +75,9 @@ def test_test_scheduled_runs_the_handler_and_reports_failures(tmp_path: Path) ->
     assert "tick */5 * * * * 1735689600000 1" in out
     assert "midnight refused" in out
     assert '"kind":"scheduled"' in out
+    # Ctrl-C stops it cleanly: the zygote ignores the terminal's SIGINT (the node stops it).
+    assert "stopped" in out
+    assert "KeyboardInterrupt" not in out
 
 
 def test_without_the_flag_the_path_is_the_function_s(tmp_path: Path) -> None:
@@ -83,8 +86,8 @@ def test_without_the_flag_the_path_is_the_function_s(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [*EDGEFN, "dev", str(tmp_path), "--port", str(port), "--no-reload"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -94,8 +97,17 @@ def test_without_the_flag_the_path_is_the_function_s(tmp_path: Path) -> None:
             what="the function to answer /__scheduled itself",
         )
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.killpg(proc.pid, signal.SIGTERM)  # stops as Ctrl-C does (and removes its files)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.stdout is not None
+        out = proc.stdout.read().decode()
+        proc.stdout.close()
+    assert proc.returncode == 0, out[-2000:]
+    assert "stopped" in out
 
 
 def _get(url: str) -> str:

@@ -86,7 +86,7 @@ def dev(
                 test_scheduled,
             )
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, or SIGTERM (see _dev)
         typer.echo("stopped")
 
 
@@ -101,9 +101,15 @@ async def _dev(
     test_scheduled: bool,
 ) -> None:
     import asyncio
+    import signal
 
     from edgefn.edge import EdgeNode, FunctionTable
 
+    # SIGTERM (a supervisor, `kill`) stops the node as Ctrl-C does: its workers and temporary
+    # files go with it.
+    main = asyncio.current_task()
+    assert main is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main.cancel)
     node = EdgeNode(
         location,
         host=host,

@@ -152,6 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-namespaces", action="store_true")
     args = parser.parse_args(argv)
     _seccomp.set_parent_death_signal(signal.SIGKILL)
+    # A terminal's Ctrl-C reaches the whole process group; the node stops the zygote itself
+    # (closing its control socket), so it must not die mid-read with a traceback before that.
+    # Its workers inherit this and are stopped by the node in the same way.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # Neither the node nor the zygote may be traced or have its memory read through /proc by a
     # worker that somehow shares its uid; orphaned workers are re-parented here and reaped.
     _seccomp.set_not_dumpable()
