@@ -18,7 +18,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -224,7 +223,9 @@ class Demo:
             await asyncio.gather(*users, return_exceptions=True)
 
     def _make_v2(self) -> Path:
-        d = Path(tempfile.mkdtemp(prefix="edgefn-demo-")) / "hello"
+        # In the demo's state directory (taken down and replaced by the next demo), not /tmp.
+        d = self.state_dir / "hello-v2" / "hello"
+        shutil.rmtree(d.parent, ignore_errors=True)
         shutil.copytree(self.examples / "hello", d)
         manifest = d / "edgefn.toml"
         manifest.write_text(
