@@ -73,6 +73,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def stop_group(
+    proc: subprocess.Popen[bytes], sig: int = signal.SIGINT, timeout_s: float = 10
+) -> str:
+    """Send ``sig`` to ``proc``'s process group (started with ``start_new_session``), SIGKILL it
+    if it has not exited within ``timeout_s``, and return what it wrote to its piped stdout."""
+    os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if proc.stdout is None:
+        return ""
+    out = proc.stdout.read().decode()
+    proc.stdout.close()
+    return out
+
+
 def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     """The environment for ``edgefn`` in tests: a deployer key next to (not in) the state dir.
 

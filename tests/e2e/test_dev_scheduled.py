@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.planet_helpers import free_port
+from tests.planet_helpers import free_port, stop_group
 from tests.waiting import wait_for
 
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
@@ -63,15 +62,7 @@ def test_test_scheduled_runs_the_handler_and_reports_failures(tmp_path: Path) ->
         assert "out of range" in refused.json()["message"]
         assert httpx.get(f"{base}/", timeout=10).text == "ok"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode()
-        proc.stdout.close()
+        out = stop_group(proc, signal.SIGINT)  # Ctrl-C
     assert "tick */5 * * * * 1735689600000 1" in out
     assert "midnight refused" in out
     assert '"kind":"scheduled"' in out
@@ -97,15 +88,7 @@ def test_without_the_flag_the_path_is_the_function_s(tmp_path: Path) -> None:
             what="the function to answer /__scheduled itself",
         )
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # stops as Ctrl-C does (and removes its files)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode()
-        proc.stdout.close()
+        out = stop_group(proc, signal.SIGTERM)  # stops as Ctrl-C does (and removes its files)
     assert proc.returncode == 0, out[-2000:]
     assert "stopped" in out
 

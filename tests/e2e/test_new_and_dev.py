@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.planet_helpers import stop_group
 from tests.waiting import wait_for
 
 EDGEFN = [sys.executable, "-m", "edgefn.cli.main"]
@@ -72,15 +72,7 @@ def test_new_then_dev_with_hot_reload(tmp_path: Path) -> None:
         time.sleep(1.0)
         assert body() == "Hi Ada"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stdout is not None
-        out = proc.stdout.read().decode()
-        proc.stdout.close()
+        out = stop_group(proc, signal.SIGINT)  # Ctrl-C
     assert "reloaded" in out
     assert "reload failed" in out
 
