@@ -121,6 +121,7 @@ class TrafficDriver:
         # The functions this location runs, asked at every beacon (the node's function table).
         self.functions = functions
         self._coords = {p.id: GeoPoint(p.lat, p.lon) for p in config.locations}
+        self._carbon = {p.id: p.carbon_g_per_kwh for p in config.locations}
         self.policy = RoutingPolicy(self._rtt_ms, config=config.routing, rng=random.Random(seed))
         self.peers = PeerTable(
             self.location,
@@ -257,9 +258,8 @@ class TrafficDriver:
     def claim_delay_ms(self, function: str) -> int:
         """``[triggers] prefer = "low_carbon"``: how long this location lets the cleaner ones
         that run ``function`` (fresh beacons) claim a tick first (cron_policy)."""
-        carbon = {loc.id: loc.carbon_g_per_kwh for loc in self.config.locations}
         running = self.candidates(function, here=True)
-        return carbon_claim_delay_ms(self.location, {loc: carbon.get(loc) for loc in running})
+        return carbon_claim_delay_ms(self.location, {loc: self._carbon.get(loc) for loc in running})
 
     def route(
         self,
